@@ -1,0 +1,179 @@
+//! Loading TOML config files with errors that name the file, the key and the problem.
+//!
+//! Every config struct uses `#[serde(deny_unknown_fields)]`: a misspelt key is an
+//! error, not a silently ignored setting. Relative paths inside a config file
+//! resolve from the file's own folder, so a config directory can be moved whole.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// Environment variable that, when set, replaces the PEM of the TLS private
+/// key named in any config file (secrets may be injected by the environment
+/// rather than written to disk next to the config).
+pub const ENV_TLS_KEY_PEM: &str = "CII_TLS_KEY_PEM";
+
+/// A config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The key at fault, dotted (`tls.cert`), if known.
+        key: Option<String>,
+        /// What is wrong, with the line and column.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{file}: key `{key}`: {problem}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The key at fault, dotted.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// Builds an [`ConfigError::Invalid`].
+    pub fn invalid(file: &Path, key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid { file: file.to_owned(), key: key.into(), problem: problem.into() }
+    }
+}
+
+/// Reads and parses a TOML file into `T`.
+pub fn load<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+    parse(file, &text)
+}
+
+/// Parses TOML text that came from `file` (named in errors).
+pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let key = missing_or_unknown_key(e.message());
+        // toml's message already carries line, column and a snippet; keep it whole
+        // but drop the trailing newline.
+        ConfigError::Parse { file: file.to_owned(), key, message: e.to_string().trim_end().to_owned() }
+    })
+}
+
+/// Extracts the key from serde's "missing field `x`" / "unknown field `x`" messages.
+fn missing_or_unknown_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `").or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+/// Resolves `path` against the folder of `config_file` unless it is absolute.
+pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        config_file.parent().unwrap_or_else(|| Path::new(".")).join(path)
+    }
+}
+
+/// Files of a party's TLS identity, as written in config files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The network CA certificate (PEM) that every peer must chain to.
+    pub ca: PathBuf,
+    /// This party's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// This party's private key (PEM); overridden by `CII_TLS_KEY_PEM`.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Resolves the paths against the config file's folder.
+    pub fn resolved(&self, config_file: &Path) -> TlsFiles {
+        TlsFiles {
+            ca: resolve(config_file, &self.ca),
+            cert: resolve(config_file, &self.cert),
+            key: resolve(config_file, &self.key),
+        }
+    }
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `cii_gateway=debug,info` (default `info`);
+    /// `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::default(), level: default_log_level() }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only parsed")]
+    struct Sample {
+        listen: String,
+        tls: TlsFiles,
+    }
+
+    #[test]
+    fn missing_and_unknown_keys_are_named() {
+        let file = Path::new("/etc/cii/gateway.toml");
+        let err = parse::<Sample>(file, "listen = \"x\"\n[tls]\nca = \"a\"\ncert = \"b\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/etc/cii/gateway.toml") && text.contains("missing field `key`"), "{text}");
+        assert!(matches!(err, ConfigError::Parse { key: Some(ref k), .. } if k == "key"));
+
+        let err = parse::<Sample>(file, "listen = \"x\"\nlisten_typo = 1\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `listen_typo`"), "{err}");
+
+        let err = parse::<Sample>(file, "listen = 3\n").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_from_the_config_folder() {
+        let cfg = Path::new("/srv/cii/gateway.toml");
+        assert_eq!(resolve(cfg, Path::new("pki/ca.pem")), Path::new("/srv/cii/pki/ca.pem"));
+        assert_eq!(resolve(cfg, Path::new("/abs/ca.pem")), Path::new("/abs/ca.pem"));
+    }
+}

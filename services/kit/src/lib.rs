@@ -1,0 +1,27 @@
+//! Shared service plumbing of CII Exchange: config files, mutual TLS, JWT
+//! verification, authentication, tracing, health and reflection, metrics,
+//! graceful shutdown, and the development PKI.
+//!
+//! Architecture Invariant: this crate makes no domain decisions. It knows who
+//! is calling and how to talk; what they may do is decided elsewhere.
+//!
+//! # Layout
+//! - [`config`]: loading TOML with errors naming file and key; shared config pieces.
+//! - [`registry`]: the network's members (the one file of truth).
+//! - [`tls`]: rustls configurations, the TLS accept loop, lazily connecting channels.
+//! - [`jwt`] and [`auth`]: the acting user, verified before any handler runs.
+//! - [`grpc`]: health, reflection, errors with stable codes.
+//! - [`metrics`], [`telemetry`], [`shutdown`], [`clock`]: operations.
+//! - [`pki`]: the development CA and certificates.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod jwt;
+pub mod metrics;
+pub mod pki;
+pub mod registry;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,101 @@
+//! Prometheus metrics, served as text on `GET /metrics`.
+//!
+//! INVARIANT (no-pii-in-metrics): label values are rpc names, institution ids
+//! and stable error codes; never a person, a user or a payload.
+
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// Labels of an rpc counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `/package.Service/Method`.
+    pub rpc: String,
+}
+
+/// Labels of a refusal counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// Stable error code (e.g. `JWT_EXPIRED`).
+    pub code: String,
+}
+
+/// The metrics of one service process.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Authenticated rpc calls.
+    pub rpc_calls: Family<RpcLabels, Counter>,
+    /// Calls refused before reaching a handler, by code.
+    pub auth_refusals: Family<CodeLabels, Counter>,
+    /// TLS handshakes refused, by reason.
+    pub tls_refusals: Family<CodeLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the metrics of a service named `service` (`gateway`, `node`, …).
+    pub fn new(service: &str) -> Metrics {
+        let mut registry = Registry::with_prefix("cii");
+        let rpc_calls = Family::<RpcLabels, Counter>::default();
+        let auth_refusals = Family::<CodeLabels, Counter>::default();
+        let tls_refusals = Family::<CodeLabels, Counter>::default();
+        registry.register("rpc_calls", format!("Authenticated rpc calls handled by the {service}"), rpc_calls.clone());
+        registry.register("auth_refusals", "Calls refused by authentication, by code", auth_refusals.clone());
+        registry.register("tls_refusals", "TLS handshakes refused, by reason", tls_refusals.clone());
+        Metrics { registry: Arc::new(registry), rpc_calls, auth_refusals, tls_refusals }
+    }
+
+    /// Counts a refused TLS handshake.
+    pub fn tls_refused(&self, reason: &str) {
+        self.tls_refusals.get_or_create(&CodeLabels { code: reason.to_owned() }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(_) => continue,
+            },
+            () = &mut shutdown => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let response = if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                            .body(Full::new(Bytes::from(metrics.encode())))
+                    } else {
+                        Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from_static(b"not found\n")))
+                    };
+                    Ok::<_, hyper::http::Error>(response.unwrap_or_default())
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,267 @@
+//! The registry: the one file that says who the network's members are.
+//!
+//! Per institution: id, type, canton, name, node endpoint, certificate
+//! identity, revoked certificate serials and the public keys that verify its
+//! users' JWTs. The rulebook adds legal facts under the same ids; if the two
+//! disagree about an id, the gateway refuses to start.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use cii_types::{InstitutionId, InstitutionType, PeerIdentity};
+use jsonwebtoken::DecodingKey;
+use serde::Deserialize;
+
+use crate::config::{self, ConfigError};
+
+/// The registry file as written (the config layer; see [`Registry`] for the checked form).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    /// Serials of revoked certificates of the gateway and the consent registry.
+    #[serde(default)]
+    revoked_serials: Vec<String>,
+    #[serde(default)]
+    institution: Vec<InstitutionEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstitutionEntry {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    canton: String,
+    name: String,
+    endpoint: String,
+    #[serde(default)]
+    certificate_identity: Option<String>,
+    #[serde(default)]
+    revoked_serials: Vec<String>,
+    #[serde(default)]
+    jwt_keys: Vec<JwtKeyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtKeyEntry {
+    kid: String,
+    /// The SPKI PEM inline…
+    #[serde(default)]
+    public_key: Option<String>,
+    /// …or in a file, relative to the registry file.
+    #[serde(default)]
+    public_key_file: Option<std::path::PathBuf>,
+}
+
+/// One member of the network.
+#[derive(Debug, Clone)]
+pub struct Institution {
+    /// Registry id.
+    pub id: InstitutionId,
+    /// Institution type.
+    pub kind: InstitutionType,
+    /// Two-letter canton code (`VS`), or `CH` for federal bodies.
+    pub canton: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Where the gateway reaches the node's inbound API (`https://host:port`).
+    pub endpoint: String,
+    /// Keys that verify the JWTs of this institution's users.
+    pub jwt_keys: Vec<JwtKey>,
+}
+
+impl Institution {
+    /// The identity its node certificate carries.
+    pub fn identity(&self) -> PeerIdentity {
+        PeerIdentity::Institution(self.id.clone())
+    }
+}
+
+/// A public key for JWT verification (EdDSA / Ed25519).
+#[derive(Clone)]
+pub struct JwtKey {
+    /// The key id (`kid` header) tokens name.
+    pub kid: String,
+    /// The verification key.
+    pub key: DecodingKey,
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtKey").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+/// The checked registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    institutions: BTreeMap<InstitutionId, Institution>,
+    revoked_serials: HashSet<Vec<u8>>,
+}
+
+impl Registry {
+    /// Loads and checks a registry file.
+    pub fn load(file: &Path) -> Result<Registry, ConfigError> {
+        let raw: RegistryFile = config::load(file)?;
+        Registry::from_file(file, raw)
+    }
+
+    /// Parses and checks registry text (`file` is named in errors).
+    pub fn parse(file: &Path, text: &str) -> Result<Registry, ConfigError> {
+        Registry::from_file(file, config::parse(file, text)?)
+    }
+
+    fn from_file(file: &Path, raw: RegistryFile) -> Result<Registry, ConfigError> {
+        let mut revoked_serials = HashSet::new();
+        for (i, s) in raw.revoked_serials.iter().enumerate() {
+            revoked_serials.insert(parse_serial(s).map_err(|p| ConfigError::invalid(file, format!("revoked_serials[{i}]"), p))?);
+        }
+        let mut institutions = BTreeMap::new();
+        for (i, entry) in raw.institution.into_iter().enumerate() {
+            let at = |key: &str| format!("institution[{i}].{key}");
+            let invalid = |key: &str, e: &dyn fmt::Display| ConfigError::invalid(file, at(key), e.to_string());
+            let id = InstitutionId::parse("id", &entry.id).map_err(|e| invalid("id", &e))?;
+            let kind = InstitutionType::parse("type", &entry.kind).map_err(|e| invalid("type", &e))?;
+            if !(entry.canton.len() == 2 && entry.canton.chars().all(|c| c.is_ascii_uppercase())) {
+                return Err(invalid("canton", &"expected a two-letter upper-case code such as VS (CH for federal bodies)"));
+            }
+            if entry.name.trim().is_empty() {
+                return Err(invalid("name", &"must not be empty"));
+            }
+            if !entry.endpoint.starts_with("https://") {
+                return Err(invalid("endpoint", &"must be an https:// URL (nodes are reached over mutual TLS)"));
+            }
+            let expected = PeerIdentity::Institution(id.clone()).to_uri();
+            if let Some(identity) = &entry.certificate_identity {
+                if *identity != expected {
+                    return Err(invalid("certificate_identity", &format!("must be {expected} for id {id}")));
+                }
+            }
+            for (j, s) in entry.revoked_serials.iter().enumerate() {
+                let serial = parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?;
+                revoked_serials.insert(serial);
+            }
+            if entry.jwt_keys.is_empty() {
+                return Err(invalid("jwt_keys", &"at least one key is needed to verify the institution's users"));
+            }
+            let mut jwt_keys = Vec::new();
+            for (j, k) in entry.jwt_keys.into_iter().enumerate() {
+                if k.kid.is_empty() {
+                    return Err(invalid(&format!("jwt_keys[{j}].kid"), &"must not be empty"));
+                }
+                let (key_name, pem) = match (k.public_key, k.public_key_file) {
+                    (Some(pem), None) => ("public_key", pem),
+                    (None, Some(path)) => {
+                        let path = config::resolve(file, &path);
+                        let pem = std::fs::read_to_string(&path).map_err(|e| {
+                            invalid(&format!("jwt_keys[{j}].public_key_file"), &format!("cannot read {}: {e}", path.display()))
+                        })?;
+                        ("public_key_file", pem)
+                    }
+                    _ => {
+                        return Err(invalid(&format!("jwt_keys[{j}]"), &"give exactly one of public_key and public_key_file"));
+                    }
+                };
+                let key = DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| {
+                    invalid(&format!("jwt_keys[{j}].{key_name}"), &"not an Ed25519 public key in PEM (SubjectPublicKeyInfo)")
+                })?;
+                jwt_keys.push(JwtKey { kid: k.kid, key });
+            }
+            let institution =
+                Institution { id: id.clone(), kind, canton: entry.canton, name: entry.name, endpoint: entry.endpoint, jwt_keys };
+            if institutions.insert(id.clone(), institution).is_some() {
+                return Err(invalid("id", &format!("duplicate institution id {id}")));
+            }
+        }
+        Ok(Registry { institutions, revoked_serials })
+    }
+
+    /// The institution with this id.
+    pub fn get(&self, id: &InstitutionId) -> Option<&Institution> {
+        self.institutions.get(id)
+    }
+
+    /// Every institution, ordered by id.
+    pub fn institutions(&self) -> impl Iterator<Item = &Institution> {
+        self.institutions.values()
+    }
+
+    /// Whether a certificate serial (big-endian bytes, leading zeros stripped) is revoked.
+    pub fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked_serials.contains(strip_leading_zeros(serial))
+    }
+
+    /// Whether `identity` is a member allowed to hold a certificate.
+    pub fn knows(&self, identity: &PeerIdentity) -> bool {
+        match identity {
+            PeerIdentity::Institution(id) => self.institutions.contains_key(id),
+            PeerIdentity::Gateway | PeerIdentity::Consent => true,
+        }
+    }
+}
+
+/// Parses a serial written in hex, with optional `:` separators (as `openssl x509 -serial` prints it).
+fn parse_serial(s: &str) -> Result<Vec<u8>, String> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() || hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected a certificate serial in hex, e.g. 4F:1A:09 or 4f1a09".to_owned());
+    }
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0))
+        .collect();
+    Ok(strip_leading_zeros(&bytes).to_vec())
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes.get(first..).unwrap_or_default()
+}
+
+/// Formats a serial as lower-case hex, the way registry files write it.
+pub fn serial_hex(serial: &[u8]) -> String {
+    strip_leading_zeros(serial).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+
+    fn entry(id: &str, extra: &str) -> String {
+        format!(
+            "[[institution]]\nid = \"{id}\"\ntype = \"AC_ORP\"\ncanton = \"VS\"\nname = \"ORP\"\nendpoint = \"https://localhost:1\"\n{extra}\n[[institution.jwt_keys]]\nkid = \"k1\"\npublic_key = \"\"\"{KEY}\"\"\"\n"
+        )
+    }
+
+    #[test]
+    fn a_valid_registry_loads() {
+        let text = entry("ORP-VS", "revoked_serials = [\"00:4F:1a\"]");
+        let reg = Registry::parse(Path::new("registry.toml"), &text).unwrap();
+        let id = InstitutionId::parse("id", "ORP-VS").unwrap();
+        assert_eq!(reg.get(&id).unwrap().kind, InstitutionType::AcOrp);
+        assert!(reg.is_revoked(&[0x4f, 0x1a]));
+        assert!(reg.is_revoked(&[0, 0x4f, 0x1a]));
+        assert!(!reg.is_revoked(&[0x4f]));
+    }
+
+    #[test]
+    fn problems_name_the_key() {
+        let cases = [
+            (entry("orp", ""), "institution[0].id"),
+            (entry("ORP-VS", "certificate_identity = \"urn:cii:institution:AI-VS\""), "institution[0].certificate_identity"),
+            (entry("ORP-VS", "revoked_serials = [\"xyz\"]"), "institution[0].revoked_serials[0]"),
+            (entry("ORP-VS", "").replace("AC_ORP", "ORP"), "institution[0].type"),
+            (entry("ORP-VS", "").replace("https://", "http://"), "institution[0].endpoint"),
+            (entry("ORP-VS", "").replace("MCowBQ", "xxxxxx"), "institution[0].jwt_keys[0].public_key"),
+            (format!("{}{}", entry("ORP-VS", ""), entry("ORP-VS", "")), "institution[1].id"),
+        ];
+        for (text, key) in cases {
+            let err = Registry::parse(Path::new("registry.toml"), &text).unwrap_err();
+            assert!(err.to_string().contains(&format!("key `{key}`")), "expected {key}: {err}");
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! Mutual TLS between the parties of the network (rustls on ring, TLS 1.3 only).
+//!
+//! Both directions verify the chain to the network CA, then the identity the
+//! certificate carries ([`PeerIdentity`], a URI subject alternative name) and
+//! its serial against the registry's revocation list, all during the
+//! handshake: a revoked or foreign certificate never reaches a handler.
+//!
+//! We terminate TLS ourselves rather than through tonic's `ServerTlsConfig`,
+//! which cannot take a custom certificate verifier; tonic still sees the peer
+//! certificates through its `TlsConnectInfo` (so `Request::peer_certs` works).
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cii_types::PeerIdentity;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::config::{ENV_TLS_KEY_PEM, TlsFiles};
+
+/// A TLS handshake that takes longer than this is dropped (slowloris guard).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS material could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{what} {file}: {problem}")]
+    Pem {
+        /// Which file (`CA certificate`, `certificate`, `private key`).
+        what: &'static str,
+        /// Its path.
+        file: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// rustls refused the configuration.
+    #[error("tls configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The verifier could not be built (e.g. no usable CA certificate).
+    #[error("tls verifier: {0}")]
+    Verifier(String),
+    /// The endpoint URL is not usable.
+    #[error("endpoint {0}: expected https://host:port")]
+    Endpoint(String),
+}
+
+/// This party's certificate chain and key, and the network CA.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // INVARIANT (no-secrets-in-logs): the private key is never printed.
+        f.debug_struct("TlsIdentity").field("chain_len", &self.chain.len()).finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    /// Loads the files; the key comes from `CII_TLS_KEY_PEM` when that is set.
+    pub fn load(files: &TlsFiles) -> Result<TlsIdentity, TlsError> {
+        let pem_err = |what: &'static str, file: &std::path::Path, problem: String| TlsError::Pem {
+            what,
+            file: file.display().to_string(),
+            problem,
+        };
+        let ca_certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| pem_err("CA certificate", &files.ca, e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        for cert in ca_certs {
+            roots.add(cert).map_err(|e| pem_err("CA certificate", &files.ca, e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(pem_err("CA certificate", &files.ca, "no certificate found".to_owned()));
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| pem_err("certificate", &files.cert, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(pem_err("certificate", &files.cert, "no certificate found".to_owned()));
+        }
+        let key = match std::env::var(ENV_TLS_KEY_PEM) {
+            Ok(pem) => PrivateKeyDer::from_pem_slice(pem.as_bytes())
+                .map_err(|_| pem_err("private key", std::path::Path::new(ENV_TLS_KEY_PEM), "not a PEM private key".to_owned()))?,
+            Err(_) => PrivateKeyDer::from_pem_file(&files.key)
+                .map_err(|e| pem_err("private key", &files.key, e.to_string()))?,
+        };
+        Ok(TlsIdentity { roots: Arc::new(roots), chain, key: Arc::new(key) })
+    }
+
+    /// This party's own identity, read from its certificate.
+    pub fn identity(&self) -> Result<PeerIdentity, TlsError> {
+        let leaf = self.chain.first().ok_or_else(|| TlsError::Verifier("empty certificate chain".to_owned()))?;
+        inspect(leaf).map(|c| c.identity).map_err(|e| TlsError::Verifier(e.to_string()))
+    }
+}
+
+/// Who may connect, decided from the certificate alone.
+#[derive(Clone)]
+pub struct PeerPolicy {
+    admit: Arc<dyn Fn(&PeerIdentity) -> bool + Send + Sync>,
+    revoked: Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+}
+
+impl fmt::Debug for PeerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerPolicy")
+    }
+}
+
+impl PeerPolicy {
+    /// Admits identities for which `admit` holds, unless the serial is revoked.
+    pub fn new(
+        admit: impl Fn(&PeerIdentity) -> bool + Send + Sync + 'static,
+        revoked: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+    ) -> PeerPolicy {
+        PeerPolicy { admit: Arc::new(admit), revoked: Arc::new(revoked) }
+    }
+
+    /// Admits exactly one identity.
+    pub fn only(expected: PeerIdentity, revoked: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> PeerPolicy {
+        PeerPolicy::new(move |p| *p == expected, revoked)
+    }
+
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let cert = inspect(end_entity).map_err(|e| {
+            tracing::info!(reason = %e, "peer certificate refused");
+            rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+        })?;
+        if (self.revoked)(&cert.serial) {
+            tracing::warn!(peer = %cert.identity, "revoked certificate refused");
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        if !(self.admit)(&cert.identity) {
+            tracing::warn!(peer = %cert.identity, "certificate identity not admitted here");
+            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
+        }
+        Ok(())
+    }
+}
+
+/// What we read from a peer certificate.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// The identity it names.
+    pub identity: PeerIdentity,
+    /// Its serial, big-endian.
+    pub serial: Vec<u8>,
+}
+
+/// Reads identity and serial from a DER certificate (exactly one `urn:cii:` URI SAN).
+pub fn inspect(der: &CertificateDer<'_>) -> Result<CertInfo, CertInspectError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|_| CertInspectError::NotX509)?;
+    let san = cert.subject_alternative_name().map_err(|_| CertInspectError::NotX509)?;
+    let mut identities = san
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("urn:cii:") => Some(*uri),
+            _ => None,
+        });
+    let uri = identities.next().ok_or(CertInspectError::NoIdentity)?;
+    if identities.next().is_some() {
+        return Err(CertInspectError::SeveralIdentities);
+    }
+    let identity = PeerIdentity::parse_uri(uri).map_err(|_| CertInspectError::BadIdentity)?;
+    Ok(CertInfo { identity, serial: cert.raw_serial().to_vec() })
+}
+
+/// A certificate without a usable network identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertInspectError {
+    /// Not a parsable X.509 certificate.
+    #[error("not an X.509 certificate")]
+    NotX509,
+    /// No `urn:cii:` URI subject alternative name.
+    #[error("certificate names no network identity (urn:cii:…)")]
+    NoIdentity,
+    /// More than one identity.
+    #[error("certificate names more than one network identity")]
+    SeveralIdentities,
+    /// The identity URI is malformed.
+    #[error("certificate identity is malformed")]
+    BadIdentity,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Verifies client certificates: chain, then revocation and admission.
+#[derive(Debug)]
+struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    policy: PeerPolicy,
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        self.policy.check(end_entity)?;
+        Ok(verified)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Verifies server certificates: chain and host name, then revocation and the expected identity.
+#[derive(Debug)]
+struct ServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    policy: PeerPolicy,
+}
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.policy.check(end_entity)?;
+        Ok(verified)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Whether a server demands client certificates.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Mutual TLS: only peers admitted by the policy complete the handshake.
+    Required(PeerPolicy),
+    /// Server authentication only (the node's API for its own IT systems,
+    /// where users authenticate by JWT).
+    None,
+}
+
+/// A TLS 1.3 server configuration speaking HTTP/2.
+pub fn server_config(id: &TlsIdentity, client_auth: ClientAuth) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match client_auth {
+        ClientAuth::Required(policy) => {
+            let inner = WebPkiClientVerifier::builder_with_provider(id.roots.clone(), provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(ClientVerifier { inner, policy }))
+        }
+        ClientAuth::None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3 client configuration presenting our certificate and admitting
+/// only servers the policy admits.
+pub fn client_config(id: &TlsIdentity, server: PeerPolicy) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let inner = WebPkiServerVerifier::builder_with_provider(id.roots.clone(), provider())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier { inner, policy: server }))
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, yielding
+/// established streams for `tonic`'s `serve_with_incoming*`. A failed
+/// handshake is logged (reason only) and counted, and never reaches the server.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    on_failure: impl Fn(&str) + Send + Sync + 'static,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let on_failure = Arc::new(on_failure);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                // The server is gone (shut down): stop accepting.
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx, on_failure) = (acceptor.clone(), tx.clone(), on_failure.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "tls handshake refused");
+                        on_failure(handshake_failure_kind(&e));
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "tls handshake timed out");
+                        on_failure("timeout");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A metric label for a failed handshake (no peer data).
+fn handshake_failure_kind(e: &io::Error) -> &'static str {
+    let text = e.to_string();
+    if text.contains("Revoked") {
+        "revoked"
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        "unknown_ca"
+    } else if text.contains("NotValidForName") || text.contains("ApplicationVerificationFailure") {
+        "identity"
+    } else if text.contains("NoCertificatesPresented") || text.contains("CertificateRequired") {
+        "no_certificate"
+    } else if text.contains("protocol version") || text.contains("PeerIncompatible") {
+        "protocol"
+    } else {
+        "other"
+    }
+}
+
+/// A lazily connecting gRPC channel to `url` (`https://host:port`) over our
+/// own TLS client configuration.
+pub fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, TlsError> {
+    let uri: Uri = url.parse().map_err(|_| TlsError::Endpoint(url.to_owned()))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(TlsError::Endpoint(url.to_owned()));
+    }
+    let host = uri.host().ok_or_else(|| TlsError::Endpoint(url.to_owned()))?.trim_matches(['[', ']']).to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let server_name = ServerName::try_from(host.clone()).map_err(|_| TlsError::Endpoint(url.to_owned()))?;
+    // tonic would try its own TLS on an https URI; we hand it http:// and do TLS in the connector.
+    let endpoint = Endpoint::from_shared(format!("http://{}:{port}", uri.host().unwrap_or_default()))
+        .map_err(|_| TlsError::Endpoint(url.to_owned()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let connector = TlsConnector::from(config);
+    let connect = tower::service_fn(move |_: Uri| {
+        let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());
+        async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connect))
+}
