@@ -1,1 +1,341 @@
-//! x
+//! Test harness of CII Exchange: a real gateway and real nodes on loopback,
+//! with a freshly generated PKI and config files, started in-process through
+//! the same `run` functions `cii gateway` and `cii node` call.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cii_kit::clock::{Clock, SystemClock};
+use cii_kit::config::TlsFiles;
+use cii_kit::tls::{self, PeerPolicy, TlsIdentity};
+use cii_types::{InstitutionId, InstitutionType, PeerIdentity, Role};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// An institution of a test network.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Registry id.
+    pub id: InstitutionId,
+    /// Type.
+    pub kind: InstitutionType,
+}
+
+/// Builds a member.
+pub fn member(id: &str, kind: InstitutionType) -> Member {
+    Member {
+        id: InstitutionId::parse("id", id).expect("valid id"),
+        kind,
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The member.
+    pub member: Member,
+    /// Its IT-facing API.
+    pub api: SocketAddr,
+    /// Its gateway-facing API.
+    pub inbound: SocketAddr,
+    /// Its metrics endpoint.
+    pub metrics: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// A running network: gateway and nodes.
+#[derive(Debug)]
+pub struct Network {
+    /// The temporary folder holding PKI and configs.
+    pub dir: tempfile::TempDir,
+    /// The gateway's gRPC address.
+    pub gateway: SocketAddr,
+    /// The gateway's metrics endpoint.
+    pub gateway_metrics: SocketAddr,
+    /// The nodes.
+    pub nodes: Vec<RunningNode>,
+    gateway_stop: Option<oneshot::Sender<()>>,
+    gateway_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Options of a test network.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serials (hex) to list as revoked in the registry, keyed by member index.
+    pub revoke_member_certs: Vec<usize>,
+    /// The gateway's clock (default: system clock).
+    pub gateway_clock: Option<Arc<dyn Clock>>,
+}
+
+impl Network {
+    /// The PKI folder.
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// Starts a gateway and one node per member.
+    pub async fn start(members: &[Member]) -> Network {
+        Network::start_with(members, Options::default()).await
+    }
+
+    /// Starts a gateway and one node per member, with options.
+    pub async fn start_with(members: &[Member], options: Options) -> Network {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = dir.path().join("pki");
+        let ids: Vec<InstitutionId> = members.iter().map(|m| m.id.clone()).collect();
+        cii_kit::pki::init(&pki, &ids, &["localhost".into(), "127.0.0.1".into()])
+            .expect("pki init");
+
+        // Bind every socket first: the registry needs the nodes' addresses.
+        let gateway_listener = bind().await;
+        let gateway_metrics_listener = bind().await;
+        let gateway = gateway_listener.local_addr().expect("addr");
+        let gateway_metrics = gateway_metrics_listener.local_addr().expect("addr");
+        let mut node_listeners = Vec::new();
+        for _ in members {
+            node_listeners.push((bind().await, bind().await, bind().await));
+        }
+
+        let mut registry = String::from("# test network registry\n");
+        for (i, (m, (_, inbound, _))) in members.iter().zip(&node_listeners).enumerate() {
+            let revoked = if options.revoke_member_certs.contains(&i) {
+                let serial = cert_serial(
+                    &cii_kit::pki::party_files(&pki, &PeerIdentity::Institution(m.id.clone())).cert,
+                );
+                format!("revoked_serials = [\"{serial}\"]\n")
+            } else {
+                String::new()
+            };
+            registry.push_str(&format!(
+                "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id} test\"\n\
+                 endpoint = \"https://127.0.0.1:{port}\"\n{revoked}\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
+                 public_key_file = \"pki/institutions/{id}/jwt.pub\"\n",
+                id = m.id,
+                kind = m.kind,
+                port = inbound.local_addr().expect("addr").port(),
+            ));
+        }
+        std::fs::write(dir.path().join("registry.toml"), registry).expect("write registry");
+        let gateway_toml = dir.path().join("gateway.toml");
+        std::fs::write(
+            &gateway_toml,
+            format!(
+                "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\nregistry = \"registry.toml\"\n\n[tls]\n\
+                 ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n[log]\nlevel = \"debug\"\n"
+            ),
+        )
+        .expect("write gateway.toml");
+
+        let config = cii_gateway::GatewayConfig::load(&gateway_toml).expect("gateway config");
+        let (gateway_stop, stopped) = oneshot::channel::<()>();
+        let clock = options
+            .gateway_clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock));
+        let listeners = cii_gateway::Listeners {
+            grpc: gateway_listener,
+            metrics: Some(gateway_metrics_listener),
+        };
+        let gateway_task = tokio::spawn(async move {
+            cii_gateway::run_with_clock(config, listeners, clock, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("gateway run");
+        });
+
+        let mut nodes = Vec::new();
+        for (m, (api, inbound, metrics)) in members.iter().zip(node_listeners) {
+            let (api_addr, inbound_addr, metrics_addr) = (
+                api.local_addr().expect("addr"),
+                inbound.local_addr().expect("addr"),
+                metrics.local_addr().expect("addr"),
+            );
+            let toml = dir
+                .path()
+                .join(format!("node-{}.toml", m.id.as_str().to_lowercase()));
+            std::fs::write(
+                &toml,
+                format!(
+                    "institution = \"{id}\"\nregistry = \"registry.toml\"\ngateway_url = \"https://127.0.0.1:{gp}\"\n\
+                     api_listen = \"{api_addr}\"\ninbound_listen = \"{inbound_addr}\"\nmetrics_listen = \"{metrics_addr}\"\n\n\
+                     [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n",
+                    id = m.id,
+                    gp = gateway.port(),
+                ),
+            )
+            .expect("write node toml");
+            let config = cii_node::NodeConfig::load(&toml).expect("node config");
+            let (stop, stopped) = oneshot::channel::<()>();
+            let listeners = cii_node::Listeners {
+                api,
+                inbound,
+                metrics: Some(metrics),
+            };
+            tokio::spawn(async move {
+                cii_node::run(config, listeners, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("node run");
+            });
+            nodes.push(RunningNode {
+                member: m.clone(),
+                api: api_addr,
+                inbound: inbound_addr,
+                metrics: metrics_addr,
+                stop: Some(stop),
+            });
+        }
+        Network {
+            dir,
+            gateway,
+            gateway_metrics,
+            nodes,
+            gateway_stop: Some(gateway_stop),
+            gateway_task: Some(gateway_task),
+        }
+    }
+
+    /// The TLS identity of a party of this network.
+    pub fn identity(&self, party: &PeerIdentity) -> TlsIdentity {
+        identity_in(&self.pki(), party)
+    }
+
+    /// The node of member `i`.
+    pub fn node(&self, i: usize) -> &RunningNode {
+        &self.nodes[i]
+    }
+
+    /// A channel to the gateway presenting `party`'s certificate.
+    pub fn gateway_channel_as(&self, party: &PeerIdentity) -> Channel {
+        let config = tls::client_config(
+            &self.identity(party),
+            PeerPolicy::only(PeerIdentity::Gateway, |_| false),
+        )
+        .expect("client config");
+        tls::channel(
+            &format!("https://127.0.0.1:{}", self.gateway.port()),
+            config,
+        )
+        .expect("channel")
+    }
+
+    /// A channel to node `i`'s IT-facing API, as the institution's IT system.
+    pub fn node_api_channel(&self, i: usize) -> Channel {
+        let node = self.node(i);
+        let party = PeerIdentity::Institution(node.member.id.clone());
+        let config = tls::client_config(&self.identity(&party), PeerPolicy::only(party, |_| false))
+            .expect("client config");
+        tls::channel(&format!("https://127.0.0.1:{}", node.api.port()), config).expect("channel")
+    }
+
+    /// A channel to node `i`'s inbound API presenting `party`'s certificate.
+    pub fn node_inbound_channel_as(&self, i: usize, party: &PeerIdentity) -> Channel {
+        let node = self.node(i);
+        let expected = PeerIdentity::Institution(node.member.id.clone());
+        let config =
+            tls::client_config(&self.identity(party), PeerPolicy::only(expected, |_| false))
+                .expect("client config");
+        tls::channel(
+            &format!("https://127.0.0.1:{}", node.inbound.port()),
+            config,
+        )
+        .expect("channel")
+    }
+
+    /// A token for a user of member `i`, signed with that member's key.
+    pub fn token(&self, i: usize, user: &str, roles: &[Role]) -> String {
+        self.token_with(i, i, user, roles, time::OffsetDateTime::now_utc(), 300)
+    }
+
+    /// A token claiming issuer `claimed`, signed with `signer`'s key, issued at `iat`.
+    pub fn token_with(
+        &self,
+        claimed: usize,
+        signer: usize,
+        user: &str,
+        roles: &[Role],
+        iat: time::OffsetDateTime,
+        ttl: i64,
+    ) -> String {
+        let key = std::fs::read(cii_kit::pki::jwt_private_key(
+            &self.pki(),
+            &self.node(signer).member.id,
+        ))
+        .expect("jwt key");
+        let spec = cii_kit::jwt::TokenSpec {
+            issuer: &self.node(claimed).member.id,
+            subject: user,
+            roles,
+            kid: "dev-1",
+            issued_at: iat,
+            ttl: time::Duration::seconds(ttl),
+        };
+        cii_kit::jwt::mint(&key, &spec).expect("mint")
+    }
+
+    /// Stops everything and waits for the gateway to finish.
+    pub async fn stop(mut self) {
+        for node in &mut self.nodes {
+            if let Some(stop) = node.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        if let Some(stop) = self.gateway_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.gateway_task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// The TLS identity of `party` in the PKI at `pki`.
+pub fn identity_in(pki: &Path, party: &PeerIdentity) -> TlsIdentity {
+    let files = cii_kit::pki::party_files(pki, party);
+    TlsIdentity::load(&TlsFiles {
+        ca: pki.join("ca.pem"),
+        cert: files.cert,
+        key: files.key,
+    })
+    .expect("tls identity")
+}
+
+/// The serial (hex) of the certificate in `cert_pem`.
+pub fn cert_serial(cert_pem: &Path) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(cert_pem).expect("cert");
+    cii_kit::registry::serial_hex(&cii_kit::tls::inspect(&der).expect("inspect").serial)
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind")
+}
+
+/// A request carrying `token` as its bearer token.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
+    request
+}
+
+/// Fetches a metrics endpoint's text (plain HTTP/1.1 GET).
+pub async fn fetch_metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    text
+}

@@ -1,1 +1,123 @@
-//! x
+//! The CII Exchange gateway: it sits between all institution nodes,
+//! authenticates them by certificate and their users by JWT, and (as the
+//! issues land) decides every transfer against the rulebook, translates
+//! pseudonyms and writes the audit record before delivering.
+//!
+//! # Layout
+//! - [`config`]: the config file and its checked form.
+//! - `service`: the `cii.gateway.v1.Gateway` rpc handlers.
+//!
+//! Entry point: [`run`], which `cii gateway` and the tests call.
+
+pub mod config;
+mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cii_kit::auth::{Authenticate, IssuerSource};
+use cii_kit::clock::{Clock, SystemClock};
+use cii_kit::metrics::Metrics;
+use cii_kit::tls::{self, ClientAuth, PeerPolicy};
+use cii_proto::gateway::gateway_server::GatewayServer;
+use cii_types::PeerIdentity;
+use tokio::net::TcpListener;
+
+pub use config::GatewayConfig;
+
+/// The sockets the gateway serves on (bound by the caller, so tests use port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC API for nodes.
+    pub grpc: TcpListener,
+    /// The `/metrics` endpoint, if any.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Why the gateway stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] cii_kit::tls::TlsError),
+    /// Reflection could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] cii_kit::grpc::ReflectionError),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Services the gateway serves (listed by reflection, reported by health).
+pub const SERVICES: &[&str] = &["cii.gateway.v1.Gateway"];
+
+/// Runs the gateway until `shutdown` resolves, then drains in-flight calls.
+pub async fn run(
+    config: GatewayConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    run_with_clock(config, listeners, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`] with an injected clock (tests of token expiry and clock skew).
+pub async fn run_with_clock(
+    config: GatewayConfig,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let metrics = Metrics::new("gateway");
+    let registry = config.registry.clone();
+    // Only registry members (and the consent registry) complete the handshake;
+    // revoked serials are refused there too.
+    let admit = {
+        let registry = registry.clone();
+        move |peer: &PeerIdentity| registry.knows(peer) && *peer != PeerIdentity::Gateway
+    };
+    let revoked = {
+        let registry = registry.clone();
+        move |serial: &[u8]| registry.is_revoked(serial)
+    };
+    let tls_config = tls::server_config(
+        &config.tls,
+        ClientAuth::Required(PeerPolicy::new(admit, revoked)),
+    )?;
+
+    let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
+        cii_kit::grpc::health_and_reflection(SERVICES).await?;
+    let authenticate = Authenticate::new(
+        IssuerSource::PeerCertificate(registry.clone()),
+        clock.clone(),
+        metrics.clone(),
+    );
+    let gateway = GatewayServer::with_interceptor(
+        service::GatewayService::new(registry, clock),
+        authenticate,
+    );
+
+    let router = cii_kit::grpc::server(&metrics)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(gateway);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listener) = listeners.metrics {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(cii_kit::metrics::serve(
+            listener,
+            metrics.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.institutions().count(), "gateway serving");
+    let result =
+        cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
+    let _ = stop_tx.send(true);
+    tracing::info!("gateway stopped");
+    Ok(result?)
+}

@@ -1,1 +1,4 @@
-//! x
+//! End-to-end tests: real gateway and nodes on loopback (one test binary,
+//! one module per concern).
+
+mod foundation;

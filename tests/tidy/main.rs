@@ -1,1 +1,1 @@
-//! x
+//! Tidy checks (see tidy/main.rs).

@@ -34,7 +34,10 @@ impl PeerIdentity {
             GATEWAY_URI => Ok(PeerIdentity::Gateway),
             CONSENT_URI => Ok(PeerIdentity::Consent),
             _ => match s.strip_prefix(INSTITUTION_URI_PREFIX) {
-                Some(id) => Ok(PeerIdentity::Institution(InstitutionId::parse("certificate identity", id)?)),
+                Some(id) => Ok(PeerIdentity::Institution(InstitutionId::parse(
+                    "certificate identity",
+                    id,
+                )?)),
                 None => Err(ParseError::Invalid {
                     field: "certificate identity",
                     rule: "expected urn:cii:institution:<ID>, urn:cii:gateway or urn:cii:consent",
@@ -66,7 +69,11 @@ mod tests {
     #[test]
     fn uris_round_trip() {
         let id = InstitutionId::parse("id", "ORP-VS").unwrap();
-        for p in [PeerIdentity::Institution(id), PeerIdentity::Gateway, PeerIdentity::Consent] {
+        for p in [
+            PeerIdentity::Institution(id),
+            PeerIdentity::Gateway,
+            PeerIdentity::Consent,
+        ] {
             assert_eq!(PeerIdentity::parse_uri(&p.to_uri()), Ok(p));
         }
         assert!(PeerIdentity::parse_uri("urn:cii:institution:orp").is_err());

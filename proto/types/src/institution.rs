@@ -21,9 +21,13 @@ impl InstitutionId {
             return Err(ParseError::Empty { field });
         }
         if s.len() > Self::MAX_LEN {
-            return Err(ParseError::TooLong { field, max: Self::MAX_LEN });
+            return Err(ParseError::TooLong {
+                field,
+                max: Self::MAX_LEN,
+            });
         }
-        let rule = "institution ids use A-Z, 0-9 and '-', starting with a letter, at least 2 characters";
+        let rule =
+            "institution ids use A-Z, 0-9 and '-', starting with a letter, at least 2 characters";
         let mut chars = s.chars();
         let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_uppercase());
         let rest_ok = chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
@@ -110,7 +114,10 @@ impl InstitutionType {
         InstitutionType::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or(ParseError::Unknown { field, expected: Self::EXPECTED })
+            .ok_or(ParseError::Unknown {
+                field,
+                expected: Self::EXPECTED,
+            })
     }
 }
 
@@ -140,7 +147,13 @@ mod tests {
             assert!(InstitutionId::parse("id", bad).is_err(), "{bad}");
         }
         let long = "A".repeat(65);
-        assert_eq!(InstitutionId::parse("id", &long), Err(ParseError::TooLong { field: "id", max: 64 }));
+        assert_eq!(
+            InstitutionId::parse("id", &long),
+            Err(ParseError::TooLong {
+                field: "id",
+                max: 64
+            })
+        );
     }
 
     #[test]

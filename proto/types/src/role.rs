@@ -21,7 +21,13 @@ pub enum Role {
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [Role::Caseworker, Role::Dpo, Role::NetworkDpo, Role::Jurist, Role::Operator];
+    pub const ALL: [Role; 5] = [
+        Role::Caseworker,
+        Role::Dpo,
+        Role::NetworkDpo,
+        Role::Jurist,
+        Role::Operator,
+    ];
 
     /// The name used in JWTs.
     pub fn as_str(self) -> &'static str {
@@ -39,7 +45,10 @@ impl Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or(ParseError::Unknown { field, expected: "caseworker, dpo, network_dpo, jurist, operator" })
+            .ok_or(ParseError::Unknown {
+                field,
+                expected: "caseworker, dpo, network_dpo, jurist, operator",
+            })
     }
 }
 

@@ -1,1 +1,140 @@
-fn main(){}
+//! `cii`: the one command of CII Exchange. It runs the network's processes
+//! (`cii gateway`, `cii node`) and the operators' tools (`cii pki`).
+//!
+//! `main` only parses arguments, loads config, initialises tracing and calls
+//! the service crates' `run`; everything else lives in those crates.
+
+mod pki;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a configuration problem (nothing was started).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cii",
+    version,
+    about = "CII Exchange: lawful data exchange between Swiss social-security institutions",
+    long_about = "CII Exchange connects the institutions of interinstitutional collaboration (ORP/RAV, AI offices, \
+social services, supplementary benefits, vocational training, migration offices, SUVA). Each institution runs a \
+node; a gateway between them authenticates every party by certificate and every user by JWT.",
+    after_help = "Getting started on one machine:\n  \
+cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS\n  \
+cii gateway --config deploy/dev/gateway.toml\n  \
+cii node --config deploy/dev/orp-vs.toml\n\nSee README.md and docs/ for the guides."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the exchange layer between all nodes).
+    #[command(
+        after_help = "The config file names the listen address, the registry file and the gateway's TLS files; \
+see deploy/config/gateway.toml. Relative paths resolve from the config file's folder.\n\
+Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusable (nothing started)."
+    )]
+    Gateway {
+        /// The gateway's config file (TOML).
+        #[arg(long, env = "CII_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run an institution's node (its IT systems talk to it; it talks to the gateway).
+    #[command(
+        after_help = "The config file names the institution id, the registry, the gateway URL, the two \
+listen addresses (API for the institution's IT, inbound API for the gateway) and the TLS files; see \
+deploy/config/node-orp-vs.toml.\nStops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusable."
+    )]
+    Node {
+        /// The node's config file (TOML).
+        #[arg(long, env = "CII_NODE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Development PKI: a CA, certificates, JWT keys and test tokens.
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Gateway { config } => {
+            let config = match cii_gateway::GatewayConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            cii_kit::telemetry::init(&config.file.log);
+            serve(async move {
+                let grpc = tokio::net::TcpListener::bind(config.file.listen).await?;
+                let metrics = match config.file.metrics_listen {
+                    Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+                    None => None,
+                };
+                let listeners = cii_gateway::Listeners { grpc, metrics };
+                cii_gateway::run(config, listeners, cii_kit::shutdown::signal()).await?;
+                Ok(())
+            })
+        }
+        Command::Node { config } => {
+            let config = match cii_node::NodeConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            cii_kit::telemetry::init(&config.file.log);
+            serve(async move {
+                let api = tokio::net::TcpListener::bind(config.file.api_listen).await?;
+                let inbound = tokio::net::TcpListener::bind(config.file.inbound_listen).await?;
+                let metrics = match config.file.metrics_listen {
+                    Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+                    None => None,
+                };
+                let listeners = cii_node::Listeners {
+                    api,
+                    inbound,
+                    metrics,
+                };
+                cii_node::run(config, listeners, cii_kit::shutdown::signal()).await?;
+                Ok(())
+            })
+        }
+        Command::Pki(command) => match pki::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("configuration error: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn serve(body: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped with an error");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

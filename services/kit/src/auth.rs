@@ -48,7 +48,11 @@ pub struct Authenticate {
 impl Authenticate {
     /// Creates the interceptor.
     pub fn new(issuer: IssuerSource, clock: Arc<dyn Clock>, metrics: Metrics) -> Authenticate {
-        Authenticate { issuer, clock, metrics }
+        Authenticate {
+            issuer,
+            clock,
+            metrics,
+        }
     }
 
     fn institution<T>(&self, req: &Request<T>) -> Result<Institution, Status> {
@@ -57,26 +61,57 @@ impl Authenticate {
             IssuerSource::PeerCertificate(registry) => {
                 // The TLS layer already admitted only registry members; this
                 // re-reads the identity for the handler.
-                let certs = req
-                    .peer_certs()
-                    .ok_or_else(|| error(Code::Unauthenticated, "CLIENT_CERT_MISSING", "client certificate required", None))?;
-                let leaf = certs
-                    .first()
-                    .ok_or_else(|| error(Code::Unauthenticated, "CLIENT_CERT_MISSING", "client certificate required", None))?;
-                let info = inspect(leaf)
-                    .map_err(|_| error(Code::Unauthenticated, "CLIENT_CERT_INVALID", "client certificate has no identity", None))?;
+                let certs = req.peer_certs().ok_or_else(|| {
+                    error(
+                        Code::Unauthenticated,
+                        "CLIENT_CERT_MISSING",
+                        "client certificate required",
+                        None,
+                    )
+                })?;
+                let leaf = certs.first().ok_or_else(|| {
+                    error(
+                        Code::Unauthenticated,
+                        "CLIENT_CERT_MISSING",
+                        "client certificate required",
+                        None,
+                    )
+                })?;
+                let info = inspect(leaf).map_err(|_| {
+                    error(
+                        Code::Unauthenticated,
+                        "CLIENT_CERT_INVALID",
+                        "client certificate has no identity",
+                        None,
+                    )
+                })?;
                 match info.identity {
                     PeerIdentity::Institution(id) => registry.get(&id).cloned().ok_or_else(|| {
-                        error(Code::PermissionDenied, "INSTITUTION_UNKNOWN", "institution is not in the registry", None)
+                        error(
+                            Code::PermissionDenied,
+                            "INSTITUTION_UNKNOWN",
+                            "institution is not in the registry",
+                            None,
+                        )
                     }),
-                    _ => Err(error(Code::PermissionDenied, "PEER_NOT_INSTITUTION", "only institution nodes may call this api", None)),
+                    _ => Err(error(
+                        Code::PermissionDenied,
+                        "PEER_NOT_INSTITUTION",
+                        "only institution nodes may call this api",
+                        None,
+                    )),
                 }
             }
         }
     }
 
     fn refuse(&self, e: JwtError) -> Status {
-        self.metrics.auth_refusals.get_or_create(&CodeLabels { code: e.code().to_owned() }).inc();
+        self.metrics
+            .auth_refusals
+            .get_or_create(&CodeLabels {
+                code: e.code().to_owned(),
+            })
+            .inc();
         tracing::info!(code = e.code(), "call refused");
         let code = match e {
             JwtError::IssuerMismatch => Code::PermissionDenied,
@@ -89,9 +124,13 @@ impl Authenticate {
 impl Interceptor for Authenticate {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let institution = self.institution(&req)?;
-        let header = req.metadata().get(jwt::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+        let header = req
+            .metadata()
+            .get(jwt::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
         let token = jwt::bearer(header).map_err(|e| self.refuse(e))?;
-        let user = jwt::verify(token, &institution, self.clock.now()).map_err(|e| self.refuse(e))?;
+        let user =
+            jwt::verify(token, &institution, self.clock.now()).map_err(|e| self.refuse(e))?;
         req.extensions_mut().insert(Caller { institution, user });
         Ok(req)
     }

@@ -51,13 +51,20 @@ pub enum ConfigError {
 impl ConfigError {
     /// Builds an [`ConfigError::Invalid`].
     pub fn invalid(file: &Path, key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError::Invalid { file: file.to_owned(), key: key.into(), problem: problem.into() }
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 }
 
 /// Reads and parses a TOML file into `T`.
 pub fn load<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
     parse(file, &text)
 }
 
@@ -67,13 +74,19 @@ pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigEr
         let key = missing_or_unknown_key(e.message());
         // toml's message already carries line, column and a snippet; keep it whole
         // but drop the trailing newline.
-        ConfigError::Parse { file: file.to_owned(), key, message: e.to_string().trim_end().to_owned() }
+        ConfigError::Parse {
+            file: file.to_owned(),
+            key,
+            message: e.to_string().trim_end().to_owned(),
+        }
     })
 }
 
 /// Extracts the key from serde's "missing field `x`" / "unknown field `x`" messages.
 fn missing_or_unknown_key(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `").or_else(|| message.strip_prefix("unknown field `"))?;
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
     rest.split('`').next().map(str::to_owned)
 }
 
@@ -82,7 +95,10 @@ pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_owned()
     } else {
-        config_file.parent().unwrap_or_else(|| Path::new(".")).join(path)
+        config_file
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(path)
     }
 }
 
@@ -124,7 +140,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::default(), level: default_log_level() }
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
     }
 }
 
@@ -158,13 +177,20 @@ mod tests {
     #[test]
     fn missing_and_unknown_keys_are_named() {
         let file = Path::new("/etc/cii/gateway.toml");
-        let err = parse::<Sample>(file, "listen = \"x\"\n[tls]\nca = \"a\"\ncert = \"b\"\n").unwrap_err();
+        let err =
+            parse::<Sample>(file, "listen = \"x\"\n[tls]\nca = \"a\"\ncert = \"b\"\n").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("/etc/cii/gateway.toml") && text.contains("missing field `key`"), "{text}");
+        assert!(
+            text.contains("/etc/cii/gateway.toml") && text.contains("missing field `key`"),
+            "{text}"
+        );
         assert!(matches!(err, ConfigError::Parse { key: Some(ref k), .. } if k == "key"));
 
         let err = parse::<Sample>(file, "listen = \"x\"\nlisten_typo = 1\n").unwrap_err();
-        assert!(err.to_string().contains("unknown field `listen_typo`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `listen_typo`"),
+            "{err}"
+        );
 
         let err = parse::<Sample>(file, "listen = 3\n").unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
@@ -173,7 +199,13 @@ mod tests {
     #[test]
     fn relative_paths_resolve_from_the_config_folder() {
         let cfg = Path::new("/srv/cii/gateway.toml");
-        assert_eq!(resolve(cfg, Path::new("pki/ca.pem")), Path::new("/srv/cii/pki/ca.pem"));
-        assert_eq!(resolve(cfg, Path::new("/abs/ca.pem")), Path::new("/abs/ca.pem"));
+        assert_eq!(
+            resolve(cfg, Path::new("pki/ca.pem")),
+            Path::new("/srv/cii/pki/ca.pem")
+        );
+        assert_eq!(
+            resolve(cfg, Path::new("/abs/ca.pem")),
+            Path::new("/abs/ca.pem")
+        );
     }
 }

@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 
 use tonic::Status;
+
 use tonic_health::ServingStatus;
+/// Reflection could not be built from the descriptors.
+pub use tonic_reflection::server::Error as ReflectionError;
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// The ErrorInfo domain of our codes.
@@ -21,13 +24,21 @@ pub const CODE_TRAILER: &str = "cii-error-code";
 pub const FIELD_TRAILER: &str = "cii-error-field";
 
 /// A caller-facing error with a stable `reason` code.
-pub fn error(code: tonic::Code, reason: &str, message: impl Into<String>, field: Option<&str>) -> Status {
+pub fn error(
+    code: tonic::Code,
+    reason: &str,
+    message: impl Into<String>,
+    field: Option<&str>,
+) -> Status {
     let mut metadata = HashMap::new();
     if let Some(field) = field {
         metadata.insert("field".to_owned(), field.to_owned());
     }
-    let mut status =
-        Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata));
+    let mut status = Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    );
     if let Ok(value) = reason.parse() {
         status.metadata_mut().insert(CODE_TRAILER, value);
     }
@@ -39,12 +50,18 @@ pub fn error(code: tonic::Code, reason: &str, message: impl Into<String>, field:
 
 /// The stable code of a status, if it carries one.
 pub fn error_code(status: &Status) -> Option<String> {
-    status.get_error_details().error_info().map(|info| info.reason.clone())
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
 }
 
 /// The field at fault named by a status, if any.
 pub fn error_field(status: &Status) -> Option<String> {
-    status.get_error_details().error_info().and_then(|info| info.metadata.get("field").cloned())
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|info| info.metadata.get("field").cloned())
 }
 
 /// gRPC health (reporting SERVING for `services` and the server as a whole)
@@ -55,15 +72,23 @@ pub async fn health_and_reflection(
     (
         tonic_health::server::HealthReporter,
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
     ),
     tonic_reflection::server::Error,
 > {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
     for name in services {
-        reporter.set_service_status(*name, ServingStatus::Serving).await;
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
     let builder = || {
         let mut b = tonic_reflection::server::Builder::configure()
@@ -79,4 +104,49 @@ pub async fn health_and_reflection(
     let v1 = builder().build_v1()?;
     let v1alpha = builder().build_v1alpha()?;
     Ok((reporter, health, v1, v1alpha))
+}
+
+/// A tonic server with the settings every service shares: request spans that
+/// carry the rpc name only, per-rpc call counts, and limits.
+pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server {
+    let calls = metrics.rpc_calls.clone();
+    tonic::transport::Server::builder()
+        .trace_fn(move |req: &http::Request<()>| {
+            let rpc = req.uri().path();
+            calls
+                .get_or_create(&crate::metrics::RpcLabels {
+                    rpc: rpc.to_owned(),
+                })
+                .inc();
+            tracing::info_span!("rpc", rpc)
+        })
+        .timeout(std::time::Duration::from_secs(30))
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves.
+pub async fn serve_tls(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    metrics: &crate::metrics::Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let m = metrics.clone();
+    let incoming = crate::tls::incoming(listener, tls, move |reason| m.tls_refused(reason));
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// The answer of an rpc that is part of the contract but not served by this
+/// version (its issue has not landed yet).
+pub fn not_available() -> Status {
+    error(
+        tonic::Code::Unimplemented,
+        "NOT_AVAILABLE",
+        "this rpc is part of the contract but not served by this version",
+        None,
+    )
 }

@@ -100,7 +100,11 @@ struct Claims {
 /// Extracts the token from an `authorization` value.
 pub fn bearer(value: Option<&str>) -> Result<&str, JwtError> {
     let value = value.ok_or(JwtError::Missing)?;
-    value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or(JwtError::Malformed)
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(JwtError::Malformed)
 }
 
 /// Verifies `token` as issued by `issuer` (the institution the certificate names) at time `now`.
@@ -109,13 +113,28 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     if header.alg != Algorithm::EdDSA {
         return Err(JwtError::WrongAlgorithm);
     }
+    // The issuer is compared before any signature check, so that a genuine
+    // token of another institution is reported as what it is. Nothing else is
+    // read from the unverified claims.
+    #[derive(Deserialize)]
+    struct IssuerOnly {
+        iss: Option<String>,
+    }
+    let claimed: IssuerOnly =
+        jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| JwtError::Malformed)?;
+    if claimed.iss.as_deref() != Some(issuer.id.as_str()) {
+        return Err(JwtError::IssuerMismatch);
+    }
     // Time is checked below against the injected clock, not jsonwebtoken's.
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let keys = issuer.jwt_keys.iter().filter(|k| header.kid.as_deref().is_none_or(|kid| kid == k.kid));
+    let keys = issuer
+        .jwt_keys
+        .iter()
+        .filter(|k| header.kid.as_deref().is_none_or(|kid| kid == k.kid));
     let mut claims = None;
     let mut signature_error = JwtError::BadSignature;
     for key in keys {
@@ -139,7 +158,9 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     if claims.exp + LEEWAY_SECS < now {
         return Err(JwtError::Expired);
     }
-    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECS > now) || claims.iat.is_some_and(|iat| iat - LEEWAY_SECS > now) {
+    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECS > now)
+        || claims.iat.is_some_and(|iat| iat - LEEWAY_SECS > now)
+    {
         return Err(JwtError::NotYetValid);
     }
     if claims.sub.is_empty() || claims.sub.len() > 128 || claims.sub.chars().any(char::is_control) {
@@ -152,7 +173,11 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     if roles.is_empty() {
         return Err(JwtError::Claim("roles"));
     }
-    Ok(User { institution: issuer.id.clone(), subject: claims.sub, roles })
+    Ok(User {
+        institution: issuer.id.clone(),
+        subject: claims.sub,
+        roles,
+    })
 }
 
 /// What a minted token says.

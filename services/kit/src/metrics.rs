@@ -47,15 +47,36 @@ impl Metrics {
         let rpc_calls = Family::<RpcLabels, Counter>::default();
         let auth_refusals = Family::<CodeLabels, Counter>::default();
         let tls_refusals = Family::<CodeLabels, Counter>::default();
-        registry.register("rpc_calls", format!("Authenticated rpc calls handled by the {service}"), rpc_calls.clone());
-        registry.register("auth_refusals", "Calls refused by authentication, by code", auth_refusals.clone());
-        registry.register("tls_refusals", "TLS handshakes refused, by reason", tls_refusals.clone());
-        Metrics { registry: Arc::new(registry), rpc_calls, auth_refusals, tls_refusals }
+        registry.register(
+            "rpc_calls",
+            format!("Authenticated rpc calls handled by the {service}"),
+            rpc_calls.clone(),
+        );
+        registry.register(
+            "auth_refusals",
+            "Calls refused by authentication, by code",
+            auth_refusals.clone(),
+        );
+        registry.register(
+            "tls_refusals",
+            "TLS handshakes refused, by reason",
+            tls_refusals.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            rpc_calls,
+            auth_refusals,
+            tls_refusals,
+        }
     }
 
     /// Counts a refused TLS handshake.
     pub fn tls_refused(&self, reason: &str) {
-        self.tls_refusals.get_or_create(&CodeLabels { code: reason.to_owned() }).inc();
+        self.tls_refusals
+            .get_or_create(&CodeLabels {
+                code: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition format.
@@ -68,7 +89,11 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {
@@ -85,10 +110,15 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl std::
                 async move {
                     let response = if req.uri().path() == "/metrics" {
                         Response::builder()
-                            .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                            .header(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
                             .body(Full::new(Bytes::from(metrics.encode())))
                     } else {
-                        Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from_static(b"not found\n")))
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found\n")))
                     };
                     Ok::<_, hyper::http::Error>(response.unwrap_or_default())
                 }

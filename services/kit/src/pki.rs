@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use cii_types::{InstitutionId, PeerIdentity};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
@@ -52,7 +52,10 @@ pub enum PkiError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_owned(), source }
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What was created or reused, for printing.
@@ -76,7 +79,10 @@ pub struct PartyFiles {
 /// Where a party's files live under `dir`.
 pub fn party_files(dir: &Path, party: &PeerIdentity) -> PartyFiles {
     let folder = party_dir(dir, party);
-    PartyFiles { cert: folder.join("cert.pem"), key: folder.join("key.pem") }
+    PartyFiles {
+        cert: folder.join("cert.pem"),
+        key: folder.join("key.pem"),
+    }
 }
 
 fn party_dir(dir: &Path, party: &PeerIdentity) -> PathBuf {
@@ -99,7 +105,11 @@ pub fn jwt_public_key(dir: &Path, id: &InstitutionId) -> PathBuf {
 
 /// Creates (or completes) a development PKI in `dir` for the gateway, the
 /// consent registry and `institutions`, with certificates valid for `hosts`.
-pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Result<PkiReport, PkiError> {
+pub fn init(
+    dir: &Path,
+    institutions: &[InstitutionId],
+    hosts: &[String],
+) -> Result<PkiReport, PkiError> {
     let mut report = PkiReport::default();
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let (ca_cert_path, ca_key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
@@ -114,7 +124,11 @@ pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Res
         let mut params = CertificateParams::default();
         params.distinguished_name = name("CII Exchange development CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(3650);
         params.serial_number = Some(random_serial());
@@ -160,19 +174,32 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn leaf_params(party: &PeerIdentity, hosts: &[String], now: OffsetDateTime) -> Result<CertificateParams, PkiError> {
+fn leaf_params(
+    party: &PeerIdentity,
+    hosts: &[String],
+    now: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = name(&party.to_string());
-    params.subject_alt_names.push(SanType::URI(party.to_uri().try_into()?));
+    params
+        .subject_alt_names
+        .push(SanType::URI(party.to_uri().try_into()?));
     for host in hosts {
         params.subject_alt_names.push(match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(host.clone().try_into().map_err(|_| PkiError::Host(host.clone()))?),
+            Err(_) => SanType::DnsName(
+                host.clone()
+                    .try_into()
+                    .map_err(|_| PkiError::Host(host.clone()))?,
+            ),
         });
     }
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(825);
     params.serial_number = Some(random_serial());

@@ -90,7 +90,9 @@ pub struct JwtKey {
 
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("JwtKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,35 +118,54 @@ impl Registry {
     fn from_file(file: &Path, raw: RegistryFile) -> Result<Registry, ConfigError> {
         let mut revoked_serials = HashSet::new();
         for (i, s) in raw.revoked_serials.iter().enumerate() {
-            revoked_serials.insert(parse_serial(s).map_err(|p| ConfigError::invalid(file, format!("revoked_serials[{i}]"), p))?);
+            revoked_serials.insert(
+                parse_serial(s)
+                    .map_err(|p| ConfigError::invalid(file, format!("revoked_serials[{i}]"), p))?,
+            );
         }
         let mut institutions = BTreeMap::new();
         for (i, entry) in raw.institution.into_iter().enumerate() {
             let at = |key: &str| format!("institution[{i}].{key}");
-            let invalid = |key: &str, e: &dyn fmt::Display| ConfigError::invalid(file, at(key), e.to_string());
+            let invalid = |key: &str, e: &dyn fmt::Display| {
+                ConfigError::invalid(file, at(key), e.to_string())
+            };
             let id = InstitutionId::parse("id", &entry.id).map_err(|e| invalid("id", &e))?;
-            let kind = InstitutionType::parse("type", &entry.kind).map_err(|e| invalid("type", &e))?;
+            let kind =
+                InstitutionType::parse("type", &entry.kind).map_err(|e| invalid("type", &e))?;
             if !(entry.canton.len() == 2 && entry.canton.chars().all(|c| c.is_ascii_uppercase())) {
-                return Err(invalid("canton", &"expected a two-letter upper-case code such as VS (CH for federal bodies)"));
+                return Err(invalid(
+                    "canton",
+                    &"expected a two-letter upper-case code such as VS (CH for federal bodies)",
+                ));
             }
             if entry.name.trim().is_empty() {
                 return Err(invalid("name", &"must not be empty"));
             }
             if !entry.endpoint.starts_with("https://") {
-                return Err(invalid("endpoint", &"must be an https:// URL (nodes are reached over mutual TLS)"));
+                return Err(invalid(
+                    "endpoint",
+                    &"must be an https:// URL (nodes are reached over mutual TLS)",
+                ));
             }
             let expected = PeerIdentity::Institution(id.clone()).to_uri();
             if let Some(identity) = &entry.certificate_identity {
                 if *identity != expected {
-                    return Err(invalid("certificate_identity", &format!("must be {expected} for id {id}")));
+                    return Err(invalid(
+                        "certificate_identity",
+                        &format!("must be {expected} for id {id}"),
+                    ));
                 }
             }
             for (j, s) in entry.revoked_serials.iter().enumerate() {
-                let serial = parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?;
+                let serial =
+                    parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?;
                 revoked_serials.insert(serial);
             }
             if entry.jwt_keys.is_empty() {
-                return Err(invalid("jwt_keys", &"at least one key is needed to verify the institution's users"));
+                return Err(invalid(
+                    "jwt_keys",
+                    &"at least one key is needed to verify the institution's users",
+                ));
             }
             let mut jwt_keys = Vec::new();
             for (j, k) in entry.jwt_keys.into_iter().enumerate() {
@@ -156,26 +177,44 @@ impl Registry {
                     (None, Some(path)) => {
                         let path = config::resolve(file, &path);
                         let pem = std::fs::read_to_string(&path).map_err(|e| {
-                            invalid(&format!("jwt_keys[{j}].public_key_file"), &format!("cannot read {}: {e}", path.display()))
+                            invalid(
+                                &format!("jwt_keys[{j}].public_key_file"),
+                                &format!("cannot read {}: {e}", path.display()),
+                            )
                         })?;
                         ("public_key_file", pem)
                     }
                     _ => {
-                        return Err(invalid(&format!("jwt_keys[{j}]"), &"give exactly one of public_key and public_key_file"));
+                        return Err(invalid(
+                            &format!("jwt_keys[{j}]"),
+                            &"give exactly one of public_key and public_key_file",
+                        ));
                     }
                 };
                 let key = DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| {
-                    invalid(&format!("jwt_keys[{j}].{key_name}"), &"not an Ed25519 public key in PEM (SubjectPublicKeyInfo)")
+                    invalid(
+                        &format!("jwt_keys[{j}].{key_name}"),
+                        &"not an Ed25519 public key in PEM (SubjectPublicKeyInfo)",
+                    )
                 })?;
                 jwt_keys.push(JwtKey { kid: k.kid, key });
             }
-            let institution =
-                Institution { id: id.clone(), kind, canton: entry.canton, name: entry.name, endpoint: entry.endpoint, jwt_keys };
+            let institution = Institution {
+                id: id.clone(),
+                kind,
+                canton: entry.canton,
+                name: entry.name,
+                endpoint: entry.endpoint,
+                jwt_keys,
+            };
             if institutions.insert(id.clone(), institution).is_some() {
                 return Err(invalid("id", &format!("duplicate institution id {id}")));
             }
         }
-        Ok(Registry { institutions, revoked_serials })
+        Ok(Registry {
+            institutions,
+            revoked_serials,
+        })
     }
 
     /// The institution with this id.
@@ -222,7 +261,10 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 
 /// Formats a serial as lower-case hex, the way registry files write it.
 pub fn serial_hex(serial: &[u8]) -> String {
-    strip_leading_zeros(serial).iter().map(|b| format!("{b:02x}")).collect()
+    strip_leading_zeros(serial)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -252,16 +294,40 @@ mod tests {
     fn problems_name_the_key() {
         let cases = [
             (entry("orp", ""), "institution[0].id"),
-            (entry("ORP-VS", "certificate_identity = \"urn:cii:institution:AI-VS\""), "institution[0].certificate_identity"),
-            (entry("ORP-VS", "revoked_serials = [\"xyz\"]"), "institution[0].revoked_serials[0]"),
-            (entry("ORP-VS", "").replace("AC_ORP", "ORP"), "institution[0].type"),
-            (entry("ORP-VS", "").replace("https://", "http://"), "institution[0].endpoint"),
-            (entry("ORP-VS", "").replace("MCowBQ", "xxxxxx"), "institution[0].jwt_keys[0].public_key"),
-            (format!("{}{}", entry("ORP-VS", ""), entry("ORP-VS", "")), "institution[1].id"),
+            (
+                entry(
+                    "ORP-VS",
+                    "certificate_identity = \"urn:cii:institution:AI-VS\"",
+                ),
+                "institution[0].certificate_identity",
+            ),
+            (
+                entry("ORP-VS", "revoked_serials = [\"xyz\"]"),
+                "institution[0].revoked_serials[0]",
+            ),
+            (
+                entry("ORP-VS", "").replace("AC_ORP", "ORP"),
+                "institution[0].type",
+            ),
+            (
+                entry("ORP-VS", "").replace("https://", "http://"),
+                "institution[0].endpoint",
+            ),
+            (
+                entry("ORP-VS", "").replace("MCowBQ", "xxxxxx"),
+                "institution[0].jwt_keys[0].public_key",
+            ),
+            (
+                format!("{}{}", entry("ORP-VS", ""), entry("ORP-VS", "")),
+                "institution[1].id",
+            ),
         ];
         for (text, key) in cases {
             let err = Registry::parse(Path::new("registry.toml"), &text).unwrap_err();
-            assert!(err.to_string().contains(&format!("key `{key}`")), "expected {key}: {err}");
+            assert!(
+                err.to_string().contains(&format!("key `{key}`")),
+                "expected {key}: {err}"
+            );
         }
     }
 }

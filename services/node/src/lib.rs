@@ -1,1 +1,160 @@
-//! x
+//! The CII Exchange institution node: the institution's IT systems call its
+//! API; it talks to the gateway on their behalf and receives what the gateway
+//! delivers.
+//!
+//! # Layout
+//! - [`config`]: the config file and its checked form.
+//! - `api`: `cii.node.v1.Node`, for the institution's IT (TLS + JWT).
+//! - `inbound`: `cii.node.v1.NodeInbound`, for the gateway (mutual TLS, gateway only).
+//!
+//! Entry point: [`run`], which `cii node` and the tests call.
+
+mod api;
+pub mod config;
+mod inbound;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cii_kit::auth::{Authenticate, IssuerSource};
+use cii_kit::clock::{Clock, SystemClock};
+use cii_kit::metrics::Metrics;
+use cii_kit::tls::{self, ClientAuth, PeerPolicy};
+use cii_proto::gateway::gateway_client::GatewayClient;
+use cii_proto::node::node_inbound_server::NodeInboundServer;
+use cii_proto::node::node_server::NodeServer;
+use cii_types::PeerIdentity;
+use tokio::net::TcpListener;
+
+pub use config::NodeConfig;
+
+/// The sockets the node serves on (bound by the caller, so tests use port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The API for the institution's IT systems.
+    pub api: TcpListener,
+    /// The inbound API for the gateway.
+    pub inbound: TcpListener,
+    /// The `/metrics` endpoint, if any.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Why the node stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] cii_kit::tls::TlsError),
+    /// Reflection could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] cii_kit::grpc::ReflectionError),
+    /// A gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Services of the IT-facing API.
+pub const API_SERVICES: &[&str] = &["cii.node.v1.Node"];
+/// Services of the gateway-facing API.
+pub const INBOUND_SERVICES: &[&str] = &["cii.node.v1.NodeInbound"];
+
+/// Runs the node until `shutdown` resolves.
+pub async fn run(
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    run_with_clock(config, listeners, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`] with an injected clock.
+pub async fn run_with_clock(
+    config: NodeConfig,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let metrics = Metrics::new("node");
+    let revoked = {
+        let registry = config.registry.clone();
+        move |serial: &[u8]| registry.is_revoked(serial)
+    };
+    // Outbound: we only talk to a server whose certificate names the gateway.
+    let gateway_tls = tls::client_config(
+        &config.tls,
+        PeerPolicy::only(PeerIdentity::Gateway, revoked.clone()),
+    )?;
+    let gateway = GatewayClient::new(tls::channel(&config.file.gateway_url, gateway_tls)?);
+
+    // IT-facing API: server-authenticated TLS; users authenticate by JWT of this institution.
+    let api_tls = tls::server_config(&config.tls, ClientAuth::None)?;
+    let (_api_health, api_health, api_refl_v1, api_refl_v1alpha) =
+        cii_kit::grpc::health_and_reflection(API_SERVICES).await?;
+    let authenticate = Authenticate::new(
+        IssuerSource::Fixed(Box::new(config.institution.clone())),
+        clock.clone(),
+        metrics.clone(),
+    );
+    let api = NodeServer::with_interceptor(
+        api::NodeApi::new(config.institution.id.clone(), gateway),
+        authenticate,
+    );
+    let api_router = cii_kit::grpc::server(&metrics)
+        .add_service(api_health)
+        .add_service(api_refl_v1)
+        .add_service(api_refl_v1alpha)
+        .add_service(api);
+
+    // Gateway-facing API: mutual TLS admitting the gateway only.
+    let inbound_tls = tls::server_config(
+        &config.tls,
+        ClientAuth::Required(PeerPolicy::only(PeerIdentity::Gateway, revoked)),
+    )?;
+    let (_in_health, in_health, in_refl_v1, in_refl_v1alpha) =
+        cii_kit::grpc::health_and_reflection(INBOUND_SERVICES).await?;
+    let inbound = NodeInboundServer::new(inbound::NodeInboundService::new(
+        config.institution.id.clone(),
+    ));
+    let inbound_router = cii_kit::grpc::server(&metrics)
+        .add_service(in_health)
+        .add_service(in_refl_v1)
+        .add_service(in_refl_v1alpha)
+        .add_service(inbound);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(cii_kit::metrics::serve(
+            listener,
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    tracing::info!(institution = %config.institution.id, "node serving");
+    let api_task = cii_kit::grpc::serve_tls(
+        api_router,
+        listeners.api,
+        api_tls,
+        &metrics,
+        stopped(stop_rx.clone()),
+    );
+    let inbound_task = cii_kit::grpc::serve_tls(
+        inbound_router,
+        listeners.inbound,
+        inbound_tls,
+        &metrics,
+        stopped(stop_rx),
+    );
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let (_, api_result, inbound_result) = tokio::join!(stop, api_task, inbound_task);
+    tracing::info!(institution = %config.institution.id, "node stopped");
+    api_result?;
+    inbound_result?;
+    Ok(())
+}

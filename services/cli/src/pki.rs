@@ -1,0 +1,115 @@
+//! `cii pki …`: the development PKI and test tokens.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cii_kit::jwt::{self, TokenSpec};
+use cii_types::{InstitutionId, Role};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a development CA and certificates for the gateway, the consent registry and each institution.
+    #[command(
+        after_help = "Writes DIR/ca.pem, DIR/gateway/, DIR/consent/ and DIR/institutions/<ID>/ (cert.pem, \
+key.pem, and jwt.key / jwt.pub, the key that signs the institution's user tokens). Private keys get mode 0600.\n\
+Run it again with more --institution flags to add institutions: an existing CA and existing files are kept.\n\n\
+Example:\n  cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS"
+    )]
+    Init {
+        /// Folder to write into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Registry id of an institution to certify (repeat the flag for several).
+        #[arg(long = "institution", value_name = "ID")]
+        institutions: Vec<String>,
+        /// Host names and IP addresses the certificates are valid for (repeat; default localhost, 127.0.0.1, ::1).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Mint a user token (JWT) signed with an institution's development key.
+    #[command(
+        after_help = "Prints the token on standard output. Pass it as gRPC metadata:\n  \
+authorization: Bearer <token>\n\nExample:\n  \
+cii pki token --dir dev/pki --institution ORP-VS --user anna.meier --role caseworker"
+    )]
+    Token {
+        /// The PKI folder made by `cii pki init`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The issuing institution's registry id.
+        #[arg(long)]
+        institution: String,
+        /// The user id (`sub` claim).
+        #[arg(long)]
+        user: String,
+        /// A role: caseworker, dpo, network_dpo, jurist or operator (repeat for several).
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 900)]
+        ttl_secs: i64,
+        /// Key id written into the token header (must match the registry's `kid`).
+        #[arg(long, default_value = "dev-1")]
+        kid: String,
+    },
+}
+
+pub fn run(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init {
+            dir,
+            institutions,
+            hosts,
+        } => {
+            let ids = institutions
+                .iter()
+                .map(|s| InstitutionId::parse("--institution", s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let hosts = if hosts.is_empty() {
+                vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+            } else {
+                hosts
+            };
+            let report = cii_kit::pki::init(&dir, &ids, &hosts)?;
+            for path in &report.created {
+                eprintln!("created {}", path.display());
+            }
+            for party in &report.kept {
+                eprintln!("kept    {party} (files exist)");
+            }
+            Ok(())
+        }
+        PkiCommand::Token {
+            dir,
+            institution,
+            user,
+            roles,
+            ttl_secs,
+            kid,
+        } => {
+            let issuer = InstitutionId::parse("--institution", &institution)?;
+            let roles = roles
+                .iter()
+                .map(|r| Role::parse("--role", r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let key_file = cii_kit::pki::jwt_private_key(&dir, &issuer);
+            let pem = std::fs::read(&key_file)
+                .with_context(|| format!("reading {}", key_file.display()))?;
+            let spec = TokenSpec {
+                issuer: &issuer,
+                subject: &user,
+                roles: &roles,
+                kid: &kid,
+                issued_at: time::OffsetDateTime::now_utc(),
+                ttl: time::Duration::seconds(ttl_secs),
+            };
+            let token = jwt::mint(&pem, &spec)?;
+            #[expect(clippy::print_stdout, reason = "the token is the command's output")]
+            {
+                println!("{token}");
+            }
+            Ok(())
+        }
+    }
+}

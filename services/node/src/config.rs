@@ -1,0 +1,87 @@
+//! The node's config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cii_kit::config::{self, ConfigError, LogConfig, TlsFiles};
+use cii_kit::registry::{Institution, Registry};
+use cii_kit::tls::TlsIdentity;
+use cii_types::{InstitutionId, PeerIdentity};
+use serde::Deserialize;
+
+/// `node.toml` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// This node's institution (a registry id).
+    pub institution: String,
+    /// The registry file (the same file the gateway uses).
+    pub registry: PathBuf,
+    /// The gateway's URL, `https://host:port`.
+    pub gateway_url: String,
+    /// Address of the API for the institution's own IT systems (TLS, JWT).
+    pub api_listen: SocketAddr,
+    /// Address of the inbound API for the gateway (mutual TLS, gateway only).
+    pub inbound_listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint; none if absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The node's TLS identity (its certificate names its institution).
+    pub tls: TlsFiles,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// A checked node configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The file as written.
+    pub file: NodeFile,
+    /// This node's institution, as the registry describes it.
+    pub institution: Institution,
+    /// The loaded registry.
+    pub registry: Arc<Registry>,
+    /// The loaded TLS identity.
+    pub tls: TlsIdentity,
+}
+
+impl NodeConfig {
+    /// Loads `path` and everything it references; any problem names the file and key.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let file: NodeFile = config::load(path)?;
+        let id = InstitutionId::parse("institution", &file.institution)
+            .map_err(|e| ConfigError::invalid(path, "institution", e.to_string()))?;
+        let registry = Arc::new(Registry::load(&config::resolve(path, &file.registry))?);
+        let institution = registry.get(&id).cloned().ok_or_else(|| {
+            ConfigError::invalid(path, "institution", format!("{id} is not in the registry"))
+        })?;
+        if !file.gateway_url.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                path,
+                "gateway_url",
+                "must be an https:// URL",
+            ));
+        }
+        let tls = TlsIdentity::load(&file.tls.resolved(path))
+            .map_err(|e| ConfigError::invalid(path, "tls", e.to_string()))?;
+        match tls.identity() {
+            Ok(PeerIdentity::Institution(cert_id)) if cert_id == id => {}
+            Ok(other) => {
+                return Err(ConfigError::invalid(
+                    path,
+                    "tls.cert",
+                    format!("certificate names {other}, not institution {id}"),
+                ));
+            }
+            Err(e) => return Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
+        }
+        Ok(NodeConfig {
+            file,
+            institution,
+            registry,
+            tls,
+        })
+    }
+}
