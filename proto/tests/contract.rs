@@ -17,13 +17,22 @@ const FILE_EXTENSION: i32 = 7;
 
 fn documented(file: &prost_types::FileDescriptorProto, path: &[i32]) -> bool {
     file.source_code_info.as_ref().is_some_and(|info| {
-        info.location
-            .iter()
-            .any(|l| l.path == path && l.leading_comments.as_deref().is_some_and(|c| !c.trim().is_empty()))
+        info.location.iter().any(|l| {
+            l.path == path
+                && l.leading_comments
+                    .as_deref()
+                    .is_some_and(|c| !c.trim().is_empty())
+        })
     })
 }
 
-fn walk_enum(file: &prost_types::FileDescriptorProto, e: &EnumDescriptorProto, path: Vec<i32>, name: &str, missing: &mut Vec<String>) {
+fn walk_enum(
+    file: &prost_types::FileDescriptorProto,
+    e: &EnumDescriptorProto,
+    path: Vec<i32>,
+    name: &str,
+    missing: &mut Vec<String>,
+) {
     let name = format!("{name}.{}", e.name());
     if !documented(file, &path) {
         missing.push(format!("enum {name}"));
@@ -37,7 +46,13 @@ fn walk_enum(file: &prost_types::FileDescriptorProto, e: &EnumDescriptorProto, p
     }
 }
 
-fn walk_message(file: &prost_types::FileDescriptorProto, m: &DescriptorProto, path: Vec<i32>, name: &str, missing: &mut Vec<String>) {
+fn walk_message(
+    file: &prost_types::FileDescriptorProto,
+    m: &DescriptorProto,
+    path: Vec<i32>,
+    name: &str,
+    missing: &mut Vec<String>,
+) {
     let name = format!("{name}.{}", m.name());
     if !documented(file, &path) {
         missing.push(format!("message {name}"));
@@ -96,15 +111,29 @@ fn every_element_of_the_contract_is_documented() {
         }
     }
     assert!(seen >= 6, "expected the cii/ files in the descriptor set");
-    assert!(missing.is_empty(), "undocumented contract elements:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "undocumented contract elements:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
 fn every_named_service_exists_in_the_contract() {
     let set = FileDescriptorSet::decode(cii_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
-    let services: Vec<String> =
-        set.file.iter().flat_map(|f| f.service.iter().map(move |s| format!("{}.{}", f.package(), s.name()))).collect();
+    let services: Vec<String> = set
+        .file
+        .iter()
+        .flat_map(|f| {
+            f.service
+                .iter()
+                .map(move |s| format!("{}.{}", f.package(), s.name()))
+        })
+        .collect();
     for name in cii_proto::SERVICE_NAMES {
-        assert!(services.iter().any(|s| s == name), "{name} missing from {services:?}");
+        assert!(
+            services.iter().any(|s| s == name),
+            "{name} missing from {services:?}"
+        );
     }
 }

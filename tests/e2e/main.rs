@@ -1,4 +1,5 @@
 //! End-to-end tests: real gateway and nodes on loopback (one test binary,
 //! one module per concern).
 
+mod deploy;
 mod foundation;

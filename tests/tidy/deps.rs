@@ -10,11 +10,26 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 /// Crates that must do no I/O: nothing async, no network, no database.
 const PURE: &[&str] = &["cii-types", "cii-policy", "cii-pseudonym"];
 /// What a pure crate may not reach, even transitively.
-const IMPURE: &[&str] = &["tokio", "tonic", "sqlx", "sqlx-core", "hyper", "mio", "tracing-subscriber"];
+const IMPURE: &[&str] = &[
+    "tokio",
+    "tonic",
+    "sqlx",
+    "sqlx-core",
+    "hyper",
+    "mio",
+    "tracing-subscriber",
+];
 /// Crates that run a process; only the cli (and the tests) may depend on them.
 const SERVICES: &[&str] = &["cii-gateway", "cii-node", "cii-consent"];
 /// Crypto stacks we never link: one provider, ring.
-const BANNED: &[&str] = &["aws-lc-rs", "aws-lc-sys", "aws-lc-fips-sys", "openssl", "openssl-sys", "native-tls"];
+const BANNED: &[&str] = &[
+    "aws-lc-rs",
+    "aws-lc-sys",
+    "aws-lc-fips-sys",
+    "openssl",
+    "openssl-sys",
+    "native-tls",
+];
 
 /// The rules, applied to the workspace's direct edges (`direct`) and to each
 /// pure crate's own transitive closure (`closure`, resolved for that crate
@@ -24,29 +39,48 @@ fn violations(direct: &Graph, closure: &BTreeMap<String, BTreeSet<String>>) -> V
     for (from, deps) in direct {
         for to in deps {
             if SERVICES.contains(&to.as_str()) && from != "cii" && from != "cii-tests" {
-                found.push(format!("{from} depends on service crate {to}: only cii (cli) and cii-tests may"));
+                found.push(format!(
+                    "{from} depends on service crate {to}: only cii (cli) and cii-tests may"
+                ));
             }
             if to == "cii" && from != "cii-tests" {
-                found.push(format!("{from} depends on the cli crate: only cii-tests may"));
+                found.push(format!(
+                    "{from} depends on the cli crate: only cii-tests may"
+                ));
             }
             if BANNED.contains(&to.as_str()) {
-                found.push(format!("{from} links {to}: ring is the only crypto provider"));
+                found.push(format!(
+                    "{from} links {to}: ring is the only crypto provider"
+                ));
             }
         }
         if from == "cii-proto" && deps.iter().any(|d| d.starts_with("cii-")) {
             found.push("cii-proto depends on a workspace crate: it is layer 0".to_owned());
         }
-        if from == "cii-types" && deps.iter().any(|d| d.starts_with("cii-") && d != "cii-proto") {
+        if from == "cii-types"
+            && deps
+                .iter()
+                .any(|d| d.starts_with("cii-") && d != "cii-proto")
+        {
             found.push("cii-types depends on a workspace crate other than cii-proto".to_owned());
         }
-        if from == "cii-policy" && deps.iter().any(|d| d == "cii-pseudonym" || d == "cii-audit") {
-            found.push("cii-policy depends on cii-pseudonym or cii-audit: they meet only in cii-gateway".to_owned());
+        if from == "cii-policy"
+            && deps
+                .iter()
+                .any(|d| d == "cii-pseudonym" || d == "cii-audit")
+        {
+            found.push(
+                "cii-policy depends on cii-pseudonym or cii-audit: they meet only in cii-gateway"
+                    .to_owned(),
+            );
         }
     }
     for (pure, reached) in closure {
         for bad in IMPURE {
             if reached.contains(*bad) {
-                found.push(format!("{pure} reaches {bad} (even transitively): pure crates do no I/O"));
+                found.push(format!(
+                    "{pure} reaches {bad} (even transitively): pure crates do no I/O"
+                ));
             }
         }
     }
@@ -61,21 +95,37 @@ fn cargo() -> Command {
 
 /// Every crate of the resolved workspace graph with its normal dependencies, by name.
 fn workspace_graph() -> Graph {
-    let out = cargo().args(["metadata", "--format-version", "1", "--offline"]).output().expect("cargo metadata");
-    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
     let names: BTreeMap<&str, &str> = meta["packages"]
         .as_array()
         .expect("packages")
         .iter()
-        .map(|p| (p["id"].as_str().expect("id"), p["name"].as_str().expect("name")))
+        .map(|p| {
+            (
+                p["id"].as_str().expect("id"),
+                p["name"].as_str().expect("name"),
+            )
+        })
         .collect();
     let mut graph = Graph::new();
     for node in meta["resolve"]["nodes"].as_array().expect("resolve") {
         let from = names[node["id"].as_str().expect("id")].to_owned();
         let deps = graph.entry(from).or_default();
         for dep in node["deps"].as_array().expect("deps") {
-            let normal = dep["dep_kinds"].as_array().expect("kinds").iter().any(|k| k["kind"].is_null());
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .expect("kinds")
+                .iter()
+                .any(|k| k["kind"].is_null());
             if normal {
                 deps.insert(names[dep["pkg"].as_str().expect("pkg")].to_owned());
             }
@@ -87,7 +137,18 @@ fn workspace_graph() -> Graph {
 /// The normal-dependency closure of `krate` built on its own (its own features only).
 fn closure_of(krate: &str) -> Option<BTreeSet<String>> {
     let out = cargo()
-        .args(["tree", "--offline", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            krate,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
         .output()
         .expect("cargo tree");
     if !out.status.success() {
@@ -106,7 +167,10 @@ fn closure_of(krate: &str) -> Option<BTreeSet<String>> {
 #[test]
 fn the_workspace_respects_the_dependency_invariants() {
     let graph = workspace_graph();
-    assert!(graph.contains_key("cii-types") && graph.contains_key("cii-gateway"), "unexpected metadata");
+    assert!(
+        graph.contains_key("cii-types") && graph.contains_key("cii-gateway"),
+        "unexpected metadata"
+    );
     let mut closure = BTreeMap::new();
     for pure in PURE {
         if let Some(reached) = closure_of(pure) {
@@ -115,13 +179,19 @@ fn the_workspace_respects_the_dependency_invariants() {
     }
     assert!(closure.contains_key("cii-types"));
     let found = violations(&graph, &closure);
-    assert!(found.is_empty(), "dependency invariants broken:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "dependency invariants broken:\n{}",
+        found.join("\n")
+    );
 }
 
 fn graph(edges: &[(&str, &str)]) -> Graph {
     let mut g = Graph::new();
     for (from, to) in edges {
-        g.entry((*from).to_owned()).or_default().insert((*to).to_owned());
+        g.entry((*from).to_owned())
+            .or_default()
+            .insert((*to).to_owned());
     }
     g
 }
@@ -143,30 +213,57 @@ fn known_good() -> Graph {
 
 #[test]
 fn a_known_good_edge_set_passes() {
-    let closure = BTreeMap::from([("cii-types".to_owned(), BTreeSet::from(["cii-proto".to_owned(), "prost".to_owned()]))]);
+    let closure = BTreeMap::from([(
+        "cii-types".to_owned(),
+        BTreeSet::from(["cii-proto".to_owned(), "prost".to_owned()]),
+    )]);
     assert_eq!(violations(&known_good(), &closure), Vec::<String>::new());
 }
 
 #[test]
 fn known_bad_edges_are_each_caught() {
     let bad_edges = [
-        (("cii-node", "cii-gateway"), "depends on service crate cii-gateway"),
-        (("cii-kit", "cii-consent"), "depends on service crate cii-consent"),
+        (
+            ("cii-node", "cii-gateway"),
+            "depends on service crate cii-gateway",
+        ),
+        (
+            ("cii-kit", "cii-consent"),
+            "depends on service crate cii-consent",
+        ),
         (("cii-gateway", "cii"), "depends on the cli crate"),
         (("rustls", "aws-lc-rs"), "links aws-lc-rs"),
         (("cii-kit", "openssl-sys"), "links openssl-sys"),
-        (("cii-proto", "cii-types"), "cii-proto depends on a workspace crate"),
-        (("cii-types", "cii-kit"), "cii-types depends on a workspace crate"),
-        (("cii-policy", "cii-audit"), "cii-policy depends on cii-pseudonym or cii-audit"),
+        (
+            ("cii-proto", "cii-types"),
+            "cii-proto depends on a workspace crate",
+        ),
+        (
+            ("cii-types", "cii-kit"),
+            "cii-types depends on a workspace crate",
+        ),
+        (
+            ("cii-policy", "cii-audit"),
+            "cii-policy depends on cii-pseudonym or cii-audit",
+        ),
     ];
     for ((from, to), expected) in bad_edges {
         let mut g = known_good();
         g.entry(from.to_owned()).or_default().insert(to.to_owned());
         let found = violations(&g, &BTreeMap::new());
-        assert!(found.iter().any(|v| v.contains(expected)), "{from} -> {to} not caught: {found:?}");
+        assert!(
+            found.iter().any(|v| v.contains(expected)),
+            "{from} -> {to} not caught: {found:?}"
+        );
     }
     // A pure crate reaching tokio through any path.
-    let closure = BTreeMap::from([("cii-policy".to_owned(), BTreeSet::from(["cii-types".to_owned(), "tokio".to_owned()]))]);
+    let closure = BTreeMap::from([(
+        "cii-policy".to_owned(),
+        BTreeSet::from(["cii-types".to_owned(), "tokio".to_owned()]),
+    )]);
     let found = violations(&known_good(), &closure);
-    assert!(found.iter().any(|v| v.contains("cii-policy reaches tokio")), "{found:?}");
+    assert!(
+        found.iter().any(|v| v.contains("cii-policy reaches tokio")),
+        "{found:?}"
+    );
 }

@@ -8,13 +8,19 @@ fn root() -> PathBuf {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if path.is_dir() {
-            if !(name.starts_with('.') || name == "target" || name == "fuzz" || name == "node_modules") {
+            if !(name.starts_with('.')
+                || name == "target"
+                || name == "fuzz"
+                || name == "node_modules")
+            {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -42,7 +48,11 @@ fn every_rust_file_starts_with_a_doc_comment() {
         })
         .map(|f| f.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! comment:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! comment:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -58,10 +68,15 @@ fn library_crates_do_not_print() {
             let text = std::fs::read_to_string(f).unwrap_or_default();
             text.lines().any(|l| {
                 let l = l.trim_start();
-                !l.starts_with("//") && (l.contains("println!(") || l.contains("print!(") || l.contains("dbg!("))
+                !l.starts_with("//")
+                    && (l.contains("println!(") || l.contains("print!(") || l.contains("dbg!("))
             })
         })
         .map(|f| f.display().to_string())
         .collect();
-    assert!(offenders.is_empty(), "library code printing to stdout:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "library code printing to stdout:\n{}",
+        offenders.join("\n")
+    );
 }

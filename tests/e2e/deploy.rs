@@ -1,0 +1,85 @@
+//! Every config file under deploy/ loads: the dev quickstart as it is, the
+//! production examples with /etc/cii/ mapped to a temporary folder.
+
+use std::path::{Path, PathBuf};
+
+use cii_types::InstitutionId;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Copies the `.toml` files of `from` into `to`, replacing `/etc/cii` by `to`.
+fn copy_configs(from: &Path, to: &Path) -> Vec<PathBuf> {
+    let mut copied = Vec::new();
+    for entry in std::fs::read_dir(from).expect("read deploy dir").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path)
+                .expect("read")
+                .replace("/etc/cii", &to.display().to_string());
+            let target = to.join(path.file_name().expect("name"));
+            std::fs::write(&target, text).expect("write");
+            copied.push(target);
+        }
+    }
+    copied.sort();
+    copied
+}
+
+fn load_all(dir: &Path, institutions: &[&str]) -> usize {
+    let ids: Vec<InstitutionId> = institutions
+        .iter()
+        .map(|i| InstitutionId::parse("id", i).expect("id"))
+        .collect();
+    cii_kit::pki::init(&dir.join("pki"), &ids, &["localhost".into()]).expect("pki");
+    let files = copy_configs_in_place(dir);
+    let mut loaded = 0;
+    for file in &files {
+        let name = file
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with("gateway") {
+            cii_gateway::GatewayConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
+        } else if name.starts_with("node-") {
+            cii_node::NodeConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
+        } else if name == "registry.toml" {
+            cii_kit::registry::Registry::load(file).unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            panic!("{name}: no test knows this config file; add it to tests/e2e/deploy.rs");
+        }
+        loaded += 1;
+    }
+    loaded
+}
+
+fn copy_configs_in_place(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_dev_quickstart_configs_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_configs(&deploy().join("dev"), dir.path());
+    assert_eq!(load_all(dir.path(), &["ORP-VS", "AI-VS"]), 4);
+}
+
+#[test]
+fn the_production_examples_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_configs(&deploy().join("config"), dir.path());
+    let loaded = load_all(
+        dir.path(),
+        &["ORP-VS", "AS-VS", "FP-VS", "AI-VS", "ADDICTION-VS", "SUVA"],
+    );
+    assert_eq!(loaded, 3);
+}
