@@ -9,6 +9,9 @@
 //!
 //! Entry point: [`run`], which `cii gateway` and the tests call.
 
+// Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 pub mod config;
 mod service;
 

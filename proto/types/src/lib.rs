@@ -11,6 +11,9 @@
 //! - [`identity`]: [`PeerIdentity`], the identity inside a certificate.
 //! - [`role`]: [`Role`], what an acting user may do.
 
+// Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 pub mod identity;
 pub mod institution;
 pub mod role;

@@ -14,6 +14,9 @@
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`clock`]: operations.
 //! - [`pki`]: the development CA and certificates.
 
+// Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 pub mod auth;
 pub mod clock;
 pub mod config;

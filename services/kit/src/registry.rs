@@ -148,14 +148,13 @@ impl Registry {
                 ));
             }
             let expected = PeerIdentity::Institution(id.clone()).to_uri();
-            if let Some(identity) = &entry.certificate_identity {
-                if *identity != expected {
+            if let Some(identity) = &entry.certificate_identity
+                && *identity != expected {
                     return Err(invalid(
                         "certificate_identity",
                         &format!("must be {expected} for id {id}"),
                     ));
                 }
-            }
             for (j, s) in entry.revoked_serials.iter().enumerate() {
                 let serial =
                     parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?;
@@ -244,7 +243,7 @@ impl Registry {
 /// Parses a serial written in hex, with optional `:` separators (as `openssl x509 -serial` prints it).
 fn parse_serial(s: &str) -> Result<Vec<u8>, String> {
     let hex: String = s.chars().filter(|c| *c != ':').collect();
-    if hex.is_empty() || hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("expected a certificate serial in hex, e.g. 4F:1A:09 or 4f1a09".to_owned());
     }
     let bytes: Vec<u8> = (0..hex.len())

@@ -142,11 +142,16 @@ impl TlsIdentity {
     }
 }
 
+/// Decides whether an identity may connect.
+type AdmitFn = dyn Fn(&PeerIdentity) -> bool + Send + Sync;
+/// Decides whether a certificate serial is revoked.
+type RevokedFn = dyn Fn(&[u8]) -> bool + Send + Sync;
+
 /// Who may connect, decided from the certificate alone.
 #[derive(Clone)]
 pub struct PeerPolicy {
-    admit: Arc<dyn Fn(&PeerIdentity) -> bool + Send + Sync>,
-    revoked: Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+    admit: Arc<AdmitFn>,
+    revoked: Arc<RevokedFn>,
 }
 
 impl fmt::Debug for PeerPolicy {

@@ -50,9 +50,8 @@ impl Node for NodeApi {
             .clone()
             .who_am_i(Self::onward(&request, gw::WhoAmIRequest {}))
             .await
-            .map_err(|status| {
+            .inspect_err(|status| {
                 tracing::warn!(code = ?status.code(), "gateway refused or unreachable");
-                status
             })?;
         Ok(Response::new(pb::StatusResponse {
             institution_id: self.institution.to_string(),

