@@ -85,8 +85,7 @@ impl Network {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
         let ids: Vec<InstitutionId> = members.iter().map(|m| m.id.clone()).collect();
-        cii_kit::pki::init(&pki, &ids, &["localhost".into(), "127.0.0.1".into()])
-            .expect("pki init");
+        cii_kit::pki::init(&pki, &ids, &["localhost".into(), "127.0.0.1".into()]).expect("pki init");
 
         // Bind every socket first: the registry needs the nodes' addresses.
         let gateway_listener = bind().await;
@@ -101,9 +100,8 @@ impl Network {
         let mut registry = String::from("# test network registry\n");
         for (i, (m, (_, inbound, _))) in members.iter().zip(&node_listeners).enumerate() {
             let revoked = if options.revoke_member_certs.contains(&i) {
-                let serial = cert_serial(
-                    &cii_kit::pki::party_files(&pki, &PeerIdentity::Institution(m.id.clone())).cert,
-                );
+                let serial =
+                    cert_serial(&cii_kit::pki::party_files(&pki, &PeerIdentity::Institution(m.id.clone())).cert);
                 format!("revoked_serials = [\"{serial}\"]\n")
             } else {
                 String::new()
@@ -130,10 +128,7 @@ impl Network {
 
         let config = cii_gateway::GatewayConfig::load(&gateway_toml).expect("gateway config");
         let (gateway_stop, stopped) = oneshot::channel::<()>();
-        let clock = options
-            .gateway_clock
-            .clone()
-            .unwrap_or_else(|| Arc::new(SystemClock));
+        let clock = options.gateway_clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let listeners = cii_gateway::Listeners {
             grpc: gateway_listener,
             metrics: Some(gateway_metrics_listener),
@@ -153,9 +148,7 @@ impl Network {
                 inbound.local_addr().expect("addr"),
                 metrics.local_addr().expect("addr"),
             );
-            let toml = dir
-                .path()
-                .join(format!("node-{}.toml", m.id.as_str().to_lowercase()));
+            let toml = dir.path().join(format!("node-{}.toml", m.id.as_str().to_lowercase()));
             std::fs::write(
                 &toml,
                 format!(
@@ -216,19 +209,15 @@ impl Network {
             PeerPolicy::only(PeerIdentity::Gateway, |_| false),
         )
         .expect("client config");
-        tls::channel(
-            &format!("https://127.0.0.1:{}", self.gateway.port()),
-            config,
-        )
-        .expect("channel")
+        tls::channel(&format!("https://127.0.0.1:{}", self.gateway.port()), config).expect("channel")
     }
 
     /// A channel to node `i`'s IT-facing API, as the institution's IT system.
     pub fn node_api_channel(&self, i: usize) -> Channel {
         let node = self.node(i);
         let party = PeerIdentity::Institution(node.member.id.clone());
-        let config = tls::client_config(&self.identity(&party), PeerPolicy::only(party, |_| false))
-            .expect("client config");
+        let config =
+            tls::client_config(&self.identity(&party), PeerPolicy::only(party, |_| false)).expect("client config");
         tls::channel(&format!("https://127.0.0.1:{}", node.api.port()), config).expect("channel")
     }
 
@@ -237,13 +226,8 @@ impl Network {
         let node = self.node(i);
         let expected = PeerIdentity::Institution(node.member.id.clone());
         let config =
-            tls::client_config(&self.identity(party), PeerPolicy::only(expected, |_| false))
-                .expect("client config");
-        tls::channel(
-            &format!("https://127.0.0.1:{}", node.inbound.port()),
-            config,
-        )
-        .expect("channel")
+            tls::client_config(&self.identity(party), PeerPolicy::only(expected, |_| false)).expect("client config");
+        tls::channel(&format!("https://127.0.0.1:{}", node.inbound.port()), config).expect("channel")
     }
 
     /// A token for a user of member `i`, signed with that member's key.
@@ -261,11 +245,8 @@ impl Network {
         iat: time::OffsetDateTime,
         ttl: i64,
     ) -> String {
-        let key = std::fs::read(cii_kit::pki::jwt_private_key(
-            &self.pki(),
-            &self.node(signer).member.id,
-        ))
-        .expect("jwt key");
+        let key =
+            std::fs::read(cii_kit::pki::jwt_private_key(&self.pki(), &self.node(signer).member.id)).expect("jwt key");
         let spec = cii_kit::jwt::TokenSpec {
             issuer: &self.node(claimed).member.id,
             subject: user,
@@ -318,19 +299,16 @@ async fn bind() -> TcpListener {
 /// A request carrying `token` as its bearer token.
 pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata"),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().expect("metadata"));
     request
 }
 
 /// Fetches a metrics endpoint's text (plain HTTP/1.1 GET).
 pub async fn fetch_metrics(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect metrics");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect metrics");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await

@@ -57,10 +57,6 @@ impl GatewayConfig {
             }
             Err(e) => return Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
         }
-        Ok(GatewayConfig {
-            file,
-            registry,
-            tls,
-        })
+        Ok(GatewayConfig { file, registry, tls })
     }
 }

@@ -83,10 +83,7 @@ pub async fn run_with_clock(
         let registry = registry.clone();
         move |serial: &[u8]| registry.is_revoked(serial)
     };
-    let tls_config = tls::server_config(
-        &config.tls,
-        ClientAuth::Required(PeerPolicy::new(admit, revoked)),
-    )?;
+    let tls_config = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
 
     let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
         cii_kit::grpc::health_and_reflection(SERVICES).await?;
@@ -95,10 +92,7 @@ pub async fn run_with_clock(
         clock.clone(),
         metrics.clone(),
     );
-    let gateway = GatewayServer::with_interceptor(
-        service::GatewayService::new(registry, clock),
-        authenticate,
-    );
+    let gateway = GatewayServer::with_interceptor(service::GatewayService::new(registry, clock), authenticate);
 
     let router = cii_kit::grpc::server(&metrics)
         .add_service(health)
@@ -109,17 +103,12 @@ pub async fn run_with_clock(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listeners.metrics {
         let mut stop = stop_rx.clone();
-        tokio::spawn(cii_kit::metrics::serve(
-            listener,
-            metrics.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ));
+        tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
     }
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.institutions().count(), "gateway serving");
-    let result =
-        cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
+    let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);
     tracing::info!("gateway stopped");
     Ok(result?)

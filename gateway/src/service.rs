@@ -31,10 +31,7 @@ fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
 
 #[tonic::async_trait]
 impl Gateway for GatewayService {
-    async fn who_am_i(
-        &self,
-        request: Request<pb::WhoAmIRequest>,
-    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let caller = caller(&request)?;
         tracing::debug!(institution = %caller.institution.id, "who-am-i");
         Ok(Response::new(pb::WhoAmIResponse {
@@ -46,24 +43,15 @@ impl Gateway for GatewayService {
         }))
     }
 
-    async fn enrol(
-        &self,
-        _: Request<pb::EnrolRequest>,
-    ) -> Result<Response<pb::EnrolResponse>, Status> {
+    async fn enrol(&self, _: Request<pb::EnrolRequest>) -> Result<Response<pb::EnrolResponse>, Status> {
         Err(cii_kit::grpc::not_available())
     }
 
-    async fn submit_transfer(
-        &self,
-        _: Request<pb::TransferRequest>,
-    ) -> Result<Response<pb::TransferResponse>, Status> {
+    async fn submit_transfer(&self, _: Request<pb::TransferRequest>) -> Result<Response<pb::TransferResponse>, Status> {
         Err(cii_kit::grpc::not_available())
     }
 
-    async fn get_transfer(
-        &self,
-        _: Request<pb::GetTransferRequest>,
-    ) -> Result<Response<pb::TransferResponse>, Status> {
+    async fn get_transfer(&self, _: Request<pb::GetTransferRequest>) -> Result<Response<pb::TransferResponse>, Status> {
         Err(cii_kit::grpc::not_available())
     }
 }

@@ -4,10 +4,7 @@
 //! The `.proto` files under `proto/cii/` are the source of truth and the API
 //! reference institutional IT reads. This crate only generates code from them;
 //! conversion into validated domain types happens in `cii-types`.
-#![expect(
-    missing_docs,
-    reason = "generated code; the docs live in the .proto files"
-)]
+#![expect(missing_docs, reason = "generated code; the docs live in the .proto files")]
 
 macro_rules! package {
     ($file:literal) => {
@@ -54,8 +51,7 @@ pub use cii::{gateway::v1 as gateway, node::v1 as node, policy::v1 as policy};
 
 /// The encoded `FileDescriptorSet` of the whole contract, with source info
 /// (doc comments). Served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/cii_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cii_descriptor.bin"));
 
 /// Fully qualified names of the services in the contract.
 pub const SERVICE_NAMES: &[&str] = &[

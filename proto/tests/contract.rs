@@ -17,12 +17,9 @@ const FILE_EXTENSION: i32 = 7;
 
 fn documented(file: &prost_types::FileDescriptorProto, path: &[i32]) -> bool {
     file.source_code_info.as_ref().is_some_and(|info| {
-        info.location.iter().any(|l| {
-            l.path == path
-                && l.leading_comments
-                    .as_deref()
-                    .is_some_and(|c| !c.trim().is_empty())
-        })
+        info.location
+            .iter()
+            .any(|l| l.path == path && l.leading_comments.as_deref().is_some_and(|c| !c.trim().is_empty()))
     })
 }
 
@@ -124,16 +121,9 @@ fn every_named_service_exists_in_the_contract() {
     let services: Vec<String> = set
         .file
         .iter()
-        .flat_map(|f| {
-            f.service
-                .iter()
-                .map(move |s| format!("{}.{}", f.package(), s.name()))
-        })
+        .flat_map(|f| f.service.iter().map(move |s| format!("{}.{}", f.package(), s.name())))
         .collect();
     for name in cii_proto::SERVICE_NAMES {
-        assert!(
-            services.iter().any(|s| s == name),
-            "{name} missing from {services:?}"
-        );
+        assert!(services.iter().any(|s| s == name), "{name} missing from {services:?}");
     }
 }

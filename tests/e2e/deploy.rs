@@ -36,11 +36,7 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
     let files = copy_configs_in_place(dir);
     let mut loaded = 0;
     for file in &files {
-        let name = file
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
+        let name = file.file_name().expect("name").to_string_lossy().into_owned();
         if name.starts_with("gateway") {
             cii_gateway::GatewayConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else if name.starts_with("node-") {

@@ -2,9 +2,7 @@
 
 use cii_kit::grpc::error_code;
 use cii_proto::gateway::{WhoAmIRequest, gateway_client::GatewayClient};
-use cii_proto::node::{
-    PingRequest, StatusRequest, node_client::NodeClient, node_inbound_client::NodeInboundClient,
-};
+use cii_proto::node::{PingRequest, StatusRequest, node_client::NodeClient, node_inbound_client::NodeInboundClient};
 use cii_tests::{Network, Options, identity_in, member, with_token};
 use cii_types::{InstitutionType, PeerIdentity, Role};
 use tonic::Code;
@@ -18,15 +16,9 @@ fn two_members() -> Vec<cii_tests::Member> {
 
 /// The call failed in the TLS handshake: no handler ran, no gRPC status code was produced.
 fn assert_refused_at_handshake(err: &tonic::Status) {
-    assert!(
-        error_code(err).is_none(),
-        "refused before any handler: {err:?}"
-    );
+    assert!(error_code(err).is_none(), "refused before any handler: {err:?}");
     assert_eq!(err.message(), "transport error", "{err:?}");
-    assert!(
-        format!("{err:?}").contains("received fatal alert"),
-        "{err:?}"
-    );
+    assert!(format!("{err:?}").contains("received fatal alert"), "{err:?}");
 }
 
 fn party(net: &Network, i: usize) -> PeerIdentity {
@@ -115,9 +107,7 @@ async fn list_services_v1(channel: tonic::transport::Channel) -> Vec<String> {
         .expect("message")
         .and_then(|m| m.message_response)
     {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
+        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
         other => panic!("unexpected reflection answer {other:?}"),
     }
 }
@@ -142,9 +132,7 @@ async fn list_services_v1alpha(channel: tonic::transport::Channel) -> Vec<String
         .expect("message")
         .and_then(|m| m.message_response)
     {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
+        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
         other => panic!("unexpected reflection answer {other:?}"),
     }
 }
@@ -154,23 +142,16 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let net = Network::start(&two_members()).await;
     let other = tempfile::tempdir().expect("tempdir");
     let orp = net.node(0).member.id.clone();
-    cii_kit::pki::init(
-        other.path(),
-        std::slice::from_ref(&orp),
-        &["127.0.0.1".into()],
-    )
-    .expect("other pki");
+    cii_kit::pki::init(other.path(), std::slice::from_ref(&orp), &["127.0.0.1".into()]).expect("other pki");
     // A client trusting our CA for the server, but presenting a certificate of the other CA.
-    let foreign = identity_in(other.path(), &PeerIdentity::Institution(orp))
-        .with_roots_of(&net.identity(&PeerIdentity::Gateway));
+    let foreign =
+        identity_in(other.path(), &PeerIdentity::Institution(orp)).with_roots_of(&net.identity(&PeerIdentity::Gateway));
     let config = cii_kit::tls::client_config(
         &foreign,
         cii_kit::tls::PeerPolicy::only(PeerIdentity::Gateway, |_| false),
     )
     .expect("config");
-    let channel =
-        cii_kit::tls::channel(&format!("https://127.0.0.1:{}", net.gateway.port()), config)
-            .expect("channel");
+    let channel = cii_kit::tls::channel(&format!("https://127.0.0.1:{}", net.gateway.port()), config).expect("channel");
     let token = net.token(0, "anna.meier", &[Role::Caseworker]);
     let err = GatewayClient::new(channel)
         .who_am_i(with_token(WhoAmIRequest {}, &token))
@@ -240,14 +221,7 @@ async fn bad_tokens_are_refused_with_clear_codes() {
     let cases = [
         (
             "expired",
-            Some(net.token_with(
-                0,
-                0,
-                "anna",
-                &[Role::Caseworker],
-                now - time::Duration::hours(1),
-                300,
-            )),
+            Some(net.token_with(0, 0, "anna", &[Role::Caseworker], now - time::Duration::hours(1), 300)),
             "JWT_EXPIRED",
         ),
         (
@@ -262,11 +236,7 @@ async fn bad_tokens_are_refused_with_clear_codes() {
         ),
         ("missing", None, "JWT_MISSING"),
         ("garbage", Some("not.a.jwt".to_owned()), "JWT_MALFORMED"),
-        (
-            "no roles",
-            Some(net.token(0, "anna", &[])),
-            "JWT_CLAIM_INVALID",
-        ),
+        ("no roles", Some(net.token(0, "anna", &[])), "JWT_CLAIM_INVALID"),
     ];
     for (name, token, code) in cases {
         let request = match &token {
@@ -282,10 +252,7 @@ async fn bad_tokens_are_refused_with_clear_codes() {
             matches!(err.code(), Code::Unauthenticated | Code::PermissionDenied),
             "{name}"
         );
-        assert_eq!(
-            cii_kit::grpc::error_field(&err).as_deref(),
-            Some("authorization")
-        );
+        assert_eq!(cii_kit::grpc::error_field(&err).as_deref(), Some("authorization"));
         // The node's API refuses the same tokens before calling the gateway.
         let request = match &token {
             Some(t) => with_token(StatusRequest {}, t),
@@ -295,11 +262,7 @@ async fn bad_tokens_are_refused_with_clear_codes() {
             .status(request)
             .await
             .expect_err(name);
-        assert_eq!(
-            error_code(&err).as_deref(),
-            Some(code),
-            "node, {name}: {err:?}"
-        );
+        assert_eq!(error_code(&err).as_deref(), Some(code), "node, {name}: {err:?}");
     }
     let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
     assert!(
@@ -317,14 +280,7 @@ async fn clock_skew_beyond_the_leeway_is_refused() {
         ..Options::default()
     };
     let net = Network::start_with(&two_members(), options).await;
-    let token = net.token_with(
-        0,
-        0,
-        "anna",
-        &[Role::Caseworker],
-        time::OffsetDateTime::now_utc(),
-        120,
-    );
+    let token = net.token_with(0, 0, "anna", &[Role::Caseworker], time::OffsetDateTime::now_utc(), 120);
     let call = || async {
         GatewayClient::new(net.gateway_channel_as(&party(&net, 0)))
             .who_am_i(with_token(WhoAmIRequest {}, &token))

@@ -44,35 +44,20 @@ fn violations(direct: &Graph, closure: &BTreeMap<String, BTreeSet<String>>) -> V
                 ));
             }
             if to == "cii" && from != "cii-tests" {
-                found.push(format!(
-                    "{from} depends on the cli crate: only cii-tests may"
-                ));
+                found.push(format!("{from} depends on the cli crate: only cii-tests may"));
             }
             if BANNED.contains(&to.as_str()) {
-                found.push(format!(
-                    "{from} links {to}: ring is the only crypto provider"
-                ));
+                found.push(format!("{from} links {to}: ring is the only crypto provider"));
             }
         }
         if from == "cii-proto" && deps.iter().any(|d| d.starts_with("cii-")) {
             found.push("cii-proto depends on a workspace crate: it is layer 0".to_owned());
         }
-        if from == "cii-types"
-            && deps
-                .iter()
-                .any(|d| d.starts_with("cii-") && d != "cii-proto")
-        {
+        if from == "cii-types" && deps.iter().any(|d| d.starts_with("cii-") && d != "cii-proto") {
             found.push("cii-types depends on a workspace crate other than cii-proto".to_owned());
         }
-        if from == "cii-policy"
-            && deps
-                .iter()
-                .any(|d| d == "cii-pseudonym" || d == "cii-audit")
-        {
-            found.push(
-                "cii-policy depends on cii-pseudonym or cii-audit: they meet only in cii-gateway"
-                    .to_owned(),
-            );
+        if from == "cii-policy" && deps.iter().any(|d| d == "cii-pseudonym" || d == "cii-audit") {
+            found.push("cii-policy depends on cii-pseudonym or cii-audit: they meet only in cii-gateway".to_owned());
         }
     }
     for (pure, reached) in closure {
@@ -109,12 +94,7 @@ fn workspace_graph() -> Graph {
         .as_array()
         .expect("packages")
         .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().expect("id"),
-                p["name"].as_str().expect("name"),
-            )
-        })
+        .map(|p| (p["id"].as_str().expect("id"), p["name"].as_str().expect("name")))
         .collect();
     let mut graph = Graph::new();
     for node in meta["resolve"]["nodes"].as_array().expect("resolve") {
@@ -179,19 +159,13 @@ fn the_workspace_respects_the_dependency_invariants() {
     }
     assert!(closure.contains_key("cii-types"));
     let found = violations(&graph, &closure);
-    assert!(
-        found.is_empty(),
-        "dependency invariants broken:\n{}",
-        found.join("\n")
-    );
+    assert!(found.is_empty(), "dependency invariants broken:\n{}", found.join("\n"));
 }
 
 fn graph(edges: &[(&str, &str)]) -> Graph {
     let mut g = Graph::new();
     for (from, to) in edges {
-        g.entry((*from).to_owned())
-            .or_default()
-            .insert((*to).to_owned());
+        g.entry((*from).to_owned()).or_default().insert((*to).to_owned());
     }
     g
 }
@@ -223,25 +197,13 @@ fn a_known_good_edge_set_passes() {
 #[test]
 fn known_bad_edges_are_each_caught() {
     let bad_edges = [
-        (
-            ("cii-node", "cii-gateway"),
-            "depends on service crate cii-gateway",
-        ),
-        (
-            ("cii-kit", "cii-consent"),
-            "depends on service crate cii-consent",
-        ),
+        (("cii-node", "cii-gateway"), "depends on service crate cii-gateway"),
+        (("cii-kit", "cii-consent"), "depends on service crate cii-consent"),
         (("cii-gateway", "cii"), "depends on the cli crate"),
         (("rustls", "aws-lc-rs"), "links aws-lc-rs"),
         (("cii-kit", "openssl-sys"), "links openssl-sys"),
-        (
-            ("cii-proto", "cii-types"),
-            "cii-proto depends on a workspace crate",
-        ),
-        (
-            ("cii-types", "cii-kit"),
-            "cii-types depends on a workspace crate",
-        ),
+        (("cii-proto", "cii-types"), "cii-proto depends on a workspace crate"),
+        (("cii-types", "cii-kit"), "cii-types depends on a workspace crate"),
         (
             ("cii-policy", "cii-audit"),
             "cii-policy depends on cii-pseudonym or cii-audit",

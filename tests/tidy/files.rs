@@ -16,11 +16,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if path.is_dir() {
-            if !(name.starts_with('.')
-                || name == "target"
-                || name == "fuzz"
-                || name == "node_modules")
-            {
+            if !(name.starts_with('.') || name == "target" || name == "fuzz" || name == "node_modules") {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -68,8 +64,7 @@ fn library_crates_do_not_print() {
             let text = std::fs::read_to_string(f).unwrap_or_default();
             text.lines().any(|l| {
                 let l = l.trim_start();
-                !l.starts_with("//")
-                    && (l.contains("println!(") || l.contains("print!(") || l.contains("dbg!("))
+                !l.starts_with("//") && (l.contains("println!(") || l.contains("print!(") || l.contains("dbg!("))
             })
         })
         .map(|f| f.display().to_string())

@@ -26,8 +26,7 @@ impl InstitutionId {
                 max: Self::MAX_LEN,
             });
         }
-        let rule =
-            "institution ids use A-Z, 0-9 and '-', starting with a letter, at least 2 characters";
+        let rule = "institution ids use A-Z, 0-9 and '-', starting with a letter, at least 2 characters";
         let mut chars = s.chars();
         let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_uppercase());
         let rest_ok = chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
@@ -149,10 +148,7 @@ mod tests {
         let long = "A".repeat(65);
         assert_eq!(
             InstitutionId::parse("id", &long),
-            Err(ParseError::TooLong {
-                field: "id",
-                max: 64
-            })
+            Err(ParseError::TooLong { field: "id", max: 64 })
         );
     }
 

@@ -94,11 +94,7 @@ fn main() -> ExitCode {
                     Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
                     None => None,
                 };
-                let listeners = cii_node::Listeners {
-                    api,
-                    inbound,
-                    metrics,
-                };
+                let listeners = cii_node::Listeners { api, inbound, metrics };
                 cii_node::run(config, listeners, cii_kit::shutdown::signal()).await?;
                 Ok(())
             })
@@ -119,10 +115,7 @@ fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn serve(body: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -28,11 +28,9 @@ Example:\n  cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS"
         hosts: Vec<String>,
     },
     /// Mint a user token (JWT) signed with an institution's development key.
-    #[command(
-        after_help = "Prints the token on standard output. Pass it as gRPC metadata:\n  \
+    #[command(after_help = "Prints the token on standard output. Pass it as gRPC metadata:\n  \
 authorization: Bearer <token>\n\nExample:\n  \
-cii pki token --dir dev/pki --institution ORP-VS --user anna.meier --role caseworker"
-    )]
+cii pki token --dir dev/pki --institution ORP-VS --user anna.meier --role caseworker")]
     Token {
         /// The PKI folder made by `cii pki init`.
         #[arg(long)]
@@ -94,8 +92,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
                 .map(|r| Role::parse("--role", r))
                 .collect::<Result<Vec<_>, _>>()?;
             let key_file = cii_kit::pki::jwt_private_key(&dir, &issuer);
-            let pem = std::fs::read(&key_file)
-                .with_context(|| format!("reading {}", key_file.display()))?;
+            let pem = std::fs::read(&key_file).with_context(|| format!("reading {}", key_file.display()))?;
             let spec = TokenSpec {
                 issuer: &issuer,
                 subject: &user,

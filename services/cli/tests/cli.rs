@@ -67,10 +67,7 @@ fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>) {
     );
     let gateway = free_port();
     let nodes = vec![(free_port(), free_port()), (free_port(), free_port())];
-    let reg = registry(&[
-        ("ORP-VS", "AC_ORP", nodes[0].1),
-        ("AI-VS", "AI", nodes[1].1),
-    ]);
+    let reg = registry(&[("ORP-VS", "AC_ORP", nodes[0].1), ("AI-VS", "AI", nodes[1].1)]);
     std::fs::write(dir.join("registry.toml"), reg).expect("registry");
     std::fs::write(
         dir.join("gateway.toml"),
@@ -107,12 +104,7 @@ fn a_broken_config_names_the_key_and_exits_without_starting() {
             "listen = \"127.0.0.1:",
             "listen = \"nowhere:",
         ),
-        (
-            "gateway",
-            "gateway.toml",
-            "[tls]\n",
-            "colour = \"blue\"\n[tls]\n",
-        ),
+        ("gateway", "gateway.toml", "[tls]\n", "colour = \"blue\"\n[tls]\n"),
         (
             "node",
             "node-orp.toml",
@@ -141,14 +133,8 @@ fn a_broken_config_names_the_key_and_exits_without_starting() {
         std::fs::write(&path, &original).expect("restore");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
-        assert!(
-            stderr.contains(file),
-            "{key}: error must name the file: {stderr}"
-        );
-        assert!(
-            stderr.contains(key),
-            "{key}: error must name the key: {stderr}"
-        );
+        assert!(stderr.contains(file), "{key}: error must name the file: {stderr}");
+        assert!(stderr.contains(key), "{key}: error must name the key: {stderr}");
     }
     // A missing file is a configuration error too.
     let out = cii(&["gateway", "--config", "/nonexistent/gateway.toml"]);
@@ -197,15 +183,8 @@ async fn pki_init_then_gateway_and_two_nodes_run_as_processes_and_stop_on_sigter
             "--role",
             "caseworker",
         ]);
-        assert!(
-            out.status.success(),
-            "token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_owned();
+        assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
         let party = PeerIdentity::Institution(InstitutionId::parse("id", id).expect("id"));
         let files = cii_kit::pki::party_files(&pki, &party);
         let identity = TlsIdentity::load(&TlsFiles {
@@ -214,18 +193,15 @@ async fn pki_init_then_gateway_and_two_nodes_run_as_processes_and_stop_on_sigter
             key: files.key,
         })
         .expect("identity");
-        let config =
-            tls::client_config(&identity, PeerPolicy::only(party, |_| false)).expect("config");
-        let channel =
-            tls::channel(&format!("https://127.0.0.1:{}", nodes[i].0), config).expect("channel");
+        let config = tls::client_config(&identity, PeerPolicy::only(party, |_| false)).expect("config");
+        let channel = tls::channel(&format!("https://127.0.0.1:{}", nodes[i].0), config).expect("channel");
         // The processes need a moment to bind; retry until they answer.
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             let mut request = tonic::Request::new(StatusRequest {});
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("header"),
-            );
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().expect("header"));
             match NodeClient::new(channel.clone()).status(request).await {
                 Ok(answer) => break answer.into_inner(),
                 Err(e) if Instant::now() < deadline => {

@@ -48,11 +48,7 @@ pub struct Authenticate {
 impl Authenticate {
     /// Creates the interceptor.
     pub fn new(issuer: IssuerSource, clock: Arc<dyn Clock>, metrics: Metrics) -> Authenticate {
-        Authenticate {
-            issuer,
-            clock,
-            metrics,
-        }
+        Authenticate { issuer, clock, metrics }
     }
 
     fn institution<T>(&self, req: &Request<T>) -> Result<Institution, Status> {
@@ -124,13 +120,9 @@ impl Authenticate {
 impl Interceptor for Authenticate {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let institution = self.institution(&req)?;
-        let header = req
-            .metadata()
-            .get(jwt::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or(""));
+        let header = req.metadata().get(jwt::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
         let token = jwt::bearer(header).map_err(|e| self.refuse(e))?;
-        let user =
-            jwt::verify(token, &institution, self.clock.now()).map_err(|e| self.refuse(e))?;
+        let user = jwt::verify(token, &institution, self.clock.now()).map_err(|e| self.refuse(e))?;
         req.extensions_mut().insert(Caller { institution, user });
         Ok(req)
     }

@@ -95,10 +95,7 @@ pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_owned()
     } else {
-        config_file
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(path)
+        config_file.parent().unwrap_or_else(|| Path::new(".")).join(path)
     }
 }
 
@@ -177,8 +174,7 @@ mod tests {
     #[test]
     fn missing_and_unknown_keys_are_named() {
         let file = Path::new("/etc/cii/gateway.toml");
-        let err =
-            parse::<Sample>(file, "listen = \"x\"\n[tls]\nca = \"a\"\ncert = \"b\"\n").unwrap_err();
+        let err = parse::<Sample>(file, "listen = \"x\"\n[tls]\nca = \"a\"\ncert = \"b\"\n").unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("/etc/cii/gateway.toml") && text.contains("missing field `key`"),
@@ -187,10 +183,7 @@ mod tests {
         assert!(matches!(err, ConfigError::Parse { key: Some(ref k), .. } if k == "key"));
 
         let err = parse::<Sample>(file, "listen = \"x\"\nlisten_typo = 1\n").unwrap_err();
-        assert!(
-            err.to_string().contains("unknown field `listen_typo`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unknown field `listen_typo`"), "{err}");
 
         let err = parse::<Sample>(file, "listen = 3\n").unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
@@ -199,13 +192,7 @@ mod tests {
     #[test]
     fn relative_paths_resolve_from_the_config_folder() {
         let cfg = Path::new("/srv/cii/gateway.toml");
-        assert_eq!(
-            resolve(cfg, Path::new("pki/ca.pem")),
-            Path::new("/srv/cii/pki/ca.pem")
-        );
-        assert_eq!(
-            resolve(cfg, Path::new("/abs/ca.pem")),
-            Path::new("/abs/ca.pem")
-        );
+        assert_eq!(resolve(cfg, Path::new("pki/ca.pem")), Path::new("/srv/cii/pki/ca.pem"));
+        assert_eq!(resolve(cfg, Path::new("/abs/ca.pem")), Path::new("/abs/ca.pem"));
     }
 }

@@ -24,12 +24,7 @@ pub const CODE_TRAILER: &str = "cii-error-code";
 pub const FIELD_TRAILER: &str = "cii-error-field";
 
 /// A caller-facing error with a stable `reason` code.
-pub fn error(
-    code: tonic::Code,
-    reason: &str,
-    message: impl Into<String>,
-    field: Option<&str>,
-) -> Status {
+pub fn error(code: tonic::Code, reason: &str, message: impl Into<String>, field: Option<&str>) -> Status {
     let mut metadata = HashMap::new();
     if let Some(field) = field {
         metadata.insert("field".to_owned(), field.to_owned());
@@ -50,10 +45,7 @@ pub fn error(
 
 /// The stable code of a status, if it carries one.
 pub fn error_code(status: &Status) -> Option<String> {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
+    status.get_error_details().error_info().map(|info| info.reason.clone())
 }
 
 /// The field at fault named by a status, if any.
@@ -72,9 +64,7 @@ pub async fn health_and_reflection(
     (
         tonic_health::server::HealthReporter,
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
         tonic_reflection::server::v1alpha::ServerReflectionServer<
             impl tonic_reflection::server::v1alpha::ServerReflection,
         >,
@@ -82,13 +72,9 @@ pub async fn health_and_reflection(
     tonic_reflection::server::Error,
 > {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    reporter.set_service_status("", ServingStatus::Serving).await;
     for name in services {
-        reporter
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
+        reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
     let builder = || {
         let mut b = tonic_reflection::server::Builder::configure()
@@ -114,9 +100,7 @@ pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server {
         .trace_fn(move |req: &http::Request<()>| {
             let rpc = req.uri().path();
             calls
-                .get_or_create(&crate::metrics::RpcLabels {
-                    rpc: rpc.to_owned(),
-                })
+                .get_or_create(&crate::metrics::RpcLabels { rpc: rpc.to_owned() })
                 .inc();
             tracing::info_span!("rpc", rpc)
         })
@@ -135,9 +119,7 @@ pub async fn serve_tls(
 ) -> Result<(), tonic::transport::Error> {
     let m = metrics.clone();
     let incoming = crate::tls::incoming(listener, tls, move |reason| m.tls_refused(reason));
-    router
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    router.serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
 /// The answer of an rpc that is part of the contract but not served by this

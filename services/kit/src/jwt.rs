@@ -158,9 +158,7 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     if claims.exp + LEEWAY_SECS < now {
         return Err(JwtError::Expired);
     }
-    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECS > now)
-        || claims.iat.is_some_and(|iat| iat - LEEWAY_SECS > now)
-    {
+    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECS > now) || claims.iat.is_some_and(|iat| iat - LEEWAY_SECS > now) {
         return Err(JwtError::NotYetValid);
     }
     if claims.sub.is_empty() || claims.sub.len() > 128 || claims.sub.chars().any(char::is_control) {

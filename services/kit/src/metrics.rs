@@ -89,11 +89,7 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Metrics,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use cii_types::{InstitutionId, PeerIdentity};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
@@ -105,11 +105,7 @@ pub fn jwt_public_key(dir: &Path, id: &InstitutionId) -> PathBuf {
 
 /// Creates (or completes) a development PKI in `dir` for the gateway, the
 /// consent registry and `institutions`, with certificates valid for `hosts`.
-pub fn init(
-    dir: &Path,
-    institutions: &[InstitutionId],
-    hosts: &[String],
-) -> Result<PkiReport, PkiError> {
+pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Result<PkiReport, PkiError> {
     let mut report = PkiReport::default();
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let (ca_cert_path, ca_key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
@@ -174,32 +170,19 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn leaf_params(
-    party: &PeerIdentity,
-    hosts: &[String],
-    now: OffsetDateTime,
-) -> Result<CertificateParams, PkiError> {
+fn leaf_params(party: &PeerIdentity, hosts: &[String], now: OffsetDateTime) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = name(&party.to_string());
-    params
-        .subject_alt_names
-        .push(SanType::URI(party.to_uri().try_into()?));
+    params.subject_alt_names.push(SanType::URI(party.to_uri().try_into()?));
     for host in hosts {
         params.subject_alt_names.push(match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(
-                host.clone()
-                    .try_into()
-                    .map_err(|_| PkiError::Host(host.clone()))?,
-            ),
+            Err(_) => SanType::DnsName(host.clone().try_into().map_err(|_| PkiError::Host(host.clone()))?),
         });
     }
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(825);
     params.serial_number = Some(random_serial());

@@ -90,9 +90,7 @@ pub struct JwtKey {
 
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("JwtKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -118,20 +116,15 @@ impl Registry {
     fn from_file(file: &Path, raw: RegistryFile) -> Result<Registry, ConfigError> {
         let mut revoked_serials = HashSet::new();
         for (i, s) in raw.revoked_serials.iter().enumerate() {
-            revoked_serials.insert(
-                parse_serial(s)
-                    .map_err(|p| ConfigError::invalid(file, format!("revoked_serials[{i}]"), p))?,
-            );
+            revoked_serials
+                .insert(parse_serial(s).map_err(|p| ConfigError::invalid(file, format!("revoked_serials[{i}]"), p))?);
         }
         let mut institutions = BTreeMap::new();
         for (i, entry) in raw.institution.into_iter().enumerate() {
             let at = |key: &str| format!("institution[{i}].{key}");
-            let invalid = |key: &str, e: &dyn fmt::Display| {
-                ConfigError::invalid(file, at(key), e.to_string())
-            };
+            let invalid = |key: &str, e: &dyn fmt::Display| ConfigError::invalid(file, at(key), e.to_string());
             let id = InstitutionId::parse("id", &entry.id).map_err(|e| invalid("id", &e))?;
-            let kind =
-                InstitutionType::parse("type", &entry.kind).map_err(|e| invalid("type", &e))?;
+            let kind = InstitutionType::parse("type", &entry.kind).map_err(|e| invalid("type", &e))?;
             if !(entry.canton.len() == 2 && entry.canton.chars().all(|c| c.is_ascii_uppercase())) {
                 return Err(invalid(
                     "canton",
@@ -149,15 +142,15 @@ impl Registry {
             }
             let expected = PeerIdentity::Institution(id.clone()).to_uri();
             if let Some(identity) = &entry.certificate_identity
-                && *identity != expected {
-                    return Err(invalid(
-                        "certificate_identity",
-                        &format!("must be {expected} for id {id}"),
-                    ));
-                }
+                && *identity != expected
+            {
+                return Err(invalid(
+                    "certificate_identity",
+                    &format!("must be {expected} for id {id}"),
+                ));
+            }
             for (j, s) in entry.revoked_serials.iter().enumerate() {
-                let serial =
-                    parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?;
+                let serial = parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?;
                 revoked_serials.insert(serial);
             }
             if entry.jwt_keys.is_empty() {
@@ -260,10 +253,7 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 
 /// Formats a serial as lower-case hex, the way registry files write it.
 pub fn serial_hex(serial: &[u8]) -> String {
-    strip_leading_zeros(serial)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    strip_leading_zeros(serial).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -294,20 +284,14 @@ mod tests {
         let cases = [
             (entry("orp", ""), "institution[0].id"),
             (
-                entry(
-                    "ORP-VS",
-                    "certificate_identity = \"urn:cii:institution:AI-VS\"",
-                ),
+                entry("ORP-VS", "certificate_identity = \"urn:cii:institution:AI-VS\""),
                 "institution[0].certificate_identity",
             ),
             (
                 entry("ORP-VS", "revoked_serials = [\"xyz\"]"),
                 "institution[0].revoked_serials[0]",
             ),
-            (
-                entry("ORP-VS", "").replace("AC_ORP", "ORP"),
-                "institution[0].type",
-            ),
+            (entry("ORP-VS", "").replace("AC_ORP", "ORP"), "institution[0].type"),
             (
                 entry("ORP-VS", "").replace("https://", "http://"),
                 "institution[0].endpoint",

@@ -22,9 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -96,21 +94,13 @@ impl TlsIdentity {
                 .map_err(|e| pem_err("CA certificate", &files.ca, e.to_string()))?;
         }
         if roots.is_empty() {
-            return Err(pem_err(
-                "CA certificate",
-                &files.ca,
-                "no certificate found".to_owned(),
-            ));
+            return Err(pem_err("CA certificate", &files.ca, "no certificate found".to_owned()));
         }
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| pem_err("certificate", &files.cert, e.to_string()))?;
         if chain.is_empty() {
-            return Err(pem_err(
-                "certificate",
-                &files.cert,
-                "no certificate found".to_owned(),
-            ));
+            return Err(pem_err("certificate", &files.cert, "no certificate found".to_owned()));
         }
         let key = match std::env::var(ENV_TLS_KEY_PEM) {
             Ok(pem) => PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
@@ -173,10 +163,7 @@ impl PeerPolicy {
     }
 
     /// Admits exactly one identity.
-    pub fn only(
-        expected: PeerIdentity,
-        revoked: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
-    ) -> PeerPolicy {
+    pub fn only(expected: PeerIdentity, revoked: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> PeerPolicy {
         PeerPolicy::new(move |p| *p == expected, revoked)
     }
 
@@ -191,9 +178,7 @@ impl PeerPolicy {
         }
         if !(self.admit)(&cert.identity) {
             tracing::warn!(peer = %cert.identity, "certificate identity not admitted here");
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName,
-            ));
+            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
         }
         Ok(())
     }
@@ -211,11 +196,8 @@ pub struct CertInfo {
 /// Reads identity and serial from a DER certificate (exactly one `urn:cii:` URI SAN).
 pub fn inspect(der: &CertificateDer<'_>) -> Result<CertInfo, CertInspectError> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) =
-        X509Certificate::from_der(der.as_ref()).map_err(|_| CertInspectError::NotX509)?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| CertInspectError::NotX509)?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|_| CertInspectError::NotX509)?;
+    let san = cert.subject_alternative_name().map_err(|_| CertInspectError::NotX509)?;
     let mut identities = san
         .iter()
         .flat_map(|ext| ext.value.general_names.iter())
@@ -273,9 +255,7 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
         self.policy.check(end_entity)?;
         Ok(verified)
     }
@@ -316,13 +296,9 @@ impl ServerCertVerifier for ServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
+        let verified = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         self.policy.check(end_entity)?;
         Ok(verified)
     }
@@ -358,12 +334,9 @@ pub enum ClientAuth {
 }
 
 /// A TLS 1.3 server configuration speaking HTTP/2.
-pub fn server_config(
-    id: &TlsIdentity,
-    client_auth: ClientAuth,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
+pub fn server_config(id: &TlsIdentity, client_auth: ClientAuth) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13])?;
     let builder = match client_auth {
         ClientAuth::Required(policy) => {
             let inner = WebPkiClientVerifier::builder_with_provider(id.roots.clone(), provider())
@@ -380,20 +353,14 @@ pub fn server_config(
 
 /// A TLS 1.3 client configuration presenting our certificate and admitting
 /// only servers the policy admits.
-pub fn client_config(
-    id: &TlsIdentity,
-    server: PeerPolicy,
-) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub fn client_config(id: &TlsIdentity, server: PeerPolicy) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let inner = WebPkiServerVerifier::builder_with_provider(id.roots.clone(), provider())
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ServerVerifier {
-            inner,
-            policy: server,
-        }))
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier { inner, policy: server }))
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
@@ -468,9 +435,7 @@ fn handshake_failure_kind(e: &io::Error) -> &'static str {
 /// A lazily connecting gRPC channel to `url` (`https://host:port`) over our
 /// own TLS client configuration.
 pub fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, TlsError> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|_| TlsError::Endpoint(url.to_owned()))?;
+    let uri: Uri = url.parse().map_err(|_| TlsError::Endpoint(url.to_owned()))?;
     if uri.scheme_str() != Some("https") {
         return Err(TlsError::Endpoint(url.to_owned()));
     }
@@ -480,14 +445,12 @@ pub fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, 
         .trim_matches(['[', ']'])
         .to_owned();
     let port = uri.port_u16().unwrap_or(443);
-    let server_name =
-        ServerName::try_from(host.clone()).map_err(|_| TlsError::Endpoint(url.to_owned()))?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|_| TlsError::Endpoint(url.to_owned()))?;
     // tonic would try its own TLS on an https URI; we hand it http:// and do TLS in the connector.
-    let endpoint =
-        Endpoint::from_shared(format!("http://{}:{port}", uri.host().unwrap_or_default()))
-            .map_err(|_| TlsError::Endpoint(url.to_owned()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+    let endpoint = Endpoint::from_shared(format!("http://{}:{port}", uri.host().unwrap_or_default()))
+        .map_err(|_| TlsError::Endpoint(url.to_owned()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
     let connector = TlsConnector::from(config);
     let connect = tower::service_fn(move |_: Uri| {
         let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());

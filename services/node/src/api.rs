@@ -20,10 +20,7 @@ pub struct NodeApi {
 
 impl NodeApi {
     pub fn new(institution: InstitutionId, gateway: GatewayClient<Channel>) -> NodeApi {
-        NodeApi {
-            institution,
-            gateway,
-        }
+        NodeApi { institution, gateway }
     }
 
     /// A request to the gateway carrying the caller's own token: the gateway
@@ -39,10 +36,7 @@ impl NodeApi {
 
 #[tonic::async_trait]
 impl Node for NodeApi {
-    async fn status(
-        &self,
-        request: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         caller(&request)?;
         let started = Instant::now();
         let answer = self
@@ -60,31 +54,19 @@ impl Node for NodeApi {
         }))
     }
 
-    async fn enrol(
-        &self,
-        _: Request<pb::EnrolRequest>,
-    ) -> Result<Response<pb::EnrolResponse>, Status> {
+    async fn enrol(&self, _: Request<pb::EnrolRequest>) -> Result<Response<pb::EnrolResponse>, Status> {
         Err(not_available())
     }
 
-    async fn send(
-        &self,
-        _: Request<pb::SendRequest>,
-    ) -> Result<Response<gw::TransferResponse>, Status> {
+    async fn send(&self, _: Request<pb::SendRequest>) -> Result<Response<gw::TransferResponse>, Status> {
         Err(not_available())
     }
 
-    async fn request(
-        &self,
-        _: Request<pb::RequestRequest>,
-    ) -> Result<Response<gw::TransferResponse>, Status> {
+    async fn request(&self, _: Request<pb::RequestRequest>) -> Result<Response<gw::TransferResponse>, Status> {
         Err(not_available())
     }
 
-    async fn list_inbox(
-        &self,
-        _: Request<pb::ListInboxRequest>,
-    ) -> Result<Response<pb::ListInboxResponse>, Status> {
+    async fn list_inbox(&self, _: Request<pb::ListInboxRequest>) -> Result<Response<pb::ListInboxResponse>, Status> {
         Err(not_available())
     }
 

@@ -54,15 +54,12 @@ impl NodeConfig {
         let id = InstitutionId::parse("institution", &file.institution)
             .map_err(|e| ConfigError::invalid(path, "institution", e.to_string()))?;
         let registry = Arc::new(Registry::load(&config::resolve(path, &file.registry))?);
-        let institution = registry.get(&id).cloned().ok_or_else(|| {
-            ConfigError::invalid(path, "institution", format!("{id} is not in the registry"))
-        })?;
+        let institution = registry
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ConfigError::invalid(path, "institution", format!("{id} is not in the registry")))?;
         if !file.gateway_url.starts_with("https://") {
-            return Err(ConfigError::invalid(
-                path,
-                "gateway_url",
-                "must be an https:// URL",
-            ));
+            return Err(ConfigError::invalid(path, "gateway_url", "must be an https:// URL"));
         }
         let tls = TlsIdentity::load(&file.tls.resolved(path))
             .map_err(|e| ConfigError::invalid(path, "tls", e.to_string()))?;

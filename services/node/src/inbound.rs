@@ -20,10 +20,7 @@ impl NodeInboundService {
 
 #[tonic::async_trait]
 impl NodeInbound for NodeInboundService {
-    async fn ping(
-        &self,
-        _: Request<pb::PingRequest>,
-    ) -> Result<Response<pb::PingResponse>, Status> {
+    async fn ping(&self, _: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(pb::PingResponse {
             institution_id: self.institution.to_string(),
         }))
@@ -33,10 +30,7 @@ impl NodeInbound for NodeInboundService {
         Err(not_available())
     }
 
-    async fn provide(
-        &self,
-        _: Request<pb::ProvideRequest>,
-    ) -> Result<Response<pb::ProvideResponse>, Status> {
+    async fn provide(&self, _: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
         Err(not_available())
     }
 }

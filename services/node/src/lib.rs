@@ -63,11 +63,7 @@ pub const API_SERVICES: &[&str] = &["cii.node.v1.Node"];
 pub const INBOUND_SERVICES: &[&str] = &["cii.node.v1.NodeInbound"];
 
 /// Runs the node until `shutdown` resolves.
-pub async fn run(
-    config: NodeConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
+pub async fn run(config: NodeConfig, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     run_with_clock(config, listeners, Arc::new(SystemClock), shutdown).await
 }
 
@@ -84,10 +80,7 @@ pub async fn run_with_clock(
         move |serial: &[u8]| registry.is_revoked(serial)
     };
     // Outbound: we only talk to a server whose certificate names the gateway.
-    let gateway_tls = tls::client_config(
-        &config.tls,
-        PeerPolicy::only(PeerIdentity::Gateway, revoked.clone()),
-    )?;
+    let gateway_tls = tls::client_config(&config.tls, PeerPolicy::only(PeerIdentity::Gateway, revoked.clone()))?;
     let gateway = GatewayClient::new(tls::channel(&config.file.gateway_url, gateway_tls)?);
 
     // IT-facing API: server-authenticated TLS; users authenticate by JWT of this institution.
@@ -99,10 +92,7 @@ pub async fn run_with_clock(
         clock.clone(),
         metrics.clone(),
     );
-    let api = NodeServer::with_interceptor(
-        api::NodeApi::new(config.institution.id.clone(), gateway),
-        authenticate,
-    );
+    let api = NodeServer::with_interceptor(api::NodeApi::new(config.institution.id.clone(), gateway), authenticate);
     let api_router = cii_kit::grpc::server(&metrics)
         .add_service(api_health)
         .add_service(api_refl_v1)
@@ -116,9 +106,7 @@ pub async fn run_with_clock(
     )?;
     let (_in_health, in_health, in_refl_v1, in_refl_v1alpha) =
         cii_kit::grpc::health_and_reflection(INBOUND_SERVICES).await?;
-    let inbound = NodeInboundServer::new(inbound::NodeInboundService::new(
-        config.institution.id.clone(),
-    ));
+    let inbound = NodeInboundServer::new(inbound::NodeInboundService::new(config.institution.id.clone()));
     let inbound_router = cii_kit::grpc::server(&metrics)
         .add_service(in_health)
         .add_service(in_refl_v1)
@@ -137,13 +125,7 @@ pub async fn run_with_clock(
         ));
     }
     tracing::info!(institution = %config.institution.id, "node serving");
-    let api_task = cii_kit::grpc::serve_tls(
-        api_router,
-        listeners.api,
-        api_tls,
-        &metrics,
-        stopped(stop_rx.clone()),
-    );
+    let api_task = cii_kit::grpc::serve_tls(api_router, listeners.api, api_tls, &metrics, stopped(stop_rx.clone()));
     let inbound_task = cii_kit::grpc::serve_tls(
         inbound_router,
         listeners.inbound,
