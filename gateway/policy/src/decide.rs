@@ -1,0 +1,655 @@
+//! The decision engine. Deny by default: a transfer happens only if a basis
+//! in force, active, covering the pair, the trigger and the purpose, holds
+//! with all its conditions, and permits at least one category asked for.
+//!
+//! Fixed rules (scenarios and the gateway rely on them):
+//! - `from` is always the institution that discloses the data;
+//! - the trigger only selects the candidate bases; a condition holds only
+//!   through its fact, a rulebook attestation or a consent: a fact not given is false;
+//! - `persons > 1` fails `case_by_case`;
+//! - a category is released if a basis that holds permits it (and, for a basis
+//!   resting on consent, the consent covers it); every other category asked for
+//!   is withheld with its reason; nothing released means Deny;
+//! - obligations are the union over the bases that released something, each
+//!   with its owner and `due_days` (default 30).
+
+use std::sync::Arc;
+
+use cii_types::{InstitutionId, InstitutionType};
+use time::Date;
+
+use crate::rulebook::{Basis, Rulebook};
+use crate::vocab::{Condition, Fact, ObligationKind, Owner, Regime, Trigger};
+
+/// A party of a transfer: its type, and its registry id when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    /// Institution type.
+    pub kind: InstitutionType,
+    /// Registry id (needed for reciprocity and cantonal-release attestations).
+    pub id: Option<InstitutionId>,
+}
+
+impl Party {
+    /// A party known only by type.
+    pub fn of_type(kind: InstitutionType) -> Party {
+        Party { kind, id: None }
+    }
+}
+
+/// The facts given with a transfer (absent means false).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts(u32);
+
+impl Facts {
+    /// Sets a fact.
+    pub fn set(&mut self, fact: Fact, value: bool) {
+        let bit = 1u32 << fact_bit(fact);
+        if value {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+
+    /// Whether a fact holds.
+    pub fn get(self, fact: Fact) -> bool {
+        self.0 & (1u32 << fact_bit(fact)) != 0
+    }
+}
+
+fn fact_bit(fact: Fact) -> u32 {
+    Fact::ALL.iter().position(|f| *f == fact).map_or(31, |i| i as u32)
+}
+
+/// A consent the registry found for this sender, recipient and person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentFound {
+    /// `consent-id@version`, for the audit entry.
+    pub reference: String,
+    /// Categories it covers.
+    pub categories: Vec<String>,
+    /// Purposes it covers.
+    pub purposes: Vec<String>,
+    /// Given in writing.
+    pub written: bool,
+}
+
+/// One transfer to decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The institution that discloses.
+    pub from: Party,
+    /// The institution that receives.
+    pub to: Party,
+    /// How it was triggered; `None` considers every trigger (explain only).
+    pub trigger: Option<Trigger>,
+    /// Purpose id.
+    pub purpose: String,
+    /// Categories asked for.
+    pub categories: Vec<String>,
+    /// Number of persons concerned.
+    pub persons: u32,
+    /// Facts and attestations.
+    pub facts: Facts,
+    /// Consents found.
+    pub consents: Vec<ConsentFound>,
+    /// The day of the transfer.
+    pub date: Date,
+}
+
+/// The transfer description is unusable (not a refusal: nothing was decided).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// A category the rulebook does not declare.
+    #[error("unknown category `{0}`")]
+    UnknownCategory(String),
+    /// A purpose the rulebook does not declare.
+    #[error("unknown purpose `{0}`")]
+    UnknownPurpose(String),
+    /// No category asked for.
+    #[error("no category asked for")]
+    NoCategories,
+    /// Zero persons.
+    #[error("persons must be at least 1")]
+    NoPersons,
+}
+
+impl InputError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InputError::UnknownCategory(_) => "UNKNOWN_CATEGORY",
+            InputError::UnknownPurpose(_) => "UNKNOWN_PURPOSE",
+            InputError::NoCategories => "NO_CATEGORIES",
+            InputError::NoPersons => "NO_PERSONS",
+        }
+    }
+}
+
+/// Why a basis did not carry, or a category was withheld.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReasonCode {
+    /// No basis covers this sender type, recipient type (and trigger).
+    NoMatchingBasis,
+    /// The basis covers the pair but not this trigger.
+    TriggerNotCovered,
+    /// The basis does not permit this purpose.
+    PurposeNotPermitted,
+    /// A condition of the basis does not hold.
+    ConditionNotMet,
+    /// No basis that holds permits this category.
+    CategoryNotPermitted,
+    /// The consent the basis rests on does not cover this category.
+    ConsentDoesNotCover,
+    /// The basis never releases medical data.
+    MedicalDataExcluded,
+}
+
+impl ReasonCode {
+    /// Stable machine code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::NoMatchingBasis => "NO_MATCHING_BASIS",
+            ReasonCode::TriggerNotCovered => "TRIGGER_NOT_COVERED",
+            ReasonCode::PurposeNotPermitted => "PURPOSE_NOT_PERMITTED",
+            ReasonCode::ConditionNotMet => "CONDITION_NOT_MET",
+            ReasonCode::CategoryNotPermitted => "CATEGORY_NOT_PERMITTED",
+            ReasonCode::ConsentDoesNotCover => "CONSENT_DOES_NOT_COVER",
+            ReasonCode::MedicalDataExcluded => "MEDICAL_DATA_EXCLUDED",
+        }
+    }
+}
+
+/// A reason, with what it refers to (indices into the rulebook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// What.
+    pub code: ReasonCode,
+    /// The basis concerned.
+    pub basis: Option<usize>,
+    /// The condition concerned.
+    pub condition: Option<Condition>,
+}
+
+/// A category asked for and not released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// Category index.
+    pub category: usize,
+    /// Why.
+    pub reason: ReasonCode,
+}
+
+/// An obligation created by a permit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obligation {
+    /// What must be done.
+    pub kind: ObligationKind,
+    /// Who must do it (role).
+    pub owner: Owner,
+    /// Who must do it (the party).
+    pub party: Party,
+    /// Within how many days of the transfer.
+    pub due_days: u32,
+    /// The basis that imposes it.
+    pub basis: usize,
+}
+
+/// The decision on a transfer: a value, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The transfer may happen with the released categories.
+    Permit {
+        /// Bases that carried it (each released something).
+        bases: Vec<usize>,
+        /// Released category indices, in rulebook order.
+        released: Vec<usize>,
+        /// Categories asked for and withheld.
+        withheld: Vec<Withheld>,
+        /// Obligations created.
+        obligations: Vec<Obligation>,
+        /// The rulebook that decided.
+        rulebook_hash: Arc<str>,
+    },
+    /// The transfer may not happen.
+    Deny {
+        /// Why, per basis examined (or `NO_MATCHING_BASIS`).
+        reasons: Vec<Reason>,
+        /// Every category asked for.
+        withheld: Vec<Withheld>,
+        /// The rulebook that decided.
+        rulebook_hash: Arc<str>,
+    },
+}
+
+impl Decision {
+    /// Whether it permits.
+    pub fn is_permit(&self) -> bool {
+        matches!(self, Decision::Permit { .. })
+    }
+
+    /// Released categories (empty for a denial).
+    pub fn released(&self) -> &[usize] {
+        match self {
+            Decision::Permit { released, .. } => released,
+            Decision::Deny { .. } => &[],
+        }
+    }
+
+    /// Withheld categories.
+    pub fn withheld(&self) -> &[Withheld] {
+        match self {
+            Decision::Permit { withheld, .. } | Decision::Deny { withheld, .. } => withheld,
+        }
+    }
+
+    /// The bases that carried a permit.
+    pub fn bases(&self) -> &[usize] {
+        match self {
+            Decision::Permit { bases, .. } => bases,
+            Decision::Deny { .. } => &[],
+        }
+    }
+
+    /// The obligations of a permit.
+    pub fn obligations(&self) -> &[Obligation] {
+        match self {
+            Decision::Permit { obligations, .. } => obligations,
+            Decision::Deny { .. } => &[],
+        }
+    }
+
+    /// The reasons of a denial.
+    pub fn reasons(&self) -> &[Reason] {
+        match self {
+            Decision::Deny { reasons, .. } => reasons,
+            Decision::Permit { .. } => &[],
+        }
+    }
+
+    /// The rulebook hash.
+    pub fn rulebook_hash(&self) -> &str {
+        match self {
+            Decision::Permit { rulebook_hash, .. } | Decision::Deny { rulebook_hash, .. } => rulebook_hash,
+        }
+    }
+}
+
+/// What happened to one basis (for `explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BasisOutcome {
+    /// Marked inactive (e.g. status open).
+    Inactive,
+    /// Not in force on the date.
+    NotInForce,
+    /// Does not cover the trigger.
+    TriggerNotCovered,
+    /// Does not permit the purpose.
+    PurposeNotPermitted,
+    /// A condition failed.
+    ConditionsFailed,
+    /// Holds but permits none of the categories asked for.
+    NothingToRelease,
+    /// Holds and releases these categories.
+    Releases(Vec<usize>),
+}
+
+/// How one condition was evaluated (for `explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionTrace {
+    /// The condition.
+    pub condition: Condition,
+    /// Whether it held.
+    pub held: bool,
+    /// Where the answer came from.
+    pub source: Source,
+}
+
+/// Where a condition's answer came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The number of persons.
+    Persons(u32),
+    /// A fact as given (or absent).
+    Fact(Fact),
+    /// A rulebook attestation, with its citation.
+    Attestation(InstitutionId, String),
+    /// A consent, by reference.
+    Consent(Option<String>),
+    /// The basis's own restriction.
+    Restriction,
+    /// No cantonal party, nothing to release.
+    NotApplicable,
+}
+
+/// One basis examined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasisTrace {
+    /// Basis index.
+    pub basis: usize,
+    /// Its conditions, as evaluated.
+    pub conditions: Vec<ConditionTrace>,
+    /// What came of it.
+    pub outcome: BasisOutcome,
+}
+
+/// A decision with the reasoning behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The decision.
+    pub decision: Decision,
+    /// Every basis examined, in rulebook order.
+    pub trace: Vec<BasisTrace>,
+}
+
+/// Decides `transfer` against `rulebook`.
+pub fn decide(rulebook: &Rulebook, transfer: &Transfer) -> Result<Decision, InputError> {
+    evaluate(rulebook, transfer, None)
+}
+
+/// Decides and records the reasoning.
+pub fn evaluate_traced(rulebook: &Rulebook, transfer: &Transfer) -> Result<Evaluation, InputError> {
+    let mut trace = Vec::new();
+    let decision = evaluate(rulebook, transfer, Some(&mut trace))?;
+    Ok(Evaluation { decision, trace })
+}
+
+fn mask_of(rulebook: &Rulebook, ids: &[String]) -> Result<u64, InputError> {
+    ids.iter().try_fold(0u64, |m, id| {
+        rulebook
+            .category_index(id)
+            .map(|i| m | (1 << i))
+            .ok_or_else(|| InputError::UnknownCategory(id.clone()))
+    })
+}
+
+fn indices(mask: u64) -> Vec<usize> {
+    (0..64).filter(|i| mask & (1u64 << i) != 0).collect()
+}
+
+/// Categories a consent-based basis may release: union over the consents
+/// that cover the purpose (and are written, if required).
+fn consent_mask(rulebook: &Rulebook, t: &Transfer, written: bool) -> (u64, Option<String>) {
+    let mut mask = 0;
+    let mut reference = None;
+    for c in &t.consents {
+        if (written && !c.written) || !c.purposes.iter().any(|p| *p == t.purpose) {
+            continue;
+        }
+        // Unknown category ids in a consent cover nothing (they are not in the rulebook).
+        let m = c
+            .categories
+            .iter()
+            .filter_map(|id| rulebook.category_index(id))
+            .fold(0u64, |m, i| m | (1 << i));
+        if m != 0 && reference.is_none() {
+            reference = Some(c.reference.clone());
+        }
+        mask |= m;
+    }
+    (mask, reference)
+}
+
+fn reciprocity(rulebook: &Rulebook, t: &Transfer) -> (bool, Source) {
+    if let Some(facts) = t.to.id.as_ref().and_then(|id| rulebook.institutions.get(id)) {
+        if let Some(att) = facts
+            .reciprocity
+            .iter()
+            .find(|r| r.grants_to.contains(&t.from.kind) && r.since <= t.date)
+        {
+            return (true, Source::Attestation(facts.id.clone(), att.citation.clone()));
+        }
+    }
+    (
+        t.facts.get(Fact::RecipientGrantsReciprocity),
+        Source::Fact(Fact::RecipientGrantsReciprocity),
+    )
+}
+
+/// Every party under cantonal data-protection law must have a cantonal formal-law release.
+fn cantonal_release(rulebook: &Rulebook, t: &Transfer) -> (bool, Source) {
+    let mut source = Source::NotApplicable;
+    for party in [&t.from, &t.to] {
+        let facts = party.id.as_ref().and_then(|id| rulebook.institutions.get(id));
+        let regime = facts
+            .map(|f| f.regime)
+            .or_else(|| rulebook.types.get(&party.kind).map(|i| i.regime));
+        if regime != Some(Regime::Cantonal) {
+            continue;
+        }
+        match facts.and_then(|f| f.cantonal_release.iter().find(|r| r.since <= t.date).map(|r| (f, r))) {
+            Some((f, r)) => source = Source::Attestation(f.id.clone(), r.citation.clone()),
+            None if t.facts.get(Fact::CantonalRelease) => source = Source::Fact(Fact::CantonalRelease),
+            None => return (false, Source::Fact(Fact::CantonalRelease)),
+        }
+    }
+    (true, source)
+}
+
+struct BasisResult {
+    held: bool,
+    allowed: u64,
+    consent_cut: u64,
+    medical_cut: u64,
+}
+
+fn evaluate_basis(
+    rulebook: &Rulebook,
+    b: &Basis,
+    t: &Transfer,
+    asked: u64,
+    trace: Option<&mut Vec<ConditionTrace>>,
+) -> (BasisResult, Vec<Condition>) {
+    let mut allowed = b.category_mask & asked;
+    let (mut consent_cut, mut medical_cut) = (0, 0);
+    let mut failed = Vec::new();
+    let mut traces = Vec::new();
+    for &condition in &b.conditions {
+        let (held, source) = match condition {
+            Condition::CaseByCase => (t.persons == 1, Source::Persons(t.persons)),
+            Condition::Consent | Condition::WrittenConsent => {
+                let (mask, reference) = consent_mask(rulebook, t, condition == Condition::WrittenConsent);
+                consent_cut |= allowed & !mask;
+                allowed &= mask;
+                (allowed != 0, Source::Consent(reference))
+            }
+            Condition::Reciprocity => reciprocity(rulebook, t),
+            Condition::CantonalRelease => cantonal_release(rulebook, t),
+            Condition::NoMedicalData => {
+                let medical = rulebook
+                    .categories
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.medical)
+                    .fold(0u64, |m, (i, _)| m | (1 << i));
+                medical_cut |= allowed & medical;
+                allowed &= !medical;
+                (true, Source::Restriction)
+            }
+            other => match other.fact() {
+                Some(fact) => (t.facts.get(fact), Source::Fact(fact)),
+                None => (false, Source::NotApplicable),
+            },
+        };
+        if !held {
+            failed.push(condition);
+        }
+        if trace.is_some() {
+            traces.push(ConditionTrace {
+                condition,
+                held,
+                source,
+            });
+        }
+    }
+    if let Some(out) = trace {
+        *out = traces;
+    }
+    (
+        BasisResult {
+            held: failed.is_empty(),
+            allowed,
+            consent_cut,
+            medical_cut,
+        },
+        failed,
+    )
+}
+
+fn evaluate(
+    rulebook: &Rulebook,
+    t: &Transfer,
+    mut trace: Option<&mut Vec<BasisTrace>>,
+) -> Result<Decision, InputError> {
+    if t.categories.is_empty() {
+        return Err(InputError::NoCategories);
+    }
+    if t.persons == 0 {
+        return Err(InputError::NoPersons);
+    }
+    let asked = mask_of(rulebook, &t.categories)?;
+    let purpose = rulebook
+        .purpose_index(&t.purpose)
+        .ok_or_else(|| InputError::UnknownPurpose(t.purpose.clone()))?;
+    let hash: Arc<str> = Arc::from(rulebook.hash.as_str());
+    let candidates = rulebook
+        .by_pair
+        .get(&(t.from.kind, t.to.kind))
+        .map_or(&[][..], Vec::as_slice);
+
+    let (mut released, mut consent_cut, mut medical_cut) = (0u64, 0u64, 0u64);
+    let mut holding = Vec::new();
+    let mut reasons = Vec::new();
+    let mut trigger_misses = Vec::new();
+    let want_trace = trace.is_some();
+    for &i in candidates {
+        let Some(b) = rulebook.bases.get(i) else { continue };
+        let mut record = |outcome: BasisOutcome, conditions: Vec<ConditionTrace>| {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push(BasisTrace {
+                    basis: i,
+                    conditions,
+                    outcome,
+                });
+            }
+        };
+        if !b.active {
+            record(BasisOutcome::Inactive, Vec::new());
+            continue;
+        }
+        if !b.in_force(t.date) {
+            record(BasisOutcome::NotInForce, Vec::new());
+            continue;
+        }
+        if t.trigger.is_some_and(|tr| !b.triggers.contains(&tr)) {
+            trigger_misses.push(i);
+            record(BasisOutcome::TriggerNotCovered, Vec::new());
+            continue;
+        }
+        if b.purpose_mask & (1 << purpose) == 0 {
+            reasons.push(Reason {
+                code: ReasonCode::PurposeNotPermitted,
+                basis: Some(i),
+                condition: None,
+            });
+            record(BasisOutcome::PurposeNotPermitted, Vec::new());
+            continue;
+        }
+        let mut conditions = Vec::new();
+        let (result, failed) = evaluate_basis(rulebook, b, t, asked, want_trace.then_some(&mut conditions));
+        if !result.held {
+            reasons.extend(failed.into_iter().map(|c| Reason {
+                code: ReasonCode::ConditionNotMet,
+                basis: Some(i),
+                condition: Some(c),
+            }));
+            record(BasisOutcome::ConditionsFailed, conditions);
+            continue;
+        }
+        consent_cut |= result.consent_cut;
+        medical_cut |= result.medical_cut;
+        if result.allowed == 0 {
+            reasons.push(Reason {
+                code: ReasonCode::CategoryNotPermitted,
+                basis: Some(i),
+                condition: None,
+            });
+            record(BasisOutcome::NothingToRelease, conditions);
+            continue;
+        }
+        released |= result.allowed;
+        holding.push(i);
+        record(BasisOutcome::Releases(indices(result.allowed)), conditions);
+    }
+
+    let withheld: Vec<Withheld> = indices(asked & !released)
+        .into_iter()
+        .map(|category| {
+            let bit = 1u64 << category;
+            let reason = if medical_cut & bit != 0 {
+                ReasonCode::MedicalDataExcluded
+            } else if consent_cut & bit != 0 {
+                ReasonCode::ConsentDoesNotCover
+            } else {
+                ReasonCode::CategoryNotPermitted
+            };
+            Withheld { category, reason }
+        })
+        .collect();
+
+    if released == 0 {
+        if reasons.is_empty() {
+            reasons = if trigger_misses.is_empty() {
+                vec![Reason {
+                    code: ReasonCode::NoMatchingBasis,
+                    basis: None,
+                    condition: None,
+                }]
+            } else {
+                trigger_misses
+                    .into_iter()
+                    .map(|i| Reason {
+                        code: ReasonCode::TriggerNotCovered,
+                        basis: Some(i),
+                        condition: None,
+                    })
+                    .collect()
+            };
+        }
+        return Ok(Decision::Deny {
+            reasons,
+            withheld,
+            rulebook_hash: hash,
+        });
+    }
+
+    let mut obligations: Vec<Obligation> = Vec::new();
+    for &i in &holding {
+        let Some(b) = rulebook.bases.get(i) else { continue };
+        for spec in &b.obligations {
+            if obligations.iter().any(|o| o.kind == spec.kind && o.owner == spec.owner) {
+                continue;
+            }
+            let party = match spec.owner {
+                Owner::Sender => t.from.clone(),
+                Owner::Recipient => t.to.clone(),
+            };
+            obligations.push(Obligation {
+                kind: spec.kind,
+                owner: spec.owner,
+                party,
+                due_days: spec.due_days,
+                basis: i,
+            });
+        }
+    }
+    Ok(Decision::Permit {
+        bases: holding,
+        released: indices(released),
+        withheld,
+        obligations,
+        rulebook_hash: hash,
+    })
+}

@@ -1,0 +1,1092 @@
+//! Loading and checking a rulebook: TOML files in a directory, merged.
+//!
+//! The files are given as text (this crate does no I/O). Every problem is a
+//! [`Diagnostic`] naming the file, the element and what is wrong; a rulebook
+//! with an error cannot be built, warnings do not stop it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use cii_types::{InstitutionId, InstitutionType};
+use serde::Deserialize;
+use time::Date;
+
+use crate::parse_date;
+use crate::vocab::{Condition, Lang, ObligationKind, Owner, Regime, Sensitivity, Status, Trigger};
+
+/// A rulebook file: its name (for messages and the hash) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// File name, e.g. `30-lai.toml`.
+    pub name: String,
+    /// TOML text.
+    pub text: String,
+}
+
+/// The federal rulebook shipped inside the binary.
+pub fn federal_sources() -> Vec<Source> {
+    const FILES: &[(&str, &str)] = &[
+        ("federal/00-core.toml", include_str!("../rulebook/federal/00-core.toml")),
+        ("federal/10-lpga.toml", include_str!("../rulebook/federal/10-lpga.toml")),
+        ("federal/20-laci.toml", include_str!("../rulebook/federal/20-laci.toml")),
+        ("federal/30-lai.toml", include_str!("../rulebook/federal/30-lai.toml")),
+        (
+            "federal/40-lavs-lpc-laa.toml",
+            include_str!("../rulebook/federal/40-lavs-lpc-laa.toml"),
+        ),
+        ("federal/50-lei.toml", include_str!("../rulebook/federal/50-lei.toml")),
+    ];
+    FILES
+        .iter()
+        .map(|(name, text)| Source {
+            name: (*name).to_owned(),
+            text: (*text).to_owned(),
+        })
+        .collect()
+}
+
+// ---- the files as written --------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    rulebook: Option<RawHeader>,
+    #[serde(default)]
+    institution_type: Vec<RawType>,
+    #[serde(default)]
+    category: Vec<RawCategory>,
+    #[serde(default)]
+    purpose: Vec<RawPurpose>,
+    #[serde(default)]
+    basis: Vec<RawBasis>,
+    #[serde(default)]
+    institution: Vec<RawInstitution>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader {
+    version: String,
+    #[serde(default)]
+    title: String,
+    /// `federal`: this file set extends the built-in federal rulebook.
+    #[serde(default)]
+    extends: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawType {
+    id: String,
+    label_fr: String,
+    label_de: String,
+    label_en: String,
+    regime: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCategory {
+    id: String,
+    label_fr: String,
+    label_de: String,
+    label_en: String,
+    sensitivity: String,
+    #[serde(default)]
+    medical: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPurpose {
+    id: String,
+    label_fr: String,
+    label_de: String,
+    label_en: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCitation {
+    #[serde(default)]
+    fr: String,
+    #[serde(default)]
+    de: String,
+    #[serde(default)]
+    it: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObligation {
+    kind: String,
+    owner: String,
+    #[serde(default)]
+    due_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasis {
+    id: String,
+    #[serde(default)]
+    citation: Option<RawCitation>,
+    status: String,
+    #[serde(default)]
+    active: Option<bool>,
+    effective_from: String,
+    #[serde(default)]
+    effective_to: Option<String>,
+    from: Vec<String>,
+    to: Vec<String>,
+    #[serde(default)]
+    mutual: bool,
+    triggers: Vec<String>,
+    purposes: Vec<String>,
+    categories: Vec<String>,
+    #[serde(default)]
+    conditions: Vec<String>,
+    #[serde(default)]
+    obligations: Vec<RawObligation>,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstitution {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    regime: Option<String>,
+    #[serde(default)]
+    regime_citation: Option<String>,
+    #[serde(default)]
+    reciprocity: Vec<RawReciprocity>,
+    #[serde(default)]
+    cantonal_release: Vec<RawRelease>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReciprocity {
+    grants_to: Vec<String>,
+    citation: String,
+    since: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelease {
+    citation: String,
+    since: String,
+}
+
+// ---- the checked rulebook --------------------------------------------------------------------
+
+/// Labels of an entry in the three languages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    /// French.
+    pub fr: String,
+    /// German.
+    pub de: String,
+    /// English.
+    pub en: String,
+}
+
+impl Labels {
+    /// The label in `lang`.
+    pub fn get(&self, lang: Lang) -> &str {
+        match lang {
+            Lang::Fr => &self.fr,
+            Lang::De => &self.de,
+            Lang::En => &self.en,
+        }
+    }
+}
+
+/// A legal citation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Citation {
+    /// French.
+    pub fr: String,
+    /// German.
+    pub de: String,
+    /// Italian (may be empty).
+    pub it: String,
+}
+
+impl Citation {
+    /// The citation in `lang` (English readers get the French text, as Fedlex publishes none in English).
+    pub fn get(&self, lang: Lang) -> &str {
+        match lang {
+            Lang::De => &self.de,
+            Lang::Fr | Lang::En => &self.fr,
+        }
+    }
+}
+
+/// An institution type's legal facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    /// Labels.
+    pub labels: Labels,
+    /// Default data-protection regime.
+    pub regime: Regime,
+}
+
+/// A data category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    /// Id, e.g. `health_limitations`.
+    pub id: String,
+    /// Labels.
+    pub labels: Labels,
+    /// nLPD sensitivity.
+    pub sensitivity: Sensitivity,
+    /// Part of the medical file (never released under `no_medical_data`).
+    pub medical: bool,
+}
+
+/// A purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purpose {
+    /// Id, e.g. `early_detection`.
+    pub id: String,
+    /// Labels.
+    pub labels: Labels,
+}
+
+/// An obligation a basis attaches to its permits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObligationSpec {
+    /// What must be done.
+    pub kind: ObligationKind,
+    /// Who must do it.
+    pub owner: Owner,
+    /// Within how many days.
+    pub due_days: u32,
+}
+
+/// A legal basis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basis {
+    /// Id, `LAW-ARTICLE-PARAGRAPH[-letter…]`.
+    pub id: String,
+    /// Citation.
+    pub citation: Citation,
+    /// Research status.
+    pub status: Status,
+    /// Whether the engine uses it.
+    pub active: bool,
+    /// First day in force.
+    pub effective_from: Date,
+    /// Last day in force, if repealed.
+    pub effective_to: Option<Date>,
+    /// Sender types.
+    pub from: Vec<InstitutionType>,
+    /// Recipient types.
+    pub to: Vec<InstitutionType>,
+    /// Also applies from a `to` type to a `from` type.
+    pub mutual: bool,
+    /// Triggers that select it.
+    pub triggers: Vec<Trigger>,
+    /// Purposes it permits (indices into the rulebook's purposes).
+    pub purposes: Vec<usize>,
+    /// Categories it permits (indices into the rulebook's categories).
+    pub categories: Vec<usize>,
+    /// Conditions, all of which must hold.
+    pub conditions: Vec<Condition>,
+    /// Obligations of its permits.
+    pub obligations: Vec<ObligationSpec>,
+    /// A note for jurists.
+    pub note: String,
+    pub(crate) purpose_mask: u64,
+    pub(crate) category_mask: u64,
+}
+
+impl Basis {
+    /// Whether it covers a transfer from `from` to `to`.
+    pub fn covers_pair(&self, from: InstitutionType, to: InstitutionType) -> bool {
+        (self.from.contains(&from) && self.to.contains(&to))
+            || (self.mutual && self.from.contains(&to) && self.to.contains(&from))
+    }
+
+    /// Whether it is in force on `date`.
+    pub fn in_force(&self, date: Date) -> bool {
+        self.effective_from <= date && self.effective_to.is_none_or(|to| date <= to)
+    }
+}
+
+/// An attestation that an institution grants reciprocity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reciprocity {
+    /// To which sender types.
+    pub grants_to: Vec<InstitutionType>,
+    /// The instrument (convention, decision) and article.
+    pub citation: String,
+    /// Since when.
+    pub since: Date,
+}
+
+/// A cantonal formal-law release from secrecy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CantonalRelease {
+    /// The cantonal law and article.
+    pub citation: String,
+    /// Since when.
+    pub since: Date,
+}
+
+/// Legal facts about a registry institution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstitutionFacts {
+    /// Registry id.
+    pub id: InstitutionId,
+    /// Type (must agree with the registry).
+    pub kind: InstitutionType,
+    /// Data-protection regime.
+    pub regime: Regime,
+    /// The law that sets the regime, if given.
+    pub regime_citation: Option<String>,
+    /// Reciprocity attestations.
+    pub reciprocity: Vec<Reciprocity>,
+    /// Cantonal formal-law releases.
+    pub cantonal_release: Vec<CantonalRelease>,
+}
+
+/// A checked rulebook, ready for decisions.
+#[derive(Debug, Clone)]
+pub struct Rulebook {
+    /// Version(s), as the files declare them.
+    pub version: String,
+    /// Title.
+    pub title: String,
+    /// Hex SHA-256 of the sources.
+    pub hash: String,
+    /// Institution types.
+    pub types: BTreeMap<InstitutionType, TypeInfo>,
+    /// Categories, in declaration order.
+    pub categories: Vec<Category>,
+    /// Purposes, in declaration order.
+    pub purposes: Vec<Purpose>,
+    /// Bases, in declaration order.
+    pub bases: Vec<Basis>,
+    /// Legal facts about registry institutions.
+    pub institutions: BTreeMap<InstitutionId, InstitutionFacts>,
+    /// Candidate bases per (sender type, recipient type), by index.
+    pub(crate) by_pair: BTreeMap<(InstitutionType, InstitutionType), Vec<usize>>,
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The rulebook cannot be used (`cii policy check` exits 1).
+    Error,
+    /// Worth a look; does not change the exit code.
+    Warning,
+}
+
+/// One problem found in a rulebook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Stable code, e.g. `UNKNOWN_CATEGORY`.
+    pub code: &'static str,
+    /// The file.
+    pub file: String,
+    /// The element, e.g. `basis LACI-85f-3`.
+    pub element: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{level}[{}]: {}: {}: {}",
+            self.code, self.file, self.element, self.message
+        )
+    }
+}
+
+/// The outcome of checking a rulebook.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// The rulebook, if it has no error.
+    pub rulebook: Option<Rulebook>,
+    /// Every problem found, errors first.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl CheckReport {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Collects diagnostics while building.
+struct Checker {
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn error(&mut self, code: &'static str, file: &str, element: impl Into<String>, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            code,
+            file: file.to_owned(),
+            element: element.into(),
+            message: message.into(),
+        });
+    }
+    fn warning(&mut self, code: &'static str, file: &str, element: impl Into<String>, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            code,
+            file: file.to_owned(),
+            element: element.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks `sources` (the whole rulebook) as of `today` and builds it if it has no error.
+pub fn check(sources: &[Source], today: Date) -> CheckReport {
+    let mut c = Checker {
+        diagnostics: Vec::new(),
+    };
+    let mut files = Vec::new();
+    for source in sources {
+        match toml::from_str::<RawFile>(&source.text) {
+            Ok(raw) => files.push((source.name.as_str(), raw)),
+            Err(e) => c.error("TOML", &source.name, "file", e.to_string().trim_end().to_owned()),
+        }
+    }
+    let rulebook = build(&mut c, files, sources, today);
+    let mut diagnostics = c.diagnostics;
+    diagnostics.sort_by_key(|d| d.severity);
+    let errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    CheckReport {
+        rulebook: if errors { None } else { rulebook },
+        diagnostics,
+    }
+}
+
+/// Builds a rulebook, failing on the first error (for processes that only load).
+pub fn load(sources: &[Source], today: Date) -> Result<Rulebook, Vec<Diagnostic>> {
+    let report = check(sources, today);
+    match report.rulebook {
+        Some(rb) => Ok(rb),
+        None => Err(report
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect()),
+    }
+}
+
+fn hash_sources(sources: &[Source]) -> String {
+    let mut sorted: Vec<&Source> = sources.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for s in sorted {
+        // Length-prefixed so that moving text between files changes the hash.
+        ctx.update(&(s.name.len() as u64).to_be_bytes());
+        ctx.update(s.name.as_bytes());
+        ctx.update(&(s.text.len() as u64).to_be_bytes());
+        ctx.update(s.text.as_bytes());
+    }
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_basis_id(id: &str) -> bool {
+    // LAW-ARTICLE-PARAGRAPH[-suffix…]: LAW upper case; article and paragraph start with a digit.
+    let parts: Vec<&str> = id.split('-').collect();
+    let law_ok = parts
+        .first()
+        .is_some_and(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_uppercase()));
+    let numbered = |p: Option<&&str>| {
+        p.is_some_and(|p| {
+            p.chars().next().is_some_and(|c| c.is_ascii_digit()) && p.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+    };
+    let rest_ok = parts
+        .iter()
+        .skip(3)
+        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    law_ok && numbered(parts.get(1)) && (parts.len() == 2 || numbered(parts.get(2))) && rest_ok
+}
+
+fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today: Date) -> Option<Rulebook> {
+    let mut versions = Vec::new();
+    let mut title = String::new();
+    let mut types = BTreeMap::new();
+    let mut categories: Vec<Category> = Vec::new();
+    let mut purposes: Vec<Purpose> = Vec::new();
+    let mut raw_bases = Vec::new();
+    let mut raw_institutions = Vec::new();
+    for (file, raw) in files {
+        if let Some(h) = raw.rulebook {
+            if h.version.trim().is_empty() {
+                c.error("MISSING_VERSION", file, "rulebook", "version must not be empty");
+            }
+            if let Some(ext) = &h.extends {
+                if ext != "federal" {
+                    c.error(
+                        "UNKNOWN_EXTENDS",
+                        file,
+                        "rulebook",
+                        format!("extends `{ext}`: only `federal` exists"),
+                    );
+                }
+            }
+            versions.push(h.version);
+            if title.is_empty() {
+                title = h.title;
+            }
+        }
+        for t in raw.institution_type {
+            let Ok(kind) = InstitutionType::parse("institution_type", &t.id) else {
+                c.error(
+                    "UNKNOWN_TYPE",
+                    file,
+                    format!("institution_type {}", t.id),
+                    "not one of AC_ORP, AC_FUND, AI, AS, PC, FP, MIG, SUVA, OTHER",
+                );
+                continue;
+            };
+            let regime = match Regime::parse("regime", &t.regime) {
+                Ok(r) => r,
+                Err(e) => {
+                    c.error(
+                        "UNKNOWN_VALUE",
+                        file,
+                        format!("institution_type {}", t.id),
+                        e.to_string(),
+                    );
+                    continue;
+                }
+            };
+            let info = TypeInfo {
+                labels: Labels {
+                    fr: t.label_fr,
+                    de: t.label_de,
+                    en: t.label_en,
+                },
+                regime,
+            };
+            if types.insert(kind, info).is_some() {
+                c.error(
+                    "DUPLICATE_ID",
+                    file,
+                    format!("institution_type {}", t.id),
+                    "declared twice",
+                );
+            }
+        }
+        for cat in raw.category {
+            let element = format!("category {}", cat.id);
+            if categories.iter().any(|x| x.id == cat.id) {
+                c.error("DUPLICATE_ID", file, element, "declared twice");
+                continue;
+            }
+            let sensitivity = match Sensitivity::parse("sensitivity", &cat.sensitivity) {
+                Ok(s) => s,
+                Err(e) => {
+                    c.error("UNKNOWN_VALUE", file, element, e.to_string());
+                    continue;
+                }
+            };
+            if categories.len() >= 64 {
+                c.error("TOO_MANY", file, element, "a rulebook has at most 64 categories");
+                continue;
+            }
+            categories.push(Category {
+                id: cat.id,
+                labels: Labels {
+                    fr: cat.label_fr,
+                    de: cat.label_de,
+                    en: cat.label_en,
+                },
+                sensitivity,
+                medical: cat.medical,
+            });
+        }
+        for p in raw.purpose {
+            if purposes.iter().any(|x| x.id == p.id) {
+                c.error("DUPLICATE_ID", file, format!("purpose {}", p.id), "declared twice");
+                continue;
+            }
+            if purposes.len() >= 64 {
+                c.error(
+                    "TOO_MANY",
+                    file,
+                    format!("purpose {}", p.id),
+                    "a rulebook has at most 64 purposes",
+                );
+                continue;
+            }
+            purposes.push(Purpose {
+                id: p.id,
+                labels: Labels {
+                    fr: p.label_fr,
+                    de: p.label_de,
+                    en: p.label_en,
+                },
+            });
+        }
+        raw_bases.extend(raw.basis.into_iter().map(|b| (file, b)));
+        raw_institutions.extend(raw.institution.into_iter().map(|i| (file, i)));
+    }
+    if versions.is_empty() {
+        c.error(
+            "MISSING_VERSION",
+            "(rulebook)",
+            "rulebook",
+            "no file has a [rulebook] section with a version",
+        );
+    }
+    for t in InstitutionType::ALL {
+        if !types.contains_key(&t) {
+            c.error(
+                "MISSING_TYPE",
+                "(rulebook)",
+                format!("institution_type {t}"),
+                "every institution type must be declared",
+            );
+        }
+    }
+
+    let mut bases: Vec<Basis> = Vec::new();
+    for (file, b) in raw_bases {
+        if let Some(basis) = build_basis(c, file, b, &categories, &purposes) {
+            if bases.iter().any(|x| x.id == basis.id) {
+                c.error("DUPLICATE_ID", file, format!("basis {}", basis.id), "declared twice");
+                continue;
+            }
+            bases.push(basis);
+        }
+    }
+
+    let mut institutions = BTreeMap::new();
+    for (file, i) in raw_institutions {
+        let element = format!("institution {}", i.id);
+        let id = match InstitutionId::parse("id", &i.id) {
+            Ok(id) => id,
+            Err(e) => {
+                c.error("INVALID_ID", file, element, e.to_string());
+                continue;
+            }
+        };
+        let Ok(kind) = InstitutionType::parse("type", &i.kind) else {
+            c.error(
+                "UNKNOWN_TYPE",
+                file,
+                element,
+                format!("type `{}` is not an institution type", i.kind),
+            );
+            continue;
+        };
+        let regime = match i.regime.as_deref().map(|r| Regime::parse("regime", r)) {
+            None => types.get(&kind).map_or(Regime::Cantonal, |t: &TypeInfo| t.regime),
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                c.error("UNKNOWN_VALUE", file, element, e.to_string());
+                continue;
+            }
+        };
+        let mut reciprocity = Vec::new();
+        for r in i.reciprocity {
+            if r.citation.trim().is_empty() {
+                c.error(
+                    "MISSING_CITATION",
+                    file,
+                    &element,
+                    "a reciprocity attestation needs its citation",
+                );
+            }
+            let mut grants_to = Vec::new();
+            for t in &r.grants_to {
+                match InstitutionType::parse("grants_to", t) {
+                    Ok(t) => grants_to.push(t),
+                    Err(_) => c.error(
+                        "UNKNOWN_TYPE",
+                        file,
+                        &element,
+                        format!("reciprocity grants_to `{t}` is not an institution type"),
+                    ),
+                }
+            }
+            match parse_date(&r.since) {
+                Ok(since) => reciprocity.push(Reciprocity {
+                    grants_to,
+                    citation: r.citation,
+                    since,
+                }),
+                Err(e) => c.error("INVALID_DATE", file, &element, format!("reciprocity since: {e}")),
+            }
+        }
+        let mut cantonal_release = Vec::new();
+        for r in i.cantonal_release {
+            if r.citation.trim().is_empty() {
+                c.error(
+                    "MISSING_CITATION",
+                    file,
+                    &element,
+                    "a cantonal release needs its citation",
+                );
+            }
+            match parse_date(&r.since) {
+                Ok(since) => cantonal_release.push(CantonalRelease {
+                    citation: r.citation,
+                    since,
+                }),
+                Err(e) => c.error("INVALID_DATE", file, &element, format!("cantonal_release since: {e}")),
+            }
+        }
+        let facts = InstitutionFacts {
+            id: id.clone(),
+            kind,
+            regime,
+            regime_citation: i.regime_citation,
+            reciprocity,
+            cantonal_release,
+        };
+        if institutions.insert(id, facts).is_some() {
+            c.error("DUPLICATE_ID", file, element, "declared twice");
+        }
+    }
+
+    lint(c, &bases, &categories, &purposes, today);
+
+    let mut by_pair: BTreeMap<(InstitutionType, InstitutionType), Vec<usize>> = BTreeMap::new();
+    for from in InstitutionType::ALL {
+        for to in InstitutionType::ALL {
+            let list: Vec<usize> = bases
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.covers_pair(from, to))
+                .map(|(i, _)| i)
+                .collect();
+            by_pair.insert((from, to), list);
+        }
+    }
+    Some(Rulebook {
+        version: versions.join(" + "),
+        title,
+        hash: hash_sources(sources),
+        types,
+        categories,
+        purposes,
+        bases,
+        institutions,
+        by_pair,
+    })
+}
+
+fn build_basis(
+    c: &mut Checker,
+    file: &str,
+    b: RawBasis,
+    categories: &[Category],
+    purposes: &[Purpose],
+) -> Option<Basis> {
+    let element = format!("basis {}", b.id);
+    let errors_before = c.diagnostics.len();
+    if !valid_basis_id(&b.id) {
+        c.error(
+            "INVALID_ID",
+            file,
+            &element,
+            "basis ids are LAW-ARTICLE-PARAGRAPH (e.g. LACI-85f-2, LACI-97a-1-f)",
+        );
+    }
+    let citation = match b.citation {
+        Some(cit) if !cit.fr.trim().is_empty() && !cit.de.trim().is_empty() => Citation {
+            fr: cit.fr,
+            de: cit.de,
+            it: cit.it,
+        },
+        _ => {
+            c.error(
+                "MISSING_CITATION",
+                file,
+                &element,
+                "every basis needs a citation in French and German",
+            );
+            Citation {
+                fr: String::new(),
+                de: String::new(),
+                it: String::new(),
+            }
+        }
+    };
+    let status = Status::parse("status", &b.status)
+        .map_err(|e| c.error("UNKNOWN_VALUE", file, &element, e.to_string()))
+        .ok();
+    let effective_from = parse_date(&b.effective_from)
+        .map_err(|e| c.error("INVALID_DATE", file, &element, format!("effective_from: {e}")))
+        .ok();
+    let effective_to = match b.effective_to.as_deref().map(parse_date) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            c.error("INVALID_DATE", file, &element, format!("effective_to: {e}"));
+            None
+        }
+    };
+    let mut types = |list: &[String], key: &str| -> Vec<InstitutionType> {
+        let mut out = Vec::new();
+        for t in list {
+            match InstitutionType::parse("type", t) {
+                Ok(t) => out.push(t),
+                Err(_) => c.error(
+                    "UNKNOWN_TYPE",
+                    file,
+                    &element,
+                    format!("{key}: `{t}` is not an institution type"),
+                ),
+            }
+        }
+        out
+    };
+    let from = types(&b.from, "from");
+    let to = types(&b.to, "to");
+    let mut triggers = Vec::new();
+    for t in &b.triggers {
+        match Trigger::parse("trigger", t) {
+            Ok(t) => triggers.push(t),
+            Err(e) => c.error("UNKNOWN_TRIGGER", file, &element, e.to_string()),
+        }
+    }
+    let mut purpose_idx = Vec::new();
+    for p in &b.purposes {
+        match purposes.iter().position(|x| x.id == *p) {
+            Some(i) => purpose_idx.push(i),
+            None => c.error(
+                "UNKNOWN_PURPOSE",
+                file,
+                &element,
+                format!("purpose `{p}` is not declared"),
+            ),
+        }
+    }
+    let mut category_idx = Vec::new();
+    for cat in &b.categories {
+        match categories.iter().position(|x| x.id == *cat) {
+            Some(i) => category_idx.push(i),
+            None => c.error(
+                "UNKNOWN_CATEGORY",
+                file,
+                &element,
+                format!("category `{cat}` is not declared"),
+            ),
+        }
+    }
+    let mut conditions = Vec::new();
+    for cond in &b.conditions {
+        match Condition::parse("condition", cond) {
+            Ok(cond) => conditions.push(cond),
+            Err(e) => c.error("UNKNOWN_CONDITION", file, &element, e.to_string()),
+        }
+    }
+    let mut obligations = Vec::new();
+    for o in &b.obligations {
+        let kind = ObligationKind::parse("obligation", &o.kind)
+            .map_err(|e| c.error("UNKNOWN_OBLIGATION", file, &element, e.to_string()));
+        let owner =
+            Owner::parse("owner", &o.owner).map_err(|e| c.error("UNKNOWN_VALUE", file, &element, e.to_string()));
+        if let (Ok(kind), Ok(owner)) = (kind, owner) {
+            obligations.push(ObligationSpec {
+                kind,
+                owner,
+                due_days: o.due_days.unwrap_or(30),
+            });
+        }
+    }
+    for (key, empty) in [
+        ("from", from.is_empty()),
+        ("to", to.is_empty()),
+        ("triggers", triggers.is_empty()),
+        ("purposes", purpose_idx.is_empty()),
+        ("categories", category_idx.is_empty()),
+    ] {
+        if empty && c.diagnostics.len() == errors_before {
+            c.error("EMPTY", file, &element, format!("`{key}` must name at least one entry"));
+        }
+    }
+    if c.diagnostics.len() > errors_before {
+        return None;
+    }
+    let status = status?;
+    let active = b.active.unwrap_or(status != Status::Open);
+    if status == Status::Open && active {
+        c.error(
+            "OPEN_BASIS_ACTIVE",
+            file,
+            &element,
+            "a basis with status `open` must be `active = false` until jurists confirm it",
+        );
+    }
+    let purpose_mask = purpose_idx.iter().fold(0u64, |m, i| m | (1 << i));
+    let category_mask = category_idx.iter().fold(0u64, |m, i| m | (1 << i));
+    Some(Basis {
+        id: b.id,
+        citation,
+        status,
+        active,
+        effective_from: effective_from?,
+        effective_to,
+        from,
+        to,
+        mutual: b.mutual,
+        triggers,
+        purposes: purpose_idx,
+        categories: category_idx,
+        conditions,
+        obligations,
+        note: b.note,
+        purpose_mask,
+        category_mask,
+    })
+}
+
+/// Rules about the rulebook as a whole.
+fn lint(c: &mut Checker, bases: &[Basis], categories: &[Category], purposes: &[Purpose], today: Date) {
+    let file = "(rulebook)";
+    for b in bases {
+        let element = format!("basis {}", b.id);
+        if b.active && b.effective_to.is_some_and(|to| to < today) {
+            c.error(
+                "EXPIRED_ACTIVE",
+                file,
+                &element,
+                "expired but still active: set `active = false` or remove it",
+            );
+        }
+        if b.effective_to.is_some_and(|to| to < b.effective_from) {
+            c.error("INVALID_DATE", file, &element, "effective_to is before effective_from");
+        }
+        if b.conditions.contains(&Condition::NoMedicalData)
+            && b.categories
+                .iter()
+                .all(|i| categories.get(*i).is_some_and(|c| c.medical))
+        {
+            c.error(
+                "UNREACHABLE",
+                file,
+                &element,
+                "releases nothing: all its categories are medical and it has `no_medical_data`",
+            );
+        }
+        if b.conditions.contains(&Condition::Consent) && b.conditions.contains(&Condition::WrittenConsent) {
+            c.warning(
+                "REDUNDANT",
+                file,
+                &element,
+                "`written_consent` already implies `consent`",
+            );
+        }
+    }
+    // Overlaps: an active basis identical in reach to another is a copy that makes
+    // decisions cite two bases for one rule.
+    for (i, a) in bases.iter().enumerate() {
+        for b in bases.iter().skip(i + 1) {
+            if !(a.active && b.active) {
+                continue;
+            }
+            let set = |v: &[InstitutionType]| v.iter().copied().collect::<BTreeSet<_>>();
+            let same = set(&a.from) == set(&b.from)
+                && set(&a.to) == set(&b.to)
+                && a.mutual == b.mutual
+                && a.triggers.iter().collect::<BTreeSet<_>>() == b.triggers.iter().collect::<BTreeSet<_>>()
+                && a.purpose_mask == b.purpose_mask
+                && a.category_mask == b.category_mask
+                && a.conditions.iter().collect::<BTreeSet<_>>() == b.conditions.iter().collect::<BTreeSet<_>>();
+            if same {
+                c.error(
+                    "OVERLAP",
+                    file,
+                    format!("basis {}", b.id),
+                    format!("identical in reach and conditions to basis {}", a.id),
+                );
+            }
+        }
+    }
+    let used_categories = bases.iter().filter(|b| b.active).fold(0u64, |m, b| m | b.category_mask);
+    for (i, cat) in categories.iter().enumerate() {
+        if used_categories & (1 << i) == 0 {
+            c.warning(
+                "UNUSED_CATEGORY",
+                file,
+                format!("category {}", cat.id),
+                "no active basis permits it",
+            );
+        }
+    }
+    let used_purposes = bases.iter().filter(|b| b.active).fold(0u64, |m, b| m | b.purpose_mask);
+    for (i, p) in purposes.iter().enumerate() {
+        if used_purposes & (1 << i) == 0 {
+            c.warning(
+                "UNUSED_PURPOSE",
+                file,
+                format!("purpose {}", p.id),
+                "no active basis permits it",
+            );
+        }
+    }
+}
+
+impl Rulebook {
+    /// The index of a category id.
+    pub fn category_index(&self, id: &str) -> Option<usize> {
+        self.categories.iter().position(|c| c.id == id)
+    }
+
+    /// The index of a purpose id.
+    pub fn purpose_index(&self, id: &str) -> Option<usize> {
+        self.purposes.iter().position(|p| p.id == id)
+    }
+
+    /// A basis by id.
+    pub fn basis(&self, id: &str) -> Option<&Basis> {
+        self.bases.iter().find(|b| b.id == id)
+    }
+
+    /// The label of an institution type in `lang`.
+    pub fn type_label(&self, t: InstitutionType, lang: Lang) -> &str {
+        self.types.get(&t).map_or(t.as_str(), |i| i.labels.get(lang))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basis_ids_follow_the_convention() {
+        for ok in [
+            "LACI-85f-2",
+            "LPGA-32-2bis",
+            "LACI-97a-1-f",
+            "LAVS-50a-1-e-1",
+            "LAVS-153g",
+            "LAI-68bis-3-cantonal",
+        ] {
+            assert!(valid_basis_id(ok), "{ok}");
+        }
+        for bad in ["laci-85f-2", "LACI", "LACI-f-2", "LACI-85f-", "LACI 85f 2", "LACI--2"] {
+            assert!(!valid_basis_id(bad), "{bad}");
+        }
+    }
+}
