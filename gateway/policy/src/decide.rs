@@ -145,6 +145,8 @@ pub enum ReasonCode {
     ConsentDoesNotCover,
     /// The basis never releases medical data.
     MedicalDataExcluded,
+    /// The transfer is denied: no basis holds.
+    NoBasisHolds,
 }
 
 impl ReasonCode {
@@ -158,6 +160,7 @@ impl ReasonCode {
             ReasonCode::CategoryNotPermitted => "CATEGORY_NOT_PERMITTED",
             ReasonCode::ConsentDoesNotCover => "CONSENT_DOES_NOT_COVER",
             ReasonCode::MedicalDataExcluded => "MEDICAL_DATA_EXCLUDED",
+            ReasonCode::NoBasisHolds => "NO_BASIS_HOLDS",
         }
     }
 }
@@ -592,6 +595,8 @@ fn evaluate(
                 ReasonCode::MedicalDataExcluded
             } else if consent_cut & bit != 0 {
                 ReasonCode::ConsentDoesNotCover
+            } else if released == 0 {
+                ReasonCode::NoBasisHolds
             } else {
                 ReasonCode::CategoryNotPermitted
             };

@@ -12,7 +12,11 @@ const TODAY: time::Date = date!(2026 - 11 - 23);
 fn the_federal_suite_passes() {
     let rb = load(&federal_sources(), TODAY).expect("rulebook");
     let outcomes = run_file(&rb, "federal.toml", SUITE, TODAY);
-    let failed: Vec<String> = outcomes.iter().filter(|o| !o.passed()).map(|o| format!("{}: {}", o.name, o.failures.join("; "))).collect();
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.passed())
+        .map(|o| format!("{}: {}", o.name, o.failures.join("; ")))
+        .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     assert!(outcomes.len() >= 70);
 }
@@ -25,7 +29,9 @@ fn every_active_basis_has_a_permit_and_a_deny_case() {
     for basis in rb.bases.iter().filter(|b| b.active) {
         let permit = scenarios.iter().any(|s| {
             s.get("expect").and_then(|e| e.as_str()) == Some("permit")
-                && s.get("expect_basis").and_then(|e| e.as_str()).is_some_and(|e| basis_matches(&basis.id, e))
+                && s.get("expect_basis")
+                    .and_then(|e| e.as_str())
+                    .is_some_and(|e| basis_matches(&basis.id, e))
         });
         assert!(permit, "no permit scenario names basis {}", basis.id);
         // A deny case for a basis: a denied transfer the basis was examined for
@@ -82,12 +88,28 @@ expect_basis = "LPGA-32-2"
     let outcomes = run_file(&rb, "wrong.toml", wrong, TODAY);
     assert_eq!(outcomes.len(), 3);
     assert!(!outcomes[0].passed());
-    assert!(outcomes[0].failures[0].contains("expected permit, got deny"), "{:?}", outcomes[0].failures);
-    assert!(outcomes[0].failures[0].contains("person_informed_before"), "{:?}", outcomes[0].failures);
+    assert!(
+        outcomes[0].failures[0].contains("expected permit, got deny"),
+        "{:?}",
+        outcomes[0].failures
+    );
+    assert!(
+        outcomes[0].failures[0].contains("person_informed_before"),
+        "{:?}",
+        outcomes[0].failures
+    );
     assert_eq!(outcomes[1].name, "cannot be loaded");
-    assert!(outcomes[1].failures[0].contains("cannot load") && outcomes[1].failures[0].contains("`ORP`"), "{:?}", outcomes[1].failures);
+    assert!(
+        outcomes[1].failures[0].contains("cannot load") && outcomes[1].failures[0].contains("`ORP`"),
+        "{:?}",
+        outcomes[1].failures
+    );
     // LPGA-32-2 must not match LAI-3b-2-i, and the prefix rule is exact.
-    assert!(outcomes[2].failures[0].contains("expected basis LPGA-32-2"), "{:?}", outcomes[2].failures);
+    assert!(
+        outcomes[2].failures[0].contains("expected basis LPGA-32-2"),
+        "{:?}",
+        outcomes[2].failures
+    );
     assert!(basis_matches("LAI-3b-2-i", "LAI-3b-2"));
     assert!(!basis_matches("LPGA-32-2bis", "LPGA-32-2"));
     assert!(basis_matches("LPGA-32-2", "LPGA-32-2"));
