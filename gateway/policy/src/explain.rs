@@ -154,6 +154,12 @@ fn reason_label(code: ReasonCode, lang: Lang) -> &'static str {
             "medizinische Daten durch die Grundlage ausgeschlossen",
             "medical data excluded by the basis",
         ),
+        ReasonCode::NoBasisHolds => l(
+            lang,
+            "aucune base légale ne s'applique à ce transfert",
+            "keine Rechtsgrundlage ist auf diese Übermittlung anwendbar",
+            "no legal basis applies to this transfer",
+        ),
     }
 }
 
