@@ -21,6 +21,9 @@ pub struct GatewayFile {
     pub metrics_listen: Option<SocketAddr>,
     /// The registry file (the network's members).
     pub registry: PathBuf,
+    /// A rulebook directory (TOML files); the built-in federal rulebook if absent.
+    #[serde(default)]
+    pub rulebook: Option<PathBuf>,
     /// The gateway's TLS identity.
     pub tls: TlsFiles,
     /// Log output.
@@ -37,6 +40,8 @@ pub struct GatewayConfig {
     pub registry: Arc<Registry>,
     /// The loaded TLS identity.
     pub tls: TlsIdentity,
+    /// The checked rulebook.
+    pub rulebook: Arc<cii_policy::Rulebook>,
 }
 
 impl GatewayConfig {
@@ -57,6 +62,17 @@ impl GatewayConfig {
             }
             Err(e) => return Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
         }
-        Ok(GatewayConfig { file, registry, tls })
+        let dir = file.rulebook.as_ref().map(|d| config::resolve(path, d));
+        let today = time::OffsetDateTime::now_utc().date();
+        let rulebook = crate::rulebook::load(dir.as_deref(), today)
+            .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
+        crate::rulebook::check_agreement(&rulebook, &registry)
+            .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
+        Ok(GatewayConfig {
+            file,
+            registry,
+            tls,
+            rulebook: Arc::new(rulebook),
+        })
     }
 }

@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //! - [`config`]: the config file and its checked form.
+//! - [`rulebook`]: reading the rulebook the gateway runs; agreement with the registry.
 //! - `service`: the `cii.gateway.v1.Gateway` rpc handlers.
+//! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
+//! - `wire`: decisions in their wire form.
 //!
 //! Entry point: [`run`], which `cii gateway` and the tests call.
 
@@ -13,7 +16,10 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod config;
+mod policy_service;
+pub mod rulebook;
 mod service;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use cii_kit::clock::{Clock, SystemClock};
 use cii_kit::metrics::Metrics;
 use cii_kit::tls::{self, ClientAuth, PeerPolicy};
 use cii_proto::gateway::gateway_server::GatewayServer;
+use cii_proto::policy::policy_server::PolicyServer;
 use cii_types::PeerIdentity;
 use tokio::net::TcpListener;
 
@@ -53,7 +60,7 @@ pub enum RunError {
 }
 
 /// Services the gateway serves (listed by reflection, reported by health).
-pub const SERVICES: &[&str] = &["cii.gateway.v1.Gateway"];
+pub const SERVICES: &[&str] = &["cii.gateway.v1.Gateway", "cii.policy.v1.Policy"];
 
 /// Runs the gateway until `shutdown` resolves, then drains in-flight calls.
 pub async fn run(
@@ -92,13 +99,18 @@ pub async fn run_with_clock(
         clock.clone(),
         metrics.clone(),
     );
-    let gateway = GatewayServer::with_interceptor(service::GatewayService::new(registry, clock), authenticate);
+    let gateway = GatewayServer::with_interceptor(service::GatewayService::new(registry, clock), authenticate.clone());
+    let policy = PolicyServer::with_interceptor(
+        policy_service::PolicyService::new(config.rulebook.clone()),
+        authenticate,
+    );
 
     let router = cii_kit::grpc::server(&metrics)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(gateway);
+        .add_service(gateway)
+        .add_service(policy);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listener) = listeners.metrics {
@@ -107,6 +119,9 @@ pub async fn run_with_clock(
             let _ = stop.wait_for(|s| *s).await;
         }));
     }
+    // Until the audit log lands this log line is the record of activation: every
+    // decision can be traced to the exact rules by this hash.
+    tracing::info!(version = %config.rulebook.version, hash = %config.rulebook.hash, "rulebook activated");
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.institutions().count(), "gateway serving");
     let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);

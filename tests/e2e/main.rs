@@ -3,3 +3,4 @@
 
 mod deploy;
 mod foundation;
+mod policy;

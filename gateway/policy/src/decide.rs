@@ -378,7 +378,7 @@ fn consent_mask(rulebook: &Rulebook, t: &Transfer, written: bool) -> (u64, Optio
     let mut mask = 0;
     let mut reference = None;
     for c in &t.consents {
-        if (written && !c.written) || !c.purposes.iter().any(|p| *p == t.purpose) {
+        if (written && !c.written) || !c.purposes.contains(&t.purpose) {
             continue;
         }
         // Unknown category ids in a consent cover nothing (they are not in the rulebook).
@@ -396,14 +396,13 @@ fn consent_mask(rulebook: &Rulebook, t: &Transfer, written: bool) -> (u64, Optio
 }
 
 fn reciprocity(rulebook: &Rulebook, t: &Transfer) -> (bool, Source) {
-    if let Some(facts) = t.to.id.as_ref().and_then(|id| rulebook.institutions.get(id)) {
-        if let Some(att) = facts
+    if let Some(facts) = t.to.id.as_ref().and_then(|id| rulebook.institutions.get(id))
+        && let Some(att) = facts
             .reciprocity
             .iter()
             .find(|r| r.grants_to.contains(&t.from.kind) && r.since <= t.date)
-        {
-            return (true, Source::Attestation(facts.id.clone(), att.citation.clone()));
-        }
+    {
+        return (true, Source::Attestation(facts.id.clone(), att.citation.clone()));
     }
     (
         t.facts.get(Fact::RecipientGrantsReciprocity),

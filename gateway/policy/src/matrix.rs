@@ -18,6 +18,7 @@ fn l(lang: Lang, fr: &'static str, de: &'static str, en: &'static str) -> &'stat
 struct Row {
     from: String,
     to: String,
+    basis: String,
     cells: Vec<String>,
 }
 
@@ -65,11 +66,12 @@ fn rows(rb: &Rulebook, active: bool, lang: Lang) -> Vec<Row> {
             Row {
                 from: types(&b.from),
                 to: types(&b.to),
+                basis: b.id.clone(),
                 cells,
             }
         })
         .collect();
-    rows.sort_by(|a, b| (&a.from, &a.to, &a.cells[1]).cmp(&(&b.from, &b.to, &b.cells[1])));
+    rows.sort_by(|a, b| (&a.from, &a.to, &a.basis).cmp(&(&b.from, &b.to, &b.basis)));
     rows
 }
 

@@ -57,8 +57,9 @@ struct RawFile {
     category: Vec<RawCategory>,
     #[serde(default)]
     purpose: Vec<RawPurpose>,
+    /// Kept as values so that a broken basis is reported under its own id.
     #[serde(default)]
-    basis: Vec<RawBasis>,
+    basis: Vec<toml::Value>,
     #[serde(default)]
     institution: Vec<RawInstitution>,
 }
@@ -540,15 +541,15 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
             if h.version.trim().is_empty() {
                 c.error("MISSING_VERSION", file, "rulebook", "version must not be empty");
             }
-            if let Some(ext) = &h.extends {
-                if ext != "federal" {
-                    c.error(
-                        "UNKNOWN_EXTENDS",
-                        file,
-                        "rulebook",
-                        format!("extends `{ext}`: only `federal` exists"),
-                    );
-                }
+            if let Some(ext) = &h.extends
+                && ext != "federal"
+            {
+                c.error(
+                    "UNKNOWN_EXTENDS",
+                    file,
+                    "rulebook",
+                    format!("extends `{ext}`: only `federal` exists"),
+                );
             }
             versions.push(h.version);
             if title.is_empty() {
@@ -645,7 +646,16 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
                 },
             });
         }
-        raw_bases.extend(raw.basis.into_iter().map(|b| (file, b)));
+        for (i, value) in raw.basis.into_iter().enumerate() {
+            let id = value
+                .get("id")
+                .and_then(|v| v.as_str())
+                .map_or_else(|| format!("#{}", i + 1), str::to_owned);
+            match RawBasis::deserialize(value) {
+                Ok(b) => raw_bases.push((file, b)),
+                Err(e) => c.error("TOML", file, format!("basis {id}"), e.to_string().trim_end().to_owned()),
+            }
+        }
         raw_institutions.extend(raw.institution.into_iter().map(|i| (file, i)));
     }
     if versions.is_empty() {
@@ -1066,6 +1076,24 @@ impl Rulebook {
     /// The label of an institution type in `lang`.
     pub fn type_label(&self, t: InstitutionType, lang: Lang) -> &str {
         self.types.get(&t).map_or(t.as_str(), |i| i.labels.get(lang))
+    }
+}
+
+/// The full source set of a rulebook directory: its files, preceded by the
+/// built-in federal rulebook when one of them declares `extends = "federal"`.
+pub fn with_base(files: Vec<Source>) -> Vec<Source> {
+    let extends = files.iter().any(|s| {
+        toml::from_str::<toml::Value>(&s.text)
+            .ok()
+            .and_then(|v| v.get("rulebook")?.get("extends")?.as_str().map(|e| e == "federal"))
+            .unwrap_or(false)
+    });
+    if extends {
+        let mut all = federal_sources();
+        all.extend(files);
+        all
+    } else {
+        files
     }
 }
 

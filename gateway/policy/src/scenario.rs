@@ -263,10 +263,10 @@ pub fn verify(rb: &Rulebook, s: &Scenario, decision: &Decision) -> Vec<String> {
             ));
         }
     }
-    if let Some(expected) = s.expect_obligation {
-        if !decision.obligations().iter().any(|o| o.kind == expected) {
-            failures.push(format!("expected obligation {expected}, none created"));
-        }
+    if let Some(expected) = s.expect_obligation
+        && !decision.obligations().iter().any(|o| o.kind == expected)
+    {
+        failures.push(format!("expected obligation {expected}, none created"));
     }
     for cat in &s.expect_withheld {
         let withheld = decision

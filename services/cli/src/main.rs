@@ -5,6 +5,7 @@
 //! the service crates' `run`; everything else lives in those crates.
 
 mod pki;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ deploy/config/node-orp-vs.toml.\nStops gracefully on SIGTERM or Ctrl-C. Exit cod
     /// Development PKI: a CA, certificates, JWT keys and test tokens.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// Jurists' tools: lint, explain, test scenarios, legal matrix, diff of rulebooks.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,13 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Policy(command) => match policy::run(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Pki(command) => match pki::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,0 +1,305 @@
+//! `cii policy …`: the jurists' tools on a rulebook (the built-in federal one,
+//! or a directory of TOML files).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use cii_policy::decide::{ConsentFound, Facts, Transfer};
+use cii_policy::{Fact, Lang, Rulebook, Severity, Trigger};
+use clap::{Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LangArg {
+    /// Français
+    Fr,
+    /// Deutsch
+    De,
+    /// English
+    En,
+}
+
+impl From<LangArg> for Lang {
+    fn from(l: LangArg) -> Lang {
+        match l {
+            LangArg::Fr => Lang::Fr,
+            LangArg::De => Lang::De,
+            LangArg::En => Lang::En,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Markdown table.
+    Md,
+    /// Standalone HTML page.
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConsentArg {
+    /// A written consent.
+    Written,
+    /// A consent not given in writing.
+    Oral,
+}
+
+const RULEBOOK_HELP: &str = "Rulebook directory (TOML files; a file with `[rulebook] extends = \"federal\"` adds to the built-in federal rulebook). Default: the built-in federal rulebook.";
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Lint a rulebook: errors (exit 1) and warnings.
+    #[command(
+        after_help = "Errors: unknown ids (categories, purposes, types, triggers, conditions), a basis without \
+citation, malformed ids or dates, overlapping (identical) bases, expired bases still active, open bases left active.\n\
+Warnings (exit code unchanged): categories or purposes no active basis uses.\n\nExample:\n  cii policy check --rulebook rulebook/vs"
+    )]
+    Check {
+        #[arg(long, help = RULEBOOK_HELP)]
+        rulebook: Option<PathBuf>,
+    },
+    /// Explain one hypothetical transfer: every basis examined, every condition, the decision.
+    #[command(
+        after_help = "FROM and TO are an institution type (AC_ORP, AC_FUND, AI, AS, PC, FP, MIG, SUVA, OTHER) or \
+a registry id the rulebook describes (then reciprocity and cantonal releases come from its attestations).\n\
+Facts stand in for what the registry, the rulebook attestations and the directory would answer.\n\n\
+Example:\n  cii policy explain --from AC_ORP --to AI --trigger spontaneous_report --purpose early_detection \\\n    \
+--categories identity,health_limitations --fact person_informed_before=true --lang de"
+    )]
+    Explain {
+        #[arg(long, help = RULEBOOK_HELP)]
+        rulebook: Option<PathBuf>,
+        /// The disclosing institution: type or registry id.
+        #[arg(long)]
+        from: String,
+        /// The receiving institution: type or registry id.
+        #[arg(long)]
+        to: String,
+        /// Purpose id (e.g. early_detection).
+        #[arg(long)]
+        purpose: String,
+        /// Categories, comma-separated (e.g. identity,health_limitations).
+        #[arg(long, value_delimiter = ',', required = true)]
+        categories: Vec<String>,
+        /// written_request, spontaneous_report, mandatory_report, case_access or bilateral_exchange (default: all).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// A fact, KEY=true|false (repeat), e.g. person_informed_before=true.
+        #[arg(long = "fact", value_name = "KEY=VALUE")]
+        facts: Vec<String>,
+        /// A consent covering the purpose and the categories asked for (or --consent-categories).
+        #[arg(long)]
+        consent: Option<ConsentArg>,
+        /// Categories the consent covers, comma-separated (default: those asked for).
+        #[arg(long, value_delimiter = ',')]
+        consent_categories: Vec<String>,
+        /// Number of persons concerned.
+        #[arg(long, default_value_t = 1)]
+        persons: u32,
+        /// Date of the transfer, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        date: Option<String>,
+        /// Language of the reasoning.
+        #[arg(long, value_enum, default_value = "fr")]
+        lang: LangArg,
+    },
+    /// Run scenario files (expected outcomes); the last line is `N passed, M failed`.
+    #[command(after_help = "See docs/jurist-guide.md for the scenario format.\n\nExample:\n  \
+cii policy test --scenarios gateway/policy/scenarios/federal.toml")]
+    Test {
+        #[arg(long, help = RULEBOOK_HELP)]
+        rulebook: Option<PathBuf>,
+        /// Scenario files.
+        #[arg(long, required = true, num_args = 1..)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Print the legal matrix: who may send what to whom, under which article.
+    Matrix {
+        #[arg(long, help = RULEBOOK_HELP)]
+        rulebook: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: Format,
+        /// Language.
+        #[arg(long, value_enum, default_value = "fr")]
+        lang: LangArg,
+    },
+    /// What changed between two rulebooks, basis by basis and decision by decision.
+    #[command(
+        after_help = "OLD and NEW are rulebook directories, or `federal` for the built-in one.\n\nExample:\n  \
+cii policy diff federal rulebook/vs-draft"
+    )]
+    Diff {
+        /// The old rulebook.
+        old: String,
+        /// The new rulebook.
+        new: String,
+    },
+}
+
+fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+fn load(dir: Option<&std::path::Path>) -> anyhow::Result<Rulebook> {
+    Ok(cii_gateway::rulebook::load(dir, today())?)
+}
+
+#[expect(clippy::print_stdout, reason = "the reports are the commands' output")]
+pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PolicyCommand::Check { rulebook } => {
+            let sources = cii_gateway::rulebook::sources(rulebook.as_deref())?;
+            let report = cii_policy::check(&sources, today());
+            for d in &report.diagnostics {
+                println!("{d}");
+            }
+            let errors = report
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            let warnings = report.diagnostics.len() - errors;
+            match &report.rulebook {
+                Some(rb) => println!(
+                    "rulebook {} ({} bases, hash {}): {errors} error(s), {warnings} warning(s)",
+                    rb.version,
+                    rb.bases.len(),
+                    rb.hash
+                ),
+                None => println!("{errors} error(s), {warnings} warning(s)"),
+            }
+            Ok(if errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        PolicyCommand::Explain {
+            rulebook,
+            from,
+            to,
+            purpose,
+            categories,
+            trigger,
+            facts,
+            consent,
+            consent_categories,
+            persons,
+            date,
+            lang,
+        } => {
+            let rb = load(rulebook.as_deref())?;
+            let from = cii_policy::scenario::party(&rb, &from)
+                .map_err(anyhow::Error::msg)
+                .context("--from")?;
+            let to = cii_policy::scenario::party(&rb, &to)
+                .map_err(anyhow::Error::msg)
+                .context("--to")?;
+            let trigger = trigger.map(|t| Trigger::parse("--trigger", &t)).transpose()?;
+            let mut given = Facts::default();
+            for f in &facts {
+                let Some((key, value)) = f.split_once('=') else {
+                    bail!("--fact {f}: expected KEY=true or KEY=false")
+                };
+                let value: bool = value
+                    .parse()
+                    .with_context(|| format!("--fact {f}: the value must be true or false"))?;
+                given.set(Fact::parse("fact", key)?, value);
+            }
+            let consents = match consent {
+                None => Vec::new(),
+                Some(kind) => vec![ConsentFound {
+                    reference: "--consent".to_owned(),
+                    categories: if consent_categories.is_empty() {
+                        categories.clone()
+                    } else {
+                        consent_categories
+                    },
+                    purposes: vec![purpose.clone()],
+                    written: matches!(kind, ConsentArg::Written),
+                }],
+            };
+            let date = match date {
+                Some(d) => cii_policy::parse_date(&d).context("--date")?,
+                None => today(),
+            };
+            let transfer = Transfer {
+                from,
+                to,
+                trigger,
+                purpose,
+                categories,
+                persons,
+                facts: given,
+                consents,
+                date,
+            };
+            println!("{}", cii_policy::explain(&rb, &transfer, lang.into())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Test { rulebook, scenarios } => {
+            let rb = load(rulebook.as_deref())?;
+            let (mut passed, mut failed) = (0usize, 0usize);
+            for file in &scenarios {
+                let name = file.display().to_string();
+                let outcomes = match std::fs::read_to_string(file) {
+                    Ok(text) => cii_policy::scenario::run_file(&rb, &name, &text, today()),
+                    Err(e) => vec![cii_policy::scenario::Outcome {
+                        file: name.clone(),
+                        name: "(file)".into(),
+                        failures: vec![format!("cannot read: {e}")],
+                    }],
+                };
+                for o in outcomes {
+                    if o.passed() {
+                        passed += 1;
+                        println!("ok     {}", o.name);
+                    } else {
+                        failed += 1;
+                        println!("FAILED {} ({}): {}", o.name, o.file, o.failures.join("; "));
+                    }
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            Ok(if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        PolicyCommand::Matrix { rulebook, format, lang } => {
+            let rb = load(rulebook.as_deref())?;
+            match format {
+                Format::Md => print!("{}", cii_policy::matrix::markdown(&rb, lang.into())),
+                Format::Html => print!("{}", cii_policy::matrix::html(&rb, lang.into())),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Diff { old, new } => {
+            let open = |s: &str| {
+                if s == "federal" {
+                    load(None)
+                } else {
+                    load(Some(std::path::Path::new(s)))
+                }
+            };
+            let (old_rb, new_rb) = (
+                open(&old).with_context(|| format!("old rulebook {old}"))?,
+                open(&new).with_context(|| format!("new rulebook {new}"))?,
+            );
+            let changes = cii_policy::diff::diff(&old_rb, &new_rb, today());
+            for c in &changes {
+                println!("{c}");
+            }
+            println!(
+                "{} change(s) between {} and {}",
+                changes.len(),
+                old_rb.version,
+                new_rb.version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

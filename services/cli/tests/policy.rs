@@ -1,0 +1,155 @@
+//! `cii policy …` as jurists run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cii(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cii"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run cii")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_passes_on_the_default_and_the_valais_rulebooks() {
+    for args in [
+        vec!["policy", "check"],
+        vec!["policy", "check", "--rulebook", "deploy/rulebook/vs"],
+    ] {
+        let out = cii(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout(&out).contains("0 error(s)"));
+    }
+}
+
+#[test]
+fn check_fails_on_a_broken_rulebook_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "[rulebook]\nversion = \"broken-1\"\nextends = \"federal\"\n\n[[basis]]\nid = \"LACI-85f-9\"\nstatus = \"verified\"\n\
+         effective_from = \"2020-01-01\"\nfrom = [\"AC_ORP\"]\nto = [\"AI\"]\ntriggers = [\"case_access\"]\n\
+         purposes = [\"integration\"]\ncategories = [\"horoscope\"]\n",
+    )
+    .expect("write");
+    let out = cii(&["policy", "check", "--rulebook", &dir.path().to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("[UNKNOWN_CATEGORY]") && text.contains("basis LACI-85f-9") && text.contains("`horoscope`"),
+        "{text}"
+    );
+    assert!(text.contains("[MISSING_CITATION]"), "{text}");
+}
+
+#[test]
+fn the_scenario_suite_passes_and_a_wrong_expectation_fails() {
+    let out = cii(&["policy", "test", "--scenarios", "gateway/policy/scenarios/federal.toml"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let last = text.lines().last().expect("summary");
+    assert!(last.ends_with("passed, 0 failed"), "{last}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wrong.toml");
+    std::fs::write(
+        &file,
+        "[[scenario]]\nname = \"LPGA 32 without a written request\"\nfrom = \"AS\"\nto = \"AI\"\ntrigger = \"written_request\"\n\
+         purpose = \"benefit_determination\"\ncategories = [\"identity\"]\nexpect = \"permit\"\n",
+    )
+    .expect("write");
+    let out = cii(&["policy", "test", "--scenarios", &file.to_string_lossy()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("FAILED LPGA 32 without a written request") && text.contains("expected permit, got deny"),
+        "{text}"
+    );
+    assert!(
+        text.contains("written_request"),
+        "the reason names the failed condition: {text}"
+    );
+    assert_eq!(text.lines().last(), Some("0 passed, 1 failed"));
+}
+
+#[test]
+fn explain_ends_with_the_decision_in_the_asked_language() {
+    let base = [
+        "policy",
+        "explain",
+        "--from",
+        "AC_ORP",
+        "--to",
+        "AI",
+        "--trigger",
+        "spontaneous_report",
+        "--purpose",
+        "early_detection",
+        "--categories",
+        "identity,health_limitations",
+    ];
+    let out = cii(&[&base[..], &["--fact", "person_informed_before=true", "--lang", "de"]].concat());
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.trim_end().ends_with("Entscheid: PERMIT"), "{text}");
+    assert!(text.contains("IVG Art. 3b"), "{text}");
+    let out = cii(&[&base[..], &["--lang", "fr"]].concat());
+    assert!(stdout(&out).trim_end().ends_with("Décision : DENY"));
+    // An unknown fact is an error naming it, not a silent false.
+    let out = cii(&[&base[..], &["--fact", "person_informed=true"]].concat());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("person_informed"));
+}
+
+#[test]
+fn the_matrix_is_printed_as_markdown_and_html() {
+    let md = stdout(&cii(&["policy", "matrix", "--format", "md"]));
+    assert!(
+        md.contains("| De → À |") && md.contains("LACI-85f-3 (LACI art. 85f al. 3 et 4)"),
+        "{md}"
+    );
+    let html = stdout(&cii(&["policy", "matrix", "--format", "html", "--lang", "de"]));
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("<table>") && html.contains("AVIG Art. 85f"),
+        "{html}"
+    );
+}
+
+#[test]
+fn diff_reports_a_changed_basis_and_the_decisions_it_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A complete copy of the federal rulebook in which LAI-3b-2-i no longer covers health limitations.
+    for file in std::fs::read_dir(root().join("gateway/policy/rulebook/federal"))
+        .expect("dir")
+        .flatten()
+    {
+        let text = std::fs::read_to_string(file.path()).expect("read");
+        let text = text.replace(
+            "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"medical_reports\"]\nconditions = [\"case_by_case\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+            "categories = [\"identity\", \"contact\", \"employment_status\"]\nconditions = [\"case_by_case\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+        );
+        std::fs::write(dir.path().join(file.file_name()), text).expect("write");
+    }
+    let out = cii(&["policy", "diff", "federal", &dir.path().to_string_lossy()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("~ basis LAI-3b-2-i: categories"), "{text}");
+    assert!(
+        text.contains("≠ AC_ORP → AI, spontaneous_report, early_detection"),
+        "{text}"
+    );
+}
