@@ -81,7 +81,7 @@ fn cargo() -> Command {
 /// Every crate of the resolved workspace graph with its normal dependencies, by name.
 fn workspace_graph() -> Graph {
     let out = cargo()
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1"])
         .output()
         .expect("cargo metadata");
     assert!(

@@ -3,13 +3,13 @@
 //!
 //! Jurists write the rulebook as TOML files (see `rulebook/federal/` for the
 //! built-in federal one and docs/jurist-guide.md); [`check`] turns them into
-//! a [`Rulebook`], [`decide`] answers one transfer with a [`Decision`] that
+//! a [`Rulebook`], [`decide()`] answers one transfer with a [`Decision`] that
 //! cites its articles, [`explain()`] renders the full reasoning in FR, DE or EN.
 //!
 //! # Layout
 //! - [`vocab`]: triggers, conditions, facts, obligations: the fixed vocabulary.
 //! - [`rulebook`]: files → checked rulebook, diagnostics, hash.
-//! - [`decide`]: the engine (deny by default).
+//! - [`mod@decide`]: the engine (deny by default).
 //! - [`explain`]: the reasoning, in three languages.
 //! - [`scenario`]: jurists' test files.
 //! - [`matrix`] and [`diff`]: tables for reading and reviewing a rulebook.

@@ -146,11 +146,11 @@ named_enum! {
 named_enum! {
     /// How sure the research behind a basis is (legal.md markers).
     Status {
-        /// [V]: the cited text directly supports it.
+        /// `[V]`: the cited text directly supports it.
         Verified = "verified",
-        /// [I]: an inference jurists must confirm.
+        /// `[I]`: an inference jurists must confirm.
         Inference = "inference",
-        /// [U]: open; such bases are inactive.
+        /// `[U]`: open; such bases are inactive.
         Open = "open",
     }
 }
