@@ -10,7 +10,7 @@
 //! - [`vocab`]: triggers, conditions, facts, obligations: the fixed vocabulary.
 //! - [`rulebook`]: files → checked rulebook, diagnostics, hash.
 //! - [`mod@decide`]: the engine (deny by default).
-//! - [`explain`]: the reasoning, in three languages.
+//! - [`mod@explain`]: the reasoning, in three languages.
 //! - [`scenario`]: jurists' test files.
 //! - [`matrix`] and [`diff`]: tables for reading and reviewing a rulebook.
 
