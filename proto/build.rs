@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "cii/node/v1/node.proto",
     "cii/consent/v1/consent.proto",
     "cii/audit/v1/audit.proto",
+    "cii/audit/v1/entry.proto",
     "cii/policy/v1/policy.proto",
 ];
 

@@ -2,6 +2,8 @@
 //! with a freshly generated PKI and config files, started in-process through
 //! the same `run` functions `cii gateway` and `cii node` call.
 
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! End-to-end tests: real gateway and nodes on loopback (one test binary,
 //! one module per concern).
 
+mod audit;
 mod deploy;
 mod foundation;
 mod policy;

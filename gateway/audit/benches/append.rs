@@ -1,0 +1,189 @@
+//! Durable appends per second through the sequencer (group commit) against
+//! raw inserts of the same encoded entries into the same store, with the same
+//! durability, in transactions of the sequencer's average batch size, by the
+//! same number of writers; and verification speed. SQLite always; PostgreSQL
+//! when `TEST_DATABASE_URL` names a server (a database is created per run).
+//!
+//! Run: `cargo bench -p cii-audit --bench append` (results are printed as ratios).
+#![expect(clippy::print_stdout, reason = "a benchmark reports on standard output")]
+
+use std::time::{Duration, Instant};
+
+use cii_audit::entry::encode;
+use cii_audit::merkle::leaf_hash;
+use cii_audit::note::{Signer, generate_key_pem};
+use cii_audit::{Entry, EntryKind, Log, Store};
+
+const WRITERS: u64 = 64;
+const PER_WRITER: u64 = 200;
+
+fn entry(i: u64) -> Entry {
+    Entry {
+        kind: EntryKind::TransferPermitted as i32,
+        time_micros: 1_790_000_000_000_000 + i as i64,
+        transfer_id: format!("transfer-{i:012}"),
+        sender: "ORP-VS".into(),
+        recipient: "AI-VS".into(),
+        acting_user: "anna.meier".into(),
+        purpose: "early_detection".into(),
+        bases: vec!["LAI-3b-2-i".into()],
+        released: vec!["identity".into(), "health_limitations".into()],
+        audit_pseudonym: vec![7; 64],
+        payload_sha256: vec![9; 32],
+        rulebook_hash: "76dfced76fda7da64f8aa660994798f154ae0ffb224bc2c217eece94cc5ed428".into(),
+        ..Entry::default()
+    }
+}
+
+async fn sequencer_rate(url: &str) -> (f64, f64) {
+    let store = Store::open(url).await.expect("open");
+    let signer = Signer::from_pem("bench/audit", &generate_key_pem().expect("key")).expect("signer");
+    let (log, task) = Log::open(store.clone(), signer, "bench/audit".into())
+        .await
+        .expect("log");
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..WRITERS {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                log.append(entry(w * PER_WRITER + i)).await.expect("append");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("writer");
+    }
+    let elapsed = start.elapsed();
+    drop(log);
+    let stats = task.await.expect("sequencer");
+    store.close().await;
+    let n = (WRITERS * PER_WRITER) as f64;
+    (
+        n / elapsed.as_secs_f64(),
+        stats.entries as f64 / stats.batches.max(1) as f64,
+    )
+}
+
+async fn raw_rate(url: &str, batch: usize) -> f64 {
+    let store = Store::open(url).await.expect("open");
+    let rows: Vec<_> = (0..WRITERS * PER_WRITER)
+        .map(|i| {
+            let mut e = entry(i);
+            e.index = i;
+            let bytes = encode(&e);
+            (i, leaf_hash(&bytes), bytes)
+        })
+        .collect();
+    // Same shape of work: the same writers, each inserting its share in transactions of `batch` rows.
+    let chunks: Vec<Vec<_>> = rows.chunks(batch.max(1)).map(|c| c.to_vec()).collect();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(
+        chunks.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..WRITERS {
+        let (store, queue) = (store.clone(), queue.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().expect("queue").pop();
+                let Some((n, chunk)) = next else { break };
+                // A dummy "checkpoint" row keeps the transaction the same shape (entries + one small row).
+                store
+                    .append(&chunk, (1_000_000_000 + n as u64, "raw"))
+                    .await
+                    .expect("insert");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("writer");
+    }
+    let elapsed = start.elapsed();
+    store.close().await;
+    rows.len() as f64 / elapsed.as_secs_f64()
+}
+
+async fn verify_rate(url: &str) -> f64 {
+    // Fill through the sequencer, then time a full verification.
+    let store = Store::open(url).await.expect("open");
+    let signer = Signer::from_pem("bench/verify", &generate_key_pem().expect("key")).expect("signer");
+    let verifier = signer.verifier();
+    let (log, task) = Log::open(store.clone(), signer, "bench/verify".into())
+        .await
+        .expect("log");
+    let mut handles = Vec::new();
+    for w in 0..WRITERS {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                log.append(entry(w * PER_WRITER + i)).await.expect("append");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("writer");
+    }
+    drop(log);
+    task.await.expect("sequencer");
+    let start = Instant::now();
+    let report = cii_audit::verify::verify(&store, &verifier, "bench/verify", |_, _| {})
+        .await
+        .expect("verify");
+    let elapsed = start.elapsed();
+    store.close().await;
+    report.entries as f64 / elapsed.as_secs_f64()
+}
+
+async fn run(name: &str, url_for: impl Fn(&str) -> std::pin::Pin<Box<dyn std::future::Future<Output = String>>>) {
+    let (appends, avg_batch) = sequencer_rate(&url_for("seq").await).await;
+    let raw = raw_rate(&url_for("raw").await, avg_batch.round() as usize).await;
+    let verify = verify_rate(&url_for("verify").await).await;
+    println!(
+        "{name}: sequencer {appends:.0} appends/s (avg batch {avg_batch:.1}), raw inserts {raw:.0} rows/s in transactions of {:.0}; ratio {:.2}; verify {verify:.0} entries/s",
+        avg_batch.round(),
+        appends / raw
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_owned();
+        run("sqlite", move |tag| {
+            let url = format!("sqlite:{}", path.join(format!("{tag}.db")).display());
+            Box::pin(async move { url })
+        })
+        .await;
+        if let Ok(base) = std::env::var("TEST_DATABASE_URL") {
+            let base = base
+                .trim_end_matches('/')
+                .rsplit_once('/')
+                .map_or(base.clone(), |(b, _)| b.to_owned());
+            run("postgres", move |tag| {
+                let base = base.clone();
+                let tag = tag.to_owned();
+                Box::pin(async move {
+                    let name = format!("cii_bench_{}_{tag}", std::process::id());
+                    let admin = sqlx::PgPool::connect(&format!("{base}/postgres"))
+                        .await
+                        .expect("connect");
+                    sqlx::query(&format!("CREATE DATABASE {name}"))
+                        .execute(&admin)
+                        .await
+                        .expect("create");
+                    admin.close().await;
+                    format!("{base}/{name}")
+                })
+            })
+            .await;
+        } else {
+            println!("postgres: skipped (set TEST_DATABASE_URL to a server to measure it)");
+        }
+        let _ = Duration::ZERO;
+    });
+}

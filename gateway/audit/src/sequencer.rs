@@ -1,0 +1,189 @@
+//! The single sequencer of a log: group commit, then checkpoint, then acknowledge.
+//!
+//! Appends from all callers go through one task. It takes every request
+//! waiting (up to [`MAX_BATCH`]), assigns contiguous indices, writes the batch
+//! and the newly signed checkpoint in one transaction, and only then answers
+//! each caller with its receipt. A caller therefore never sees an index that
+//! is not durable (log before deliver). Batching is what makes it fast: while
+//! one commit waits for the disk, the next batch fills up.
+//!
+//! Scale-out (several gateway replicas on one PostgreSQL log) keeps this shape:
+//! one replica holds a PostgreSQL advisory lock and runs the sequencer; the
+//! others forward appends to it or wait for the lock. Not built yet.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::entry::{Entry, encode};
+use crate::merkle::{Hash, Tree, leaf_hash};
+use crate::note::{Checkpoint, NoteError, Signer};
+use crate::store::{Store, StoreError};
+
+/// Most entries written in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// An append could not be made durable; nothing was appended.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The store failed (retryable).
+    #[error("audit log unavailable: {0}")]
+    Store(#[from] StoreError),
+    /// The store does not match its own newest checkpoint: refuse to extend it.
+    #[error("audit log inconsistent at start: {0}")]
+    Inconsistent(String),
+    /// The checkpoint key is unusable.
+    #[error(transparent)]
+    Note(#[from] NoteError),
+    /// The sequencer has stopped.
+    #[error("audit log is shut down")]
+    Closed,
+}
+
+impl LogError {
+    /// Stable code for callers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LogError::Store(_) | LogError::Closed => "AUDIT_UNAVAILABLE",
+            LogError::Inconsistent(_) => "AUDIT_INCONSISTENT",
+            LogError::Note(_) => "AUDIT_KEY",
+        }
+    }
+}
+
+/// What an append returns: the receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The entry's index.
+    pub index: u64,
+    /// SHA-256(0x00 ‖ entry).
+    pub leaf_hash: Hash,
+    /// The signed checkpoint of the batch, covering the entry.
+    pub checkpoint: String,
+    /// The checkpoint's tree size.
+    pub tree_size: u64,
+    /// Inclusion proof of the entry in that tree.
+    pub inclusion_proof: Vec<Hash>,
+}
+
+struct Request {
+    entry: Entry,
+    reply: oneshot::Sender<Result<Receipt, String>>,
+}
+
+/// A handle to the log's sequencer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Log {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Statistics of the sequencer (for benchmarks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Batches committed.
+    pub batches: u64,
+    /// Entries committed.
+    pub entries: u64,
+}
+
+impl Log {
+    /// Opens the log: rebuilds the tree from the store, checks it against the
+    /// newest signed checkpoint, and starts the sequencer task.
+    pub async fn open(
+        store: Store,
+        signer: Signer,
+        origin: String,
+    ) -> Result<(Log, tokio::task::JoinHandle<Stats>), LogError> {
+        let mut tree = Tree::new();
+        for leaf in store.leaf_hashes().await? {
+            tree.push(leaf);
+        }
+        let verifier = signer.verifier();
+        if let Some((size, note)) = store.latest_checkpoint().await? {
+            let cp = verifier
+                .open_checkpoint(&note, &origin)
+                .map_err(|e| LogError::Inconsistent(format!("newest checkpoint: {e}")))?;
+            if cp.size != size || size != tree.size() || tree.root_at(size).ok() != Some(cp.root) {
+                return Err(LogError::Inconsistent(format!(
+                    "the store holds {} entries but its newest checkpoint covers {size}: run `cii audit verify`",
+                    tree.size()
+                )));
+            }
+        } else if tree.size() != 0 {
+            return Err(LogError::Inconsistent("entries without any checkpoint".to_owned()));
+        }
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let task = tokio::spawn(run(store, signer, origin, tree, rx));
+        Ok((Log { tx }, task))
+    }
+
+    /// Appends `entry` (its `index` is assigned here) and returns once it is durable.
+    pub async fn append(&self, entry: Entry) -> Result<Receipt, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request { entry, reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        match answer.await {
+            Ok(Ok(receipt)) => Ok(receipt),
+            Ok(Err(message)) => Err(LogError::Store(StoreError::Db(sqlx::Error::Protocol(message)))),
+            Err(_) => Err(LogError::Closed),
+        }
+    }
+}
+
+async fn run(store: Store, signer: Signer, origin: String, mut tree: Tree, mut rx: mpsc::Receiver<Request>) -> Stats {
+    let mut stats = Stats::default();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let start = tree.size();
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, request) in batch.iter_mut().enumerate() {
+            request.entry.index = start + i as u64;
+            let bytes = encode(&request.entry);
+            let leaf = leaf_hash(&bytes);
+            tree.push(leaf);
+            rows.push((request.entry.index, leaf, bytes));
+        }
+        let size = tree.size();
+        let note = signer.sign(
+            &Checkpoint {
+                origin: origin.clone(),
+                size,
+                root: tree.root(),
+            }
+            .body(),
+        );
+        match store.append(&rows, (size, &note)).await {
+            Ok(()) => {
+                stats.batches += 1;
+                stats.entries += rows.len() as u64;
+                for (request, (index, leaf, _)) in batch.into_iter().zip(rows) {
+                    let inclusion_proof = tree.inclusion_proof(index, size).unwrap_or_default();
+                    let receipt = Receipt {
+                        index,
+                        leaf_hash: leaf,
+                        checkpoint: note.clone(),
+                        tree_size: size,
+                        inclusion_proof,
+                    };
+                    let _ = request.reply.send(Ok(receipt));
+                }
+            }
+            Err(e) => {
+                // Nothing was appended: forget the batch and tell every caller.
+                tracing::error!(error = %e, entries = rows.len(), "audit append failed");
+                tree.truncate(start);
+                for request in batch {
+                    let _ = request.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+    stats
+}

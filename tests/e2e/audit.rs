@@ -1,0 +1,337 @@
+//! The audit log on both stores: receipts, tamper detection, and verification
+//! by an independent verifier written here from RFC 6962 and the C2SP texts.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cii_audit::merkle::{Hash, leaf_hash};
+use cii_audit::note::{Signer, Verifier, generate_key_pem};
+use cii_audit::verify::{VerifyError, verify};
+use cii_audit::{Entry, EntryKind, Log, Store};
+
+const ORIGIN: &str = "cii.test/audit";
+
+async fn stores() -> Vec<(&'static str, String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite:{}", dir.path().join("audit.db").display());
+    vec![
+        ("sqlite", sqlite, Some(dir)),
+        ("postgres", cii_tests::pg::fresh_database().await, None),
+    ]
+}
+
+fn entry(i: u64) -> Entry {
+    Entry {
+        kind: if i.is_multiple_of(3) {
+            EntryKind::TransferDenied
+        } else {
+            EntryKind::TransferPermitted
+        } as i32,
+        time_micros: 1_790_000_000_000_000 + i as i64,
+        transfer_id: format!("t-{i}"),
+        sender: "ORP-VS".into(),
+        recipient: "AI-VS".into(),
+        acting_user: "anna".into(),
+        audit_pseudonym: vec![(i % 251) as u8; 64],
+        ..Entry::default()
+    }
+}
+
+/// Fills a log with `n` entries from concurrent writers; returns the signer and receipts.
+async fn filled(url: &str, n: u64) -> (Verifier, Vec<cii_audit::Receipt>) {
+    let pem = generate_key_pem().expect("key");
+    let signer = Signer::from_pem(ORIGIN, &pem).expect("signer");
+    let verifier = signer.verifier();
+    let store = Store::open(url).await.expect("open");
+    let (log, task) = Log::open(store.clone(), signer, ORIGIN.into()).await.expect("log");
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move { log.append(entry(i)).await.expect("append") }));
+    }
+    let mut receipts = Vec::new();
+    for h in handles {
+        receipts.push(h.await.expect("join"));
+    }
+    drop(log);
+    let stats = task.await.expect("sequencer");
+    assert_eq!(stats.entries, n);
+    assert!(
+        stats.batches < n,
+        "concurrent appends were grouped into fewer commits ({} batches for {n})",
+        stats.batches
+    );
+    store.close().await;
+    (verifier, receipts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_durable_and_their_receipts_verify_independently() {
+    for (name, url, _dir) in stores().await {
+        let (verifier, receipts) = filled(&url, 300).await;
+        let mut indices: Vec<u64> = receipts.iter().map(|r| r.index).collect();
+        indices.sort();
+        assert_eq!(indices, (0..300).collect::<Vec<_>>(), "{name}: contiguous indices");
+        for r in &receipts {
+            // The independent verifier: C2SP signed note + RFC 6962 inclusion.
+            let (size, root) =
+                independent::open_checkpoint(&r.checkpoint, &verifier.vkey(), ORIGIN).expect("checkpoint");
+            assert_eq!(size, r.tree_size);
+            assert!(r.index < size);
+            assert!(
+                independent::inclusion(&r.leaf_hash, r.index, size, &r.inclusion_proof, &root),
+                "{name}: receipt {}",
+                r.index
+            );
+        }
+        let store = Store::open_read_only(&url).await.expect("open");
+        let report = verify(&store, &verifier, ORIGIN, |_, _| {})
+            .await
+            .expect("untouched log verifies");
+        assert_eq!(report.entries, 300);
+        // Stored entries hash to what the receipts said.
+        let stored = store.entries(0, 1000).await.expect("entries");
+        for r in &receipts {
+            assert_eq!(leaf_hash(&stored[r.index as usize].entry), r.leaf_hash);
+        }
+        // Consistency between every pair of checkpoints, checked independently from the entries.
+        let leaves: Vec<Hash> = stored.iter().map(|e| leaf_hash(&e.entry)).collect();
+        let mut tree = cii_audit::merkle::Tree::new();
+        for l in &leaves {
+            tree.push(*l);
+        }
+        let checkpoints = store.checkpoints().await.expect("checkpoints");
+        for pair in checkpoints.windows(2) {
+            let (old, new) = (pair[0].0, pair[1].0);
+            let (_, old_root) = independent::open_checkpoint(&pair[0].1, &verifier.vkey(), ORIGIN).expect("old");
+            let (_, new_root) = independent::open_checkpoint(&pair[1].1, &verifier.vkey(), ORIGIN).expect("new");
+            assert_eq!(independent::mth(&leaves[..old as usize]), old_root);
+            let proof = tree.consistency_proof(old, new).expect("proof");
+            assert!(
+                independent::consistency(old, new, &old_root, &new_root, &proof),
+                "{name}: {old} -> {new}"
+            );
+        }
+        store.close().await;
+    }
+}
+
+/// Runs raw SQL against the store, bypassing the append-only triggers as an attacker with database access would.
+async fn tamper(url: &str, statements: &[&str]) {
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+        for s in [
+            "DROP TRIGGER audit_entry_no_update",
+            "DROP TRIGGER audit_entry_no_delete",
+            "DROP TRIGGER audit_checkpoint_no_update",
+            "DROP TRIGGER audit_checkpoint_no_delete",
+        ] {
+            sqlx::query(s).execute(&pool).await.expect("drop trigger");
+        }
+        for s in statements {
+            sqlx::query(s)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        sqlx::query("ALTER TABLE audit_entry DISABLE TRIGGER ALL")
+            .execute(&pool)
+            .await
+            .expect("disable");
+        sqlx::query("ALTER TABLE audit_checkpoint DISABLE TRIGGER ALL")
+            .execute(&pool)
+            .await
+            .expect("disable");
+        for s in statements {
+            let s = s.replace("X'", "'\\x").replace("randomblob(1)", "'\\x00'::bytea");
+            sqlx::query(&s)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+        pool.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_tampering_is_caught_and_named() {
+    // (what, statements, expected first bad index, text in the problem)
+    let cases: Vec<(&str, Vec<String>, u64, &str)> = vec![
+        ("one byte of one entry", vec!["UPDATE audit_entry SET entry = substr(entry, 1, 10) || X'ff' || substr(entry, 12) WHERE idx = 37".into()], 37, ""),
+        ("an entry deleted", vec!["DELETE FROM audit_entry WHERE idx = 50".into()], 50, "missing"),
+        ("two entries reordered", vec![
+            "UPDATE audit_entry SET idx = -1 WHERE idx = 20".into(),
+            "UPDATE audit_entry SET idx = 20 WHERE idx = 21".into(),
+            "UPDATE audit_entry SET idx = 21 WHERE idx = -1".into(),
+        ], 20, "says it is entry 21"),
+        ("the tail truncated", vec!["DELETE FROM audit_entry WHERE idx >= 90".into()], 90, "truncated"),
+        ("a checkpoint replaced", vec!["UPDATE audit_checkpoint SET note = replace(note, 'cii.test/audit', 'cii.test/audit2') WHERE tree_size = (SELECT MIN(tree_size) FROM audit_checkpoint)".into()], 0, "checkpoint"),
+    ];
+    for (store_name, _, _) in stores().await {
+        for (what, statements, index, needle) in &cases {
+            let (url, _dir) = match store_name {
+                "sqlite" => {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    (format!("sqlite:{}", dir.path().join("audit.db").display()), Some(dir))
+                }
+                _ => (cii_tests::pg::fresh_database().await, None),
+            };
+            let (verifier, _) = filled(&url, 100).await;
+            let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+            tamper(&url, &statements).await;
+            let store = Store::open_read_only(&url).await.expect("open");
+            match verify(&store, &verifier, ORIGIN, |_, _| {}).await {
+                Err(VerifyError::Bad { index: found, problem }) => {
+                    assert_eq!(found, *index, "{store_name}, {what}: {problem}");
+                    assert!(problem.contains(needle), "{store_name}, {what}: {problem}");
+                }
+                other => panic!("{store_name}, {what}: tampering not caught: {other:?}"),
+            }
+            store.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_store_refuses_updates_and_deletes() {
+    for (name, url, _dir) in stores().await {
+        filled(&url, 5).await;
+        let result = if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+            sqlx::query("DELETE FROM audit_entry WHERE idx = 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        } else {
+            let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+            sqlx::query("UPDATE audit_entry SET entry = entry WHERE idx = 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        };
+        let err = result.expect_err("append-only");
+        assert!(err.to_string().contains("append-only"), "{name}: {err}");
+    }
+}
+
+/// A verifier written from RFC 6962 §2.1 and the C2SP signed-note and
+/// tlog-checkpoint texts, sharing no code with cii-audit's verifier.
+mod independent {
+    use super::*;
+    use ring::digest::{SHA256, digest};
+    use ring::signature::{ED25519, UnparsedPublicKey};
+
+    fn h(parts: &[&[u8]]) -> Hash {
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend_from_slice(p);
+        }
+        digest(&SHA256, &all).as_ref().try_into().expect("32 bytes")
+    }
+
+    fn k(n: u64) -> u64 {
+        // The largest power of two smaller than n.
+        1 << (63 - (n - 1).leading_zeros())
+    }
+
+    /// MTH(D[n]) from the definition.
+    pub fn mth(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => h(&[]),
+            1 => leaves[0],
+            n => {
+                let k = k(n as u64) as usize;
+                h(&[&[1], &mth(&leaves[..k]), &mth(&leaves[k..])])
+            }
+        }
+    }
+
+    /// Rebuilds the root from PATH(m, D[n]) (siblings listed bottom-up, outermost last).
+    fn root_from_path(m: u64, n: u64, leaf: &Hash, path: &[Hash]) -> Option<Hash> {
+        if n == 1 {
+            return path.is_empty().then_some(*leaf);
+        }
+        let (last, rest) = path.split_last()?;
+        let k = k(n);
+        Some(if m < k {
+            h(&[&[1], &root_from_path(m, k, leaf, rest)?, last])
+        } else {
+            h(&[&[1], last, &root_from_path(m - k, n - k, leaf, rest)?])
+        })
+    }
+
+    pub fn inclusion(leaf: &Hash, m: u64, n: u64, path: &[Hash], root: &Hash) -> bool {
+        m < n && root_from_path(m, n, leaf, path).as_ref() == Some(root)
+    }
+
+    /// Rebuilds (old subtree hash, new subtree hash) from SUBPROOF(m, D[n], b).
+    fn sub(m: u64, n: u64, b: bool, old_root: &Hash, proof: &[Hash]) -> Option<(Hash, Hash)> {
+        if m == n {
+            return if b {
+                proof.is_empty().then_some((*old_root, *old_root))
+            } else {
+                match proof {
+                    [only] => Some((*only, *only)),
+                    _ => None,
+                }
+            };
+        }
+        let (last, rest) = proof.split_last()?;
+        let k = k(n);
+        if m <= k {
+            let (o, l) = sub(m, k, b, old_root, rest)?;
+            Some((o, h(&[&[1], &l, last])))
+        } else {
+            let (o, r) = sub(m - k, n - k, false, old_root, rest)?;
+            Some((h(&[&[1], last, &o]), h(&[&[1], last, &r])))
+        }
+    }
+
+    pub fn consistency(m: u64, n: u64, old_root: &Hash, new_root: &Hash, proof: &[Hash]) -> bool {
+        0 < m && m < n && sub(m, n, true, old_root, proof) == Some((*old_root, *new_root))
+    }
+
+    /// Opens a C2SP signed checkpoint with a vkey `<name>+<hex id>+<base64(0x01‖key)>`.
+    pub fn open_checkpoint(note: &str, vkey: &str, origin: &str) -> Option<(u64, Hash)> {
+        let mut parts = vkey.split('+');
+        let (name, id_hex, key_b64) = (parts.next()?, parts.next()?, parts.next()?);
+        let typed = STANDARD.decode(key_b64).ok()?;
+        if typed.first() != Some(&1) || typed.len() != 33 {
+            return None;
+        }
+        let key = &typed[1..];
+        let id = &h(&[name.as_bytes(), b"\n", &[1], key])[..4];
+        if id.iter().map(|b| format!("{b:02x}")).collect::<String>() != id_hex {
+            return None;
+        }
+        let (text, signatures) = note.split_at(note.rfind("\n\n")? + 1);
+        let signatures = &signatures[1..];
+        let ok = signatures.lines().any(|line| {
+            let Some(rest) = line.strip_prefix("— ") else {
+                return false;
+            };
+            let Some((signer, b64)) = rest.split_once(' ') else {
+                return false;
+            };
+            let Ok(blob) = STANDARD.decode(b64) else { return false };
+            signer == name
+                && blob.len() == 68
+                && &blob[..4] == id
+                && UnparsedPublicKey::new(&ED25519, key)
+                    .verify(text.as_bytes(), &blob[4..])
+                    .is_ok()
+        });
+        if !ok {
+            return None;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() < 3 || lines[0] != origin {
+            return None;
+        }
+        let size = lines[1].parse().ok()?;
+        let root: Hash = STANDARD.decode(lines[2]).ok()?.try_into().ok()?;
+        Some((size, root))
+    }
+}
