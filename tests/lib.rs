@@ -123,7 +123,8 @@ impl Network {
             &gateway_toml,
             format!(
                 "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\nregistry = \"registry.toml\"\n\n[tls]\n\
-                 ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n[log]\nlevel = \"debug\"\n"
+                 ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
+                 [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n[log]\nlevel = \"debug\"\n"
             ),
         )
         .expect("write gateway.toml");

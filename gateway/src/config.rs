@@ -26,9 +26,56 @@ pub struct GatewayFile {
     pub rulebook: Option<PathBuf>,
     /// The gateway's TLS identity.
     pub tls: TlsFiles,
+    /// The audit log.
+    pub audit: AuditFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The `[audit]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// `sqlite:PATH` (relative to the config file's folder) or `postgres://…`. A database of its
+    /// own, apart from the gateway's operational tables.
+    pub store: String,
+    /// The log's origin, the first line of every checkpoint (e.g. `cii.vs.example/audit`).
+    pub origin: String,
+    /// The Ed25519 key (PKCS#8 PEM) that signs checkpoints.
+    pub signing_key: PathBuf,
+}
+
+impl AuditFile {
+    /// The store URL with a relative SQLite path resolved from `config_file`'s folder.
+    pub fn store_url(&self, config_file: &Path) -> String {
+        match self.store.strip_prefix("sqlite:") {
+            Some(rest) => {
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+                let resolved = config::resolve(config_file, Path::new(path));
+                match query {
+                    Some(q) => format!("sqlite:{}?{q}", resolved.display()),
+                    None => format!("sqlite:{}", resolved.display()),
+                }
+            }
+            None => self.store.clone(),
+        }
+    }
+
+    /// Loads the checkpoint signer.
+    pub fn signer(&self, config_file: &Path) -> Result<cii_audit::note::Signer, ConfigError> {
+        let path = config::resolve(config_file, &self.signing_key);
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::invalid(
+                config_file,
+                "audit.signing_key",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        cii_audit::note::Signer::from_pem(&self.origin, &pem)
+            .map_err(|e| ConfigError::invalid(config_file, "audit.signing_key", e.to_string()))
+    }
 }
 
 /// A checked gateway configuration, ready to run.
@@ -42,6 +89,10 @@ pub struct GatewayConfig {
     pub tls: TlsIdentity,
     /// The checked rulebook.
     pub rulebook: Arc<cii_policy::Rulebook>,
+    /// The audit store URL (resolved).
+    pub audit_store: String,
+    /// The audit checkpoint signer.
+    pub audit_signer: Arc<cii_audit::note::Signer>,
 }
 
 impl GatewayConfig {
@@ -68,11 +119,25 @@ impl GatewayConfig {
             .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
         crate::rulebook::check_agreement(&rulebook, &registry)
             .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| file.audit.store.starts_with(p))
+        {
+            return Err(ConfigError::invalid(
+                path,
+                "audit.store",
+                "must be sqlite:PATH or postgres://…",
+            ));
+        }
+        let audit_signer = Arc::new(file.audit.signer(path)?);
+        let audit_store = file.audit.store_url(path);
         Ok(GatewayConfig {
             file,
             registry,
             tls,
             rulebook: Arc::new(rulebook),
+            audit_store,
+            audit_signer,
         })
     }
 }

@@ -57,6 +57,16 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The audit log could not be opened or written.
+    #[error(transparent)]
+    Audit(#[from] cii_audit::LogError),
+    /// The audit store could not be opened.
+    #[error(transparent)]
+    AuditStore(#[from] cii_audit::store::StoreError),
+}
+
+fn micros(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
 /// Services the gateway serves (listed by reflection, reported by health).
@@ -99,7 +109,10 @@ pub async fn run_with_clock(
         clock.clone(),
         metrics.clone(),
     );
-    let gateway = GatewayServer::with_interceptor(service::GatewayService::new(registry, clock), authenticate.clone());
+    let gateway = GatewayServer::with_interceptor(
+        service::GatewayService::new(registry, clock.clone()),
+        authenticate.clone(),
+    );
     let policy = PolicyServer::with_interceptor(
         policy_service::PolicyService::new(config.rulebook.clone()),
         authenticate,
@@ -119,12 +132,32 @@ pub async fn run_with_clock(
             let _ = stop.wait_for(|s| *s).await;
         }));
     }
-    // Until the audit log lands this log line is the record of activation: every
-    // decision can be traced to the exact rules by this hash.
-    tracing::info!(version = %config.rulebook.version, hash = %config.rulebook.hash, "rulebook activated");
+    // The audit log is opened before anything is served: nothing happens unlogged.
+    let audit_store = cii_audit::Store::open(&config.audit_store).await?;
+    let (audit, sequencer) = cii_audit::Log::open(
+        audit_store.clone(),
+        config.audit_signer.clone(),
+        config.file.audit.origin.clone(),
+    )
+    .await?;
+    // Every decision can be traced to the exact rules by this entry's hash.
+    let activation = cii_audit::Entry {
+        kind: cii_audit::EntryKind::RulebookActivated as i32,
+        time_micros: micros(clock.now()),
+        acting_user: "gateway".to_owned(),
+        rulebook_hash: config.rulebook.hash.clone(),
+        detail: config.rulebook.version.clone(),
+        ..cii_audit::Entry::default()
+    };
+    let receipt = audit.append(activation).await?;
+    tracing::info!(version = %config.rulebook.version, hash = %config.rulebook.hash, audit_index = receipt.index, "rulebook activated");
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.institutions().count(), "gateway serving");
     let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);
+    // Every append was checkpointed when its batch committed; wait for the sequencer to drain.
+    drop(audit);
+    let _ = sequencer.await;
+    audit_store.close().await;
     tracing::info!("gateway stopped");
     Ok(result?)
 }

@@ -42,7 +42,9 @@ async fn filled(url: &str, n: u64) -> (Verifier, Vec<cii_audit::Receipt>) {
     let signer = Signer::from_pem(ORIGIN, &pem).expect("signer");
     let verifier = signer.verifier();
     let store = Store::open(url).await.expect("open");
-    let (log, task) = Log::open(store.clone(), signer, ORIGIN.into()).await.expect("log");
+    let (log, task) = Log::open(store.clone(), std::sync::Arc::new(signer), ORIGIN.into())
+        .await
+        .expect("log");
     let mut handles = Vec::new();
     for i in 0..n {
         let log = log.clone();
@@ -295,7 +297,7 @@ mod independent {
 
     /// Opens a C2SP signed checkpoint with a vkey `<name>+<hex id>+<base64(0x01‖key)>`.
     pub fn open_checkpoint(note: &str, vkey: &str, origin: &str) -> Option<(u64, Hash)> {
-        let mut parts = vkey.split('+');
+        let mut parts = vkey.splitn(3, '+');
         let (name, id_hex, key_b64) = (parts.next()?, parts.next()?, parts.next()?);
         let typed = STANDARD.decode(key_b64).ok()?;
         if typed.first() != Some(&1) || typed.len() != 33 {

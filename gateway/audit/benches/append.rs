@@ -38,7 +38,7 @@ fn entry(i: u64) -> Entry {
 async fn sequencer_rate(url: &str) -> (f64, f64) {
     let store = Store::open(url).await.expect("open");
     let signer = Signer::from_pem("bench/audit", &generate_key_pem().expect("key")).expect("signer");
-    let (log, task) = Log::open(store.clone(), signer, "bench/audit".into())
+    let (log, task) = Log::open(store.clone(), std::sync::Arc::new(signer), "bench/audit".into())
         .await
         .expect("log");
     let start = Instant::now();
@@ -109,7 +109,7 @@ async fn verify_rate(url: &str) -> f64 {
     let store = Store::open(url).await.expect("open");
     let signer = Signer::from_pem("bench/verify", &generate_key_pem().expect("key")).expect("signer");
     let verifier = signer.verifier();
-    let (log, task) = Log::open(store.clone(), signer, "bench/verify".into())
+    let (log, task) = Log::open(store.clone(), std::sync::Arc::new(signer), "bench/verify".into())
         .await
         .expect("log");
     let mut handles = Vec::new();

@@ -90,7 +90,7 @@ impl Log {
     /// newest signed checkpoint, and starts the sequencer task.
     pub async fn open(
         store: Store,
-        signer: Signer,
+        signer: std::sync::Arc<Signer>,
         origin: String,
     ) -> Result<(Log, tokio::task::JoinHandle<Stats>), LogError> {
         let mut tree = Tree::new();
@@ -131,7 +131,13 @@ impl Log {
     }
 }
 
-async fn run(store: Store, signer: Signer, origin: String, mut tree: Tree, mut rx: mpsc::Receiver<Request>) -> Stats {
+async fn run(
+    store: Store,
+    signer: std::sync::Arc<Signer>,
+    origin: String,
+    mut tree: Tree,
+    mut rx: mpsc::Receiver<Request>,
+) -> Stats {
     let mut stats = Stats::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];

@@ -25,7 +25,8 @@ fn free_port() -> u16 {
 }
 
 const GATEWAY_TOML: &str = "listen = \"127.0.0.1:{GW}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
-cert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n";
+cert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n[audit]\nstore = \"sqlite:audit.db\"\n\
+origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n";
 
 fn registry(ports: &[(&str, &str, u16)]) -> String {
     ports

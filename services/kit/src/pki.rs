@@ -10,7 +10,7 @@
 //! Layout of DIR:
 //! ```text
 //! ca.pem  ca.key
-//! gateway/cert.pem  gateway/key.pem
+//! gateway/cert.pem  gateway/key.pem  gateway/audit.key (checkpoint signing key)
 //! consent/cert.pem  consent/key.pem
 //! institutions/<ID>/cert.pem  key.pem  jwt.key  jwt.pub
 //! ```
@@ -93,6 +93,11 @@ fn party_dir(dir: &Path, party: &PeerIdentity) -> PathBuf {
     }
 }
 
+/// The gateway's audit-log checkpoint signing key (Ed25519, PKCS#8 PEM).
+pub fn audit_signing_key(dir: &Path) -> PathBuf {
+    dir.join("gateway").join("audit.key")
+}
+
 /// The JWT signing key (PKCS#8 PEM) of an institution.
 pub fn jwt_private_key(dir: &Path, id: &InstitutionId) -> PathBuf {
     party_dir(dir, &PeerIdentity::Institution(id.clone())).join("jwt.key")
@@ -149,6 +154,14 @@ pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Res
             write_file(&files.cert, cert.pem().as_bytes(), false)?;
             write_file(&files.key, key.serialize_pem().as_bytes(), true)?;
             report.created.extend([files.cert, files.key]);
+        }
+        if party == PeerIdentity::Gateway {
+            let path = audit_signing_key(dir);
+            if !path.exists() {
+                let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+                write_file(&path, key.serialize_pem().as_bytes(), true)?;
+                report.created.push(path);
+            }
         }
         if let PeerIdentity::Institution(id) = &party {
             let (private, public) = (jwt_private_key(dir, id), jwt_public_key(dir, id));
