@@ -4,6 +4,7 @@
 //! `main` only parses arguments, loads config, initialises tracing and calls
 //! the service crates' `run`; everything else lives in those crates.
 
+mod audit;
 mod pki;
 mod policy;
 
@@ -60,6 +61,9 @@ deploy/config/node-orp-vs.toml.\nStops gracefully on SIGTERM or Ctrl-C. Exit cod
     /// Development PKI: a CA, certificates, JWT keys and test tokens.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// The audit log: verify it, print its checkpoint and verifier key, prove entries.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Jurists' tools: lint, explain, test scenarios, legal matrix, diff of rulebooks.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -102,6 +106,22 @@ fn main() -> ExitCode {
                 cii_node::run(config, listeners, cii_kit::shutdown::signal()).await?;
                 Ok(())
             })
+        }
+        Command::Audit(command) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(audit::run(command)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
         }
         Command::Policy(command) => match policy::run(command) {
             Ok(code) => code,

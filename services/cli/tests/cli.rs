@@ -233,4 +233,45 @@ async fn pki_init_then_gateway_and_two_nodes_run_as_processes_and_stop_on_sigter
         };
         assert!(status.success(), "exit status after SIGTERM: {status}");
     }
+    audit_commands_read_the_stopped_gateways_log(dir.path());
+}
+
+/// `cii audit …` on the log the gateway left: it holds the rulebook activation.
+fn audit_commands_read_the_stopped_gateways_log(dir: &Path) {
+    let config = dir.join("gateway.toml").to_string_lossy().into_owned();
+    let out = cii(&["audit", "verify", "--config", &config]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "verify: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("ok: 1 entries"), "{text}");
+
+    let note = String::from_utf8(cii(&["audit", "checkpoint", "--config", &config]).stdout).expect("utf8");
+    assert!(
+        note.starts_with("cii.test/audit\n1\n") && note.contains("\n\n\u{2014} cii.test/audit "),
+        "{note:?}"
+    );
+    let vkey = String::from_utf8(cii(&["audit", "vkey", "--config", &config]).stdout).expect("utf8");
+    assert!(
+        vkey.starts_with("cii.test/audit+") && vkey.trim_end().split('+').count() >= 3,
+        "{vkey}"
+    );
+
+    let proof: serde_json::Value =
+        serde_json::from_slice(&cii(&["audit", "prove", "--config", &config, "--index", "0"]).stdout).expect("json");
+    assert_eq!(proof["index"], 0);
+    assert_eq!(proof["tree_size"], 1);
+    assert_eq!(proof["inclusion_proof"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        proof["leaf_hash"].as_str().map(str::len),
+        Some(44),
+        "padded standard base64 of 32 bytes"
+    );
+
+    // Verification with only the store URL and the published verifier key.
+    let url = format!("sqlite:{}", dir.join("audit.db").display());
+    let out = cii(&["audit", "verify", "--store", &url, "--vkey", vkey.trim_end()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }

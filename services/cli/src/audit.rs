@@ -1,0 +1,196 @@
+//! `cii audit …`: verification commands that read the audit store directly
+//! (read-only, no JWT, work while the gateway is stopped).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cii_audit::Store;
+use cii_audit::merkle::Tree;
+use cii_audit::note::Verifier;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The gateway's config file: store, origin and key are read from its [audit] section
+    /// (relative paths resolve from its folder).
+    #[arg(long, conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// The store URL instead (sqlite:PATH or postgres://…); needs --vkey and --origin for `verify`.
+    #[arg(long)]
+    store: Option<String>,
+    /// The log's verifier key (`cii audit vkey`), when --store is used.
+    #[arg(long)]
+    vkey: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the tree from the store and check every entry, checkpoint signature and consistency.
+    #[command(
+        after_help = "Exit 0: the log is intact. Exit 1: the first bad index and what is wrong are printed.\n\n\
+Example:\n  cii audit verify --config /etc/cii/gateway.toml"
+    )]
+    Verify(StoreArgs),
+    /// Print the newest signed checkpoint, byte for byte.
+    Checkpoint(StoreArgs),
+    /// Print the verifier key: <origin>+<key id>+<base64 key>.
+    Vkey(StoreArgs),
+    /// Print an inclusion proof (--index) or a consistency proof (--old-size) as JSON.
+    #[command(after_help = "Examples:\n  cii audit prove --config gateway.toml --index 42\n  \
+cii audit prove --config gateway.toml --old-size 100 --size 250")]
+    Prove {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The entry to prove.
+        #[arg(long, conflicts_with = "old_size", required_unless_present = "old_size")]
+        index: Option<u64>,
+        /// The older tree size of a consistency proof.
+        #[arg(long)]
+        old_size: Option<u64>,
+        /// The tree size (default: the newest checkpoint's).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+}
+
+struct Opened {
+    store: Store,
+    verifier: Option<Verifier>,
+}
+
+async fn open(args: &StoreArgs) -> anyhow::Result<Opened> {
+    match (&args.config, &args.store) {
+        (Some(config), None) => {
+            let file: cii_gateway::config::GatewayFile = cii_kit::config::load(config)?;
+            let signer = file.audit.signer(config)?;
+            let store = Store::open_read_only(&file.audit.store_url(config))
+                .await
+                .context("opening the audit store")?;
+            Ok(Opened {
+                store,
+                verifier: Some(signer.verifier()),
+            })
+        }
+        (None, Some(url)) => {
+            let verifier = args
+                .vkey
+                .as_deref()
+                .map(Verifier::from_vkey)
+                .transpose()
+                .context("--vkey")?;
+            Ok(Opened {
+                store: Store::open_read_only(url).await.context("opening the audit store")?,
+                verifier,
+            })
+        }
+        _ => bail!("give --config GATEWAY_CONFIG or --store URL"),
+    }
+}
+
+fn b64(h: &[u8]) -> String {
+    STANDARD.encode(h)
+}
+
+#[expect(clippy::print_stdout, reason = "the commands' output")]
+pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify(args) => {
+            let opened = open(&args).await?;
+            let verifier = opened
+                .verifier
+                .context("verify needs the log's verifier key: --config, or --store with --vkey")?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries {per_sec} {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let origin = verifier.name().to_owned();
+            let result = cii_audit::verify::verify(&opened.store, &verifier, &origin, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await;
+            bar.finish_and_clear();
+            opened.store.close().await;
+            match result {
+                Ok(report) => {
+                    println!(
+                        "ok: {} entries, {} signed checkpoints, newest size {}",
+                        report.entries,
+                        report.checkpoints,
+                        report.newest.map_or(0, |c| c.size)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("FAILED: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::Checkpoint(args) => {
+            let opened = open(&args).await?;
+            let (_, note) = opened
+                .store
+                .latest_checkpoint()
+                .await?
+                .context("the log has no checkpoint yet")?;
+            print!("{note}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Vkey(args) => {
+            let opened = open(&args).await?;
+            println!(
+                "{}",
+                opened
+                    .verifier
+                    .context("vkey needs --config (the signing key) or --vkey")?
+                    .vkey()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prove {
+            store,
+            index,
+            old_size,
+            size,
+        } => {
+            let opened = open(&store).await?;
+            let newest = opened.store.latest_checkpoint().await?.map_or(0, |(s, _)| s);
+            let size = size.unwrap_or(newest);
+            if size > newest {
+                bail!("--size {size} is beyond the newest checkpoint ({newest})");
+            }
+            let mut tree = Tree::new();
+            for leaf in opened.store.leaf_hashes().await? {
+                tree.push(leaf);
+            }
+            let json = match (index, old_size) {
+                (Some(index), _) => {
+                    let proof = tree.inclusion_proof(index, size)?;
+                    let leaf = tree.leaf(index).context("no such entry")?;
+                    serde_json::json!({
+                        "index": index,
+                        "tree_size": size,
+                        "leaf_hash": b64(&leaf),
+                        "inclusion_proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+                    })
+                }
+                (None, Some(old)) => {
+                    let proof = tree.consistency_proof(old, size)?;
+                    serde_json::json!({
+                        "old_size": old,
+                        "tree_size": size,
+                        "consistency_proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+                    })
+                }
+                (None, None) => bail!("give --index or --old-size"),
+            };
+            println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
