@@ -2,6 +2,7 @@
 //! one module per concern).
 
 mod audit;
+mod audit_crash;
 mod deploy;
 mod foundation;
 mod policy;
