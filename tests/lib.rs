@@ -261,8 +261,9 @@ impl Network {
         cii_kit::jwt::mint(&key, &spec).expect("mint")
     }
 
-    /// Stops everything and waits for the gateway to finish.
-    pub async fn stop(mut self) {
+    /// Stops everything, waits for the gateway to finish, and hands back the
+    /// folder (PKI, configs, stores) for inspection.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         for node in &mut self.nodes {
             if let Some(stop) = node.stop.take() {
                 let _ = stop.send(());
@@ -274,6 +275,7 @@ impl Network {
         if let Some(task) = self.gateway_task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
+        self.dir
     }
 }
 

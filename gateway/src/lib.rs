@@ -8,6 +8,7 @@
 //! - [`rulebook`]: reading the rulebook the gateway runs; agreement with the registry.
 //! - `service`: the `cii.gateway.v1.Gateway` rpc handlers.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
+//! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
 //! - `wire`: decisions in their wire form.
 //!
 //! Entry point: [`run`], which `cii gateway` and the tests call.
@@ -15,6 +16,7 @@
 // Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod audit_service;
 pub mod config;
 mod policy_service;
 pub mod rulebook;
@@ -28,6 +30,7 @@ use cii_kit::auth::{Authenticate, IssuerSource};
 use cii_kit::clock::{Clock, SystemClock};
 use cii_kit::metrics::Metrics;
 use cii_kit::tls::{self, ClientAuth, PeerPolicy};
+use cii_proto::audit::audit_server::AuditServer;
 use cii_proto::gateway::gateway_server::GatewayServer;
 use cii_proto::policy::policy_server::PolicyServer;
 use cii_types::PeerIdentity;
@@ -70,7 +73,7 @@ fn micros(t: time::OffsetDateTime) -> i64 {
 }
 
 /// Services the gateway serves (listed by reflection, reported by health).
-pub const SERVICES: &[&str] = &["cii.gateway.v1.Gateway", "cii.policy.v1.Policy"];
+pub const SERVICES: &[&str] = &["cii.gateway.v1.Gateway", "cii.policy.v1.Policy", "cii.audit.v1.Audit"];
 
 /// Runs the gateway until `shutdown` resolves, then drains in-flight calls.
 pub async fn run(
@@ -102,36 +105,6 @@ pub async fn run_with_clock(
     };
     let tls_config = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
 
-    let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
-        cii_kit::grpc::health_and_reflection(SERVICES).await?;
-    let authenticate = Authenticate::new(
-        IssuerSource::PeerCertificate(registry.clone()),
-        clock.clone(),
-        metrics.clone(),
-    );
-    let gateway = GatewayServer::with_interceptor(
-        service::GatewayService::new(registry, clock.clone()),
-        authenticate.clone(),
-    );
-    let policy = PolicyServer::with_interceptor(
-        policy_service::PolicyService::new(config.rulebook.clone()),
-        authenticate,
-    );
-
-    let router = cii_kit::grpc::server(&metrics)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(gateway)
-        .add_service(policy);
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(listener) = listeners.metrics {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
-    }
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = cii_audit::Store::open(&config.audit_store).await?;
     let (audit, sequencer) = cii_audit::Log::open(
@@ -151,6 +124,40 @@ pub async fn run_with_clock(
     };
     let receipt = audit.append(activation).await?;
     tracing::info!(version = %config.rulebook.version, hash = %config.rulebook.hash, audit_index = receipt.index, "rulebook activated");
+    let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
+        cii_kit::grpc::health_and_reflection(SERVICES).await?;
+    let authenticate = Authenticate::new(
+        IssuerSource::PeerCertificate(registry.clone()),
+        clock.clone(),
+        metrics.clone(),
+    );
+    let gateway = GatewayServer::with_interceptor(
+        service::GatewayService::new(registry, clock.clone()),
+        authenticate.clone(),
+    );
+    let policy = PolicyServer::with_interceptor(
+        policy_service::PolicyService::new(config.rulebook.clone()),
+        authenticate.clone(),
+    );
+
+    let router = cii_kit::grpc::server(&metrics)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(gateway)
+        .add_service(policy)
+        .add_service(AuditServer::with_interceptor(
+            audit_service::AuditService::new(audit.clone()),
+            authenticate,
+        ));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listener) = listeners.metrics {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.institutions().count(), "gateway serving");
     let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);

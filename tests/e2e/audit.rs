@@ -337,3 +337,68 @@ mod independent {
         Some((size, root))
     }
 }
+
+#[tokio::test]
+async fn the_gateway_records_its_rulebook_and_serves_checkpoints_and_proofs_to_witnesses() {
+    use cii_proto::audit::{
+        ConsistencyProofRequest, GetCheckpointRequest, InclusionProofRequest, audit_client::AuditClient,
+    };
+    let net = cii_tests::Network::start(&[cii_tests::member("AI-VS", cii_types::InstitutionType::Ai)]).await;
+    let party = cii_types::PeerIdentity::Institution(net.node(0).member.id.clone());
+    let token = net.token(0, "it-witness", &[cii_types::Role::Caseworker]);
+    let mut client = AuditClient::new(net.gateway_channel_as(&party));
+    let checkpoint = client
+        .get_checkpoint(cii_tests::with_token(GetCheckpointRequest {}, &token))
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    assert_eq!(checkpoint.tree_size, 1, "the rulebook activation is the first entry");
+    let key = std::fs::read_to_string(cii_kit::pki::audit_signing_key(&net.pki())).expect("key");
+    let vkey = Signer::from_pem("cii.test/audit", &key)
+        .expect("signer")
+        .verifier()
+        .vkey();
+    let (size, root) =
+        independent::open_checkpoint(&checkpoint.note, &vkey, "cii.test/audit").expect("signed checkpoint");
+    let proof = client
+        .get_inclusion_proof(cii_tests::with_token(
+            InclusionProofRequest { index: 0, tree_size: 0 },
+            &token,
+        ))
+        .await
+        .expect("proof")
+        .into_inner();
+    let leaf: Hash = proof.leaf_hash.clone().try_into().expect("32 bytes");
+    let hashes: Vec<Hash> = proof
+        .hashes
+        .iter()
+        .map(|h| h.clone().try_into().expect("32 bytes"))
+        .collect();
+    assert!(independent::inclusion(&leaf, 0, size, &hashes, &root));
+    let err = client
+        .get_consistency_proof(cii_tests::with_token(
+            ConsistencyProofRequest {
+                old_size: 5,
+                tree_size: 0,
+            },
+            &token,
+        ))
+        .await
+        .expect_err("beyond the log");
+    assert_eq!(cii_kit::grpc::error_code(&err).as_deref(), Some("PROOF_OUT_OF_RANGE"));
+    // The entry is the activation of the running rulebook, with its hash.
+    let federal =
+        cii_policy::load(&cii_policy::federal_sources(), time::OffsetDateTime::now_utc().date()).expect("federal");
+    let dir = net.stop().await;
+    let url = format!("sqlite:{}", dir.path().join("gateway/audit.db").display());
+    let store = Store::open_read_only(&url).await.expect("store");
+    let entries = store.entries(0, 10).await.expect("entries");
+    let entry = decode_entry(&entries[0].entry);
+    assert_eq!(entry.kind, EntryKind::RulebookActivated as i32);
+    assert_eq!(entry.rulebook_hash, federal.hash);
+    assert_eq!(entry.detail, federal.version);
+}
+
+fn decode_entry(bytes: &[u8]) -> Entry {
+    cii_audit::entry::decode(bytes).expect("canonical entry")
+}

@@ -70,10 +70,21 @@ struct Request {
     reply: oneshot::Sender<Result<Receipt, String>>,
 }
 
+/// What readers may see: the tree up to the newest committed checkpoint.
+#[derive(Debug, Default)]
+struct Committed {
+    tree: Tree,
+    /// Size of the newest durable, signed checkpoint; leaves beyond it are in flight.
+    size: u64,
+    /// That checkpoint's signed note.
+    note: String,
+}
+
 /// A handle to the log's sequencer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Log {
     tx: mpsc::Sender<Request>,
+    committed: std::sync::Arc<std::sync::RwLock<Committed>>,
 }
 
 /// Statistics of the sequencer (for benchmarks).
@@ -111,9 +122,45 @@ impl Log {
         } else if tree.size() != 0 {
             return Err(LogError::Inconsistent("entries without any checkpoint".to_owned()));
         }
+        let note = store.latest_checkpoint().await?.map(|(_, n)| n).unwrap_or_default();
+        let size = tree.size();
+        let committed = std::sync::Arc::new(std::sync::RwLock::new(Committed { tree, size, note }));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(store, signer, origin, tree, rx));
-        Ok((Log { tx }, task))
+        let task = tokio::spawn(run(store, signer, origin, committed.clone(), rx));
+        Ok((Log { tx, committed }, task))
+    }
+
+    /// The newest signed checkpoint (empty before the first append) and its size.
+    pub fn checkpoint(&self) -> (u64, String) {
+        let c = self.committed.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (c.size, c.note.clone())
+    }
+
+    /// An inclusion proof in the committed tree of `size` (0: the newest checkpoint's), with the leaf hash.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<(u64, Hash, Vec<Hash>), crate::merkle::ProofError> {
+        let c = self.committed.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let size = if size == 0 { c.size } else { size };
+        if size > c.size {
+            return Err(crate::merkle::ProofError::SizeOutOfRange {
+                size,
+                available: c.size,
+            });
+        }
+        let proof = c.tree.inclusion_proof(index, size)?;
+        Ok((size, c.tree.leaf(index).unwrap_or_default(), proof))
+    }
+
+    /// A consistency proof between committed sizes (`new` 0: the newest checkpoint's).
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<(u64, Vec<Hash>), crate::merkle::ProofError> {
+        let c = self.committed.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new = if new == 0 { c.size } else { new };
+        if new > c.size {
+            return Err(crate::merkle::ProofError::SizeOutOfRange {
+                size: new,
+                available: c.size,
+            });
+        }
+        Ok((new, c.tree.consistency_proof(old, new)?))
     }
 
     /// Appends `entry` (its `index` is assigned here) and returns once it is durable.
@@ -135,9 +182,15 @@ async fn run(
     store: Store,
     signer: std::sync::Arc<Signer>,
     origin: String,
-    mut tree: Tree,
+    committed: std::sync::Arc<std::sync::RwLock<Committed>>,
     mut rx: mpsc::Receiver<Request>,
 ) -> Stats {
+    // The sequencer owns a working copy; readers see `committed`, updated after each commit.
+    let mut tree = committed
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .tree
+        .clone();
     let mut stats = Stats::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -169,6 +222,14 @@ async fn run(
             Ok(()) => {
                 stats.batches += 1;
                 stats.entries += rows.len() as u64;
+                {
+                    let mut c = committed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for (_, leaf, _) in &rows {
+                        c.tree.push(*leaf);
+                    }
+                    c.size = size;
+                    c.note = note.clone();
+                }
                 for (request, (index, leaf, _)) in batch.into_iter().zip(rows) {
                     let inclusion_proof = tree.inclusion_proof(index, size).unwrap_or_default();
                     let receipt = Receipt {
