@@ -69,13 +69,14 @@ impl Store {
     async fn connect(url: &str, read_only: bool) -> Result<Store, StoreError> {
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.strip_prefix("//").unwrap_or(rest).split('?').next().unwrap_or("");
-            if !read_only && !path.is_empty() && path != ":memory:" {
-                if let Some(parent) = std::path::Path::new(path)
+            if !read_only
+                && !path.is_empty()
+                && path != ":memory:"
+                && let Some(parent) = std::path::Path::new(path)
                     .parent()
                     .filter(|p| !p.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-                }
+            {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
             }
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(!read_only)
