@@ -7,6 +7,7 @@
 //! convert into these in exactly one place.
 //!
 //! # Layout
+//! - [`avs`]: [`AvsNumber`], which never prints itself.
 //! - [`institution`]: [`InstitutionId`], [`InstitutionType`].
 //! - [`identity`]: [`PeerIdentity`], the identity inside a certificate.
 //! - [`role`]: [`Role`], what an acting user may do.
@@ -14,10 +15,12 @@
 // Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+pub mod avs;
 pub mod identity;
 pub mod institution;
 pub mod role;
 
+pub use avs::{AvsError, AvsNumber};
 pub use identity::PeerIdentity;
 pub use institution::{InstitutionId, InstitutionType};
 pub use role::Role;
