@@ -109,3 +109,80 @@ impl Witness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::{Tree, leaf_hash};
+    use crate::note::{Signer, generate_key_pem};
+
+    const ORIGIN: &str = "cii.test/audit";
+
+    fn signed(signer: &Signer, tree: &Tree) -> String {
+        signer.sign(
+            &Checkpoint {
+                origin: ORIGIN.into(),
+                size: tree.size(),
+                root: tree.root(),
+            }
+            .body(),
+        )
+    }
+
+    #[test]
+    fn a_growing_log_is_accepted_and_a_rewritten_one_raises_the_alarm() {
+        let signer = Signer::from_pem(ORIGIN, &generate_key_pem().unwrap()).unwrap();
+        let mut witness = Witness::new(signer.verifier(), ORIGIN.into(), None);
+        let mut tree = Tree::new();
+        for i in 0..5u8 {
+            tree.push(leaf_hash(&[i]));
+        }
+        witness.observe(&signed(&signer, &tree), &[]).expect("first checkpoint");
+        for i in 5..12u8 {
+            tree.push(leaf_hash(&[i]));
+        }
+        let proof = tree.consistency_proof(5, 12).unwrap();
+        let cp = witness
+            .observe(&signed(&signer, &tree), &proof)
+            .expect("consistent growth");
+        assert_eq!(witness.newest(), Some(&cp));
+        // A receipt of entry 7 verifies against it.
+        let inclusion = tree.inclusion_proof(7, 12).unwrap();
+        assert!(witness.check_receipt(&leaf_hash(&[7]), 7, &cp, &inclusion).is_ok());
+        assert_eq!(
+            witness.check_receipt(&leaf_hash(&[8]), 7, &cp, &inclusion),
+            Err(WitnessError::Inclusion(7))
+        );
+
+        // The operator rewrites entry 3 and signs a bigger tree: inconsistent with size 12.
+        let mut forged = Tree::new();
+        for i in 0..15u8 {
+            forged.push(leaf_hash(&[if i == 3 { 99 } else { i }]));
+        }
+        let proof = forged.consistency_proof(12, 15).unwrap();
+        assert_eq!(
+            witness.observe(&signed(&signer, &forged), &proof),
+            Err(WitnessError::Inconsistent {
+                old_size: 12,
+                new_size: 15
+            })
+        );
+        assert!(witness.in_alarm());
+        // Even an honest checkpoint is refused until an operator acknowledges.
+        tree.push(leaf_hash(&[12]));
+        let honest = tree.consistency_proof(12, 13).unwrap();
+        assert_eq!(
+            witness.observe(&signed(&signer, &tree), &honest),
+            Err(WitnessError::Alarm)
+        );
+        witness.acknowledge(cp);
+        assert!(witness.observe(&signed(&signer, &tree), &honest).is_ok());
+        // A smaller tree than seen is a rollback.
+        let mut small = Tree::new();
+        small.push(leaf_hash(&[0]));
+        assert!(matches!(
+            witness.observe(&signed(&signer, &small), &[]),
+            Err(WitnessError::Inconsistent { .. })
+        ));
+    }
+}
