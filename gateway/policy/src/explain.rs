@@ -11,7 +11,7 @@ use crate::rulebook::Rulebook;
 use crate::vocab::{Condition, Lang, ObligationKind, Status};
 
 /// Picks the text of `lang`.
-fn l(lang: Lang, fr: &'static str, de: &'static str, en: &'static str) -> &'static str {
+pub(crate) fn l(lang: Lang, fr: &'static str, de: &'static str, en: &'static str) -> &'static str {
     match lang {
         Lang::Fr => fr,
         Lang::De => de,

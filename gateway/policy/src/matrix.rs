@@ -3,17 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::explain::condition_label;
+use crate::explain::{condition_label, l};
 use crate::rulebook::{Basis, Rulebook};
 use crate::vocab::Lang;
-
-fn l(lang: Lang, fr: &'static str, de: &'static str, en: &'static str) -> &'static str {
-    match lang {
-        Lang::Fr => fr,
-        Lang::De => de,
-        Lang::En => en,
-    }
-}
 
 struct Row {
     from: String,
