@@ -165,7 +165,7 @@ impl Tree {
         self.root_at(self.size()).unwrap_or_else(|_| empty_root())
     }
 
-    /// RFC 6962 PATH(index, D[0:size]).
+    /// RFC 6962 `PATH(index, D[0:size])`.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
         if size > self.size() {
             return Err(ProofError::SizeOutOfRange {
@@ -196,7 +196,7 @@ impl Tree {
         }
     }
 
-    /// RFC 6962 PROOF(old, D[0:new]).
+    /// RFC 6962 `PROOF(old, D[0:new])`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProofError> {
         if new > self.size() {
             return Err(ProofError::SizeOutOfRange {

@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The gateway's config file: store, origin and key are read from its [audit] section
+    /// The gateway's config file: store, origin and key are read from its `[audit]` section
     /// (relative paths resolve from its folder).
     #[arg(long, conflicts_with = "store")]
     config: Option<PathBuf>,
@@ -36,7 +36,7 @@ Example:\n  cii audit verify --config /etc/cii/gateway.toml"
     Verify(StoreArgs),
     /// Print the newest signed checkpoint, byte for byte.
     Checkpoint(StoreArgs),
-    /// Print the verifier key: <origin>+<key id>+<base64 key>.
+    /// Print the verifier key: `<origin>+<key id>+<base64 key>`.
     Vkey(StoreArgs),
     /// Print an inclusion proof (--index) or a consistency proof (--old-size) as JSON.
     #[command(after_help = "Examples:\n  cii audit prove --config gateway.toml --index 42\n  \
