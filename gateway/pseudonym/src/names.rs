@@ -1,0 +1,45 @@
+//! Names of domains and encryption contexts, derived from registry ids.
+//! A domain fixes a pseudonym; a context fixes only a key, so rotating a
+//! context (a new epoch) keeps every pseudonym.
+
+use cii_types::InstitutionId;
+use libpep::prelude::{EncryptionContext, PseudonymizationDomain};
+
+/// The reserved origin domain of enrolment ciphertexts (never a target).
+pub const ORIGIN_DOMAIN: &str = "cii/origin/avs";
+
+/// Who a domain belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Party {
+    /// An institution (its node).
+    Institution(InstitutionId),
+    /// The consent registry.
+    Registry,
+    /// The audit log (decrypted by the DPO tools only).
+    Audit,
+}
+
+impl Party {
+    fn label(&self) -> String {
+        match self {
+            Party::Institution(id) => format!("institution/{id}"),
+            Party::Registry => "registry".to_owned(),
+            Party::Audit => "audit".to_owned(),
+        }
+    }
+
+    /// The party's pseudonymisation domain.
+    pub fn domain(&self) -> PseudonymizationDomain {
+        PseudonymizationDomain::from(format!("cii/domain/{}", self.label()).as_str())
+    }
+
+    /// The party's encryption context for key epoch `epoch`.
+    pub fn context(&self, epoch: u32) -> EncryptionContext {
+        EncryptionContext::from(format!("cii/ctx/{}/{epoch}", self.label()).as_str())
+    }
+}
+
+/// The origin domain.
+pub fn origin() -> PseudonymizationDomain {
+    PseudonymizationDomain::from(ORIGIN_DOMAIN)
+}

@@ -1,0 +1,165 @@
+//! The properties the design relies on (DESIGN §3), on real libpep
+//! cryptography: unlinkable per domain, exact translation, rerandomised
+//! outputs, wrong recipients read nothing, and the gateway's refusals.
+
+use cii_pseudonym::PseudonymError;
+use cii_pseudonym::ceremony::Ceremony;
+use cii_pseudonym::gateway::{Gateway, Identity};
+use cii_pseudonym::names::{Party, origin};
+use cii_pseudonym::node::NodeKeys;
+use cii_types::{AvsNumber, InstitutionId};
+use libpep::data::elgamal::ElGamalEncrypted;
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+struct World {
+    gateway: Gateway,
+    orp: NodeKeys,
+    ai: NodeKeys,
+    orp_party: Party,
+    ai_party: Party,
+}
+
+fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| {
+        let c = Ceremony::new();
+        let orp_party = Party::Institution(InstitutionId::parse("id", "ORP-VS").unwrap());
+        let ai_party = Party::Institution(InstitutionId::parse("id", "AI-VS").unwrap());
+        World {
+            gateway: Gateway::new(
+                c.pseudonymisation_secret.clone(),
+                c.rekeying_secret.clone(),
+                &c.global_public,
+                1,
+            ),
+            orp: NodeKeys::new(c.global_public, c.session_keys(&orp_party, 1)),
+            ai: NodeKeys::new(c.global_public, c.session_keys(&ai_party, 1)),
+            orp_party,
+            ai_party,
+        }
+    })
+}
+
+fn avs() -> impl Strategy<Value = AvsNumber> {
+    proptest::array::uniform9(0u8..10).prop_map(|body| {
+        let mut first12 = [7u8, 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        first12[3..].copy_from_slice(&body);
+        let check = cii_types::avs::check_digit(&first12);
+        let digits: String = first12
+            .iter()
+            .chain(std::iter::once(&check))
+            .map(|d| char::from(b'0' + d))
+            .collect();
+        AvsNumber::parse(&digits).unwrap()
+    })
+}
+
+fn enrol(node: &NodeKeys, party: &Party, person: &AvsNumber) -> cii_pseudonym::node::LocalPseudonym {
+    let w = world();
+    node.decrypt(&w.gateway.enrol(&node.enrolment_ciphertext(person), party))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn pseudonyms_differ_per_domain_and_are_stable(person in avs()) {
+        let w = world();
+        let at_orp = enrol(&w.orp, &w.orp_party, &person);
+        let at_ai = enrol(&w.ai, &w.ai_party, &person);
+        prop_assert_ne!(at_orp, at_ai);
+        prop_assert_eq!(at_orp, enrol(&w.orp, &w.orp_party, &person), "re-enrolment gives the same pseudonym");
+    }
+
+    #[test]
+    fn translation_gives_exactly_the_recipients_enrolment_pseudonym(person in avs()) {
+        let w = world();
+        let at_orp = enrol(&w.orp, &w.orp_party, &person);
+        let at_ai = enrol(&w.ai, &w.ai_party, &person);
+        let sent = w.orp.encrypt_own(&at_orp).unwrap();
+        let first = w.gateway.translate(&sent, &w.orp_party, &w.ai_party);
+        let second = w.gateway.translate(&sent, &w.orp_party, &w.ai_party);
+        prop_assert_eq!(w.ai.decrypt(&first), at_ai);
+        // Rerandomised: two transcriptions differ as bytes, decrypt to the same value.
+        prop_assert_ne!(first.to_bytes(), second.to_bytes());
+        prop_assert_eq!(w.ai.decrypt(&second), at_ai);
+        // What is addressed to AI reads as a different value at ORP.
+        prop_assert_ne!(w.orp.decrypt(&first), at_orp);
+        prop_assert_ne!(w.orp.decrypt(&first), at_ai);
+    }
+
+    #[test]
+    fn an_identity_addressed_to_ai_is_unreadable_at_orp(person in avs()) {
+        let w = world();
+        let sent = Identity(w.orp.encrypt_identity(&person).unwrap());
+        let to_ai = w.gateway.rekey_identity(&sent, &w.ai_party);
+        prop_assert_eq!(w.ai.decrypt_identity(&to_ai.0).unwrap(), person);
+        prop_assert_eq!(w.orp.decrypt_identity(&to_ai.0), Err(PseudonymError::NotAnIdentity));
+    }
+}
+
+#[test]
+fn a_translation_claiming_the_wrong_source_domain_reads_as_not_enrolled() {
+    // The gateway takes the source domain from the certificate. If a node's
+    // ciphertext were translated as coming from another domain, the result
+    // matches nobody enrolled at the recipient.
+    let w = world();
+    let person = AvsNumber::parse("756.1234.5678.97").unwrap();
+    let at_orp = enrol(&w.orp, &w.orp_party, &person);
+    let at_ai = enrol(&w.ai, &w.ai_party, &person);
+    let sent = w.orp.encrypt_own(&at_orp).unwrap();
+    let wrong = w.gateway.translate(&sent, &Party::Registry, &w.ai_party);
+    assert_ne!(w.ai.decrypt(&wrong), at_ai);
+}
+
+#[test]
+fn the_gateway_refuses_the_origin_domain_as_target() {
+    let w = world();
+    let person = AvsNumber::parse("756.1234.5678.97").unwrap();
+    let ct = w.orp.enrolment_ciphertext(&person);
+    let err = w
+        .gateway
+        .translate_to_domain(
+            &ct,
+            &w.orp_party,
+            &origin(),
+            &libpep::prelude::EncryptionContext::global(),
+        )
+        .unwrap_err();
+    assert_eq!(err, PseudonymError::OriginTarget);
+    assert_eq!(err.code(), "ORIGIN_TARGET_REFUSED");
+}
+
+#[test]
+fn malformed_ciphertexts_get_clear_errors() {
+    assert_eq!(
+        cii_pseudonym::wire::pseudonym(&[0u8; 63]).unwrap_err(),
+        PseudonymError::Length
+    );
+    assert_eq!(
+        cii_pseudonym::wire::pseudonym(&[0xffu8; 64]).unwrap_err(),
+        PseudonymError::NotAPoint
+    );
+    assert_eq!(
+        cii_pseudonym::wire::attribute(&[1u8; 65]).unwrap_err(),
+        PseudonymError::Length
+    );
+    let w = world();
+    let ct = w
+        .orp
+        .enrolment_ciphertext(&AvsNumber::parse("756.1234.5678.97").unwrap());
+    assert!(cii_pseudonym::wire::pseudonym(&ct.to_bytes()).is_ok());
+}
+
+#[test]
+fn a_pseudonym_passed_off_as_an_identity_reveals_nothing() {
+    // The only rekey operation takes an Identity; relabelling an enrolment
+    // ciphertext as an attribute and rekeying it yields garbage, not the AVS number.
+    let w = world();
+    let person = AvsNumber::parse("756.1234.5678.97").unwrap();
+    let bytes = w.orp.enrolment_ciphertext(&person).to_bytes();
+    let relabelled = Identity(cii_pseudonym::wire::attribute(&bytes).unwrap());
+    let to_ai = w.gateway.rekey_identity(&relabelled, &w.ai_party);
+    assert!(w.ai.decrypt_identity(&to_ai.0).is_err());
+}
