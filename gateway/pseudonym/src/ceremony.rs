@@ -57,3 +57,85 @@ impl Default for Ceremony {
         Ceremony::new()
     }
 }
+
+/// The ceremony's output as files: (path relative to the key directory, contents, secret?).
+/// The global secret key is not among them unless `keep_global_secret`.
+pub type KeyFiles = Vec<(String, String, bool)>;
+
+impl Ceremony {
+    /// The key files for the gateway, the consent registry, the DPO's audit
+    /// context and each institution, for key epoch `epoch`.
+    pub fn key_files(
+        &self,
+        institutions: &[cii_types::InstitutionId],
+        epoch: u32,
+        keep_global_secret: bool,
+    ) -> Result<KeyFiles, crate::PseudonymError> {
+        let json = |v: &dyn erased::Json| {
+            v.json()
+                .map_err(|_| crate::PseudonymError::Key("cannot serialise key material"))
+        };
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut files: KeyFiles = Vec::new();
+        files.push(("global-public.json".to_owned(), json(&self.global_public)?, false));
+        files.push((
+            "gateway/transcryptor.json".to_owned(),
+            format!(
+                "{{\"epoch\":{epoch},\"pseudonymisation_secret\":\"{}\",\"rekeying_secret\":\"{}\"}}",
+                hex(&self.pseudonymisation_secret),
+                hex(&self.rekeying_secret)
+            ),
+            true,
+        ));
+        files.push((
+            "consent/session-keys.json".to_owned(),
+            json(&self.session_keys(&Party::Registry, epoch))?,
+            true,
+        ));
+        files.push((
+            "dpo/audit-session-keys.json".to_owned(),
+            json(&self.session_keys(&Party::Audit, epoch))?,
+            true,
+        ));
+        for id in institutions {
+            let keys = self.session_keys(&Party::Institution(id.clone()), epoch);
+            files.push((format!("institutions/{id}/session-keys.json"), json(&keys)?, true));
+        }
+        if keep_global_secret {
+            files.push((
+                "global-secret.json".to_owned(),
+                json(&GlobalSecretJson(self.global_secret))?,
+                true,
+            ));
+        }
+        Ok(files)
+    }
+}
+
+struct GlobalSecretJson(GlobalSecretKeys);
+
+mod erased {
+    /// Serialises key material to JSON.
+    pub trait Json {
+        fn json(&self) -> Result<String, serde_json::Error>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Result<String, serde_json::Error> {
+            serde_json::to_string(self)
+        }
+    }
+}
+
+impl serde::Serialize for GlobalSecretJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use libpep::elgamal::arithmetic::scalars::ScalarTraits;
+        use libpep::keys::traits::SecretKey;
+        use serde::ser::SerializeStruct;
+        // libpep gives global secret keys no encoding; the scalars are written as hex,
+        // to be read back with `SecretKey::from_scalar` by a later ceremony.
+        let mut st = s.serialize_struct("GlobalSecretKeys", 2)?;
+        st.serialize_field("pseudonym", &self.0.pseudonym.value().to_hex())?;
+        st.serialize_field("attribute", &self.0.attribute.value().to_hex())?;
+        st.end()
+    }
+}

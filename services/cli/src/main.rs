@@ -5,6 +5,7 @@
 //! the service crates' `run`; everything else lives in those crates.
 
 mod audit;
+mod keys;
 mod pki;
 mod policy;
 
@@ -58,6 +59,9 @@ deploy/config/node-orp-vs.toml.\nStops gracefully on SIGTERM or Ctrl-C. Exit cod
         #[arg(long, env = "CII_NODE_CONFIG")]
         config: PathBuf,
     },
+    /// The key ceremony of the pseudonym scheme (offline).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Development PKI: a CA, certificates, JWT keys and test tokens.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
@@ -128,6 +132,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Keys(command) => match keys::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Pki(command) => match pki::run(command) {
