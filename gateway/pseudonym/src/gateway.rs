@@ -107,3 +107,50 @@ impl Gateway {
         )
     }
 }
+
+/// One person in a batch: the pseudonym, and the identity if it travels.
+pub type BatchItem = (EncryptedPseudonym, Option<Identity>);
+
+impl Gateway {
+    /// Translates a batch from `caller` to `to` on every core. The whole batch
+    /// is shuffled once first (so output order says nothing about input order),
+    /// then chunks are transcrypted in parallel; each person's identity stays
+    /// with its pseudonym. (libpep's `transcrypt_batch` runs on one thread, and
+    /// calling it per chunk would shuffle only within each chunk.)
+    pub fn translate_batch(&self, mut items: Vec<BatchItem>, caller: &Party, to: &Party) -> Vec<BatchItem> {
+        use rand::seq::SliceRandom;
+        items.shuffle(&mut rand::rng());
+        let info = self.transcryptor.transcryption_info(
+            &caller.domain(),
+            &to.domain(),
+            &EncryptionContext::global(),
+            &to.context(self.epoch),
+        );
+        let attribute_info = self
+            .transcryptor
+            .attribute_rekey_info(&EncryptionContext::global(), &to.context(self.epoch));
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).max(1);
+        let chunk = items.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for part in items.chunks_mut(chunk) {
+                scope.spawn(|| {
+                    let mut rng = rand::rng();
+                    for (pseudonym, identity) in part.iter_mut() {
+                        *pseudonym =
+                            self.transcryptor
+                                .transcrypt(pseudonym, &info, &self.global_pseudonym_key, &mut rng);
+                        if let Some(id) = identity {
+                            *id = Identity(self.transcryptor.rekey(
+                                &id.0,
+                                &attribute_info,
+                                &self.global_attribute_key,
+                                &mut rng,
+                            ));
+                        }
+                    }
+                });
+            }
+        });
+        items
+    }
+}

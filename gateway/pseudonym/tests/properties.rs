@@ -163,3 +163,45 @@ fn a_pseudonym_passed_off_as_an_identity_reveals_nothing() {
     let to_ai = w.gateway.rekey_identity(&relabelled, &w.ai_party);
     assert!(w.ai.decrypt_identity(&to_ai.0).is_err());
 }
+
+#[test]
+fn a_batch_keeps_each_identity_with_its_person_and_translates_exactly() {
+    let w = world();
+    let people: Vec<AvsNumber> = [
+        "756.1234.5678.97",
+        "756.9217.0769.85",
+        "756.3047.5009.62",
+        "756.0000.0000.02",
+    ]
+    .iter()
+    .filter_map(|s| AvsNumber::parse(s).ok())
+    .collect();
+    assert!(people.len() >= 3, "test data: {}", people.len());
+    let items: Vec<_> = people
+        .iter()
+        .map(|p| {
+            (
+                w.orp.encrypt_own(&enrol(&w.orp, &w.orp_party, p)).unwrap(),
+                Some(Identity(w.orp.encrypt_identity(p).unwrap())),
+            )
+        })
+        .collect();
+    let out = w.gateway.translate_batch(items, &w.orp_party, &w.ai_party);
+    assert_eq!(out.len(), people.len());
+    let mut seen = Vec::new();
+    for (pseudonym, identity) in &out {
+        let person =
+            w.ai.decrypt_identity(&identity.expect("identity travels").0)
+                .expect("readable at AI");
+        assert_eq!(
+            w.ai.decrypt(pseudonym),
+            enrol(&w.ai, &w.ai_party, &person),
+            "the identity stayed with its person"
+        );
+        seen.push(person.expose_digits());
+    }
+    seen.sort();
+    let mut expected: Vec<String> = people.iter().map(|p| p.expose_digits()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
