@@ -7,33 +7,18 @@
 //! Run: `cargo bench -p cii-audit --bench append` (results are printed as ratios).
 #![expect(clippy::print_stdout, reason = "a benchmark reports on standard output")]
 
+mod common;
+use common::entry;
+
 use std::time::{Duration, Instant};
 
 use cii_audit::entry::encode;
 use cii_audit::merkle::leaf_hash;
 use cii_audit::note::{Signer, generate_key_pem};
-use cii_audit::{Entry, EntryKind, Log, Store};
+use cii_audit::{Log, Store};
 
 const WRITERS: u64 = 64;
 const PER_WRITER: u64 = 200;
-
-fn entry(i: u64) -> Entry {
-    Entry {
-        kind: EntryKind::TransferPermitted as i32,
-        time_micros: 1_790_000_000_000_000 + i as i64,
-        transfer_id: format!("transfer-{i:012}"),
-        sender: "ORP-VS".into(),
-        recipient: "AI-VS".into(),
-        acting_user: "anna.meier".into(),
-        purpose: "early_detection".into(),
-        bases: vec!["LAI-3b-2-i".into()],
-        released: vec!["identity".into(), "health_limitations".into()],
-        audit_pseudonym: vec![7; 64],
-        payload_sha256: vec![9; 32],
-        rulebook_hash: "76dfced76fda7da64f8aa660994798f154ae0ffb224bc2c217eece94cc5ed428".into(),
-        ..Entry::default()
-    }
-}
 
 async fn sequencer_rate(url: &str) -> (f64, f64) {
     let store = Store::open(url).await.expect("open");

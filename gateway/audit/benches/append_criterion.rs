@@ -6,33 +6,21 @@
 //! Run: `cargo bench -p cii-audit --bench append_criterion`.
 //! (`--bench append` prints the same comparison as a single ratio.)
 
+mod common;
+use common::entry;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cii_audit::entry::encode;
 use cii_audit::merkle::leaf_hash;
 use cii_audit::note::{Signer, generate_key_pem};
-use cii_audit::{Entry, EntryKind, Log, Store};
+use cii_audit::{Log, Store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const WRITERS: u64 = 64;
 const PER_WRITER: u64 = 25;
 const BATCH: usize = 32;
-
-fn entry(i: u64) -> Entry {
-    Entry {
-        kind: EntryKind::TransferPermitted as i32,
-        time_micros: 1_790_000_000_000_000 + i as i64,
-        transfer_id: format!("transfer-{i:012}"),
-        sender: "ORP-VS".into(),
-        recipient: "AI-VS".into(),
-        acting_user: "anna.meier".into(),
-        bases: vec!["LAI-3b-2-i".into()],
-        audit_pseudonym: vec![7; 64],
-        payload_sha256: vec![9; 32],
-        ..Entry::default()
-    }
-}
 
 fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url: String) {
     let store = rt.block_on(Store::open(&url)).expect("open");
