@@ -2,6 +2,10 @@
 //! the two refusals. It holds the pseudonymisation and rekeying secrets and
 //! public keys only: no session key, no global secret, so it cannot decrypt.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use libpep::factors::TranscryptionInfo;
 use libpep::keys::{AttributeSessionPublicKey, PseudonymSessionPublicKey};
 use libpep::prelude::*;
 
@@ -19,6 +23,10 @@ pub struct Gateway {
     global_pseudonym_key: PseudonymSessionPublicKey,
     global_attribute_key: AttributeSessionPublicKey,
     epoch: u32,
+    /// Transcryption info per (source, target): deriving it costs several hash-to-scalar
+    /// and scalar operations, the same for every call between the same two parties.
+    /// `None` as the source is the origin domain (enrolment).
+    infos: RwLock<HashMap<(Option<Party>, Party), TranscryptionInfo>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -46,33 +54,74 @@ impl Gateway {
             global_pseudonym_key: PseudonymSessionPublicKey::from_point(*global.pseudonym.value()),
             global_attribute_key: AttributeSessionPublicKey::from_point(*global.attribute.value()),
             epoch,
+            infos: RwLock::new(HashMap::new()),
         }
     }
 
-    fn transcrypt_to(
-        &self,
-        from: &PseudonymizationDomain,
-        ciphertext: &EncryptedPseudonym,
-        to: &Party,
-    ) -> EncryptedPseudonym {
+    /// Builds the transcryptor from its key files: `transcryptor.json` (written
+    /// by the ceremony for the gateway) and `global-public.json`.
+    pub fn from_json(transcryptor: &str, global_public: &str) -> Result<Gateway, PseudonymError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TranscryptorFile {
+            epoch: u32,
+            pseudonymisation_secret: String,
+            rekeying_secret: String,
+        }
+        let file: TranscryptorFile = serde_json::from_str(transcryptor)
+            .map_err(|_| PseudonymError::Key("transcryptor file is not the ceremony's JSON"))?;
+        let secret = |hex: &str| {
+            crate::hex_decode(hex)
+                .filter(|b| b.len() >= 32)
+                .ok_or(PseudonymError::Key("transcryptor secret must be at least 32 bytes of hex"))
+        };
+        let global: GlobalPublicKeys = serde_json::from_str(global_public)
+            .map_err(|_| PseudonymError::Key("global public key file is not the ceremony's JSON"))?;
+        Ok(Gateway::new(
+            secret(&file.pseudonymisation_secret)?,
+            secret(&file.rekeying_secret)?,
+            &global,
+            file.epoch,
+        ))
+    }
+
+    /// The key epoch of the encryption contexts this transcryptor targets.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    fn info(&self, from: Option<&Party>, to: &Party) -> TranscryptionInfo {
+        let key = (from.cloned(), to.clone());
+        if let Some(info) = self.infos.read().ok().and_then(|m| m.get(&key).copied()) {
+            return info;
+        }
+        let from_domain = from.map_or_else(origin, Party::domain);
         let info = self.transcryptor.transcryption_info(
-            from,
+            &from_domain,
             &to.domain(),
             &EncryptionContext::global(),
             &to.context(self.epoch),
         );
+        // A poisoned lock only costs the cache, never the answer.
+        if let Ok(mut infos) = self.infos.write() {
+            infos.insert(key, info);
+        }
+        info
+    }
+
+    fn transcrypt_with(&self, info: &TranscryptionInfo, ciphertext: &EncryptedPseudonym) -> EncryptedPseudonym {
         self.transcryptor
-            .transcrypt(ciphertext, &info, &self.global_pseudonym_key, &mut rand::rng())
+            .transcrypt(ciphertext, info, &self.global_pseudonym_key, &mut rand::rng())
     }
 
     /// Enrolment: from the origin domain into `to`'s domain and context.
     pub fn enrol(&self, ciphertext: &EncryptedPseudonym, to: &Party) -> EncryptedPseudonym {
-        self.transcrypt_to(&origin(), ciphertext, to)
+        self.transcrypt_with(&self.info(None, to), ciphertext)
     }
 
     /// A transfer: from `caller`'s domain (its certificate identity) into `to`'s.
     pub fn translate(&self, ciphertext: &EncryptedPseudonym, caller: &Party, to: &Party) -> EncryptedPseudonym {
-        self.transcrypt_to(&caller.domain(), ciphertext, to)
+        self.transcrypt_with(&self.info(Some(caller), to), ciphertext)
     }
 
     /// Refuses any transcription into the origin domain (it would hand out
@@ -98,9 +147,8 @@ impl Gateway {
 
     /// Rekeys an identity attribute to `to` — only when the basis releases `identity.avs`.
     pub fn rekey_identity(&self, identity: &Identity, to: &Party) -> Identity {
-        let info = self
-            .transcryptor
-            .attribute_rekey_info(&EncryptionContext::global(), &to.context(self.epoch));
+        // The attribute half of any info into `to` is the same: it depends on the contexts only.
+        let info = self.info(None, to).attribute;
         Identity(
             self.transcryptor
                 .rekey(&identity.0, &info, &self.global_attribute_key, &mut rand::rng()),
@@ -120,15 +168,8 @@ impl Gateway {
     pub fn translate_batch(&self, mut items: Vec<BatchItem>, caller: &Party, to: &Party) -> Vec<BatchItem> {
         use rand::seq::SliceRandom;
         items.shuffle(&mut rand::rng());
-        let info = self.transcryptor.transcryption_info(
-            &caller.domain(),
-            &to.domain(),
-            &EncryptionContext::global(),
-            &to.context(self.epoch),
-        );
-        let attribute_info = self
-            .transcryptor
-            .attribute_rekey_info(&EncryptionContext::global(), &to.context(self.epoch));
+        let info = self.info(Some(caller), to);
+        let attribute_info = info.attribute;
         let threads = std::thread::available_parallelism().map_or(1, usize::from).max(1);
         let chunk = items.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {

@@ -61,3 +61,14 @@ impl PseudonymError {
         }
     }
 }
+
+/// Decodes lowercase or uppercase hex; `None` on anything else.
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}

@@ -41,6 +41,15 @@ impl NodeKeys {
         NodeKeys { global, session }
     }
 
+    /// Builds from the ceremony's files: `global-public.json` and the party's `session-keys.json`.
+    pub fn from_json(global_public: &str, session_keys: &str) -> Result<NodeKeys, PseudonymError> {
+        let global = serde_json::from_str(global_public)
+            .map_err(|_| PseudonymError::Key("global public key file is not the ceremony's JSON"))?;
+        let session = serde_json::from_str(session_keys)
+            .map_err(|_| PseudonymError::Key("session key file is not the ceremony's JSON"))?;
+        Ok(NodeKeys::new(global, session))
+    }
+
     /// The origin identifier of `avs` (tagged hash to the group), encrypted
     /// under the global key, for enrolment.
     pub fn enrolment_ciphertext(&self, avs: &AvsNumber) -> EncryptedPseudonym {

@@ -205,3 +205,46 @@ fn a_batch_keeps_each_identity_with_its_person_and_translates_exactly() {
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+/// The ceremony's files are what the gateway and the nodes load: a
+/// round trip through them gives working, agreeing keys.
+#[test]
+fn the_ceremonys_key_files_load_into_a_working_gateway_and_nodes() {
+    let c = Ceremony::new();
+    let orp = InstitutionId::parse("id", "ORP-VS").unwrap();
+    let ai = InstitutionId::parse("id", "AI-VS").unwrap();
+    let files = c.key_files(&[orp.clone(), ai.clone()], 7, false).unwrap();
+    let file = |name: &str| files.iter().find(|f| f.0 == name).unwrap().1.clone();
+    let gateway = Gateway::from_json(&file("gateway/transcryptor.json"), &file("global-public.json")).unwrap();
+    assert_eq!(gateway.epoch(), 7);
+    let node = |id: &InstitutionId| {
+        NodeKeys::from_json(
+            &file("global-public.json"),
+            &file(&format!("institutions/{id}/session-keys.json")),
+        )
+        .unwrap()
+    };
+    let (orp_keys, ai_keys) = (node(&orp), node(&ai));
+    let person = AvsNumber::parse("756.1234.5678.97").unwrap();
+    let (orp_party, ai_party) = (Party::Institution(orp), Party::Institution(ai));
+    let at_orp = orp_keys.decrypt(&gateway.enrol(&orp_keys.enrolment_ciphertext(&person), &orp_party));
+    let at_ai = ai_keys.decrypt(&gateway.enrol(&ai_keys.enrolment_ciphertext(&person), &ai_party));
+    let sent = orp_keys.encrypt_own(&at_orp).unwrap();
+    assert_eq!(ai_keys.decrypt(&gateway.translate(&sent, &orp_party, &ai_party)), at_ai);
+    // Bad files are refused with the key-material code, without echoing their content.
+    for (transcryptor, public) in [
+        ("{}", file("global-public.json")),
+        (
+            "{\"epoch\":1,\"pseudonymisation_secret\":\"zz\",\"rekeying_secret\":\"00\"}",
+            file("global-public.json"),
+        ),
+        (file("gateway/transcryptor.json").as_str(), "not json".to_owned()),
+    ] {
+        let err = Gateway::from_json(transcryptor, &public).unwrap_err();
+        assert_eq!(err.code(), "KEY_MATERIAL");
+    }
+    assert_eq!(
+        NodeKeys::from_json(&file("global-public.json"), "{}").unwrap_err().code(),
+        "KEY_MATERIAL"
+    );
+}
