@@ -402,3 +402,49 @@ async fn the_gateway_records_its_rulebook_and_serves_checkpoints_and_proofs_to_w
 fn decode_entry(bytes: &[u8]) -> Entry {
     cii_audit::entry::decode(bytes).expect("canonical entry")
 }
+
+/// A DPO may verify the log while the gateway appends to it: the verifier
+/// reads checkpoints and entries in separate queries, so it must not call
+/// entries committed between them "not covered".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_succeeds_while_the_log_is_being_appended_to() {
+    for (name, url, _dir) in stores().await {
+        let pem = generate_key_pem().expect("key");
+        let signer = Signer::from_pem(ORIGIN, &pem).expect("signer");
+        let verifier = signer.verifier();
+        let store = Store::open(&url).await.expect("open");
+        let (log, task) = Log::open(store.clone(), std::sync::Arc::new(signer), ORIGIN.into())
+            .await
+            .expect("log");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..8u64 {
+            let (log, stop) = (log.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut i = w;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    log.append(entry(i)).await.expect("append");
+                    i += 8;
+                }
+            }));
+        }
+        let reader = Store::open_read_only(&url).await.expect("open read-only");
+        let mut verified = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            let report = verify(&reader, &verifier, ORIGIN, |_, _| {})
+                .await
+                .unwrap_or_else(|e| panic!("{name}: verification during appends: {e}"));
+            verified = verified.max(report.entries);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            w.await.expect("writer");
+        }
+        drop(log);
+        task.await.expect("sequencer");
+        assert!(verified > 0, "{name}: the log grew while verified");
+        reader.close().await;
+        store.close().await;
+    }
+}

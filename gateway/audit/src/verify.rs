@@ -45,88 +45,51 @@ fn bad(index: u64, problem: impl Into<String>) -> VerifyError {
 }
 
 /// Verifies the log in `store` against `verifier` and `origin`; `progress(done, total)` is called as it goes.
+///
+/// Works on a log that is being appended to: each batch commits its entries
+/// and its checkpoint together, but the checkpoints and the entries are read
+/// by separate queries, so entries read after the checkpoints may be newer
+/// than them. The checkpoints are therefore read again once the entries are
+/// read; entries that even the second read does not cover are an error.
 pub async fn verify(
     store: &Store,
     verifier: &Verifier,
     origin: &str,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, VerifyError> {
-    let mut checkpoints = Vec::new();
-    let mut previous_size = 0;
-    for (size, note) in store.checkpoints().await? {
-        let cp = verifier
-            .open_checkpoint(&note, origin)
-            .map_err(|e| bad(previous_size, format!("checkpoint of size {size}: {e}")))?;
-        if cp.size != size {
-            return Err(bad(
-                previous_size,
-                format!("checkpoint stored under size {size} says {}", cp.size),
-            ));
-        }
-        previous_size = size;
-        checkpoints.push(cp);
-    }
-    let total = checkpoints.last().map_or(0, |c| c.size);
-    let mut next_checkpoint = checkpoints.iter().peekable();
-    let mut tree = Tree::new();
-    let mut last_verified: Option<&Checkpoint> = None;
+    let mut walk = Walk::default();
+    walk.add_checkpoints(store, verifier, origin).await?;
+    let total = walk.newest_size();
+    // Everything committed until now, matched against the checkpoints as it comes.
     loop {
-        let batch = store.entries(tree.size(), 10_000).await?;
+        let batch = store.entries(walk.tree.size(), 10_000).await?;
         if batch.is_empty() {
             break;
         }
         for stored in batch {
-            let expected = tree.size();
-            if stored.index != expected {
-                return Err(bad(
-                    expected,
-                    format!("entry {expected} is missing (next stored index is {})", stored.index),
-                ));
+            walk.push(stored)?;
+        }
+        progress(walk.tree.size(), total.max(walk.tree.size()));
+    }
+    let read = walk.tree.size();
+    if walk.covered() < read {
+        // Entries newer than the first checkpoint read: their checkpoints were
+        // committed with them, so a second read finds them.
+        walk.add_checkpoints(store, verifier, origin).await?;
+        walk.settle()?;
+        let target = walk.newest_size();
+        while walk.tree.size() < target {
+            let batch = store.entries(walk.tree.size(), 10_000).await?;
+            if batch.is_empty() {
+                break;
             }
-            let entry = decode(&stored.entry).map_err(|e| bad(expected, e.to_string()))?;
-            if entry.index != expected {
-                return Err(bad(
-                    expected,
-                    format!("entry stored at {expected} says it is entry {}", entry.index),
-                ));
+            for stored in batch.into_iter().take_while(|e| e.index < target) {
+                walk.push(stored)?;
             }
-            let leaf = leaf_hash(&stored.entry);
-            if stored.leaf_hash != leaf {
-                return Err(bad(expected, "stored leaf hash does not match the entry"));
-            }
-            tree.push(leaf);
-            while let Some(cp) = next_checkpoint.peek() {
-                if cp.size != tree.size() {
-                    break;
-                }
-                let start = last_verified.map_or(0, |c| c.size);
-                if cp.root != tree.root() {
-                    return Err(bad(
-                        start,
-                        format!(
-                            "signed checkpoint of size {} does not match the entries {start}..{}",
-                            cp.size, cp.size
-                        ),
-                    ));
-                }
-                if let Some(prev) = last_verified {
-                    let proof = tree
-                        .consistency_proof(prev.size, cp.size)
-                        .map_err(|e| bad(start, e.to_string()))?;
-                    if !verify_consistency(prev.size, cp.size, &prev.root, &cp.root, &proof) {
-                        return Err(bad(
-                            start,
-                            format!("checkpoints {} and {} are inconsistent", prev.size, cp.size),
-                        ));
-                    }
-                }
-                last_verified = next_checkpoint.next();
-            }
-            progress(tree.size(), total);
         }
     }
-    let entries = tree.size();
-    if let Some(cp) = next_checkpoint.next() {
+    let entries = walk.tree.size();
+    if let Some(cp) = walk.pending.front() {
         return Err(bad(
             entries,
             format!(
@@ -135,16 +98,122 @@ pub async fn verify(
             ),
         ));
     }
-    let covered = last_verified.map_or(0, |c| c.size);
-    if entries > covered {
+    let covered = walk.covered();
+    if read > covered {
         return Err(bad(
             covered,
-            format!("entries {covered}..{entries} are not covered by any signed checkpoint"),
+            format!("entries {covered}..{read} are not covered by any signed checkpoint"),
         ));
     }
+    progress(entries, entries);
     Ok(Report {
         entries,
-        checkpoints: checkpoints.len() as u64,
-        newest: checkpoints.last().cloned(),
+        checkpoints: walk.checkpoints,
+        newest: walk.last_verified,
     })
+}
+
+/// The state of a verification: the tree rebuilt so far and the checkpoints
+/// still to match.
+#[derive(Default)]
+struct Walk {
+    tree: Tree,
+    /// Checkpoints read, not yet reached by the tree, smallest first.
+    pending: std::collections::VecDeque<Checkpoint>,
+    /// The newest checkpoint matched against the tree.
+    last_verified: Option<Checkpoint>,
+    /// Checkpoints matched.
+    checkpoints: u64,
+}
+
+impl Walk {
+    fn covered(&self) -> u64 {
+        self.last_verified.as_ref().map_or(0, |c| c.size)
+    }
+
+    fn newest_size(&self) -> u64 {
+        self.pending.back().map_or(self.covered(), |c| c.size)
+    }
+
+    /// Reads the checkpoints newer than every one known, checking their signatures.
+    async fn add_checkpoints(&mut self, store: &Store, verifier: &Verifier, origin: &str) -> Result<(), VerifyError> {
+        let mut previous_size = self.newest_size();
+        let known = self.newest_size();
+        let first_read = self.last_verified.is_none() && self.pending.is_empty();
+        for (size, note) in store.checkpoints().await? {
+            if !first_read && size <= known {
+                continue;
+            }
+            let cp = verifier
+                .open_checkpoint(&note, origin)
+                .map_err(|e| bad(previous_size, format!("checkpoint of size {size}: {e}")))?;
+            if cp.size != size {
+                return Err(bad(
+                    previous_size,
+                    format!("checkpoint stored under size {size} says {}", cp.size),
+                ));
+            }
+            previous_size = size;
+            self.pending.push_back(cp);
+        }
+        Ok(())
+    }
+
+    /// Adds the next stored entry and checks every checkpoint it completes.
+    fn push(&mut self, stored: crate::store::StoredEntry) -> Result<(), VerifyError> {
+        let expected = self.tree.size();
+        if stored.index != expected {
+            return Err(bad(
+                expected,
+                format!("entry {expected} is missing (next stored index is {})", stored.index),
+            ));
+        }
+        let entry = decode(&stored.entry).map_err(|e| bad(expected, e.to_string()))?;
+        if entry.index != expected {
+            return Err(bad(
+                expected,
+                format!("entry stored at {expected} says it is entry {}", entry.index),
+            ));
+        }
+        let leaf = leaf_hash(&stored.entry);
+        if stored.leaf_hash != leaf {
+            return Err(bad(expected, "stored leaf hash does not match the entry"));
+        }
+        self.tree.push(leaf);
+        self.settle()
+    }
+
+    /// Checks every pending checkpoint the tree has reached: its root, and
+    /// its consistency with the previous one.
+    fn settle(&mut self) -> Result<(), VerifyError> {
+        while self.pending.front().is_some_and(|cp| cp.size <= self.tree.size()) {
+            let Some(cp) = self.pending.pop_front() else { break };
+            let start = self.covered();
+            let root = self.tree.root_at(cp.size).map_err(|e| bad(start, e.to_string()))?;
+            if cp.root != root {
+                return Err(bad(
+                    start,
+                    format!(
+                        "signed checkpoint of size {} does not match the entries {start}..{}",
+                        cp.size, cp.size
+                    ),
+                ));
+            }
+            if let Some(prev) = &self.last_verified {
+                let proof = self
+                    .tree
+                    .consistency_proof(prev.size, cp.size)
+                    .map_err(|e| bad(start, e.to_string()))?;
+                if !verify_consistency(prev.size, cp.size, &prev.root, &cp.root, &proof) {
+                    return Err(bad(
+                        start,
+                        format!("checkpoints {} and {} are inconsistent", prev.size, cp.size),
+                    ));
+                }
+            }
+            self.last_verified = Some(cp);
+            self.checkpoints += 1;
+        }
+        Ok(())
+    }
 }
