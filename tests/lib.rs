@@ -69,6 +69,8 @@ pub struct Options {
     pub revoke_member_certs: Vec<usize>,
     /// The gateway's clock (default: system clock).
     pub gateway_clock: Option<Arc<dyn Clock>>,
+    /// Enrolments per minute and burst per institution (default: the gateway's defaults).
+    pub enrolment_limit: Option<(u32, u32)>,
 }
 
 impl Network {
@@ -88,6 +90,7 @@ impl Network {
         let pki = dir.path().join("pki");
         let ids: Vec<InstitutionId> = members.iter().map(|m| m.id.clone()).collect();
         cii_kit::pki::init(&pki, &ids, &["localhost".into(), "127.0.0.1".into()]).expect("pki init");
+        write_keys(&dir.path().join("keys"), &ids);
 
         // Bind every socket first: the registry needs the nodes' addresses.
         let gateway_listener = bind().await;
@@ -124,7 +127,13 @@ impl Network {
             format!(
                 "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\nregistry = \"registry.toml\"\n\n[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
-                 [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n[log]\nlevel = \"debug\"\n"
+                 [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n\
+                 [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
+                 [log]\nlevel = \"debug\"\n",
+                limit = options
+                    .enrolment_limit
+                    .map(|(rate, burst)| format!("enrolments_per_minute = {rate}\nenrolment_burst = {burst}\n"))
+                    .unwrap_or_default(),
             ),
         )
         .expect("write gateway.toml");
@@ -157,7 +166,9 @@ impl Network {
                 format!(
                     "institution = \"{id}\"\nregistry = \"registry.toml\"\ngateway_url = \"https://127.0.0.1:{gp}\"\n\
                      api_listen = \"{api_addr}\"\ninbound_listen = \"{inbound_addr}\"\nmetrics_listen = \"{metrics_addr}\"\n\n\
-                     [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n",
+                     [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
+                     [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
+                     [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"keys/institutions/{id}/store.key\"\n",
                     id = m.id,
                     gp = gateway.port(),
                 ),
@@ -295,6 +306,24 @@ pub fn cert_serial(cert_pem: &Path) -> String {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_file(cert_pem).expect("cert");
     cii_kit::registry::serial_hex(&cii_kit::tls::inspect(&der).expect("inspect").serial)
+}
+
+/// The key ceremony's files under `dir` (as `cii keys init` writes them), plus a
+/// store key per institution (as `cii keys store-key` does on each node).
+pub fn write_keys(dir: &Path, institutions: &[InstitutionId]) {
+    let ceremony = cii_pseudonym::ceremony::Ceremony::new();
+    for (name, contents, _) in ceremony.key_files(institutions, 1, false).expect("key files") {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, contents).expect("write key file");
+    }
+    for id in institutions {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut bytes).expect("random");
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(dir.join(format!("institutions/{id}/store.key")), key).expect("write store key");
+    }
 }
 
 async fn bind() -> TcpListener {

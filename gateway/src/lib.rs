@@ -9,6 +9,7 @@
 //! - `service`: the `cii.gateway.v1.Gateway` rpc handlers.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
 //! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
+//! - `rate_limit`: per-institution token buckets (enrolment).
 //! - `wire`: decisions in their wire form.
 //!
 //! Entry point: [`run`], which `cii gateway` and the tests call.
@@ -19,6 +20,7 @@
 mod audit_service;
 pub mod config;
 mod policy_service;
+mod rate_limit;
 pub mod rulebook;
 mod service;
 mod wire;
@@ -132,7 +134,17 @@ pub async fn run_with_clock(
         metrics.clone(),
     );
     let gateway = GatewayServer::with_interceptor(
-        service::GatewayService::new(registry, clock.clone()),
+        service::GatewayService::new(
+            registry,
+            clock.clone(),
+            config.pseudonyms.clone(),
+            audit.clone(),
+            rate_limit::RateLimit::new(
+                config.file.pseudonym.enrolments_per_minute,
+                config.file.pseudonym.enrolment_burst,
+            ),
+            metrics.clone(),
+        ),
         authenticate.clone(),
     );
     let policy = PolicyServer::with_interceptor(

@@ -33,6 +33,10 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
         .map(|i| InstitutionId::parse("id", i).expect("id"))
         .collect();
     cii_kit::pki::init(&dir.join("pki"), &ids, &["localhost".into()]).expect("pki");
+    cii_tests::write_keys(&dir.join("keys"), &ids);
+    // The production example keeps the node's store key apart from the ceremony's files.
+    std::fs::create_dir_all(dir.join("node")).expect("mkdir");
+    std::fs::write(dir.join("node/store.key"), "42".repeat(32)).expect("store key");
     let files = copy_configs_in_place(dir);
     let mut loaded = 0;
     for file in &files {

@@ -4,5 +4,6 @@
 mod audit;
 mod audit_crash;
 mod deploy;
+mod enrolment;
 mod foundation;
 mod policy;

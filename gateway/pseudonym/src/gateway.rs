@@ -73,7 +73,9 @@ impl Gateway {
         let secret = |hex: &str| {
             crate::hex_decode(hex)
                 .filter(|b| b.len() >= 32)
-                .ok_or(PseudonymError::Key("transcryptor secret must be at least 32 bytes of hex"))
+                .ok_or(PseudonymError::Key(
+                    "transcryptor secret must be at least 32 bytes of hex",
+                ))
         };
         let global: GlobalPublicKeys = serde_json::from_str(global_public)
             .map_err(|_| PseudonymError::Key("global public key file is not the ceremony's JSON"))?;

@@ -28,6 +28,9 @@ pub mod names;
 pub mod node;
 pub mod wire;
 
+/// The ciphertext types callers hold, so they need not depend on libpep themselves.
+pub use libpep::prelude::{EncryptedAttribute, EncryptedPseudonym};
+
 /// A pseudonym operation failed. Messages never contain a pseudonym or an AVS number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -64,7 +67,7 @@ impl PseudonymError {
 
 /// Decodes lowercase or uppercase hex; `None` on anything else.
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

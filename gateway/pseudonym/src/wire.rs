@@ -20,3 +20,8 @@ pub fn attribute(bytes: &[u8]) -> Result<EncryptedAttribute, PseudonymError> {
     }
     <EncryptedAttribute>::from_slice(bytes).ok_or(PseudonymError::NotAPoint)
 }
+
+/// The 64-byte wire form of a ciphertext.
+pub fn to_bytes(ciphertext: &impl ElGamalEncrypted) -> Vec<u8> {
+    ciphertext.to_bytes().to_vec()
+}

@@ -244,7 +244,9 @@ fn the_ceremonys_key_files_load_into_a_working_gateway_and_nodes() {
         assert_eq!(err.code(), "KEY_MATERIAL");
     }
     assert_eq!(
-        NodeKeys::from_json(&file("global-public.json"), "{}").unwrap_err().code(),
+        NodeKeys::from_json(&file("global-public.json"), "{}")
+            .unwrap_err()
+            .code(),
         "KEY_MATERIAL"
     );
 }

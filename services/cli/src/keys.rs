@@ -33,6 +33,19 @@ Example:\n  cii keys init --dir /secure/ceremony-2026 --registry /etc/cii/regist
         #[arg(long, value_name = "FILE")]
         keep_global_secret: Option<PathBuf>,
     },
+    /// Make a node's store key: 32 random bytes (hex) that seal AVS numbers in its database.
+    #[command(
+        after_help = "Run it on the node's machine; the key never needs to leave it. Written with mode 0600,
+never over an existing file. Back it up with the node's database: without it the stored AVS numbers are lost.
+
+Example:
+  cii keys store-key --out /etc/cii/node/store.key"
+    )]
+    StoreKey {
+        /// The file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
@@ -55,6 +68,17 @@ fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
 
 pub fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
+        KeysCommand::StoreKey { out } => {
+            use ring::rand::SecureRandom;
+            let mut key = [0u8; 32];
+            ring::rand::SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            write(&out, &format!("{hex}\n"), true)?;
+            eprintln!("created {} (0600)", out.display());
+            Ok(())
+        }
         KeysCommand::Init {
             dir,
             registry,

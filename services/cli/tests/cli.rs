@@ -26,7 +26,9 @@ fn free_port() -> u16 {
 
 const GATEWAY_TOML: &str = "listen = \"127.0.0.1:{GW}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
 cert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n[audit]\nstore = \"sqlite:audit.db\"\n\
-origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n";
+origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n[pseudonym]\n\
+transcryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n\
+enrolment_burst = 5000\n\n[log]\nlevel = \"debug\"\n";
 
 fn registry(ports: &[(&str, &str, u16)]) -> String {
     ports
@@ -45,7 +47,9 @@ fn node_toml(id: &str, gateway: u16, api: u16, inbound: u16) -> String {
     format!(
         "institution = \"{id}\"\nregistry = \"registry.toml\"\ngateway_url = \"https://127.0.0.1:{gateway}\"\n\
          api_listen = \"127.0.0.1:{api}\"\ninbound_listen = \"127.0.0.1:{inbound}\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
-         cert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n"
+         cert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
+         [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
+         [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"nodes/{id}/store.key\"\n\n[log]\nlevel = \"debug\"\n"
     )
 }
 
@@ -70,6 +74,34 @@ fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>) {
     let nodes = vec![(free_port(), free_port()), (free_port(), free_port())];
     let reg = registry(&[("ORP-VS", "AC_ORP", nodes[0].1), ("AI-VS", "AI", nodes[1].1)]);
     std::fs::write(dir.join("registry.toml"), reg).expect("registry");
+    let keys = dir.join("keys");
+    let out = cii(&[
+        "keys",
+        "init",
+        "--dir",
+        &keys.to_string_lossy(),
+        "--registry",
+        &dir.join("registry.toml").to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "keys init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in ["ORP-VS", "AI-VS"] {
+        std::fs::create_dir_all(dir.join("nodes").join(id)).expect("mkdir");
+        let out = cii(&[
+            "keys",
+            "store-key",
+            "--out",
+            &dir.join(format!("nodes/{id}/store.key")).to_string_lossy(),
+        ]);
+        assert!(
+            out.status.success(),
+            "store-key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     std::fs::write(
         dir.join("gateway.toml"),
         GATEWAY_TOML.replace("{GW}", &gateway.to_string()),

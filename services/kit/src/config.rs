@@ -99,6 +99,23 @@ pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// A database URL with a relative `sqlite:PATH` resolved from `config_file`'s folder;
+/// other URLs (`postgres://…`) unchanged.
+pub fn database_url(config_file: &Path, url: &str) -> String {
+    match url.strip_prefix("sqlite:") {
+        Some(rest) => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+            let resolved = resolve(config_file, Path::new(path));
+            match query {
+                Some(q) => format!("sqlite:{}?{q}", resolved.display()),
+                None => format!("sqlite:{}", resolved.display()),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Files of a party's TLS identity, as written in config files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

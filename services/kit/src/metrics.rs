@@ -38,6 +38,8 @@ pub struct Metrics {
     pub auth_refusals: Family<CodeLabels, Counter>,
     /// TLS handshakes refused, by reason.
     pub tls_refusals: Family<CodeLabels, Counter>,
+    /// Requests a handler refused (bad input, rate limits, policy), by code.
+    pub refusals: Family<CodeLabels, Counter>,
 }
 
 impl Metrics {
@@ -47,6 +49,7 @@ impl Metrics {
         let rpc_calls = Family::<RpcLabels, Counter>::default();
         let auth_refusals = Family::<CodeLabels, Counter>::default();
         let tls_refusals = Family::<CodeLabels, Counter>::default();
+        let refusals = Family::<CodeLabels, Counter>::default();
         registry.register(
             "rpc_calls",
             format!("Authenticated rpc calls handled by the {service}"),
@@ -62,11 +65,17 @@ impl Metrics {
             "TLS handshakes refused, by reason",
             tls_refusals.clone(),
         );
+        registry.register(
+            "refusals",
+            format!("Requests the {service} refused after authentication, by code"),
+            refusals.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             rpc_calls,
             auth_refusals,
             tls_refusals,
+            refusals,
         }
     }
 
@@ -77,6 +86,14 @@ impl Metrics {
                 code: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a request a handler refused; returns `status` so handlers can write
+    /// `return Err(metrics.refused(error(…)))`.
+    pub fn refused(&self, status: tonic::Status) -> tonic::Status {
+        let code = crate::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+        self.refusals.get_or_create(&CodeLabels { code }).inc();
+        status
     }
 
     /// The text exposition format.

@@ -1,26 +1,89 @@
 //! Handlers of `cii.node.v1.Node`, the API for the institution's IT systems.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use cii_kit::auth::caller;
-use cii_kit::grpc::not_available;
+use cii_kit::clock::Clock;
+use cii_kit::grpc::{error, not_available};
 use cii_kit::jwt::AUTHORIZATION;
+use cii_kit::metrics::Metrics;
 use cii_proto::gateway::{self as gw, gateway_client::GatewayClient};
 use cii_proto::node::{self as pb, node_server::Node};
-use cii_types::InstitutionId;
+use cii_pseudonym::node::NodeKeys;
+use cii_types::{AvsNumber, InstitutionId};
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+
+use crate::store::{Recorded, Store};
 
 /// The IT-facing rpc handlers.
 #[derive(Debug)]
 pub struct NodeApi {
     institution: InstitutionId,
     gateway: GatewayClient<Channel>,
+    keys: Arc<NodeKeys>,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+}
+
+/// Longest local record id accepted.
+pub const MAX_RECORD_ID: usize = 64;
+
+/// Checks a local record id: 1–64 characters of `A–Z a–z 0–9 . _ : / -`, and
+/// not an AVS number (the record id travels in logs and answers; the AVS
+/// number must not).
+pub fn check_record_id(id: &str) -> Result<(), Status> {
+    const FIELD: &str = "local_record_id";
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".:_/-".contains(c);
+    if id.is_empty() || id.len() > MAX_RECORD_ID || !id.chars().all(allowed) {
+        return Err(error(
+            Code::InvalidArgument,
+            "LOCAL_RECORD_ID_INVALID",
+            format!("local_record_id must be 1–{MAX_RECORD_ID} characters of A–Z, a–z, 0–9, '.', ':', '_', '/', '-'"),
+            Some(FIELD),
+        ));
+    }
+    let digits: String = id.chars().filter(|c| c.is_ascii_digit()).collect();
+    if digits.len() == 13 && digits.starts_with("756") {
+        return Err(error(
+            Code::InvalidArgument,
+            "LOCAL_RECORD_ID_IS_AVS",
+            "local_record_id looks like an AVS number; use the institution's own record id",
+            Some(FIELD),
+        ));
+    }
+    Ok(())
+}
+
+fn store_failed(e: &crate::store::StoreError) -> Status {
+    tracing::error!(error = %e, "node store failed");
+    error(
+        Code::Internal,
+        "NODE_STORE",
+        "the node's database failed; nothing was recorded",
+        None,
+    )
 }
 
 impl NodeApi {
-    pub fn new(institution: InstitutionId, gateway: GatewayClient<Channel>) -> NodeApi {
-        NodeApi { institution, gateway }
+    pub fn new(
+        institution: InstitutionId,
+        gateway: GatewayClient<Channel>,
+        keys: Arc<NodeKeys>,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> NodeApi {
+        NodeApi {
+            institution,
+            gateway,
+            keys,
+            store,
+            clock,
+            metrics,
+        }
     }
 
     /// A request to the gateway carrying the caller's own token: the gateway
@@ -32,6 +95,15 @@ impl NodeApi {
         }
         request
     }
+}
+
+fn record_taken() -> Status {
+    error(
+        Code::AlreadyExists,
+        "LOCAL_RECORD_ID_TAKEN",
+        "this local record id is already enrolled for another person",
+        Some("local_record_id"),
+    )
 }
 
 #[tonic::async_trait]
@@ -54,8 +126,93 @@ impl Node for NodeApi {
         }))
     }
 
-    async fn enrol(&self, _: Request<pb::EnrolRequest>) -> Result<Response<pb::EnrolResponse>, Status> {
-        Err(not_available())
+    /// AVS number → origin ciphertext → gateway (logged there) → this
+    /// node's pseudonym, indexed to the local record. Re-enrolling the same
+    /// pair answers the stored pseudonym without asking the gateway again.
+    async fn enrol(&self, request: Request<pb::EnrolRequest>) -> Result<Response<pb::EnrolResponse>, Status> {
+        caller(&request)?;
+        let pb::EnrolRequest {
+            avs_number,
+            local_record_id,
+        } = request.get_ref();
+        let avs = AvsNumber::parse(avs_number).map_err(|e| {
+            self.metrics.refused(error(
+                Code::InvalidArgument,
+                e.code(),
+                e.to_string(),
+                Some("avs_number"),
+            ))
+        })?;
+        check_record_id(local_record_id).map_err(|s| self.metrics.refused(s))?;
+        let answer = |pseudonym: &cii_pseudonym::node::LocalPseudonym| {
+            Response::new(pb::EnrolResponse {
+                local_record_id: local_record_id.clone(),
+                pseudonym: pseudonym.0.iter().map(|b| format!("{b:02x}")).collect(),
+            })
+        };
+        if let Some((pseudonym, known)) = self
+            .store
+            .by_record(local_record_id)
+            .await
+            .map_err(|e| store_failed(&e))?
+        {
+            if known.expose_digits() == avs.expose_digits() {
+                return Ok(answer(&pseudonym));
+            }
+            return Err(self.metrics.refused(record_taken()));
+        }
+        let origin = self.keys.enrolment_ciphertext(&avs);
+        let enrolled = self
+            .gateway
+            .clone()
+            .enrol(Self::onward(
+                &request,
+                gw::EnrolRequest {
+                    origin: Some(cii_proto::common::EncryptedPseudonym {
+                        ciphertext: cii_pseudonym::wire::to_bytes(&origin),
+                    }),
+                },
+            ))
+            .await
+            .inspect_err(|status| tracing::warn!(code = ?status.code(), "gateway refused the enrolment"))?
+            .into_inner();
+        let ciphertext = enrolled
+            .pseudonym
+            .as_ref()
+            .map(|p| cii_pseudonym::wire::pseudonym(&p.ciphertext))
+            .ok_or_else(|| {
+                error(
+                    Code::Internal,
+                    "GATEWAY_ANSWER_INVALID",
+                    "the gateway answered without a pseudonym",
+                    None,
+                )
+            })?
+            .map_err(|e| error(Code::Internal, "GATEWAY_ANSWER_INVALID", e.to_string(), None))?;
+        let pseudonym = self.keys.decrypt(&ciphertext);
+        let now = i64::try_from(self.clock.now().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
+        match self
+            .store
+            .record(local_record_id, &pseudonym, &avs, now)
+            .await
+            .map_err(|e| store_failed(&e))?
+        {
+            Recorded::New | Recorded::Existing => {
+                tracing::info!(
+                    local_record_id,
+                    audit_index = enrolled.receipt.map(|r| r.leaf_index),
+                    "enrolled"
+                );
+                Ok(answer(&pseudonym))
+            }
+            Recorded::RecordHoldsAnotherPerson => Err(self.metrics.refused(record_taken())),
+            Recorded::PersonUnderOtherRecord(other) => Err(self.metrics.refused(error(
+                Code::AlreadyExists,
+                "PERSON_ALREADY_ENROLLED",
+                format!("this person is already enrolled under local record id {other}"),
+                Some("avs_number"),
+            ))),
+        }
     }
 
     async fn send(&self, _: Request<pb::SendRequest>) -> Result<Response<gw::TransferResponse>, Status> {

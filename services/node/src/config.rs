@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cii_kit::config::{self, ConfigError, LogConfig, TlsFiles};
 use cii_kit::registry::{Institution, Registry};
 use cii_kit::tls::TlsIdentity;
+use cii_pseudonym::node::NodeKeys;
 use cii_types::{InstitutionId, PeerIdentity};
 use serde::Deserialize;
 
@@ -29,9 +30,34 @@ pub struct NodeFile {
     pub metrics_listen: Option<SocketAddr>,
     /// The node's TLS identity (its certificate names its institution).
     pub tls: TlsFiles,
+    /// The node's pseudonym keys, from `cii keys init`.
+    pub pseudonym: PseudonymFile,
+    /// The node's own database.
+    pub store: StoreFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The `[pseudonym]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymFile {
+    /// `global-public.json` from `cii keys init`.
+    pub global_public: PathBuf,
+    /// This institution's `session-keys.json` from `cii keys init` (secret: mode 0600).
+    pub session_keys: PathBuf,
+}
+
+/// The `[store]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// `sqlite:PATH` (relative to the config file's folder).
+    pub database: String,
+    /// File with the 32-byte key (64 hex digits) that seals AVS numbers at rest;
+    /// make one with `cii keys store-key --out FILE`. Losing it loses the stored AVS numbers.
+    pub key: PathBuf,
 }
 
 /// A checked node configuration, ready to run.
@@ -45,6 +71,22 @@ pub struct NodeConfig {
     pub registry: Arc<Registry>,
     /// The loaded TLS identity.
     pub tls: TlsIdentity,
+    /// The node's pseudonym keys.
+    pub keys: Arc<NodeKeys>,
+    /// The database URL (resolved).
+    pub database: String,
+    /// The store key.
+    pub store_key: StoreKey,
+}
+
+/// The store key (never printed).
+#[derive(Clone)]
+pub struct StoreKey(pub [u8; 32]);
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
 }
 
 impl NodeConfig {
@@ -74,11 +116,35 @@ impl NodeConfig {
             }
             Err(e) => return Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
         }
+        let read = |key: &str, file: &Path| {
+            let resolved = config::resolve(path, file);
+            std::fs::read_to_string(&resolved)
+                .map_err(|e| ConfigError::invalid(path, key, format!("cannot read {}: {e}", resolved.display())))
+        };
+        let keys = NodeKeys::from_json(
+            &read("pseudonym.global_public", &file.pseudonym.global_public)?,
+            &read("pseudonym.session_keys", &file.pseudonym.session_keys)?,
+        )
+        .map_err(|e| ConfigError::invalid(path, "pseudonym", e.to_string()))?;
+        if !file.store.database.starts_with("sqlite:") {
+            return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
+        }
+        let store_key = crate::store::parse_key(&read("store.key", &file.store.key)?).ok_or_else(|| {
+            ConfigError::invalid(
+                path,
+                "store.key",
+                "must hold 64 hex digits (make one with `cii keys store-key --out FILE`)",
+            )
+        })?;
+        let database = config::database_url(path, &file.store.database);
         Ok(NodeConfig {
             file,
             institution,
             registry,
             tls,
+            keys: Arc::new(keys),
+            database,
+            store_key: StoreKey(store_key),
         })
     }
 }

@@ -6,6 +6,7 @@
 //! - [`config`]: the config file and its checked form.
 //! - `api`: `cii.node.v1.Node`, for the institution's IT (TLS + JWT).
 //! - `inbound`: `cii.node.v1.NodeInbound`, for the gateway (mutual TLS, gateway only).
+//! - [`store`]: the node's database: enrolled persons, AVS numbers sealed at rest.
 //!
 //! Entry point: [`run`], which `cii node` and the tests call.
 
@@ -15,6 +16,7 @@
 mod api;
 pub mod config;
 mod inbound;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,6 +57,9 @@ pub enum RunError {
     /// A gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The node's database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 /// Services of the IT-facing API.
@@ -92,7 +97,18 @@ pub async fn run_with_clock(
         clock.clone(),
         metrics.clone(),
     );
-    let api = NodeServer::with_interceptor(api::NodeApi::new(config.institution.id.clone(), gateway), authenticate);
+    let store = Arc::new(store::Store::open(&config.database, &config.store_key.0).await?);
+    let api = NodeServer::with_interceptor(
+        api::NodeApi::new(
+            config.institution.id.clone(),
+            gateway,
+            config.keys.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+        ),
+        authenticate,
+    );
     let api_router = cii_kit::grpc::server(&metrics)
         .add_service(api_health)
         .add_service(api_refl_v1)
@@ -138,6 +154,7 @@ pub async fn run_with_clock(
         let _ = stop_tx.send(true);
     };
     let (_, api_result, inbound_result) = tokio::join!(stop, api_task, inbound_task);
+    store.close().await;
     tracing::info!(institution = %config.institution.id, "node stopped");
     api_result?;
     inbound_result?;

@@ -1,0 +1,272 @@
+//! The node's own database (SQLite): the index of enrolled persons.
+//!
+//! Architecture Invariant (avs-at-node-only): the AVS number exists at the
+//! node only — in this store sealed with AES-256-GCM under the key from the
+//! node's config (bound to the record id by the associated data, so sealed
+//! values cannot be swapped between rows), and in the node process's memory.
+//! Nothing is indexed by the AVS number or a hash of it: a person is found by
+//! the node's domain pseudonym, which enrolment returns deterministically.
+
+use std::str::FromStr;
+
+use cii_pseudonym::node::LocalPseudonym;
+use cii_types::AvsNumber;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// Associated data prefix of a sealed AVS number (then the record id).
+const AAD_PREFIX: &[u8] = b"cii/node/avs/v1\0";
+
+/// The store failed. Messages never contain an AVS number.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("node database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("node database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A sealed value could not be opened: wrong store key, or the row was tampered with.
+    #[error("a sealed AVS number does not open with this store key (wrong key or tampered row)")]
+    Unseal,
+    /// The system's random generator failed.
+    #[error("random generator failed")]
+    Random,
+}
+
+/// The outcome of recording an enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new person–record pair.
+    New,
+    /// Exactly this pair was already there.
+    Existing,
+    /// The record id already holds another person.
+    RecordHoldsAnotherPerson,
+    /// The person is already enrolled under another record id (given).
+    PersonUnderOtherRecord(String),
+}
+
+/// The node's store.
+pub struct Store {
+    pool: SqlitePool,
+    key: LessSafeKey,
+    random: SystemRandom,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // INVARIANT (no-secrets-in-logs): the store key is never printed.
+        f.write_str("Store(..)")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `url` with the 32-byte store key.
+    pub async fn open(url: &str, key: &[u8; 32]) -> Result<Store, StoreError> {
+        let path = url.strip_prefix("sqlite:").unwrap_or(url);
+        let path = path.strip_prefix("//").unwrap_or(path).split('?').next().unwrap_or("");
+        if let Some(parent) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| StoreError::Unseal)?;
+        Ok(Store {
+            pool,
+            key: LessSafeKey::new(key),
+            random: SystemRandom::new(),
+        })
+    }
+
+    fn seal(&self, record: &str, avs: &AvsNumber) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.random.fill(&mut nonce).map_err(|_| StoreError::Random)?;
+        let mut data = avs.expose_digits().into_bytes();
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), aad(record), &mut data)
+            .map_err(|_| StoreError::Random)?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&data);
+        Ok(sealed)
+    }
+
+    fn unseal(&self, record: &str, sealed: &[u8]) -> Result<AvsNumber, StoreError> {
+        let (nonce, body) = sealed.split_at_checked(NONCE_LEN).ok_or(StoreError::Unseal)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| StoreError::Unseal)?;
+        let mut body = body.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, aad(record), &mut body)
+            .map_err(|_| StoreError::Unseal)?;
+        let digits = std::str::from_utf8(plain).map_err(|_| StoreError::Unseal)?;
+        AvsNumber::parse(digits).map_err(|_| StoreError::Unseal)
+    }
+
+    /// The person under `record`: pseudonym and AVS number.
+    pub async fn by_record(&self, record: &str) -> Result<Option<(LocalPseudonym, AvsNumber)>, StoreError> {
+        let row = sqlx::query("SELECT pseudonym, avs_sealed FROM persons WHERE local_record_id = ?")
+            .bind(record)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let pseudonym: Vec<u8> = row.try_get("pseudonym")?;
+        let sealed: Vec<u8> = row.try_get("avs_sealed")?;
+        let pseudonym = LocalPseudonym(pseudonym.try_into().map_err(|_| StoreError::Unseal)?);
+        Ok(Some((pseudonym, self.unseal(record, &sealed)?)))
+    }
+
+    /// The record id of the person with this pseudonym, if enrolled.
+    pub async fn by_pseudonym(&self, pseudonym: &LocalPseudonym) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT local_record_id FROM persons WHERE pseudonym = ?")
+                .bind(pseudonym.0.as_slice())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records that `record` is the person with `pseudonym` and `avs`.
+    pub async fn record(
+        &self,
+        record: &str,
+        pseudonym: &LocalPseudonym,
+        avs: &AvsNumber,
+        at_micros: i64,
+    ) -> Result<Recorded, StoreError> {
+        let sealed = self.seal(record, avs)?;
+        let inserted = sqlx::query(
+            "INSERT INTO persons (local_record_id, pseudonym, avs_sealed, enrolled_at_micros) VALUES (?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(record)
+        .bind(pseudonym.0.as_slice())
+        .bind(sealed)
+        .bind(at_micros)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Recorded::New);
+        }
+        if let Some((existing, _)) = self.by_record(record).await? {
+            return Ok(if existing == *pseudonym {
+                Recorded::Existing
+            } else {
+                Recorded::RecordHoldsAnotherPerson
+            });
+        }
+        match self.by_pseudonym(pseudonym).await? {
+            Some(other) => Ok(Recorded::PersonUnderOtherRecord(other)),
+            // Both conflicts vanished in between (a concurrent delete): report as taken.
+            None => Ok(Recorded::RecordHoldsAnotherPerson),
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn aad(record: &str) -> Aad<Vec<u8>> {
+    let mut aad = AAD_PREFIX.to_vec();
+    aad.extend_from_slice(record.as_bytes());
+    Aad::from(aad)
+}
+
+/// Parses a store key file's content: 64 hex digits (32 bytes), surrounding whitespace ignored.
+pub fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open(dir: &tempfile::TempDir, key: [u8; 32]) -> Store {
+        Store::open(&format!("sqlite:{}", dir.path().join("node.db").display()), &key)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn enrolments_are_indexed_by_pseudonym_and_the_avs_number_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, [7; 32]).await;
+        let avs = AvsNumber::parse("756.1234.5678.97").unwrap();
+        let other = AvsNumber::parse("7569217076985").unwrap();
+        let p = LocalPseudonym([1; 32]);
+        let q = LocalPseudonym([2; 32]);
+        assert_eq!(store.record("R-1", &p, &avs, 1).await.unwrap(), Recorded::New);
+        assert_eq!(store.record("R-1", &p, &avs, 2).await.unwrap(), Recorded::Existing);
+        assert_eq!(
+            store.record("R-1", &q, &other, 3).await.unwrap(),
+            Recorded::RecordHoldsAnotherPerson
+        );
+        assert_eq!(
+            store.record("R-2", &p, &avs, 4).await.unwrap(),
+            Recorded::PersonUnderOtherRecord("R-1".into())
+        );
+        assert_eq!(store.by_pseudonym(&p).await.unwrap().as_deref(), Some("R-1"));
+        assert_eq!(store.by_pseudonym(&q).await.unwrap(), None);
+        let (found, found_avs) = store.by_record("R-1").await.unwrap().unwrap();
+        assert_eq!(found, p);
+        assert_eq!(found_avs.expose_digits(), avs.expose_digits());
+        store.close().await;
+        // The file holds no AVS number in clear.
+        let bytes = std::fs::read(dir.path().join("node.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("node.db-wal")).unwrap_or_default();
+        for haystack in [&bytes, &wal] {
+            assert!(!haystack.windows(13).any(|w| w == b"7561234567897"));
+        }
+        // Another key cannot open what was sealed.
+        let wrong = open(&dir, [8; 32]).await;
+        assert!(matches!(wrong.by_record("R-1").await, Err(StoreError::Unseal)));
+    }
+
+    #[tokio::test]
+    async fn a_sealed_number_moved_to_another_row_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, [7; 32]).await;
+        let a = AvsNumber::parse("756.1234.5678.97").unwrap();
+        let b = AvsNumber::parse("7569217076985").unwrap();
+        store.record("R-1", &LocalPseudonym([1; 32]), &a, 1).await.unwrap();
+        store.record("R-2", &LocalPseudonym([2; 32]), &b, 1).await.unwrap();
+        sqlx::query("UPDATE persons SET avs_sealed = (SELECT avs_sealed FROM persons WHERE local_record_id = 'R-1') WHERE local_record_id = 'R-2'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(matches!(store.by_record("R-2").await, Err(StoreError::Unseal)));
+    }
+
+    #[test]
+    fn store_keys_are_64_hex_digits() {
+        assert_eq!(parse_key(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(parse_key(&format!("  {}\n", "00".repeat(32))), Some([0; 32]));
+        assert_eq!(parse_key(&"ab".repeat(31)), None);
+        assert_eq!(parse_key(&"zz".repeat(32)), None);
+    }
+}
