@@ -307,3 +307,263 @@ fn audit_commands_read_the_stopped_gateways_log(dir: &Path) {
     let out = cii(&["audit", "verify", "--store", &url, "--vkey", vkey.trim_end()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Starts `cii COMMAND --config CONFIG` with its log (stderr) written to `log`.
+fn start_logged(dir: &Path, command: &str, config: &str, log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_cii"))
+        .args([command, "--config", &dir.join(config).to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spawn")
+}
+
+/// `n` synthetic AVS numbers with valid check digits (deterministic).
+fn synthetic_avs(n: usize) -> Vec<String> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let mut first12 = [7u8, 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            let mut body = (state >> 20) % 1_000_000_000;
+            for digit in first12[3..].iter_mut().rev() {
+                *digit = (body % 10) as u8;
+                body /= 10;
+            }
+            let check = cii_types::avs::check_digit(&first12);
+            first12
+                .iter()
+                .chain(std::iter::once(&check))
+                .map(|d| char::from(b'0' + d))
+                .collect()
+        })
+        .collect()
+}
+
+/// `756.1234.5678.97` from `7561234567897`.
+fn dotted(digits: &str) -> String {
+    format!(
+        "{}.{}.{}.{}",
+        &digits[..3],
+        &digits[3..7],
+        &digits[7..11],
+        &digits[11..]
+    )
+}
+
+/// Whether `haystack` holds one of `needles` as a whole token (no digit right before or after).
+/// One pass over the haystack, whatever the number of needles.
+fn holds_token(haystack: &[u8], needles: &std::collections::HashSet<Vec<u8>>) -> bool {
+    let lengths: std::collections::BTreeSet<usize> = needles.iter().map(Vec::len).collect();
+    let firsts: std::collections::HashSet<u8> = needles.iter().filter_map(|n| n.first().copied()).collect();
+    (0..haystack.len()).any(|at| {
+        firsts.contains(&haystack[at])
+            && !at.checked_sub(1).is_some_and(|b| haystack[b].is_ascii_digit())
+            && lengths.iter().any(|&len| {
+                haystack.get(at..at + len).is_some_and(|w| needles.contains(w))
+                    && !haystack.get(at + len).is_some_and(u8::is_ascii_digit)
+            })
+    })
+}
+
+/// Every file under `root`, recursively.
+fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir").flatten() {
+                stack.push(entry.path());
+            }
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Acceptance of the pseudonym issue: 1,000 persons enrolled at two nodes through the gateway;
+/// nothing the gateway process wrote (databases, debug logs, config and key files) holds any of
+/// their AVS numbers, dotted or not, and the nodes' databases hold none in clear either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_enrolments_leave_no_avs_number_anywhere_the_gateway_writes() {
+    use cii_proto::node::EnrolRequest;
+    const PERSONS: usize = 1_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, nodes) = write_network(dir.path());
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let mut running = Running(vec![
+        start_logged(dir.path(), "gateway", "gateway.toml", &logs.join("gateway.log")),
+        start_logged(dir.path(), "node", "node-orp.toml", &logs.join("node-orp.log")),
+        start_logged(dir.path(), "node", "node-ai.toml", &logs.join("node-ai.log")),
+    ]);
+    let persons = synthetic_avs(PERSONS);
+    let pki = dir.path().join("pki");
+    let started = Instant::now();
+    let mut pseudonyms: Vec<Vec<String>> = Vec::new();
+    for (i, id) in ["ORP-VS", "AI-VS"].into_iter().enumerate() {
+        let out = cii(&[
+            "pki",
+            "token",
+            "--dir",
+            &pki.to_string_lossy(),
+            "--institution",
+            id,
+            "--user",
+            "batch",
+            "--role",
+            "caseworker",
+        ]);
+        let token = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+        let party = PeerIdentity::Institution(InstitutionId::parse("id", id).expect("id"));
+        let files = cii_kit::pki::party_files(&pki, &party);
+        let identity = TlsIdentity::load(&TlsFiles {
+            ca: pki.join("ca.pem"),
+            cert: files.cert,
+            key: files.key,
+        })
+        .expect("identity");
+        let config = tls::client_config(&identity, PeerPolicy::only(party, |_| false)).expect("config");
+        let channel = tls::channel(&format!("https://127.0.0.1:{}", nodes[i].0), config).expect("channel");
+        let mut tasks = Vec::new();
+        for (n, avs) in persons.iter().enumerate() {
+            // Half the persons are given with dots, half without.
+            let avs = if n % 2 == 0 { dotted(avs) } else { avs.clone() };
+            let (channel, token) = (channel.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let mut request = tonic::Request::new(EnrolRequest {
+                        avs_number: avs.clone(),
+                        local_record_id: format!("{id}-{n:05}"),
+                    });
+                    request
+                        .metadata_mut()
+                        .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+                    match NodeClient::new(channel.clone()).enrol(request).await {
+                        Ok(answer) => break answer.into_inner().pseudonym,
+                        // The processes need a moment to bind at first.
+                        Err(e) if Instant::now() < deadline && e.code() == tonic::Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => panic!("enrol {n} at {id}: {e:?}"),
+                    }
+                }
+            }));
+        }
+        let mut here = Vec::new();
+        for task in tasks {
+            here.push(task.await.expect("enrol task"));
+        }
+        pseudonyms.push(here);
+    }
+    eprintln!("{} enrolments in {:?}", 2 * PERSONS, started.elapsed());
+    let distinct: std::collections::HashSet<&String> = pseudonyms.iter().flatten().collect();
+    assert_eq!(
+        distinct.len(),
+        2 * PERSONS,
+        "every person has a distinct pseudonym per institution"
+    );
+    for child in &mut running.0 {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    }
+
+    // Everything the gateway reads or writes: its config, registry, TLS and key files, its
+    // audit database (with WAL and shared-memory files), and its debug-level log.
+    let root = dir.path();
+    let mut gateway_files = vec![
+        root.join("gateway.toml"),
+        root.join("registry.toml"),
+        logs.join("gateway.log"),
+    ];
+    gateway_files.extend(files_under(&root.join("pki/gateway")));
+    gateway_files.extend(files_under(&root.join("keys/gateway")));
+    gateway_files.push(root.join("keys/global-public.json"));
+    gateway_files.extend(
+        std::fs::read_dir(root)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("audit.db"))
+            }),
+    );
+    let log = std::fs::read_to_string(logs.join("gateway.log")).expect("gateway log");
+    assert!(log.contains("DEBUG"), "the gateway logged at debug level");
+    assert!(
+        gateway_files.iter().any(|p| p.ends_with("audit.db")),
+        "{gateway_files:?}"
+    );
+    // The nodes' databases: the AVS numbers are there only sealed.
+    let node_databases: Vec<_> = files_under(&root.join("nodes"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("node.db"))
+        })
+        .collect();
+    assert!(node_databases.len() >= 2, "{node_databases:?}");
+    let contents: Vec<(std::path::PathBuf, Vec<u8>)> = gateway_files
+        .iter()
+        .chain(&node_databases)
+        .chain([&logs.join("node-orp.log"), &logs.join("node-ai.log")])
+        .map(|p| {
+            (
+                p.clone(),
+                std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+            )
+        })
+        .collect();
+    let forms: std::collections::HashSet<Vec<u8>> = persons
+        .iter()
+        .flat_map(|avs| [avs.clone().into_bytes(), dotted(avs).into_bytes()])
+        .collect();
+    for (path, bytes) in &contents {
+        assert!(
+            !holds_token(bytes, &forms),
+            "an AVS number of the test set is in {}",
+            path.display()
+        );
+    }
+    // The gateway holds no session key: none of the parties' session secrets is in its files.
+    for path in files_under(&root.join("keys")) {
+        if path
+            .file_name()
+            .is_some_and(|n| n == "session-keys.json" || n == "audit-session-keys.json")
+        {
+            let keys: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+            for kind in ["pseudonym", "attribute"] {
+                let secret = keys[kind]["secret"].as_str().expect("secret hex");
+                let secret = std::collections::HashSet::from([secret.as_bytes().to_vec()]);
+                for (file, bytes) in contents.iter().filter(|(p, _)| gateway_files.contains(p)) {
+                    assert!(
+                        !holds_token(bytes, &secret),
+                        "a session secret from {} is in the gateway's {}",
+                        path.display(),
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_scan_finds_what_it_looks_for() {
+    // The scan is only worth something if it does find a number where one is.
+    let avs = synthetic_avs(1).remove(0);
+    let forms = std::collections::HashSet::from([avs.clone().into_bytes(), dotted(&avs).into_bytes()]);
+    assert!(holds_token(format!("x {avs} y").as_bytes(), &forms));
+    assert!(holds_token(format!("\"{}\"", dotted(&avs)).as_bytes(), &forms));
+    assert!(holds_token(avs.as_bytes(), &forms));
+    assert!(!holds_token(format!("1{avs}").as_bytes(), &forms));
+    assert!(!holds_token(format!("{avs}0").as_bytes(), &forms));
+    assert!(cii_types::AvsNumber::parse(&avs).is_ok());
+}
