@@ -18,6 +18,11 @@ use libpep::prelude::*;
 const BATCH: usize = 1000;
 
 fn bench(c: &mut Criterion) {
+    // The figures depend on the code generation: say which.
+    eprintln!(
+        "RUSTFLAGS={:?} (empty: portable x86-64 baseline)",
+        std::env::var("RUSTFLAGS").unwrap_or_default()
+    );
     let ceremony = Ceremony::new();
     let orp = Party::Institution(InstitutionId::parse("id", "ORP-VS").expect("id"));
     let ai = Party::Institution(InstitutionId::parse("id", "AI-VS").expect("id"));
