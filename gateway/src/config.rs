@@ -144,9 +144,9 @@ impl GatewayConfig {
         }
         let dir = file.rulebook.as_ref().map(|d| config::resolve(path, d));
         let today = time::OffsetDateTime::now_utc().date();
-        let rulebook = crate::rulebook::load(dir.as_deref(), today)
+        let rulebook = cii_kit::rulebook::load(dir.as_deref(), today)
             .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
-        crate::rulebook::check_agreement(&rulebook, &registry)
+        cii_kit::rulebook::check_agreement(&rulebook, &registry)
             .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
         if !["sqlite:", "postgres://", "postgresql://"]
             .iter()

@@ -5,7 +5,6 @@
 //!
 //! # Layout
 //! - [`config`]: the config file and its checked form.
-//! - [`rulebook`]: reading the rulebook the gateway runs; agreement with the registry.
 //! - `service`: the `cii.gateway.v1.Gateway` rpc handlers.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
 //! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
@@ -21,7 +20,6 @@ mod audit_service;
 pub mod config;
 mod policy_service;
 mod rate_limit;
-pub mod rulebook;
 mod service;
 mod wire;
 

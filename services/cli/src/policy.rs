@@ -143,14 +143,14 @@ fn today() -> time::Date {
 }
 
 fn load(dir: Option<&std::path::Path>) -> anyhow::Result<Rulebook> {
-    Ok(cii_gateway::rulebook::load(dir, today())?)
+    Ok(cii_kit::rulebook::load(dir, today())?)
 }
 
 #[expect(clippy::print_stdout, reason = "the reports are the commands' output")]
 pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { rulebook } => {
-            let sources = cii_gateway::rulebook::sources(rulebook.as_deref())?;
+            let sources = cii_kit::rulebook::sources(rulebook.as_deref())?;
             let report = cii_policy::check(&sources, today());
             for d in &report.diagnostics {
                 println!("{d}");

@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`config`]: loading TOML with errors naming file and key; shared config pieces.
 //! - [`registry`]: the network's members (the one file of truth).
+//! - [`rulebook`]: reading a rulebook directory (or the built-in federal one); agreement with the registry.
 //! - [`tls`]: rustls configurations, the TLS accept loop, lazily connecting channels.
 //! - [`jwt`] and [`auth`]: the acting user, verified before any handler runs.
 //! - [`grpc`]: health, reflection, errors with stable codes.
@@ -25,6 +26,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod pki;
 pub mod registry;
+pub mod rulebook;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

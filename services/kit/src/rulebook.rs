@@ -1,9 +1,9 @@
-//! Reading the rulebook the gateway runs: the built-in federal rulebook, or a
+//! Reading the rulebook a service runs (the gateway; the consent registry for its vocabulary): the built-in federal rulebook, or a
 //! directory of TOML files (which may extend it).
 
 use std::path::Path;
 
-use cii_kit::registry::Registry;
+use crate::registry::Registry;
 use cii_policy::{Rulebook, Source};
 
 /// The rulebook could not be used.

@@ -1,0 +1,419 @@
+//! The registry's database, SQLite or PostgreSQL through sqlx's `Any` driver
+//! (one set of queries, `$n` placeholders, which both accept; one migration
+//! folder per dialect).
+//!
+//! Consent versions are append-only (the schema's triggers refuse changes);
+//! a change or a revocation is a new version. No cache: every lookup reads
+//! the committed state, so a revocation holds for every lookup that starts
+//! after the revoke call returned.
+
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+
+use crate::model::{Consent, Micros, Revocation};
+
+/// A store operation failed. Messages never contain a pseudonym.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (retryable).
+    #[error("consent database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("consent database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No such consent.
+    #[error("no consent with this id")]
+    NotFound,
+    /// The consent belongs to another person.
+    #[error("the consent concerns another person")]
+    PersonMismatch,
+    /// The consent is revoked or expired: it cannot change any more.
+    #[error("the consent is no longer active (revoked or expired); record a new one")]
+    NotActive,
+    /// Another change of the same consent won the race; retry.
+    #[error("the consent was changed concurrently; retry")]
+    Conflict,
+    /// A stored row does not decode.
+    #[error("a stored consent does not decode: {0}")]
+    Corrupt(String),
+}
+
+/// A revocation or expiry, from the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Feed position.
+    pub sequence: u64,
+    /// The consent.
+    pub consent_id: String,
+    /// The version revoked or expired.
+    pub version: u32,
+    /// `revoked` or `expired`.
+    pub kind: String,
+    /// When.
+    pub at: Micros,
+    /// The institutions covered.
+    pub institutions: Vec<String>,
+}
+
+/// A person as the registry knows them: its own domain pseudonym.
+pub type Person = [u8; 32];
+
+/// The registry's store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation() || d.message().contains("database is locked"))
+}
+
+fn decode(body: &str) -> Result<Consent, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode(consent: &Consent) -> Result<String, StoreError> {
+    serde_json::to_string(consent).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn new_id() -> Result<String, StoreError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 12];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Corrupt("random generator failed".into()))?;
+    Ok(format!(
+        "c-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+impl Store {
+    /// Opens `sqlite:PATH` (created if missing) or `postgres://…`, and migrates it.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite {
+            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or("");
+            if let Some(parent) = std::path::Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
+            format!("sqlite:{path}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Durable commits, concurrent readers, and waiting instead of failing on a busy file.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if sqlite {
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        }
+        Ok(Store { pool })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Records `consent` for `person`: a new consent (empty id) or the next
+    /// version of an active one of the same person. Returns it as stored.
+    pub async fn record(&self, person: &Person, mut consent: Consent, now: Micros) -> Result<Consent, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if consent.id.is_empty() {
+            consent.id = new_id()?;
+            consent.version = 1;
+        } else {
+            let (owner, latest) = latest_in(&mut tx, &consent.id).await?.ok_or(StoreError::NotFound)?;
+            if owner != *person {
+                return Err(StoreError::PersonMismatch);
+            }
+            if latest.revocation.is_some() || now > latest.valid_until {
+                return Err(StoreError::NotActive);
+            }
+            consent.version = latest.version + 1;
+        }
+        consent.recorded_at = now;
+        consent.revocation = None;
+        insert_version(&mut tx, person, &consent).await?;
+        tx.commit().await.map_err(conflict)?;
+        Ok(consent)
+    }
+
+    /// Revokes the consent `id`: a new version carrying the revocation, and a change in the feed.
+    pub async fn revoke(&self, id: &str, revocation: Revocation) -> Result<Consent, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (person, mut consent) = latest_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        if consent.revocation.is_some() {
+            return Err(StoreError::NotActive);
+        }
+        consent.version += 1;
+        consent.recorded_at = revocation.at;
+        consent.recorded_by = revocation.institution.clone();
+        consent.recorded_by_user = revocation.user.clone();
+        consent.revocation = Some(revocation);
+        insert_version(&mut tx, &person, &consent).await?;
+        insert_change(&mut tx, &consent, "revoked", consent.recorded_at).await?;
+        tx.commit().await.map_err(conflict)?;
+        Ok(consent)
+    }
+
+    /// Every version of consent `id`, oldest first, with its person.
+    pub async fn history(&self, id: &str) -> Result<Option<(Person, Vec<Consent>)>, StoreError> {
+        let rows = sqlx::query("SELECT person, body FROM consent_version WHERE consent_id = $1 ORDER BY version")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut person = None;
+        let mut versions = Vec::new();
+        for row in rows {
+            person = Some(person_of(&row)?);
+            versions.push(decode(&row.try_get::<String, _>("body")?)?);
+        }
+        Ok(person.map(|p| (p, versions)))
+    }
+
+    /// The newest version of every consent of `person`.
+    pub async fn for_person(&self, person: &Person) -> Result<Vec<Consent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.body FROM consent_version v WHERE v.person = $1 \
+             AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
+             ORDER BY v.consent_id",
+        )
+        .bind(person.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| decode(&r.try_get::<String, _>("body")?)).collect()
+    }
+
+    /// The newest versions, not revoked, whose validity ends in `from..=until`.
+    pub async fn expiring(&self, from: Micros, until: Micros) -> Result<Vec<Consent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.body FROM consent_version v WHERE v.revoked = 0 \
+             AND v.valid_until_micros >= $1 AND v.valid_until_micros <= $2 \
+             AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
+             ORDER BY v.valid_until_micros, v.consent_id",
+        )
+        .bind(from)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| decode(&r.try_get::<String, _>("body")?)).collect()
+    }
+
+    /// Declares that `institution` serves `person` in `capacity` from `since`.
+    /// Returns false if that relationship was already open (nothing changes).
+    pub async fn declare(
+        &self,
+        person: &Person,
+        institution: &str,
+        capacity: &str,
+        since: Micros,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO relationship (person, institution, capacity, since_micros, declared_by_user) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(person.to_vec())
+        .bind(institution)
+        .bind(capacity)
+        .bind(since)
+        .bind(user)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends the open relationship; false if there was none.
+    pub async fn end(
+        &self,
+        person: &Person,
+        institution: &str,
+        capacity: &str,
+        until: Micros,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let ended = sqlx::query(
+            "UPDATE relationship SET until_micros = $1, ended_by_user = $2 \
+             WHERE person = $3 AND institution = $4 AND capacity = $5 AND until_micros IS NULL",
+        )
+        .bind(until)
+        .bind(user)
+        .bind(person.to_vec())
+        .bind(institution)
+        .bind(capacity)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(ended > 0)
+    }
+
+    /// Whether `institution` serves `person` (in any capacity) at `at`.
+    pub async fn serves(&self, person: &Person, institution: &str, at: Micros) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM relationship WHERE person = $1 AND institution = $2 \
+             AND since_micros <= $3 AND (until_micros IS NULL OR until_micros > $3) LIMIT 1",
+        )
+        .bind(person.to_vec())
+        .bind(institution)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Puts every consent whose period ended before `now` (and that was not
+    /// revoked) into the change feed, once. Returns how many were added.
+    pub async fn sweep_expired(&self, now: Micros) -> Result<usize, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.body FROM consent_version v WHERE v.revoked = 0 AND v.valid_until_micros < $1 \
+             AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
+             AND NOT EXISTS (SELECT 1 FROM consent_change c WHERE c.consent_id = v.consent_id AND c.kind = 'expired')",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut added = 0;
+        for row in rows {
+            let consent = decode(&row.try_get::<String, _>("body")?)?;
+            let mut tx = self.pool.begin().await?;
+            match insert_change(&mut tx, &consent, "expired", consent.valid_until).await {
+                Ok(()) => {
+                    tx.commit().await.map_err(conflict)?;
+                    added += 1;
+                }
+                // Another sweep got there first.
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(added)
+    }
+
+    /// Changes after `after`, oldest first, at most `limit`.
+    pub async fn changes(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, consent_id, version, kind, at_micros, institutions FROM consent_change \
+             WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+        )
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let institutions: String = r.try_get("institutions")?;
+                Ok(Change {
+                    sequence: u64::try_from(r.try_get::<i64, _>("sequence")?).unwrap_or(0),
+                    consent_id: r.try_get("consent_id")?,
+                    version: u32::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                    kind: r.try_get("kind")?,
+                    at: r.try_get("at_micros")?,
+                    institutions: serde_json::from_str(&institutions)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn conflict(e: sqlx::Error) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict
+    } else {
+        StoreError::Db(e)
+    }
+}
+
+fn person_of(row: &sqlx::any::AnyRow) -> Result<Person, StoreError> {
+    let bytes: Vec<u8> = row.try_get("person")?;
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("person is not 32 bytes".into()))
+}
+
+async fn latest_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> Result<Option<(Person, Consent)>, StoreError> {
+    let row =
+        sqlx::query("SELECT person, body FROM consent_version WHERE consent_id = $1 ORDER BY version DESC LIMIT 1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    match row {
+        Some(row) => Ok(Some((person_of(&row)?, decode(&row.try_get::<String, _>("body")?)?))),
+        None => Ok(None),
+    }
+}
+
+async fn insert_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    person: &Person,
+    consent: &Consent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO consent_version (consent_id, version, person, revoked, valid_until_micros, recorded_at_micros, body) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&consent.id)
+    .bind(i64::from(consent.version))
+    .bind(person.to_vec())
+    .bind(i64::from(consent.revocation.is_some()))
+    .bind(consent.valid_until)
+    .bind(consent.recorded_at)
+    .bind(encode(consent)?)
+    .execute(&mut **tx)
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
+
+async fn insert_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    consent: &Consent,
+    kind: &str,
+    at: Micros,
+) -> Result<(), StoreError> {
+    let institutions: Vec<&String> = consent.institutions.iter().collect();
+    sqlx::query(
+        "INSERT INTO consent_change (consent_id, version, kind, at_micros, institutions) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&consent.id)
+    .bind(i64::from(consent.version))
+    .bind(kind)
+    .bind(at)
+    .bind(serde_json::to_string(&institutions).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    .execute(&mut **tx)
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
