@@ -58,6 +58,10 @@ pub struct Network {
     pub gateway_metrics: SocketAddr,
     /// The nodes.
     pub nodes: Vec<RunningNode>,
+    /// The consent registry's gRPC address.
+    pub consent: SocketAddr,
+    consent_stop: Option<oneshot::Sender<()>>,
+    consent_task: Option<tokio::task::JoinHandle<()>>,
     gateway_stop: Option<oneshot::Sender<()>>,
     gateway_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -71,6 +75,10 @@ pub struct Options {
     pub gateway_clock: Option<Arc<dyn Clock>>,
     /// Enrolments per minute and burst per institution (default: the gateway's defaults).
     pub enrolment_limit: Option<(u32, u32)>,
+    /// The consent registry's database (default: SQLite in the network's folder).
+    pub consent_database: Option<String>,
+    /// The consent registry's clock (default: system clock).
+    pub consent_clock: Option<Arc<dyn Clock>>,
 }
 
 impl Network {
@@ -153,6 +161,43 @@ impl Network {
             .expect("gateway run");
         });
 
+        // The consent registry, admitting the gateway only.
+        let consent_listener = bind().await;
+        let consent = consent_listener.local_addr().expect("addr");
+        let consent_toml = dir.path().join("consent.toml");
+        std::fs::write(
+            &consent_toml,
+            format!(
+                "listen = \"{consent}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
+                 cert = \"pki/consent/cert.pem\"\nkey = \"pki/consent/key.pem\"\n\n[pseudonym]\n\
+                 global_public = \"keys/global-public.json\"\nsession_keys = \"keys/consent/session-keys.json\"\n\n\
+                 [store]\ndatabase = \"{database}\"\nexpiry_sweep_seconds = 1\n",
+                database = options
+                    .consent_database
+                    .clone()
+                    .unwrap_or_else(|| "sqlite:consent/consent.db".to_owned()),
+            ),
+        )
+        .expect("write consent.toml");
+        let consent_config = cii_consent::ConsentConfig::load(&consent_toml).expect("consent config");
+        let (consent_stop, consent_stopped) = oneshot::channel::<()>();
+        let consent_clock = options.consent_clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let consent_task = tokio::spawn(async move {
+            cii_consent::run_with_clock(
+                consent_config,
+                cii_consent::Listeners {
+                    grpc: consent_listener,
+                    metrics: None,
+                },
+                consent_clock,
+                async {
+                    let _ = consent_stopped.await;
+                },
+            )
+            .await
+            .expect("consent run");
+        });
+
         let mut nodes = Vec::new();
         for (m, (api, inbound, metrics)) in members.iter().zip(node_listeners) {
             let (api_addr, inbound_addr, metrics_addr) = (
@@ -201,6 +246,9 @@ impl Network {
             gateway,
             gateway_metrics,
             nodes,
+            consent,
+            consent_stop: Some(consent_stop),
+            consent_task: Some(consent_task),
             gateway_stop: Some(gateway_stop),
             gateway_task: Some(gateway_task),
         }
@@ -224,6 +272,47 @@ impl Network {
         )
         .expect("client config");
         tls::channel(&format!("https://127.0.0.1:{}", self.gateway.port()), config).expect("channel")
+    }
+
+    /// A channel to the consent registry presenting `party`'s certificate.
+    pub fn consent_channel_as(&self, party: &PeerIdentity) -> Channel {
+        let config = tls::client_config(
+            &self.identity(party),
+            PeerPolicy::only(PeerIdentity::Consent, |_| false),
+        )
+        .expect("client config");
+        tls::channel(&format!("https://127.0.0.1:{}", self.consent.port()), config).expect("channel")
+    }
+
+    /// What the gateway sends the consent registry for the person with `avs`: the origin
+    /// ciphertext a node makes, transcrypted into the registry's domain with this network's
+    /// key files (in-process, as the gateway's transfer pipeline will).
+    pub fn registry_ciphertext(&self, avs: &str) -> cii_proto::common::EncryptedPseudonym {
+        self.ciphertext_for(avs, &cii_pseudonym::names::Party::Registry)
+    }
+
+    /// The person with `avs`, encrypted for `party`'s domain and key (see [`Network::registry_ciphertext`]).
+    pub fn ciphertext_for(
+        &self,
+        avs: &str,
+        party: &cii_pseudonym::names::Party,
+    ) -> cii_proto::common::EncryptedPseudonym {
+        let keys = self.dir.path().join("keys");
+        let read = |f: &str| std::fs::read_to_string(keys.join(f)).expect("key file");
+        let gateway =
+            cii_pseudonym::gateway::Gateway::from_json(&read("gateway/transcryptor.json"), &read("global-public.json"))
+                .expect("transcryptor");
+        let first = &self.nodes[0].member.id;
+        let node = cii_pseudonym::node::NodeKeys::from_json(
+            &read("global-public.json"),
+            &read(&format!("institutions/{first}/session-keys.json")),
+        )
+        .expect("node keys");
+        let avs = cii_types::AvsNumber::parse(avs).expect("avs");
+        let ciphertext = gateway.enrol(&node.enrolment_ciphertext(&avs), party);
+        cii_proto::common::EncryptedPseudonym {
+            ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
+        }
     }
 
     /// A channel to node `i`'s IT-facing API, as the institution's IT system.
@@ -284,6 +373,12 @@ impl Network {
             let _ = stop.send(());
         }
         if let Some(task) = self.gateway_task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+        if let Some(stop) = self.consent_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.consent_task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
         self.dir

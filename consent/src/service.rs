@@ -271,10 +271,17 @@ impl ConsentRegistry for ConsentService {
             .ok_or_else(|| self.refuse(model::invalid("FIELD_REQUIRED", "consent", "consent is required")))?;
         let consent = from_wire(record, &institution, &user).map_err(|e| self.refuse(e))?;
         model::check(&consent, &*self.vocabulary).map_err(|e| self.refuse(e))?;
+        let now = self.now();
+        if consent.valid_until < now {
+            return Err(self.refuse(model::invalid(
+                "VALIDITY_PAST",
+                "consent.valid_until",
+                "the period has already ended",
+            )));
+        }
         if !consent.id.is_empty() {
             self.visible_history(&consent.id, &institution).await?;
         }
-        let now = self.now();
         let stored = self
             .store
             .record(&person, consent, now)

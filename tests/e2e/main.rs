@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_crash;
+mod consent;
 mod deploy;
 mod enrolment;
 mod foundation;
