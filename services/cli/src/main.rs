@@ -59,6 +59,16 @@ deploy/config/node-orp-vs.toml.\nStops gracefully on SIGTERM or Ctrl-C. Exit cod
         #[arg(long, env = "CII_NODE_CONFIG")]
         config: PathBuf,
     },
+    /// Run the consent registry and reference directory (reached by the gateway only).
+    #[command(
+        after_help = "The config file names the listen address, the registry file, the registry's TLS files (certificate urn:cii:consent), its session keys from `cii keys init` and its database (sqlite:PATH or postgres://…); see deploy/config/consent.toml.
+Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusable (nothing started)."
+    )]
+    Consent {
+        /// The registry's config file (TOML).
+        #[arg(long, env = "CII_CONSENT_CONFIG")]
+        config: PathBuf,
+    },
     /// The key ceremony of the pseudonym scheme (offline).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -108,6 +118,23 @@ fn main() -> ExitCode {
                 };
                 let listeners = cii_node::Listeners { api, inbound, metrics };
                 cii_node::run(config, listeners, cii_kit::shutdown::signal()).await?;
+                Ok(())
+            })
+        }
+        Command::Consent { config } => {
+            let config = match cii_consent::ConsentConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            cii_kit::telemetry::init(&config.file.log);
+            serve(async move {
+                let grpc = tokio::net::TcpListener::bind(config.file.listen).await?;
+                let metrics = match config.file.metrics_listen {
+                    Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+                    None => None,
+                };
+                let listeners = cii_consent::Listeners { grpc, metrics };
+                cii_consent::run(config, listeners, cii_kit::shutdown::signal()).await?;
                 Ok(())
             })
         }

@@ -30,6 +30,11 @@ origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n[pseudon
 transcryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n\
 enrolment_burst = 5000\n\n[log]\nlevel = \"debug\"\n";
 
+const CONSENT_TOML: &str = "listen = \"127.0.0.1:{PORT}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
+cert = \"pki/consent/cert.pem\"\nkey = \"pki/consent/key.pem\"\n\n[pseudonym]\nglobal_public = \"keys/global-public.json\"\n\
+session_keys = \"keys/consent/session-keys.json\"\n\n[store]\ndatabase = \"sqlite:consent/consent.db\"\n\n\
+[log]\nlevel = \"debug\"\n";
+
 fn registry(ports: &[(&str, &str, u16)]) -> String {
     ports
         .iter()
@@ -566,4 +571,181 @@ fn the_scan_finds_what_it_looks_for() {
     assert!(!holds_token(format!("1{avs}").as_bytes(), &forms));
     assert!(!holds_token(format!("{avs}0").as_bytes(), &forms));
     assert!(cii_types::AvsNumber::parse(&avs).is_ok());
+}
+
+/// The consent registry as a process at debug level: after consents, lookups and
+/// relationships about 50 persons, neither its database nor its log holds an AVS number
+/// or any institution-domain pseudonym of those persons (raw or hex); its log holds no
+/// registry-domain pseudonym either (only its database does).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_consent_registry_holds_no_avs_number_and_no_other_domains_pseudonym() {
+    use cii_proto::consent::{self as pb, consent_registry_client::ConsentRegistryClient};
+    use cii_pseudonym::names::Party;
+    const PERSONS: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_network(dir.path());
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("consent.toml"),
+        CONSENT_TOML.replace("{PORT}", &port.to_string()),
+    )
+    .expect("write");
+    let log = dir.path().join("consent.log");
+    let _running = Running(vec![start_logged(dir.path(), "consent", "consent.toml", &log)]);
+
+    // What the gateway would do, with the network's key files: origin → registry domain.
+    let keys = dir.path().join("keys");
+    let read = |f: &str| std::fs::read_to_string(keys.join(f)).expect("key file");
+    let gateway =
+        cii_pseudonym::gateway::Gateway::from_json(&read("gateway/transcryptor.json"), &read("global-public.json"))
+            .expect("transcryptor");
+    let node_keys =
+        |file: &str| cii_pseudonym::node::NodeKeys::from_json(&read("global-public.json"), &read(file)).expect("keys");
+    let (orp, ai, registry_keys) = (
+        node_keys("institutions/ORP-VS/session-keys.json"),
+        node_keys("institutions/AI-VS/session-keys.json"),
+        node_keys("consent/session-keys.json"),
+    );
+    let party = |id: &str| Party::Institution(InstitutionId::parse("id", id).expect("id"));
+    let persons = synthetic_avs(PERSONS);
+    let mut forbidden: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let mut registry_pseudonyms: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>().into_bytes();
+
+    let pki = dir.path().join("pki");
+    let identity = TlsIdentity::load(&TlsFiles {
+        ca: pki.join("ca.pem"),
+        cert: pki.join("gateway/cert.pem"),
+        key: pki.join("gateway/key.pem"),
+    })
+    .expect("gateway identity");
+    let config = tls::client_config(&identity, PeerPolicy::only(PeerIdentity::Consent, |_| false)).expect("config");
+    let mut client =
+        ConsentRegistryClient::new(tls::channel(&format!("https://127.0.0.1:{port}"), config).expect("channel"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    for (n, avs) in persons.iter().enumerate() {
+        let avs_number = cii_types::AvsNumber::parse(avs).expect("avs");
+        let origin = orp.enrolment_ciphertext(&avs_number);
+        for (keys, id) in [(&orp, "ORP-VS"), (&ai, "AI-VS")] {
+            let local = keys.decrypt(&gateway.enrol(&origin, &party(id))).0;
+            forbidden.insert(local.to_vec());
+            forbidden.insert(hex(&local));
+        }
+        let at_registry = gateway.enrol(&origin, &Party::Registry);
+        let registry_value = registry_keys.decrypt(&at_registry).0;
+        registry_pseudonyms.insert(registry_value.to_vec());
+        registry_pseudonyms.insert(hex(&registry_value));
+        forbidden.insert(avs.clone().into_bytes());
+        forbidden.insert(dotted(avs).into_bytes());
+        let person = Some(cii_proto::common::EncryptedPseudonym {
+            ciphertext: cii_pseudonym::wire::to_bytes(&at_registry),
+        });
+        let actor = Some(pb::Actor {
+            institution: "ORP-VS".into(),
+            user: "anna.meier".into(),
+        });
+        let consent = pb::ConsentRecord {
+            institutions: vec!["ORP-VS".into(), "AI-VS".into()],
+            directions: vec![pb::Direction {
+                from: "ORP-VS".into(),
+                to: "AI-VS".into(),
+            }],
+            categories: vec!["job_search".into()],
+            purposes: vec!["integration".into()],
+            valid_from: Some(prost_types::Timestamp {
+                seconds: now - 60,
+                nanos: 0,
+            }),
+            valid_until: Some(prost_types::Timestamp {
+                seconds: now + 86_400,
+                nanos: 0,
+            }),
+            recurrence: pb::Recurrence::Recurring as i32,
+            information_given: "explained".into(),
+            language: "de".into(),
+            ..pb::ConsentRecord::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let request = pb::RecordConsentRequest {
+                actor: actor.clone(),
+                person: person.clone(),
+                consent: Some(consent.clone()),
+            };
+            match client.record_consent(request).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline && e.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("record {n}: {e:?}"),
+            }
+        }
+        client
+            .declare_relationship(pb::RelationshipRequest {
+                person: person.clone(),
+                actor: actor.clone(),
+                capacity: "registered_job_seeker".into(),
+                at: None,
+            })
+            .await
+            .expect("declare");
+        let answer = client
+            .lookup(pb::LookupRequest {
+                person,
+                sender: "ORP-VS".into(),
+                recipient: "AI-VS".into(),
+                categories: vec!["job_search".into()],
+                purpose: "integration".into(),
+                at: None,
+            })
+            .await
+            .expect("lookup")
+            .into_inner();
+        assert_eq!(answer.consents.len(), 1);
+        assert!(answer.sender_serves_person && !answer.recipient_serves_person);
+    }
+    drop(client);
+    let mut running = _running;
+    for child in &mut running.0 {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    }
+    let log_text = std::fs::read(&log).expect("log");
+    assert!(
+        String::from_utf8_lossy(&log_text).contains("DEBUG"),
+        "logged at debug level"
+    );
+    let databases: Vec<_> = files_under(&dir.path().join("consent"));
+    assert!(databases.iter().any(|p| p.ends_with("consent.db")), "{databases:?}");
+    let mut found_registry_pseudonym = false;
+    for path in databases.iter().chain(std::iter::once(&log)) {
+        let bytes = std::fs::read(path).expect("read");
+        assert!(
+            !holds_any(&bytes, &forbidden),
+            "{} holds an AVS number or another domain's pseudonym",
+            path.display()
+        );
+        found_registry_pseudonym |= holds_any(&bytes, &registry_pseudonyms);
+    }
+    assert!(
+        !holds_any(&log_text, &registry_pseudonyms),
+        "the log holds a registry pseudonym"
+    );
+    assert!(
+        found_registry_pseudonym,
+        "the scan finds the registry's own pseudonyms in its database"
+    );
+}
+
+/// Whether `haystack` contains any of `needles` anywhere (binary values have no token boundaries).
+fn holds_any(haystack: &[u8], needles: &std::collections::HashSet<Vec<u8>>) -> bool {
+    let lengths: std::collections::BTreeSet<usize> = needles.iter().map(Vec::len).collect();
+    (0..haystack.len()).any(|at| {
+        lengths
+            .iter()
+            .any(|&len| haystack.get(at..at + len).is_some_and(|w| needles.contains(w)))
+    })
 }
