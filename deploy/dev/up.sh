@@ -16,13 +16,14 @@ for id in ORP-VS AI-VS; do
   [ -f "deploy/dev/keys/institutions/$id/store.key" ] ||
     cii keys store-key --out "deploy/dev/keys/institutions/$id/store.key"
 done
+cii consent --config deploy/dev/consent.toml &
 cii gateway --config deploy/dev/gateway.toml &
 cii node --config deploy/dev/node-orp-vs.toml &
 cii node --config deploy/dev/node-ai-vs.toml &
 trap 'kill -TERM $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
 
 # Wait until every process serves its metrics endpoint.
-for port in 9443 9101 9102; do
+for port in 9600 9443 9101 9102; do
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
@@ -33,6 +34,7 @@ token=$(cii pki token --dir deploy/dev/pki --institution ORP-VS --user anna.meie
 cat <<TXT
 
 The development network is up:
+  consent  127.0.0.1:7600 (gateway only)      metrics http://127.0.0.1:9600/metrics
   gateway  127.0.0.1:7443 (mutual TLS)      metrics http://127.0.0.1:9443/metrics
   ORP-VS   API 127.0.0.1:7101, inbound 7201  metrics http://127.0.0.1:9101/metrics
   AI-VS    API 127.0.0.1:7102, inbound 7202  metrics http://127.0.0.1:9102/metrics

@@ -43,6 +43,8 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
         let name = file.file_name().expect("name").to_string_lossy().into_owned();
         if name.starts_with("gateway") {
             cii_gateway::GatewayConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
+        } else if name.starts_with("consent") {
+            cii_consent::ConsentConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else if name.starts_with("node-") {
             cii_node::NodeConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else if name == "registry.toml" {
@@ -70,7 +72,7 @@ fn copy_configs_in_place(dir: &Path) -> Vec<PathBuf> {
 fn the_dev_quickstart_configs_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_configs(&deploy().join("dev"), dir.path());
-    assert_eq!(load_all(dir.path(), &["ORP-VS", "AI-VS"]), 4);
+    assert_eq!(load_all(dir.path(), &["ORP-VS", "AI-VS"]), 5);
 }
 
 #[test]
@@ -81,5 +83,5 @@ fn the_production_examples_load() {
         dir.path(),
         &["ORP-VS", "AS-VS", "FP-VS", "AI-VS", "ADDICTION-VS", "SUVA"],
     );
-    assert_eq!(loaded, 3);
+    assert_eq!(loaded, 4);
 }
