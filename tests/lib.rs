@@ -105,6 +105,8 @@ impl Network {
         let gateway_metrics_listener = bind().await;
         let gateway = gateway_listener.local_addr().expect("addr");
         let gateway_metrics = gateway_metrics_listener.local_addr().expect("addr");
+        let consent_listener = bind().await;
+        let consent = consent_listener.local_addr().expect("addr");
         let mut node_listeners = Vec::new();
         for _ in members {
             node_listeners.push((bind().await, bind().await, bind().await));
@@ -137,7 +139,9 @@ impl Network {
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
                  [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
+                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n\
                  [log]\nlevel = \"debug\"\n",
+                consent_port = consent.port(),
                 limit = options
                     .enrolment_limit
                     .map(|(rate, burst)| format!("enrolments_per_minute = {rate}\nenrolment_burst = {burst}\n"))
@@ -162,8 +166,6 @@ impl Network {
         });
 
         // The consent registry, admitting the gateway only.
-        let consent_listener = bind().await;
-        let consent = consent_listener.local_addr().expect("addr");
         let consent_toml = dir.path().join("consent.toml");
         std::fs::write(
             &consent_toml,

@@ -426,6 +426,9 @@ mod tests {
 
     const DAY: Micros = 24 * 3600 * 1_000_000;
 
+    /// A change that makes a declaration invalid.
+    type Mutation = Box<dyn Fn(&mut Consent)>;
+
     pub(crate) fn sample() -> Consent {
         let set = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
         Consent {
@@ -511,7 +514,7 @@ mod tests {
     #[test]
     fn every_malformed_declaration_is_refused_with_its_code_and_field() {
         assert_eq!(check(&sample(), &Known), Ok(()));
-        let cases: Vec<(&str, &str, Box<dyn Fn(&mut Consent)>)> = vec![
+        let cases: Vec<(&str, &str, Mutation)> = vec![
             (
                 "SCOPE_EMPTY",
                 "consent.institutions",

@@ -298,7 +298,10 @@ impl ConsentRegistry for ConsentService {
         let request = request.into_inner();
         let (institution, user) = self.actor(request.actor.as_ref())?;
         model::check_channel(&request.channel).map_err(|e| self.refuse(e))?;
-        self.visible_history(&request.consent_id, &institution).await?;
+        let (owner, _) = self.visible_history(&request.consent_id, &institution).await?;
+        if request.person.is_some() && self.person("person", request.person.as_ref())? != owner {
+            return Err(self.store_error(StoreError::PersonMismatch));
+        }
         let now = self.now();
         let revoked = self
             .store

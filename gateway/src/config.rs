@@ -30,6 +30,8 @@ pub struct GatewayFile {
     pub audit: AuditFile,
     /// The transcryptor's key files and the enrolment rate limit.
     pub pseudonym: PseudonymFile,
+    /// The consent registry.
+    pub consent: ConsentFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -67,6 +69,14 @@ impl AuditFile {
         cii_audit::note::Signer::from_pem(&self.origin, &pem)
             .map_err(|e| ConfigError::invalid(config_file, "audit.signing_key", e.to_string()))
     }
+}
+
+/// The `[consent]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentFile {
+    /// The consent registry's URL, `https://host:port` (its certificate must name `urn:cii:consent`).
+    pub url: String,
 }
 
 /// The `[pseudonym]` section.
@@ -161,6 +171,9 @@ impl GatewayConfig {
         let audit_signer = Arc::new(file.audit.signer(path)?);
         let audit_store = file.audit.store_url(path);
         let pseudonyms = Arc::new(file.pseudonym.transcryptor(path)?);
+        if !file.consent.url.starts_with("https://") {
+            return Err(ConfigError::invalid(path, "consent.url", "must be an https:// URL"));
+        }
         Ok(GatewayConfig {
             pseudonyms,
             file,

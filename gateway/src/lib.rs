@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`config`]: the config file and its checked form.
 //! - `service`: the `cii.gateway.v1.Gateway` rpc handlers.
+//! - `consent_service`: `cii.gateway.v1.Consents`, consents and relationships forwarded to the registry.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
 //! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
 //! - `rate_limit`: per-institution token buckets (enrolment).
@@ -18,6 +19,7 @@
 
 mod audit_service;
 pub mod config;
+mod consent_service;
 mod policy_service;
 mod rate_limit;
 mod service;
@@ -31,6 +33,8 @@ use cii_kit::clock::{Clock, SystemClock};
 use cii_kit::metrics::Metrics;
 use cii_kit::tls::{self, ClientAuth, PeerPolicy};
 use cii_proto::audit::audit_server::AuditServer;
+use cii_proto::consent::consent_registry_client::ConsentRegistryClient;
+use cii_proto::gateway::consents_server::ConsentsServer;
 use cii_proto::gateway::gateway_server::GatewayServer;
 use cii_proto::policy::policy_server::PolicyServer;
 use cii_types::PeerIdentity;
@@ -73,7 +77,12 @@ fn micros(t: time::OffsetDateTime) -> i64 {
 }
 
 /// Services the gateway serves (listed by reflection, reported by health).
-pub const SERVICES: &[&str] = &["cii.gateway.v1.Gateway", "cii.policy.v1.Policy", "cii.audit.v1.Audit"];
+pub const SERVICES: &[&str] = &[
+    "cii.gateway.v1.Gateway",
+    "cii.gateway.v1.Consents",
+    "cii.policy.v1.Policy",
+    "cii.audit.v1.Audit",
+];
 
 /// Runs the gateway until `shutdown` resolves, then drains in-flight calls.
 pub async fn run(
@@ -103,6 +112,14 @@ pub async fn run_with_clock(
         let registry = registry.clone();
         move |serial: &[u8]| registry.is_revoked(serial)
     };
+    let registry_tls = {
+        let registry = registry.clone();
+        tls::client_config(
+            &config.tls,
+            PeerPolicy::only(PeerIdentity::Consent, move |serial: &[u8]| registry.is_revoked(serial)),
+        )?
+    };
+    let consent_registry = ConsentRegistryClient::new(tls::channel(&config.file.consent.url, registry_tls)?);
     let tls_config = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
 
     // The audit log is opened before anything is served: nothing happens unlogged.
@@ -145,6 +162,16 @@ pub async fn run_with_clock(
         ),
         authenticate.clone(),
     );
+    let consents = ConsentsServer::with_interceptor(
+        consent_service::ConsentsService::new(
+            consent_registry,
+            config.pseudonyms.clone(),
+            audit.clone(),
+            clock.clone(),
+            metrics.clone(),
+        ),
+        authenticate.clone(),
+    );
     let policy = PolicyServer::with_interceptor(
         policy_service::PolicyService::new(config.rulebook.clone()),
         authenticate.clone(),
@@ -155,6 +182,7 @@ pub async fn run_with_clock(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(gateway)
+        .add_service(consents)
         .add_service(policy)
         .add_service(AuditServer::with_interceptor(
             audit_service::AuditService::new(audit.clone()),

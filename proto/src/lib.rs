@@ -56,6 +56,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// Fully qualified names of the services in the contract.
 pub const SERVICE_NAMES: &[&str] = &[
     "cii.gateway.v1.Gateway",
+    "cii.gateway.v1.Consents",
     "cii.node.v1.Node",
     "cii.node.v1.NodeInbound",
     "cii.consent.v1.ConsentRegistry",

@@ -14,6 +14,9 @@ const PERSON: &str = "756.1234.5678.97";
 const OTHER_PERSON: &str = "756.9217.0769.85";
 const DAY: i64 = 24 * 3600;
 
+/// A change that makes a request invalid.
+type Mutation = Box<dyn Fn(&mut pb::RecordConsentRequest)>;
+
 fn members() -> Vec<cii_tests::Member> {
     vec![
         member("ORP-VS", InstitutionType::AcOrp),
@@ -203,12 +206,24 @@ async fn a_consent_covers_its_scope_until_revoked_and_keeps_its_history() {
             .expect_err("other person");
         assert_eq!(error_code(&err).as_deref(), Some("CONSENT_PERSON_MISMATCH"));
 
+        // Revoking names the person; another person's revocation does not touch it.
+        let err = client
+            .revoke_consent(pb::RevokeConsentRequest {
+                actor: actor("AI-VS", "bruno.rey"),
+                consent_id: recorded.consent_id.clone(),
+                channel: "letter".into(),
+                person: Some(net.registry_ciphertext(OTHER_PERSON)),
+            })
+            .await
+            .expect_err("another person");
+        assert_eq!(error_code(&err).as_deref(), Some("CONSENT_PERSON_MISMATCH"));
         // Revoked: the very next lookup says so.
         let revoked = client
             .revoke_consent(pb::RevokeConsentRequest {
                 actor: actor("AI-VS", "bruno.rey"),
                 consent_id: recorded.consent_id.clone(),
                 channel: "letter".into(),
+                person: Some(net.registry_ciphertext(PERSON)),
             })
             .await
             .expect("revoke")
@@ -416,7 +431,7 @@ async fn the_directory_answers_whether_an_institution_serves_a_person() {
 async fn bad_declarations_get_a_stable_code_and_the_field_and_store_nothing() {
     for (store, net) in networks().await {
         let mut client = registry(&net);
-        let cases: Vec<(&str, &str, Box<dyn Fn(&mut pb::RecordConsentRequest)>)> = vec![
+        let cases: Vec<(&str, &str, Mutation)> = vec![
             (
                 "UNKNOWN_INSTITUTION",
                 "consent.institutions",
@@ -515,6 +530,7 @@ async fn bad_declarations_get_a_stable_code_and_the_field_and_store_nothing() {
                 actor: actor("ORP-VS", "anna"),
                 consent_id: "c-000".into(),
                 channel: "pigeon".into(),
+                person: None,
             })
             .await
             .expect_err("channel");
@@ -546,4 +562,187 @@ async fn only_the_gateway_reaches_the_registry() {
         "refused in the handshake: {as_institution:?}"
     );
     net.stop().await;
+}
+
+/// Institutions reach the registry through their node and the gateway: the person travels as
+/// each institution's own pseudonym and arrives as the same registry pseudonym; the actor is
+/// the caller; every change is an audit entry the DPO can tie to the person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn institutions_manage_consents_through_their_node_and_every_change_is_logged() {
+    use cii_proto::gateway::{GetConsentRequest, ListExpiringConsentsRequest};
+    use cii_proto::node::{self as node_pb, node_client::NodeClient};
+    use cii_tests::with_token;
+    use cii_types::Role;
+
+    let net = Network::start(&members()).await;
+    let node = |i: usize| NodeClient::new(net.node_api_channel(i));
+    let token = |i: usize| net.token(i, if i == 0 { "anna.meier" } else { "bruno.rey" }, &[Role::Caseworker]);
+    for (i, record) in [(0, "ORP-1"), (1, "AI-1")] {
+        node(i)
+            .enrol(with_token(
+                node_pb::EnrolRequest {
+                    avs_number: PERSON.into(),
+                    local_record_id: record.into(),
+                },
+                &token(i),
+            ))
+            .await
+            .expect("enrol");
+    }
+    let recorded = node(0)
+        .record_consent(with_token(
+            node_pb::RecordConsentRequest {
+                local_record_id: "ORP-1".into(),
+                consent: Some(declaration()),
+            },
+            &token(0),
+        ))
+        .await
+        .expect("record through ORP's node")
+        .into_inner();
+    assert_eq!(
+        (recorded.recorded_by.as_str(), recorded.recorded_by_user.as_str()),
+        ("ORP-VS", "anna.meier")
+    );
+    // The registry knows the person under its own pseudonym, whichever domain they came from.
+    let answer = ask(&net, lookup(&net, "ORP-VS", "AI-VS", &["job_search"], "integration", 0)).await;
+    assert_eq!(
+        answer.consents.len(),
+        1,
+        "ORP's pseudonym reached the registry as the same person"
+    );
+    let listed = node(1)
+        .list_consents(with_token(
+            node_pb::ListConsentsRequest {
+                local_record_id: "AI-1".into(),
+            },
+            &token(1),
+        ))
+        .await
+        .expect("list through AI's node")
+        .into_inner();
+    assert_eq!(listed.consents.len(), 1, "AI finds the consent under its own record");
+    let expiring = node(1)
+        .list_expiring_consents(with_token(ListExpiringConsentsRequest { within_days: 366 }, &token(1)))
+        .await
+        .expect("expiring")
+        .into_inner();
+    assert_eq!(expiring.consents.len(), 1);
+    node(1)
+        .declare_relationship(with_token(
+            node_pb::RelationshipRequest {
+                local_record_id: "AI-1".into(),
+                capacity: "ai_integration_measure".into(),
+                at: None,
+            },
+            &token(1),
+        ))
+        .await
+        .expect("declare through AI's node");
+    assert!(
+        ask(&net, lookup(&net, "ORP-VS", "AI-VS", &["job_search"], "integration", 0))
+            .await
+            .recipient_serves_person
+    );
+    let revoked = node(1)
+        .revoke_consent(with_token(
+            node_pb::RevokeConsentRequest {
+                consent_id: recorded.consent_id.clone(),
+                local_record_id: "AI-1".into(),
+                channel: "in_person".into(),
+            },
+            &token(1),
+        ))
+        .await
+        .expect("revoke through AI's node")
+        .into_inner();
+    assert_eq!(revoked.version, 2);
+    assert_eq!(
+        reasons(&ask(&net, lookup(&net, "ORP-VS", "AI-VS", &["job_search"], "integration", 0)).await),
+        vec!["REVOKED".to_owned()]
+    );
+
+    // Refusals pass through with their code and field.
+    let mut empty = declaration();
+    empty.categories.clear();
+    let err = node(0)
+        .record_consent(with_token(
+            node_pb::RecordConsentRequest {
+                local_record_id: "ORP-1".into(),
+                consent: Some(empty),
+            },
+            &token(0),
+        ))
+        .await
+        .expect_err("empty scope");
+    assert_eq!(error_code(&err).as_deref(), Some("SCOPE_EMPTY"));
+    assert_eq!(error_field(&err).as_deref(), Some("consent.categories"));
+    let err = node(0)
+        .list_consents(with_token(
+            node_pb::ListConsentsRequest {
+                local_record_id: "NOBODY".into(),
+            },
+            &token(0),
+        ))
+        .await
+        .expect_err("not enrolled");
+    assert_eq!(error_code(&err).as_deref(), Some("NOT_ENROLLED"));
+    let err = node(2)
+        .get_consent(with_token(
+            GetConsentRequest {
+                consent_id: recorded.consent_id.clone(),
+            },
+            &net.token(2, "carla", &[Role::Caseworker]),
+        ))
+        .await
+        .expect_err("AS is not covered");
+    assert_eq!(error_code(&err).as_deref(), Some("CONSENT_NOT_FOUND"));
+
+    // The log: enrolments, then the three changes, each tied to the same person for the DPO.
+    let dir = net.stop().await;
+    let store = cii_audit::Store::open_read_only(&format!("sqlite:{}", dir.path().join("gateway/audit.db").display()))
+        .await
+        .expect("audit store");
+    let entries: Vec<cii_audit::Entry> = store
+        .entries(0, 100)
+        .await
+        .expect("entries")
+        .iter()
+        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
+        .collect();
+    store.close().await;
+    let read = |f: &str| std::fs::read_to_string(dir.path().join("keys").join(f)).expect("key file");
+    let dpo =
+        cii_pseudonym::node::NodeKeys::from_json(&read("global-public.json"), &read("dpo/audit-session-keys.json"))
+            .expect("dpo keys");
+    use cii_audit::EntryKind::*;
+    let changes: Vec<(i32, &str, Vec<String>)> = entries
+        .iter()
+        .filter(|e| e.kind != RulebookActivated as i32)
+        .map(|e| (e.kind, e.sender.as_str(), e.consents.clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (Enrolment as i32, "ORP-VS", vec![]),
+            (Enrolment as i32, "AI-VS", vec![]),
+            (
+                ConsentRecorded as i32,
+                "ORP-VS",
+                vec![format!("{}@1", recorded.consent_id)]
+            ),
+            (RelationshipDeclared as i32, "AI-VS", vec![]),
+            (
+                ConsentRevoked as i32,
+                "AI-VS",
+                vec![format!("{}@2", recorded.consent_id)]
+            ),
+        ]
+    );
+    let persons: std::collections::HashSet<_> = entries
+        .iter()
+        .filter(|e| e.kind != RulebookActivated as i32)
+        .map(|e| dpo.decrypt(&cii_pseudonym::wire::pseudonym(&e.audit_pseudonym).expect("ciphertext")))
+        .collect();
+    assert_eq!(persons.len(), 1, "every entry names the same person for the DPO");
 }

@@ -28,7 +28,7 @@ const GATEWAY_TOML: &str = "listen = \"127.0.0.1:{GW}\"\nregistry = \"registry.t
 cert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n[audit]\nstore = \"sqlite:audit.db\"\n\
 origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n[pseudonym]\n\
 transcryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n\
-enrolment_burst = 5000\n\n[log]\nlevel = \"debug\"\n";
+enrolment_burst = 5000\n\n[consent]\nurl = \"https://127.0.0.1:{CONSENT}\"\n\n[log]\nlevel = \"debug\"\n";
 
 const CONSENT_TOML: &str = "listen = \"127.0.0.1:{PORT}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
 cert = \"pki/consent/cert.pem\"\nkey = \"pki/consent/key.pem\"\n\n[pseudonym]\nglobal_public = \"keys/global-public.json\"\n\
@@ -58,8 +58,9 @@ fn node_toml(id: &str, gateway: u16, api: u16, inbound: u16) -> String {
     )
 }
 
-/// A dev network's files in `dir`: PKI, registry, gateway and node configs. Returns (gateway, [(api, inbound)]).
-fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>) {
+/// A dev network's files in `dir`: PKI, registry, keys, gateway, consent registry and node configs.
+/// Returns (gateway, [(api, inbound)], consent registry).
+fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>, u16) {
     let out = cii(&[
         "pki",
         "init",
@@ -107,11 +108,19 @@ fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let consent = free_port();
     std::fs::write(
         dir.join("gateway.toml"),
-        GATEWAY_TOML.replace("{GW}", &gateway.to_string()),
+        GATEWAY_TOML
+            .replace("{GW}", &gateway.to_string())
+            .replace("{CONSENT}", &consent.to_string()),
     )
     .expect("gateway");
+    std::fs::write(
+        dir.join("consent.toml"),
+        CONSENT_TOML.replace("{PORT}", &consent.to_string()),
+    )
+    .expect("consent");
     std::fs::write(
         dir.join("node-orp.toml"),
         node_toml("ORP-VS", gateway, nodes[0].0, nodes[0].1),
@@ -122,7 +131,7 @@ fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>) {
         node_toml("AI-VS", gateway, nodes[1].0, nodes[1].1),
     )
     .expect("node");
-    (gateway, nodes)
+    (gateway, nodes, consent)
 }
 
 #[test]
@@ -201,7 +210,7 @@ fn start(dir: &Path, command: &str, config: &str) -> Child {
 #[tokio::test(flavor = "multi_thread")]
 async fn pki_init_then_gateway_and_two_nodes_run_as_processes_and_stop_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, nodes) = write_network(dir.path());
+    let (_, nodes, _) = write_network(dir.path());
     let mut running = Running(vec![
         start(dir.path(), "gateway", "gateway.toml"),
         start(dir.path(), "node", "node-orp.toml"),
@@ -398,7 +407,7 @@ async fn a_thousand_enrolments_leave_no_avs_number_anywhere_the_gateway_writes()
     use cii_proto::node::EnrolRequest;
     const PERSONS: usize = 1_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, nodes) = write_network(dir.path());
+    let (_, nodes, _) = write_network(dir.path());
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
     let mut running = Running(vec![
@@ -583,13 +592,7 @@ async fn the_consent_registry_holds_no_avs_number_and_no_other_domains_pseudonym
     use cii_pseudonym::names::Party;
     const PERSONS: usize = 50;
     let dir = tempfile::tempdir().expect("tempdir");
-    write_network(dir.path());
-    let port = free_port();
-    std::fs::write(
-        dir.path().join("consent.toml"),
-        CONSENT_TOML.replace("{PORT}", &port.to_string()),
-    )
-    .expect("write");
+    let (_, _, port) = write_network(dir.path());
     let log = dir.path().join("consent.log");
     let _running = Running(vec![start_logged(dir.path(), "consent", "consent.toml", &log)]);
 

@@ -8,7 +8,8 @@ use cii_kit::clock::Clock;
 use cii_kit::grpc::{error, not_available};
 use cii_kit::jwt::AUTHORIZATION;
 use cii_kit::metrics::Metrics;
-use cii_proto::gateway::{self as gw, gateway_client::GatewayClient};
+use cii_proto::consent as registry;
+use cii_proto::gateway::{self as gw, consents_client::ConsentsClient, gateway_client::GatewayClient};
 use cii_proto::node::{self as pb, node_server::Node};
 use cii_pseudonym::node::NodeKeys;
 use cii_types::{AvsNumber, InstitutionId};
@@ -22,6 +23,7 @@ use crate::store::{Recorded, Store};
 pub struct NodeApi {
     institution: InstitutionId,
     gateway: GatewayClient<Channel>,
+    consents: ConsentsClient<Channel>,
     keys: Arc<NodeKeys>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
@@ -70,7 +72,7 @@ fn store_failed(e: &crate::store::StoreError) -> Status {
 impl NodeApi {
     pub fn new(
         institution: InstitutionId,
-        gateway: GatewayClient<Channel>,
+        gateway: Channel,
         keys: Arc<NodeKeys>,
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
@@ -78,12 +80,44 @@ impl NodeApi {
     ) -> NodeApi {
         NodeApi {
             institution,
-            gateway,
+            gateway: GatewayClient::new(gateway.clone()),
+            consents: ConsentsClient::new(gateway),
             keys,
             store,
             clock,
             metrics,
         }
+    }
+
+    /// The enrolled person under `record`, as this node's pseudonym encrypted
+    /// under the global key (what the gateway transcrypts).
+    async fn person(&self, record: &str) -> Result<cii_proto::common::EncryptedPseudonym, Status> {
+        check_record_id(record).map_err(|s| self.metrics.refused(s))?;
+        let (pseudonym, _) = self
+            .store
+            .by_record(record)
+            .await
+            .map_err(|e| store_failed(&e))?
+            .ok_or_else(|| {
+                self.metrics.refused(error(
+                    Code::NotFound,
+                    "NOT_ENROLLED",
+                    "no person is enrolled under this local record id; call Enrol first",
+                    Some("local_record_id"),
+                ))
+            })?;
+        let ciphertext = self.keys.encrypt_own(&pseudonym).map_err(|e| {
+            tracing::error!(error = %e, "stored pseudonym unusable");
+            error(
+                Code::Internal,
+                "NODE_STORE",
+                "the node's database holds an unusable pseudonym",
+                None,
+            )
+        })?;
+        Ok(cii_proto::common::EncryptedPseudonym {
+            ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
+        })
     }
 
     /// A request to the gateway carrying the caller's own token: the gateway
@@ -94,6 +128,16 @@ impl NodeApi {
             request.metadata_mut().insert(AUTHORIZATION, token.clone());
         }
         request
+    }
+}
+
+impl NodeApi {
+    async fn relationship(&self, request: &pb::RelationshipRequest) -> Result<gw::RelationshipRequest, Status> {
+        Ok(gw::RelationshipRequest {
+            person: Some(self.person(&request.local_record_id).await?),
+            capacity: request.capacity.clone(),
+            at: request.at,
+        })
     }
 }
 
@@ -232,5 +276,96 @@ impl Node for NodeApi {
         _: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
         Err(not_available())
+    }
+
+    async fn record_consent(
+        &self,
+        request: Request<pb::RecordConsentRequest>,
+    ) -> Result<Response<registry::ConsentRecord>, Status> {
+        caller(&request)?;
+        let person = self.person(&request.get_ref().local_record_id).await?;
+        let forward = gw::RecordConsentRequest {
+            person: Some(person),
+            consent: request.get_ref().consent.clone(),
+        };
+        self.consents
+            .clone()
+            .record_consent(Self::onward(&request, forward))
+            .await
+    }
+
+    async fn revoke_consent(
+        &self,
+        request: Request<pb::RevokeConsentRequest>,
+    ) -> Result<Response<registry::ConsentRecord>, Status> {
+        caller(&request)?;
+        let person = self.person(&request.get_ref().local_record_id).await?;
+        let forward = gw::RevokeConsentRequest {
+            consent_id: request.get_ref().consent_id.clone(),
+            person: Some(person),
+            channel: request.get_ref().channel.clone(),
+        };
+        self.consents
+            .clone()
+            .revoke_consent(Self::onward(&request, forward))
+            .await
+    }
+
+    async fn get_consent(
+        &self,
+        request: Request<gw::GetConsentRequest>,
+    ) -> Result<Response<registry::ConsentHistory>, Status> {
+        caller(&request)?;
+        let forward = request.get_ref().clone();
+        self.consents.clone().get_consent(Self::onward(&request, forward)).await
+    }
+
+    async fn list_consents(
+        &self,
+        request: Request<pb::ListConsentsRequest>,
+    ) -> Result<Response<registry::ListConsentsResponse>, Status> {
+        caller(&request)?;
+        let person = self.person(&request.get_ref().local_record_id).await?;
+        let forward = gw::ListConsentsRequest { person: Some(person) };
+        self.consents
+            .clone()
+            .list_consents(Self::onward(&request, forward))
+            .await
+    }
+
+    async fn list_expiring_consents(
+        &self,
+        request: Request<gw::ListExpiringConsentsRequest>,
+    ) -> Result<Response<registry::ListConsentsResponse>, Status> {
+        caller(&request)?;
+        let forward = *request.get_ref();
+        self.consents
+            .clone()
+            .list_expiring_consents(Self::onward(&request, forward))
+            .await
+    }
+
+    async fn declare_relationship(
+        &self,
+        request: Request<pb::RelationshipRequest>,
+    ) -> Result<Response<registry::RelationshipResponse>, Status> {
+        caller(&request)?;
+        let forward = self.relationship(request.get_ref()).await?;
+        self.consents
+            .clone()
+            .declare_relationship(Self::onward(&request, forward))
+            .await
+    }
+
+    async fn end_relationship(
+        &self,
+        request: Request<pb::RelationshipRequest>,
+    ) -> Result<Response<registry::RelationshipResponse>, Status> {
+        caller(&request)?;
+        let forward = self.relationship(request.get_ref()).await?;
+        self.consents
+            .clone()
+            .end_relationship(Self::onward(&request, forward))
+            .await
     }
 }

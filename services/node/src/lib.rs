@@ -25,7 +25,6 @@ use cii_kit::auth::{Authenticate, IssuerSource};
 use cii_kit::clock::{Clock, SystemClock};
 use cii_kit::metrics::Metrics;
 use cii_kit::tls::{self, ClientAuth, PeerPolicy};
-use cii_proto::gateway::gateway_client::GatewayClient;
 use cii_proto::node::node_inbound_server::NodeInboundServer;
 use cii_proto::node::node_server::NodeServer;
 use cii_types::PeerIdentity;
@@ -86,7 +85,7 @@ pub async fn run_with_clock(
     };
     // Outbound: we only talk to a server whose certificate names the gateway.
     let gateway_tls = tls::client_config(&config.tls, PeerPolicy::only(PeerIdentity::Gateway, revoked.clone()))?;
-    let gateway = GatewayClient::new(tls::channel(&config.file.gateway_url, gateway_tls)?);
+    let gateway = tls::channel(&config.file.gateway_url, gateway_tls)?;
 
     // IT-facing API: server-authenticated TLS; users authenticate by JWT of this institution.
     let api_tls = tls::server_config(&config.tls, ClientAuth::None)?;
