@@ -1,7 +1,5 @@
 //! Compiles the contract with protox (pure Rust: no system `protoc` needed).
 
-use prost::Message;
-
 const PROTOS: &[&str] = &[
     "cii/common/v1/common.proto",
     "cii/gateway/v1/gateway.proto",
@@ -10,15 +8,23 @@ const PROTOS: &[&str] = &[
     "cii/audit/v1/audit.proto",
     "cii/audit/v1/entry.proto",
     "cii/policy/v1/policy.proto",
+    "cii/exchange/v1/catalogue.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=cii");
-    let fds = protox::compile(PROTOS, ["."])?;
+    let mut compiler = protox::Compiler::new(["."])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(PROTOS)?;
+    let fds = compiler.file_descriptor_set();
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    // Kept with source info: reflection serves the doc comments, and the
-    // contract test checks that every element has one.
-    std::fs::write(out.join("cii_descriptor.bin"), fds.encode_to_vec())?;
+    // Kept with source info (reflection serves the doc comments, and the
+    // contract test checks that every element has one) and with the custom
+    // options (the data category of every payload field), which
+    // `prost_types` alone would drop.
+    std::fs::write(out.join("cii_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

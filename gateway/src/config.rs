@@ -158,6 +158,8 @@ impl GatewayConfig {
             .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
         cii_kit::rulebook::check_agreement(&rulebook, &registry)
             .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
+        cii_kit::rulebook::check_contract(&rulebook)
+            .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
         if !["sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|p| file.audit.store.starts_with(p))

@@ -44,10 +44,15 @@ pub mod cii {
             package!("cii.policy.v1.rs");
         }
     }
+    pub mod exchange {
+        pub mod v1 {
+            package!("cii.exchange.v1.rs");
+        }
+    }
 }
 
 pub use cii::{audit::v1 as audit, common::v1 as common, consent::v1 as consent};
-pub use cii::{gateway::v1 as gateway, node::v1 as node, policy::v1 as policy};
+pub use cii::{exchange::v1 as exchange, gateway::v1 as gateway, node::v1 as node, policy::v1 as policy};
 
 /// The encoded `FileDescriptorSet` of the whole contract, with source info
 /// (doc comments). Served by gRPC reflection.

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`avs`]: [`AvsNumber`], which never prints itself.
+//! - [`exchange`]: the catalogue's field categories and the generic payload filter.
 //! - [`institution`]: [`InstitutionId`], [`InstitutionType`].
 //! - [`identity`]: [`PeerIdentity`], the identity inside a certificate.
 //! - [`role`]: [`Role`], what an acting user may do.
@@ -16,6 +17,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod avs;
+pub mod exchange;
 pub mod identity;
 pub mod institution;
 pub mod role;

@@ -155,11 +155,21 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             for d in &report.diagnostics {
                 println!("{d}");
             }
+            // The rulebook against the contract: categories no field carries, fields of unknown categories.
+            let contract = report
+                .rulebook
+                .as_ref()
+                .map(cii_kit::rulebook::contract_disagreements)
+                .unwrap_or_default();
+            for d in &contract {
+                println!("error[{}]: contract: {}", d.code, d.message);
+            }
             let errors = report
                 .diagnostics
                 .iter()
                 .filter(|d| d.severity == Severity::Error)
-                .count();
+                .count()
+                + contract.len();
             let warnings = report.diagnostics.len() - errors;
             match &report.rulebook {
                 Some(rb) => println!(

@@ -153,3 +153,22 @@ fn diff_reports_a_changed_basis_and_the_decisions_it_changes() {
         "{text}"
     );
 }
+
+#[test]
+fn check_fails_when_the_rulebook_names_a_category_no_payload_field_carries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("extra.toml"),
+        "[rulebook]\nversion = \"extra-1\"\nextends = \"federal\"\n\n[[category]]\nid = \"tax_records\"\n\
+         label_fr = \"Données fiscales\"\nlabel_de = \"Steuerdaten\"\nlabel_en = \"Tax records\"\nsensitivity = \"ordinary\"\n",
+    )
+    .expect("write");
+    let out = cii(&["policy", "check", "--rulebook", &dir.path().to_string_lossy()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error[CATEGORY_WITHOUT_FIELD]: contract:") && text.contains("tax_records"),
+        "{text}"
+    );
+    assert!(text.contains("1 error(s)"), "{text}");
+}

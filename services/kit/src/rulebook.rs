@@ -21,6 +21,9 @@ pub enum RulebookError {
     /// The rulebook has errors.
     #[error("the rulebook has {} error(s):\n{}", .0.len(), .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<cii_policy::Diagnostic>),
+    /// The rulebook and the contract's field categories disagree.
+    #[error("the rulebook and the contract's field categories disagree:\n{}", .0.iter().map(|d| format!("  error[{}]: {}", d.code, d.message)).collect::<Vec<_>>().join("\n"))]
+    Contract(Vec<cii_types::exchange::Disagreement>),
     /// The rulebook and the registry disagree about an institution.
     #[error("rulebook and registry disagree about institution {id}: {problem}")]
     Disagreement {
@@ -89,4 +92,30 @@ pub fn check_agreement(rulebook: &Rulebook, registry: &Registry) -> Result<(), R
         }
     }
     Ok(())
+}
+
+/// The rulebook's categories against the contract's: every category is carried by some field,
+/// every field's category is in the rulebook (see `cii_types::exchange::disagreements`).
+pub fn contract_disagreements(rulebook: &Rulebook) -> Vec<cii_types::exchange::Disagreement> {
+    let fields = match cii_types::exchange::Catalogue::load() {
+        Ok(catalogue) => catalogue.field_categories(),
+        Err(e) => {
+            return vec![cii_types::exchange::Disagreement {
+                code: e.code(),
+                message: e.to_string(),
+            }];
+        }
+    };
+    let categories = rulebook.categories.iter().map(|c| c.id.clone()).collect();
+    cii_types::exchange::disagreements(&fields, &categories)
+}
+
+/// [`contract_disagreements`] as a result: a gateway refuses to run a rulebook its contract cannot carry.
+pub fn check_contract(rulebook: &Rulebook) -> Result<(), RulebookError> {
+    let found = contract_disagreements(rulebook);
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(RulebookError::Contract(found))
+    }
 }
