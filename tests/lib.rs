@@ -99,6 +99,7 @@ impl Network {
         let ids: Vec<InstitutionId> = members.iter().map(|m| m.id.clone()).collect();
         cii_kit::pki::init(&pki, &ids, &["localhost".into(), "127.0.0.1".into()]).expect("pki init");
         write_keys(&dir.path().join("keys"), &ids);
+        write_vkey(&pki, "cii.test/audit");
 
         // Bind every socket first: the registry needs the nodes' addresses.
         let gateway_listener = bind().await;
@@ -215,7 +216,8 @@ impl Network {
                      api_listen = \"{api_addr}\"\ninbound_listen = \"{inbound_addr}\"\nmetrics_listen = \"{metrics_addr}\"\n\n\
                      [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
                      [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
-                     [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"keys/institutions/{id}/store.key\"\n",
+                     [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"keys/institutions/{id}/store.key\"\n\n\
+                     [audit]\nverifier_key_file = \"pki/gateway/audit.vkey\"\n",
                     id = m.id,
                     gp = gateway.port(),
                 ),
@@ -403,6 +405,17 @@ pub fn cert_serial(cert_pem: &Path) -> String {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_file(cert_pem).expect("cert");
     cii_kit::registry::serial_hex(&cii_kit::tls::inspect(&der).expect("inspect").serial)
+}
+
+/// Writes `pki/gateway/audit.vkey`, the verifier key of the log signed with
+/// `pki/gateway/audit.key` under `origin` (what `cii audit vkey` prints).
+pub fn write_vkey(pki: &Path, origin: &str) {
+    let pem = std::fs::read_to_string(pki.join("gateway/audit.key")).expect("audit key");
+    let vkey = cii_audit::note::Signer::from_pem(origin, &pem)
+        .expect("signer")
+        .verifier()
+        .vkey();
+    std::fs::write(pki.join("gateway/audit.vkey"), format!("{vkey}\n")).expect("write vkey");
 }
 
 /// The key ceremony's files under `dir` (as `cii keys init` writes them), plus a

@@ -9,6 +9,8 @@ cargo build --quiet --release -p cii
 cii() { cargo run --quiet --release -p cii -- "$@"; }
 
 cii pki init --dir deploy/dev/pki --institution ORP-VS --institution AI-VS
+# The audit log's verifier key, for the nodes that witness it.
+cii audit vkey --config deploy/dev/gateway.toml > deploy/dev/pki/gateway/audit.vkey
 # The key ceremony (once): global public key, the gateway's secrets, every party's session keys.
 [ -f deploy/dev/keys/global-public.json ] ||
   cii keys init --dir deploy/dev/keys --registry deploy/dev/registry.toml

@@ -34,6 +34,8 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
         .collect();
     cii_kit::pki::init(&dir.join("pki"), &ids, &["localhost".into()]).expect("pki");
     cii_tests::write_keys(&dir.join("keys"), &ids);
+    cii_tests::write_vkey(&dir.join("pki"), "cii.example/audit");
+    std::fs::copy(dir.join("pki/gateway/audit.vkey"), dir.join("audit.vkey")).expect("vkey");
     // The production example keeps the node's store key apart from the ceremony's files.
     std::fs::create_dir_all(dir.join("node")).expect("mkdir");
     std::fs::write(dir.join("node/store.key"), "42".repeat(32)).expect("store key");

@@ -227,6 +227,17 @@ async fn bad_enrolments_get_a_stable_code_and_the_field_and_change_nothing() {
     let dir = net.stop().await;
     let store = node_store(dir.path(), "ORP-VS").await;
     assert_eq!(store.by_record("R-2").await.expect("lookup"), None, "nothing stored");
+    // The node witnessed both receipts (the second through a consistency proof from the gateway).
+    let (note, alarm) = store
+        .witness()
+        .await
+        .expect("witness")
+        .expect("a checkpoint was accepted");
+    assert!(!alarm);
+    assert!(
+        note.lines().nth(1) == Some(&(before + 1).to_string()),
+        "newest checkpoint covers both: {note}"
+    );
     store.close().await;
 }
 

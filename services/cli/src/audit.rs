@@ -142,14 +142,13 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Vkey(args) => {
-            let opened = open(&args).await?;
-            println!(
-                "{}",
-                opened
-                    .verifier
-                    .context("vkey needs --config (the signing key) or --vkey")?
-                    .vkey()
-            );
+            // Needs the signing key only: it works before the log has its first entry.
+            let config = args
+                .config
+                .as_deref()
+                .context("vkey needs --config (the gateway's config, which names the signing key)")?;
+            let file: cii_gateway::config::GatewayFile = cii_kit::config::load(config)?;
+            println!("{}", file.audit.signer(config)?.verifier().vkey());
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Prove {

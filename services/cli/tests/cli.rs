@@ -54,7 +54,8 @@ fn node_toml(id: &str, gateway: u16, api: u16, inbound: u16) -> String {
          api_listen = \"127.0.0.1:{api}\"\ninbound_listen = \"127.0.0.1:{inbound}\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
          cert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
          [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
-         [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"nodes/{id}/store.key\"\n\n[log]\nlevel = \"debug\"\n"
+         [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"nodes/{id}/store.key\"\n\n\
+         [audit]\nverifier_key_file = \"audit.vkey\"\n\n[log]\nlevel = \"debug\"\n"
     )
 }
 
@@ -121,6 +122,13 @@ fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>, u16) {
         CONSENT_TOML.replace("{PORT}", &consent.to_string()),
     )
     .expect("consent");
+    let out = cii(&["audit", "vkey", "--config", &dir.join("gateway.toml").to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "audit vkey: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join("audit.vkey"), &out.stdout).expect("vkey");
     std::fs::write(
         dir.join("node-orp.toml"),
         node_toml("ORP-VS", gateway, nodes[0].0, nodes[0].1),

@@ -8,6 +8,7 @@ use cii_kit::clock::Clock;
 use cii_kit::grpc::{error, not_available};
 use cii_kit::jwt::AUTHORIZATION;
 use cii_kit::metrics::Metrics;
+use cii_proto::audit::{ConsistencyProofRequest, audit_client::AuditClient};
 use cii_proto::consent as registry;
 use cii_proto::gateway::{self as gw, consents_client::ConsentsClient, gateway_client::GatewayClient};
 use cii_proto::node::{self as pb, node_server::Node};
@@ -17,6 +18,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::store::{Recorded, Store};
+use crate::witness::{LogWitness, ReceiptParts};
 
 /// The IT-facing rpc handlers.
 #[derive(Debug)]
@@ -24,8 +26,10 @@ pub struct NodeApi {
     institution: InstitutionId,
     gateway: GatewayClient<Channel>,
     consents: ConsentsClient<Channel>,
+    audit: AuditClient<Channel>,
     keys: Arc<NodeKeys>,
     store: Arc<Store>,
+    witness: Arc<LogWitness>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
 }
@@ -75,15 +79,18 @@ impl NodeApi {
         gateway: Channel,
         keys: Arc<NodeKeys>,
         store: Arc<Store>,
+        witness: Arc<LogWitness>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
     ) -> NodeApi {
         NodeApi {
             institution,
             gateway: GatewayClient::new(gateway.clone()),
-            consents: ConsentsClient::new(gateway),
+            consents: ConsentsClient::new(gateway.clone()),
+            audit: AuditClient::new(gateway),
             keys,
             store,
+            witness,
             clock,
             metrics,
         }
@@ -117,6 +124,62 @@ impl NodeApi {
         })?;
         Ok(cii_proto::common::EncryptedPseudonym {
             ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
+        })
+    }
+
+    /// After the log was seen rewritten, nothing more is sent to the gateway.
+    async fn refuse_in_alarm(&self) -> Result<(), Status> {
+        match self.witness.in_alarm().await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(self.metrics.refused(error(
+                Code::FailedPrecondition,
+                "AUDIT_LOG_ALARM",
+                "this node saw the gateway's audit log rewritten and stopped exchanging; an operator must investigate",
+                None,
+            ))),
+            Err(e) => Err(error(Code::Internal, e.code(), e.to_string(), None)),
+        }
+    }
+
+    /// Checks a receipt from the gateway as a witness of its log (the caller's
+    /// token fetches the consistency proof). Nothing is recorded unless it passes.
+    async fn witness<T>(
+        &self,
+        incoming: &Request<T>,
+        receipt: Option<&cii_proto::common::Receipt>,
+    ) -> Result<(), Status> {
+        let receipt = receipt.ok_or_else(|| {
+            error(
+                Code::Internal,
+                "RECEIPT_INVALID",
+                "the gateway answered without an audit receipt",
+                None,
+            )
+        })?;
+        let parts = ReceiptParts {
+            index: receipt.leaf_index,
+            leaf_hash: &receipt.leaf_hash,
+            checkpoint: &receipt.checkpoint,
+            inclusion_proof: &receipt.inclusion_proof,
+        };
+        let audit = self.audit.clone();
+        let fetch = |old_size: u64, tree_size: u64| async move {
+            let request = Self::onward(incoming, ConsistencyProofRequest { old_size, tree_size });
+            audit
+                .clone()
+                .get_consistency_proof(request)
+                .await
+                .map(|answer| answer.into_inner().hashes)
+                .map_err(|status| status.message().to_owned())
+        };
+        self.witness.check(&parts, fetch).await.map_err(|failure| {
+            tracing::error!(code = failure.code(), error = %failure, "receipt refused");
+            let code = match failure {
+                crate::witness::WitnessFailure::Alarm(_) => Code::FailedPrecondition,
+                _ => Code::Unavailable,
+            };
+            self.metrics
+                .refused(error(code, failure.code(), failure.to_string(), None))
         })
     }
 
@@ -205,6 +268,7 @@ impl Node for NodeApi {
             }
             return Err(self.metrics.refused(record_taken()));
         }
+        self.refuse_in_alarm().await?;
         let origin = self.keys.enrolment_ciphertext(&avs);
         let enrolled = self
             .gateway
@@ -233,6 +297,7 @@ impl Node for NodeApi {
                 )
             })?
             .map_err(|e| error(Code::Internal, "GATEWAY_ANSWER_INVALID", e.to_string(), None))?;
+        self.witness(&request, enrolled.receipt.as_ref()).await?;
         let pseudonym = self.keys.decrypt(&ciphertext);
         let now = i64::try_from(self.clock.now().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
         match self

@@ -34,6 +34,8 @@ pub struct NodeFile {
     pub pseudonym: PseudonymFile,
     /// The node's own database.
     pub store: StoreFile,
+    /// The gateway's audit log, which the node witnesses.
+    pub audit: AuditFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -60,6 +62,15 @@ pub struct StoreFile {
     pub key: PathBuf,
 }
 
+/// The `[audit]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// A file holding the log's verifier key (`cii audit vkey` on the gateway prints it):
+    /// every receipt's checkpoint must carry this key's signature.
+    pub verifier_key_file: PathBuf,
+}
+
 /// A checked node configuration, ready to run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -77,6 +88,8 @@ pub struct NodeConfig {
     pub database: String,
     /// The store key.
     pub store_key: StoreKey,
+    /// The audit log's verifier key.
+    pub audit_verifier: cii_audit::note::Verifier,
 }
 
 /// The store key (never printed).
@@ -137,6 +150,10 @@ impl NodeConfig {
             )
         })?;
         let database = config::database_url(path, &file.store.database);
+        let audit_verifier = cii_audit::note::Verifier::from_vkey(
+            read("audit.verifier_key_file", &file.audit.verifier_key_file)?.trim(),
+        )
+        .map_err(|e| ConfigError::invalid(path, "audit.verifier_key_file", e.to_string()))?;
         Ok(NodeConfig {
             file,
             institution,
@@ -145,6 +162,7 @@ impl NodeConfig {
             keys: Arc::new(keys),
             database,
             store_key: StoreKey(store_key),
+            audit_verifier,
         })
     }
 }

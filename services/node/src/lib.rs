@@ -7,6 +7,7 @@
 //! - `api`: `cii.node.v1.Node`, for the institution's IT (TLS + JWT).
 //! - `inbound`: `cii.node.v1.NodeInbound`, for the gateway (mutual TLS, gateway only).
 //! - [`store`]: the node's database: enrolled persons, AVS numbers sealed at rest.
+//! - [`witness`]: every receipt checked against the log's key and the checkpoints seen before.
 //!
 //! Entry point: [`run`], which `cii node` and the tests call.
 
@@ -17,6 +18,7 @@ mod api;
 pub mod config;
 mod inbound;
 pub mod store;
+pub mod witness;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +61,9 @@ pub enum RunError {
     /// The node's database could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The witness state could not be restored.
+    #[error(transparent)]
+    Witness(#[from] witness::WitnessFailure),
 }
 
 /// Services of the IT-facing API.
@@ -97,12 +102,14 @@ pub async fn run_with_clock(
         metrics.clone(),
     );
     let store = Arc::new(store::Store::open(&config.database, &config.store_key.0).await?);
+    let witness = Arc::new(witness::LogWitness::open(config.audit_verifier.clone(), store.clone()).await?);
     let api = NodeServer::with_interceptor(
         api::NodeApi::new(
             config.institution.id.clone(),
             gateway,
             config.keys.clone(),
             store.clone(),
+            witness,
             clock.clone(),
             metrics.clone(),
         ),

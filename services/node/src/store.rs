@@ -177,6 +177,38 @@ impl Store {
         }
     }
 
+    /// The newest audit checkpoint this node accepted, and whether it raised the alarm.
+    pub async fn witness(&self) -> Result<Option<(String, bool)>, StoreError> {
+        let row = sqlx::query("SELECT note, alarm FROM witness WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some((row.try_get("note")?, row.try_get::<i64, _>("alarm")? != 0))),
+            None => Ok(None),
+        }
+    }
+
+    /// Remembers `note` (of tree size `size`) as the newest accepted checkpoint.
+    pub async fn save_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO witness (id, size, note, alarm) VALUES (1, ?, ?, 0) \
+             ON CONFLICT (id) DO UPDATE SET size = excluded.size, note = excluded.note WHERE excluded.size > witness.size",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(note)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that the log was seen rewritten; kept across restarts.
+    pub async fn raise_alarm(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE witness SET alarm = 1 WHERE id = 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;

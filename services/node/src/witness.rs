@@ -1,0 +1,298 @@
+//! The node witnesses the gateway's audit log. Every receipt the gateway
+//! hands out (enrolment, and transfers with the exchanges) is checked: the
+//! checkpoint is signed by the log's key, the entry is included in it, and the
+//! checkpoint is consistent with the newest one this node accepted before. A
+//! rewritten log raises the alarm, which is stored: the node then refuses to
+//! exchange until an operator has investigated.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cii_audit::merkle::{Hash, verify_consistency, verify_inclusion};
+use cii_audit::note::{Checkpoint, Verifier};
+
+use crate::store::{Store, StoreError};
+
+/// Why a receipt was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WitnessFailure {
+    /// The log was seen rewritten (now or before): stop.
+    #[error("the gateway's audit log is not consistent with what this node saw before ({0}); exchanges are stopped")]
+    Alarm(String),
+    /// The receipt itself is malformed, badly signed, or its entry not included.
+    #[error("the receipt does not verify: {0}")]
+    BadReceipt(String),
+    /// The gateway did not give the consistency proof.
+    #[error("consistency proof unavailable: {0}")]
+    ProofUnavailable(String),
+    /// The node's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WitnessFailure {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WitnessFailure::Alarm(_) => "AUDIT_LOG_ALARM",
+            WitnessFailure::BadReceipt(_) => "RECEIPT_INVALID",
+            WitnessFailure::ProofUnavailable(_) => "AUDIT_UNAVAILABLE",
+            WitnessFailure::Store(_) => "NODE_STORE",
+        }
+    }
+}
+
+/// The witness of one node.
+pub struct LogWitness {
+    verifier: Verifier,
+    store: Arc<Store>,
+    /// Serialises checks, so the newest checkpoint only moves forward.
+    newest: tokio::sync::Mutex<Option<Checkpoint>>,
+}
+
+impl std::fmt::Debug for LogWitness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWitness")
+            .field("log", &self.verifier.name())
+            .finish()
+    }
+}
+
+/// A receipt as the gateway returns it.
+#[derive(Debug, Clone)]
+pub struct ReceiptParts<'a> {
+    /// The entry's index.
+    pub index: u64,
+    /// The entry's leaf hash.
+    pub leaf_hash: &'a [u8],
+    /// The signed checkpoint.
+    pub checkpoint: &'a str,
+    /// The inclusion proof.
+    pub inclusion_proof: &'a [Vec<u8>],
+}
+
+fn hashes(raw: &[Vec<u8>]) -> Result<Vec<Hash>, WitnessFailure> {
+    raw.iter()
+        .map(|h| {
+            Hash::try_from(h.as_slice()).map_err(|_| WitnessFailure::BadReceipt("a proof hash is not 32 bytes".into()))
+        })
+        .collect()
+}
+
+impl LogWitness {
+    /// Restores the witness from the node's store.
+    pub async fn open(verifier: Verifier, store: Arc<Store>) -> Result<LogWitness, WitnessFailure> {
+        let newest = match store.witness().await? {
+            Some((note, _)) => Some(
+                verifier
+                    .open_checkpoint(&note, verifier.name())
+                    .map_err(|e| WitnessFailure::BadReceipt(format!("stored checkpoint: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(LogWitness {
+            verifier,
+            store,
+            newest: tokio::sync::Mutex::new(newest),
+        })
+    }
+
+    /// Whether the alarm was raised (the node then sends nothing).
+    pub async fn in_alarm(&self) -> Result<bool, WitnessFailure> {
+        Ok(matches!(self.store.witness().await?, Some((_, true))))
+    }
+
+    /// Checks a receipt; `consistency(old, new)` fetches an RFC 6962 consistency proof
+    /// between two tree sizes from the gateway.
+    pub async fn check<F, Fut>(&self, receipt: &ReceiptParts<'_>, consistency: F) -> Result<(), WitnessFailure>
+    where
+        F: FnOnce(u64, u64) -> Fut,
+        Fut: Future<Output = Result<Vec<Vec<u8>>, String>>,
+    {
+        let mut newest = self.newest.lock().await;
+        if let Some((_, true)) = self.store.witness().await? {
+            return Err(WitnessFailure::Alarm("alarm raised earlier and not cleared".into()));
+        }
+        let cp = self
+            .verifier
+            .open_checkpoint(receipt.checkpoint, self.verifier.name())
+            .map_err(|e| WitnessFailure::BadReceipt(e.to_string()))?;
+        let leaf = Hash::try_from(receipt.leaf_hash)
+            .map_err(|_| WitnessFailure::BadReceipt("leaf hash is not 32 bytes".into()))?;
+        if !verify_inclusion(
+            &leaf,
+            receipt.index,
+            cp.size,
+            &hashes(receipt.inclusion_proof)?,
+            &cp.root,
+        ) {
+            return Err(WitnessFailure::BadReceipt(format!(
+                "entry {} is not included in the checkpoint",
+                receipt.index
+            )));
+        }
+        let Some(old) = newest.clone() else {
+            self.store.save_checkpoint(cp.size, receipt.checkpoint).await?;
+            *newest = Some(cp);
+            return Ok(());
+        };
+        // Receipts of concurrent calls may arrive out of order: prove the smaller tree
+        // is a prefix of the larger, whichever this one is.
+        let (small, large) = if cp.size >= old.size { (&old, &cp) } else { (&cp, &old) };
+        let consistent = if small.size == large.size {
+            small.root == large.root
+        } else {
+            let proof = consistency(small.size, large.size)
+                .await
+                .map_err(WitnessFailure::ProofUnavailable)?;
+            verify_consistency(small.size, large.size, &small.root, &large.root, &hashes(&proof)?)
+        };
+        if !consistent {
+            self.store.raise_alarm().await?;
+            tracing::error!(
+                seen = old.size,
+                offered = cp.size,
+                "ALARM: the gateway's audit log was rewritten; exchanges stopped"
+            );
+            return Err(WitnessFailure::Alarm(format!("sizes {} and {}", old.size, cp.size)));
+        }
+        if cp.size > old.size {
+            self.store.save_checkpoint(cp.size, receipt.checkpoint).await?;
+            *newest = Some(cp);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cii_audit::note::{Signer, generate_key_pem};
+    use cii_audit::{Entry, EntryKind, Log, Receipt};
+
+    const ORIGIN: &str = "cii.test/audit";
+
+    struct TestLog {
+        log: Log,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A fresh log on its own SQLite file, signed with the key in `pem`.
+    async fn log(pem: &str) -> TestLog {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cii_audit::Store::open(&format!("sqlite:{}", dir.path().join("audit.db").display()))
+            .await
+            .unwrap();
+        let signer = Signer::from_pem(ORIGIN, pem).unwrap();
+        let (log, _task) = Log::open(store, Arc::new(signer), ORIGIN.into()).await.unwrap();
+        TestLog { log, _dir: dir }
+    }
+
+    async fn append(log: &Log, user: &str) -> Receipt {
+        log.append(Entry {
+            kind: EntryKind::Enrolment as i32,
+            acting_user: user.into(),
+            ..Entry::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn parts(r: &Receipt) -> (Vec<Vec<u8>>, ReceiptParts<'_>) {
+        let proof: Vec<Vec<u8>> = r.inclusion_proof.iter().map(|h| h.to_vec()).collect();
+        let parts = ReceiptParts {
+            index: r.index,
+            leaf_hash: &r.leaf_hash,
+            checkpoint: &r.checkpoint,
+            inclusion_proof: &[],
+        };
+        (proof, parts)
+    }
+
+    async fn check(witness: &LogWitness, log: &Log, r: &Receipt) -> Result<(), WitnessFailure> {
+        let (proof, mut p) = parts(r);
+        p.inclusion_proof = &proof;
+        let log = log.clone();
+        witness
+            .check(&p, |old, new| async move {
+                log.consistency_proof(old, new)
+                    .map(|(_, hashes)| hashes.iter().map(|h| h.to_vec()).collect())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+    }
+
+    async fn node_store(dir: &tempfile::TempDir) -> Arc<Store> {
+        Arc::new(
+            Store::open(&format!("sqlite:{}", dir.path().join("node.db").display()), &[3; 32])
+                .await
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_growing_log_passes_and_a_rewritten_one_stops_the_node_for_good() {
+        let pem = generate_key_pem().unwrap();
+        let signer = Signer::from_pem(ORIGIN, &pem).unwrap();
+        let node_dir = tempfile::tempdir().unwrap();
+        let store = node_store(&node_dir).await;
+        let witness = LogWitness::open(signer.verifier(), store.clone()).await.unwrap();
+
+        let a = log(&pem).await;
+        let r1 = append(&a.log, "one").await;
+        let r2 = append(&a.log, "two").await;
+        let r3 = append(&a.log, "three").await;
+        check(&witness, &a.log, &r1).await.unwrap();
+        check(&witness, &a.log, &r3).await.unwrap();
+        // An older receipt arriving late is a prefix of what was seen: fine.
+        check(&witness, &a.log, &r2).await.unwrap();
+
+        // A receipt whose inclusion proof does not match is refused, without alarm.
+        let (mut proof, mut p) = parts(&r3);
+        proof.push(vec![0; 32]);
+        p.inclusion_proof = &proof;
+        let err = witness.check(&p, |_, _| async { Ok(Vec::new()) }).await.unwrap_err();
+        assert_eq!(err.code(), "RECEIPT_INVALID");
+        // A checkpoint signed by another key is refused.
+        let foreign = Signer::from_pem(ORIGIN, &generate_key_pem().unwrap()).unwrap();
+        let forged = foreign.sign(
+            &cii_audit::note::Checkpoint {
+                origin: ORIGIN.into(),
+                size: 1,
+                root: [0; 32],
+            }
+            .body(),
+        );
+        let forged_parts = ReceiptParts {
+            index: 0,
+            leaf_hash: &[0; 32],
+            checkpoint: &forged,
+            inclusion_proof: &[],
+        };
+        let err = witness
+            .check(&forged_parts, |_, _| async { Ok(Vec::new()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "RECEIPT_INVALID");
+        assert!(!witness.in_alarm().await.unwrap());
+
+        // The same key, another history (the log was rebuilt behind the node's back): ALARM.
+        let b = log(&pem).await;
+        for user in ["x", "y", "z"] {
+            append(&b.log, user).await;
+        }
+        let rewritten = append(&b.log, "w").await;
+        let err = check(&witness, &b.log, &rewritten).await.unwrap_err();
+        assert_eq!(err.code(), "AUDIT_LOG_ALARM");
+        assert!(witness.in_alarm().await.unwrap());
+        // Stopped: even a good receipt of the old log is refused now, and after a restart.
+        assert_eq!(
+            check(&witness, &a.log, &r3).await.unwrap_err().code(),
+            "AUDIT_LOG_ALARM"
+        );
+        drop(witness);
+        let restarted = LogWitness::open(signer.verifier(), store).await.unwrap();
+        assert!(restarted.in_alarm().await.unwrap());
+    }
+}
