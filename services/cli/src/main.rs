@@ -5,6 +5,7 @@
 //! the service crates' `run`; everything else lives in those crates.
 
 mod audit;
+mod enrol;
 mod keys;
 mod pki;
 mod policy;
@@ -69,6 +70,8 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
         #[arg(long, env = "CII_CONSENT_CONFIG")]
         config: PathBuf,
     },
+    /// Enrol an institution's caseload from a CSV file through its node, with a progress bar.
+    Enrol(enrol::EnrolArgs),
     /// The key ceremony of the pseudonym scheme (offline).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -137,6 +140,22 @@ fn main() -> ExitCode {
                 cii_consent::run(config, listeners, cii_kit::shutdown::signal()).await?;
                 Ok(())
             })
+        }
+        Command::Enrol(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(enrol::run(args)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
         }
         Command::Audit(command) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

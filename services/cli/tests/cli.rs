@@ -760,3 +760,81 @@ fn holds_any(haystack: &[u8], needles: &std::collections::HashSet<Vec<u8>>) -> b
             .any(|&len| haystack.get(at..at + len).is_some_and(|w| needles.contains(w)))
     })
 }
+
+/// `cii enrol`: a caseload from CSV through the node, with a report by line and code that never
+/// shows an AVS number.
+#[test]
+fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, nodes, _) = write_network(dir.path());
+    let _running = Running(vec![
+        start(dir.path(), "gateway", "gateway.toml"),
+        start(dir.path(), "node", "node-orp.toml"),
+    ]);
+    let persons = synthetic_avs(60);
+    let mut csv = String::from("avs_number,local_record_id\n");
+    for (n, avs) in persons.iter().enumerate() {
+        csv.push_str(&format!(
+            "{},ORP-{n:04}\n",
+            if n % 2 == 0 { dotted(avs) } else { avs.clone() }
+        ));
+    }
+    let bad_check_digit = "756.1234.5678.98";
+    csv.push_str(&format!("{bad_check_digit},ORP-9001\n")); // line 62
+    csv.push_str(&format!("{},{}\n", persons[0], persons[0])); // line 63: record id is an AVS number
+    csv.push_str(&format!("{},ORP-9003\n", persons[1])); // line 64: already enrolled as ORP-0001
+    std::fs::write(dir.path().join("caseload.csv"), &csv).expect("csv");
+    let token = cii(&[
+        "pki",
+        "token",
+        "--dir",
+        &dir.path().join("pki").to_string_lossy(),
+        "--institution",
+        "ORP-VS",
+        "--user",
+        "batch",
+        "--role",
+        "caseworker",
+    ]);
+    std::fs::write(dir.path().join("token"), &token.stdout).expect("token");
+    // Wait for the node to serve.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", nodes[0].0)).is_err() {
+        assert!(Instant::now() < deadline, "node never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = cii(&[
+        "enrol",
+        "--node",
+        &format!("https://127.0.0.1:{}", nodes[0].0),
+        "--ca",
+        &dir.path().join("pki/ca.pem").to_string_lossy(),
+        "--token-file",
+        &dir.path().join("token").to_string_lossy(),
+        "--csv",
+        &dir.path().join("caseload.csv").to_string_lossy(),
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("line 62: AVS_CHECK_DIGIT (avs_number)"), "{report}");
+    assert!(
+        report.contains("line 63: LOCAL_RECORD_ID_IS_AVS (local_record_id)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("line 64: PERSON_ALREADY_ENROLLED (avs_number)"),
+        "{report}"
+    );
+    assert!(report.contains("60 enrolled, 3 refused"), "{report}");
+    let all_output = format!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !all_output.contains("1234.5678") && !all_output.contains(&persons[0]),
+        "{all_output}"
+    );
+}

@@ -59,6 +59,26 @@ pub enum TlsError {
     Endpoint(String),
 }
 
+/// The network CA certificates in the PEM file `ca`.
+fn load_roots(ca: &std::path::Path) -> Result<RootCertStore, TlsError> {
+    let pem_err = |problem: String| TlsError::Pem {
+        what: "CA certificate",
+        file: ca.display().to_string(),
+        problem,
+    };
+    let ca_certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_err(e.to_string()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in ca_certs {
+        roots.add(cert).map_err(|e| pem_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(pem_err("no certificate found".to_owned()));
+    }
+    Ok(roots)
+}
+
 /// This party's certificate chain and key, and the network CA.
 #[derive(Clone)]
 pub struct TlsIdentity {
@@ -84,18 +104,7 @@ impl TlsIdentity {
             file: file.display().to_string(),
             problem,
         };
-        let ca_certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| pem_err("CA certificate", &files.ca, e.to_string()))?;
-        let mut roots = RootCertStore::empty();
-        for cert in ca_certs {
-            roots
-                .add(cert)
-                .map_err(|e| pem_err("CA certificate", &files.ca, e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(pem_err("CA certificate", &files.ca, "no certificate found".to_owned()));
-        }
+        let roots = load_roots(&files.ca)?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| pem_err("certificate", &files.cert, e.to_string()))?;
@@ -362,6 +371,22 @@ pub fn client_config(id: &TlsIdentity, server: PeerPolicy) -> Result<Arc<rustls:
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ServerVerifier { inner, policy: server }))
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3 client configuration for an institution's IT system calling its
+/// node's API: it trusts the network CA in `ca`, presents no certificate (users
+/// authenticate by JWT), and admits only servers the policy admits.
+pub fn api_client_config(ca: &std::path::Path, server: PeerPolicy) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier { inner, policy: server }))
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
