@@ -782,7 +782,6 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     let bad_check_digit = "756.1234.5678.98";
     csv.push_str(&format!("{bad_check_digit},ORP-9001\n")); // line 62
     csv.push_str(&format!("{},{}\n", persons[0], persons[0])); // line 63: record id is an AVS number
-    csv.push_str(&format!("{},ORP-9003\n", persons[1])); // line 64: already enrolled as ORP-0001
     std::fs::write(dir.path().join("caseload.csv"), &csv).expect("csv");
     let token = cii(&[
         "pki",
@@ -804,17 +803,20 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let out = cii(&[
-        "enrol",
-        "--node",
-        &format!("https://127.0.0.1:{}", nodes[0].0),
-        "--ca",
-        &dir.path().join("pki/ca.pem").to_string_lossy(),
-        "--token-file",
-        &dir.path().join("token").to_string_lossy(),
-        "--csv",
-        &dir.path().join("caseload.csv").to_string_lossy(),
-    ]);
+    let enrol = |file: &str| {
+        cii(&[
+            "enrol",
+            "--node",
+            &format!("https://127.0.0.1:{}", nodes[0].0),
+            "--ca",
+            &dir.path().join("pki/ca.pem").to_string_lossy(),
+            "--token-file",
+            &dir.path().join("token").to_string_lossy(),
+            "--csv",
+            &dir.path().join(file).to_string_lossy(),
+        ])
+    };
+    let out = enrol("caseload.csv");
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -827,11 +829,18 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         report.contains("line 63: LOCAL_RECORD_ID_IS_AVS (local_record_id)"),
         "{report}"
     );
+    assert!(report.contains("60 enrolled, 2 refused"), "{report}");
+    // A person already enrolled under another record id is refused (a separate run: within one
+    // file, which of two such lines wins is a race); the same file again changes nothing.
+    std::fs::write(dir.path().join("again.csv"), format!("{},ORP-9003\n", persons[1])).expect("csv");
+    let again = enrol("again.csv");
+    let again_report = String::from_utf8_lossy(&again.stdout);
     assert!(
-        report.contains("line 64: PERSON_ALREADY_ENROLLED (avs_number)"),
-        "{report}"
+        again_report.contains("line 1: PERSON_ALREADY_ENROLLED (avs_number)"),
+        "{again_report}"
     );
-    assert!(report.contains("60 enrolled, 3 refused"), "{report}");
+    let rerun = enrol("caseload.csv");
+    assert!(String::from_utf8_lossy(&rerun.stdout).contains("60 enrolled, 2 refused"));
     let all_output = format!("{report}{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         !all_output.contains("1234.5678") && !all_output.contains(&persons[0]),
