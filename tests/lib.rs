@@ -407,6 +407,15 @@ pub fn cert_serial(cert_pem: &Path) -> String {
     cii_kit::registry::serial_hex(&cii_kit::tls::inspect(&der).expect("inspect").serial)
 }
 
+/// Writes a file; a secret one with mode 0600, as `cii keys` does (services refuse others).
+pub fn write_file(path: &Path, contents: &str, secret: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).expect("write key file");
+    if secret {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    }
+}
+
 /// Writes `pki/gateway/audit.vkey`, the verifier key of the log signed with
 /// `pki/gateway/audit.key` under `origin` (what `cii audit vkey` prints).
 pub fn write_vkey(pki: &Path, origin: &str) {
@@ -422,17 +431,17 @@ pub fn write_vkey(pki: &Path, origin: &str) {
 /// store key per institution (as `cii keys store-key` does on each node).
 pub fn write_keys(dir: &Path, institutions: &[InstitutionId]) {
     let ceremony = cii_pseudonym::ceremony::Ceremony::new();
-    for (name, contents, _) in ceremony.key_files(institutions, 1, false).expect("key files") {
+    for (name, contents, secret) in ceremony.key_files(institutions, 1, false).expect("key files") {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, contents).expect("write key file");
+        write_file(&path, &contents, secret);
     }
     for id in institutions {
         use ring::rand::SecureRandom;
         let mut bytes = [0u8; 32];
         ring::rand::SystemRandom::new().fill(&mut bytes).expect("random");
         let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(dir.join(format!("institutions/{id}/store.key")), key).expect("write store key");
+        write_file(&dir.join(format!("institutions/{id}/store.key")), &key, true);
     }
 }
 

@@ -100,14 +100,9 @@ impl ConsentConfig {
             }
             Err(e) => return Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
         }
-        let read = |key: &str, file: &Path| {
-            let resolved = config::resolve(path, file);
-            std::fs::read_to_string(&resolved)
-                .map_err(|e| ConfigError::invalid(path, key, format!("cannot read {}: {e}", resolved.display())))
-        };
         let keys = NodeKeys::from_json(
-            &read("pseudonym.global_public", &file.pseudonym.global_public)?,
-            &read("pseudonym.session_keys", &file.pseudonym.session_keys)?,
+            &config::read_file(path, "pseudonym.global_public", &file.pseudonym.global_public)?,
+            &config::read_secret(path, "pseudonym.session_keys", &file.pseudonym.session_keys)?,
         )
         .map_err(|e| ConfigError::invalid(path, "pseudonym", e.to_string()))?;
         if !["sqlite:", "postgres://", "postgresql://"]

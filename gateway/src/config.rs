@@ -103,13 +103,8 @@ fn default_enrolments_per_minute() -> u32 {
 impl PseudonymFile {
     /// Loads the transcryptor from the two key files.
     pub fn transcryptor(&self, config_file: &Path) -> Result<cii_pseudonym::gateway::Gateway, ConfigError> {
-        let read = |key: &str, file: &Path| {
-            let path = config::resolve(config_file, file);
-            std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError::invalid(config_file, key, format!("cannot read {}: {e}", path.display())))
-        };
-        let transcryptor = read("pseudonym.transcryptor", &self.transcryptor)?;
-        let global_public = read("pseudonym.global_public", &self.global_public)?;
+        let transcryptor = config::read_secret(config_file, "pseudonym.transcryptor", &self.transcryptor)?;
+        let global_public = config::read_file(config_file, "pseudonym.global_public", &self.global_public)?;
         cii_pseudonym::gateway::Gateway::from_json(&transcryptor, &global_public)
             .map_err(|e| ConfigError::invalid(config_file, "pseudonym", e.to_string()))
     }

@@ -38,7 +38,7 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
     std::fs::copy(dir.join("pki/gateway/audit.vkey"), dir.join("audit.vkey")).expect("vkey");
     // The production example keeps the node's store key apart from the ceremony's files.
     std::fs::create_dir_all(dir.join("node")).expect("mkdir");
-    std::fs::write(dir.join("node/store.key"), "42".repeat(32)).expect("store key");
+    cii_tests::write_file(&dir.join("node/store.key"), &"42".repeat(32), true);
     let files = copy_configs_in_place(dir);
     let mut loaded = 0;
     for file in &files {

@@ -99,6 +99,35 @@ pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Reads the file `path` (relative to `config_file`) named by `key`.
+pub fn read_file(config_file: &Path, key: &str, path: &Path) -> Result<String, ConfigError> {
+    let resolved = resolve(config_file, path);
+    std::fs::read_to_string(&resolved)
+        .map_err(|e| ConfigError::invalid(config_file, key, format!("cannot read {}: {e}", resolved.display())))
+}
+
+/// Reads a file of secret key material: it must be readable by its owner only
+/// (mode 0600 or stricter), as `cii keys` writes it — a secret readable by other
+/// accounts of the machine is refused, like ssh refuses such a private key.
+pub fn read_secret(config_file: &Path, key: &str, path: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let resolved = resolve(config_file, path);
+    if let Ok(meta) = std::fs::metadata(&resolved)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        return Err(ConfigError::invalid(
+            config_file,
+            key,
+            format!(
+                "{} is readable by other accounts (mode {:o}); run chmod 600 on it",
+                resolved.display(),
+                meta.permissions().mode() & 0o777
+            ),
+        ));
+    }
+    read_file(config_file, key, path)
+}
+
 /// A database URL with a relative `sqlite:PATH` resolved from `config_file`'s folder;
 /// other URLs (`postgres://…`) unchanged.
 pub fn database_url(config_file: &Path, url: &str) -> String {
@@ -186,6 +215,27 @@ mod tests {
     struct Sample {
         listen: String,
         tls: TlsFiles,
+    }
+
+    #[test]
+    fn a_secret_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("node.toml");
+        let secret = dir.path().join("session-keys.json");
+        std::fs::write(&secret, "{}").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_secret(&config, "pseudonym.session_keys", Path::new("session-keys.json")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("pseudonym.session_keys") && text.contains("chmod 600") && text.contains("644"),
+            "{text}"
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_secret(&config, "pseudonym.session_keys", Path::new("session-keys.json")).unwrap(),
+            "{}"
+        );
     }
 
     #[test]

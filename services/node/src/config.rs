@@ -129,26 +129,23 @@ impl NodeConfig {
             }
             Err(e) => return Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
         }
-        let read = |key: &str, file: &Path| {
-            let resolved = config::resolve(path, file);
-            std::fs::read_to_string(&resolved)
-                .map_err(|e| ConfigError::invalid(path, key, format!("cannot read {}: {e}", resolved.display())))
-        };
+        let read = |key: &str, file: &Path| config::read_file(path, key, file);
         let keys = NodeKeys::from_json(
             &read("pseudonym.global_public", &file.pseudonym.global_public)?,
-            &read("pseudonym.session_keys", &file.pseudonym.session_keys)?,
+            &config::read_secret(path, "pseudonym.session_keys", &file.pseudonym.session_keys)?,
         )
         .map_err(|e| ConfigError::invalid(path, "pseudonym", e.to_string()))?;
         if !file.store.database.starts_with("sqlite:") {
             return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
         }
-        let store_key = crate::store::parse_key(&read("store.key", &file.store.key)?).ok_or_else(|| {
-            ConfigError::invalid(
-                path,
-                "store.key",
-                "must hold 64 hex digits (make one with `cii keys store-key --out FILE`)",
-            )
-        })?;
+        let store_key =
+            crate::store::parse_key(&config::read_secret(path, "store.key", &file.store.key)?).ok_or_else(|| {
+                ConfigError::invalid(
+                    path,
+                    "store.key",
+                    "must hold 64 hex digits (make one with `cii keys store-key --out FILE`)",
+                )
+            })?;
         let database = config::database_url(path, &file.store.database);
         let audit_verifier = cii_audit::note::Verifier::from_vkey(
             read("audit.verifier_key_file", &file.audit.verifier_key_file)?.trim(),
