@@ -84,6 +84,21 @@ async fn each_institution_gets_its_own_stable_pseudonym_and_every_enrolment_is_l
         .expect("re-enrol");
     assert_eq!(again.pseudonym, at_orp.pseudonym);
     assert_eq!(log_size(&net).await, before + 2, "two gateway enrolments, two entries");
+    // The node reports what it witnessed.
+    let status = NodeClient::new(net.node_api_channel(0))
+        .status(with_token(
+            cii_proto::node::StatusRequest {},
+            &net.token(0, "monitor", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(!status.audit_alarm);
+    assert_eq!(
+        status.audit_checkpoint_size,
+        before + 1,
+        "ORP saw the checkpoint of its own enrolment"
+    );
     let dir = net.stop().await;
 
     // The entries: kind, institution, user, and an audit pseudonym that only the DPO key opens —

@@ -226,10 +226,14 @@ impl Node for NodeApi {
             .inspect_err(|status| {
                 tracing::warn!(code = ?status.code(), "gateway refused or unreachable");
             })?;
+        let rtt = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         Ok(Response::new(pb::StatusResponse {
             institution_id: self.institution.to_string(),
             gateway: Some(answer.into_inner()),
-            gateway_rtt_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            gateway_rtt_micros: rtt,
+            audit_checkpoint_size: self.witness.newest_size().await,
+            // A store failure reads as alarm: monitoring should look rather than trust.
+            audit_alarm: self.witness.in_alarm().await.unwrap_or(true),
         }))
     }
 

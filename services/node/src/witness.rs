@@ -98,6 +98,11 @@ impl LogWitness {
         })
     }
 
+    /// The tree size of the newest accepted checkpoint (0 if none).
+    pub async fn newest_size(&self) -> u64 {
+        self.newest.lock().await.as_ref().map_or(0, |c| c.size)
+    }
+
     /// Whether the alarm was raised (the node then sends nothing).
     pub async fn in_alarm(&self) -> Result<bool, WitnessFailure> {
         Ok(matches!(self.store.witness().await?, Some((_, true))))
