@@ -147,6 +147,45 @@ impl ConsentService {
     }
 }
 
+impl ConsentService {
+    /// Declares (`declare`) or ends the actor's institution's relationship with the person.
+    async fn relationship(
+        &self,
+        request: pb::RelationshipRequest,
+        declare: bool,
+    ) -> Result<Response<pb::RelationshipResponse>, Status> {
+        let (institution, user) = self.actor(request.actor.as_ref())?;
+        let person = self.person("person", request.person.as_ref())?;
+        model::check_capacity(&request.capacity).map_err(|e| self.refuse(e))?;
+        let at = request.at.as_ref().map_or_else(|| self.now(), micros);
+        let capacity = &request.capacity;
+        if declare {
+            let new = self
+                .store
+                .declare(&person, &institution, capacity, at, &user)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            tracing::info!(%institution, %capacity, new, "relationship declared");
+        } else {
+            let ended = self
+                .store
+                .end(&person, &institution, capacity, at, &user)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            if !ended {
+                return Err(self.metrics.refused(error(
+                    Code::NotFound,
+                    "RELATIONSHIP_NOT_FOUND",
+                    format!("{institution} has no open relationship in capacity {capacity} with this person"),
+                    Some("capacity"),
+                )));
+            }
+            tracing::info!(%institution, %capacity, "relationship ended");
+        }
+        Ok(Response::new(pb::RelationshipResponse { active: declare }))
+    }
+}
+
 fn micros_of(t: time::OffsetDateTime) -> Micros {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
@@ -443,47 +482,14 @@ impl ConsentRegistry for ConsentService {
         &self,
         request: Request<pb::RelationshipRequest>,
     ) -> Result<Response<pb::RelationshipResponse>, Status> {
-        let request = request.into_inner();
-        let (institution, user) = self.actor(request.actor.as_ref())?;
-        let person = self.person("person", request.person.as_ref())?;
-        model::check_capacity(&request.capacity).map_err(|e| self.refuse(e))?;
-        let since = request.at.as_ref().map_or_else(|| self.now(), micros);
-        let new = self
-            .store
-            .declare(&person, &institution, &request.capacity, since, &user)
-            .await
-            .map_err(|e| self.store_error(e))?;
-        tracing::info!(%institution, capacity = %request.capacity, new, "relationship declared");
-        Ok(Response::new(pb::RelationshipResponse { active: true }))
+        self.relationship(request.into_inner(), true).await
     }
 
     async fn end_relationship(
         &self,
         request: Request<pb::RelationshipRequest>,
     ) -> Result<Response<pb::RelationshipResponse>, Status> {
-        let request = request.into_inner();
-        let (institution, user) = self.actor(request.actor.as_ref())?;
-        let person = self.person("person", request.person.as_ref())?;
-        model::check_capacity(&request.capacity).map_err(|e| self.refuse(e))?;
-        let until = request.at.as_ref().map_or_else(|| self.now(), micros);
-        let ended = self
-            .store
-            .end(&person, &institution, &request.capacity, until, &user)
-            .await
-            .map_err(|e| self.store_error(e))?;
-        if !ended {
-            return Err(self.metrics.refused(error(
-                Code::NotFound,
-                "RELATIONSHIP_NOT_FOUND",
-                format!(
-                    "{institution} has no open relationship in capacity {} with this person",
-                    request.capacity
-                ),
-                Some("capacity"),
-            )));
-        }
-        tracing::info!(%institution, capacity = %request.capacity, "relationship ended");
-        Ok(Response::new(pb::RelationshipResponse { active: false }))
+        self.relationship(request.into_inner(), false).await
     }
 
     async fn list_changes(

@@ -97,10 +97,7 @@ fn main() -> ExitCode {
             cii_kit::telemetry::init(&config.file.log);
             serve(async move {
                 let grpc = tokio::net::TcpListener::bind(config.file.listen).await?;
-                let metrics = match config.file.metrics_listen {
-                    Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
-                    None => None,
-                };
+                let metrics = bind_optional(config.file.metrics_listen).await?;
                 let listeners = cii_gateway::Listeners { grpc, metrics };
                 cii_gateway::run(config, listeners, cii_kit::shutdown::signal()).await?;
                 Ok(())
@@ -115,10 +112,7 @@ fn main() -> ExitCode {
             serve(async move {
                 let api = tokio::net::TcpListener::bind(config.file.api_listen).await?;
                 let inbound = tokio::net::TcpListener::bind(config.file.inbound_listen).await?;
-                let metrics = match config.file.metrics_listen {
-                    Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
-                    None => None,
-                };
+                let metrics = bind_optional(config.file.metrics_listen).await?;
                 let listeners = cii_node::Listeners { api, inbound, metrics };
                 cii_node::run(config, listeners, cii_kit::shutdown::signal()).await?;
                 Ok(())
@@ -132,47 +126,14 @@ fn main() -> ExitCode {
             cii_kit::telemetry::init(&config.file.log);
             serve(async move {
                 let grpc = tokio::net::TcpListener::bind(config.file.listen).await?;
-                let metrics = match config.file.metrics_listen {
-                    Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
-                    None => None,
-                };
+                let metrics = bind_optional(config.file.metrics_listen).await?;
                 let listeners = cii_consent::Listeners { grpc, metrics };
                 cii_consent::run(config, listeners, cii_kit::shutdown::signal()).await?;
                 Ok(())
             })
         }
-        Command::Enrol(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(enrol::run(args)) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            }
-        }
-        Command::Audit(command) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(audit::run(command)) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            }
-        }
+        Command::Enrol(args) => run_tool(enrol::run(args)),
+        Command::Audit(command) => run_tool(audit::run(command)),
         Command::Policy(command) => match policy::run(command) {
             Ok(code) => code,
             Err(e) => {
@@ -202,13 +163,41 @@ fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn serve(body: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => Some(r),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+/// Binds the optional `/metrics` address.
+async fn bind_optional(addr: Option<std::net::SocketAddr>) -> std::io::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(tokio::net::TcpListener::bind(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs a tool command that returns its own exit code; an error is a usage or configuration problem.
+fn run_tool(body: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(body) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn serve(body: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(body) {
         Ok(()) => ExitCode::SUCCESS,

@@ -145,6 +145,19 @@ pub fn database_url(config_file: &Path, url: &str) -> String {
     }
 }
 
+/// Creates the folder of a `sqlite:PATH` database if missing (SQLite creates the file, not
+/// its folder); other URLs are left alone.
+pub fn create_sqlite_parent(url: &str) -> std::io::Result<()> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(());
+    };
+    let path = rest.strip_prefix("//").unwrap_or(rest).split('?').next().unwrap_or("");
+    match Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) if path != ":memory:" => std::fs::create_dir_all(parent),
+        _ => Ok(()),
+    }
+}
+
 /// Files of a party's TLS identity, as written in config files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

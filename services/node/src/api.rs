@@ -128,17 +128,16 @@ impl NodeApi {
     }
 
     /// After the log was seen rewritten, nothing more is sent to the gateway.
-    async fn refuse_in_alarm(&self) -> Result<(), Status> {
-        match self.witness.in_alarm().await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(self.metrics.refused(error(
-                Code::FailedPrecondition,
-                "AUDIT_LOG_ALARM",
-                "this node saw the gateway's audit log rewritten and stopped exchanging; an operator must investigate",
-                None,
-            ))),
-            Err(e) => Err(error(Code::Internal, e.code(), e.to_string(), None)),
+    fn refuse_in_alarm(&self) -> Result<(), Status> {
+        if !self.witness.in_alarm() {
+            return Ok(());
         }
+        Err(self.metrics.refused(error(
+            Code::FailedPrecondition,
+            "AUDIT_LOG_ALARM",
+            "this node saw the gateway's audit log rewritten and stopped exchanging; an operator must investigate",
+            None,
+        )))
     }
 
     /// Checks a receipt from the gateway as a witness of its log (the caller's
@@ -232,8 +231,7 @@ impl Node for NodeApi {
             gateway: Some(answer.into_inner()),
             gateway_rtt_micros: rtt,
             audit_checkpoint_size: self.witness.newest_size().await,
-            // A store failure reads as alarm: monitoring should look rather than trust.
-            audit_alarm: self.witness.in_alarm().await.unwrap_or(true),
+            audit_alarm: self.witness.in_alarm(),
         }))
     }
 
@@ -272,7 +270,7 @@ impl Node for NodeApi {
             }
             return Err(self.metrics.refused(record_taken()));
         }
-        self.refuse_in_alarm().await?;
+        self.refuse_in_alarm()?;
         let origin = self.keys.enrolment_ciphertext(&avs);
         let enrolled = self
             .gateway

@@ -67,14 +67,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `url` with the 32-byte store key.
     pub async fn open(url: &str, key: &[u8; 32]) -> Result<Store, StoreError> {
-        let path = url.strip_prefix("sqlite:").unwrap_or(url);
-        let path = path.strip_prefix("//").unwrap_or(path).split('?').next().unwrap_or("");
-        if let Some(parent) = std::path::Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        }
+        cii_kit::config::create_sqlite_parent(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
