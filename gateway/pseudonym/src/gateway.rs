@@ -147,6 +147,11 @@ impl Gateway {
             .transcrypt(ciphertext, &info, &self.global_pseudonym_key, &mut rand::rng()))
     }
 
+    /// Encrypts an attribute under the global attribute key (for sealing).
+    pub(crate) fn encrypt_attribute(&self, attribute: &Attribute) -> EncryptedAttribute {
+        attribute.encrypt(&self.global_attribute_key, &mut rand::rng())
+    }
+
     /// Rekeys an identity attribute to `to` — only when the basis releases `identity.avs`.
     pub fn rekey_identity(&self, identity: &Identity, to: &Party) -> Identity {
         // The attribute half of any info into `to` is the same: it depends on the contexts only.

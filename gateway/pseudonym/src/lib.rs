@@ -26,6 +26,7 @@ pub mod ceremony;
 pub mod gateway;
 pub mod names;
 pub mod node;
+pub mod seal;
 pub mod wire;
 
 /// The ciphertext types callers hold, so they need not depend on libpep themselves.
@@ -47,6 +48,9 @@ pub enum PseudonymError {
     /// The identity attribute does not decode to an AVS number (wrong recipient or damaged).
     #[error("identity attribute does not decode to an AVS number")]
     NotAnIdentity,
+    /// A sealed payload does not open: sealed to another party, other associated data, or altered.
+    #[error("sealed payload does not open with this key (another recipient, or altered)")]
+    Unsealed,
     /// Key material is unusable.
     #[error("key material: {0}")]
     Key(&'static str),
@@ -60,6 +64,7 @@ impl PseudonymError {
             PseudonymError::NotAPoint => "CIPHERTEXT_INVALID",
             PseudonymError::OriginTarget => "ORIGIN_TARGET_REFUSED",
             PseudonymError::NotAnIdentity => "IDENTITY_UNREADABLE",
+            PseudonymError::Unsealed => "SEALED_PAYLOAD_UNREADABLE",
             PseudonymError::Key(_) => "KEY_MATERIAL",
         }
     }

@@ -80,6 +80,11 @@ impl NodeKeys {
         Ok(encrypt_global(&a, &self.global, &mut rand::rng()))
     }
 
+    /// Decrypts any attribute addressed to this node (for opening sealed payloads).
+    pub(crate) fn decrypt_attribute(&self, ciphertext: &EncryptedAttribute) -> Attribute {
+        decrypt(ciphertext, &self.session)
+    }
+
     /// Reads an identity attribute addressed to this node.
     pub fn decrypt_identity(&self, ciphertext: &EncryptedAttribute) -> Result<AvsNumber, PseudonymError> {
         let a: Attribute = decrypt(ciphertext, &self.session);
