@@ -32,6 +32,9 @@ pub struct GatewayFile {
     pub pseudonym: PseudonymFile,
     /// The consent registry.
     pub consent: ConsentFile,
+    /// The operational store and delivery.
+    #[serde(default)]
+    pub store: StoreFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -69,6 +72,36 @@ impl AuditFile {
         cii_audit::note::Signer::from_pem(&self.origin, &pem)
             .map_err(|e| ConfigError::invalid(config_file, "audit.signing_key", e.to_string()))
     }
+}
+
+/// The `[store]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// `sqlite:PATH` (relative to the config file's folder) of the operational store:
+    /// transfers by id, the outbox, obligations. Default `sqlite:gateway/gateway.db`.
+    #[serde(default = "default_store")]
+    pub database: String,
+    /// Longest wait between two delivery attempts to a node that is down, in seconds (default 30).
+    #[serde(default = "default_max_retry")]
+    pub delivery_retry_max_seconds: u32,
+}
+
+impl Default for StoreFile {
+    fn default() -> StoreFile {
+        StoreFile {
+            database: default_store(),
+            delivery_retry_max_seconds: default_max_retry(),
+        }
+    }
+}
+
+fn default_store() -> String {
+    "sqlite:gateway/gateway.db".to_owned()
+}
+
+fn default_max_retry() -> u32 {
+    30
 }
 
 /// The `[consent]` section.
@@ -127,6 +160,8 @@ pub struct GatewayConfig {
     pub audit_signer: Arc<cii_audit::note::Signer>,
     /// The transcryptor.
     pub pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    /// The operational store URL (resolved).
+    pub store: String,
 }
 
 impl GatewayConfig {
@@ -171,7 +206,15 @@ impl GatewayConfig {
         if !file.consent.url.starts_with("https://") {
             return Err(ConfigError::invalid(path, "consent.url", "must be an https:// URL"));
         }
+        if !file.store.database.starts_with("sqlite:") {
+            return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
+        }
+        if file.store.delivery_retry_max_seconds == 0 {
+            return Err(ConfigError::invalid(path, "store.delivery_retry_max_seconds", "must be at least 1"));
+        }
+        let store = config::database_url(path, &file.store.database);
         Ok(GatewayConfig {
+            store,
             pseudonyms,
             file,
             registry,

@@ -9,6 +9,9 @@
 //! - `consent_service`: `cii.gateway.v1.Consents`, consents and relationships forwarded to the registry.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
 //! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
+//! - `transfer`: the transfer pipeline (validate, transcrypt, look up, decide, filter, seal, log).
+//! - `delivery`: channels to the nodes, the outbox worker, consent-change notices.
+//! - [`store`]: transfers by id, the outbox, obligations (SQLite).
 //! - `rate_limit`: per-institution token buckets (enrolment).
 //! - `wire`: decisions in their wire form.
 //!
@@ -20,9 +23,12 @@
 mod audit_service;
 pub mod config;
 mod consent_service;
+mod delivery;
 mod policy_service;
 mod rate_limit;
 mod service;
+pub mod store;
+mod transfer;
 mod wire;
 
 use std::future::Future;
@@ -70,10 +76,23 @@ pub enum RunError {
     /// The audit store could not be opened.
     #[error(transparent)]
     AuditStore(#[from] cii_audit::store::StoreError),
+    /// The operational store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The exchange catalogue could not be read.
+    #[error(transparent)]
+    Catalogue(#[from] cii_types::exchange::ExchangeError),
 }
 
 fn micros(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    }
 }
 
 /// Services the gateway serves (listed by reflection, reported by health).
@@ -148,9 +167,27 @@ pub async fn run_with_clock(
         clock.clone(),
         metrics.clone(),
     );
+    let store = store::Store::open(&config.store).await?;
+    let nodes = delivery::Nodes::new(
+        registry.clone(),
+        config.tls.clone(),
+        std::time::Duration::from_secs(u64::from(config.file.store.delivery_retry_max_seconds)),
+    );
+    let transfers = Arc::new(transfer::Transfers::new(
+        registry.clone(),
+        config.rulebook.clone(),
+        Arc::new(cii_types::exchange::Catalogue::load()?),
+        config.pseudonyms.clone(),
+        audit.clone(),
+        consent_registry.clone(),
+        store.clone(),
+        nodes.clone(),
+        clock.clone(),
+        metrics.clone(),
+    ));
     let gateway = GatewayServer::with_interceptor(
         service::GatewayService::new(
-            registry,
+            transfers,
             clock.clone(),
             config.pseudonyms.clone(),
             audit.clone(),
@@ -164,7 +201,7 @@ pub async fn run_with_clock(
     );
     let consents = ConsentsServer::with_interceptor(
         consent_service::ConsentsService::new(
-            consent_registry,
+            consent_registry.clone(),
             config.pseudonyms.clone(),
             audit.clone(),
             clock.clone(),
@@ -184,12 +221,20 @@ pub async fn run_with_clock(
         .add_service(gateway)
         .add_service(consents)
         .add_service(policy)
-        .add_service(AuditServer::with_interceptor(
-            audit_service::AuditService::new(audit.clone()),
-            authenticate,
-        ));
+        // Checkpoints and proofs are hashes and signed notes, nothing personal: any
+        // member (mutual TLS) may fetch them without a user, so nodes can witness
+        // the log when the gateway delivers to them.
+        .add_service(AuditServer::new(audit_service::AuditService::new(audit.clone())));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = tokio::spawn(nodes.clone().run_outbox(store.clone(), stop_rx.clone()));
+    let notices = tokio::spawn(delivery::run_consent_notices(
+        consent_registry.clone(),
+        store.clone(),
+        nodes,
+        clock.clone(),
+        stop_rx.clone(),
+    ));
     if let Some(listener) = listeners.metrics {
         let mut stop = stop_rx.clone();
         tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {
@@ -199,6 +244,9 @@ pub async fn run_with_clock(
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.institutions().count(), "gateway serving");
     let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);
+    let _ = outbox.await;
+    let _ = notices.await;
+    store.close().await;
     // Every append was checkpointed when its batch committed; wait for the sequencer to drain.
     drop(audit);
     let _ = sequencer.await;

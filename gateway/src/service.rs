@@ -8,18 +8,17 @@ use cii_kit::auth::caller;
 use cii_kit::clock::Clock;
 use cii_kit::grpc::error;
 use cii_kit::metrics::Metrics;
-use cii_kit::registry::Registry;
 use cii_proto::gateway::{self as pb, gateway_server::Gateway};
 use cii_pseudonym::names::Party;
 use tonic::{Code, Request, Response, Status};
 
 use crate::rate_limit::RateLimit;
+use crate::transfer::{Transfers, check_transfer_id, store_unavailable};
 
 /// The gateway's rpc handlers.
 #[derive(Debug)]
 pub struct GatewayService {
-    #[expect(dead_code, reason = "the transfer pipeline (exchanges issue) reads it")]
-    registry: Arc<Registry>,
+    transfers: Arc<Transfers>,
     clock: Arc<dyn Clock>,
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
     audit: Log,
@@ -29,7 +28,7 @@ pub struct GatewayService {
 
 impl GatewayService {
     pub fn new(
-        registry: Arc<Registry>,
+        transfers: Arc<Transfers>,
         clock: Arc<dyn Clock>,
         pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
         audit: Log,
@@ -37,20 +36,13 @@ impl GatewayService {
         metrics: Metrics,
     ) -> GatewayService {
         GatewayService {
-            registry,
+            transfers,
             clock,
             pseudonyms,
             audit,
             enrolment_limit,
             metrics,
         }
-    }
-}
-
-fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
     }
 }
 
@@ -101,7 +93,7 @@ impl Gateway for GatewayService {
             institution_type: caller.institution.kind.to_string(),
             user: caller.user.subject.clone(),
             roles: caller.user.roles.iter().map(|r| r.to_string()).collect(),
-            gateway_time: Some(timestamp(self.clock.now())),
+            gateway_time: Some(crate::timestamp(self.clock.now())),
         }))
     }
 
@@ -148,11 +140,161 @@ impl Gateway for GatewayService {
         }))
     }
 
-    async fn submit_transfer(&self, _: Request<pb::TransferRequest>) -> Result<Response<pb::TransferResponse>, Status> {
-        Err(cii_kit::grpc::not_available())
+    async fn submit_transfer(
+        &self,
+        request: Request<pb::TransferRequest>,
+    ) -> Result<Response<pb::TransferResponse>, Status> {
+        let caller = caller(&request)?;
+        let response = self.transfers.submit(caller, request.get_ref()).await?;
+        Ok(Response::new(response))
     }
 
-    async fn get_transfer(&self, _: Request<pb::GetTransferRequest>) -> Result<Response<pb::TransferResponse>, Status> {
-        Err(cii_kit::grpc::not_available())
+    async fn get_transfer(
+        &self,
+        request: Request<pb::GetTransferRequest>,
+    ) -> Result<Response<pb::TransferResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = &request.get_ref().transfer_id;
+        check_transfer_id(id).map_err(|s| self.metrics.refused(s))?;
+        let row = self
+            .transfers
+            .store
+            .transfer(caller.institution.id.as_str(), id)
+            .await
+            .map_err(|e| store_unavailable(&e))?
+            .ok_or_else(|| {
+                self.metrics.refused(error(
+                    Code::NotFound,
+                    "TRANSFER_NOT_FOUND",
+                    "no transfer of your institution has this id",
+                    Some("transfer_id"),
+                ))
+            })?;
+        let mut response = <pb::TransferResponse as prost::Message>::decode(row.response.as_slice())
+            .map_err(|_| error(Code::Internal, "GATEWAY_STORE", "a recorded transfer does not decode", None))?;
+        response.state = row.state;
+        response.delivery_attempts = row.attempts;
+        response.last_delivery_error = row.last_error;
+        Ok(Response::new(response))
+    }
+
+    async fn acknowledge_deliveries(
+        &self,
+        request: Request<pb::AcknowledgeDeliveriesRequest>,
+    ) -> Result<Response<pb::AcknowledgeDeliveriesResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut acknowledged = 0;
+        for d in &request.get_ref().deliveries {
+            check_transfer_id(&d.transfer_id).map_err(|s| self.metrics.refused(s))?;
+            if self
+                .transfers
+                .store
+                .acknowledge(
+                    caller.institution.id.as_str(),
+                    &d.sender,
+                    &d.transfer_id,
+                    pb::transfer_response::State::Acknowledged as i32,
+                )
+                .await
+                .map_err(|e| store_unavailable(&e))?
+            {
+                acknowledged += 1;
+            }
+        }
+        Ok(Response::new(pb::AcknowledgeDeliveriesResponse { acknowledged }))
+    }
+
+    async fn list_obligations(
+        &self,
+        request: Request<pb::ListObligationsRequest>,
+    ) -> Result<Response<pb::ListObligationsResponse>, Status> {
+        let caller = caller(&request)?;
+        let now = crate::micros(self.clock.now());
+        let rows = self
+            .transfers
+            .store
+            .obligations(caller.institution.id.as_str(), request.get_ref().include_fulfilled)
+            .await
+            .map_err(|e| store_unavailable(&e))?;
+        let obligations = rows.into_iter().map(|row| obligation_state(row, now)).collect();
+        Ok(Response::new(pb::ListObligationsResponse { obligations }))
+    }
+
+    /// Marks an obligation of the caller's institution fulfilled; the audit
+    /// entry is durable before the answer.
+    async fn fulfil_obligation(
+        &self,
+        request: Request<pb::FulfilObligationRequest>,
+    ) -> Result<Response<cii_proto::common::Obligation>, Status> {
+        let caller = caller(&request)?;
+        let pb::FulfilObligationRequest { obligation_id, note } = request.get_ref();
+        if note.chars().count() > 200 {
+            return Err(self.metrics.refused(error(
+                Code::InvalidArgument,
+                "NOTE_TOO_LONG",
+                "note is limited to 200 characters",
+                Some("note"),
+            )));
+        }
+        let owner = caller.institution.id.as_str();
+        let store = &self.transfers.store;
+        let row = store
+            .obligation(owner, obligation_id)
+            .await
+            .map_err(|e| store_unavailable(&e))?
+            .ok_or_else(|| {
+                self.metrics.refused(error(
+                    Code::NotFound,
+                    "OBLIGATION_NOT_FOUND",
+                    "your institution has no obligation with this id",
+                    Some("obligation_id"),
+                ))
+            })?;
+        let wire = <cii_proto::common::Obligation as prost::Message>::decode(row.wire.as_slice())
+            .map_err(|_| error(Code::Internal, "GATEWAY_STORE", "a recorded obligation does not decode", None))?;
+        if row.fulfilled_micros.is_some() {
+            return Err(self.metrics.refused(error(
+                Code::FailedPrecondition,
+                "OBLIGATION_ALREADY_FULFILLED",
+                "this obligation was already marked fulfilled",
+                Some("obligation_id"),
+            )));
+        }
+        let now = self.clock.now();
+        let entry = cii_audit::Entry {
+            kind: cii_audit::EntryKind::ObligationFulfilled as i32,
+            time_micros: crate::micros(now),
+            transfer_id: row.transfer_id.clone(),
+            sender: row.sender.clone(),
+            recipient: row.recipient.clone(),
+            acting_user: format!("{}@{}", caller.user.subject, caller.institution.id),
+            obligations: vec![format!("{}:{}", wire.kind, wire.id)],
+            detail: note.clone(),
+            ..cii_audit::Entry::default()
+        };
+        self.audit.append(entry).await.map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "obligation fulfilment not logged");
+            self.metrics.refused(audit_unavailable(&e))
+        })?;
+        store
+            .fulfil(owner, obligation_id, crate::micros(now))
+            .await
+            .map_err(|e| store_unavailable(&e))?;
+        Ok(Response::new(wire))
+    }
+}
+
+fn obligation_state(row: crate::store::ObligationRow, now_micros: i64) -> pb::ObligationState {
+    let obligation = <cii_proto::common::Obligation as prost::Message>::decode(row.wire.as_slice()).ok();
+    pb::ObligationState {
+        obligation,
+        transfer_id: row.transfer_id,
+        sender: row.sender,
+        recipient: row.recipient,
+        fulfilled_at: row.fulfilled_micros.map(|m| prost_types::Timestamp {
+            seconds: m.div_euclid(1_000_000),
+            nanos: i32::try_from(m.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+        }),
+        overdue: row.fulfilled_micros.is_none() && row.due_micros < now_micros,
     }
 }

@@ -1,0 +1,421 @@
+//! The gateway's operational store (SQLite): transfers by id (idempotency and
+//! state), the outbox, obligations, and which transfers relied on which consent.
+//!
+//! Architecture Invariant (no-plaintext-at-gateway): nothing here is personal
+//! in clear. Outbox rows hold `node.v1.Delivery` messages whose content is
+//! sealed to the recipient and whose person is a ciphertext for the recipient;
+//! `secure_delete` overwrites a row's bytes when it is deleted.
+
+use std::str::FromStr;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// The store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("gateway database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("gateway database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A transfer as recorded.
+#[derive(Debug, Clone)]
+pub struct TransferRow {
+    /// SHA-256 of the request as first submitted.
+    pub request_sha256: Vec<u8>,
+    /// The encoded `TransferResponse` (without provided data).
+    pub response: Vec<u8>,
+    /// `TransferResponse.State` value.
+    pub state: i32,
+    /// Delivery attempts.
+    pub attempts: u32,
+    /// Last delivery error code.
+    pub last_error: String,
+    /// A pull.
+    pub pull: bool,
+}
+
+/// What a decided transfer leaves in the store, written in one transaction.
+#[derive(Debug)]
+pub struct Decided<'a> {
+    /// The sender (caller for a push, holder for a pull: the one who discloses).
+    pub caller: &'a str,
+    /// The caller's transfer id.
+    pub transfer_id: &'a str,
+    /// SHA-256 of the request bytes.
+    pub request_sha256: &'a [u8],
+    /// The counterparty.
+    pub counterparty: &'a str,
+    /// A pull.
+    pub pull: bool,
+    /// The encoded response.
+    pub response: &'a [u8],
+    /// Its state.
+    pub state: i32,
+    /// For a permitted push: the encoded delivery (sealed) for the outbox.
+    pub delivery: Option<&'a [u8]>,
+    /// Obligations: (id, owner, due micros, encoded wire form).
+    pub obligations: Vec<(String, String, i64, Vec<u8>)>,
+    /// Consent ids relied on.
+    pub consents: Vec<String>,
+    /// Now.
+    pub now_micros: i64,
+}
+
+/// A delivery due for an attempt.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// Outbox position.
+    pub seq: i64,
+    /// Recipient id.
+    pub recipient: String,
+    /// Sender id.
+    pub sender: String,
+    /// Transfer id.
+    pub transfer_id: String,
+    /// The encoded delivery.
+    pub delivery: Vec<u8>,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// An obligation as stored.
+#[derive(Debug, Clone)]
+pub struct ObligationRow {
+    /// Encoded `common.v1.Obligation`.
+    pub wire: Vec<u8>,
+    /// The transfer's sender.
+    pub sender: String,
+    /// The transfer's recipient.
+    pub recipient: String,
+    /// The transfer id.
+    pub transfer_id: String,
+    /// Due.
+    pub due_micros: i64,
+    /// Fulfilled at.
+    pub fulfilled_micros: Option<i64>,
+}
+
+/// The gateway's operational store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        cii_kit::config::create_sqlite_parent(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            // Deleted outbox rows are overwritten, not left in free pages.
+            .pragma("secure_delete", "ON")
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The transfer `transfer_id` of `caller`, if recorded.
+    pub async fn transfer(&self, caller: &str, transfer_id: &str) -> Result<Option<TransferRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_sha256, response, state, attempts, last_error, pull FROM transfer \
+             WHERE sender = ?1 AND transfer_id = ?2",
+        )
+        .bind(caller)
+        .bind(transfer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| TransferRow {
+            request_sha256: r.get(0),
+            response: r.get(1),
+            state: r.get::<i64, _>(2) as i32,
+            attempts: count(r.get(3)),
+            last_error: r.get(4),
+            pull: r.get::<i64, _>(5) != 0,
+        }))
+    }
+
+    /// Records a decided transfer with its outbox row, obligations and consent uses.
+    pub async fn record(&self, d: &Decided<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(d.caller)
+        .bind(d.transfer_id)
+        .bind(d.request_sha256)
+        .bind(d.counterparty)
+        .bind(i64::from(d.pull))
+        .bind(d.response)
+        .bind(i64::from(d.state))
+        .bind(d.now_micros)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(delivery) = d.delivery {
+            sqlx::query(
+                "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(d.counterparty)
+            .bind(d.caller)
+            .bind(d.transfer_id)
+            .bind(delivery)
+            .bind(d.now_micros)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (sender, recipient) = if d.pull {
+            (d.counterparty, d.caller)
+        } else {
+            (d.caller, d.counterparty)
+        };
+        for (id, owner, due, wire) in &d.obligations {
+            sqlx::query(
+                "INSERT INTO obligation (id, owner, sender, recipient, transfer_id, due_micros, wire) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(sender)
+            .bind(recipient)
+            .bind(d.transfer_id)
+            .bind(due)
+            .bind(wire)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for consent in &d.consents {
+            sqlx::query(
+                "INSERT OR IGNORE INTO consent_use (consent_id, sender, transfer_id, recipient) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(consent)
+            .bind(d.caller)
+            .bind(d.transfer_id)
+            .bind(recipient)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Each recipient's oldest waiting delivery, if it is due at `now` (order is
+    /// kept per recipient: a later one never overtakes a waiting one).
+    pub async fn due_heads(&self, now_micros: i64) -> Result<Vec<Due>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, recipient, sender, transfer_id, delivery, attempts FROM outbox o \
+             WHERE seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient) \
+             AND next_attempt_micros <= ?1 ORDER BY seq",
+        )
+        .bind(now_micros)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(due_row).collect())
+    }
+
+    /// The delivery of (sender, transfer id) if it is its recipient's oldest waiting one.
+    pub async fn head_for(&self, sender: &str, transfer_id: &str) -> Result<Option<Due>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, recipient, sender, transfer_id, delivery, attempts FROM outbox o \
+             WHERE sender = ?1 AND transfer_id = ?2 \
+             AND seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient)",
+        )
+        .bind(sender)
+        .bind(transfer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(due_row))
+    }
+
+    /// A permitted pull was answered.
+    pub async fn provided(&self, caller: &str, transfer_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE transfer SET state = 3 WHERE sender = ?1 AND transfer_id = ?2 AND state < 3")
+            .bind(caller)
+            .bind(transfer_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The recipient stored the delivery: the outbox row goes, the state becomes `state`.
+    pub async fn delivered(&self, seq: i64, sender: &str, transfer_id: &str, state: i32) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM outbox WHERE seq = ?1")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE transfer SET state = ?3, attempts = attempts + 1, last_error = '' \
+             WHERE sender = ?1 AND transfer_id = ?2 AND state < ?3",
+        )
+        .bind(sender)
+        .bind(transfer_id)
+        .bind(i64::from(state))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An attempt failed: try again at `next_micros`.
+    pub async fn attempt_failed(
+        &self,
+        due: &Due,
+        error_code: &str,
+        next_micros: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_micros = ?2 WHERE seq = ?1")
+            .bind(due.seq)
+            .bind(next_micros)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE transfer SET attempts = attempts + 1, last_error = ?3 WHERE sender = ?1 AND transfer_id = ?2")
+            .bind(&due.sender)
+            .bind(&due.transfer_id)
+            .bind(error_code)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The recipient acknowledged that it processed (sender, transfer id): ACKNOWLEDGED.
+    pub async fn acknowledge(&self, recipient: &str, sender: &str, transfer_id: &str, state: i32) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE transfer SET state = ?4 WHERE sender = ?1 AND transfer_id = ?2 AND recipient = ?3 \
+             AND pull = 0 AND state < ?4 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sender = ?1 AND o.transfer_id = ?2)",
+        )
+        .bind(sender)
+        .bind(transfer_id)
+        .bind(recipient)
+        .bind(i64::from(state))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The obligations of `owner`, oldest due first.
+    pub async fn obligations(&self, owner: &str, include_fulfilled: bool) -> Result<Vec<ObligationRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT wire, sender, recipient, transfer_id, due_micros, fulfilled_micros FROM obligation \
+             WHERE owner = ?1 AND (?2 OR fulfilled_micros IS NULL) ORDER BY due_micros, id",
+        )
+        .bind(owner)
+        .bind(include_fulfilled)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(obligation_row).collect())
+    }
+
+    /// The obligation `id` if `owner` owns it.
+    pub async fn obligation(&self, owner: &str, id: &str) -> Result<Option<ObligationRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT wire, sender, recipient, transfer_id, due_micros, fulfilled_micros FROM obligation \
+             WHERE owner = ?1 AND id = ?2",
+        )
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(obligation_row))
+    }
+
+    /// Marks an obligation fulfilled; false if it already was.
+    pub async fn fulfil(&self, owner: &str, id: &str, now_micros: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE obligation SET fulfilled_micros = ?3 WHERE owner = ?1 AND id = ?2 AND fulfilled_micros IS NULL",
+        )
+        .bind(owner)
+        .bind(id)
+        .bind(now_micros)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The position in the consent registry's change feed already handled.
+    pub async fn consent_feed(&self) -> Result<u64, StoreError> {
+        let after: i64 = sqlx::query_scalar("SELECT after FROM consent_feed WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(after).unwrap_or(0))
+    }
+
+    /// The recipients and transfers that relied on `consent_id`, by recipient.
+    pub async fn consent_uses(&self, consent_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT recipient, transfer_id FROM consent_use WHERE consent_id = ?1 ORDER BY recipient, transfer_id",
+        )
+        .bind(consent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Queues notices and advances the feed position, in one transaction.
+    pub async fn notices(&self, notices: &[(String, String, Vec<u8>)], after: u64, now_micros: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (recipient, id, delivery) in notices {
+            sqlx::query(
+                "INSERT OR IGNORE INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
+                 VALUES (?1, 'gateway', ?2, ?3, ?4)",
+            )
+            .bind(recipient)
+            .bind(id)
+            .bind(delivery)
+            .bind(now_micros)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE consent_feed SET after = ?1 WHERE id = 1")
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn due_row(r: sqlx::sqlite::SqliteRow) -> Due {
+    Due {
+        seq: r.get(0),
+        recipient: r.get(1),
+        sender: r.get(2),
+        transfer_id: r.get(3),
+        delivery: r.get(4),
+        attempts: count(r.get(5)),
+    }
+}
+
+fn obligation_row(r: sqlx::sqlite::SqliteRow) -> ObligationRow {
+    ObligationRow {
+        wire: r.get(0),
+        sender: r.get(1),
+        recipient: r.get(2),
+        transfer_id: r.get(3),
+        due_micros: r.get(4),
+        fulfilled_micros: r.get(5),
+    }
+}
