@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use cii_kit::auth::caller;
 use cii_kit::clock::Clock;
-use cii_kit::grpc::{error, not_available};
+use cii_kit::grpc::error;
+use prost::Message;
 use cii_kit::jwt::AUTHORIZATION;
 use cii_kit::metrics::Metrics;
-use cii_proto::audit::{ConsistencyProofRequest, audit_client::AuditClient};
+use cii_proto::audit::audit_client::AuditClient;
 use cii_proto::consent as registry;
 use cii_proto::gateway::{self as gw, consents_client::ConsentsClient, gateway_client::GatewayClient};
 use cii_proto::node::{self as pb, node_server::Node};
@@ -18,7 +19,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::store::{Recorded, Store};
-use crate::witness::{LogWitness, ReceiptParts};
+use crate::witness::LogWitness;
 
 /// The IT-facing rpc handlers.
 #[derive(Debug)]
@@ -63,7 +64,7 @@ pub fn check_record_id(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn store_failed(e: &crate::store::StoreError) -> Status {
+pub(crate) fn store_failed(e: &crate::store::StoreError) -> Status {
     tracing::error!(error = %e, "node store failed");
     error(
         Code::Internal,
@@ -105,14 +106,7 @@ impl NodeApi {
             .by_record(record)
             .await
             .map_err(|e| store_failed(&e))?
-            .ok_or_else(|| {
-                self.metrics.refused(error(
-                    Code::NotFound,
-                    "NOT_ENROLLED",
-                    "no person is enrolled under this local record id; call Enrol first",
-                    Some("local_record_id"),
-                ))
-            })?;
+            .ok_or_else(|| self.metrics.refused(not_enrolled()))?;
         let ciphertext = self.keys.encrypt_own(&pseudonym).map_err(|e| {
             tracing::error!(error = %e, "stored pseudonym unusable");
             error(
@@ -140,46 +134,13 @@ impl NodeApi {
         )))
     }
 
-    /// Checks a receipt from the gateway as a witness of its log (the caller's
-    /// token fetches the consistency proof). Nothing is recorded unless it passes.
-    async fn witness<T>(
-        &self,
-        incoming: &Request<T>,
-        receipt: Option<&cii_proto::common::Receipt>,
-    ) -> Result<(), Status> {
-        let receipt = receipt.ok_or_else(|| {
-            error(
-                Code::Internal,
-                "RECEIPT_INVALID",
-                "the gateway answered without an audit receipt",
-                None,
-            )
-        })?;
-        let parts = ReceiptParts {
-            index: receipt.leaf_index,
-            leaf_hash: &receipt.leaf_hash,
-            checkpoint: &receipt.checkpoint,
-            inclusion_proof: &receipt.inclusion_proof,
-        };
-        let audit = self.audit.clone();
-        let fetch = |old_size: u64, tree_size: u64| async move {
-            let request = Self::onward(incoming, ConsistencyProofRequest { old_size, tree_size });
-            audit
-                .clone()
-                .get_consistency_proof(request)
-                .await
-                .map(|answer| answer.into_inner().hashes)
-                .map_err(|status| status.message().to_owned())
-        };
-        self.witness.check(&parts, fetch).await.map_err(|failure| {
-            tracing::error!(code = failure.code(), error = %failure, "receipt refused");
-            let code = match failure {
-                crate::witness::WitnessFailure::Alarm(_) => Code::FailedPrecondition,
-                _ => Code::Unavailable,
-            };
-            self.metrics
-                .refused(error(code, failure.code(), failure.to_string(), None))
-        })
+    /// Checks a receipt from the gateway as a witness of its log. Nothing is
+    /// recorded unless it passes.
+    async fn witness(&self, receipt: Option<&cii_proto::common::Receipt>) -> Result<(), Status> {
+        self.witness
+            .check_receipt(&self.audit, receipt)
+            .await
+            .map_err(|s| self.metrics.refused(s))
     }
 
     /// A request to the gateway carrying the caller's own token: the gateway
@@ -193,7 +154,65 @@ impl NodeApi {
     }
 }
 
+/// The type a node publishes and provides for pulls.
+pub const DATA_RESPONSE: &str = "type.googleapis.com/cii.exchange.v1.DataResponse";
+
 impl NodeApi {
+    /// The enrolled person under `record`, or NOT_ENROLLED.
+    async fn enrolled(&self, record: &str) -> Result<(cii_pseudonym::node::LocalPseudonym, AvsNumber), Status> {
+        check_record_id(record).map_err(|s| self.metrics.refused(s))?;
+        self.store
+            .by_record(record)
+            .await
+            .map_err(|e| store_failed(&e))?
+            .ok_or_else(|| self.metrics.refused(not_enrolled()))
+    }
+
+    /// Sends a transfer: the stored bytes if this call repeats an earlier one
+    /// exactly, else the request `build` makes (kept before it is sent).
+    async fn transfer<T>(
+        &self,
+        incoming: &Request<T>,
+        transfer_id: &str,
+        call: &[u8],
+        build: impl std::future::Future<Output = Result<gw::TransferRequest, Status>>,
+    ) -> Result<Response<gw::TransferResponse>, Status> {
+        if transfer_id.is_empty() {
+            return Err(self.metrics.refused(error(
+                Code::InvalidArgument,
+                "FIELD_REQUIRED",
+                "transfer_id is required (a UUID is good)",
+                Some("transfer_id"),
+            )));
+        }
+        self.refuse_in_alarm()?;
+        let call_sha256 = ring::digest::digest(&ring::digest::SHA256, call).as_ref().to_vec();
+        let stored = self.store.outgoing(transfer_id).await.map_err(|e| store_failed(&e))?;
+        let request = match stored {
+            Some((sha, bytes)) if sha == call_sha256 => gw::TransferRequest::decode(bytes.as_slice())
+                .map_err(|_| error(Code::Internal, "NODE_STORE", "a stored request does not decode", None))?,
+            // Another call under a used id: sent as is, so the gateway refuses it by its bytes.
+            Some(_) => build.await?,
+            None => {
+                let request = build.await?;
+                self.store
+                    .save_outgoing(transfer_id, &call_sha256, &request.encode_to_vec())
+                    .await
+                    .map_err(|e| store_failed(&e))?;
+                request
+            }
+        };
+        let answer = self
+            .gateway
+            .clone()
+            .submit_transfer(Self::onward(incoming, request))
+            .await
+            .inspect_err(|status| tracing::info!(code = ?status.code(), transfer_id, "gateway refused the transfer"))?
+            .into_inner();
+        self.witness(answer.receipt.as_ref()).await?;
+        Ok(Response::new(answer))
+    }
+
     async fn relationship(&self, request: &pb::RelationshipRequest) -> Result<gw::RelationshipRequest, Status> {
         Ok(gw::RelationshipRequest {
             person: Some(self.person(&request.local_record_id).await?),
@@ -201,6 +220,15 @@ impl NodeApi {
             at: request.at,
         })
     }
+}
+
+fn not_enrolled() -> Status {
+    error(
+        Code::NotFound,
+        "NOT_ENROLLED",
+        "no person is enrolled under this local record id; call Enrol first",
+        Some("local_record_id"),
+    )
 }
 
 fn record_taken() -> Status {
@@ -299,7 +327,7 @@ impl Node for NodeApi {
                 )
             })?
             .map_err(|e| error(Code::Internal, "GATEWAY_ANSWER_INVALID", e.to_string(), None))?;
-        self.witness(&request, enrolled.receipt.as_ref()).await?;
+        self.witness(enrolled.receipt.as_ref()).await?;
         let pseudonym = self.keys.decrypt(&ciphertext);
         let now = i64::try_from(self.clock.now().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
         match self
@@ -326,23 +354,178 @@ impl Node for NodeApi {
         }
     }
 
-    async fn send(&self, _: Request<pb::SendRequest>) -> Result<Response<gw::TransferResponse>, Status> {
-        Err(not_available())
+    /// Builds the transfer request once and keeps its exact bytes; a retry with
+    /// the same fields resends them.
+    async fn send(&self, request: Request<pb::SendRequest>) -> Result<Response<gw::TransferResponse>, Status> {
+        caller(&request)?;
+        let send = request.get_ref();
+        let build = async {
+            let identity = if send.include_identity {
+                let (_, avs) = self.enrolled(&send.local_record_id).await?;
+                let ciphertext = self.keys.encrypt_identity(&avs).map_err(|e| {
+                    error(Code::Internal, e.code(), "the identity could not be encrypted", None)
+                })?;
+                Some(cii_proto::common::EncryptedIdentity {
+                    ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
+                })
+            } else {
+                None
+            };
+            Ok(gw::TransferRequest {
+                transfer_id: send.transfer_id.clone(),
+                counterparty: send.recipient.clone(),
+                direction: gw::transfer_request::Direction::Push as i32,
+                trigger: send.trigger,
+                purpose: send.purpose.clone(),
+                categories: Vec::new(),
+                person: Some(self.person(&send.local_record_id).await?),
+                identity,
+                payload: send.payload.clone(),
+                written_request: send.written_request.clone(),
+                attested_facts: send.attested_facts.clone(),
+            })
+        };
+        self.transfer(&request, &send.transfer_id, &send.encode_to_vec(), build).await
     }
 
-    async fn request(&self, _: Request<pb::RequestRequest>) -> Result<Response<gw::TransferResponse>, Status> {
-        Err(not_available())
+    async fn request(&self, request: Request<pb::RequestRequest>) -> Result<Response<gw::TransferResponse>, Status> {
+        caller(&request)?;
+        let ask = request.get_ref();
+        let build = async {
+            let trigger = if ask.trigger == gw::Trigger::Unspecified as i32 {
+                gw::Trigger::WrittenRequest as i32
+            } else {
+                ask.trigger
+            };
+            Ok(gw::TransferRequest {
+                transfer_id: ask.transfer_id.clone(),
+                counterparty: ask.holder.clone(),
+                direction: gw::transfer_request::Direction::Pull as i32,
+                trigger,
+                purpose: ask.purpose.clone(),
+                categories: ask.categories.clone(),
+                person: Some(self.person(&ask.local_record_id).await?),
+                identity: None,
+                payload: None,
+                written_request: ask.written_request.clone(),
+                attested_facts: ask.attested_facts.clone(),
+            })
+        };
+        self.transfer(&request, &ask.transfer_id, &ask.encode_to_vec(), build).await
     }
 
-    async fn list_inbox(&self, _: Request<pb::ListInboxRequest>) -> Result<Response<pb::ListInboxResponse>, Status> {
-        Err(not_available())
+    async fn list_inbox(
+        &self,
+        request: Request<pb::ListInboxRequest>,
+    ) -> Result<Response<pb::ListInboxResponse>, Status> {
+        caller(&request)?;
+        let limit = match request.get_ref().limit {
+            0 => 100,
+            n => n.min(100),
+        };
+        let rows = self.store.inbox(limit).await.map_err(|e| store_failed(&e))?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (id, item, identity) in rows {
+            let mut item = pb::InboxItem::decode(item.as_slice())
+                .map_err(|_| error(Code::Internal, "NODE_STORE", "an inbox item does not decode", None))?;
+            item.id = id.to_string();
+            if let Some(identity) = identity {
+                let avs = cii_pseudonym::wire::attribute(&identity)
+                    .map_err(|e| e.code())
+                    .and_then(|c| self.keys.decrypt_identity(&c).map_err(|e| e.code()));
+                match avs {
+                    Ok(avs) => item.avs_number = avs.expose_digits(),
+                    Err(code) => tracing::warn!(inbox_id = id, code, "released identity unreadable"),
+                }
+            }
+            items.push(item);
+        }
+        Ok(Response::new(pb::ListInboxResponse { items }))
     }
 
+    /// Marks items processed here, then tells the gateway so the senders see ACKNOWLEDGED.
     async fn acknowledge(
         &self,
-        _: Request<pb::AcknowledgeRequest>,
+        request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
-        Err(not_available())
+        caller(&request)?;
+        let mut deliveries = Vec::new();
+        for id in &request.get_ref().ids {
+            let id: i64 = id.parse().map_err(|_| {
+                self.metrics.refused(error(
+                    Code::InvalidArgument,
+                    "INBOX_ID_INVALID",
+                    "inbox ids are the numbers ListInbox returns",
+                    Some("ids"),
+                ))
+            })?;
+            if let Some((sender, transfer_id)) = self.store.acknowledge(id).await.map_err(|e| store_failed(&e))? {
+                deliveries.push(gw::DeliveryRef { sender, transfer_id });
+            }
+        }
+        let acknowledged = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
+        deliveries.retain(|d| d.sender != "gateway");
+        if !deliveries.is_empty() {
+            // Best effort: the items are processed here whatever the gateway answers.
+            if let Err(status) = self
+                .gateway
+                .clone()
+                .acknowledge_deliveries(Self::onward(&request, gw::AcknowledgeDeliveriesRequest { deliveries }))
+                .await
+            {
+                tracing::warn!(code = ?status.code(), "gateway not told of the acknowledgement");
+            }
+        }
+        Ok(Response::new(pb::AcknowledgeResponse { acknowledged }))
+    }
+
+    async fn get_transfer(
+        &self,
+        request: Request<gw::GetTransferRequest>,
+    ) -> Result<Response<gw::TransferResponse>, Status> {
+        caller(&request)?;
+        let forward = request.get_ref().clone();
+        self.gateway.clone().get_transfer(Self::onward(&request, forward)).await
+    }
+
+    async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        caller(&request)?;
+        let publish = request.get_ref();
+        self.enrolled(&publish.local_record_id).await?;
+        let data = publish.data.as_ref().ok_or_else(|| {
+            self.metrics.refused(error(Code::InvalidArgument, "FIELD_REQUIRED", "data is required", Some("data")))
+        })?;
+        if data.type_url != DATA_RESPONSE {
+            return Err(self.metrics.refused(error(
+                Code::InvalidArgument,
+                "EXCHANGE_TYPE_UNKNOWN",
+                format!("data must be a {DATA_RESPONSE}"),
+                Some("data"),
+            )));
+        }
+        self.store
+            .publish(&publish.local_record_id, &data.encode_to_vec())
+            .await
+            .map_err(|e| store_failed(&e))?;
+        Ok(Response::new(pb::PublishResponse {}))
+    }
+
+    async fn list_obligations(
+        &self,
+        request: Request<gw::ListObligationsRequest>,
+    ) -> Result<Response<gw::ListObligationsResponse>, Status> {
+        caller(&request)?;
+        let forward = *request.get_ref();
+        self.gateway.clone().list_obligations(Self::onward(&request, forward)).await
+    }
+
+    async fn fulfil_obligation(
+        &self,
+        request: Request<gw::FulfilObligationRequest>,
+    ) -> Result<Response<cii_proto::common::Obligation>, Status> {
+        caller(&request)?;
+        let forward = request.get_ref().clone();
+        self.gateway.clone().fulfil_obligation(Self::onward(&request, forward)).await
     }
 
     async fn record_consent(

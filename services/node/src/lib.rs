@@ -106,10 +106,10 @@ pub async fn run_with_clock(
     let api = NodeServer::with_interceptor(
         api::NodeApi::new(
             config.institution.id.clone(),
-            gateway,
+            gateway.clone(),
             config.keys.clone(),
             store.clone(),
-            witness,
+            witness.clone(),
             clock.clone(),
             metrics.clone(),
         ),
@@ -128,7 +128,15 @@ pub async fn run_with_clock(
     )?;
     let (_in_health, in_health, in_refl_v1, in_refl_v1alpha) =
         cii_kit::grpc::health_and_reflection(INBOUND_SERVICES).await?;
-    let inbound = NodeInboundServer::new(inbound::NodeInboundService::new(config.institution.id.clone()));
+    let inbound = NodeInboundServer::new(inbound::NodeInboundService::new(
+        config.institution.id.clone(),
+        config.keys.clone(),
+        store.clone(),
+        witness,
+        gateway,
+        clock.clone(),
+        metrics.clone(),
+    ));
     let inbound_router = cii_kit::grpc::server(&metrics)
         .add_service(in_health)
         .add_service(in_refl_v1)

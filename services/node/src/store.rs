@@ -202,6 +202,87 @@ impl Store {
         Ok(())
     }
 
+    /// The request sent under `transfer_id`: (SHA-256 of the Send/Request call, request bytes).
+    pub async fn outgoing(&self, transfer_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT send_sha256, request FROM outgoing WHERE transfer_id = ?")
+            .bind(transfer_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Keeps the exact request sent under `transfer_id` (before it is sent).
+    pub async fn save_outgoing(&self, transfer_id: &str, send_sha256: &[u8], request: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO outgoing (transfer_id, send_sha256, request) VALUES (?, ?, ?)")
+            .bind(transfer_id)
+            .bind(send_sha256)
+            .bind(request)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a delivery; a repeat of (sender, transfer id) changes nothing.
+    pub async fn receive(
+        &self,
+        sender: &str,
+        transfer_id: &str,
+        item: &[u8],
+        identity: Option<&[u8]>,
+        at_micros: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO inbox (sender, transfer_id, item, identity, received_micros) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(sender)
+        .bind(transfer_id)
+        .bind(item)
+        .bind(identity)
+        .bind(at_micros)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Unacknowledged inbox items, oldest first: (id, item, identity ciphertext).
+    pub async fn inbox(&self, limit: u32) -> Result<Vec<(i64, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        let rows = sqlx::query("SELECT id, item, identity FROM inbox WHERE acknowledged = 0 ORDER BY id LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Marks an inbox item processed; its (sender, transfer id) if it was not already.
+    pub async fn acknowledge(&self, id: i64) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("UPDATE inbox SET acknowledged = 1 WHERE id = ? AND acknowledged = 0 RETURNING sender, transfer_id")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Stores what this institution holds about `record` (replacing the previous).
+    pub async fn publish(&self, record: &str, data: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO published (local_record_id, data) VALUES (?, ?) \
+             ON CONFLICT (local_record_id) DO UPDATE SET data = excluded.data",
+        )
+        .bind(record)
+        .bind(data)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What this institution published about `record`.
+    pub async fn published(&self, record: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT data FROM published WHERE local_record_id = ?")
+            .bind(record)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
