@@ -44,7 +44,26 @@ pub struct RunningNode {
     pub inbound: SocketAddr,
     /// Its metrics endpoint.
     pub metrics: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
     stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Starts the node from its config on the given listeners.
+    fn spawn(config_file: &Path, listeners: cii_node::Listeners) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let config = cii_node::NodeConfig::load(config_file).expect("node config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            cii_node::run(config, listeners, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("node run");
+        });
+        (stop, task)
+    }
 }
 
 /// A running network: gateway and nodes.
@@ -223,26 +242,20 @@ impl Network {
                 ),
             )
             .expect("write node toml");
-            let config = cii_node::NodeConfig::load(&toml).expect("node config");
-            let (stop, stopped) = oneshot::channel::<()>();
             let listeners = cii_node::Listeners {
                 api,
                 inbound,
                 metrics: Some(metrics),
             };
-            tokio::spawn(async move {
-                cii_node::run(config, listeners, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("node run");
-            });
+            let (stop, task) = RunningNode::spawn(&toml, listeners);
             nodes.push(RunningNode {
                 member: m.clone(),
                 api: api_addr,
                 inbound: inbound_addr,
                 metrics: metrics_addr,
+                config: toml,
                 stop: Some(stop),
+                task: Some(task),
             });
         }
         Network {
@@ -256,6 +269,30 @@ impl Network {
             gateway_stop: Some(gateway_stop),
             gateway_task: Some(gateway_task),
         }
+    }
+
+    /// Stops node `i` and waits until it has closed its store and sockets.
+    pub async fn stop_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = node.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Starts node `i` again on its former addresses.
+    pub async fn restart_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let listeners = cii_node::Listeners {
+            api: rebind(node.api).await,
+            inbound: rebind(node.inbound).await,
+            metrics: Some(rebind(node.metrics).await),
+        };
+        let (stop, task) = RunningNode::spawn(&node.config, listeners);
+        node.stop = Some(stop);
+        node.task = Some(task);
     }
 
     /// The TLS identity of a party of this network.
@@ -443,6 +480,17 @@ pub fn write_keys(dir: &Path, institutions: &[InstitutionId]) {
         let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_file(&dir.join(format!("institutions/{id}/store.key")), &key, true);
     }
+}
+
+/// Binds `addr` again, waiting for a stopped server's tasks to let go of it.
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{addr} stayed in use");
 }
 
 async fn bind() -> TcpListener {

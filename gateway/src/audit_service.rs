@@ -1,9 +1,11 @@
 //! Handlers of `cii.audit.v1.Audit`: checkpoints and proofs for the
-//! institutions that witness the log (any authenticated institution user).
-//! Queries for DPOs arrive with the DPO-tools issue.
+//! institutions that witness the log. They are hashes and signed notes, like a
+//! public transparency log's, so mutual TLS (a registry member) is enough: a
+//! node checks a delivery's receipt without any user token. Queries for DPOs
+//! (the DPO-tools issue) carry personal metadata and must verify the caller's
+//! JWT and role inside their handler.
 
 use cii_audit::Log;
-use cii_kit::auth::caller;
 use cii_kit::grpc::{error, not_available};
 use cii_proto::audit::{self as pb, audit_server::Audit};
 use tonic::{Code, Request, Response, Status};
@@ -32,7 +34,7 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
-        caller(&request)?;
+        let _ = &request;
         let (tree_size, note) = self.log.checkpoint();
         Ok(Response::new(pb::Checkpoint { note, tree_size }))
     }
@@ -41,7 +43,7 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
-        caller(&request)?;
+        let _ = &request;
         let pb::InclusionProofRequest { index, tree_size } = request.into_inner();
         let (tree_size, leaf, proof) = self.log.inclusion_proof(index, tree_size).map_err(proof_error)?;
         Ok(Response::new(pb::InclusionProof {
@@ -56,7 +58,7 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
-        caller(&request)?;
+        let _ = &request;
         let pb::ConsistencyProofRequest { old_size, tree_size } = request.into_inner();
         let (tree_size, proof) = self.log.consistency_proof(old_size, tree_size).map_err(proof_error)?;
         Ok(Response::new(pb::ConsistencyProof {

@@ -210,7 +210,11 @@ impl GatewayConfig {
             return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
         }
         if file.store.delivery_retry_max_seconds == 0 {
-            return Err(ConfigError::invalid(path, "store.delivery_retry_max_seconds", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                path,
+                "store.delivery_retry_max_seconds",
+                "must be at least 1",
+            ));
         }
         let store = config::database_url(path, &file.store.database);
         Ok(GatewayConfig {

@@ -92,8 +92,8 @@ impl Nodes {
     }
 
     async fn deliver(&self, due: &Due) -> Result<(), tonic::Status> {
-        let recipient = InstitutionId::parse("recipient", &due.recipient)
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let recipient =
+            InstitutionId::parse("recipient", &due.recipient).map_err(|e| tonic::Status::internal(e.to_string()))?;
         let delivery = node_pb::Delivery::decode(due.delivery.as_slice())
             .map_err(|_| tonic::Status::internal("an outbox row does not decode"))?;
         let mut request = tonic::Request::new(delivery);
@@ -212,7 +212,10 @@ async fn notices_once(
     };
     let mut notices = Vec::new();
     for change in &changes {
-        let uses = store.consent_uses(&change.consent_id).await.map_err(|e| e.to_string())?;
+        let uses = store
+            .consent_uses(&change.consent_id)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut by_recipient: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (recipient, transfer_id) in uses {
             by_recipient.entry(recipient).or_default().push(transfer_id);

@@ -170,8 +170,14 @@ impl Gateway for GatewayService {
                     Some("transfer_id"),
                 ))
             })?;
-        let mut response = <pb::TransferResponse as prost::Message>::decode(row.response.as_slice())
-            .map_err(|_| error(Code::Internal, "GATEWAY_STORE", "a recorded transfer does not decode", None))?;
+        let mut response = <pb::TransferResponse as prost::Message>::decode(row.response.as_slice()).map_err(|_| {
+            error(
+                Code::Internal,
+                "GATEWAY_STORE",
+                "a recorded transfer does not decode",
+                None,
+            )
+        })?;
         response.state = row.state;
         response.delivery_attempts = row.attempts;
         response.last_delivery_error = row.last_error;
@@ -250,8 +256,14 @@ impl Gateway for GatewayService {
                     Some("obligation_id"),
                 ))
             })?;
-        let wire = <cii_proto::common::Obligation as prost::Message>::decode(row.wire.as_slice())
-            .map_err(|_| error(Code::Internal, "GATEWAY_STORE", "a recorded obligation does not decode", None))?;
+        let wire = <cii_proto::common::Obligation as prost::Message>::decode(row.wire.as_slice()).map_err(|_| {
+            error(
+                Code::Internal,
+                "GATEWAY_STORE",
+                "a recorded obligation does not decode",
+                None,
+            )
+        })?;
         if row.fulfilled_micros.is_some() {
             return Err(self.metrics.refused(error(
                 Code::FailedPrecondition,

@@ -279,30 +279,33 @@ impl Store {
     }
 
     /// An attempt failed: try again at `next_micros`.
-    pub async fn attempt_failed(
-        &self,
-        due: &Due,
-        error_code: &str,
-        next_micros: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn attempt_failed(&self, due: &Due, error_code: &str, next_micros: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_micros = ?2 WHERE seq = ?1")
             .bind(due.seq)
             .bind(next_micros)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE transfer SET attempts = attempts + 1, last_error = ?3 WHERE sender = ?1 AND transfer_id = ?2")
-            .bind(&due.sender)
-            .bind(&due.transfer_id)
-            .bind(error_code)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE transfer SET attempts = attempts + 1, last_error = ?3 WHERE sender = ?1 AND transfer_id = ?2",
+        )
+        .bind(&due.sender)
+        .bind(&due.transfer_id)
+        .bind(error_code)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// The recipient acknowledged that it processed (sender, transfer id): ACKNOWLEDGED.
-    pub async fn acknowledge(&self, recipient: &str, sender: &str, transfer_id: &str, state: i32) -> Result<bool, StoreError> {
+    pub async fn acknowledge(
+        &self,
+        recipient: &str,
+        sender: &str,
+        transfer_id: &str,
+        state: i32,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE transfer SET state = ?4 WHERE sender = ?1 AND transfer_id = ?2 AND recipient = ?3 \
              AND pull = 0 AND state < ?4 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sender = ?1 AND o.transfer_id = ?2)",
@@ -375,7 +378,12 @@ impl Store {
     }
 
     /// Queues notices and advances the feed position, in one transaction.
-    pub async fn notices(&self, notices: &[(String, String, Vec<u8>)], after: u64, now_micros: i64) -> Result<(), StoreError> {
+    pub async fn notices(
+        &self,
+        notices: &[(String, String, Vec<u8>)],
+        after: u64,
+        now_micros: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (recipient, id, delivery) in notices {
             sqlx::query(

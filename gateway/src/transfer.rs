@@ -109,7 +109,10 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 }
 
 impl Transfers {
-    #[expect(clippy::too_many_arguments, reason = "the pipeline's collaborators, wired once at start")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pipeline's collaborators, wired once at start"
+    )]
     pub fn new(
         registry: Arc<Registry>,
         rulebook: Arc<Rulebook>,
@@ -158,7 +161,13 @@ impl Transfers {
         let pull = match Direction::try_from(r.direction) {
             Ok(Direction::Push) => false,
             Ok(Direction::Pull) => true,
-            _ => return Err(invalid("DIRECTION_REQUIRED", "direction must be PUSH or PULL", "direction")),
+            _ => {
+                return Err(invalid(
+                    "DIRECTION_REQUIRED",
+                    "direction must be PUSH or PULL",
+                    "direction",
+                ));
+            }
         };
         let trigger = match pb::Trigger::try_from(r.trigger) {
             Ok(pb::Trigger::WrittenRequest) => Trigger::WrittenRequest,
@@ -181,11 +190,7 @@ impl Transfers {
         let person = ciphertext("person", r.person.as_ref())?;
         let identity = match &r.identity {
             Some(_) if pull => {
-                return Err(invalid(
-                    "FIELD_NOT_ALLOWED",
-                    "a pull carries no identity",
-                    "identity",
-                ));
+                return Err(invalid("FIELD_NOT_ALLOWED", "a pull carries no identity", "identity"));
             }
             Some(i) => Some(
                 cii_pseudonym::wire::attribute(&i.ciphertext)
@@ -196,9 +201,8 @@ impl Transfers {
         let mut facts = Facts::default();
         let mut attested = Vec::new();
         for id in &r.attested_facts {
-            let fact = Fact::parse("attested_facts", id).map_err(|_| {
-                invalid("FACT_UNKNOWN", format!("unknown fact `{id}`"), "attested_facts")
-            })?;
+            let fact = Fact::parse("attested_facts", id)
+                .map_err(|_| invalid("FACT_UNKNOWN", format!("unknown fact `{id}`"), "attested_facts"))?;
             if !ASSERTABLE.contains(&fact) {
                 return Err(invalid(
                     "FACT_NOT_ASSERTABLE",
@@ -219,7 +223,11 @@ impl Transfers {
                 return Err(invalid("FIELD_NOT_ALLOWED", "a pull carries no payload", "payload"));
             }
             if r.categories.is_empty() {
-                return Err(invalid("FIELD_REQUIRED", "a pull names the categories asked for", "categories"));
+                return Err(invalid(
+                    "FIELD_REQUIRED",
+                    "a pull names the categories asked for",
+                    "categories",
+                ));
             }
             let unique: BTreeSet<String> = r.categories.iter().cloned().collect();
             (unique.into_iter().collect(), None)
@@ -274,7 +282,9 @@ impl Transfers {
         let now = self.clock.now();
         let caller_party = Party::Institution(caller.institution.id.clone());
         let audit_person = self.pseudonyms.translate(&checked.person, &caller_party, &Party::Audit);
-        let registry_person = self.pseudonyms.translate(&checked.person, &caller_party, &Party::Registry);
+        let registry_person = self
+            .pseudonyms
+            .translate(&checked.person, &caller_party, &Party::Registry);
 
         // Who discloses and who receives: a pull discloses from the holder to the caller.
         let (from, to) = if checked.pull {
@@ -372,10 +382,11 @@ impl Transfers {
                 .seal(&recipient, aad.as_bytes(), &content.encode_to_vec())
                 .map_err(|e| error(Code::Internal, e.code(), e.to_string(), None))?;
             let person = self.pseudonyms.translate(&checked.person, &caller_party, &recipient);
-            let identity = checked
-                .identity
-                .filter(|_| released.contains(IDENTITY_AVS))
-                .map(|i| self.pseudonyms.rekey_identity(&cii_pseudonym::gateway::Identity(i), &recipient).0);
+            let identity = checked.identity.filter(|_| released.contains(IDENTITY_AVS)).map(|i| {
+                self.pseudonyms
+                    .rekey_identity(&cii_pseudonym::gateway::Identity(i), &recipient)
+                    .0
+            });
             delivery = Some(node_pb::Delivery {
                 transfer_id: request.transfer_id.clone(),
                 sender: caller_id.clone(),
@@ -416,7 +427,11 @@ impl Transfers {
             trigger: checked.trigger.to_string(),
             bases: wire.bases.iter().map(|b| b.id.clone()).collect(),
             released: wire.released_categories.clone(),
-            withheld: wire.withheld.iter().map(|w| format!("{}:{}", w.category, w.code)).collect(),
+            withheld: wire
+                .withheld
+                .iter()
+                .map(|w| format!("{}:{}", w.category, w.code))
+                .collect(),
             reasons: wire
                 .reasons
                 .iter()
@@ -511,8 +526,13 @@ impl Transfers {
         );
         if decision.is_permit() {
             if checked.pull {
-                self.provide(caller, request, &checked, &released, &mut response).await?;
-            } else if self.nodes.deliver_now(&self.store, &caller_id, &request.transfer_id).await {
+                self.provide(caller, request, &checked, &released, &mut response)
+                    .await?;
+            } else if self
+                .nodes
+                .deliver_now(&self.store, &caller_id, &request.transfer_id)
+                .await
+            {
                 response.state = State::Delivered as i32;
             }
         }
@@ -565,8 +585,14 @@ impl Transfers {
                 Some("transfer_id"),
             )));
         }
-        let mut response = pb::TransferResponse::decode(row.response.as_slice())
-            .map_err(|_| error(Code::Internal, "GATEWAY_STORE", "a recorded transfer does not decode", None))?;
+        let mut response = pb::TransferResponse::decode(row.response.as_slice()).map_err(|_| {
+            error(
+                Code::Internal,
+                "GATEWAY_STORE",
+                "a recorded transfer does not decode",
+                None,
+            )
+        })?;
         response.state = row.state;
         response.delivery_attempts = row.attempts;
         response.last_delivery_error = row.last_error;
@@ -610,21 +636,42 @@ impl Transfers {
             decision: response.decision.clone(),
             receipt: response.receipt.clone(),
         };
-        let answer = self.nodes.provide(&checked.counterparty.id, ask).await.map_err(|status| {
-            tracing::warn!(holder = %checked.counterparty.id, code = ?status.code(), "holder did not provide");
+        let answer = self
+            .nodes
+            .provide(&checked.counterparty.id, ask)
+            .await
+            .map_err(|status| {
+                tracing::warn!(holder = %checked.counterparty.id, code = ?status.code(), "holder did not provide");
+                if status.code() == Code::NotFound {
+                    return error(
+                        Code::NotFound,
+                        "HOLDER_HAS_NO_DATA",
+                        format!(
+                            "{} holds no data about the person ({})",
+                            checked.counterparty.id,
+                            cii_kit::grpc::error_code(&status).unwrap_or_default()
+                        ),
+                        None,
+                    );
+                }
+                error(
+                    Code::Unavailable,
+                    "HOLDER_UNAVAILABLE",
+                    format!(
+                        "{} did not provide the data ({}); retry with the same transfer id",
+                        checked.counterparty.id,
+                        cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()))
+                    ),
+                    None,
+                )
+            })?;
+        let payload = answer.payload.ok_or_else(|| {
             error(
                 Code::Unavailable,
-                "HOLDER_UNAVAILABLE",
-                format!(
-                    "{} did not provide the data ({}); retry with the same transfer id",
-                    checked.counterparty.id,
-                    cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()))
-                ),
+                "HOLDER_ANSWER_EMPTY",
+                "the holder answered without data",
                 None,
             )
-        })?;
-        let payload = answer.payload.ok_or_else(|| {
-            error(Code::Unavailable, "HOLDER_ANSWER_EMPTY", "the holder answered without data", None)
         })?;
         let filtered = self
             .catalogue
@@ -707,4 +754,3 @@ pub(crate) fn store_unavailable(e: &crate::store::StoreError) -> Status {
         None,
     )
 }
-

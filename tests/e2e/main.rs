@@ -6,5 +6,6 @@ mod audit_crash;
 mod consent;
 mod deploy;
 mod enrolment;
+mod exchanges;
 mod foundation;
 mod policy;

@@ -261,11 +261,21 @@ fn a_sealed_payload_opens_only_for_its_recipient_with_the_same_associated_data()
         PseudonymError::Unsealed,
         "other associated data"
     );
-    assert_eq!(w.orp.open(&sealed, b"ORP-VS/t-1").unwrap_err(), PseudonymError::Unsealed, "another party");
+    assert_eq!(
+        w.orp.open(&sealed, b"ORP-VS/t-1").unwrap_err(),
+        PseudonymError::Unsealed,
+        "another party"
+    );
     let mut altered = sealed.clone();
     altered.ciphertext[0] ^= 1;
-    assert_eq!(w.ai.open(&altered, b"ORP-VS/t-1").unwrap_err(), PseudonymError::Unsealed);
-    assert!(!sealed.ciphertext.windows(7).any(|x| x == b"payload"), "plaintext not visible");
+    assert_eq!(
+        w.ai.open(&altered, b"ORP-VS/t-1").unwrap_err(),
+        PseudonymError::Unsealed
+    );
+    assert!(
+        !sealed.ciphertext.windows(7).any(|x| x == b"payload"),
+        "plaintext not visible"
+    );
     let again = w.gateway.seal(&w.ai_party, b"ORP-VS/t-1", b"payload bytes").unwrap();
     assert_ne!(again.ciphertext, sealed.ciphertext, "a fresh key every time");
 }

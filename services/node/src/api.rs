@@ -6,7 +6,6 @@ use std::time::Instant;
 use cii_kit::auth::caller;
 use cii_kit::clock::Clock;
 use cii_kit::grpc::error;
-use prost::Message;
 use cii_kit::jwt::AUTHORIZATION;
 use cii_kit::metrics::Metrics;
 use cii_proto::audit::audit_client::AuditClient;
@@ -15,6 +14,7 @@ use cii_proto::gateway::{self as gw, consents_client::ConsentsClient, gateway_cl
 use cii_proto::node::{self as pb, node_server::Node};
 use cii_pseudonym::node::NodeKeys;
 use cii_types::{AvsNumber, InstitutionId};
+use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -362,9 +362,10 @@ impl Node for NodeApi {
         let build = async {
             let identity = if send.include_identity {
                 let (_, avs) = self.enrolled(&send.local_record_id).await?;
-                let ciphertext = self.keys.encrypt_identity(&avs).map_err(|e| {
-                    error(Code::Internal, e.code(), "the identity could not be encrypted", None)
-                })?;
+                let ciphertext = self
+                    .keys
+                    .encrypt_identity(&avs)
+                    .map_err(|e| error(Code::Internal, e.code(), "the identity could not be encrypted", None))?;
                 Some(cii_proto::common::EncryptedIdentity {
                     ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
                 })
@@ -385,7 +386,8 @@ impl Node for NodeApi {
                 attested_facts: send.attested_facts.clone(),
             })
         };
-        self.transfer(&request, &send.transfer_id, &send.encode_to_vec(), build).await
+        self.transfer(&request, &send.transfer_id, &send.encode_to_vec(), build)
+            .await
     }
 
     async fn request(&self, request: Request<pb::RequestRequest>) -> Result<Response<gw::TransferResponse>, Status> {
@@ -411,7 +413,8 @@ impl Node for NodeApi {
                 attested_facts: ask.attested_facts.clone(),
             })
         };
-        self.transfer(&request, &ask.transfer_id, &ask.encode_to_vec(), build).await
+        self.transfer(&request, &ask.transfer_id, &ask.encode_to_vec(), build)
+            .await
     }
 
     async fn list_inbox(
@@ -493,7 +496,12 @@ impl Node for NodeApi {
         let publish = request.get_ref();
         self.enrolled(&publish.local_record_id).await?;
         let data = publish.data.as_ref().ok_or_else(|| {
-            self.metrics.refused(error(Code::InvalidArgument, "FIELD_REQUIRED", "data is required", Some("data")))
+            self.metrics.refused(error(
+                Code::InvalidArgument,
+                "FIELD_REQUIRED",
+                "data is required",
+                Some("data"),
+            ))
         })?;
         if data.type_url != DATA_RESPONSE {
             return Err(self.metrics.refused(error(
@@ -516,7 +524,10 @@ impl Node for NodeApi {
     ) -> Result<Response<gw::ListObligationsResponse>, Status> {
         caller(&request)?;
         let forward = *request.get_ref();
-        self.gateway.clone().list_obligations(Self::onward(&request, forward)).await
+        self.gateway
+            .clone()
+            .list_obligations(Self::onward(&request, forward))
+            .await
     }
 
     async fn fulfil_obligation(
@@ -525,7 +536,10 @@ impl Node for NodeApi {
     ) -> Result<Response<cii_proto::common::Obligation>, Status> {
         caller(&request)?;
         let forward = request.get_ref().clone();
-        self.gateway.clone().fulfil_obligation(Self::onward(&request, forward)).await
+        self.gateway
+            .clone()
+            .fulfil_obligation(Self::onward(&request, forward))
+            .await
     }
 
     async fn record_consent(

@@ -56,8 +56,12 @@ impl NodeInboundService {
     }
 
     /// The person's local record id, if enrolled here, and the pseudonym in hex.
-    async fn recognise(&self, person: Option<&cii_proto::common::EncryptedPseudonym>) -> Result<(String, String), Status> {
-        let person = person.ok_or_else(|| self.refused(Code::InvalidArgument, "FIELD_REQUIRED", "person is required", "person"))?;
+    async fn recognise(
+        &self,
+        person: Option<&cii_proto::common::EncryptedPseudonym>,
+    ) -> Result<(String, String), Status> {
+        let person = person
+            .ok_or_else(|| self.refused(Code::InvalidArgument, "FIELD_REQUIRED", "person is required", "person"))?;
         let ciphertext = cii_pseudonym::wire::pseudonym(&person.ciphertext)
             .map_err(|e| self.refused(Code::InvalidArgument, e.code(), e.to_string(), "person.ciphertext"))?;
         let pseudonym = self.keys.decrypt(&ciphertext);
@@ -114,13 +118,23 @@ impl NodeInbound for NodeInboundService {
             .check_receipt(&self.audit, delivery.receipt.as_ref())
             .await
             .map_err(|s| self.metrics.refused(s))?;
-        let sealed = delivery
-            .payload
-            .ok_or_else(|| self.refused(Code::InvalidArgument, "FIELD_REQUIRED", "payload is required", "payload"))?;
+        let sealed = delivery.payload.ok_or_else(|| {
+            self.refused(
+                Code::InvalidArgument,
+                "FIELD_REQUIRED",
+                "payload is required",
+                "payload",
+            )
+        })?;
         let key = cii_pseudonym::wire::attribute(&sealed.key)
             .map_err(|e| self.refused(Code::InvalidArgument, e.code(), e.to_string(), "payload.key"))?;
         let nonce: [u8; 12] = sealed.nonce.as_slice().try_into().map_err(|_| {
-            self.refused(Code::InvalidArgument, "NONCE_INVALID", "the nonce must be 12 bytes", "payload.nonce")
+            self.refused(
+                Code::InvalidArgument,
+                "NONCE_INVALID",
+                "the nonce must be 12 bytes",
+                "payload.nonce",
+            )
         })?;
         let aad = format!("{}/{}", delivery.sender, delivery.transfer_id);
         let plain = self
@@ -135,7 +149,12 @@ impl NodeInbound for NodeInboundService {
             )
             .map_err(|e| self.refused(Code::InvalidArgument, e.code(), e.to_string(), "payload"))?;
         let content = pb::DeliveryContent::decode(plain.as_slice()).map_err(|_| {
-            self.refused(Code::InvalidArgument, "PAYLOAD_INVALID", "the sealed content does not decode", "payload")
+            self.refused(
+                Code::InvalidArgument,
+                "PAYLOAD_INVALID",
+                "the sealed content does not decode",
+                "payload",
+            )
         })?;
         let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
         let item = pb::InboxItem {
@@ -154,7 +173,13 @@ impl NodeInbound for NodeInboundService {
         };
         let identity = delivery.identity.map(|i| i.ciphertext);
         self.store
-            .receive(&delivery.sender, &delivery.transfer_id, &item.encode_to_vec(), identity.as_deref(), now)
+            .receive(
+                &delivery.sender,
+                &delivery.transfer_id,
+                &item.encode_to_vec(),
+                identity.as_deref(),
+                now,
+            )
             .await
             .map_err(|e| store_failed(&e))?;
         tracing::info!(sender = %delivery.sender, transfer_id = %delivery.transfer_id, "delivery received");

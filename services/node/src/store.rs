@@ -255,10 +255,12 @@ impl Store {
 
     /// Marks an inbox item processed; its (sender, transfer id) if it was not already.
     pub async fn acknowledge(&self, id: i64) -> Result<Option<(String, String)>, StoreError> {
-        let row = sqlx::query("UPDATE inbox SET acknowledged = 1 WHERE id = ? AND acknowledged = 0 RETURNING sender, transfer_id")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "UPDATE inbox SET acknowledged = 1 WHERE id = ? AND acknowledged = 0 RETURNING sender, transfer_id",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
@@ -277,10 +279,12 @@ impl Store {
 
     /// What this institution published about `record`.
     pub async fn published(&self, record: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT data FROM published WHERE local_record_id = ?")
-            .bind(record)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT data FROM published WHERE local_record_id = ?")
+                .bind(record)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Closes the pool.

@@ -1,0 +1,661 @@
+//! Exchanges end to end: ORP, AI, social service and supplementary-benefits
+//! nodes, the gateway and the consent registry on loopback. Each transfer goes
+//! through the node's API, as an institution's IT system would send it.
+
+use std::time::Duration;
+
+use cii_proto::common::{Receipt, decision::Outcome};
+use cii_proto::consent as consent_pb;
+use cii_proto::exchange as xt;
+use cii_proto::gateway::{self as gw, gateway_client::GatewayClient, transfer_response::State};
+use cii_proto::node::{self as node_pb, node_client::NodeClient};
+use cii_tests::{Network, member, with_token};
+use cii_types::{InstitutionType, PeerIdentity, Role};
+use prost::Message;
+use tonic::Code;
+
+const PERSON: &str = "756.1234.5678.97";
+const PERSON_DIGITS: &str = "7561234567897";
+const ORP: usize = 0;
+const AI: usize = 1;
+const AS: usize = 2;
+
+fn members() -> Vec<cii_tests::Member> {
+    vec![
+        member("ORP-VS", InstitutionType::AcOrp),
+        member("AI-VS", InstitutionType::Ai),
+        member("AS-VS", InstitutionType::As),
+        member("PC-VS", InstitutionType::Pc),
+    ]
+}
+
+fn node(net: &Network, i: usize) -> NodeClient<tonic::transport::Channel> {
+    NodeClient::new(net.node_api_channel(i))
+}
+
+fn token(net: &Network, i: usize) -> String {
+    net.token(i, "caseworker.1", &[Role::Caseworker])
+}
+
+fn any<M: Message>(name: &str, message: &M) -> prost_types::Any {
+    prost_types::Any {
+        type_url: format!("type.googleapis.com/cii.exchange.v1.{name}"),
+        value: message.encode_to_vec(),
+    }
+}
+
+fn code(status: &tonic::Status) -> String {
+    cii_kit::grpc::error_code(status).unwrap_or_default()
+}
+
+/// Enrols PERSON at each of the first three institutions under `<ID>-1`.
+async fn enrol_everywhere(net: &Network) {
+    for i in [ORP, AI, AS] {
+        node(net, i)
+            .enrol(with_token(
+                node_pb::EnrolRequest {
+                    avs_number: PERSON.into(),
+                    local_record_id: format!("{}-1", net.node(i).member.id),
+                },
+                &token(net, i),
+            ))
+            .await
+            .expect("enrol");
+    }
+}
+
+fn early_detection() -> xt::EarlyDetectionReport {
+    xt::EarlyDetectionReport {
+        person: Some(xt::PersonDetails {
+            family_name: "Muster".into(),
+            given_names: "Anna".into(),
+            birth_date: "1980-04-01".into(),
+        }),
+        contact: Some(xt::ContactDetails {
+            address: "Rue du Rhône 1, 1950 Sion".into(),
+            phone: "+41 27 000 00 00".into(),
+            email: String::new(),
+        }),
+        employment_situation: "unemployed since 2026-03, repeated absences".into(),
+        health_limitations: "back pain limits standing work".into(),
+        medical_reports: vec!["report of Dr X, 2026-09".into()],
+        vocational_training: String::new(),
+        accident_benefits: "SUVA daily allowance 2025".into(),
+    }
+}
+
+fn report(transfer_id: &str, facts: &[&str]) -> node_pb::SendRequest {
+    node_pb::SendRequest {
+        transfer_id: transfer_id.into(),
+        recipient: "AI-VS".into(),
+        local_record_id: "ORP-VS-1".into(),
+        trigger: gw::Trigger::SpontaneousReport as i32,
+        purpose: "early_detection".into(),
+        payload: Some(any("EarlyDetectionReport", &early_detection())),
+        include_identity: true,
+        attested_facts: facts.iter().map(|f| (*f).to_owned()).collect(),
+        written_request: String::new(),
+    }
+}
+
+async fn send(
+    net: &Network,
+    from: usize,
+    request: node_pb::SendRequest,
+) -> Result<gw::TransferResponse, tonic::Status> {
+    node(net, from)
+        .send(with_token(request, &token(net, from)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn pull(
+    net: &Network,
+    from: usize,
+    request: node_pb::RequestRequest,
+) -> Result<gw::TransferResponse, tonic::Status> {
+    node(net, from)
+        .request(with_token(request, &token(net, from)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn inbox(net: &Network, i: usize) -> Vec<node_pb::InboxItem> {
+    node(net, i)
+        .list_inbox(with_token(node_pb::ListInboxRequest { limit: 100 }, &token(net, i)))
+        .await
+        .expect("inbox")
+        .into_inner()
+        .items
+}
+
+/// Waits until node `i`'s inbox holds `n` items (deliveries are asynchronous when queued).
+async fn inbox_of_size(net: &Network, i: usize, n: usize) -> Vec<node_pb::InboxItem> {
+    for _ in 0..200 {
+        let items = inbox(net, i).await;
+        if items.len() >= n {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("inbox of node {i} never reached {n} items");
+}
+
+fn outcome(response: &gw::TransferResponse) -> Outcome {
+    Outcome::try_from(response.decision.as_ref().expect("decision").outcome).expect("outcome")
+}
+
+/// Checks a receipt as an independent verifier would: the checkpoint's
+/// signature under the log's verifier key, then the RFC 6962 inclusion proof.
+fn verify_receipt(net: &Network, receipt: &Receipt) {
+    let vkey = std::fs::read_to_string(net.pki().join("gateway/audit.vkey")).expect("vkey");
+    let verifier = cii_audit::note::Verifier::from_vkey(vkey.trim()).expect("verifier");
+    let checkpoint = verifier
+        .open_checkpoint(&receipt.checkpoint, "cii.test/audit")
+        .expect("checkpoint signature");
+    let leaf: [u8; 32] = receipt.leaf_hash.as_slice().try_into().expect("leaf hash");
+    let proof: Vec<[u8; 32]> = receipt
+        .inclusion_proof
+        .iter()
+        .map(|h| h.as_slice().try_into().expect("hash"))
+        .collect();
+    assert!(
+        cii_audit::merkle::verify_inclusion(&leaf, receipt.leaf_index, checkpoint.size, &proof, &checkpoint.root),
+        "inclusion proof verifies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused_one_arrives_nowhere() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+
+    let permitted = send(&net, ORP, report("ed-1", &["person_informed_before"]))
+        .await
+        .expect("send");
+    assert_eq!(outcome(&permitted), Outcome::Permit);
+    let decision = permitted.decision.clone().expect("decision");
+    assert_eq!(decision.bases[0].id, "LAI-3b-2-i");
+    assert!(
+        decision.bases[0]
+            .citation
+            .as_ref()
+            .expect("citation")
+            .fr
+            .starts_with("LAI art. 3b al. 2 let. i")
+    );
+    assert!(decision.released_categories.contains(&"medical_reports".to_owned()));
+    assert!(decision.released_categories.contains(&"identity.avs".to_owned()) == false);
+    assert!(
+        decision.withheld.iter().any(|w| w.category == "accident_benefits"),
+        "accident benefits are not among LAI 3b's categories: {:?}",
+        decision.withheld
+    );
+    assert_eq!(State::try_from(permitted.state), Ok(State::Delivered));
+    verify_receipt(&net, permitted.receipt.as_ref().expect("receipt"));
+
+    let items = inbox(&net, AI).await;
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!((item.sender.as_str(), item.transfer_id.as_str()), ("ORP-VS", "ed-1"));
+    assert_eq!(
+        item.local_record_id, "AI-VS-1",
+        "the AI office recognises its own record"
+    );
+    assert!(item.avs_number.is_empty(), "identity.avs was not released");
+    let payload = item.payload.as_ref().expect("payload");
+    let received = xt::EarlyDetectionReport::decode(payload.value.as_slice()).expect("decode");
+    assert!(received.accident_benefits.is_empty());
+    assert_eq!(received.health_limitations, early_detection().health_limitations);
+    assert_eq!(
+        received.encode_to_vec(),
+        payload.value,
+        "a withheld field is absent from the bytes, not present-but-empty"
+    );
+    verify_receipt(&net, item.receipt.as_ref().expect("receipt"));
+
+    // Without the attestation that the person was informed: refused, with the citation.
+    let refused = send(&net, ORP, report("ed-2", &[])).await.expect("send");
+    assert_eq!(outcome(&refused), Outcome::Deny);
+    assert_eq!(State::try_from(refused.state), Ok(State::Denied));
+    let reasons = refused.decision.as_ref().expect("decision").reasons.clone();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.basis.as_ref().is_some_and(|b| b.id == "LAI-3b-2-i")
+                && r.code == "CONDITION_NOT_MET"
+                && r.text_en.contains("informed")),
+        "{reasons:?}"
+    );
+    verify_receipt(&net, refused.receipt.as_ref().expect("a denial is logged too"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inbox(&net, AI).await.len(), 1, "the refused transfer arrived nowhere");
+
+    // The same transfer again: the same outcome, one delivery.
+    let again = send(&net, ORP, report("ed-1", &["person_informed_before"]))
+        .await
+        .expect("resend");
+    assert_eq!(
+        again.receipt.as_ref().map(|r| r.leaf_index),
+        permitted.receipt.as_ref().map(|r| r.leaf_index),
+        "the recorded outcome, not a new decision"
+    );
+    let mut changed = report("ed-1", &["person_informed_before"]);
+    changed.purpose = "integration".into();
+    let reused = send(&net, ORP, changed).await.expect_err("same id, other request");
+    assert_eq!(code(&reused), "TRANSFER_ID_REUSED");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inbox(&net, AI).await.len(), 1, "never delivered twice");
+
+    // The AI office processes it; the ORP sees it acknowledged.
+    node(&net, AI)
+        .acknowledge(with_token(
+            node_pb::AcknowledgeRequest {
+                ids: vec![item.id.clone()],
+            },
+            &token(&net, AI),
+        ))
+        .await
+        .expect("acknowledge");
+    assert!(inbox(&net, AI).await.is_empty());
+    let state = node(&net, ORP)
+        .get_transfer(with_token(
+            gw::GetTransferRequest {
+                transfer_id: "ed-1".into(),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("get transfer")
+        .into_inner();
+    assert_eq!(State::try_from(state.state), Ok(State::Acknowledged));
+
+    // Facts only the network establishes cannot be asserted by the sender.
+    let asserted = send(
+        &net,
+        ORP,
+        report("ed-3", &["person_informed_before", "recipient_serves_person"]),
+    )
+    .await
+    .expect_err("asserted directory fact");
+    assert_eq!(code(&asserted), "FACT_NOT_ASSERTABLE");
+    assert_eq!(cii_kit::grpc::error_field(&asserted).as_deref(), Some("attested_facts"));
+    net.stop().await;
+}
+
+fn cost_bearer_request(transfer_id: &str) -> node_pb::RequestRequest {
+    node_pb::RequestRequest {
+        transfer_id: transfer_id.into(),
+        holder: "AI-VS".into(),
+        local_record_id: "ORP-VS-1".into(),
+        purpose: "claim_clarification".into(),
+        categories: vec!["identity".into(), "health_limitations".into(), "medical_reports".into()],
+        written_request: String::new(),
+        trigger: gw::Trigger::BilateralExchange as i32,
+        attested_facts: vec!["cost_bearer_unclear".into(), "no_overriding_private_interest".into()],
+    }
+}
+
+fn held_data() -> xt::DataResponse {
+    xt::DataResponse {
+        person: Some(xt::PersonDetails {
+            family_name: "Muster".into(),
+            given_names: "Anna".into(),
+            birth_date: "1980-04-01".into(),
+        }),
+        health_limitations: "no standing work over 2 hours".into(),
+        medical_reports: vec!["psychiatric report 2026-08".into()],
+        social_aid_benefits: "CHF 2,100 per month since 2026-06".into(),
+        ..xt::DataResponse::default()
+    }
+}
+
+async fn publish(net: &Network, i: usize) {
+    node(net, i)
+        .publish(with_token(
+            node_pb::PublishRequest {
+                local_record_id: format!("{}-1", net.node(i).member.id),
+                data: Some(any("DataResponse", &held_data())),
+            },
+            &token(net, i),
+        ))
+        .await
+        .expect("publish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    publish(&net, AI).await;
+    publish(&net, AS).await;
+
+    // LACI 85f al. 3: the ORP asks the AI office while the cost bearer is unclear; medical data stays out.
+    let answer = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull");
+    assert_eq!(outcome(&answer), Outcome::Permit, "{:?}", answer.decision);
+    let decision = answer.decision.clone().expect("decision");
+    assert!(decision.withheld.iter().any(|w| w.category == "medical_reports"));
+    let provided =
+        xt::DataResponse::decode(answer.provided.as_ref().expect("provided").value.as_slice()).expect("decode");
+    assert!(
+        provided.medical_reports.is_empty(),
+        "the ORP does not see medical reports"
+    );
+    assert!(provided.social_aid_benefits.is_empty(), "not asked for, not released");
+    assert_eq!(provided.health_limitations, held_data().health_limitations);
+    verify_receipt(&net, answer.receipt.as_ref().expect("receipt"));
+
+    // The permit obliges the AI office (the discloser) to inform the person afterwards.
+    let obligations = node(&net, AI)
+        .list_obligations(with_token(gw::ListObligationsRequest::default(), &token(&net, AI)))
+        .await
+        .expect("obligations")
+        .into_inner()
+        .obligations;
+    assert_eq!(obligations.len(), 1);
+    let open = obligations[0].obligation.clone().expect("obligation");
+    assert_eq!(
+        (open.kind.as_str(), open.owner.as_str()),
+        ("inform_person_after", "AI-VS")
+    );
+    assert!(open.due.is_some());
+    node(&net, AI)
+        .fulfil_obligation(with_token(
+            gw::FulfilObligationRequest {
+                obligation_id: open.id.clone(),
+                note: "letter sent".into(),
+            },
+            &token(&net, AI),
+        ))
+        .await
+        .expect("fulfil");
+    let twice = node(&net, AI)
+        .fulfil_obligation(with_token(
+            gw::FulfilObligationRequest {
+                obligation_id: open.id.clone(),
+                note: String::new(),
+            },
+            &token(&net, AI),
+        ))
+        .await
+        .expect_err("already fulfilled");
+    assert_eq!(code(&twice), "OBLIGATION_ALREADY_FULFILLED");
+    let not_theirs = node(&net, ORP)
+        .fulfil_obligation(with_token(
+            gw::FulfilObligationRequest {
+                obligation_id: open.id,
+                note: String::new(),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect_err("another institution's obligation");
+    assert_eq!(code(&not_theirs), "OBLIGATION_NOT_FOUND");
+
+    // LPGA art. 32: the ORP asks the social service; without a written, reasoned request, refused.
+    let mut lpga = node_pb::RequestRequest {
+        transfer_id: "lpga-1".into(),
+        holder: "AS-VS".into(),
+        local_record_id: "ORP-VS-1".into(),
+        purpose: "benefit_determination".into(),
+        categories: vec!["identity".into(), "social_aid_benefits".into()],
+        written_request: String::new(),
+        trigger: gw::Trigger::WrittenRequest as i32,
+        attested_facts: Vec::new(),
+    };
+    let refused = pull(&net, ORP, lpga.clone()).await.expect("pull");
+    assert_eq!(outcome(&refused), Outcome::Deny);
+    assert!(refused.provided.is_none(), "nothing provided on a denial");
+    lpga.transfer_id = "lpga-2".into();
+    lpga.written_request = "Nous examinons le droit aux indemnités de Mme Muster (LPGA art. 32 al. 1) …".into();
+    let permitted = pull(&net, ORP, lpga).await.expect("pull");
+    assert_eq!(outcome(&permitted), Outcome::Permit, "{:?}", permitted.decision);
+    let provided =
+        xt::DataResponse::decode(permitted.provided.as_ref().expect("provided").value.as_slice()).expect("decode");
+    assert_eq!(provided.social_aid_benefits, held_data().social_aid_benefits);
+    assert!(provided.health_limitations.is_empty() && provided.medical_reports.is_empty());
+    net.stop().await;
+}
+
+fn handover_consent() -> consent_pb::ConsentRecord {
+    let day = 24 * 3600;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    consent_pb::ConsentRecord {
+        institutions: vec!["ORP-VS".into(), "AS-VS".into()],
+        directions: vec![consent_pb::Direction {
+            from: "ORP-VS".into(),
+            to: "AS-VS".into(),
+        }],
+        categories: vec![
+            "identity".into(),
+            "contact".into(),
+            "unemployment_benefits".into(),
+            "job_search".into(),
+        ],
+        purposes: vec!["integration".into()],
+        valid_from: Some(prost_types::Timestamp {
+            seconds: now - day,
+            nanos: 0,
+        }),
+        valid_until: Some(prost_types::Timestamp {
+            seconds: now + 300 * day,
+            nanos: 0,
+        }),
+        written: true,
+        evidence_sha256: vec![7; 32],
+        evidence_reference: "dms://orp-vs/consents/2026-0101".into(),
+        recurrence: consent_pb::Recurrence::Recurring as i32,
+        information_given: "Purpose, recipient, data and the right to revoke explained.".into(),
+        language: "fr".into(),
+        ..consent_pb::ConsentRecord::default()
+    }
+}
+
+fn handover(transfer_id: &str) -> node_pb::SendRequest {
+    node_pb::SendRequest {
+        transfer_id: transfer_id.into(),
+        recipient: "AS-VS".into(),
+        local_record_id: "ORP-VS-1".into(),
+        trigger: gw::Trigger::SpontaneousReport as i32,
+        purpose: "integration".into(),
+        payload: Some(any(
+            "EndOfEntitlementHandover",
+            &xt::EndOfEntitlementHandover {
+                entitlement_ends: "2026-12-31".into(),
+                job_search: "12 applications per month".into(),
+                ..xt::EndOfEntitlementHandover::default()
+            },
+        )),
+        include_identity: false,
+        attested_facts: Vec::new(),
+        written_request: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consent_based_transfer_passes_until_the_revocation_and_the_recipient_is_notified() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    let before = send(&net, ORP, handover("h-0")).await.expect("send");
+    assert_eq!(outcome(&before), Outcome::Deny, "no consent yet");
+
+    // A pull about a person the social service does not serve is refused (LACI 85f al. 2).
+    let not_served = pull(
+        &net,
+        AS,
+        node_pb::RequestRequest {
+            transfer_id: "cs-1".into(),
+            holder: "ORP-VS".into(),
+            local_record_id: "AS-VS-1".into(),
+            purpose: "integration".into(),
+            categories: vec!["identity".into(), "job_search".into()],
+            written_request: String::new(),
+            trigger: gw::Trigger::CaseAccess as i32,
+            attested_facts: Vec::new(),
+        },
+    )
+    .await
+    .expect("pull");
+    assert_eq!(outcome(&not_served), Outcome::Deny);
+    let reasons = &not_served.decision.as_ref().expect("decision").reasons;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.basis.as_ref().is_some_and(|b| b.id == "LACI-85f-2")),
+        "{reasons:?}"
+    );
+
+    let consent = node(&net, ORP)
+        .record_consent(with_token(
+            node_pb::RecordConsentRequest {
+                local_record_id: "ORP-VS-1".into(),
+                consent: Some(handover_consent()),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("record consent")
+        .into_inner();
+    let permitted = send(&net, ORP, handover("h-1")).await.expect("send");
+    assert_eq!(outcome(&permitted), Outcome::Permit, "{:?}", permitted.decision);
+    assert_eq!(
+        permitted.decision.as_ref().expect("decision").bases[0].id,
+        "LACI-97a-4-b"
+    );
+    inbox_of_size(&net, AS, 1).await;
+
+    node(&net, ORP)
+        .revoke_consent(with_token(
+            node_pb::RevokeConsentRequest {
+                consent_id: consent.consent_id.clone(),
+                local_record_id: "ORP-VS-1".into(),
+                channel: "letter".into(),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("revoke");
+    let after = send(&net, ORP, handover("h-2")).await.expect("send");
+    assert_eq!(
+        outcome(&after),
+        Outcome::Deny,
+        "the next transfer after the revocation is refused"
+    );
+
+    // The social service received data under the consent: it finds a notice.
+    let items = inbox_of_size(&net, AS, 2).await;
+    let notice = items
+        .iter()
+        .find_map(|i| i.notice.clone())
+        .expect("a consent notice in the inbox");
+    assert_eq!(notice.consent_id, consent.consent_id);
+    assert_eq!(notice.change, "revoked");
+    assert_eq!(notice.transfer_ids, vec!["h-1".to_owned()]);
+
+    let dir = net.stop().await;
+    no_avs_number_in(&dir.path().join("gateway"));
+    no_avs_number_in(&dir.path().join("consent"));
+}
+
+/// No AVS number, with or without dots, in any file under `dir`.
+fn no_avs_number_in(dir: &std::path::Path) {
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).expect("read");
+            files += 1;
+            for needle in [PERSON, PERSON_DIGITS] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{} holds an AVS number",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files > 0, "{} holds files", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recipient_that_is_down_gets_its_transfers_once_and_in_order_when_back() {
+    let mut net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    net.stop_node(AI).await;
+    for id in ["q-1", "q-2", "q-3"] {
+        let queued = send(&net, ORP, report(id, &["person_informed_before"]))
+            .await
+            .expect("send");
+        assert_eq!(outcome(&queued), Outcome::Permit);
+        assert_eq!(
+            State::try_from(queued.state),
+            Ok(State::Queued),
+            "{id} waits in the outbox"
+        );
+    }
+    let state = node(&net, ORP)
+        .get_transfer(with_token(
+            gw::GetTransferRequest {
+                transfer_id: "q-1".into(),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("get transfer")
+        .into_inner();
+    assert_eq!(State::try_from(state.state), Ok(State::Queued));
+    assert!(state.delivery_attempts >= 1 && !state.last_delivery_error.is_empty());
+
+    net.restart_node(AI).await;
+    let items = inbox_of_size(&net, AI, 3).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.transfer_id.as_str()).collect();
+    assert_eq!(ids, ["q-1", "q-2", "q-3"], "delivered in submission order");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(inbox(&net, AI).await.len(), 3, "delivered once");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_with_a_valid_certificate_but_a_bad_token_is_refused() {
+    let net = Network::start(&members()).await;
+    let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
+    let mut gateway = GatewayClient::new(net.gateway_channel_as(&orp));
+    let now = time::OffsetDateTime::now_utc();
+    let tokens = [
+        (
+            "expired",
+            net.token_with(ORP, ORP, "u", &[Role::Caseworker], now - time::Duration::hours(2), 300),
+            Code::Unauthenticated,
+        ),
+        (
+            "wrongly signed",
+            net.token_with(ORP, AI, "u", &[Role::Caseworker], now, 300),
+            Code::Unauthenticated,
+        ),
+        (
+            "foreign issuer",
+            net.token_with(AI, AI, "u", &[Role::Caseworker], now, 300),
+            Code::PermissionDenied,
+        ),
+    ];
+    for (what, bad, expected) in tokens {
+        let refused = gateway
+            .submit_transfer(with_token(
+                gw::TransferRequest {
+                    transfer_id: format!("jwt-{}", what.replace(' ', "-")),
+                    ..gw::TransferRequest::default()
+                },
+                &bad,
+            ))
+            .await
+            .expect_err(what);
+        assert_eq!(refused.code(), expected, "{what}: {refused:?}");
+        assert!(code(&refused).starts_with("JWT_"), "{what}: {refused:?}");
+    }
+    net.stop().await;
+}
