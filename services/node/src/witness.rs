@@ -177,6 +177,48 @@ impl LogWitness {
     }
 }
 
+impl LogWitness {
+    /// Checks a receipt from the gateway, fetching consistency proofs from its
+    /// `Audit` service (mutual TLS; proofs carry nothing personal). A failure is a
+    /// status with a stable code; after a rewrite it is `AUDIT_LOG_ALARM`.
+    pub async fn check_receipt(
+        &self,
+        audit: &cii_proto::audit::audit_client::AuditClient<tonic::transport::Channel>,
+        receipt: Option<&cii_proto::common::Receipt>,
+    ) -> Result<(), tonic::Status> {
+        let receipt = receipt.ok_or_else(|| {
+            cii_kit::grpc::error(
+                tonic::Code::InvalidArgument,
+                "RECEIPT_INVALID",
+                "the gateway sent no audit receipt",
+                Some("receipt"),
+            )
+        })?;
+        let parts = ReceiptParts {
+            index: receipt.leaf_index,
+            leaf_hash: &receipt.leaf_hash,
+            checkpoint: &receipt.checkpoint,
+            inclusion_proof: &receipt.inclusion_proof,
+        };
+        let fetch = |old_size: u64, tree_size: u64| async move {
+            audit
+                .clone()
+                .get_consistency_proof(cii_proto::audit::ConsistencyProofRequest { old_size, tree_size })
+                .await
+                .map(|answer| answer.into_inner().hashes)
+                .map_err(|status| status.message().to_owned())
+        };
+        self.check(&parts, fetch).await.map_err(|failure| {
+            tracing::error!(code = failure.code(), error = %failure, "receipt refused");
+            let code = match failure {
+                WitnessFailure::Alarm(_) => tonic::Code::FailedPrecondition,
+                _ => tonic::Code::Unavailable,
+            };
+            cii_kit::grpc::error(code, failure.code(), failure.to_string(), None)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,47 +348,5 @@ mod tests {
         drop(witness);
         let restarted = LogWitness::open(signer.verifier(), store).await.unwrap();
         assert!(restarted.in_alarm());
-    }
-}
-
-impl LogWitness {
-    /// Checks a receipt from the gateway, fetching consistency proofs from its
-    /// `Audit` service (mutual TLS; proofs carry nothing personal). A failure is a
-    /// status with a stable code; after a rewrite it is `AUDIT_LOG_ALARM`.
-    pub async fn check_receipt(
-        &self,
-        audit: &cii_proto::audit::audit_client::AuditClient<tonic::transport::Channel>,
-        receipt: Option<&cii_proto::common::Receipt>,
-    ) -> Result<(), tonic::Status> {
-        let receipt = receipt.ok_or_else(|| {
-            cii_kit::grpc::error(
-                tonic::Code::InvalidArgument,
-                "RECEIPT_INVALID",
-                "the gateway sent no audit receipt",
-                Some("receipt"),
-            )
-        })?;
-        let parts = ReceiptParts {
-            index: receipt.leaf_index,
-            leaf_hash: &receipt.leaf_hash,
-            checkpoint: &receipt.checkpoint,
-            inclusion_proof: &receipt.inclusion_proof,
-        };
-        let fetch = |old_size: u64, tree_size: u64| async move {
-            audit
-                .clone()
-                .get_consistency_proof(cii_proto::audit::ConsistencyProofRequest { old_size, tree_size })
-                .await
-                .map(|answer| answer.into_inner().hashes)
-                .map_err(|status| status.message().to_owned())
-        };
-        self.check(&parts, fetch).await.map_err(|failure| {
-            tracing::error!(code = failure.code(), error = %failure, "receipt refused");
-            let code = match failure {
-                WitnessFailure::Alarm(_) => tonic::Code::FailedPrecondition,
-                _ => tonic::Code::Unavailable,
-            };
-            cii_kit::grpc::error(code, failure.code(), failure.to_string(), None)
-        })
     }
 }
