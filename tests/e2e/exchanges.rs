@@ -185,7 +185,10 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
             .starts_with("LAI art. 3b al. 2 let. i")
     );
     assert!(decision.released_categories.contains(&"medical_reports".to_owned()));
-    assert!(!decision.released_categories.contains(&"identity.avs".to_owned()), "identity.avs withheld");
+    assert!(
+        !decision.released_categories.contains(&"identity.avs".to_owned()),
+        "identity.avs withheld"
+    );
     assert!(
         decision.withheld.iter().any(|w| w.category == "accident_benefits"),
         "accident benefits are not among LAI 3b's categories: {:?}",

@@ -9,3 +9,4 @@ mod enrolment;
 mod exchanges;
 mod foundation;
 mod policy;
+mod python_client;
