@@ -36,6 +36,8 @@ const MAX_TRANSFER_ID: usize = 64;
 const MAX_WRITTEN_REQUEST: usize = 20_000;
 /// The category of the identity attribute.
 const IDENTITY_AVS: &str = "identity.avs";
+/// The one category that concerns no person: a transfer of it alone carries none.
+const ANONYMISED: &str = "anonymised_statistics";
 
 /// Facts a sender may attest. The others come from the directory
 /// (`recipient_serves_person`), the rulebook (reciprocity, cantonal release)
@@ -82,7 +84,8 @@ struct Checked<'a> {
     counterparty: &'a Institution,
     trigger: Trigger,
     categories: Vec<String>,
-    person: cii_pseudonym::EncryptedPseudonym,
+    /// Absent only for anonymised statistics (no person concerned).
+    person: Option<cii_pseudonym::EncryptedPseudonym>,
     identity: Option<cii_pseudonym::EncryptedAttribute>,
     facts: Facts,
     attested: Vec<String>,
@@ -187,7 +190,10 @@ impl Transfers {
                 "written_request",
             ));
         }
-        let person = ciphertext("person", r.person.as_ref())?;
+        let person = match &r.person {
+            None if !pull && r.payload.is_some() => None,
+            _ => Some(ciphertext("person", r.person.as_ref())?),
+        };
         let identity = match &r.identity {
             Some(_) if pull => {
                 return Err(invalid("FIELD_NOT_ALLOWED", "a pull carries no identity", "identity"));
@@ -255,6 +261,21 @@ impl Transfers {
             if categories.is_empty() {
                 return Err(invalid("PAYLOAD_EMPTY", "the payload carries no field", "payload"));
             }
+            let anonymous = categories.iter().all(|c| c == ANONYMISED);
+            if person.is_none() && !anonymous {
+                return Err(invalid(
+                    "FIELD_REQUIRED",
+                    "person is required (only anonymised statistics concern no person)",
+                    "person",
+                ));
+            }
+            if person.is_some() && anonymous {
+                return Err(invalid(
+                    "FIELD_NOT_ALLOWED",
+                    "anonymised statistics name no person",
+                    "person",
+                ));
+            }
             (categories, Some((any.type_url.clone(), any.value.clone())))
         };
         Ok(Checked {
@@ -281,10 +302,14 @@ impl Transfers {
         }
         let now = self.clock.now();
         let caller_party = Party::Institution(caller.institution.id.clone());
-        let audit_person = self.pseudonyms.translate(&checked.person, &caller_party, &Party::Audit);
-        let registry_person = self
-            .pseudonyms
-            .translate(&checked.person, &caller_party, &Party::Registry);
+        let audit_person = checked
+            .person
+            .as_ref()
+            .map(|p| self.pseudonyms.translate(p, &caller_party, &Party::Audit));
+        let registry_person = checked
+            .person
+            .as_ref()
+            .map(|p| self.pseudonyms.translate(p, &caller_party, &Party::Registry));
 
         // Who discloses and who receives: a pull discloses from the holder to the caller.
         let (from, to) = if checked.pull {
@@ -292,30 +317,34 @@ impl Transfers {
         } else {
             (&caller.institution, checked.counterparty)
         };
-        let lookup = self
-            .consent
-            .clone()
-            .lookup(registry_pb::LookupRequest {
-                person: Some(common_pb::EncryptedPseudonym {
-                    ciphertext: cii_pseudonym::wire::to_bytes(&registry_person),
-                }),
-                sender: from.id.to_string(),
-                recipient: to.id.to_string(),
-                categories: checked.categories.clone(),
-                purpose: request.purpose.clone(),
-                at: Some(crate::timestamp(now)),
-            })
-            .await
-            .map_err(|status| {
-                tracing::warn!(code = ?status.code(), "consent registry lookup failed");
-                self.metrics.refused(error(
-                    Code::Unavailable,
-                    "CONSENT_REGISTRY_UNAVAILABLE",
-                    "the consent registry could not be asked; nothing was decided, retry later",
-                    None,
-                ))
-            })?
-            .into_inner();
+        let lookup = match registry_person {
+            // No person, no consent and no relationship to look up.
+            None => registry_pb::LookupResponse::default(),
+            Some(person) => self
+                .consent
+                .clone()
+                .lookup(registry_pb::LookupRequest {
+                    person: Some(common_pb::EncryptedPseudonym {
+                        ciphertext: cii_pseudonym::wire::to_bytes(&person),
+                    }),
+                    sender: from.id.to_string(),
+                    recipient: to.id.to_string(),
+                    categories: checked.categories.clone(),
+                    purpose: request.purpose.clone(),
+                    at: Some(crate::timestamp(now)),
+                })
+                .await
+                .map_err(|status| {
+                    tracing::warn!(code = ?status.code(), "consent registry lookup failed");
+                    self.metrics.refused(error(
+                        Code::Unavailable,
+                        "CONSENT_REGISTRY_UNAVAILABLE",
+                        "the consent registry could not be asked; nothing was decided, retry later",
+                        None,
+                    ))
+                })?
+                .into_inner(),
+        };
         let mut facts = checked.facts;
         // Only the directory says whether the recipient serves the person.
         facts.set(Fact::RecipientServesPerson, lookup.recipient_serves_person);
@@ -381,7 +410,10 @@ impl Transfers {
                 .pseudonyms
                 .seal(&recipient, aad.as_bytes(), &content.encode_to_vec())
                 .map_err(|e| error(Code::Internal, e.code(), e.to_string(), None))?;
-            let person = self.pseudonyms.translate(&checked.person, &caller_party, &recipient);
+            let person = checked
+                .person
+                .as_ref()
+                .map(|p| self.pseudonyms.translate(p, &caller_party, &recipient));
             let identity = checked.identity.filter(|_| released.contains(IDENTITY_AVS)).map(|i| {
                 self.pseudonyms
                     .rekey_identity(&cii_pseudonym::gateway::Identity(i), &recipient)
@@ -390,8 +422,8 @@ impl Transfers {
             delivery = Some(node_pb::Delivery {
                 transfer_id: request.transfer_id.clone(),
                 sender: caller_id.clone(),
-                person: Some(common_pb::EncryptedPseudonym {
-                    ciphertext: cii_pseudonym::wire::to_bytes(&person),
+                person: person.map(|p| common_pb::EncryptedPseudonym {
+                    ciphertext: cii_pseudonym::wire::to_bytes(&p),
                 }),
                 identity: identity.map(|i| common_pb::EncryptedIdentity {
                     ciphertext: cii_pseudonym::wire::to_bytes(&i),
@@ -454,7 +486,9 @@ impl Transfers {
                     format!("{}:{}:{due}", o.kind, o.owner)
                 })
                 .collect(),
-            audit_pseudonym: cii_pseudonym::wire::to_bytes(&audit_person),
+            audit_pseudonym: audit_person
+                .map(|p| cii_pseudonym::wire::to_bytes(&p))
+                .unwrap_or_default(),
             payload_sha256,
             written_request_sha256: if request.written_request.is_empty() {
                 Vec::new()
@@ -624,7 +658,12 @@ impl Transfers {
     ) -> Result<(), Status> {
         let caller_party = Party::Institution(caller.institution.id.clone());
         let holder = Party::Institution(checked.counterparty.id.clone());
-        let person = self.pseudonyms.translate(&checked.person, &caller_party, &holder);
+        // `check` requires a person for every pull.
+        let asked = checked
+            .person
+            .as_ref()
+            .ok_or_else(|| invalid("FIELD_REQUIRED", "person is required", "person"))?;
+        let person = self.pseudonyms.translate(asked, &caller_party, &holder);
         let ask = node_pb::ProvideRequest {
             transfer_id: request.transfer_id.clone(),
             requester: caller.institution.id.to_string(),

@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_crash;
+mod catalogue;
 mod consent;
 mod deploy;
 mod enrolment;

@@ -379,7 +379,12 @@ impl Node for NodeApi {
                 trigger: send.trigger,
                 purpose: send.purpose.clone(),
                 categories: Vec::new(),
-                person: Some(self.person(&send.local_record_id).await?),
+                // Only anonymised statistics name no person (the gateway checks).
+                person: if send.local_record_id.is_empty() {
+                    None
+                } else {
+                    Some(self.person(&send.local_record_id).await?)
+                },
                 identity,
                 payload: send.payload.clone(),
                 written_request: send.written_request.clone(),

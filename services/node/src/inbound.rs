@@ -60,8 +60,10 @@ impl NodeInboundService {
         &self,
         person: Option<&cii_proto::common::EncryptedPseudonym>,
     ) -> Result<(String, String), Status> {
-        let person = person
-            .ok_or_else(|| self.refused(Code::InvalidArgument, "FIELD_REQUIRED", "person is required", "person"))?;
+        // Anonymised statistics name no person.
+        let Some(person) = person else {
+            return Ok((String::new(), String::new()));
+        };
         let ciphertext = cii_pseudonym::wire::pseudonym(&person.ciphertext)
             .map_err(|e| self.refused(Code::InvalidArgument, e.code(), e.to_string(), "person.ciphertext"))?;
         let pseudonym = self.keys.decrypt(&ciphertext);
@@ -190,6 +192,9 @@ impl NodeInbound for NodeInboundService {
     /// gateway filters the answer to the released categories.
     async fn provide(&self, request: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
         let ask = request.into_inner();
+        if ask.person.is_none() {
+            return Err(self.refused(Code::InvalidArgument, "FIELD_REQUIRED", "person is required", "person"));
+        }
         self.witness
             .check_receipt(&self.audit, ask.receipt.as_ref())
             .await
