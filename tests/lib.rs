@@ -83,6 +83,8 @@ pub struct Network {
     consent_task: Option<tokio::task::JoinHandle<()>>,
     gateway_stop: Option<oneshot::Sender<()>>,
     gateway_task: Option<tokio::task::JoinHandle<()>>,
+    gateway_config: PathBuf,
+    gateway_clock: Arc<dyn Clock>,
 }
 
 /// Options of a test network.
@@ -170,20 +172,15 @@ impl Network {
         )
         .expect("write gateway.toml");
 
-        let config = cii_gateway::GatewayConfig::load(&gateway_toml).expect("gateway config");
-        let (gateway_stop, stopped) = oneshot::channel::<()>();
-        let clock = options.gateway_clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let listeners = cii_gateway::Listeners {
-            grpc: gateway_listener,
-            metrics: Some(gateway_metrics_listener),
-        };
-        let gateway_task = tokio::spawn(async move {
-            cii_gateway::run_with_clock(config, listeners, clock, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("gateway run");
-        });
+        let gateway_clock = options.gateway_clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let (gateway_stop, gateway_task) = spawn_gateway(
+            &gateway_toml,
+            cii_gateway::Listeners {
+                grpc: gateway_listener,
+                metrics: Some(gateway_metrics_listener),
+            },
+            gateway_clock.clone(),
+        );
 
         // The consent registry, admitting the gateway only.
         let consent_toml = dir.path().join("consent.toml");
@@ -268,7 +265,28 @@ impl Network {
             consent_task: Some(consent_task),
             gateway_stop: Some(gateway_stop),
             gateway_task: Some(gateway_task),
+            gateway_config: gateway_toml,
+            gateway_clock,
         }
+    }
+
+    /// Stops the gateway, lets `meddle` change its files (the network's folder is
+    /// given), and starts it again on the same addresses.
+    pub async fn restart_gateway(&mut self, meddle: impl FnOnce(&Path)) {
+        if let Some(stop) = self.gateway_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.gateway_task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+        meddle(self.dir.path());
+        let listeners = cii_gateway::Listeners {
+            grpc: rebind(self.gateway).await,
+            metrics: Some(rebind(self.gateway_metrics).await),
+        };
+        let (stop, task) = spawn_gateway(&self.gateway_config, listeners, self.gateway_clock.clone());
+        self.gateway_stop = Some(stop);
+        self.gateway_task = Some(task);
     }
 
     /// Stops node `i` and waits until it has closed its store and sockets.
@@ -480,6 +498,23 @@ pub fn write_keys(dir: &Path, institutions: &[InstitutionId]) {
         let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_file(&dir.join(format!("institutions/{id}/store.key")), &key, true);
     }
+}
+
+fn spawn_gateway(
+    config_file: &Path,
+    listeners: cii_gateway::Listeners,
+    clock: Arc<dyn Clock>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let config = cii_gateway::GatewayConfig::load(config_file).expect("gateway config");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        cii_gateway::run_with_clock(config, listeners, clock, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("gateway run");
+    });
+    (stop, task)
 }
 
 /// Binds `addr` again, waiting for a stopped server's tasks to let go of it.

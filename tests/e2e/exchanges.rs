@@ -662,3 +662,76 @@ async fn a_caller_with_a_valid_certificate_but_a_bad_token_is_refused() {
     }
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
+    let mut net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    let first = send(&net, ORP, report("rw-1", &["person_informed_before"]))
+        .await
+        .expect("send");
+    assert_eq!(State::try_from(first.state), Ok(State::Delivered));
+    let seen = first.receipt.as_ref().expect("receipt").leaf_index + 1;
+
+    // The operator replaces the log with a fresh one, signed with the same key.
+    net.restart_gateway(|dir| {
+        for file in ["audit.db", "audit.db-wal", "audit.db-shm"] {
+            let _ = std::fs::remove_file(dir.join("gateway").join(file));
+        }
+    })
+    .await;
+    // The new log grows past what the nodes saw (PC's node has seen nothing yet).
+    let pc = 3;
+    for n in 0..=seen {
+        let avs = synthetic_avs(n);
+        node(&net, pc)
+            .enrol(with_token(
+                node_pb::EnrolRequest {
+                    avs_number: avs,
+                    local_record_id: format!("PC-{n}"),
+                },
+                &token(&net, pc),
+            ))
+            .await
+            .expect("enrol at PC");
+    }
+
+    let noticed = send(&net, ORP, report("rw-2", &["person_informed_before"]))
+        .await
+        .expect_err("the ORP's node checks the receipt");
+    assert_eq!(code(&noticed), "AUDIT_LOG_ALARM");
+    let stopped = send(&net, ORP, report("rw-3", &["person_informed_before"]))
+        .await
+        .expect_err("and sends nothing more");
+    assert_eq!(code(&stopped), "AUDIT_LOG_ALARM");
+    // The AI office's node refused the delivery at its receipt and raised its own alarm.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        inbox(&net, AI).await.len(),
+        1,
+        "only the delivery from before the rewrite"
+    );
+    let status = node(&net, AI)
+        .status(with_token(node_pb::StatusRequest {}, &token(&net, AI)))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.audit_alarm, "the AI office's node noticed the rewrite");
+    net.stop().await;
+}
+
+/// A valid AVS number (check digit computed), distinct for each `n`.
+fn synthetic_avs(n: u64) -> String {
+    let mut digits = [7u8, 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut rest = n + 1;
+    for d in digits.iter_mut().rev().take(8) {
+        *d = u8::try_from(rest % 10).expect("digit");
+        rest /= 10;
+    }
+    let check = cii_types::avs::check_digit(&digits);
+    digits
+        .iter()
+        .chain(std::iter::once(&check))
+        .map(|d| char::from(b'0' + d))
+        .collect()
+}
