@@ -444,9 +444,19 @@ impl ConsentRegistry for ConsentService {
             at,
         };
         let consents = self.store.for_person(&person).await.map_err(|e| self.store_error(e))?;
+        let one_off: Vec<String> = consents
+            .iter()
+            .filter(|c| c.recurrence == Recurrence::OneOff)
+            .map(|c| c.id.clone())
+            .collect();
+        let used = self.store.used(&one_off).await.map_err(|e| self.store_error(e))?;
         let mut answer = pb::LookupResponse::default();
         for consent in &consents {
-            match model::answer(consent, &question) {
+            let verdict = match model::answer(consent, &question) {
+                Answer::Covers { .. } if used.contains(&consent.id) => Answer::DoesNotCover(vec!["USED"]),
+                other => other,
+            };
+            match verdict {
                 Answer::Covers { covered, uncovered } => answer.consents.push(pb::Coverage {
                     consent: Some(to_wire(consent, now)),
                     covered_categories: covered,
@@ -490,6 +500,34 @@ impl ConsentRegistry for ConsentService {
         request: Request<pb::RelationshipRequest>,
     ) -> Result<Response<pb::RelationshipResponse>, Status> {
         self.relationship(request.into_inner(), false).await
+    }
+
+    async fn mark_used(&self, request: Request<pb::MarkUsedRequest>) -> Result<Response<pb::MarkUsedResponse>, Status> {
+        let request = request.into_inner();
+        let now = self.now();
+        let marked = self
+            .store
+            .mark_used(&request.consent_id, request.version, &request.transfer, now)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotActive => self.metrics.refused(error(
+                    Code::FailedPrecondition,
+                    "CONSENT_NOT_USABLE",
+                    "only the newest version of an active one-off consent can be marked used",
+                    Some("consent_id"),
+                )),
+                other => self.store_error(other),
+            })?;
+        if !marked {
+            return Err(self.metrics.refused(error(
+                Code::FailedPrecondition,
+                "CONSENT_ALREADY_USED",
+                "this one-off consent was used by another transfer",
+                Some("consent_id"),
+            )));
+        }
+        tracing::info!(consent_id = %request.consent_id, version = request.version, "one-off consent used");
+        Ok(Response::new(pb::MarkUsedResponse {}))
     }
 
     async fn list_changes(

@@ -203,6 +203,47 @@ impl Store {
         rows.iter().map(|r| decode(&r.try_get::<String, _>("body")?)).collect()
     }
 
+    /// The ids of `ids` that are one-off consents already used.
+    pub async fn used(&self, ids: &[String]) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut used = std::collections::BTreeSet::new();
+        for id in ids {
+            let row = sqlx::query("SELECT consent_id FROM consent_used WHERE consent_id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            if row.is_some() {
+                used.insert(id.clone());
+            }
+        }
+        Ok(used)
+    }
+
+    /// Marks the one-off consent `id` (at `version`, its newest, active at `now`) used by
+    /// `transfer`. `Ok(false)` if it was used already.
+    pub async fn mark_used(&self, id: &str, version: u32, transfer: &str, now: Micros) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (_, latest) = latest_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        if latest.version != version
+            || latest.status(now) != crate::model::Status::Active
+            || latest.recurrence != crate::model::Recurrence::OneOff
+        {
+            return Err(StoreError::NotActive);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO consent_used (consent_id, version, used_at_micros, transfer) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (consent_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(i64::from(version))
+        .bind(now)
+        .bind(transfer)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await.map_err(conflict)?;
+        Ok(inserted == 1)
+    }
+
     /// The newest versions, not revoked, whose validity ends in `from..=until`.
     pub async fn expiring(&self, from: Micros, until: Micros) -> Result<Vec<Consent>, StoreError> {
         let rows = sqlx::query(

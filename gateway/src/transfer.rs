@@ -14,7 +14,7 @@ use cii_kit::metrics::Metrics;
 use cii_kit::registry::{Institution, Registry};
 use cii_policy::Rulebook;
 use cii_policy::decide::{self, ConsentFound, Facts, Party as PolicyParty};
-use cii_policy::vocab::{Fact, Trigger};
+use cii_policy::vocab::{Condition, Fact, Trigger};
 use cii_proto::common as common_pb;
 use cii_proto::consent::{self as registry_pb, consent_registry_client::ConsentRegistryClient};
 use cii_proto::gateway::{self as pb, transfer_request::Direction, transfer_response::State};
@@ -365,7 +365,7 @@ impl Transfers {
             kind: i.kind,
             id: Some(i.id.clone()),
         };
-        let transfer = decide::Transfer {
+        let mut transfer = decide::Transfer {
             from: party(from),
             to: party(to),
             trigger: Some(checked.trigger),
@@ -373,11 +373,13 @@ impl Transfers {
             categories: checked.categories.clone(),
             persons: 1,
             facts,
-            consents: consents.clone(),
+            consents,
             date: now.date(),
         };
-        let decision = decide::decide(&self.rulebook, &transfer)
-            .map_err(|e| self.metrics.refused(invalid(e.code(), e.to_string(), "categories")))?;
+        let decision = self
+            .decide_consuming(&mut transfer, &lookup, &format!("{caller_id}/{}", request.transfer_id))
+            .await?;
+        let consents = transfer.consents;
         let released: BTreeSet<String> = decision
             .released()
             .iter()
@@ -571,6 +573,74 @@ impl Transfers {
             }
         }
         Ok(response)
+    }
+
+    /// Decides; a permit relying on one-off consents marks them used at the
+    /// registry first. A one-off consent another transfer used in between is
+    /// dropped and the transfer decided again without it.
+    async fn decide_consuming(
+        &self,
+        transfer: &mut decide::Transfer,
+        lookup: &registry_pb::LookupResponse,
+        reference: &str,
+    ) -> Result<decide::Decision, Status> {
+        loop {
+            let decision = decide::decide(&self.rulebook, transfer)
+                .map_err(|e| self.metrics.refused(invalid(e.code(), e.to_string(), "categories")))?;
+            // Only a permit that rests on consent uses it up.
+            let rests_on_consent = decision.bases().iter().any(|i| {
+                self.rulebook.bases.get(*i).is_some_and(|b| {
+                    b.conditions
+                        .iter()
+                        .any(|c| matches!(c, Condition::Consent | Condition::WrittenConsent))
+                })
+            });
+            if !decision.is_permit() || !rests_on_consent {
+                return Ok(decision);
+            }
+            let one_off: Vec<&registry_pb::ConsentRecord> = lookup
+                .consents
+                .iter()
+                .filter_map(|c| c.consent.as_ref())
+                .filter(|r| r.recurrence == registry_pb::Recurrence::OneOff as i32)
+                .filter(|r| {
+                    let reference = format!("{}@{}", r.consent_id, r.version);
+                    transfer.consents.iter().any(|c| c.reference == reference)
+                })
+                .collect();
+            let mut dropped = false;
+            for record in one_off {
+                let marked = self
+                    .consent
+                    .clone()
+                    .mark_used(registry_pb::MarkUsedRequest {
+                        consent_id: record.consent_id.clone(),
+                        version: record.version,
+                        transfer: reference.to_owned(),
+                    })
+                    .await;
+                match marked {
+                    Ok(_) => {}
+                    Err(status) if status.code() == Code::FailedPrecondition => {
+                        let reference = format!("{}@{}", record.consent_id, record.version);
+                        transfer.consents.retain(|c| c.reference != reference);
+                        dropped = true;
+                    }
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), "one-off consent not marked used");
+                        return Err(self.metrics.refused(error(
+                            Code::Unavailable,
+                            "CONSENT_REGISTRY_UNAVAILABLE",
+                            "the consent registry could not mark a one-off consent used; retry later",
+                            None,
+                        )));
+                    }
+                }
+            }
+            if !dropped {
+                return Ok(decision);
+            }
+        }
     }
 
     fn claim(&self, caller: &str, transfer_id: &str) -> Result<Slot<'_>, Status> {

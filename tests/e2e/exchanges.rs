@@ -735,3 +735,32 @@ fn synthetic_avs(n: u64) -> String {
         .map(|d| char::from(b'0' + d))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_off_consent_carries_one_transfer_only() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    let consent = consent_pb::ConsentRecord {
+        recurrence: consent_pb::Recurrence::OneOff as i32,
+        ..handover_consent()
+    };
+    node(&net, ORP)
+        .record_consent(with_token(
+            node_pb::RecordConsentRequest {
+                local_record_id: "ORP-VS-1".into(),
+                consent: Some(consent),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("record consent");
+    let first = send(&net, ORP, handover("once-1")).await.expect("send");
+    assert_eq!(outcome(&first), Outcome::Permit, "{:?}", first.decision);
+    // Resubmitting the same transfer is not a second use.
+    let again = send(&net, ORP, handover("once-1")).await.expect("resend");
+    assert_eq!(outcome(&again), Outcome::Permit);
+    let second = send(&net, ORP, handover("once-2")).await.expect("send");
+    assert_eq!(outcome(&second), Outcome::Deny, "the one-off consent was used");
+    assert_eq!(inbox_of_size(&net, AS, 1).await.len(), 1);
+    net.stop().await;
+}
