@@ -585,8 +585,13 @@ impl Transfers {
         reference: &str,
     ) -> Result<decide::Decision, Status> {
         loop {
-            let decision = decide::decide(&self.rulebook, transfer)
-                .map_err(|e| self.metrics.refused(invalid(e.code(), e.to_string(), "categories")))?;
+            let decision = decide::decide(&self.rulebook, transfer).map_err(|e| {
+                let field = match e {
+                    decide::InputError::UnknownPurpose(_) => "purpose",
+                    _ => "categories",
+                };
+                self.metrics.refused(invalid(e.code(), e.to_string(), field))
+            })?;
             // Only a permit that rests on consent uses it up.
             let rests_on_consent = decision.bases().iter().any(|i| {
                 self.rulebook.bases.get(*i).is_some_and(|b| {

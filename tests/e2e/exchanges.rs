@@ -764,3 +764,177 @@ async fn a_one_off_consent_carries_one_transfer_only() {
     assert_eq!(inbox_of_size(&net, AS, 1).await.len(), 1);
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothing() {
+    use cii_proto::audit::{GetCheckpointRequest, audit_client::AuditClient};
+    let net = Network::start(&members()).await;
+    let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
+    let token = token(&net, ORP);
+    let mut gateway = GatewayClient::new(net.gateway_channel_as(&orp));
+    let size = async || {
+        AuditClient::new(net.gateway_channel_as(&orp))
+            .get_checkpoint(GetCheckpointRequest {})
+            .await
+            .expect("checkpoint")
+            .into_inner()
+            .tree_size
+    };
+    let before = size().await;
+    let person = Some(net.ciphertext_for(
+        PERSON,
+        &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
+    ));
+    let valid = gw::TransferRequest {
+        transfer_id: "bad-1".into(),
+        counterparty: "AI-VS".into(),
+        direction: gw::transfer_request::Direction::Push as i32,
+        trigger: gw::Trigger::SpontaneousReport as i32,
+        purpose: "early_detection".into(),
+        categories: Vec::new(),
+        person,
+        identity: None,
+        payload: Some(any("EarlyDetectionReport", &early_detection())),
+        written_request: String::new(),
+        attested_facts: vec!["person_informed_before".into()],
+    };
+    // An unknown field (number 99, a string) inside the payload.
+    let mut unknown = early_detection().encode_to_vec();
+    unknown.extend_from_slice(&[0x9a, 0x06, 0x01, b'x']);
+    let cases: Vec<(&str, &str, gw::TransferRequest)> = vec![
+        (
+            "TRANSFER_ID_INVALID",
+            "transfer_id",
+            gw::TransferRequest {
+                transfer_id: "a b".into(),
+                ..valid.clone()
+            },
+        ),
+        (
+            "COUNTERPARTY_UNKNOWN",
+            "counterparty",
+            gw::TransferRequest {
+                counterparty: "XX-ZZ".into(),
+                ..valid.clone()
+            },
+        ),
+        (
+            "COUNTERPARTY_IS_CALLER",
+            "counterparty",
+            gw::TransferRequest {
+                counterparty: "ORP-VS".into(),
+                ..valid.clone()
+            },
+        ),
+        (
+            "DIRECTION_REQUIRED",
+            "direction",
+            gw::TransferRequest {
+                direction: 0,
+                ..valid.clone()
+            },
+        ),
+        (
+            "TRIGGER_REQUIRED",
+            "trigger",
+            gw::TransferRequest {
+                trigger: 0,
+                ..valid.clone()
+            },
+        ),
+        (
+            "FIELD_REQUIRED",
+            "person",
+            gw::TransferRequest {
+                person: None,
+                ..valid.clone()
+            },
+        ),
+        (
+            "CIPHERTEXT_INVALID",
+            "person.ciphertext",
+            gw::TransferRequest {
+                person: Some(cii_proto::common::EncryptedPseudonym {
+                    ciphertext: vec![0xff; 64],
+                }),
+                ..valid.clone()
+            },
+        ),
+        (
+            "FACT_UNKNOWN",
+            "attested_facts",
+            gw::TransferRequest {
+                attested_facts: vec!["is_nice".into()],
+                ..valid.clone()
+            },
+        ),
+        (
+            "FACT_NOT_ASSERTABLE",
+            "attested_facts",
+            gw::TransferRequest {
+                attested_facts: vec!["cantonal_release".into()],
+                ..valid.clone()
+            },
+        ),
+        (
+            "EXCHANGE_TYPE_UNKNOWN",
+            "payload",
+            gw::TransferRequest {
+                payload: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/cii.exchange.v1.Nope".into(),
+                    value: Vec::new(),
+                }),
+                ..valid.clone()
+            },
+        ),
+        (
+            "PAYLOAD_UNKNOWN_FIELD",
+            "payload",
+            gw::TransferRequest {
+                payload: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
+                    value: unknown,
+                }),
+                ..valid.clone()
+            },
+        ),
+        (
+            "FIELD_NOT_ALLOWED",
+            "categories",
+            gw::TransferRequest {
+                categories: vec!["identity".into()],
+                ..valid.clone()
+            },
+        ),
+        (
+            "UNKNOWN_PURPOSE",
+            "purpose",
+            gw::TransferRequest {
+                purpose: "curiosity".into(),
+                ..valid.clone()
+            },
+        ),
+    ];
+    for (expected, field, request) in cases {
+        let refused = gateway
+            .submit_transfer(with_token(request, &token))
+            .await
+            .expect_err(expected);
+        assert_eq!(code(&refused), expected, "{refused:?}");
+        assert_eq!(
+            cii_kit::grpc::error_field(&refused).as_deref(),
+            Some(field),
+            "{expected}"
+        );
+        assert!(!refused.message().contains(PERSON_DIGITS));
+    }
+    assert_eq!(size().await, before, "refused requests wrote nothing to the log");
+    // And the id stays free: the valid request under it is decided normally.
+    let decided = gateway
+        .submit_transfer(with_token(valid, &token))
+        .await
+        .expect("valid")
+        .into_inner();
+    assert_eq!(outcome(&decided), Outcome::Permit);
+    net.stop().await;
+}
