@@ -550,5 +550,52 @@ async fn every_catalogue_exchange_is_permitted_in_its_case_and_refused_outside_i
             );
         }
     }
-    net.stop().await;
+    // The written request travelled to the recipient.
+    let assessment = node("AS-VS")
+        .list_inbox(with_token(node_pb::ListInboxRequest { limit: 100 }, &token("AS-VS")))
+        .await
+        .expect("inbox")
+        .into_inner()
+        .items
+        .into_iter()
+        .find(|i| {
+            i.payload
+                .as_ref()
+                .is_some_and(|p| p.type_url.ends_with("EmployabilityAssessment"))
+        })
+        .expect("the assessment arrived");
+    assert!(assessment.written_request.starts_with("Demande écrite"));
+
+    // The log names the user and the attestations, and the written request by its hash only.
+    let dir = net.stop().await;
+    let url = format!("sqlite:{}", dir.path().join("gateway/audit.db").display());
+    let store = cii_audit::Store::open_read_only(&url).await.expect("audit store");
+    let entries: Vec<cii_audit::Entry> = store
+        .entries(0, 10_000)
+        .await
+        .expect("entries")
+        .iter()
+        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
+        .collect();
+    store.close().await;
+    let by_id = |id: &str| entries.iter().find(|e| e.transfer_id == id).expect("entry");
+    let registration = by_id("cat-0");
+    assert_eq!(registration.acting_user, "caseworker.7@AS-VS");
+    assert_eq!(
+        registration.attestations,
+        ["refugee_or_provisionally_admitted", "employability_established"]
+    );
+    assert_eq!(registration.bases, ["LEI-53-5"]);
+    let written = by_id("cat-2");
+    let digest = ring::digest::digest(&ring::digest::SHA256, assessment.written_request.as_bytes());
+    assert_eq!(written.written_request_sha256, digest.as_ref());
+    assert_eq!(
+        written.audit_pseudonym.len(),
+        64,
+        "the person, as a ciphertext for the DPO context"
+    );
+    let refused = by_id("cat-1");
+    assert_eq!(refused.kind, cii_audit::EntryKind::TransferDenied as i32);
+    assert!(!refused.reasons.is_empty());
+    assert!(refused.released.is_empty() && refused.consents.is_empty());
 }
