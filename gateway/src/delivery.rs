@@ -33,6 +33,7 @@ pub struct Nodes {
     /// Wakes the outbox worker.
     pub wake: Arc<Notify>,
     max_retry: Duration,
+    metrics: cii_kit::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -46,13 +47,19 @@ fn unavailable(message: String) -> tonic::Status {
 }
 
 impl Nodes {
-    pub fn new(registry: Arc<Registry>, identity: TlsIdentity, max_retry: Duration) -> Nodes {
+    pub fn new(
+        registry: Arc<Registry>,
+        identity: TlsIdentity,
+        max_retry: Duration,
+        metrics: cii_kit::metrics::Metrics,
+    ) -> Nodes {
         Nodes {
             registry,
             identity,
             channels: Arc::new(Mutex::new(HashMap::new())),
             wake: Arc::new(Notify::new()),
             max_retry,
+            metrics,
         }
     }
 
@@ -120,6 +127,7 @@ impl Nodes {
     async fn attempt(&self, store: &Store, due: &Due) -> bool {
         match self.deliver(due).await {
             Ok(()) => {
+                cii_kit::metrics::Metrics::count(&self.metrics.deliveries, "DELIVERED");
                 if let Err(e) = store
                     .delivered(due.seq, &due.sender, &due.transfer_id, State::Delivered as i32)
                     .await
@@ -132,6 +140,7 @@ impl Nodes {
             }
             Err(status) => {
                 let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+                cii_kit::metrics::Metrics::count(&self.metrics.deliveries, &code);
                 let exponent = due.attempts.min(16);
                 let delay = FIRST_RETRY.saturating_mul(1u32 << exponent).min(self.max_retry);
                 let next = crate::micros(time::OffsetDateTime::now_utc())

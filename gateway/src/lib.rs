@@ -172,6 +172,7 @@ pub async fn run_with_clock(
         registry.clone(),
         config.tls.clone(),
         std::time::Duration::from_secs(u64::from(config.file.store.delivery_retry_max_seconds)),
+        metrics.clone(),
     );
     let transfers = Arc::new(transfer::Transfers::new(
         registry.clone(),

@@ -553,6 +553,10 @@ impl Transfers {
                     None,
                 )
             })?;
+        Metrics::count(
+            &self.metrics.decisions,
+            if decision.is_permit() { "PERMIT" } else { "DENY" },
+        );
         tracing::info!(
             transfer_id = %request.transfer_id,
             sender = %from.id,

@@ -273,6 +273,16 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
         .into_inner();
     assert_eq!(State::try_from(state.state), Ok(State::Acknowledged));
 
+    let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
+    for line in [
+        "cii_decisions_total{code=\"PERMIT\"} 1",
+        "cii_decisions_total{code=\"DENY\"} 1",
+        "cii_deliveries_total{code=\"DELIVERED\"} 1",
+        "cii_refusals_total{code=\"TRANSFER_ID_REUSED\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // Facts only the network establishes cannot be asserted by the sender.
     let asserted = send(
         &net,

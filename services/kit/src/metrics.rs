@@ -40,6 +40,10 @@ pub struct Metrics {
     pub tls_refusals: Family<CodeLabels, Counter>,
     /// Requests a handler refused (bad input, rate limits, policy), by code.
     pub refusals: Family<CodeLabels, Counter>,
+    /// Transfer decisions, by outcome (`PERMIT`, `DENY`).
+    pub decisions: Family<CodeLabels, Counter>,
+    /// Delivery attempts, by result (`DELIVERED` or the error code).
+    pub deliveries: Family<CodeLabels, Counter>,
 }
 
 impl Metrics {
@@ -50,6 +54,14 @@ impl Metrics {
         let auth_refusals = Family::<CodeLabels, Counter>::default();
         let tls_refusals = Family::<CodeLabels, Counter>::default();
         let refusals = Family::<CodeLabels, Counter>::default();
+        let decisions = Family::<CodeLabels, Counter>::default();
+        let deliveries = Family::<CodeLabels, Counter>::default();
+        registry.register("decisions", "Transfer decisions, by outcome", decisions.clone());
+        registry.register(
+            "deliveries",
+            "Delivery attempts to nodes, by result",
+            deliveries.clone(),
+        );
         registry.register(
             "rpc_calls",
             format!("Authenticated rpc calls handled by the {service}"),
@@ -76,7 +88,14 @@ impl Metrics {
             auth_refusals,
             tls_refusals,
             refusals,
+            decisions,
+            deliveries,
         }
+    }
+
+    /// Counts one event under `code` in `family`.
+    pub fn count(family: &Family<CodeLabels, Counter>, code: &str) {
+        family.get_or_create(&CodeLabels { code: code.to_owned() }).inc();
     }
 
     /// Counts a refused TLS handshake.
