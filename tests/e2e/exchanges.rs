@@ -624,13 +624,29 @@ async fn a_recipient_that_is_down_gets_its_transfers_once_and_in_order_when_back
     assert_eq!(State::try_from(state.state), Ok(State::Queued));
     assert!(state.delivery_attempts >= 1 && !state.last_delivery_error.is_empty());
 
+    // The outbox is durable: the gateway restarts in between.
+    net.restart_gateway(|_| {}).await;
     net.restart_node(AI).await;
     let items = inbox_of_size(&net, AI, 3).await;
     let ids: Vec<&str> = items.iter().map(|i| i.transfer_id.as_str()).collect();
     assert_eq!(ids, ["q-1", "q-2", "q-3"], "delivered in submission order");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(inbox(&net, AI).await.len(), 3, "delivered once");
-    net.stop().await;
+    let dir = net.stop().await;
+    // Delivered rows leave the outbox.
+    let url = format!("sqlite:{}", dir.path().join("gateway/gateway.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway store");
+    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(waiting, 0);
+    let delivered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfer WHERE state = 3")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(delivered, 3, "three transfers delivered");
+    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
