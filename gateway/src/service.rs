@@ -234,11 +234,14 @@ impl Gateway for GatewayService {
     ) -> Result<Response<cii_proto::common::Obligation>, Status> {
         let caller = caller(&request)?;
         let pb::FulfilObligationRequest { obligation_id, note } = request.get_ref();
-        if note.chars().count() > 200 {
+        // The note is logged: a reference into the institution's own systems, not free text.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "._:/-".contains(c);
+        let digits: String = note.chars().filter(char::is_ascii_digit).collect();
+        if note.len() > 64 || !note.chars().all(allowed) || (digits.len() == 13 && digits.starts_with("756")) {
             return Err(self.metrics.refused(error(
                 Code::InvalidArgument,
-                "NOTE_TOO_LONG",
-                "note is limited to 200 characters",
+                "NOTE_INVALID",
+                "note is a reference in your own systems (e.g. a letter number): at most 64 characters of A–Z, a–z, 0–9, '.', '_', ':', '/', '-', and no AVS number",
                 Some("note"),
             )));
         }

@@ -860,6 +860,15 @@ pub fn check_transfer_id(id: &str) -> Result<(), Status> {
             "transfer_id",
         ));
     }
+    // The id is logged and stored at the gateway: it must not carry an AVS number.
+    let digits: String = id.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() == 13 && digits.starts_with("756") {
+        return Err(invalid(
+            "TRANSFER_ID_IS_AVS",
+            "transfer_id looks like an AVS number; use a UUID",
+            "transfer_id",
+        ));
+    }
     Ok(())
 }
 

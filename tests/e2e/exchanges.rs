@@ -381,6 +381,16 @@ async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
             &token(&net, AI),
         ))
         .await
+        .expect_err("free text is not a reference");
+    node(&net, AI)
+        .fulfil_obligation(with_token(
+            gw::FulfilObligationRequest {
+                obligation_id: open.id.clone(),
+                note: "L-2026-0815".into(),
+            },
+            &token(&net, AI),
+        ))
+        .await
         .expect("fulfil");
     let twice = node(&net, AI)
         .fulfil_obligation(with_token(
@@ -833,6 +843,14 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
             "transfer_id",
             gw::TransferRequest {
                 transfer_id: "a b".into(),
+                ..valid.clone()
+            },
+        ),
+        (
+            "TRANSFER_ID_IS_AVS",
+            "transfer_id",
+            gw::TransferRequest {
+                transfer_id: PERSON.into(),
                 ..valid.clone()
             },
         ),
