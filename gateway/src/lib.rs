@@ -182,10 +182,13 @@ pub async fn run_with_clock(
         audit.clone(),
         consent_registry.clone(),
         store.clone(),
+        audit_store.clone(),
         nodes.clone(),
         clock.clone(),
         metrics.clone(),
     ));
+    // Transfers decided but not known to be logged when the gateway last stopped.
+    transfers.complete_all_held().await;
     let gateway = GatewayServer::with_interceptor(
         service::GatewayService::new(
             transfers,

@@ -38,6 +38,25 @@ pub struct TransferRow {
     pub last_error: String,
     /// A pull.
     pub pull: bool,
+    /// Its audit entry is not known to be durable yet.
+    pub held: bool,
+}
+
+/// A transfer whose audit entry is not known to be durable (see [`Store::held`]).
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The caller.
+    pub caller: String,
+    /// The transfer id.
+    pub transfer_id: String,
+    /// The encoded audit entry.
+    pub entry: Vec<u8>,
+    /// The log's size before the entry was appended.
+    pub log_size_before: u64,
+    /// The encoded response (without receipt).
+    pub response: Vec<u8>,
+    /// The encoded delivery (without receipt), for a permitted push.
+    pub delivery: Option<Vec<u8>>,
 }
 
 /// What a decided transfer leaves in the store, written in one transaction.
@@ -65,6 +84,10 @@ pub struct Decided<'a> {
     pub consents: Vec<String>,
     /// Now.
     pub now_micros: i64,
+    /// The encoded audit entry about to be appended.
+    pub entry: &'a [u8],
+    /// The log's size before the append.
+    pub log_size_before: u64,
 }
 
 /// A delivery due for an attempt.
@@ -138,7 +161,7 @@ impl Store {
     /// The transfer `transfer_id` of `caller`, if recorded.
     pub async fn transfer(&self, caller: &str, transfer_id: &str) -> Result<Option<TransferRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT request_sha256, response, state, attempts, last_error, pull FROM transfer \
+            "SELECT request_sha256, response, state, attempts, last_error, pull, held FROM transfer \
              WHERE sender = ?1 AND transfer_id = ?2",
         )
         .bind(caller)
@@ -152,15 +175,65 @@ impl Store {
             attempts: count(r.get(3)),
             last_error: r.get(4),
             pull: r.get::<i64, _>(5) != 0,
+            held: r.get::<i64, _>(6) != 0,
         }))
+    }
+
+    /// Transfers held for their audit entry (after a crash between decision and log).
+    pub async fn held(&self) -> Result<Vec<Held>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.sender, t.transfer_id, t.entry, t.log_size_before, t.response, o.delivery FROM transfer t \
+             LEFT JOIN outbox o ON o.sender = t.sender AND o.transfer_id = t.transfer_id \
+             WHERE t.held = 1 ORDER BY t.created_micros",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Held {
+                caller: r.get(0),
+                transfer_id: r.get(1),
+                entry: r.get::<Option<Vec<u8>>, _>(2).unwrap_or_default(),
+                log_size_before: u64::try_from(r.get::<i64, _>(3)).unwrap_or(0),
+                response: r.get(4),
+                delivery: r.get(5),
+            })
+            .collect())
+    }
+
+    /// The audit entry is durable: the transfer (with its receipt) is released for delivery.
+    pub async fn release(
+        &self,
+        caller: &str,
+        transfer_id: &str,
+        response: &[u8],
+        delivery: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE transfer SET held = 0, entry = NULL, response = ?3 WHERE sender = ?1 AND transfer_id = ?2")
+            .bind(caller)
+            .bind(transfer_id)
+            .bind(response)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(delivery) = delivery {
+            sqlx::query("UPDATE outbox SET held = 0, delivery = ?3 WHERE sender = ?1 AND transfer_id = ?2")
+                .bind(caller)
+                .bind(transfer_id)
+                .bind(delivery)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records a decided transfer with its outbox row, obligations and consent uses.
     pub async fn record(&self, d: &Decided<'_>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros, \
+             held, entry, log_size_before) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
         )
         .bind(d.caller)
         .bind(d.transfer_id)
@@ -170,12 +243,14 @@ impl Store {
         .bind(d.response)
         .bind(i64::from(d.state))
         .bind(d.now_micros)
+        .bind(d.entry)
+        .bind(i64::try_from(d.log_size_before).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         if let Some(delivery) = d.delivery {
             sqlx::query(
-                "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, held) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1)",
             )
             .bind(d.counterparty)
             .bind(d.caller)
@@ -226,7 +301,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT seq, recipient, sender, transfer_id, delivery, attempts FROM outbox o \
              WHERE seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient) \
-             AND next_attempt_micros <= ?1 ORDER BY seq",
+             AND held = 0 AND next_attempt_micros <= ?1 ORDER BY seq",
         )
         .bind(now_micros)
         .fetch_all(&self.pool)
@@ -238,7 +313,7 @@ impl Store {
     pub async fn head_for(&self, sender: &str, transfer_id: &str) -> Result<Option<Due>, StoreError> {
         let row = sqlx::query(
             "SELECT seq, recipient, sender, transfer_id, delivery, attempts FROM outbox o \
-             WHERE sender = ?1 AND transfer_id = ?2 \
+             WHERE sender = ?1 AND transfer_id = ?2 AND held = 0 \
              AND seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient)",
         )
         .bind(sender)

@@ -61,6 +61,7 @@ pub struct Transfers {
     pub audit: cii_audit::Log,
     pub consent: ConsentRegistryClient<Channel>,
     pub store: Store,
+    audit_store: cii_audit::Store,
     pub nodes: Nodes,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
@@ -124,6 +125,7 @@ impl Transfers {
         audit: cii_audit::Log,
         consent: ConsentRegistryClient<Channel>,
         store: Store,
+        audit_store: cii_audit::Store,
         nodes: Nodes,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
@@ -136,6 +138,7 @@ impl Transfers {
             audit,
             consent,
             store,
+            audit_store,
             nodes,
             clock,
             metrics,
@@ -500,26 +503,17 @@ impl Transfers {
             rulebook_hash: decision.rulebook_hash().to_owned(),
             ..cii_audit::Entry::default()
         };
-        let receipt = self.audit.append(entry).await.map_err(|e| {
-            tracing::error!(code = e.code(), error = %e, "transfer not logged");
-            self.metrics.refused(audit_unavailable(&e))
-        })?;
-        let receipt = receipt_to_wire(&receipt);
-        let state = match (decision.is_permit(), checked.pull) {
-            (false, _) => State::Denied,
-            (true, _) => State::Queued,
+        let state = if decision.is_permit() {
+            State::Queued
+        } else {
+            State::Denied
         };
-        let mut response = pb::TransferResponse {
+        let response = pb::TransferResponse {
             transfer_id: request.transfer_id.clone(),
             decision: Some(wire),
             state: state as i32,
-            receipt: Some(receipt.clone()),
             ..pb::TransferResponse::default()
         };
-        if let Some(d) = delivery.as_mut() {
-            d.receipt = Some(receipt);
-        }
-        let delivery_bytes = delivery.as_ref().map(Message::encode_to_vec);
         let consent_ids: Vec<String> = if decision.is_permit() && !checked.pull {
             lookup
                 .consents
@@ -529,6 +523,11 @@ impl Transfers {
         } else {
             Vec::new()
         };
+        // Recorded, held, before the entry is appended: a crash in between leaves a
+        // held transfer that the next start (or the sender's retry) completes with
+        // exactly one entry; nothing held is ever delivered.
+        let entry_bytes = cii_audit::entry::encode(&entry);
+        let delivery_bytes = delivery.as_ref().map(Message::encode_to_vec);
         self.store
             .record(&Decided {
                 caller: &caller_id,
@@ -542,17 +541,24 @@ impl Transfers {
                 obligations,
                 consents: consent_ids,
                 now_micros: crate::micros(now),
+                entry: &entry_bytes,
+                log_size_before: self.audit.checkpoint().0,
             })
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "transfer decided and logged but not recorded");
-                error(
-                    Code::Unavailable,
-                    "GATEWAY_STORE_UNAVAILABLE",
-                    "the transfer could not be recorded; retry with the same transfer id",
-                    None,
-                )
-            })?;
+            .map_err(|e| store_unavailable(&e))?;
+        let receipt = self.audit.append(entry).await.map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "transfer not logged");
+            self.metrics.refused(audit_unavailable(&e))
+        })?;
+        let mut response = self
+            .release(
+                &caller_id,
+                &request.transfer_id,
+                response,
+                delivery,
+                receipt_to_wire(&receipt),
+            )
+            .await?;
         Metrics::count(
             &self.metrics.decisions,
             if decision.is_permit() { "PERMIT" } else { "DENY" },
@@ -577,6 +583,109 @@ impl Transfers {
             }
         }
         Ok(response)
+    }
+
+    /// Adds the receipt to the response and the delivery, and releases the
+    /// transfer for delivery.
+    async fn release(
+        &self,
+        caller: &str,
+        transfer_id: &str,
+        mut response: pb::TransferResponse,
+        mut delivery: Option<node_pb::Delivery>,
+        receipt: common_pb::Receipt,
+    ) -> Result<pb::TransferResponse, Status> {
+        response.receipt = Some(receipt.clone());
+        if let Some(d) = delivery.as_mut() {
+            d.receipt = Some(receipt);
+        }
+        self.store
+            .release(
+                caller,
+                transfer_id,
+                &response.encode_to_vec(),
+                delivery.map(|d| d.encode_to_vec()).as_deref(),
+            )
+            .await
+            .map_err(|e| store_unavailable(&e))?;
+        Ok(response)
+    }
+
+    /// Completes a held transfer: finds its entry in the log (appended before a
+    /// crash) or appends it now, then releases it. Exactly one entry either way.
+    pub async fn complete(&self, held: crate::store::Held) -> Result<pb::TransferResponse, Status> {
+        let corrupt = || error(Code::Internal, "GATEWAY_STORE", "a held transfer does not decode", None);
+        let entry = cii_audit::entry::decode(&held.entry).map_err(|_| corrupt())?;
+        let response = pb::TransferResponse::decode(held.response.as_slice()).map_err(|_| corrupt())?;
+        let delivery = match &held.delivery {
+            Some(bytes) => Some(node_pb::Delivery::decode(bytes.as_slice()).map_err(|_| corrupt())?),
+            None => None,
+        };
+        let receipt = match self.find_logged(&entry, held.log_size_before).await? {
+            Some(index) => {
+                let (size, note) = self.audit.checkpoint();
+                let (_, leaf, proof) = self
+                    .audit
+                    .inclusion_proof(index, size)
+                    .map_err(|e| error(Code::Internal, "AUDIT_INCONSISTENT", e.to_string(), None))?;
+                common_pb::Receipt {
+                    leaf_index: index,
+                    leaf_hash: leaf.to_vec(),
+                    checkpoint: note,
+                    inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
+                }
+            }
+            None => receipt_to_wire(&self.audit.append(entry).await.map_err(|e| audit_unavailable(&e))?),
+        };
+        tracing::info!(transfer_id = %held.transfer_id, audit_index = receipt.leaf_index, "held transfer completed");
+        self.release(&held.caller, &held.transfer_id, response, delivery, receipt)
+            .await
+    }
+
+    /// The index of `entry` in the log at or after `from`, if it was appended.
+    async fn find_logged(&self, entry: &cii_audit::Entry, from: u64) -> Result<Option<u64>, Status> {
+        let mut next = from;
+        loop {
+            let batch = self.audit_store.entries(next, 1000).await.map_err(|e| {
+                tracing::error!(error = %e, "audit store not readable");
+                error(
+                    Code::Unavailable,
+                    "AUDIT_UNAVAILABLE",
+                    "the audit log could not be read; retry later",
+                    None,
+                )
+            })?;
+            let Some(last) = batch.last().map(|e| e.index) else {
+                return Ok(None);
+            };
+            for stored in &batch {
+                if let Ok(mut logged) = cii_audit::entry::decode(&stored.entry) {
+                    logged.index = entry.index;
+                    if logged == *entry {
+                        return Ok(Some(stored.index));
+                    }
+                }
+            }
+            next = last + 1;
+        }
+    }
+
+    /// Completes every held transfer (at start, after a crash).
+    pub async fn complete_all_held(&self) {
+        let held = match self.store.held().await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "held transfers not readable");
+                return;
+            }
+        };
+        for transfer in held {
+            let id = transfer.transfer_id.clone();
+            if let Err(status) = self.complete(transfer).await {
+                tracing::error!(transfer_id = %id, code = ?status.code(), "held transfer not completed");
+            }
+        }
+        self.nodes.wake.notify_one();
     }
 
     /// Decides; a permit relying on one-off consents marks them used at the

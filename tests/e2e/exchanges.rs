@@ -982,3 +982,92 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
     assert_eq!(outcome(&decided), Outcome::Permit);
     net.stop().await;
 }
+
+/// The audit entries of the network's log, in order.
+async fn logged_entries(dir: &std::path::Path) -> Vec<cii_audit::Entry> {
+    let url = format!("sqlite:{}", dir.join("gateway/audit.db").display());
+    let store = cii_audit::Store::open_read_only(&url).await.expect("audit store");
+    let entries = store
+        .entries(0, 100_000)
+        .await
+        .expect("entries")
+        .iter()
+        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
+        .collect();
+    store.close().await;
+    entries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_entry() {
+    let mut net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    net.stop_node(AI).await;
+    let queued = send(&net, ORP, report("held-1", &["person_informed_before"]))
+        .await
+        .expect("send");
+    assert_eq!(State::try_from(queued.state), Ok(State::Queued));
+    let refused = send(&net, ORP, report("held-2", &[])).await.expect("send");
+    assert_eq!(outcome(&refused), Outcome::Deny);
+
+    // Bring the store back to where a crash would have left it: held-1 after its entry
+    // was appended (found in the log), held-2 before (its entry, as recorded, is not).
+    let root = net.dir.path().to_path_buf();
+    let entries = logged_entries(&root).await;
+    let logged = |id: &str| {
+        let mut e = entries.iter().find(|e| e.transfer_id == id).expect("entry").clone();
+        e.index = 0;
+        e
+    };
+    let first = cii_audit::entry::encode(&logged("held-1"));
+    let mut unlogged = logged("held-2");
+    unlogged.time_micros += 1;
+    let second = cii_audit::entry::encode(&unlogged);
+    let size_before = entries.len();
+    net.restart_gateway(move |dir| {
+        let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway store");
+                for (id, entry) in [("held-1", first), ("held-2", second)] {
+                    sqlx::query("UPDATE transfer SET held = 1, entry = ?2, log_size_before = 0 WHERE transfer_id = ?1")
+                        .bind(id)
+                        .bind(entry)
+                        .execute(&pool)
+                        .await
+                        .expect("hold");
+                }
+                sqlx::query("UPDATE outbox SET held = 1")
+                    .execute(&pool)
+                    .await
+                    .expect("hold");
+                pool.close().await;
+            })
+        })
+        .join()
+        .expect("store edited");
+    })
+    .await;
+    net.restart_node(AI).await;
+    let items = inbox_of_size(&net, AI, 1).await;
+    assert_eq!(items[0].transfer_id, "held-1");
+    verify_receipt(&net, items[0].receipt.as_ref().expect("receipt"));
+    // The sender's retry answers the completed outcome.
+    let again = send(&net, ORP, report("held-2", &[])).await.expect("retry");
+    assert_eq!(outcome(&again), Outcome::Deny);
+    verify_receipt(&net, again.receipt.as_ref().expect("receipt"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inbox(&net, AI).await.len(), 1, "delivered once");
+
+    let dir = net.stop().await;
+    let entries = logged_entries(dir.path()).await;
+    let count = |id: &str| entries.iter().filter(|e| e.transfer_id == id).count();
+    assert_eq!(count("held-1"), 1, "found in the log, not appended again");
+    assert_eq!(
+        count("held-2"),
+        2,
+        "the recorded entry was appended (the test changed its time)"
+    );
+    // The restart appended its rulebook activation and held-2's entry.
+    assert_eq!(entries.len(), size_before + 2);
+}

@@ -16,8 +16,15 @@ CREATE TABLE transfer (
     attempts        INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT    NOT NULL DEFAULT '',
     created_micros  INTEGER NOT NULL,
+    -- Held (1) from the decision until its audit entry is durable: a held transfer is
+    -- never delivered. `entry` (the encoded audit entry, metadata only) and
+    -- `log_size_before` let a restarted gateway find or append that entry exactly once.
+    held            INTEGER NOT NULL DEFAULT 0,
+    entry           BLOB,
+    log_size_before INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sender, transfer_id)
 );
+CREATE INDEX transfer_held ON transfer (held) WHERE held = 1;
 
 -- Deliveries waiting for their recipient; deleted once the recipient stored them.
 CREATE TABLE outbox (
@@ -28,6 +35,7 @@ CREATE TABLE outbox (
     delivery             BLOB    NOT NULL,
     next_attempt_micros  INTEGER NOT NULL,
     attempts             INTEGER NOT NULL DEFAULT 0,
+    held                 INTEGER NOT NULL DEFAULT 0,
     UNIQUE (recipient, sender, transfer_id)
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_micros);
