@@ -553,3 +553,18 @@ pub async fn fetch_metrics(addr: SocketAddr) -> String {
     stream.read_to_string(&mut text).await.expect("read");
     text
 }
+
+/// The entries of the audit log of the network folder `dir` (SQLite), in order, decoded.
+pub async fn audit_entries(dir: &Path) -> Vec<cii_audit::Entry> {
+    let url = format!("sqlite:{}", dir.join("gateway/audit.db").display());
+    let store = cii_audit::Store::open_read_only(&url).await.expect("audit store");
+    let entries = store
+        .entries(0, 100_000)
+        .await
+        .expect("entries")
+        .iter()
+        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
+        .collect();
+    store.close().await;
+    entries
+}

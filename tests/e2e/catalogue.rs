@@ -568,16 +568,7 @@ async fn every_catalogue_exchange_is_permitted_in_its_case_and_refused_outside_i
 
     // The log names the user and the attestations, and the written request by its hash only.
     let dir = net.stop().await;
-    let url = format!("sqlite:{}", dir.path().join("gateway/audit.db").display());
-    let store = cii_audit::Store::open_read_only(&url).await.expect("audit store");
-    let entries: Vec<cii_audit::Entry> = store
-        .entries(0, 10_000)
-        .await
-        .expect("entries")
-        .iter()
-        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
-        .collect();
-    store.close().await;
+    let entries = cii_tests::audit_entries(dir.path()).await;
     let by_id = |id: &str| entries.iter().find(|e| e.transfer_id == id).expect("entry");
     let registration = by_id("cat-0");
     assert_eq!(registration.acting_user, "caseworker.7@AS-VS");

@@ -700,17 +700,7 @@ async fn institutions_manage_consents_through_their_node_and_every_change_is_log
 
     // The log: enrolments, then the three changes, each tied to the same person for the DPO.
     let dir = net.stop().await;
-    let store = cii_audit::Store::open_read_only(&format!("sqlite:{}", dir.path().join("gateway/audit.db").display()))
-        .await
-        .expect("audit store");
-    let entries: Vec<cii_audit::Entry> = store
-        .entries(0, 100)
-        .await
-        .expect("entries")
-        .iter()
-        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
-        .collect();
-    store.close().await;
+    let entries = cii_tests::audit_entries(dir.path()).await;
     let read = |f: &str| std::fs::read_to_string(dir.path().join("keys").join(f)).expect("key file");
     let dpo =
         cii_pseudonym::node::NodeKeys::from_json(&read("global-public.json"), &read("dpo/audit-session-keys.json"))

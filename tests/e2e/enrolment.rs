@@ -103,17 +103,11 @@ async fn each_institution_gets_its_own_stable_pseudonym_and_every_enrolment_is_l
 
     // The entries: kind, institution, user, and an audit pseudonym that only the DPO key opens —
     // to the same value for the same person, whichever institution enrolled them.
-    let store = cii_audit::Store::open_read_only(&format!("sqlite:{}", dir.path().join("gateway/audit.db").display()))
+    let entries: Vec<cii_audit::Entry> = cii_tests::audit_entries(dir.path())
         .await
-        .expect("audit store");
-    let entries: Vec<cii_audit::Entry> = store
-        .entries(before, 100)
-        .await
-        .expect("entries")
-        .iter()
-        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
+        .into_iter()
+        .skip(usize::try_from(before).expect("size"))
         .collect();
-    store.close().await;
     let dpo = NodeKeys::from_json(
         &read(dir.path(), "keys/global-public.json"),
         &read(dir.path(), "keys/dpo/audit-session-keys.json"),

@@ -983,21 +983,6 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
     net.stop().await;
 }
 
-/// The audit entries of the network's log, in order.
-async fn logged_entries(dir: &std::path::Path) -> Vec<cii_audit::Entry> {
-    let url = format!("sqlite:{}", dir.join("gateway/audit.db").display());
-    let store = cii_audit::Store::open_read_only(&url).await.expect("audit store");
-    let entries = store
-        .entries(0, 100_000)
-        .await
-        .expect("entries")
-        .iter()
-        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
-        .collect();
-    store.close().await;
-    entries
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_entry() {
     let mut net = Network::start(&members()).await;
@@ -1013,7 +998,7 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     // Bring the store back to where a crash would have left it: held-1 after its entry
     // was appended (found in the log), held-2 before (its entry, as recorded, is not).
     let root = net.dir.path().to_path_buf();
-    let entries = logged_entries(&root).await;
+    let entries = cii_tests::audit_entries(&root).await;
     let logged = |id: &str| {
         let mut e = entries.iter().find(|e| e.transfer_id == id).expect("entry").clone();
         e.index = 0;
@@ -1060,7 +1045,7 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     assert_eq!(inbox(&net, AI).await.len(), 1, "delivered once");
 
     let dir = net.stop().await;
-    let entries = logged_entries(dir.path()).await;
+    let entries = cii_tests::audit_entries(dir.path()).await;
     let count = |id: &str| entries.iter().filter(|e| e.transfer_id == id).count();
     assert_eq!(count("held-1"), 1, "found in the log, not appended again");
     assert_eq!(
