@@ -1,24 +1,51 @@
 //! Handlers of `cii.audit.v1.Audit`: checkpoints and proofs for the
-//! institutions that witness the log. They are hashes and signed notes, like a
-//! public transparency log's, so mutual TLS (a registry member) is enough: a
-//! node checks a delivery's receipt without any user token. Queries for DPOs
-//! (the DPO-tools issue) carry personal metadata and must verify the caller's
-//! JWT and role inside their handler.
+//! institutions that witness the log, and queries for data-protection officers.
+//!
+//! Checkpoints and proofs are hashes and signed notes, like a public
+//! transparency log's, so mutual TLS (a registry member) is enough: a node
+//! checks a delivery's receipt without any user token. `Query` returns
+//! personal metadata and verifies the caller's JWT and role itself.
+
+use std::sync::Arc;
 
 use cii_audit::Log;
-use cii_kit::grpc::{error, not_available};
+use cii_kit::auth::{Authenticate, Caller};
+use cii_kit::clock::Clock;
+use cii_kit::grpc::error;
+use cii_kit::metrics::Metrics;
 use cii_proto::audit::{self as pb, audit_server::Audit};
+use cii_types::Role;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
+
+/// Entries read from the store per batch while a query scans.
+const SCAN_BATCH: u32 = 2_000;
 
 /// The log-reading rpc handlers.
 #[derive(Debug)]
 pub struct AuditService {
     log: Log,
+    store: cii_audit::Store,
+    authenticate: Authenticate,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
 }
 
 impl AuditService {
-    pub fn new(log: Log) -> AuditService {
-        AuditService { log }
+    pub fn new(
+        log: Log,
+        store: cii_audit::Store,
+        authenticate: Authenticate,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> AuditService {
+        AuditService {
+            log,
+            store,
+            authenticate,
+            clock,
+            metrics,
+        }
     }
 }
 
@@ -26,15 +53,125 @@ fn proof_error(e: cii_audit::merkle::ProofError) -> Status {
     error(Code::OutOfRange, "PROOF_OUT_OF_RANGE", e.to_string(), None)
 }
 
+fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1000)
+}
+
+/// A query, checked: what an entry must match.
+struct Filter {
+    /// `None` for a network DPO.
+    institution: Option<String>,
+    from: Option<i64>,
+    until: Option<i64>,
+    basis: String,
+    decision: Option<i32>,
+    exchange_type: String,
+    acting_user: String,
+}
+
+impl Filter {
+    fn check(caller: &Caller, q: &pb::QueryRequest) -> Result<Filter, Status> {
+        let own = caller.institution.id.to_string();
+        let institution = if caller.user.roles.contains(&Role::NetworkDpo) {
+            (!q.institution.is_empty()).then(|| q.institution.clone())
+        } else if caller.user.roles.contains(&Role::Dpo) {
+            if !q.institution.is_empty() && q.institution != own {
+                return Err(error(
+                    Code::PermissionDenied,
+                    "DPO_SCOPE",
+                    "a dpo sees the entries of their own institution only (network_dpo sees all)",
+                    Some("institution"),
+                ));
+            }
+            Some(own)
+        } else {
+            return Err(error(
+                Code::PermissionDenied,
+                "ROLE_REQUIRED",
+                "querying the audit log needs the role dpo or network_dpo",
+                Some("authorization"),
+            ));
+        };
+        let decision = match q.decision.as_str() {
+            "" => None,
+            "permit" => Some(pb::EntryKind::TransferPermitted as i32),
+            "deny" => Some(pb::EntryKind::TransferDenied as i32),
+            _ => {
+                return Err(error(
+                    Code::InvalidArgument,
+                    "DECISION_INVALID",
+                    "decision is `permit` or `deny`",
+                    Some("decision"),
+                ));
+            }
+        };
+        let (from, until) = (q.from.as_ref().map(micros), q.until.as_ref().map(micros));
+        if let (Some(f), Some(u)) = (from, until)
+            && f >= u
+        {
+            return Err(error(
+                Code::InvalidArgument,
+                "PERIOD_INVALID",
+                "from must be before until",
+                Some("until"),
+            ));
+        }
+        Ok(Filter {
+            institution,
+            from,
+            until,
+            basis: q.basis.clone(),
+            decision,
+            exchange_type: q.exchange_type.clone(),
+            acting_user: q.acting_user.clone(),
+        })
+    }
+
+    fn matches(&self, e: &cii_audit::Entry) -> bool {
+        self.institution
+            .as_ref()
+            .is_none_or(|i| e.sender == *i || e.recipient == *i)
+            && self.from.is_none_or(|f| e.time_micros >= f)
+            && self.until.is_none_or(|u| e.time_micros < u)
+            && (self.basis.is_empty() || e.bases.contains(&self.basis))
+            && self.decision.is_none_or(|k| e.kind == k)
+            && (self.exchange_type.is_empty() || e.exchange_type == self.exchange_type)
+            && (self.acting_user.is_empty() || e.acting_user == self.acting_user)
+    }
+
+    /// The filters as logged (metadata only).
+    fn describe(&self, q: &pb::QueryRequest) -> String {
+        let mut parts = vec![format!("institution={}", self.institution.as_deref().unwrap_or("*"))];
+        for (name, value) in [
+            ("basis", &q.basis),
+            ("decision", &q.decision),
+            ("exchange_type", &q.exchange_type),
+            ("acting_user", &q.acting_user),
+        ] {
+            if !value.is_empty() {
+                parts.push(format!("{name}={value}"));
+            }
+        }
+        if let Some(f) = self.from {
+            parts.push(format!("from={f}"));
+        }
+        if let Some(u) = self.until {
+            parts.push(format!("until={u}"));
+        }
+        parts.join(" ")
+    }
+}
+
 #[tonic::async_trait]
 impl Audit for AuditService {
-    type QueryStream = tokio_stream::Empty<Result<pb::Entry, Status>>;
+    type QueryStream = ReceiverStream<Result<pb::Entry, Status>>;
 
     async fn get_checkpoint(
         &self,
-        request: Request<pb::GetCheckpointRequest>,
+        _request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
-        let _ = &request;
         let (tree_size, note) = self.log.checkpoint();
         Ok(Response::new(pb::Checkpoint { note, tree_size }))
     }
@@ -43,7 +180,6 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
-        let _ = &request;
         let pb::InclusionProofRequest { index, tree_size } = request.into_inner();
         let (tree_size, leaf, proof) = self.log.inclusion_proof(index, tree_size).map_err(proof_error)?;
         Ok(Response::new(pb::InclusionProof {
@@ -58,7 +194,6 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
-        let _ = &request;
         let pb::ConsistencyProofRequest { old_size, tree_size } = request.into_inner();
         let (tree_size, proof) = self.log.consistency_proof(old_size, tree_size).map_err(proof_error)?;
         Ok(Response::new(pb::ConsistencyProof {
@@ -68,7 +203,72 @@ impl Audit for AuditService {
         }))
     }
 
-    async fn query(&self, _: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
-        Err(not_available())
+    /// Logs the query (durably), then streams the matching entries of the log
+    /// as it stood when the query was logged.
+    async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+        let caller = self.authenticate.verify(&request)?;
+        let query = request.into_inner();
+        let filter = Filter::check(&caller, &query).map_err(|s| self.metrics.refused(s))?;
+        let entry = cii_audit::Entry {
+            kind: pb::EntryKind::AuditQuery as i32,
+            time_micros: crate::micros(self.clock.now()),
+            sender: caller.institution.id.to_string(),
+            acting_user: format!("{}@{}", caller.user.subject, caller.institution.id),
+            detail: filter.describe(&query),
+            ..cii_audit::Entry::default()
+        };
+        let receipt = self.log.append(entry).await.map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "audit query not logged");
+            self.metrics.refused(crate::service::audit_unavailable(&e))
+        })?;
+        let end = receipt.index + 1;
+        let limit = match query.limit {
+            0 => u64::MAX,
+            n => u64::from(n),
+        };
+        let store = self.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut next = 0;
+            let mut sent = 0;
+            while next < end && sent < limit {
+                let batch = match store.entries(next, SCAN_BATCH).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit store not readable");
+                        let _ = tx
+                            .send(Err(error(
+                                Code::Unavailable,
+                                "AUDIT_UNAVAILABLE",
+                                "the audit log could not be read",
+                                None,
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                let Some(last) = batch.last().map(|e| e.index) else {
+                    return;
+                };
+                for stored in batch.into_iter().filter(|e| e.index < end) {
+                    let Ok(decoded) = cii_audit::entry::decode(&stored.entry) else {
+                        continue;
+                    };
+                    if filter.matches(&decoded) && sent < limit {
+                        sent += 1;
+                        let answer = pb::Entry {
+                            index: stored.index,
+                            body: stored.entry,
+                        };
+                        if tx.send(Ok(answer)).await.is_err() {
+                            return; // the caller went away
+                        }
+                    }
+                }
+                next = last + 1;
+            }
+        });
+        tracing::info!(audit_index = receipt.index, "audit query");
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -228,7 +228,13 @@ pub async fn run_with_clock(
         // Checkpoints and proofs are hashes and signed notes, nothing personal: any
         // member (mutual TLS) may fetch them without a user, so nodes can witness
         // the log when the gateway delivers to them.
-        .add_service(AuditServer::new(audit_service::AuditService::new(audit.clone())));
+        .add_service(AuditServer::new(audit_service::AuditService::new(
+            audit.clone(),
+            audit_store.clone(),
+            authenticate,
+            clock.clone(),
+            metrics.clone(),
+        )));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = tokio::spawn(nodes.clone().run_outbox(store.clone(), stop_rx.clone()));

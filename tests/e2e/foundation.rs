@@ -323,17 +323,3 @@ async fn the_inbound_api_admits_the_gateway_only() {
     );
     net.stop().await;
 }
-
-#[tokio::test]
-async fn rpcs_of_later_issues_answer_with_a_stable_code() {
-    let net = Network::start(&two_members()).await;
-    let token = net.token(0, "anna", &[Role::Caseworker]);
-    // The DPO query (data-protection officers' issue) is the one rpc not served yet.
-    let err = cii_proto::audit::audit_client::AuditClient::new(net.gateway_channel_as(&party(&net, 0)))
-        .query(with_token(cii_proto::audit::QueryRequest::default(), &token))
-        .await
-        .expect_err("not yet served");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert_eq!(error_code(&err).as_deref(), Some("NOT_AVAILABLE"));
-    net.stop().await;
-}

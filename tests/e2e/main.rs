@@ -6,6 +6,7 @@ mod audit_crash;
 mod catalogue;
 mod consent;
 mod deploy;
+mod dpo;
 mod enrolment;
 mod exchanges;
 mod foundation;

@@ -1,5 +1,6 @@
 //! `cii audit …`: verification commands that read the audit store directly
-//! (read-only, no JWT, work while the gateway is stopped).
+//! (read-only, no JWT, work while the gateway is stopped), and the DPO's
+//! queries, which go through the institution's node (`audit_query`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ cii audit prove --config gateway.toml --old-size 100 --size 250")]
         #[arg(long)]
         size: Option<u64>,
     },
+    /// Select entries by institution, period, exchange type, basis, decision, user or person
+    /// (a DPO's question; through the node, logged at the gateway).
+    Query(crate::audit_query::QueryArgs),
 }
 
 struct Opened {
@@ -97,6 +101,7 @@ fn b64(h: &[u8]) -> String {
 #[expect(clippy::print_stdout, reason = "the commands' output")]
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
+        AuditCommand::Query(args) => crate::audit_query::run(args).await,
         AuditCommand::Verify(args) => {
             let opened = open(&args).await?;
             let verifier = opened

@@ -5,6 +5,7 @@
 //! the service crates' `run`; everything else lives in those crates.
 
 mod audit;
+mod audit_query;
 mod enrol;
 mod keys;
 mod pki;

@@ -846,4 +846,78 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         !all_output.contains("1234.5678") && !all_output.contains(&persons[0]),
         "{all_output}"
     );
+
+    // The DPO asks the log through the node: every enrolment, persons opened with the DPO key.
+    let dpo_token = cii(&[
+        "pki",
+        "token",
+        "--dir",
+        &dir.path().join("pki").to_string_lossy(),
+        "--institution",
+        "ORP-VS",
+        "--user",
+        "dpo",
+        "--role",
+        "dpo",
+    ]);
+    std::fs::write(dir.path().join("dpo.token"), &dpo_token.stdout).expect("token");
+    let path = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+    let node = format!("https://127.0.0.1:{}", nodes[0].0);
+    let (ca, token, keys, global) = (
+        path("pki/ca.pem"),
+        path("dpo.token"),
+        path("keys/dpo/audit-session-keys.json"),
+        path("keys/global-public.json"),
+    );
+    let query = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "query",
+            "--node",
+            &node,
+            "--ca",
+            &ca,
+            "--token-file",
+            &token,
+            "--dpo-keys",
+            &keys,
+            "--global-public",
+            &global,
+        ];
+        args.extend_from_slice(extra);
+        cii(&args)
+    };
+    let csv = query(&["--format", "csv"]);
+    let text = String::from_utf8_lossy(&csv.stdout).into_owned();
+    assert!(csv.status.success(), "{text}{}", String::from_utf8_lossy(&csv.stderr));
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains(",ENROLMENT,")).collect();
+    // 60 enrolled, and the refused re-enrolment, which reached the gateway before the node refused it.
+    assert_eq!(rows.len(), 61, "{text}");
+    let persons_seen: Vec<&str> = rows.iter().filter_map(|r| r.rsplit(',').next()).collect();
+    let person = *persons_seen
+        .iter()
+        .find(|p| persons_seen.iter().filter(|q| q == p).count() == 1)
+        .expect("a person enrolled once");
+    assert_eq!(person.len(), 64, "a DPO-context pseudonym: {person}");
+    let one = query(&["--person", person, "--format", "jsonl"]);
+    let lines: Vec<String> = String::from_utf8_lossy(&one.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly that person's entry: {lines:?}");
+    assert!(lines[0].contains("\"kind\":\"ENROLMENT\""), "{lines:?}");
+    let table = query(&["--limit", "3"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("3 entries"));
+    let caseworker = cii(&[
+        "audit",
+        "query",
+        "--node",
+        &node,
+        "--ca",
+        &path("pki/ca.pem"),
+        "--token-file",
+        &path("token"),
+    ]);
+    assert_eq!(caseworker.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&caseworker.stderr).contains("ROLE_REQUIRED"));
 }

@@ -117,13 +117,22 @@ impl Authenticate {
     }
 }
 
-impl Interceptor for Authenticate {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let institution = self.institution(&req)?;
+impl Authenticate {
+    /// Authenticates the caller of `req` (certificate, then JWT), for services
+    /// that check users in some rpcs only.
+    pub fn verify<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let institution = self.institution(req)?;
         let header = req.metadata().get(jwt::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
         let token = jwt::bearer(header).map_err(|e| self.refuse(e))?;
         let user = jwt::verify(token, &institution, self.clock.now()).map_err(|e| self.refuse(e))?;
-        req.extensions_mut().insert(Caller { institution, user });
+        Ok(Caller { institution, user })
+    }
+}
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.verify(&req)?;
+        req.extensions_mut().insert(caller);
         Ok(req)
     }
 }

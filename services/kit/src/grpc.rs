@@ -121,14 +121,3 @@ pub async fn serve_tls(
     let incoming = crate::tls::incoming(listener, tls, move |reason| m.tls_refused(reason));
     router.serve_with_incoming_shutdown(incoming, shutdown).await
 }
-
-/// The answer of an rpc that is part of the contract but not served by this
-/// version (its issue has not landed yet).
-pub fn not_available() -> Status {
-    error(
-        tonic::Code::Unimplemented,
-        "NOT_AVAILABLE",
-        "this rpc is part of the contract but not served by this version",
-        None,
-    )
-}

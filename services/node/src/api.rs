@@ -242,6 +242,18 @@ fn record_taken() -> Status {
 
 #[tonic::async_trait]
 impl Node for NodeApi {
+    type QueryAuditStream = tonic::Streaming<cii_proto::audit::Entry>;
+
+    /// Forwards the DPO's query with their token; the gateway checks the role and logs it.
+    async fn query_audit(
+        &self,
+        request: Request<cii_proto::audit::QueryRequest>,
+    ) -> Result<Response<Self::QueryAuditStream>, Status> {
+        caller(&request)?;
+        let forward = request.get_ref().clone();
+        self.audit.clone().query(Self::onward(&request, forward)).await
+    }
+
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         caller(&request)?;
         let started = Instant::now();
