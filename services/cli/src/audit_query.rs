@@ -9,11 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cii_kit::tls::{self, PeerPolicy};
 use cii_proto::audit::{EntryKind, QueryRequest};
-use cii_proto::node::node_client::NodeClient;
 use cii_pseudonym::node::NodeKeys;
-use cii_types::PeerIdentity;
 use clap::{Args, ValueEnum};
 use tokio_stream::StreamExt;
 
@@ -38,15 +35,9 @@ cii audit query … --dpo-keys keys/dpo/audit-session-keys.json --global-public 
 A `dpo` token sees the entries where its institution sends or receives; `network_dpo` sees all.\n\
 Every query is itself an entry of the log.")]
 pub struct QueryArgs {
-    /// The institution's node API, `https://host:port`.
-    #[arg(long)]
-    node: String,
-    /// The network CA certificate (PEM).
-    #[arg(long)]
-    ca: PathBuf,
-    /// A file holding the DPO's JWT (role `dpo` or `network_dpo`).
-    #[arg(long)]
-    token_file: PathBuf,
+    /// The node and the DPO's token (role `dpo` or `network_dpo`).
+    #[command(flatten)]
+    node: crate::node_api::NodeApiArgs,
     /// Entries where this institution sends or receives (a `dpo` may name only their own).
     #[arg(long)]
     institution: Option<String>,
@@ -158,10 +149,7 @@ fn csv_field(value: &str) -> String {
 }
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading {}", args.token_file.display()))?
-        .trim()
-        .to_owned();
+    let (mut client, token) = args.node.connect()?;
     let keys = match (&args.dpo_keys, &args.global_public) {
         (Some(session), Some(global)) => {
             let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
@@ -184,11 +172,6 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         acting_user: args.user.clone().unwrap_or_default(),
         limit: if person.is_some() { 0 } else { args.limit },
     };
-    let policy = PeerPolicy::new(
-        |peer: &PeerIdentity| matches!(peer, PeerIdentity::Institution(_)),
-        |_| false,
-    );
-    let mut client = NodeClient::new(tls::channel(&args.node, tls::api_client_config(&args.ca, policy)?)?);
     let mut call = tonic::Request::new(request);
     call.metadata_mut().insert(
         "authorization",

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cii_kit::grpc::{error_code, error_field};
-use cii_kit::tls::{self, PeerPolicy};
 use cii_proto::node::{EnrolRequest, node_client::NodeClient};
-use cii_types::PeerIdentity;
 use clap::Args;
 
 /// Attempts per line while the gateway asks to slow down or is unreachable.
@@ -27,15 +25,8 @@ Example:\n  cii pki token --dir deploy/dev/pki --institution ORP-VS --user batch
 cii enrol --node https://127.0.0.1:7101 --ca deploy/dev/pki/ca.pem --token-file token --csv caseload.csv"
 )]
 pub struct EnrolArgs {
-    /// The node's API, `https://host:port`.
-    #[arg(long)]
-    node: String,
-    /// The network CA certificate (PEM) the node's certificate chains to.
-    #[arg(long)]
-    ca: PathBuf,
-    /// A file holding the acting user's JWT.
-    #[arg(long)]
-    token_file: PathBuf,
+    #[command(flatten)]
+    node: crate::node_api::NodeApiArgs,
     /// The CSV file.
     #[arg(long)]
     csv: PathBuf,
@@ -76,17 +67,8 @@ fn read_lines(text: &str) -> Vec<Line> {
 #[expect(clippy::print_stdout, reason = "the command's report")]
 pub async fn run(args: EnrolArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.csv).with_context(|| format!("reading {}", args.csv.display()))?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading {}", args.token_file.display()))?
-        .trim()
-        .to_owned();
     let lines = read_lines(&text);
-    let policy = PeerPolicy::new(
-        |peer: &PeerIdentity| matches!(peer, PeerIdentity::Institution(_)),
-        |_| false,
-    );
-    let config = tls::api_client_config(&args.ca, policy)?;
-    let client = NodeClient::new(tls::channel(&args.node, config)?);
+    let (client, token) = args.node.connect()?;
 
     let bar = indicatif::ProgressBar::new(lines.len() as u64);
     bar.set_style(

@@ -8,6 +8,7 @@ mod audit;
 mod audit_query;
 mod enrol;
 mod keys;
+mod node_api;
 mod pki;
 mod policy;
 

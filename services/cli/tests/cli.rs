@@ -763,6 +763,24 @@ fn holds_any(haystack: &[u8], needles: &std::collections::HashSet<Vec<u8>>) -> b
 
 /// `cii enrol`: a caseload from CSV through the node, with a report by line and code that never
 /// shows an AVS number.
+/// A development token for `user` of `institution` with `role` (`cii pki token`), written to `file`.
+fn write_token(dir: &Path, institution: &str, user: &str, role: &str, file: &str) {
+    let token = cii(&[
+        "pki",
+        "token",
+        "--dir",
+        &dir.join("pki").to_string_lossy(),
+        "--institution",
+        institution,
+        "--user",
+        user,
+        "--role",
+        role,
+    ]);
+    assert!(token.status.success(), "pki token");
+    std::fs::write(dir.join(file), &token.stdout).expect("token");
+}
+
 #[test]
 fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -783,19 +801,7 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     csv.push_str(&format!("{bad_check_digit},ORP-9001\n")); // line 62
     csv.push_str(&format!("{},{}\n", persons[0], persons[0])); // line 63: record id is an AVS number
     std::fs::write(dir.path().join("caseload.csv"), &csv).expect("csv");
-    let token = cii(&[
-        "pki",
-        "token",
-        "--dir",
-        &dir.path().join("pki").to_string_lossy(),
-        "--institution",
-        "ORP-VS",
-        "--user",
-        "batch",
-        "--role",
-        "caseworker",
-    ]);
-    std::fs::write(dir.path().join("token"), &token.stdout).expect("token");
+    write_token(dir.path(), "ORP-VS", "batch", "caseworker", "token");
     // Wait for the node to serve.
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", nodes[0].0)).is_err() {
@@ -848,19 +854,7 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     );
 
     // The DPO asks the log through the node: every enrolment, persons opened with the DPO key.
-    let dpo_token = cii(&[
-        "pki",
-        "token",
-        "--dir",
-        &dir.path().join("pki").to_string_lossy(),
-        "--institution",
-        "ORP-VS",
-        "--user",
-        "dpo",
-        "--role",
-        "dpo",
-    ]);
-    std::fs::write(dir.path().join("dpo.token"), &dpo_token.stdout).expect("token");
+    write_token(dir.path(), "ORP-VS", "dpo", "dpo", "dpo.token");
     let path = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
     let node = format!("https://127.0.0.1:{}", nodes[0].0);
     let (ca, token, keys, global) = (
