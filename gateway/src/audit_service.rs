@@ -222,6 +222,9 @@ impl Audit for AuditService {
             self.metrics.refused(crate::service::audit_unavailable(&e))
         })?;
         let end = receipt.index + 1;
+        // The checkpoint the proofs lead to: it covers the query's own entry.
+        let proofs = query.with_proofs.then(|| self.log.checkpoint());
+        let log = self.log.clone();
         let limit = match query.limit {
             0 => u64::MAX,
             n => u64::from(n),
@@ -256,10 +259,23 @@ impl Audit for AuditService {
                     };
                     if filter.matches(&decoded) && sent < limit {
                         sent += 1;
-                        let answer = pb::Entry {
+                        let mut answer = pb::Entry {
                             index: stored.index,
                             body: stored.entry,
+                            ..pb::Entry::default()
                         };
+                        if let Some((size, note)) = &proofs {
+                            match log.inclusion_proof(stored.index, *size) {
+                                Ok((_, _, proof)) => {
+                                    answer.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
+                                    answer.checkpoint = note.clone();
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(proof_error(e))).await;
+                                    return;
+                                }
+                            }
+                        }
                         if tx.send(Ok(answer)).await.is_err() {
                             return; // the caller went away
                         }

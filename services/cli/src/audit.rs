@@ -58,6 +58,10 @@ cii audit prove --config gateway.toml --old-size 100 --size 250")]
     /// Select entries by institution, period, exchange type, basis, decision, user or person
     /// (a DPO's question; through the node, logged at the gateway).
     Query(crate::audit_query::QueryArgs),
+    /// Export the selected entries with inclusion proofs as JSON lines (a DPO's export).
+    Export(crate::audit_query::ExportArgs),
+    /// Check an export offline against the log's verifier key.
+    CheckExport(crate::audit_query::CheckExportArgs),
 }
 
 struct Opened {
@@ -102,6 +106,8 @@ fn b64(h: &[u8]) -> String {
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Query(args) => crate::audit_query::run(args).await,
+        AuditCommand::Export(args) => crate::audit_query::export(args).await,
+        AuditCommand::CheckExport(args) => crate::audit_query::check_export(args),
         AuditCommand::Verify(args) => {
             let opened = open(&args).await?;
             let verifier = opened

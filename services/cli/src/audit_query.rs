@@ -38,6 +38,29 @@ pub struct QueryArgs {
     /// The node and the DPO's token (role `dpo` or `network_dpo`).
     #[command(flatten)]
     node: crate::node_api::NodeApiArgs,
+    #[command(flatten)]
+    filters: Filters,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 0)]
+    limit: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// The DPO context's session keys (`dpo/audit-session-keys.json` of `cii keys init`):
+    /// persons are then shown as their DPO-context pseudonym.
+    #[arg(long, requires = "global_public")]
+    dpo_keys: Option<PathBuf>,
+    /// The network's `global-public.json`.
+    #[arg(long)]
+    global_public: Option<PathBuf>,
+    /// Only entries about this person (hex of the DPO-context pseudonym); needs --dpo-keys.
+    #[arg(long, requires = "dpo_keys")]
+    person: Option<String>,
+}
+
+/// What entries to select (all given filters must match).
+#[derive(Debug, Args)]
+pub struct Filters {
     /// Entries where this institution sends or receives (a `dpo` may name only their own).
     #[arg(long)]
     institution: Option<String>,
@@ -59,22 +82,45 @@ pub struct QueryArgs {
     /// The acting user as logged, `user@institution`.
     #[arg(long)]
     user: Option<String>,
-    /// At most this many entries.
-    #[arg(long, default_value_t = 0)]
-    limit: u32,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-    /// The DPO context's session keys (`dpo/audit-session-keys.json` of `cii keys init`):
-    /// persons are then shown as their DPO-context pseudonym.
-    #[arg(long, requires = "global_public")]
-    dpo_keys: Option<PathBuf>,
-    /// The network's `global-public.json`.
-    #[arg(long)]
-    global_public: Option<PathBuf>,
-    /// Only entries about this person (hex of the DPO-context pseudonym); needs --dpo-keys.
-    #[arg(long, requires = "dpo_keys")]
-    person: Option<String>,
+}
+
+impl Filters {
+    fn request(&self, limit: u32, with_proofs: bool) -> anyhow::Result<QueryRequest> {
+        Ok(QueryRequest {
+            institution: self.institution.clone().unwrap_or_default(),
+            from: day("from", &self.from)?,
+            until: day("until", &self.until)?,
+            basis: self.basis.clone().unwrap_or_default(),
+            decision: self.decision.clone().unwrap_or_default(),
+            exchange_type: self.exchange_type.clone().unwrap_or_default(),
+            acting_user: self.user.clone().unwrap_or_default(),
+            limit,
+            with_proofs,
+        })
+    }
+}
+
+/// Sends the query through the node; a refusal is printed with its code (exit code 2).
+async fn ask(
+    node: &crate::node_api::NodeApiArgs,
+    request: QueryRequest,
+) -> anyhow::Result<Result<tonic::Streaming<cii_proto::audit::Entry>, ExitCode>> {
+    let (mut client, token) = node.connect()?;
+    let mut call = tonic::Request::new(request);
+    call.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .context("the token is not valid header text")?,
+    );
+    match client.query_audit(call).await {
+        Ok(answer) => Ok(Ok(answer.into_inner())),
+        Err(status) => {
+            let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+            eprintln!("refused: {code}: {}", status.message());
+            Ok(Err(ExitCode::from(2)))
+        }
+    }
 }
 
 fn day(field: &str, text: &Option<String>) -> anyhow::Result<Option<prost_types::Timestamp>> {
@@ -149,7 +195,6 @@ fn csv_field(value: &str) -> String {
 }
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let (mut client, token) = args.node.connect()?;
     let keys = match (&args.dpo_keys, &args.global_public) {
         (Some(session), Some(global)) => {
             let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
@@ -162,30 +207,12 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         Some(_) => bail!("--person: expected the 64 hex digits of a DPO-context pseudonym"),
         None => None,
     };
-    let request = QueryRequest {
-        institution: args.institution.clone().unwrap_or_default(),
-        from: day("from", &args.from)?,
-        until: day("until", &args.until)?,
-        basis: args.basis.clone().unwrap_or_default(),
-        decision: args.decision.clone().unwrap_or_default(),
-        exchange_type: args.exchange_type.clone().unwrap_or_default(),
-        acting_user: args.user.clone().unwrap_or_default(),
-        limit: if person.is_some() { 0 } else { args.limit },
-    };
-    let mut call = tonic::Request::new(request);
-    call.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .context("the token is not valid header text")?,
-    );
-    let mut stream = match client.query_audit(call).await {
-        Ok(answer) => answer.into_inner(),
-        Err(status) => {
-            let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
-            eprintln!("refused: {code}: {}", status.message());
-            return Ok(ExitCode::from(2));
-        }
+    let request = args
+        .filters
+        .request(if person.is_some() { 0 } else { args.limit }, false)?;
+    let mut stream = match ask(&args.node, request).await? {
+        Ok(stream) => stream,
+        Err(code) => return Ok(code),
     };
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
@@ -286,5 +313,116 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
         writeln!(out, "{} entries", cells.len())?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cii audit export`: the selected entries with their inclusion proofs, as JSON lines.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each line: index, entry (canonical bytes, base64), leaf_hash, inclusion_proof (base64\n\
+hashes) and the signed checkpoint they lead to. Anyone with the log's verifier key can check the\n\
+file: `cii audit check-export --vkey KEY FILE`.\n\n\
+Example:\n  cii audit export --node https://127.0.0.1:7101 --ca ca.pem --token-file dpo.token \\\n    \
+--from 2026-01-01 --until 2027-01-01 > log-2026.jsonl"
+)]
+pub struct ExportArgs {
+    /// The node and the DPO's token (role `dpo` or `network_dpo`).
+    #[command(flatten)]
+    node: crate::node_api::NodeApiArgs,
+    #[command(flatten)]
+    filters: Filters,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut stream = match ask(&args.node, args.filters.request(0, true)?).await? {
+        Ok(stream) => stream,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut count = 0u64;
+    while let Some(item) = stream.next().await {
+        let item = item.context("the answer stream broke off")?;
+        let leaf = cii_audit::merkle::leaf_hash(&item.body);
+        let line = serde_json::json!({
+            "index": item.index,
+            "entry": b64(&item.body),
+            "leaf_hash": b64(&leaf),
+            "inclusion_proof": item.inclusion_proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+            "checkpoint": item.checkpoint,
+        });
+        writeln!(out, "{line}")?;
+        count += 1;
+    }
+    eprintln!("{count} entries exported");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cii audit check-export`: checks an export offline against the log's verifier key.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit 0: every entry is in its signed checkpoint. Exit 1: the first line that is not.\n\n\
+Example:\n  cii audit check-export --vkey \"$(cat audit.vkey)\" log-2026.jsonl"
+)]
+pub struct CheckExportArgs {
+    /// The log's verifier key (`cii audit vkey`), `<origin>+<key id>+<base64 key>`.
+    #[arg(long)]
+    vkey: String,
+    /// The export file (JSON lines).
+    file: PathBuf,
+}
+
+#[expect(clippy::print_stdout, reason = "the command's verdict")]
+pub fn check_export(args: CheckExportArgs) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    let verifier = cii_audit::note::Verifier::from_vkey(args.vkey.trim()).context("--vkey")?;
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let decode = |v: &serde_json::Value| -> Option<Vec<u8>> {
+        base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()
+    };
+    let mut checked = 0u64;
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let fail = |why: &str| {
+            println!("FAILED: line {}: {why}", n + 1);
+            Ok(ExitCode::from(1))
+        };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            return fail("not JSON");
+        };
+        let (Some(entry), Some(index)) = (value.get("entry").and_then(decode), value["index"].as_u64()) else {
+            return fail("no entry or index");
+        };
+        let Some(checkpoint) = value["checkpoint"].as_str() else {
+            return fail("no checkpoint");
+        };
+        let Ok(cp) = verifier.open_checkpoint(checkpoint, verifier.name()) else {
+            return fail("the checkpoint's signature does not verify with this key");
+        };
+        let proof: Option<Vec<cii_audit::merkle::Hash>> = value["inclusion_proof"]
+            .as_array()
+            .map(|hashes| {
+                hashes
+                    .iter()
+                    .map(|h| decode(h).and_then(|b| b.try_into().ok()))
+                    .collect()
+            })
+            .unwrap_or(None);
+        let Some(proof) = proof else {
+            return fail("no inclusion proof");
+        };
+        let leaf = cii_audit::merkle::leaf_hash(&entry);
+        if !cii_audit::merkle::verify_inclusion(&leaf, index, cp.size, &proof, &cp.root) {
+            return fail("the entry is not in the checkpoint (altered entry or proof)");
+        }
+        if cii_audit::entry::decode(&entry).map(|e| e.index) != Ok(index) {
+            return fail("the entry does not say it is at this index");
+        }
+        checked += 1;
+    }
+    println!("ok: {checked} entries, each in its signed checkpoint");
     Ok(ExitCode::SUCCESS)
 }

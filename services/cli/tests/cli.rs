@@ -914,4 +914,32 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     ]);
     assert_eq!(caseworker.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&caseworker.stderr).contains("ROLE_REQUIRED"));
+
+    // An export with proofs, checked offline with the published verifier key; an altered line fails.
+    let export = cii(&["audit", "export", "--node", &node, "--ca", &ca, "--token-file", &token]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let exported = String::from_utf8_lossy(&export.stdout).into_owned();
+    assert!(exported.lines().count() >= 61, "{exported}");
+    std::fs::write(dir.path().join("export.jsonl"), &exported).expect("export file");
+    let vkey = cii(&["audit", "vkey", "--config", &path("gateway.toml")]);
+    let vkey = String::from_utf8_lossy(&vkey.stdout).trim().to_owned();
+    let check = |file: &str| cii(&["audit", "check-export", "--vkey", &vkey, &path(file)]);
+    let ok = check("export.jsonl");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: "));
+    let mut lines: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let other = lines[3]["entry"].clone();
+    lines[2]["entry"] = other;
+    let altered: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("altered.jsonl"), altered).expect("altered file");
+    let bad = check("altered.jsonl");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("FAILED: line 3"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
 }
