@@ -25,6 +25,7 @@ const SCAN_BATCH: u32 = 2_000;
 #[derive(Debug)]
 pub struct AuditService {
     log: Log,
+    pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
     store: cii_audit::Store,
     authenticate: Authenticate,
     clock: Arc<dyn Clock>,
@@ -34,6 +35,7 @@ pub struct AuditService {
 impl AuditService {
     pub fn new(
         log: Log,
+        pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
         store: cii_audit::Store,
         authenticate: Authenticate,
         clock: Arc<dyn Clock>,
@@ -41,6 +43,7 @@ impl AuditService {
     ) -> AuditService {
         AuditService {
             log,
+            pseudonyms,
             store,
             authenticate,
             clock,
@@ -71,27 +74,32 @@ struct Filter {
     acting_user: String,
 }
 
+fn require_dpo(caller: &Caller) -> Result<(), Status> {
+    if caller.user.roles.contains(&Role::Dpo) || caller.user.roles.contains(&Role::NetworkDpo) {
+        return Ok(());
+    }
+    Err(error(
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+        "this needs the role dpo or network_dpo",
+        Some("authorization"),
+    ))
+}
+
 impl Filter {
     fn check(caller: &Caller, q: &pb::QueryRequest) -> Result<Filter, Status> {
+        require_dpo(caller)?;
         let own = caller.institution.id.to_string();
         let institution = if caller.user.roles.contains(&Role::NetworkDpo) {
             (!q.institution.is_empty()).then(|| q.institution.clone())
-        } else if caller.user.roles.contains(&Role::Dpo) {
-            if !q.institution.is_empty() && q.institution != own {
-                return Err(error(
-                    Code::PermissionDenied,
-                    "DPO_SCOPE",
-                    "a dpo sees the entries of their own institution only (network_dpo sees all)",
-                    Some("institution"),
-                ));
-            }
+        } else if q.institution.is_empty() || q.institution == own {
             Some(own)
         } else {
             return Err(error(
                 Code::PermissionDenied,
-                "ROLE_REQUIRED",
-                "querying the audit log needs the role dpo or network_dpo",
-                Some("authorization"),
+                "DPO_SCOPE",
+                "a dpo sees the entries of their own institution only (network_dpo sees all)",
+                Some("institution"),
             ));
         };
         let decision = match q.decision.as_str() {
@@ -200,6 +208,40 @@ impl Audit for AuditService {
             old_size,
             tree_size,
             hashes: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    /// Translates the caller's pseudonym of a person into the DPO context;
+    /// the DPO_LOOKUP entry (naming the person for the DPO) is durable first.
+    async fn lookup_person(
+        &self,
+        request: Request<pb::LookupPersonRequest>,
+    ) -> Result<Response<pb::LookupPersonResponse>, Status> {
+        let caller = self.authenticate.verify(&request)?;
+        require_dpo(&caller).map_err(|s| self.metrics.refused(s))?;
+        let person = crate::service::ciphertext("person", request.get_ref().person.as_ref())
+            .map_err(|s| self.metrics.refused(s))?;
+        let party = cii_pseudonym::names::Party::Institution(caller.institution.id.clone());
+        let audit_person = self
+            .pseudonyms
+            .translate(&person, &party, &cii_pseudonym::names::Party::Audit);
+        let bytes = cii_pseudonym::wire::to_bytes(&audit_person);
+        let entry = cii_audit::Entry {
+            kind: pb::EntryKind::DpoLookup as i32,
+            time_micros: crate::micros(self.clock.now()),
+            sender: caller.institution.id.to_string(),
+            acting_user: format!("{}@{}", caller.user.subject, caller.institution.id),
+            audit_pseudonym: bytes.clone(),
+            detail: "subject access".to_owned(),
+            ..cii_audit::Entry::default()
+        };
+        let receipt = self.log.append(entry).await.map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "DPO lookup not logged");
+            self.metrics.refused(crate::service::audit_unavailable(&e))
+        })?;
+        Ok(Response::new(pb::LookupPersonResponse {
+            audit_person: Some(cii_proto::common::EncryptedPseudonym { ciphertext: bytes }),
+            lookup_index: receipt.index,
         }))
     }
 

@@ -230,6 +230,7 @@ pub async fn run_with_clock(
         // the log when the gateway delivers to them.
         .add_service(AuditServer::new(audit_service::AuditService::new(
             audit.clone(),
+            config.pseudonyms.clone(),
             audit_store.clone(),
             authenticate,
             clock.clone(),

@@ -159,6 +159,31 @@ async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logge
         .collect();
     assert_eq!(about_anna, ["q-1", "q-3"], "exactly Anna's transfers, none of Luca's");
 
+    // A subject-access lookup from ORP's own record reaches the same person, and is logged.
+    let lookup = node(&net, 0)
+        .lookup_person_for_dpo(with_token(
+            node_pb::DpoLookupRequest {
+                local_record_id: "O-ANNA".into(),
+            },
+            &net.token(0, "dpo.1", &[Role::Dpo]),
+        ))
+        .await
+        .expect("lookup")
+        .into_inner();
+    let found =
+        dpo.decrypt(&cii_pseudonym::wire::pseudonym(&lookup.audit_person.expect("person").ciphertext).expect("ct"));
+    assert_eq!(found.0, anna_at_ai, "the DPO context knows Anna by one pseudonym");
+    let refused = node(&net, 0)
+        .lookup_person_for_dpo(with_token(
+            node_pb::DpoLookupRequest {
+                local_record_id: "O-ANNA".into(),
+            },
+            &caseworker(0),
+        ))
+        .await
+        .expect_err("a caseworker may not");
+    assert_eq!(cii_kit::grpc::error_code(&refused).as_deref(), Some("ROLE_REQUIRED"));
+
     // Scope and role are enforced at the gateway.
     let foreign = query(
         &net,
@@ -211,4 +236,15 @@ async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logge
             .all(|e| e.acting_user.starts_with("dpo.1@") && e.audit_pseudonym.is_empty())
     );
     assert!(queries.iter().any(|e| e.detail.contains("decision=deny")));
+    let lookups: Vec<cii_audit::Entry> = cii_tests::audit_entries(dir.path())
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::DpoLookup as i32)
+        .collect();
+    assert_eq!(lookups.len(), 1, "the one lookup answered");
+    assert_eq!(
+        person(&lookups[0]),
+        anna_at_ai,
+        "the lookup entry names the person for later reports"
+    );
 }

@@ -62,6 +62,8 @@ cii audit prove --config gateway.toml --old-size 100 --size 250")]
     Export(crate::audit_query::ExportArgs),
     /// Check an export offline against the log's verifier key.
     CheckExport(crate::audit_query::CheckExportArgs),
+    /// Everything the log holds about one person, for an access request (FR, DE or EN; text and HTML).
+    SubjectReport(crate::subject_report::SubjectReportArgs),
 }
 
 struct Opened {
@@ -108,6 +110,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Query(args) => crate::audit_query::run(args).await,
         AuditCommand::Export(args) => crate::audit_query::export(args).await,
         AuditCommand::CheckExport(args) => crate::audit_query::check_export(args),
+        AuditCommand::SubjectReport(args) => crate::subject_report::run(args).await,
         AuditCommand::Verify(args) => {
             let opened = open(&args).await?;
             let verifier = opened

@@ -11,6 +11,7 @@ mod keys;
 mod node_api;
 mod pki;
 mod policy;
+mod subject_report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -863,10 +863,11 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         path("keys/dpo/audit-session-keys.json"),
         path("keys/global-public.json"),
     );
-    let query = |extra: &[&str]| {
+    // `cii audit <command>` as ORP's DPO, with the DPO context key.
+    let dpo = |command: &str, extra: &[&str]| {
         let mut args = vec![
             "audit",
-            "query",
+            command,
             "--node",
             &node,
             "--ca",
@@ -881,6 +882,7 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         args.extend_from_slice(extra);
         cii(&args)
     };
+    let query = |extra: &[&str]| dpo("query", extra);
     let csv = query(&["--format", "csv"]);
     let text = String::from_utf8_lossy(&csv.stdout).into_owned();
     assert!(csv.status.success(), "{text}{}", String::from_utf8_lossy(&csv.stderr));
@@ -914,6 +916,26 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     ]);
     assert_eq!(caseworker.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&caseworker.stderr).contains("ROLE_REQUIRED"));
+
+    // A subject-access report from ORP's record, in German, with its HTML page.
+    let report = dpo(
+        "subject-report",
+        &["--record", "ORP-0001", "--lang", "de", "--out", &path("reports")],
+    );
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(
+        report.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        text.starts_with("Auskunft über Personendaten (revDSG Art. 25)"),
+        "{text}"
+    );
+    assert!(text.contains("keine Bekanntgabe"), "{text}");
+    assert!(!text.contains(&persons[1]), "no AVS number in the report");
+    let page = std::fs::read_to_string(dir.path().join("reports/subject-report-orp-0001-de.html")).expect("html");
+    assert!(page.contains("<html lang=\"de\">"));
 
     // An export with proofs, checked offline with the published verifier key; an altered line fails.
     let export = cii(&["audit", "export", "--node", &node, "--ca", &ca, "--token-file", &token]);

@@ -244,6 +244,17 @@ fn record_taken() -> Status {
 impl Node for NodeApi {
     type QueryAuditStream = tonic::Streaming<cii_proto::audit::Entry>;
 
+    /// The person for the DPO: this node's pseudonym, translated (and logged) by the gateway.
+    async fn lookup_person_for_dpo(
+        &self,
+        request: Request<pb::DpoLookupRequest>,
+    ) -> Result<Response<cii_proto::audit::LookupPersonResponse>, Status> {
+        caller(&request)?;
+        let person = self.person(&request.get_ref().local_record_id).await?;
+        let forward = cii_proto::audit::LookupPersonRequest { person: Some(person) };
+        self.audit.clone().lookup_person(Self::onward(&request, forward)).await
+    }
+
     /// Forwards the DPO's query with their token; the gateway checks the role and logs it.
     async fn query_audit(
         &self,
