@@ -85,6 +85,8 @@ pub struct Network {
     gateway_task: Option<tokio::task::JoinHandle<()>>,
     gateway_config: PathBuf,
     gateway_clock: Arc<dyn Clock>,
+    /// The gateway's audit store URL (as configured; SQLite paths relative to `dir`).
+    pub audit_store: String,
 }
 
 /// Options of a test network.
@@ -100,6 +102,8 @@ pub struct Options {
     pub consent_database: Option<String>,
     /// The consent registry's clock (default: system clock).
     pub consent_clock: Option<Arc<dyn Clock>>,
+    /// The gateway's audit store (default: SQLite in the network's folder).
+    pub audit_store: Option<String>,
 }
 
 impl Network {
@@ -159,11 +163,15 @@ impl Network {
             format!(
                 "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\nregistry = \"registry.toml\"\n\n[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
-                 [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n\
+                 [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n\
                  [log]\nlevel = \"debug\"\n",
                 consent_port = consent.port(),
+                audit_store = options
+                    .audit_store
+                    .clone()
+                    .unwrap_or_else(|| "sqlite:gateway/audit.db".to_owned()),
                 limit = options
                     .enrolment_limit
                     .map(|(rate, burst)| format!("enrolments_per_minute = {rate}\nenrolment_burst = {burst}\n"))
@@ -267,6 +275,10 @@ impl Network {
             gateway_task: Some(gateway_task),
             gateway_config: gateway_toml,
             gateway_clock,
+            audit_store: options
+                .audit_store
+                .clone()
+                .unwrap_or_else(|| "sqlite:gateway/audit.db".to_owned()),
         }
     }
 
@@ -556,8 +568,12 @@ pub async fn fetch_metrics(addr: SocketAddr) -> String {
 
 /// The entries of the audit log of the network folder `dir` (SQLite), in order, decoded.
 pub async fn audit_entries(dir: &Path) -> Vec<cii_audit::Entry> {
-    let url = format!("sqlite:{}", dir.join("gateway/audit.db").display());
-    let store = cii_audit::Store::open_read_only(&url).await.expect("audit store");
+    audit_entries_at(&format!("sqlite:{}", dir.join("gateway/audit.db").display())).await
+}
+
+/// The entries of the audit log at `url`, in order, decoded.
+pub async fn audit_entries_at(url: &str) -> Vec<cii_audit::Entry> {
+    let store = cii_audit::Store::open_read_only(url).await.expect("audit store");
     let entries = store
         .entries(0, 100_000)
         .await

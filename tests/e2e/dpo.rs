@@ -5,7 +5,7 @@ use cii_proto::audit::{EntryKind, QueryRequest};
 use cii_proto::exchange as xt;
 use cii_proto::gateway as gw;
 use cii_proto::node::{self as node_pb, node_client::NodeClient};
-use cii_tests::{Network, member, with_token};
+use cii_tests::{Network, Options, member, with_token};
 use cii_types::{InstitutionType, Role};
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -57,12 +57,28 @@ fn report(id: &str, record: &str, facts: &[&str]) -> node_pb::SendRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logged() {
-    let net = Network::start(&[
-        member("ORP-VS", InstitutionType::AcOrp),
-        member("AI-VS", InstitutionType::Ai),
-        member("AS-VS", InstitutionType::As),
-    ])
+async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logged_on_sqlite() {
+    dpo_queries(Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logged_on_postgres() {
+    dpo_queries(Options {
+        audit_store: Some(cii_tests::pg::fresh_database().await),
+        ..Options::default()
+    })
+    .await;
+}
+
+async fn dpo_queries(options: Options) {
+    let net = Network::start_with(
+        &[
+            member("ORP-VS", InstitutionType::AcOrp),
+            member("AI-VS", InstitutionType::Ai),
+            member("AS-VS", InstitutionType::As),
+        ],
+        options,
+    )
     .await;
     let caseworker = |i: usize| net.token(i, "caseworker.2", &[Role::Caseworker]);
     for (i, avs, record) in [
@@ -219,10 +235,16 @@ async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logge
     );
 
     // Every query is an entry, with the DPO and the filters, and no person.
+    let store = net.audit_store.clone();
     let dir = net.stop().await;
-    let queries: Vec<cii_audit::Entry> = cii_tests::audit_entries(dir.path())
-        .await
-        .into_iter()
+    let url = match store.strip_prefix("sqlite:") {
+        Some(path) => format!("sqlite:{}", dir.path().join(path).display()),
+        None => store,
+    };
+    let logged = cii_tests::audit_entries_at(&url).await;
+    let queries: Vec<cii_audit::Entry> = logged
+        .iter()
+        .cloned()
         .filter(|e| e.kind == EntryKind::AuditQuery as i32)
         .collect();
     assert_eq!(
@@ -236,8 +258,7 @@ async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logge
             .all(|e| e.acting_user.starts_with("dpo.1@") && e.audit_pseudonym.is_empty())
     );
     assert!(queries.iter().any(|e| e.detail.contains("decision=deny")));
-    let lookups: Vec<cii_audit::Entry> = cii_tests::audit_entries(dir.path())
-        .await
+    let lookups: Vec<cii_audit::Entry> = logged
         .into_iter()
         .filter(|e| e.kind == EntryKind::DpoLookup as i32)
         .collect();
