@@ -244,8 +244,8 @@ async fn dpo_queries(options: Options) {
     let logged = cii_tests::audit_entries_at(&url).await;
     let queries: Vec<cii_audit::Entry> = logged
         .iter()
-        .cloned()
         .filter(|e| e.kind == EntryKind::AuditQuery as i32)
+        .cloned()
         .collect();
     assert_eq!(
         queries.len(),
