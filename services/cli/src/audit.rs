@@ -64,6 +64,8 @@ cii audit prove --config gateway.toml --old-size 100 --size 250")]
     CheckExport(crate::audit_query::CheckExportArgs),
     /// Everything the log holds about one person, for an access request (FR, DE or EN; text and HTML).
     SubjectReport(crate::subject_report::SubjectReportArgs),
+    /// An institution's month in figures: HTML with bar charts and CSV (refusals, obligations).
+    UsageReport(crate::usage_report::UsageReportArgs),
 }
 
 struct Opened {
@@ -111,6 +113,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Export(args) => crate::audit_query::export(args).await,
         AuditCommand::CheckExport(args) => crate::audit_query::check_export(args),
         AuditCommand::SubjectReport(args) => crate::subject_report::run(args).await,
+        AuditCommand::UsageReport(args) => crate::usage_report::run(args).await,
         AuditCommand::Verify(args) => {
             let opened = open(&args).await?;
             let verifier = opened

@@ -12,6 +12,7 @@ mod node_api;
 mod pki;
 mod policy;
 mod subject_report;
+mod usage_report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -863,24 +863,16 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         path("keys/dpo/audit-session-keys.json"),
         path("keys/global-public.json"),
     );
-    // `cii audit <command>` as ORP's DPO, with the DPO context key.
-    let dpo = |command: &str, extra: &[&str]| {
-        let mut args = vec![
-            "audit",
-            command,
-            "--node",
-            &node,
-            "--ca",
-            &ca,
-            "--token-file",
-            &token,
-            "--dpo-keys",
-            &keys,
-            "--global-public",
-            &global,
-        ];
+    // `cii audit <command>` as ORP's DPO; `dpo` adds the DPO context key.
+    let plain = |command: &str, extra: &[&str]| {
+        let mut args = vec!["audit", command, "--node", &node, "--ca", &ca, "--token-file", &token];
         args.extend_from_slice(extra);
         cii(&args)
+    };
+    let dpo = |command: &str, extra: &[&str]| {
+        let mut args = vec!["--dpo-keys", keys.as_str(), "--global-public", global.as_str()];
+        args.extend_from_slice(extra);
+        plain(command, &args)
     };
     let query = |extra: &[&str]| dpo("query", extra);
     let csv = query(&["--format", "csv"]);
@@ -937,8 +929,30 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     let page = std::fs::read_to_string(dir.path().join("reports/subject-report-orp-0001-de.html")).expect("html");
     assert!(page.contains("<html lang=\"de\">"));
 
+    // The month's usage report: HTML and CSV files, a summary line.
+    let month = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year]-[month]"))
+        .expect("month");
+    let usage = plain("usage-report", &["--month", &month, "--out", &path("reports")]);
+    let summary = String::from_utf8_lossy(&usage.stdout).into_owned();
+    assert!(
+        usage.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&usage.stderr)
+    );
+    assert!(
+        summary.contains("0 permitted, 0 refused; obligations: 0 open, 0 overdue"),
+        "{summary}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join(format!("reports/usage-ORP-VS-{month}.csv"))).expect("csv");
+    assert!(
+        csv.starts_with("section,key,permitted,refused\ntotal,all,0,0\n"),
+        "{csv}"
+    );
+    assert!(dir.path().join(format!("reports/usage-ORP-VS-{month}.html")).exists());
+
     // An export with proofs, checked offline with the published verifier key; an altered line fails.
-    let export = cii(&["audit", "export", "--node", &node, "--ca", &ca, "--token-file", &token]);
+    let export = plain("export", &[]);
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     let exported = String::from_utf8_lossy(&export.stdout).into_owned();
     assert!(exported.lines().count() >= 61, "{exported}");
