@@ -1,6 +1,7 @@
 //! Transcryptions per second: single, the gateway's parallel batch path, and
 //! libpep's own `transcrypt` in a loop on all cores (the raw rate), beside the
-//! raw variable-base scalar multiplication (a transcryption is about four).
+//! raw variable-base scalar multiplication (a transcryption is about four), and
+//! the DPO-side decryption a person query makes per audit entry.
 //! Run: `cargo bench -p cii-pseudonym --bench transcrypt` (state the RUSTFLAGS used).
 
 use std::hint::black_box;
@@ -79,6 +80,10 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.throughput(Throughput::Elements(1));
+    // A DPO's person query opens every entry's audit pseudonym on one core: this is its rate.
+    let dpo = NodeKeys::new(ceremony.global_public, ceremony.session_keys(&Party::Audit, 1));
+    let logged = gateway.translate(&sent, &orp, &Party::Audit);
+    group.bench_function("dpo_decrypt_one_core", |b| b.iter(|| dpo.decrypt(black_box(&logged))));
     let s = Scalar::from_bytes_mod_order([7u8; 32]);
     let p = RISTRETTO_BASEPOINT_POINT * Scalar::from_bytes_mod_order([3u8; 32]);
     group.bench_function("raw_scalar_mult_one_core", |b| b.iter(|| black_box(p) * black_box(s)));
