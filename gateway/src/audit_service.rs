@@ -230,7 +230,7 @@ impl Audit for AuditService {
             kind: pb::EntryKind::DpoLookup as i32,
             time_micros: crate::micros(self.clock.now()),
             sender: caller.institution.id.to_string(),
-            acting_user: format!("{}@{}", caller.user.subject, caller.institution.id),
+            acting_user: caller.acting_user(),
             audit_pseudonym: bytes.clone(),
             detail: "subject access".to_owned(),
             ..cii_audit::Entry::default()
@@ -255,7 +255,7 @@ impl Audit for AuditService {
             kind: pb::EntryKind::AuditQuery as i32,
             time_micros: crate::micros(self.clock.now()),
             sender: caller.institution.id.to_string(),
-            acting_user: format!("{}@{}", caller.user.subject, caller.institution.id),
+            acting_user: caller.acting_user(),
             detail: filter.describe(&query),
             ..cii_audit::Entry::default()
         };

@@ -105,7 +105,7 @@ impl ConsentsService {
             kind: kind as i32,
             time_micros: crate::micros(self.clock.now()),
             sender: caller.institution.id.to_string(),
-            acting_user: caller.user.subject.clone(),
+            acting_user: caller.acting_user(),
             consents,
             audit_pseudonym: person,
             detail,

@@ -102,7 +102,7 @@ impl Gateway for GatewayService {
     async fn enrol(&self, request: Request<pb::EnrolRequest>) -> Result<Response<pb::EnrolResponse>, Status> {
         let caller = caller(&request)?;
         let institution = caller.institution.id.clone();
-        let user = caller.user.subject.clone();
+        let user = caller.acting_user();
         let origin = ciphertext("origin", request.get_ref().origin.as_ref()).map_err(|s| self.metrics.refused(s))?;
         if let Err(wait) = self.enrolment_limit.take(&institution, Instant::now()) {
             tracing::warn!(%institution, "enrolment rate limit reached");
@@ -282,7 +282,7 @@ impl Gateway for GatewayService {
             transfer_id: row.transfer_id.clone(),
             sender: row.sender.clone(),
             recipient: row.recipient.clone(),
-            acting_user: format!("{}@{}", caller.user.subject, caller.institution.id),
+            acting_user: caller.acting_user(),
             obligations: vec![format!("{}:{}", wire.kind, wire.id)],
             detail: note.clone(),
             ..cii_audit::Entry::default()

@@ -454,7 +454,7 @@ impl Transfers {
             transfer_id: request.transfer_id.clone(),
             sender: from.id.to_string(),
             recipient: to.id.to_string(),
-            acting_user: format!("{}@{}", caller.user.subject, caller.institution.id),
+            acting_user: caller.acting_user(),
             exchange_type: checked
                 .payload
                 .as_ref()

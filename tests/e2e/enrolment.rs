@@ -117,7 +117,7 @@ async fn each_institution_gets_its_own_stable_pseudonym_and_every_enrolment_is_l
     for (entry, sender) in entries.iter().zip(["ORP-VS", "AI-VS"]) {
         assert_eq!(entry.kind, cii_audit::EntryKind::Enrolment as i32);
         assert_eq!(entry.sender, sender);
-        assert_eq!(entry.acting_user, "anna.meier");
+        assert_eq!(entry.acting_user, format!("anna.meier@{sender}"));
         let ciphertext = cii_pseudonym::wire::pseudonym(&entry.audit_pseudonym).expect("64-byte ciphertext");
         audit_pseudonyms.push(dpo.decrypt(&ciphertext));
     }

@@ -137,6 +137,13 @@ impl Interceptor for Authenticate {
     }
 }
 
+impl Caller {
+    /// The acting user as the audit log names them: `sub@institution`.
+    pub fn acting_user(&self) -> String {
+        format!("{}@{}", self.user.subject, self.institution.id)
+    }
+}
+
 /// The authenticated caller of `req` (set by [`Authenticate`]).
 pub fn caller<T>(req: &Request<T>) -> Result<&Caller, Status> {
     req.extensions()
