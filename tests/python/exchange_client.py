@@ -17,13 +17,13 @@ from grpc_tools import protoc
 
 def generate(proto_dir: str, out: str) -> None:
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-    files = [
-        "cii/common/v1/common.proto",
-        "cii/consent/v1/consent.proto",
-        "cii/gateway/v1/gateway.proto",
-        "cii/node/v1/node.proto",
-        "cii/exchange/v1/catalogue.proto",
-    ]
+    # Every file of the contract: the node's API imports most of them.
+    files = sorted(
+        os.path.relpath(os.path.join(root, name), proto_dir)
+        for root, _, names in os.walk(os.path.join(proto_dir, "cii"))
+        for name in names
+        if name.endswith(".proto")
+    )
     args = ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", *files]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
