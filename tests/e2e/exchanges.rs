@@ -753,6 +753,35 @@ async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
         .expect("status")
         .into_inner();
     assert!(status.audit_alarm, "the AI office's node noticed the rewrite");
+
+    // After the investigation, operators clear the alarm (`cii witness clear-alarm`, node
+    // stopped); the nodes then anchor on the log as it is and exchange again.
+    for i in [ORP, AI] {
+        net.stop_node(i).await;
+        let config = cii_node::NodeConfig::load(&net.node(i).config).expect("node config");
+        let store = cii_node::store::Store::open(&config.database, &config.store_key.0)
+            .await
+            .expect("node store");
+        let (_, alarm) = store
+            .clear_witness()
+            .await
+            .expect("clear")
+            .expect("a witnessed checkpoint");
+        assert!(alarm);
+        store.close().await;
+        net.restart_node(i).await;
+    }
+    let again = send(&net, ORP, report("rw-4", &["person_informed_before"]))
+        .await
+        .expect("send after clearing");
+    assert_eq!(outcome(&again), Outcome::Permit);
+    // The delivery the AI office's node refused in alarm waited in the outbox: it comes first.
+    let ids: Vec<String> = inbox_of_size(&net, AI, 3)
+        .await
+        .into_iter()
+        .map(|i| i.transfer_id)
+        .collect();
+    assert_eq!(ids, ["rw-1", "rw-2", "rw-4"]);
     net.stop().await;
 }
 

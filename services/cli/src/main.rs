@@ -13,6 +13,7 @@ mod pki;
 mod policy;
 mod subject_report;
 mod usage_report;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,9 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
     /// Jurists' tools: lint, explain, test scenarios, legal matrix, diff of rulebooks.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// A node's witness of the audit log: status, and clearing the alarm after an investigation.
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 fn main() -> ExitCode {
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
         }
         Command::Enrol(args) => run_tool(enrol::run(args)),
         Command::Audit(command) => run_tool(audit::run(command)),
+        Command::Witness(command) => run_tool(witness::run(command)),
         Command::Policy(command) => match policy::run(command) {
             Ok(code) => code,
             Err(e) => {

@@ -194,6 +194,16 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the witnessed checkpoint and the alarm (an operator's decision after an
+    /// investigation, with the node stopped): the next receipt becomes the new anchor.
+    /// Returns what was there: (size, alarm).
+    pub async fn clear_witness(&self) -> Result<Option<(u64, bool)>, StoreError> {
+        let row = sqlx::query("DELETE FROM witness WHERE id = 1 RETURNING size, alarm")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (u64::try_from(r.get::<i64, _>(0)).unwrap_or(0), r.get::<i64, _>(1) != 0)))
+    }
+
     /// Records that the log was seen rewritten; kept across restarts.
     pub async fn raise_alarm(&self) -> Result<(), StoreError> {
         sqlx::query("UPDATE witness SET alarm = 1 WHERE id = 1")
