@@ -163,6 +163,32 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The baseline of `cii bench pseudonyms`: libpep's own `transcrypt` called in a
+    /// loop on `items`, one loop per core, with the same transcryption info as
+    /// [`Gateway::translate_batch`] — what the hardware and libpep allow.
+    pub fn raw_transcrypt_all_cores(&self, items: &[EncryptedPseudonym], caller: &Party, to: &Party) {
+        let info = self.info(Some(caller), to);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).max(1);
+        std::thread::scope(|scope| {
+            for part in items.chunks(items.len().div_ceil(threads).max(1)) {
+                let info = &info;
+                scope.spawn(move || {
+                    let mut rng = rand::rng();
+                    for ct in part {
+                        std::hint::black_box(self.transcryptor.transcrypt(
+                            ct,
+                            info,
+                            &self.global_pseudonym_key,
+                            &mut rng,
+                        ));
+                    }
+                });
+            }
+        });
+    }
+}
+
 /// One person in a batch: the pseudonym, and the identity if it travels.
 pub type BatchItem = (EncryptedPseudonym, Option<Identity>);
 

@@ -6,6 +6,7 @@
 
 mod audit;
 mod audit_query;
+mod bench;
 mod enrol;
 mod keys;
 mod node_api;
@@ -89,6 +90,8 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
     /// Jurists' tools: lint, explain, test scenarios, legal matrix, diff of rulebooks.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Throughput against a baseline measured in the same run (pseudonyms, policy).
+    Bench(bench::BenchArgs),
     /// A node's witness of the audit log: status, and clearing the alarm after an investigation.
     #[command(subcommand)]
     Witness(witness::WitnessCommand),
@@ -143,6 +146,13 @@ fn main() -> ExitCode {
         Command::Enrol(args) => run_tool(enrol::run(args)),
         Command::Audit(command) => run_tool(audit::run(command)),
         Command::Witness(command) => run_tool(witness::run(command)),
+        Command::Bench(args) => match bench::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Policy(command) => match policy::run(command) {
             Ok(code) => code,
             Err(e) => {

@@ -979,3 +979,16 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         String::from_utf8_lossy(&bad.stdout)
     );
 }
+
+#[test]
+fn bench_prints_its_headline_and_a_json_last_line() {
+    let out = cii(&["bench", "policy", "--seconds", "1", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("policy.decisions_per_s"), "{text}");
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
+    assert!(last["policy"]["decisions_per_s"].as_f64().expect("a number") > 0.0);
+    assert!(last.get("pseudonyms").is_none(), "a section not run is absent");
+    let pipeline = cii(&["bench", "pipeline", "--seconds", "1"]);
+    assert_eq!(pipeline.status.code(), Some(2), "not in this version, and says so");
+}
