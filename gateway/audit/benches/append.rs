@@ -12,8 +12,6 @@ use common::entry;
 
 use std::time::{Duration, Instant};
 
-use cii_audit::entry::encode;
-use cii_audit::merkle::leaf_hash;
 use cii_audit::note::{Signer, generate_key_pem};
 use cii_audit::{Log, Store};
 
@@ -21,72 +19,15 @@ const WRITERS: u64 = 64;
 const PER_WRITER: u64 = 200;
 
 async fn sequencer_rate(url: &str) -> (f64, f64) {
-    let store = Store::open(url).await.expect("open");
-    let signer = Signer::from_pem("bench/audit", &generate_key_pem().expect("key")).expect("signer");
-    let (log, task) = Log::open(store.clone(), std::sync::Arc::new(signer), "bench/audit".into())
+    cii_audit::bench::sequencer_rate(url, WRITERS, PER_WRITER)
         .await
-        .expect("log");
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for w in 0..WRITERS {
-        let log = log.clone();
-        handles.push(tokio::spawn(async move {
-            for i in 0..PER_WRITER {
-                log.append(entry(w * PER_WRITER + i)).await.expect("append");
-            }
-        }));
-    }
-    for h in handles {
-        h.await.expect("writer");
-    }
-    let elapsed = start.elapsed();
-    drop(log);
-    let stats = task.await.expect("sequencer");
-    store.close().await;
-    let n = (WRITERS * PER_WRITER) as f64;
-    (
-        n / elapsed.as_secs_f64(),
-        stats.entries as f64 / stats.batches.max(1) as f64,
-    )
+        .expect("sequencer run")
 }
 
 async fn raw_rate(url: &str, batch: usize) -> f64 {
-    let store = Store::open(url).await.expect("open");
-    let rows: Vec<_> = (0..WRITERS * PER_WRITER)
-        .map(|i| {
-            let mut e = entry(i);
-            e.index = i;
-            let bytes = encode(&e);
-            (i, leaf_hash(&bytes), bytes)
-        })
-        .collect();
-    // Same shape of work: the same writers, each inserting its share in transactions of `batch` rows.
-    let chunks: Vec<Vec<_>> = rows.chunks(batch.max(1)).map(|c| c.to_vec()).collect();
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(
-        chunks.into_iter().enumerate().collect::<Vec<_>>(),
-    ));
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for _ in 0..WRITERS {
-        let (store, queue) = (store.clone(), queue.clone());
-        handles.push(tokio::spawn(async move {
-            loop {
-                let next = queue.lock().expect("queue").pop();
-                let Some((n, chunk)) = next else { break };
-                // A dummy "checkpoint" row keeps the transaction the same shape (entries + one small row).
-                store
-                    .append(&chunk, (1_000_000_000 + n as u64, "raw"))
-                    .await
-                    .expect("insert");
-            }
-        }));
-    }
-    for h in handles {
-        h.await.expect("writer");
-    }
-    let elapsed = start.elapsed();
-    store.close().await;
-    rows.len() as f64 / elapsed.as_secs_f64()
+    cii_audit::bench::raw_rate(url, batch, WRITERS, PER_WRITER)
+        .await
+        .expect("raw run")
 }
 
 async fn verify_rate(url: &str) -> f64 {

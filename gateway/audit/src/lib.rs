@@ -19,6 +19,7 @@
 // Security-critical code: no panicking shortcuts outside tests.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+pub mod bench;
 pub mod entry;
 pub mod merkle;
 pub mod note;

@@ -1,7 +1,7 @@
 //! `cii bench`: throughput measured against a baseline taken in the same run,
 //! on the same threads, so the ratio holds on a noisy machine. This version
-//! measures the pseudonym path and the decision engine; `pipeline` and
-//! `audit` belong to the benchmarks issue and answer that they are not here yet.
+//! measures the pseudonym path, the audit log and the decision engine;
+//! `pipeline` belongs to the benchmarks issue and answers that it is not here yet.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ pub enum Section {
     Pipeline,
     /// The gateway's batch transcryption vs libpep's own loop on all cores.
     Pseudonyms,
-    /// Durable appends vs raw inserts (not in this version; see `cargo bench -p cii-audit`).
+    /// Durable appends through the sequencer vs raw inserts, SQLite (and PostgreSQL with --postgres).
     Audit,
     /// Decisions per second on the default federal rulebook, one core.
     Policy,
@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// A PostgreSQL server URL (`postgres://user@host/db`) for the audit section; a database
+    /// is created per phase. Without it only SQLite is measured.
+    #[arg(long, env = "TEST_DATABASE_URL")]
+    postgres: Option<String>,
 }
 
 /// Runs `work` (which handles `per_call` items) repeatedly for `phase`; items per second.
@@ -148,6 +152,64 @@ fn policy(phase: Duration) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({ "decisions_per_s": per_s }))
 }
 
+/// Appends per second through the sequencer, and raw inserts, on one store kind.
+async fn audit_store(url_for: impl Fn(&str) -> String, concurrency: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let writers = concurrency.max(1) as u64;
+    let per_writer = (12_800 / writers).max(10);
+    let (appends, batch) = cii_audit::bench::sequencer_rate(&url_for("seq"), writers, per_writer).await?;
+    let raw = cii_audit::bench::raw_rate(&url_for("raw"), batch.round() as usize, writers, per_writer).await?;
+    Ok((appends, raw, batch))
+}
+
+async fn postgres_database(base: &str, tag: &str) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/').rsplit_once('/').map_or(base, |(b, _)| b);
+    let name = format!("cii_bench_{}_{tag}", std::process::id());
+    let admin = sqlx::PgPool::connect(&format!("{base}/postgres")).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    admin.close().await;
+    Ok(format!("{base}/{name}"))
+}
+
+#[expect(clippy::print_stdout, reason = "the section's table")]
+fn audit(concurrency: usize, postgres: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().to_owned();
+        let (appends, raw, batch) = audit_store(
+            |tag| format!("sqlite:{}", path.join(format!("{tag}.db")).display()),
+            concurrency,
+        )
+        .await?;
+        println!("\naudit (SQLite, synchronous=FULL, {concurrency} writers)");
+        println!("  sequencer appends    {appends:>12.0} /s (average batch {batch:.1})");
+        println!(
+            "  raw inserts          {raw:>12.0} /s (transactions of {:.0})",
+            batch.round()
+        );
+        let mut section = serde_json::json!({ "sqlite_appends_per_s": appends, "sqlite_ratio": appends / raw });
+        if let Some(base) = postgres {
+            let seq = postgres_database(base, "seq").await?;
+            let raw_db = postgres_database(base, "raw").await?;
+            let (appends, raw, batch) = audit_store(
+                |tag| if tag == "seq" { seq.clone() } else { raw_db.clone() },
+                concurrency,
+            )
+            .await?;
+            println!("audit (PostgreSQL)");
+            println!("  sequencer appends    {appends:>12.0} /s (average batch {batch:.1})");
+            println!("  raw inserts          {raw:>12.0} /s");
+            section["postgres_appends_per_s"] = appends.into();
+            section["postgres_ratio"] = (appends / raw).into();
+        }
+        println!(
+            "audit.sqlite_ratio {:.2}",
+            section["sqlite_ratio"].as_f64().unwrap_or(0.0)
+        );
+        Ok(section)
+    })
+}
+
 #[expect(clippy::print_stdout, reason = "the tables are the command's output")]
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let phase = Duration::from_secs(args.seconds.max(1));
@@ -160,11 +222,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.concurrency
     );
     let mut report = serde_json::Map::new();
-    for section in [Section::Pipeline, Section::Audit] {
-        if args.section == section {
-            eprintln!("`cii bench {section:?}` is not in this version (benchmarks issue)");
-            return Ok(ExitCode::from(2));
-        }
+    if args.section == Section::Pipeline {
+        eprintln!("`cii bench pipeline` is not in this version (benchmarks issue)");
+        return Ok(ExitCode::from(2));
     }
     if run(Section::Pseudonyms) {
         let r = pseudonyms(phase)?;
@@ -179,6 +239,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         println!("pseudonyms.ratio {:.2}", r["ratio"].as_f64().unwrap_or(0.0));
         report.insert("pseudonyms".into(), r);
+    }
+    if run(Section::Audit) {
+        report.insert("audit".into(), audit(args.concurrency, args.postgres.as_deref())?);
     }
     if run(Section::Policy) {
         let r = policy(phase)?;

@@ -989,6 +989,11 @@ fn bench_prints_its_headline_and_a_json_last_line() {
     let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
     assert!(last["policy"]["decisions_per_s"].as_f64().expect("a number") > 0.0);
     assert!(last.get("pseudonyms").is_none(), "a section not run is absent");
+    let audit = cii(&["bench", "audit", "--concurrency", "8", "--json"]);
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let text = String::from_utf8_lossy(&audit.stdout).into_owned();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
+    assert!(last["audit"]["sqlite_ratio"].as_f64().expect("a ratio") > 0.0, "{text}");
     let pipeline = cii(&["bench", "pipeline", "--seconds", "1"]);
     assert_eq!(pipeline.status.code(), Some(2), "not in this version, and says so");
 }
