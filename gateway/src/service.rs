@@ -170,17 +170,7 @@ impl Gateway for GatewayService {
                     Some("transfer_id"),
                 ))
             })?;
-        let mut response = <pb::TransferResponse as prost::Message>::decode(row.response.as_slice()).map_err(|_| {
-            error(
-                Code::Internal,
-                "GATEWAY_STORE",
-                "a recorded transfer does not decode",
-                None,
-            )
-        })?;
-        response.state = row.state;
-        response.delivery_attempts = row.attempts;
-        response.last_delivery_error = row.last_error;
+        let response = crate::transfer::recorded(row)?;
         Ok(Response::new(response))
     }
 

@@ -807,22 +807,36 @@ impl Transfers {
                 Some("transfer_id"),
             )));
         }
-        let mut response = pb::TransferResponse::decode(row.response.as_slice()).map_err(|_| {
-            error(
-                Code::Internal,
-                "GATEWAY_STORE",
-                "a recorded transfer does not decode",
-                None,
-            )
-        })?;
-        response.state = row.state;
-        response.delivery_attempts = row.attempts;
-        response.last_delivery_error = row.last_error;
+        let pull = row.pull;
+        let mut response = if row.held {
+            // Decided but its entry not known to be logged (the append failed or the
+            // gateway stopped): complete it now, exactly one entry either way.
+            let held = self
+                .store
+                .held()
+                .await
+                .map_err(|e| store_unavailable(&e))?
+                .into_iter()
+                .find(|h| h.caller == caller_id && h.transfer_id == request.transfer_id)
+                .ok_or_else(|| {
+                    error(
+                        Code::Aborted,
+                        "TRANSFER_IN_PROGRESS",
+                        "retry shortly",
+                        Some("transfer_id"),
+                    )
+                })?;
+            let response = self.complete(held).await?;
+            self.nodes.wake.notify_one();
+            response
+        } else {
+            recorded(row)?
+        };
         let permitted = response
             .decision
             .as_ref()
             .is_some_and(|d| d.outcome == common_pb::decision::Outcome::Permit as i32);
-        if row.pull && permitted {
+        if pull && permitted {
             let released: BTreeSet<String> = response
                 .decision
                 .as_ref()
@@ -957,6 +971,22 @@ impl Transfers {
         }
         rows
     }
+}
+
+/// The answer recorded for a transfer, with its current delivery state.
+pub(crate) fn recorded(row: crate::store::TransferRow) -> Result<pb::TransferResponse, Status> {
+    let mut response = pb::TransferResponse::decode(row.response.as_slice()).map_err(|_| {
+        error(
+            Code::Internal,
+            "GATEWAY_STORE",
+            "a recorded transfer does not decode",
+            None,
+        )
+    })?;
+    response.state = row.state;
+    response.delivery_attempts = row.attempts;
+    response.last_delivery_error = row.last_error;
+    Ok(response)
 }
 
 /// Checks a transfer id: 1–64 characters of `A–Z a–z 0–9 . _ : -`.

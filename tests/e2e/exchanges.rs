@@ -1073,9 +1073,36 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(inbox(&net, AI).await.len(), 1, "delivered once");
 
+    // Held while the gateway keeps running (an append that failed): the sender's retry completes it.
+    send(&net, ORP, report("held-3", &[])).await.expect("send");
+    let mut third = cii_tests::audit_entries(&root)
+        .await
+        .into_iter()
+        .find(|e| e.transfer_id == "held-3")
+        .expect("entry");
+    third.index = 0;
+    third.time_micros += 1;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", root.join("gateway/gateway.db").display()))
+        .await
+        .expect("gateway store");
+    sqlx::query("UPDATE transfer SET held = 1, entry = ?1, log_size_before = 0 WHERE transfer_id = 'held-3'")
+        .bind(cii_audit::entry::encode(&third))
+        .execute(&pool)
+        .await
+        .expect("hold");
+    pool.close().await;
+    let completed = send(&net, ORP, report("held-3", &[])).await.expect("retry");
+    assert_eq!(outcome(&completed), Outcome::Deny);
+    verify_receipt(&net, completed.receipt.as_ref().expect("the completed entry's receipt"));
+
     let dir = net.stop().await;
     let entries = cii_tests::audit_entries(dir.path()).await;
     let count = |id: &str| entries.iter().filter(|e| e.transfer_id == id).count();
+    assert_eq!(
+        count("held-3"),
+        2,
+        "the retry appended the recorded entry (the test changed its time)"
+    );
     assert_eq!(count("held-1"), 1, "found in the log, not appended again");
     assert_eq!(
         count("held-2"),
@@ -1083,5 +1110,5 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
         "the recorded entry was appended (the test changed its time)"
     );
     // The restart appended its rulebook activation and held-2's entry.
-    assert_eq!(entries.len(), size_before + 2);
+    assert_eq!(entries.len(), size_before + 2 + 2, "and held-3's two");
 }
