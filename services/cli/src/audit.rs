@@ -102,7 +102,8 @@ async fn open(args: &StoreArgs) -> anyhow::Result<Opened> {
     }
 }
 
-fn b64(h: &[u8]) -> String {
+/// Standard padded base64, as C2SP notes and our proofs use.
+pub(crate) fn b64(h: &[u8]) -> String {
     STANDARD.encode(h)
 }
 

@@ -186,7 +186,8 @@ impl Row {
     }
 }
 
-fn csv_field(value: &str) -> String {
+/// One CSV field, quoted when it must be.
+pub(crate) fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
@@ -333,11 +334,6 @@ pub struct ExportArgs {
     filters: Filters,
 }
 
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut stream = match ask(&args.node, args.filters.request(0, true)?).await? {
         Ok(stream) => stream,
@@ -350,9 +346,9 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let leaf = cii_audit::merkle::leaf_hash(&item.body);
         let line = serde_json::json!({
             "index": item.index,
-            "entry": b64(&item.body),
-            "leaf_hash": b64(&leaf),
-            "inclusion_proof": item.inclusion_proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+            "entry": crate::audit::b64(&item.body),
+            "leaf_hash": crate::audit::b64(&leaf),
+            "inclusion_proof": item.inclusion_proof.iter().map(|h| crate::audit::b64(h)).collect::<Vec<_>>(),
             "checkpoint": item.checkpoint,
         });
         writeln!(out, "{line}")?;

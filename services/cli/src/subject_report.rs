@@ -308,9 +308,13 @@ pub fn render(
     text
 }
 
+/// Text made safe for HTML.
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 /// The report as a self-contained HTML page.
 pub fn html(text: &str, lang: Language) -> String {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let code = match lang {
         Language::Fr => "fr",
         Language::De => "de",

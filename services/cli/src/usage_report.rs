@@ -12,6 +12,9 @@ use anyhow::Context;
 use cii_audit::{Entry, EntryKind};
 use cii_proto::gateway::ListObligationsRequest;
 use clap::Args;
+
+use crate::audit_query::csv_field;
+use crate::subject_report::escape;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
@@ -116,14 +119,6 @@ pub fn usage(entries: &[Entry], institution: &str) -> Usage {
     u
 }
 
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
-
 /// The CSV file: `section,key,permitted,refused` lines, then the refusals and obligations.
 pub fn csv(u: &Usage, obligations: &[[String; 4]]) -> String {
     let mut out = String::from("section,key,permitted,refused\n");
@@ -153,10 +148,6 @@ pub fn csv(u: &Usage, obligations: &[[String; 4]]) -> String {
         let _ = writeln!(out, "{}", o.iter().map(|v| csv_field(v)).collect::<Vec<_>>().join(","));
     }
     out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// A table whose last column is a bar proportional to the count.
