@@ -571,7 +571,7 @@ pub async fn audit_entries(dir: &Path) -> Vec<cii_audit::Entry> {
     audit_entries_at(&format!("sqlite:{}", dir.join("gateway/audit.db").display())).await
 }
 
-/// The entries of the audit log at `url`, in order, decoded.
+/// The entries of the audit log at `url` that retention left readable, in order, decoded.
 pub async fn audit_entries_at(url: &str) -> Vec<cii_audit::Entry> {
     let store = cii_audit::Store::open_read_only(url).await.expect("audit store");
     let entries = store
@@ -579,7 +579,8 @@ pub async fn audit_entries_at(url: &str) -> Vec<cii_audit::Entry> {
         .await
         .expect("entries")
         .iter()
-        .map(|e| cii_audit::entry::decode(&e.entry).expect("decode"))
+        .filter(|e| !matches!(e.body, cii_audit::store::Body::Expired { .. }))
+        .map(|e| cii_audit::entry::decode(e.readable().expect("readable body")).expect("decode"))
         .collect();
     store.close().await;
     entries

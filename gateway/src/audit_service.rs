@@ -296,14 +296,18 @@ impl Audit for AuditService {
                     return;
                 };
                 for stored in batch.into_iter().filter(|e| e.index < end) {
-                    let Ok(decoded) = cii_audit::entry::decode(&stored.entry) else {
+                    // Expired bodies (retention) match nothing: only their leaf hashes remain.
+                    let cii_audit::store::Body::Readable(body) = stored.body else {
+                        continue;
+                    };
+                    let Ok(decoded) = cii_audit::entry::decode(&body) else {
                         continue;
                     };
                     if filter.matches(&decoded) && sent < limit {
                         sent += 1;
                         let mut answer = pb::Entry {
                             index: stored.index,
-                            body: stored.entry,
+                            body,
                             ..pb::Entry::default()
                         };
                         if let Some((size, note)) = &proofs {

@@ -659,7 +659,7 @@ impl Transfers {
                 return Ok(None);
             };
             for stored in &batch {
-                if let Ok(mut logged) = cii_audit::entry::decode(&stored.entry) {
+                if let Some(Ok(mut logged)) = stored.readable().map(cii_audit::entry::decode) {
                     logged.index = entry.index;
                     if logged == *entry {
                         return Ok(Some(stored.index));

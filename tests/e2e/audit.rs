@@ -93,10 +93,16 @@ async fn appends_are_durable_and_their_receipts_verify_independently() {
         // Stored entries hash to what the receipts said.
         let stored = store.entries(0, 1000).await.expect("entries");
         for r in &receipts {
-            assert_eq!(leaf_hash(&stored[r.index as usize].entry), r.leaf_hash);
+            assert_eq!(
+                leaf_hash(stored[r.index as usize].readable().expect("readable")),
+                r.leaf_hash
+            );
         }
         // Consistency between every pair of checkpoints, checked independently from the entries.
-        let leaves: Vec<Hash> = stored.iter().map(|e| leaf_hash(&e.entry)).collect();
+        let leaves: Vec<Hash> = stored
+            .iter()
+            .map(|e| leaf_hash(e.readable().expect("readable")))
+            .collect();
         let mut tree = cii_audit::merkle::Tree::new();
         for l in &leaves {
             tree.push(*l);
@@ -126,6 +132,8 @@ async fn tamper(url: &str, statements: &[&str]) {
             "DROP TRIGGER audit_entry_no_delete",
             "DROP TRIGGER audit_checkpoint_no_update",
             "DROP TRIGGER audit_checkpoint_no_delete",
+            "DROP TRIGGER audit_body_key_no_delete",
+            "DROP TRIGGER audit_body_key_destroy_only",
         ] {
             sqlx::query(s).execute(&pool).await.expect("drop trigger");
         }
@@ -142,10 +150,12 @@ async fn tamper(url: &str, statements: &[&str]) {
             .execute(&pool)
             .await
             .expect("disable");
-        sqlx::query("ALTER TABLE audit_checkpoint DISABLE TRIGGER ALL")
-            .execute(&pool)
-            .await
-            .expect("disable");
+        for table in ["audit_checkpoint", "audit_body_key"] {
+            sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER ALL"))
+                .execute(&pool)
+                .await
+                .expect("disable");
+        }
         for s in statements {
             let s = s.replace("X'", "'\\x").replace("randomblob(1)", "'\\x00'::bytea");
             sqlx::query(&s)
@@ -167,8 +177,10 @@ async fn every_kind_of_tampering_is_caught_and_named() {
             "UPDATE audit_entry SET idx = -1 WHERE idx = 20".into(),
             "UPDATE audit_entry SET idx = 20 WHERE idx = 21".into(),
             "UPDATE audit_entry SET idx = 21 WHERE idx = -1".into(),
-        ], 20, "says it is entry 21"),
+        ], 20, "does not open"),
         ("the tail truncated", vec!["DELETE FROM audit_entry WHERE idx >= 90".into()], 90, "truncated"),
+        ("a body key deleted", vec!["DELETE FROM audit_body_key".into()], 0, "key of period 2026-09 is missing"),
+        ("a body moved to another entry", vec!["UPDATE audit_entry SET entry = (SELECT entry FROM audit_entry WHERE idx = 12) WHERE idx = 13".into()], 13, "does not open"),
         ("a checkpoint replaced", vec!["UPDATE audit_checkpoint SET note = replace(note, 'cii.test/audit', 'cii.test/audit2') WHERE tree_size = (SELECT MIN(tree_size) FROM audit_checkpoint)".into()], 0, "checkpoint"),
     ];
     for (store_name, _, _) in stores().await {
@@ -393,10 +405,125 @@ async fn the_gateway_records_its_rulebook_and_serves_checkpoints_and_proofs_to_w
     let url = format!("sqlite:{}", dir.path().join("gateway/audit.db").display());
     let store = Store::open_read_only(&url).await.expect("store");
     let entries = store.entries(0, 10).await.expect("entries");
-    let entry = decode_entry(&entries[0].entry);
+    let entry = decode_entry(entries[0].readable().expect("readable"));
     assert_eq!(entry.kind, EntryKind::RulebookActivated as i32);
     assert_eq!(entry.rulebook_hash, federal.hash);
     assert_eq!(entry.detail, federal.version);
+}
+
+/// Retention destroys the key of a period: its bodies become unreadable for
+/// good (the key's bytes are gone from the SQLite file), its leaf hashes stay,
+/// the whole log still verifies, and nothing can be written into it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_shreds_a_period_and_the_log_still_verifies() {
+    // 2024-01, 2024-02 and 2026-09 (the entries of `entry`).
+    let times = [1_704_200_000_000_000_i64, 1_707_000_000_000_000, 1_790_000_000_000_000];
+    for (name, url, dir) in stores().await {
+        let signer = std::sync::Arc::new(Signer::from_pem(ORIGIN, &generate_key_pem().expect("key")).expect("signer"));
+        let verifier = signer.verifier();
+        let store = Store::open(&url).await.expect("open");
+        let (log, task) = Log::open(store.clone(), signer.clone(), ORIGIN.into())
+            .await
+            .expect("log");
+        for i in 0..30u64 {
+            let time_micros = times[(i / 10) as usize] + i as i64;
+            log.append(Entry {
+                time_micros,
+                ..entry(i)
+            })
+            .await
+            .expect("append");
+        }
+        let january_key: Vec<u8> = if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+            let key = sqlx::query_scalar("SELECT key FROM audit_body_key WHERE period = '2024-01'")
+                .fetch_one(&pool)
+                .await
+                .expect("key");
+            pool.close().await;
+            key
+        } else {
+            Vec::new()
+        };
+        store
+            .destroy_keys(&["2024-01".to_owned()], 1_800_000_000_000_000)
+            .await
+            .expect("destroy");
+        // Nothing can be sealed into a destroyed period again: refused, nothing appended.
+        let err = log
+            .append(Entry {
+                time_micros: times[0],
+                ..entry(99)
+            })
+            .await
+            .expect_err("expired period");
+        assert!(err.to_string().contains("2024-01"), "{name}: {err}");
+        log.append(entry(30)).await.expect("the log goes on");
+        drop(log);
+        task.await.expect("sequencer");
+
+        let stored = store.entries(0, 100).await.expect("entries");
+        assert_eq!(stored.len(), 31, "{name}");
+        for e in &stored {
+            let expired = matches!(&e.body, cii_audit::store::Body::Expired { period } if period == "2024-01");
+            assert_eq!(expired, e.index < 10, "{name}: entry {}", e.index);
+            assert_eq!(e.readable().is_some(), e.index >= 10, "{name}: entry {}", e.index);
+        }
+        let report = verify(&store, &verifier, ORIGIN, |_, _| {})
+            .await
+            .expect("the tree still verifies");
+        assert_eq!((report.entries, report.expired), (31, 10), "{name}");
+        assert_eq!(report.expired_periods, ["2024-01"], "{name}");
+        let periods = store.periods().await.expect("periods");
+        let summary: Vec<(&str, bool, u64)> = periods
+            .iter()
+            .map(|p| (p.period.as_str(), p.destroyed_micros.is_some(), p.entries))
+            .collect();
+        assert_eq!(
+            summary,
+            [("2024-01", true, 10), ("2024-02", false, 10), ("2026-09", false, 11)],
+            "{name}"
+        );
+        // A log that restarts after retention rebuilds its tree from the leaf hashes.
+        let (log, _task) = Log::open(store.clone(), signer, ORIGIN.into()).await.expect("reopen");
+        assert_eq!(log.checkpoint().0, 31, "{name}");
+        store.close().await;
+        if let Some(dir) = &dir {
+            // Crypto-shredding: the destroyed key's bytes are nowhere in the database files.
+            assert_eq!(january_key.len(), 32);
+            for file in std::fs::read_dir(dir.path()).expect("dir") {
+                let bytes = std::fs::read(file.expect("file").path()).expect("read");
+                assert!(
+                    !bytes.windows(32).any(|w| w == january_key.as_slice()),
+                    "{name}: the destroyed key is still in the file"
+                );
+            }
+        }
+    }
+}
+
+/// The key table only lets a key be destroyed: never replaced, revived or deleted.
+#[tokio::test]
+async fn body_keys_can_only_be_destroyed() {
+    for (name, url, _dir) in stores().await {
+        filled(&url, 3).await;
+        let attempts = [
+            "UPDATE audit_body_key SET key = key",
+            "DELETE FROM audit_body_key",
+            "UPDATE audit_body_key SET key = NULL, destroyed_micros = NULL",
+        ];
+        for sql in attempts {
+            let result = if url.starts_with("sqlite:") {
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+                sqlx::query(sql).execute(&pool).await.map(|_| ())
+            } else {
+                let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+                sqlx::query(sql).execute(&pool).await.map(|_| ())
+            };
+            let err = result.expect_err(sql);
+            assert!(err.to_string().contains("audit body key"), "{name}: {sql}: {err}");
+        }
+    }
 }
 
 fn decode_entry(bytes: &[u8]) -> Entry {

@@ -74,7 +74,7 @@ async fn crash_and_check(url: &str) {
                 )
             });
             assert_eq!(
-                decode(&entry.entry).expect("decode").transfer_id,
+                decode(entry.readable().expect("readable")).expect("decode").transfer_id,
                 *id,
                 "round {round}: entry {index}"
             );

@@ -1,5 +1,5 @@
 //! Criterion view of the audit log's throughput: durable appends through the
-//! sequencer (group commit) and raw inserts of the same encoded entries with
+//! sequencer (group commit) and raw inserts of the same stored rows with
 //! the same durability, in the same run; SQLite always, PostgreSQL when
 //! `TEST_DATABASE_URL` names a server. Each iteration is 64 concurrent
 //! writers × 25 entries; criterion reports elements per second.
@@ -12,9 +12,11 @@ use common::entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cii_audit::body::{new_key, period_of, seal};
 use cii_audit::entry::encode;
 use cii_audit::merkle::leaf_hash;
 use cii_audit::note::{Signer, generate_key_pem};
+use cii_audit::store::SealedEntry;
 use cii_audit::{Log, Store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -55,6 +57,7 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url:
         })
     });
     let mut next_index = 1_000_000_000u64;
+    let key = new_key().expect("body key");
     group.bench_function("raw_inserts", |b| {
         b.iter_custom(|iters| {
             let mut rows = Vec::new();
@@ -62,7 +65,13 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url:
                 let mut e = entry(next_index);
                 e.index = next_index;
                 let bytes = encode(&e);
-                rows.push((next_index, leaf_hash(&bytes), bytes));
+                let period = period_of(e.time_micros);
+                rows.push(SealedEntry {
+                    index: next_index,
+                    leaf_hash: leaf_hash(&bytes),
+                    body: seal(&key, &period, next_index, &bytes).expect("seal"),
+                    period,
+                });
                 next_index += 1;
             }
             let chunks: Vec<Vec<_>> = rows.chunks(BATCH).map(|c| c.to_vec()).collect();
@@ -76,9 +85,9 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url:
                         loop {
                             let next = queue.lock().expect("queue").pop();
                             let Some(chunk) = next else { break };
-                            let marker = chunk.first().map_or(0, |r| r.0);
+                            let marker = chunk.first().map_or(0, |r| r.index);
                             store
-                                .append(&chunk, (marker + 10_000_000_000, "raw"))
+                                .insert_sealed(&chunk, (marker + 10_000_000_000, "raw"))
                                 .await
                                 .expect("insert");
                         }

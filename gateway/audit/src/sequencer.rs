@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::entry::{Entry, encode};
 use crate::merkle::{Hash, Tree, leaf_hash};
 use crate::note::{Checkpoint, NoteError, Signer};
-use crate::store::{Store, StoreError};
+use crate::store::{NewEntry, Store, StoreError};
 
 /// Most entries written in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -207,7 +207,12 @@ async fn run(
             let bytes = encode(&request.entry);
             let leaf = leaf_hash(&bytes);
             tree.push(leaf);
-            rows.push((request.entry.index, leaf, bytes));
+            rows.push(NewEntry {
+                index: request.entry.index,
+                leaf_hash: leaf,
+                bytes,
+                time_micros: request.entry.time_micros,
+            });
         }
         let size = tree.size();
         let note = signer.sign(
@@ -224,13 +229,19 @@ async fn run(
                 stats.entries += rows.len() as u64;
                 {
                     let mut c = committed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for (_, leaf, _) in &rows {
-                        c.tree.push(*leaf);
+                    for row in &rows {
+                        c.tree.push(row.leaf_hash);
                     }
                     c.size = size;
                     c.note = note.clone();
                 }
-                for (request, (index, leaf, _)) in batch.into_iter().zip(rows) {
+                for (
+                    request,
+                    NewEntry {
+                        index, leaf_hash: leaf, ..
+                    },
+                ) in batch.into_iter().zip(rows)
+                {
                     let inclusion_proof = tree.inclusion_proof(index, size).unwrap_or_default();
                     let receipt = Receipt {
                         index,

@@ -7,10 +7,10 @@
 
 use std::str::FromStr;
 
-use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use crate::body;
 use crate::merkle::Hash;
 
 /// A storage failure. Retryable from the caller's point of view: nothing was appended.
@@ -29,6 +29,52 @@ pub enum StoreError {
     /// A stored row is not well-formed.
     #[error("audit store row at index {0} is malformed")]
     Row(u64),
+    /// An entry's period was destroyed by retention: nothing can be sealed under it.
+    #[error("audit period {0} has expired: no entry can be written into it")]
+    PeriodExpired(String),
+    /// The system's random source failed.
+    #[error("audit store: no randomness for sealing")]
+    Random,
+}
+
+/// An entry to append: canonical bytes, their leaf hash, and the time that picks its period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// Index.
+    pub index: u64,
+    /// SHA-256(0x00 ‖ bytes).
+    pub leaf_hash: Hash,
+    /// Canonical entry bytes.
+    pub bytes: Vec<u8>,
+    /// The entry's time (its period's key seals it).
+    pub time_micros: i64,
+}
+
+/// An entry as written: its body sealed under its period's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedEntry {
+    /// Index.
+    pub index: u64,
+    /// SHA-256(0x00 ‖ canonical bytes).
+    pub leaf_hash: Hash,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// `nonce ‖ ciphertext ‖ tag` (see [`crate::body`]).
+    pub body: Vec<u8>,
+}
+
+/// A stored entry's body as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// The canonical entry bytes (not yet checked against the leaf hash).
+    Readable(Vec<u8>),
+    /// Retention destroyed the key of this period: only the leaf hash remains.
+    Expired {
+        /// `YYYY-MM`.
+        period: String,
+    },
+    /// The body cannot be read although it should be: the log is damaged.
+    Unreadable(String),
 }
 
 /// One stored entry.
@@ -38,8 +84,29 @@ pub struct StoredEntry {
     pub index: u64,
     /// Stored leaf hash.
     pub leaf_hash: Vec<u8>,
-    /// Canonical entry bytes.
-    pub entry: Vec<u8>,
+    /// The body.
+    pub body: Body,
+}
+
+impl StoredEntry {
+    /// The canonical entry bytes, if the body is readable.
+    pub fn readable(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Readable(bytes) => Some(bytes),
+            Body::Expired { .. } | Body::Unreadable(_) => None,
+        }
+    }
+}
+
+/// A retention period of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// `YYYY-MM`.
+    pub period: String,
+    /// When its key was destroyed, if it was.
+    pub destroyed_micros: Option<i64>,
+    /// Entries sealed under it.
+    pub entries: u64,
 }
 
 /// The audit store.
@@ -84,6 +151,8 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 // INVARIANT (log-before-deliver): a commit is on disk before it is acknowledged.
                 .synchronous(SqliteSynchronous::Full)
+                // Destroyed body keys are overwritten in the file, not only unlinked from the tree.
+                .pragma("secure_delete", "on")
                 .busy_timeout(std::time::Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
@@ -108,113 +177,183 @@ impl Store {
         }
     }
 
-    /// Appends a batch and its covering checkpoint in one transaction.
-    pub async fn append(&self, rows: &[(u64, Hash, Vec<u8>)], checkpoint: (u64, &str)) -> Result<(), StoreError> {
+    /// Appends a batch and its covering checkpoint in one transaction, each
+    /// body sealed under its period's key (created with the period's first entry).
+    pub async fn append(&self, rows: &[NewEntry], checkpoint: (u64, &str)) -> Result<(), StoreError> {
+        let mut keys = std::collections::BTreeMap::new();
+        for row in rows {
+            keys.entry(body::period_of(row.time_micros)).or_insert(None);
+        }
         match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                // SQLite allows 32766 variables per statement: 3 per row, in chunks.
-                for chunk in rows.chunks(1000) {
-                    let mut sql = String::from("INSERT INTO audit_entry (idx, leaf_hash, entry) VALUES ");
-                    sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
-                    let mut q = sqlx::query(&sql);
-                    for (idx, leaf, entry) in chunk {
-                        q = q.bind(to_i64(*idx)).bind(&leaf[..]).bind(&entry[..]);
-                    }
-                    q.execute(&mut *tx).await?;
+                for (period, key) in &mut keys {
+                    *key = Some(sqlite_period_key(&mut tx, period).await?);
                 }
-                sqlx::query("INSERT INTO audit_checkpoint (tree_size, note) VALUES (?, ?)")
-                    .bind(to_i64(checkpoint.0))
-                    .bind(checkpoint.1)
-                    .execute(&mut *tx)
-                    .await?;
+                let sealed = seal_all(rows, &keys)?;
+                sqlite_insert(&mut tx, &sealed, checkpoint).await?;
                 tx.commit().await?;
             }
             Store::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let idx: Vec<i64> = rows.iter().map(|r| to_i64(r.0)).collect();
-                let leaves: Vec<Vec<u8>> = rows.iter().map(|r| r.1.to_vec()).collect();
-                let entries: Vec<Vec<u8>> = rows.iter().map(|r| r.2.clone()).collect();
-                sqlx::query("INSERT INTO audit_entry (idx, leaf_hash, entry) SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[])")
-                    .bind(&idx)
-                    .bind(&leaves)
-                    .bind(&entries)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("INSERT INTO audit_checkpoint (tree_size, note) VALUES ($1, $2)")
-                    .bind(to_i64(checkpoint.0))
-                    .bind(checkpoint.1)
-                    .execute(&mut *tx)
-                    .await?;
+                for (period, key) in &mut keys {
+                    *key = Some(postgres_period_key(&mut tx, period).await?);
+                }
+                let sealed = seal_all(rows, &keys)?;
+                postgres_insert(&mut tx, &sealed, checkpoint).await?;
                 tx.commit().await?;
             }
         }
         Ok(())
     }
 
-    /// Entries with `index >= from`, at most `limit`, in index order.
-    pub async fn entries(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
-        let rows = match self {
+    /// Inserts entries already sealed, and a checkpoint, in one transaction:
+    /// the bare write that [`Store::append`] adds the keys and the sealing to
+    /// (the benchmark's baseline).
+    pub async fn insert_sealed(&self, rows: &[SealedEntry], checkpoint: (u64, &str)) -> Result<(), StoreError> {
+        match self {
             Store::Sqlite(pool) => {
-                sqlx::query("SELECT idx, leaf_hash, entry FROM audit_entry WHERE idx >= ? ORDER BY idx LIMIT ?")
-                    .bind(to_i64(from))
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|r| {
-                        (
-                            r.try_get::<i64, _>(0),
-                            r.try_get::<Vec<u8>, _>(1),
-                            r.try_get::<Vec<u8>, _>(2),
-                        )
-                    })
-                    .collect::<Vec<_>>()
+                let mut tx = pool.begin().await?;
+                sqlite_insert(&mut tx, rows, checkpoint).await?;
+                tx.commit().await?;
             }
             Store::Postgres(pool) => {
-                sqlx::query("SELECT idx, leaf_hash, entry FROM audit_entry WHERE idx >= $1 ORDER BY idx LIMIT $2")
+                let mut tx = pool.begin().await?;
+                postgres_insert(&mut tx, rows, checkpoint).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries with `index >= from`, at most `limit`, in index order, their
+    /// bodies opened where their period's key still exists.
+    pub async fn entries(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
+        const SELECT: &str = "SELECT e.idx, e.leaf_hash, e.entry, e.period, k.period, k.key \
+             FROM audit_entry e LEFT JOIN audit_body_key k ON k.period = e.period";
+        type Raw = (i64, Vec<u8>, Vec<u8>, Option<String>, Option<String>, Option<Vec<u8>>);
+        let rows: Vec<Raw> = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query_as(&format!("{SELECT} WHERE e.idx >= ? ORDER BY e.idx LIMIT ?"))
                     .bind(to_i64(from))
                     .bind(i64::from(limit))
                     .fetch_all(pool)
                     .await?
-                    .into_iter()
-                    .map(|r| {
-                        (
-                            r.try_get::<i64, _>(0),
-                            r.try_get::<Vec<u8>, _>(1),
-                            r.try_get::<Vec<u8>, _>(2),
-                        )
-                    })
-                    .collect()
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_as(&format!("{SELECT} WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2"))
+                    .bind(to_i64(from))
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?
             }
         };
         rows.into_iter()
-            .map(|(idx, leaf, entry)| {
-                let index = u64::try_from(idx?).map_err(|_| StoreError::Row(from))?;
-                Ok(StoredEntry {
-                    index,
-                    leaf_hash: leaf?,
-                    entry: entry?,
-                })
+            .map(|(idx, leaf_hash, stored, period, key_row, key)| {
+                let index = u64::try_from(idx).map_err(|_| StoreError::Row(from))?;
+                let body = match (period, key_row, key) {
+                    // Written before bodies were sealed.
+                    (None, _, _) => Body::Readable(stored),
+                    (Some(period), None, _) => Body::Unreadable(format!("the key of period {period} is missing")),
+                    (Some(period), Some(_), None) => Body::Expired { period },
+                    (Some(period), Some(_), Some(key)) => match body::open(&key, &period, index, &stored) {
+                        Some(plain) => Body::Readable(plain),
+                        None => Body::Unreadable(format!("the body does not open under the key of period {period}")),
+                    },
+                };
+                Ok(StoredEntry { index, leaf_hash, body })
             })
             .collect()
     }
 
     /// Every stored leaf hash, in index order (to rebuild the tree at start).
     pub async fn leaf_hashes(&self) -> Result<Vec<Hash>, StoreError> {
-        let mut out = Vec::new();
+        let mut out: Vec<Hash> = Vec::new();
         loop {
-            let batch = self.entries(out.len() as u64, 50_000).await?;
+            let from = to_i64(out.len() as u64);
+            let batch: Vec<(i64, Vec<u8>)> = match self {
+                Store::Sqlite(pool) => {
+                    sqlx::query_as("SELECT idx, leaf_hash FROM audit_entry WHERE idx >= ? ORDER BY idx LIMIT 50000")
+                        .bind(from)
+                        .fetch_all(pool)
+                        .await?
+                }
+                Store::Postgres(pool) => {
+                    sqlx::query_as("SELECT idx, leaf_hash FROM audit_entry WHERE idx >= $1 ORDER BY idx LIMIT 50000")
+                        .bind(from)
+                        .fetch_all(pool)
+                        .await?
+                }
+            };
             if batch.is_empty() {
                 return Ok(out);
             }
-            for e in batch {
-                if e.index != out.len() as u64 {
-                    return Err(StoreError::Row(out.len() as u64));
+            for (idx, leaf) in batch {
+                let expected = out.len() as u64;
+                if u64::try_from(idx).ok() != Some(expected) {
+                    return Err(StoreError::Row(expected));
                 }
-                out.push(e.leaf_hash.try_into().map_err(|_| StoreError::Row(e.index))?);
+                out.push(leaf.try_into().map_err(|_| StoreError::Row(expected))?);
             }
         }
+    }
+
+    /// Every period with its key's state and its number of entries, oldest first.
+    pub async fn periods(&self) -> Result<Vec<Period>, StoreError> {
+        const SELECT: &str = "SELECT k.period, k.destroyed_micros, \
+             (SELECT COUNT(*) FROM audit_entry e WHERE e.period = k.period) \
+             FROM audit_body_key k ORDER BY k.period";
+        let rows: Vec<(String, Option<i64>, i64)> = match self {
+            Store::Sqlite(pool) => sqlx::query_as(SELECT).fetch_all(pool).await?,
+            Store::Postgres(pool) => sqlx::query_as(SELECT).fetch_all(pool).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(period, destroyed_micros, entries)| Period {
+                period,
+                destroyed_micros,
+                entries: u64::try_from(entries).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Destroys the keys of `periods` (retention): their bodies become
+    /// unreadable for good, their leaf hashes stay. The key bytes are
+    /// overwritten where the database allows it (SQLite `secure_delete` and a
+    /// WAL truncation; PostgreSQL `VACUUM FULL` of the key table — its WAL
+    /// archives and any backup keep them until they age out, see the DPO guide).
+    pub async fn destroy_keys(&self, periods: &[String], now_micros: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for period in periods {
+                    sqlx::query(
+                        "UPDATE audit_body_key SET key = NULL, destroyed_micros = ? WHERE period = ? AND key IS NOT NULL",
+                    )
+                    .bind(now_micros)
+                    .bind(period)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for period in periods {
+                    sqlx::query(
+                        "UPDATE audit_body_key SET key = NULL, destroyed_micros = $1 WHERE period = $2 AND key IS NOT NULL",
+                    )
+                    .bind(now_micros)
+                    .bind(period)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                sqlx::query("VACUUM FULL audit_body_key").execute(pool).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Every checkpoint (tree size, signed note), smallest first.
@@ -261,4 +400,135 @@ impl Store {
             Store::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+type Keys = std::collections::BTreeMap<String, Option<[u8; body::KEY_LEN]>>;
+
+fn seal_all(rows: &[NewEntry], keys: &Keys) -> Result<Vec<SealedEntry>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let period = body::period_of(row.time_micros);
+            let key = keys.get(&period).copied().flatten().ok_or(StoreError::Random)?;
+            Ok(SealedEntry {
+                index: row.index,
+                leaf_hash: row.leaf_hash,
+                body: body::seal(&key, &period, row.index, &row.bytes).map_err(|_| StoreError::Random)?,
+                period,
+            })
+        })
+        .collect()
+}
+
+fn key_of(period: &str, stored: Option<Option<Vec<u8>>>) -> Result<Option<[u8; body::KEY_LEN]>, StoreError> {
+    match stored {
+        None => Ok(None),
+        Some(None) => Err(StoreError::PeriodExpired(period.to_owned())),
+        Some(Some(key)) => key.try_into().map(Some).map_err(|_| StoreError::Row(0)),
+    }
+}
+
+/// The key of `period`, created if this is its first entry.
+async fn sqlite_period_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    period: &str,
+) -> Result<[u8; body::KEY_LEN], StoreError> {
+    const SELECT: &str = "SELECT key FROM audit_body_key WHERE period = ?";
+    let found: Option<Option<Vec<u8>>> = sqlx::query_scalar(SELECT)
+        .bind(period)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(key) = key_of(period, found)? {
+        return Ok(key);
+    }
+    let key = body::new_key().map_err(|_| StoreError::Random)?;
+    sqlx::query("INSERT INTO audit_body_key (period, key) VALUES (?, ?) ON CONFLICT (period) DO NOTHING")
+        .bind(period)
+        .bind(&key[..])
+        .execute(&mut **tx)
+        .await?;
+    let found = sqlx::query_scalar(SELECT)
+        .bind(period)
+        .fetch_optional(&mut **tx)
+        .await?;
+    key_of(period, found)?.ok_or(StoreError::Row(0))
+}
+
+/// The key of `period`, created if this is its first entry (another replica may race: its key wins).
+async fn postgres_period_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    period: &str,
+) -> Result<[u8; body::KEY_LEN], StoreError> {
+    const SELECT: &str = "SELECT key FROM audit_body_key WHERE period = $1";
+    let found: Option<Option<Vec<u8>>> = sqlx::query_scalar(SELECT)
+        .bind(period)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(key) = key_of(period, found)? {
+        return Ok(key);
+    }
+    let key = body::new_key().map_err(|_| StoreError::Random)?;
+    sqlx::query("INSERT INTO audit_body_key (period, key) VALUES ($1, $2) ON CONFLICT (period) DO NOTHING")
+        .bind(period)
+        .bind(&key[..])
+        .execute(&mut **tx)
+        .await?;
+    let found = sqlx::query_scalar(SELECT)
+        .bind(period)
+        .fetch_optional(&mut **tx)
+        .await?;
+    key_of(period, found)?.ok_or(StoreError::Row(0))
+}
+
+async fn sqlite_insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    rows: &[SealedEntry],
+    checkpoint: (u64, &str),
+) -> Result<(), StoreError> {
+    // SQLite allows 32766 variables per statement: 4 per row, in chunks.
+    for chunk in rows.chunks(1000) {
+        let mut sql = String::from("INSERT INTO audit_entry (idx, leaf_hash, entry, period) VALUES ");
+        sql.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            q = q
+                .bind(to_i64(row.index))
+                .bind(&row.leaf_hash[..])
+                .bind(&row.body[..])
+                .bind(&row.period);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    sqlx::query("INSERT INTO audit_checkpoint (tree_size, note) VALUES (?, ?)")
+        .bind(to_i64(checkpoint.0))
+        .bind(checkpoint.1)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn postgres_insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[SealedEntry],
+    checkpoint: (u64, &str),
+) -> Result<(), StoreError> {
+    let idx: Vec<i64> = rows.iter().map(|r| to_i64(r.index)).collect();
+    let leaves: Vec<Vec<u8>> = rows.iter().map(|r| r.leaf_hash.to_vec()).collect();
+    let bodies: Vec<&[u8]> = rows.iter().map(|r| &r.body[..]).collect();
+    let periods: Vec<&str> = rows.iter().map(|r| r.period.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO audit_entry (idx, leaf_hash, entry, period) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::text[])",
+    )
+    .bind(&idx)
+    .bind(&leaves)
+    .bind(&bodies)
+    .bind(&periods)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("INSERT INTO audit_checkpoint (tree_size, note) VALUES ($1, $2)")
+        .bind(to_i64(checkpoint.0))
+        .bind(checkpoint.1)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -2,12 +2,15 @@
 //! sits at its own index, every stored leaf hash is right, every checkpoint is
 //! signed by the log's key and matches the tree recomputed from the entries,
 //! consecutive checkpoints are consistent, and the newest covers every entry.
-//! Reads only; the verifier never uses the writer.
+//! Entries whose period retention destroyed keep only their leaf hash: they
+//! still rebuild the tree (so every checkpoint still verifies) but their
+//! bodies are counted as expired, not checked. A body that should open and
+//! does not is damage. Reads only; the verifier never uses the writer.
 
 use crate::entry::decode;
 use crate::merkle::{Tree, leaf_hash, verify_consistency};
 use crate::note::{Checkpoint, Verifier};
-use crate::store::{Store, StoreError};
+use crate::store::{Body, Store, StoreError};
 
 /// The first problem found.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,10 @@ pub struct Report {
     pub checkpoints: u64,
     /// The newest checkpoint.
     pub newest: Option<Checkpoint>,
+    /// Entries whose bodies retention destroyed (leaf hashes verified in the tree only).
+    pub expired: u64,
+    /// The periods those entries belong to, oldest first.
+    pub expired_periods: Vec<String>,
 }
 
 fn bad(index: u64, problem: impl Into<String>) -> VerifyError {
@@ -110,6 +117,8 @@ pub async fn verify(
         entries,
         checkpoints: walk.checkpoints,
         newest: walk.last_verified,
+        expired: walk.expired,
+        expired_periods: walk.expired_periods.into_iter().collect(),
     })
 }
 
@@ -124,6 +133,9 @@ struct Walk {
     last_verified: Option<Checkpoint>,
     /// Checkpoints matched.
     checkpoints: u64,
+    /// Entries with expired bodies.
+    expired: u64,
+    expired_periods: std::collections::BTreeSet<String>,
 }
 
 impl Walk {
@@ -168,17 +180,31 @@ impl Walk {
                 format!("entry {expected} is missing (next stored index is {})", stored.index),
             ));
         }
-        let entry = decode(&stored.entry).map_err(|e| bad(expected, e.to_string()))?;
-        if entry.index != expected {
-            return Err(bad(
-                expected,
-                format!("entry stored at {expected} says it is entry {}", entry.index),
-            ));
-        }
-        let leaf = leaf_hash(&stored.entry);
-        if stored.leaf_hash != leaf {
-            return Err(bad(expected, "stored leaf hash does not match the entry"));
-        }
+        let leaf = match stored.body {
+            Body::Readable(bytes) => {
+                let entry = decode(&bytes).map_err(|e| bad(expected, e.to_string()))?;
+                if entry.index != expected {
+                    return Err(bad(
+                        expected,
+                        format!("entry stored at {expected} says it is entry {}", entry.index),
+                    ));
+                }
+                let leaf = leaf_hash(&bytes);
+                if stored.leaf_hash != leaf {
+                    return Err(bad(expected, "stored leaf hash does not match the entry"));
+                }
+                leaf
+            }
+            Body::Expired { period } => {
+                self.expired += 1;
+                self.expired_periods.insert(period);
+                stored
+                    .leaf_hash
+                    .try_into()
+                    .map_err(|_| bad(expected, "stored leaf hash is not 32 bytes"))?
+            }
+            Body::Unreadable(problem) => return Err(bad(expected, problem)),
+        };
         self.tree.push(leaf);
         self.settle()
     }
