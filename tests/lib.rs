@@ -163,7 +163,7 @@ impl Network {
             format!(
                 "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\nregistry = \"registry.toml\"\n\n[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
-                 [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n\
+                 [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n\
                  [log]\nlevel = \"debug\"\n",

@@ -27,24 +27,39 @@ pub struct AuditService {
     log: Log,
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
     store: cii_audit::Store,
+    /// The operational store (retention forgets old idempotency records there too).
+    operations: crate::store::Store,
+    retention_days: u32,
     authenticate: Authenticate,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
 }
 
+/// What the audit handlers read and write.
+#[derive(Debug)]
+pub struct AuditParts {
+    pub log: Log,
+    pub pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    pub store: cii_audit::Store,
+    pub operations: crate::store::Store,
+    pub retention_days: u32,
+}
+
 impl AuditService {
-    pub fn new(
-        log: Log,
-        pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
-        store: cii_audit::Store,
-        authenticate: Authenticate,
-        clock: Arc<dyn Clock>,
-        metrics: Metrics,
-    ) -> AuditService {
+    pub fn new(parts: AuditParts, authenticate: Authenticate, clock: Arc<dyn Clock>, metrics: Metrics) -> AuditService {
+        let AuditParts {
+            log,
+            pseudonyms,
+            store,
+            operations,
+            retention_days,
+        } = parts;
         AuditService {
             log,
             pseudonyms,
             store,
+            operations,
+            retention_days,
             authenticate,
             clock,
             metrics,
@@ -172,6 +187,28 @@ impl Filter {
     }
 }
 
+fn require_operator(caller: &Caller) -> Result<(), Status> {
+    if caller.user.roles.contains(&Role::Operator) {
+        return Ok(());
+    }
+    Err(error(
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+        "this needs the role operator",
+        Some("authorization"),
+    ))
+}
+
+fn store_unavailable(e: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "audit or operational store failed during retention");
+    error(
+        Code::Unavailable,
+        "AUDIT_UNAVAILABLE",
+        "the store failed during retention; the run is logged, run it again",
+        None,
+    )
+}
+
 #[tonic::async_trait]
 impl Audit for AuditService {
     type QueryStream = ReceiverStream<Result<pb::Entry, Status>>;
@@ -242,6 +279,92 @@ impl Audit for AuditService {
         Ok(Response::new(pb::LookupPersonResponse {
             audit_person: Some(cii_proto::common::EncryptedPseudonym { ciphertext: bytes }),
             lookup_index: receipt.index,
+        }))
+    }
+
+    /// Logs the run, then destroys the keys of the months past the limit and
+    /// forgets the operational records older than it. A failure after the
+    /// entry leaves the rest for the next run (which is logged too).
+    async fn apply_retention(
+        &self,
+        request: Request<pb::ApplyRetentionRequest>,
+    ) -> Result<Response<pb::ApplyRetentionResponse>, Status> {
+        let caller = self.authenticate.verify(&request)?;
+        require_operator(&caller).map_err(|s| self.metrics.refused(s))?;
+        let dry_run = request.get_ref().dry_run;
+        let now = self.clock.now();
+        let cutoff = now - time::Duration::days(i64::from(self.retention_days));
+        let cutoff_micros = crate::micros(cutoff);
+        let expired: Vec<cii_audit::store::Period> = self
+            .store
+            .periods()
+            .await
+            .map_err(|e| store_unavailable(&e))?
+            .into_iter()
+            .filter(|p| {
+                p.destroyed_micros.is_none()
+                    && cii_audit::body::period_end_micros(&p.period).is_some_and(|end| end <= cutoff_micros)
+            })
+            .collect();
+        let names: Vec<String> = expired.iter().map(|p| p.period.clone()).collect();
+        let entry = cii_audit::Entry {
+            kind: pb::EntryKind::RetentionRun as i32,
+            time_micros: crate::micros(now),
+            sender: caller.institution.id.to_string(),
+            acting_user: caller.acting_user(),
+            detail: format!(
+                "retention_days={} cutoff={} periods={}{}",
+                self.retention_days,
+                cutoff.date(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(",")
+                },
+                if dry_run { " dry_run" } else { "" },
+            ),
+            ..cii_audit::Entry::default()
+        };
+        let receipt = self.log.append(entry).await.map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "retention run not logged");
+            self.metrics.refused(crate::service::audit_unavailable(&e))
+        })?;
+        if !dry_run && !names.is_empty() {
+            self.store
+                .destroy_keys(&names, crate::micros(now))
+                .await
+                .map_err(|e| store_unavailable(&e))?;
+        }
+        let (transfers, obligations) = self
+            .operations
+            .forget_before(cutoff_micros, dry_run)
+            .await
+            .map_err(|e| store_unavailable(&e))?;
+        tracing::info!(
+            audit_index = receipt.index,
+            periods = names.len(),
+            transfers,
+            obligations,
+            dry_run,
+            "retention run"
+        );
+        Ok(Response::new(pb::ApplyRetentionResponse {
+            retention_days: self.retention_days,
+            cutoff: Some(prost_types::Timestamp {
+                seconds: cutoff.unix_timestamp(),
+                nanos: 0,
+            }),
+            destroyed: expired
+                .into_iter()
+                .map(|p| pb::RetentionPeriod {
+                    period: p.period,
+                    entries: p.entries,
+                })
+                .collect(),
+            run_index: receipt.index,
+            transfers_forgotten: transfers,
+            obligations_forgotten: obligations,
+            dry_run,
         }))
     }
 

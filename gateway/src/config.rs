@@ -51,7 +51,13 @@ pub struct AuditFile {
     pub origin: String,
     /// The Ed25519 key (PKCS#8 PEM) that signs checkpoints.
     pub signing_key: PathBuf,
+    /// How long entry bodies are kept, in days: required, at least [`MIN_RETENTION_DAYS`].
+    /// Applied by `cii audit retention` (whole months past the limit are destroyed).
+    pub retention_days: u32,
 }
+
+/// The shortest retention: logs are kept at least one year (nLPD ordinance art. 4 al. 5).
+pub const MIN_RETENTION_DAYS: u32 = 365;
 
 impl AuditFile {
     /// The store URL with a relative SQLite path resolved from `config_file`'s folder.
@@ -198,6 +204,15 @@ impl GatewayConfig {
                 path,
                 "audit.store",
                 "must be sqlite:PATH or postgres://…",
+            ));
+        }
+        if file.audit.retention_days < MIN_RETENTION_DAYS {
+            return Err(ConfigError::invalid(
+                path,
+                "audit.retention_days",
+                format!(
+                    "must be at least {MIN_RETENTION_DAYS}: logs are kept at least one year (nLPD ordinance art. 4)"
+                ),
             ));
         }
         let audit_signer = Arc::new(file.audit.signer(path)?);

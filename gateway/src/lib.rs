@@ -229,9 +229,13 @@ pub async fn run_with_clock(
         // member (mutual TLS) may fetch them without a user, so nodes can witness
         // the log when the gateway delivers to them.
         .add_service(AuditServer::new(audit_service::AuditService::new(
-            audit.clone(),
-            config.pseudonyms.clone(),
-            audit_store.clone(),
+            audit_service::AuditParts {
+                log: audit.clone(),
+                pseudonyms: config.pseudonyms.clone(),
+                store: audit_store.clone(),
+                operations: store.clone(),
+                retention_days: config.file.audit.retention_days,
+            },
             authenticate,
             clock.clone(),
             metrics.clone(),

@@ -433,6 +433,37 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Retention: the transfers created before `cutoff_micros` that are settled
+    /// (not held, nothing left in the outbox) and the obligations fulfilled
+    /// before it — counted, and deleted unless `dry_run`. The consent uses stay:
+    /// a revocation must still reach whoever received data under the consent.
+    pub async fn forget_before(&self, cutoff_micros: i64, dry_run: bool) -> Result<(u64, u64), StoreError> {
+        const SETTLED: &str = "FROM transfer WHERE created_micros < ?1 AND held = 0 AND NOT EXISTS \
+             (SELECT 1 FROM outbox o WHERE o.sender = transfer.sender AND o.transfer_id = transfer.transfer_id)";
+        const FULFILLED: &str = "FROM obligation WHERE fulfilled_micros IS NOT NULL AND fulfilled_micros < ?1";
+        let mut tx = self.pool.begin().await?;
+        let mut counts = [0u64; 2];
+        for (count, from) in counts.iter_mut().zip([SETTLED, FULFILLED]) {
+            let sql = if dry_run {
+                format!("SELECT COUNT(*) {from}")
+            } else {
+                format!("DELETE {from}")
+            };
+            *count = if dry_run {
+                let n: i64 = sqlx::query_scalar(&sql).bind(cutoff_micros).fetch_one(&mut *tx).await?;
+                u64::try_from(n).unwrap_or(0)
+            } else {
+                sqlx::query(&sql)
+                    .bind(cutoff_micros)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            };
+        }
+        tx.commit().await?;
+        Ok((counts[0], counts[1]))
+    }
+
     /// The position in the consent registry's change feed already handled.
     pub async fn consent_feed(&self) -> Result<u64, StoreError> {
         let after: i64 = sqlx::query_scalar("SELECT after FROM consent_feed WHERE id = 1")

@@ -87,3 +87,28 @@ fn the_production_examples_load() {
     );
     assert_eq!(loaded, 4);
 }
+
+/// The retention limit is required and at least a year (nLPD ordinance art. 4 al. 5).
+#[test]
+fn a_gateway_without_a_lawful_retention_limit_does_not_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_configs(&deploy().join("dev"), dir.path());
+    load_all(dir.path(), &["ORP-VS", "AI-VS"]);
+    let path = dir.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains("retention_days = 400\n"));
+    for (changed, expected) in [
+        (
+            text.replace("retention_days = 400\n", "retention_days = 364\n"),
+            "audit.retention_days",
+        ),
+        (text.replace("retention_days = 400\n", ""), "retention_days"),
+    ] {
+        std::fs::write(&path, changed).expect("write");
+        let err = cii_gateway::GatewayConfig::load(&path)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(err.contains("gateway.toml"), "{err}");
+    }
+}

@@ -269,3 +269,134 @@ async fn dpo_queries(options: Options) {
         "the lookup entry names the person for later reports"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_shreds_expired_months_and_the_log_still_verifies_on_sqlite() {
+    retention(Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_shreds_expired_months_and_the_log_still_verifies_on_postgres() {
+    retention(Options {
+        audit_store: Some(cii_tests::pg::fresh_database().await),
+        ..Options::default()
+    })
+    .await;
+}
+
+/// Transfers now; a dry run (through the node) destroys nothing; then, with
+/// the gateway's clock two years ahead, the operator's run shreds this month:
+/// its bodies are unreadable, the tree verifies, the run's entry is there.
+async fn retention(options: Options) {
+    use cii_proto::audit::{ApplyRetentionRequest, audit_client::AuditClient};
+    let clock = cii_kit::clock::SkewedClock::default();
+    let net = Network::start_with(
+        &[
+            member("ORP-VS", InstitutionType::AcOrp),
+            member("AI-VS", InstitutionType::Ai),
+        ],
+        Options {
+            gateway_clock: Some(std::sync::Arc::new(clock.clone())),
+            ..options
+        },
+    )
+    .await;
+    let caseworker = net.token(0, "caseworker.2", &[Role::Caseworker]);
+    for (i, record) in [(0, "O-ANNA"), (1, "A-ANNA")] {
+        node(&net, i)
+            .enrol(with_token(
+                node_pb::EnrolRequest {
+                    avs_number: ANNA.into(),
+                    local_record_id: record.into(),
+                },
+                &net.token(i, "caseworker.2", &[Role::Caseworker]),
+            ))
+            .await
+            .expect("enrol");
+    }
+    for request in [
+        report("r-1", "O-ANNA", &["person_informed_before"]),
+        report("r-2", "O-ANNA", &[]),
+    ] {
+        node(&net, 0)
+            .send(with_token(request, &caseworker))
+            .await
+            .expect("send");
+    }
+    let this_month = cii_audit::body::period_of(time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000);
+
+    // Only an operator may, and a dry run destroys nothing (through the node, as the CLI calls it).
+    let dry = ApplyRetentionRequest { dry_run: true };
+    let refused = node(&net, 0)
+        .apply_audit_retention(with_token(dry, &net.token(0, "dpo.1", &[Role::Dpo])))
+        .await
+        .expect_err("a dpo may not");
+    assert_eq!(cii_kit::grpc::error_code(&refused).as_deref(), Some("ROLE_REQUIRED"));
+    let now = node(&net, 0)
+        .apply_audit_retention(with_token(dry, &net.token(0, "ops.1", &[Role::Operator])))
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert!(
+        now.dry_run && now.destroyed.is_empty() && now.transfers_forgotten == 0,
+        "{now:?}"
+    );
+    assert_eq!(now.retention_days, 365);
+
+    // Two years and two months on, this month is past the limit.
+    let ahead = (365 * 2 + 62) * 86_400;
+    clock.set_offset(ahead);
+    let operator = net.token_with(
+        0,
+        0,
+        "ops.1",
+        &[Role::Operator],
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(ahead),
+        300,
+    );
+    let mut audit =
+        AuditClient::new(net.gateway_channel_as(&cii_types::PeerIdentity::Institution(net.node(0).member.id.clone())));
+    let run = audit
+        .apply_retention(with_token(ApplyRetentionRequest { dry_run: false }, &operator))
+        .await
+        .expect("retention")
+        .into_inner();
+    let destroyed: Vec<&str> = run.destroyed.iter().map(|p| p.period.as_str()).collect();
+    assert!(destroyed.contains(&this_month.as_str()), "{destroyed:?}");
+    assert_eq!(run.transfers_forgotten, 2, "r-1 and r-2's idempotency records");
+    let shredded: u64 = run.destroyed.iter().map(|p| p.entries).sum();
+
+    let store = net.audit_store.clone();
+    let dir = net.stop().await;
+    let url = match store.strip_prefix("sqlite:") {
+        Some(path) => format!("sqlite:{}", dir.path().join(path).display()),
+        None => store,
+    };
+    let audit_store = cii_audit::Store::open_read_only(&url).await.expect("store");
+    let stored = audit_store.entries(0, 1000).await.expect("entries");
+    let run_entry = stored
+        .iter()
+        .find(|e| e.index == run.run_index)
+        .and_then(|e| e.readable())
+        .map(|b| cii_audit::entry::decode(b).expect("decode"))
+        .expect("the run's own entry is readable");
+    assert_eq!(run_entry.kind, EntryKind::RetentionRun as i32);
+    assert_eq!(run_entry.acting_user, "ops.1@ORP-VS");
+    assert!(run_entry.detail.contains(&format!("periods={this_month}")) || run_entry.detail.contains(&this_month));
+    assert!(run_entry.detail.starts_with("retention_days=365 "));
+    // Everything before the run is unreadable now: transfers, enrolments, the dry run.
+    for e in stored.iter().filter(|e| e.index < run.run_index) {
+        assert!(e.readable().is_none(), "entry {} still readable", e.index);
+    }
+    assert_eq!(shredded, run.run_index, "every earlier entry was in a destroyed month");
+    let key = std::fs::read_to_string(cii_kit::pki::audit_signing_key(&dir.path().join("pki"))).expect("key");
+    let verifier = cii_audit::note::Signer::from_pem("cii.test/audit", &key)
+        .expect("signer")
+        .verifier();
+    let report = cii_audit::verify::verify(&audit_store, &verifier, "cii.test/audit", |_, _| {})
+        .await
+        .expect("the tree still verifies after retention");
+    assert_eq!(report.expired, run.run_index);
+    assert_eq!(report.entries, stored.len() as u64);
+    audit_store.close().await;
+}

@@ -66,6 +66,8 @@ cii audit prove --config gateway.toml --old-size 100 --size 250")]
     SubjectReport(crate::subject_report::SubjectReportArgs),
     /// An institution's month in figures: HTML with bar charts and CSV (refusals, obligations).
     UsageReport(crate::usage_report::UsageReportArgs),
+    /// Apply the retention limit: shred the bodies of entries past `retention_days` (role operator; logged).
+    Retention(crate::retention::RetentionArgs),
 }
 
 struct Opened {
@@ -115,6 +117,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::CheckExport(args) => crate::audit_query::check_export(args),
         AuditCommand::SubjectReport(args) => crate::subject_report::run(args).await,
         AuditCommand::UsageReport(args) => crate::usage_report::run(args).await,
+        AuditCommand::Retention(args) => crate::retention::run(args).await,
         AuditCommand::Verify(args) => {
             let opened = open(&args).await?;
             let verifier = opened
@@ -141,6 +144,13 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                         report.checkpoints,
                         report.newest.map_or(0, |c| c.size)
                     );
+                    if report.expired > 0 {
+                        println!(
+                            "{} entries expired by retention (periods {}): their hashes verified in the tree, their bodies are destroyed",
+                            report.expired,
+                            report.expired_periods.join(", ")
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

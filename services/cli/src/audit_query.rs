@@ -106,20 +106,9 @@ async fn ask(
     request: QueryRequest,
 ) -> anyhow::Result<Result<tonic::Streaming<cii_proto::audit::Entry>, ExitCode>> {
     let (mut client, token) = node.connect()?;
-    let mut call = tonic::Request::new(request);
-    call.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .context("the token is not valid header text")?,
-    );
-    match client.query_audit(call).await {
+    match client.query_audit(crate::node_api::authorized(&token, request)?).await {
         Ok(answer) => Ok(Ok(answer.into_inner())),
-        Err(status) => {
-            let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
-            eprintln!("refused: {code}: {}", status.message());
-            Ok(Err(ExitCode::from(2)))
-        }
+        Err(status) => Ok(Err(crate::node_api::refused(&status))),
     }
 }
 

@@ -12,6 +12,7 @@ mod keys;
 mod node_api;
 mod pki;
 mod policy;
+mod retention;
 mod subject_report;
 mod usage_report;
 mod witness;

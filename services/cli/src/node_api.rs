@@ -39,3 +39,20 @@ impl NodeApiArgs {
         Ok((NodeClient::new(tls::channel(&self.node, config)?), token))
     }
 }
+
+/// `message` with the acting user's token as its `authorization` header.
+pub fn authorized<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    let header = format!("Bearer {token}")
+        .parse()
+        .context("the token is not valid header text")?;
+    request.metadata_mut().insert("authorization", header);
+    Ok(request)
+}
+
+/// Prints a refusal with its stable code; the exit code the tools use for it (2).
+pub fn refused(status: &tonic::Status) -> std::process::ExitCode {
+    let code = cii_kit::grpc::error_code(status).unwrap_or_else(|| format!("{:?}", status.code()));
+    eprintln!("refused: {code}: {}", status.message());
+    std::process::ExitCode::from(2)
+}

@@ -17,6 +17,8 @@ use cii_pseudonym::node::NodeKeys;
 use clap::{Args, ValueEnum};
 use tokio_stream::StreamExt;
 
+use crate::node_api::{authorized, refused};
+
 /// Report languages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Language {
@@ -336,29 +338,22 @@ pub async fn run(args: SubjectReportArgs) -> anyhow::Result<ExitCode> {
     let keys =
         NodeKeys::from_json(&read(&args.global_public)?, &read(&args.dpo_keys)?).context("the DPO context keys")?;
     let (mut client, token) = args.node.connect()?;
-    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .context("the token is not valid header text")?;
-    let mut lookup = tonic::Request::new(DpoLookupRequest {
-        local_record_id: args.record.clone(),
-    });
-    lookup.metadata_mut().insert("authorization", header.clone());
+    let lookup = authorized(
+        &token,
+        DpoLookupRequest {
+            local_record_id: args.record.clone(),
+        },
+    )?;
     let found = match client.lookup_person_for_dpo(lookup).await {
         Ok(answer) => answer.into_inner(),
-        Err(status) => {
-            let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
-            eprintln!("refused: {code}: {}", status.message());
-            return Ok(ExitCode::from(2));
-        }
+        Err(status) => return Ok(refused(&status)),
     };
     let Some(ciphertext) = found.audit_person else {
         bail!("the gateway answered without a person");
     };
     let target = keys.decrypt(&cii_pseudonym::wire::pseudonym(&ciphertext.ciphertext)?);
-    let mut query = tonic::Request::new(cii_proto::audit::QueryRequest::default());
-    query.metadata_mut().insert("authorization", header);
     let mut stream = client
-        .query_audit(query)
+        .query_audit(authorized(&token, cii_proto::audit::QueryRequest::default())?)
         .await
         .context("the query was refused")?
         .into_inner();

@@ -14,6 +14,7 @@ use cii_proto::gateway::ListObligationsRequest;
 use clap::Args;
 
 use crate::audit_query::csv_field;
+use crate::node_api::{authorized, refused};
 use crate::subject_report::escape;
 use tokio_stream::StreamExt;
 
@@ -234,23 +235,18 @@ pub async fn run(args: UsageReportArgs) -> anyhow::Result<ExitCode> {
         nanos: 0,
     };
     let (mut client, token) = args.node.connect()?;
-    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .context("the token is not valid header text")?;
-    let mut query = tonic::Request::new(cii_proto::audit::QueryRequest {
-        institution: args.institution.clone().unwrap_or_default(),
-        from: Some(stamp(first)),
-        until: Some(stamp(next)),
-        ..cii_proto::audit::QueryRequest::default()
-    });
-    query.metadata_mut().insert("authorization", header.clone());
+    let query = authorized(
+        &token,
+        cii_proto::audit::QueryRequest {
+            institution: args.institution.clone().unwrap_or_default(),
+            from: Some(stamp(first)),
+            until: Some(stamp(next)),
+            ..cii_proto::audit::QueryRequest::default()
+        },
+    )?;
     let mut stream = match client.query_audit(query).await {
         Ok(answer) => answer.into_inner(),
-        Err(status) => {
-            let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
-            eprintln!("refused: {code}: {}", status.message());
-            return Ok(ExitCode::from(2));
-        }
+        Err(status) => return Ok(refused(&status)),
     };
     let mut entries = Vec::new();
     while let Some(item) = stream.next().await {
@@ -258,10 +254,8 @@ pub async fn run(args: UsageReportArgs) -> anyhow::Result<ExitCode> {
             &item.context("the answer stream broke off")?.body,
         )?);
     }
-    let mut status = tonic::Request::new(cii_proto::node::StatusRequest {});
-    status.metadata_mut().insert("authorization", header.clone());
     let own = client
-        .status(status)
+        .status(authorized(&token, cii_proto::node::StatusRequest {})?)
         .await
         .context("node status")?
         .into_inner()
@@ -270,10 +264,12 @@ pub async fn run(args: UsageReportArgs) -> anyhow::Result<ExitCode> {
     // Obligations are the node's own institution's (the gateway answers for the caller only).
     let mut obligations = Vec::new();
     if institution == own {
-        let mut list = tonic::Request::new(ListObligationsRequest {
-            include_fulfilled: true,
-        });
-        list.metadata_mut().insert("authorization", header);
+        let list = authorized(
+            &token,
+            ListObligationsRequest {
+                include_fulfilled: true,
+            },
+        )?;
         for o in client
             .list_obligations(list)
             .await

@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 
 const GATEWAY_TOML: &str = "listen = \"127.0.0.1:{GW}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
 cert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n[audit]\nstore = \"sqlite:audit.db\"\n\
-origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\n\n[pseudonym]\n\
+origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\n\n[pseudonym]\n\
 transcryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n\
 enrolment_burst = 5000\n\n[consent]\nurl = \"https://127.0.0.1:{CONSENT}\"\n\n[log]\nlevel = \"debug\"\n";
 
@@ -978,6 +978,31 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
         "{}",
         String::from_utf8_lossy(&bad.stdout)
     );
+
+    // Retention: the DPO may not; an operator's dry run reports and destroys nothing.
+    let refused = plain("retention", &["--dry-run"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ROLE_REQUIRED"));
+    write_token(dir.path(), "ORP-VS", "ops", "operator", "operator.token");
+    let operator = path("operator.token");
+    let dry = cii(&[
+        "audit",
+        "retention",
+        "--node",
+        &node,
+        "--ca",
+        &ca,
+        "--token-file",
+        &operator,
+        "--dry-run",
+    ]);
+    let text = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(dry.status.success(), "{text}{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(text.starts_with("retention: 365 days, cutoff "), "{text}");
+    assert!(text.contains("no month has passed the limit"), "{text}");
+    assert!(text.contains("logged as entry "), "{text}");
+    let verify = cii(&["audit", "verify", "--config", &path("gateway.toml")]);
+    assert!(String::from_utf8_lossy(&verify.stdout).starts_with("ok: "));
 }
 
 #[test]

@@ -255,6 +255,19 @@ impl Node for NodeApi {
         self.audit.clone().lookup_person(Self::onward(&request, forward)).await
     }
 
+    /// Forwards the operator's retention run with their token; the gateway checks the role and logs it.
+    async fn apply_audit_retention(
+        &self,
+        request: Request<cii_proto::audit::ApplyRetentionRequest>,
+    ) -> Result<Response<cii_proto::audit::ApplyRetentionResponse>, Status> {
+        caller(&request)?;
+        let forward = *request.get_ref();
+        self.audit
+            .clone()
+            .apply_retention(Self::onward(&request, forward))
+            .await
+    }
+
     /// Forwards the DPO's query with their token; the gateway checks the role and logs it.
     async fn query_audit(
         &self,
