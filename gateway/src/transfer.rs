@@ -94,6 +94,9 @@ struct Checked<'a> {
     payload: Option<(String, Vec<u8>)>,
 }
 
+/// The exchange type a pull's entry names: the holder answers with this message.
+const PULL_ANSWER_TYPE: &str = "cii.exchange.v1.DataResponse";
+
 /// Frees the in-flight slot when the call ends, however it ends.
 struct Slot<'a> {
     set: &'a Mutex<HashSet<(String, String)>>,
@@ -455,11 +458,12 @@ impl Transfers {
             sender: from.id.to_string(),
             recipient: to.id.to_string(),
             acting_user: caller.acting_user(),
-            exchange_type: checked
-                .payload
-                .as_ref()
-                .map(|(t, _)| t.rsplit('/').next().unwrap_or(t).to_owned())
-                .unwrap_or_default(),
+            // A pull is answered with the catalogue's DataResponse: a DPO selects it by that type.
+            exchange_type: match &checked.payload {
+                Some((t, _)) => t.rsplit('/').next().unwrap_or(t).to_owned(),
+                None if checked.pull => PULL_ANSWER_TYPE.to_owned(),
+                None => String::new(),
+            },
             purpose: request.purpose.clone(),
             trigger: checked.trigger.to_string(),
             bases: wire.bases.iter().map(|b| b.id.clone()).collect(),

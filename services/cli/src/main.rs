@@ -7,6 +7,7 @@
 mod audit;
 mod audit_query;
 mod bench;
+mod demo;
 mod enrol;
 mod keys;
 mod node_api;
@@ -45,6 +46,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Play the Valais CII network on this machine: six institutions, the gateway, a story, the verified log.
+    Demo(demo::DemoArgs),
     /// Run the gateway (the exchange layer between all nodes).
     #[command(
         after_help = "The config file names the listen address, the registry file and the gateway's TLS files; \
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Demo(args) => run_tool(demo::run(args)),
         Command::Enrol(args) => run_tool(enrol::run(args)),
         Command::Audit(command) => run_tool(audit::run(command)),
         Command::Witness(command) => run_tool(witness::run(command)),

@@ -1022,3 +1022,130 @@ fn bench_prints_its_headline_and_a_json_last_line() {
     let pipeline = cii(&["bench", "pipeline", "--seconds", "1"]);
     assert_eq!(pipeline.status.code(), Some(2), "not in this version, and says so");
 }
+
+/// `cii demo` plays the Valais story to the end; its printed table and the
+/// audit log agree row by row; no AVS number is printed; the folder has the
+/// documented layout and `cii audit verify --config DIR/gateway.toml` works on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_plays_its_story_and_its_table_agrees_with_the_audit_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo_dir = dir.path().join("vs");
+    let out = cii(&["demo", "--dir", &demo_dir.to_string_lossy()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("every step behaved as the story says"), "{text}");
+    for avs in ["756.1234.5678.97", "756.9217.0769.85", "7561234567897", "7569217076985"] {
+        assert!(!text.contains(avs), "an AVS number in the output");
+    }
+    for path in [
+        "gateway.toml",
+        "gateway/audit.db",
+        "gateway/gateway.db",
+        "gateway/audit.key",
+        "gateway/gateway.log",
+        "consent/consent.db",
+        "nodes/ORP-VS/node.db",
+        "nodes/SUVA/node.toml",
+        "dpo/audit-session-keys.json",
+        "dpo/subject-report-orp-2026-0417-fr.html",
+        "matrix.html",
+    ] {
+        assert!(demo_dir.join(path).exists(), "{path} is missing");
+    }
+    let report = std::fs::read_to_string(demo_dir.join("dpo/subject-report-orp-2026-0417-fr.txt")).expect("report");
+    assert!(report.contains("demo-01") && !report.contains("756."), "{report}");
+
+    // The table: `# | step | from → to | exchange | decision | released | withheld | basis or reason | id`.
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" | "))
+        .map(|l| l.split(" | ").map(|c| c.trim().to_owned()).collect())
+        .collect();
+    assert_eq!(rows.len(), 9, "{text}");
+    let decisions: Vec<&str> = rows.iter().map(|r| r[4].as_str()).collect();
+    assert_eq!(
+        decisions,
+        [
+            "PERMIT", "recorded", "PERMIT", "DENY", "PERMIT", "recorded", "PERMIT", "revoked", "DENY"
+        ]
+    );
+    let entries = {
+        let url = format!("sqlite:{}", demo_dir.join("gateway/audit.db").display());
+        let store = cii_audit::Store::open_read_only(&url).await.expect("store");
+        let stored = store.entries(0, 1000).await.expect("entries");
+        store.close().await;
+        stored
+            .iter()
+            .map(|e| cii_audit::entry::decode(e.readable().expect("readable")).expect("decode"))
+            .collect::<Vec<_>>()
+    };
+    let list = |cell: &str| -> Vec<String> {
+        if cell == "—" {
+            Vec::new()
+        } else {
+            cell.split(", ").map(str::to_owned).collect()
+        }
+    };
+    for row in &rows {
+        let (decision, id) = (row[4].as_str(), row[8].as_str());
+        match decision {
+            "PERMIT" | "DENY" => {
+                let logged: Vec<_> = entries.iter().filter(|e| e.transfer_id == id).collect();
+                assert_eq!(logged.len(), 1, "{id}: one entry");
+                let kind = if decision == "PERMIT" {
+                    cii_audit::EntryKind::TransferPermitted
+                } else {
+                    cii_audit::EntryKind::TransferDenied
+                };
+                assert_eq!(logged[0].kind, kind as i32, "{id}");
+                let (from, to) = row[2].split_once(" → ").expect("from → to");
+                assert_eq!(
+                    (logged[0].sender.as_str(), logged[0].recipient.as_str()),
+                    (from, to),
+                    "{id}"
+                );
+                assert_eq!(logged[0].released, list(&row[5]), "{id}: released");
+                let withheld: Vec<String> = logged[0]
+                    .withheld
+                    .iter()
+                    .map(|w| w.split(':').next().unwrap_or_default().to_owned())
+                    .collect();
+                assert_eq!(withheld, list(&row[6]), "{id}: withheld");
+                assert_eq!(
+                    logged[0].exchange_type.rsplit('.').next(),
+                    Some(row[3].as_str()),
+                    "{id}"
+                );
+            }
+            "recorded" | "revoked" => {
+                let kind = if decision == "recorded" {
+                    cii_audit::EntryKind::ConsentRecorded
+                } else {
+                    cii_audit::EntryKind::ConsentRevoked
+                };
+                assert!(
+                    entries
+                        .iter()
+                        .any(|e| e.kind == kind as i32 && e.consents.iter().any(|c| c.starts_with(&format!("{id}@")))),
+                    "{id}: {decision} is logged"
+                );
+            }
+            other => panic!("unexpected decision {other}"),
+        }
+    }
+    let verify = cii(&[
+        "audit",
+        "verify",
+        "--config",
+        &demo_dir.join("gateway.toml").to_string_lossy(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).starts_with("ok: "),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    // Everything was stopped: the demo's folder can be reused by nobody else's process.
+    let again = cii(&["demo", "--dir", &demo_dir.to_string_lossy()]);
+    assert!(!again.status.success(), "a non-empty folder is refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+}

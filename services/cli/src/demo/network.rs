@@ -1,0 +1,329 @@
+//! The demo's network on one machine: files in the documented layout, then
+//! the consent registry, the gateway and one node per institution as real
+//! processes of this same binary, on loopback ports the system chose.
+//!
+//! Layout of DIR: `gateway.toml` and `gateway/` (databases, keys, log),
+//! `consent/`, `nodes/<ID>/`, `dpo/` (the DPO context key and reports), and
+//! beside them the network's public files: `ca.pem`, `registry.toml`,
+//! `global-public.json`, `rulebook/`. Secrets are files (mode 0600); the
+//! development CA's private key is deleted once every certificate is issued.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cii_types::{InstitutionId, Role};
+
+/// The canton's rulebook extension, shipped in deploy/ and used as it is.
+pub const VALAIS_RULEBOOK: &str = include_str!("../../../../deploy/rulebook/vs/00-vs.toml");
+
+/// The audit log's origin in the demo.
+pub const ORIGIN: &str = "cii.demo.vs/audit";
+
+/// The six signatories of the 2012 CII-VS convention: (id, registry type, name).
+pub const INSTITUTIONS: [(&str, &str, &str); 6] = [
+    (
+        "ORP-VS",
+        "AC_ORP",
+        "Service de l'industrie, du commerce et du travail — ORP",
+    ),
+    ("AS-VS", "AS", "Service de l'action sociale"),
+    ("FP-VS", "FP", "Service de la formation professionnelle"),
+    ("AI-VS", "AI", "Office cantonal AI du Valais"),
+    ("ADDICTION-VS", "OTHER", "Addiction Valais"),
+    ("SUVA", "SUVA", "Suva, agence de Sion"),
+];
+
+/// One node's addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct NodePorts {
+    pub api: u16,
+    pub inbound: u16,
+}
+
+/// The running network; dropping it stops every process.
+#[derive(Debug)]
+pub struct Network {
+    pub dir: PathBuf,
+    pub gateway_port: u16,
+    pub nodes: Vec<(InstitutionId, NodePorts)>,
+    children: Vec<(String, Child)>,
+}
+
+/// A port the system chose (bound on port 0, then released for the process to bind).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn move_file(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(from, to).with_context(|| format!("moving {} to {}", from.display(), to.display()))
+}
+
+/// Where institution `id`'s files live.
+pub fn node_dir(dir: &Path, id: &str) -> PathBuf {
+    dir.join("nodes").join(id)
+}
+
+/// Writes keys, certificates and configs into `dir`.
+fn write_files(
+    dir: &Path,
+    gateway_port: u16,
+    consent_port: u16,
+    nodes: &[(InstitutionId, NodePorts)],
+) -> anyhow::Result<()> {
+    let ids: Vec<InstitutionId> = nodes.iter().map(|(id, _)| id.clone()).collect();
+    // The development PKI, issued in a staging folder, then each party's files moved to its folder.
+    let staging = dir.join(".pki");
+    cii_kit::pki::init(&staging, &ids, &["localhost".into(), "127.0.0.1".into()]).context("the development PKI")?;
+    move_file(&staging.join("ca.pem"), &dir.join("ca.pem"))?;
+    for (from, to) in [("gateway", dir.join("gateway")), ("consent", dir.join("consent"))] {
+        for file in ["cert.pem", "key.pem"] {
+            move_file(&staging.join(from).join(file), &to.join(file))?;
+        }
+    }
+    move_file(&staging.join("gateway/audit.key"), &dir.join("gateway/audit.key"))?;
+    for id in &ids {
+        for file in ["cert.pem", "key.pem", "jwt.key", "jwt.pub"] {
+            move_file(
+                &staging.join("institutions").join(id.as_str()).join(file),
+                &node_dir(dir, id.as_str()).join(file),
+            )?;
+        }
+    }
+    // The CA's private key is not needed once everything is issued.
+    std::fs::remove_dir_all(&staging)?;
+
+    // The key ceremony: each file to its party.
+    let ceremony = cii_pseudonym::ceremony::Ceremony::new();
+    for (name, contents, secret) in ceremony.key_files(&ids, 1, false)? {
+        let target = if let Some(rest) = name.strip_prefix("institutions/") {
+            dir.join("nodes").join(rest)
+        } else {
+            dir.join(&name)
+        };
+        write(&target, &contents, secret)?;
+    }
+    for id in &ids {
+        write(
+            &node_dir(dir, id.as_str()).join("store.key"),
+            &hex(&cii_audit::body::new_key().map_err(|_| anyhow::anyhow!("no randomness"))?),
+            true,
+        )?;
+    }
+    let signer = cii_audit::note::Signer::from_pem(ORIGIN, &std::fs::read_to_string(dir.join("gateway/audit.key"))?)?;
+    write(&dir.join("gateway/audit.vkey"), &signer.verifier().vkey(), false)?;
+    write(&dir.join("rulebook/00-vs.toml"), VALAIS_RULEBOOK, false)?;
+
+    let mut registry = String::from("# The Valais CII network of `cii demo` (loopback).\nrevoked_serials = []\n");
+    for (id, ports) in nodes {
+        let (_, kind, name) = INSTITUTIONS
+            .iter()
+            .find(|(i, _, _)| *i == id.as_str())
+            .context("a demo institution")?;
+        registry.push_str(&format!(
+            "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{name}\"\n\
+             endpoint = \"https://127.0.0.1:{}\"\n\n[[institution.jwt_keys]]\nkid = \"demo-1\"\n\
+             public_key_file = \"nodes/{id}/jwt.pub\"\n",
+            ports.inbound
+        ));
+    }
+    write(&dir.join("registry.toml"), &registry, false)?;
+    write(
+        &dir.join("gateway.toml"),
+        &format!(
+            "# The demo's gateway. `cii audit verify --config gateway.toml` checks its log.\n\
+             listen = \"127.0.0.1:{gateway_port}\"\nregistry = \"registry.toml\"\nrulebook = \"rulebook\"\n\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"gateway/cert.pem\"\nkey = \"gateway/key.pem\"\n\n\
+             [store]\ndatabase = \"sqlite:gateway/gateway.db\"\n\n\
+             [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"{ORIGIN}\"\nsigning_key = \"gateway/audit.key\"\n\
+             retention_days = 365\n\n\
+             [pseudonym]\ntranscryptor = \"gateway/transcryptor.json\"\nglobal_public = \"global-public.json\"\n\n\
+             [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n[log]\nlevel = \"info\"\n"
+        ),
+        false,
+    )?;
+    write(
+        &dir.join("consent/consent.toml"),
+        &format!(
+            "listen = \"127.0.0.1:{consent_port}\"\nregistry = \"../registry.toml\"\nrulebook = \"../rulebook\"\n\n\
+             [tls]\nca = \"../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
+             [pseudonym]\nglobal_public = \"../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
+             [store]\ndatabase = \"sqlite:consent.db\"\n\n[log]\nlevel = \"info\"\n"
+        ),
+        false,
+    )?;
+    for (id, ports) in nodes {
+        write(
+            &node_dir(dir, id.as_str()).join("node.toml"),
+            &format!(
+                "institution = \"{id}\"\nregistry = \"../../registry.toml\"\n\
+                 gateway_url = \"https://127.0.0.1:{gateway_port}\"\n\
+                 api_listen = \"127.0.0.1:{}\"\ninbound_listen = \"127.0.0.1:{}\"\n\n\
+                 [tls]\nca = \"../../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
+                 [pseudonym]\nglobal_public = \"../../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
+                 [store]\ndatabase = \"sqlite:node.db\"\nkey = \"store.key\"\n\n\
+                 [audit]\nverifier_key_file = \"../../gateway/audit.vkey\"\n\n[log]\nlevel = \"info\"\n",
+                ports.api, ports.inbound
+            ),
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Network {
+    /// Writes the files into `dir` (which must be empty or new) and starts every process.
+    pub fn start(dir: &Path) -> anyhow::Result<Network> {
+        if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+            bail!("{} is not empty: give a new or empty folder", dir.display());
+        }
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let (gateway_port, consent_port) = (free_port()?, free_port()?);
+        let mut nodes = Vec::new();
+        for (id, _, _) in INSTITUTIONS {
+            nodes.push((
+                InstitutionId::parse("institution", id)?,
+                NodePorts {
+                    api: free_port()?,
+                    inbound: free_port()?,
+                },
+            ));
+        }
+        write_files(&dir, gateway_port, consent_port, &nodes)?;
+        let mut network = Network {
+            dir: dir.clone(),
+            gateway_port,
+            nodes,
+            children: Vec::new(),
+        };
+        network.spawn(
+            "consent",
+            &dir.join("consent/consent.toml"),
+            &dir.join("consent/consent.log"),
+        )?;
+        network.wait_for(consent_port, "consent")?;
+        network.spawn("gateway", &dir.join("gateway.toml"), &dir.join("gateway/gateway.log"))?;
+        network.wait_for(gateway_port, "gateway")?;
+        for (id, ports) in network.nodes.clone() {
+            let folder = node_dir(&dir, id.as_str());
+            network.spawn("node", &folder.join("node.toml"), &folder.join("node.log"))?;
+            network.wait_for(ports.api, id.as_str())?;
+            network.wait_for(ports.inbound, id.as_str())?;
+        }
+        Ok(network)
+    }
+
+    fn spawn(&mut self, command: &str, config: &Path, log: &Path) -> anyhow::Result<()> {
+        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args([command, "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {command}"))?;
+        self.children.push((log.display().to_string(), child));
+        Ok(())
+    }
+
+    /// Waits until `port` accepts connections; fails with the log's tail if the last process died.
+    fn wait_for(&mut self, port: u16, what: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
+            }
+            if let Some((log, child)) = self.children.last_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let text = std::fs::read_to_string(&*log).unwrap_or_default();
+                let tail: Vec<&str> = text
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                bail!("{what} exited ({status}) while starting; {log}:\n{}", tail.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{what} did not listen on port {port} within 30 s")
+    }
+
+    /// Mints a token for `user` of institution `id` (its JWT key is in its folder), written to a file.
+    pub fn token_file(&self, id: &str, user: &str, roles: &[Role], file: &Path) -> anyhow::Result<PathBuf> {
+        let key = std::fs::read(node_dir(&self.dir, id).join("jwt.key"))?;
+        let issuer = InstitutionId::parse("institution", id)?;
+        let token = cii_kit::jwt::mint(
+            &key,
+            &cii_kit::jwt::TokenSpec {
+                issuer: &issuer,
+                subject: user,
+                roles,
+                kid: "demo-1",
+                issued_at: time::OffsetDateTime::now_utc(),
+                ttl: time::Duration::hours(8),
+            },
+        )?;
+        write(file, &token, true)?;
+        Ok(file.to_path_buf())
+    }
+
+    /// The API address of institution `id`'s node.
+    pub fn api(&self, id: &str) -> anyhow::Result<String> {
+        let (_, ports) = self
+            .nodes
+            .iter()
+            .find(|(i, _)| i.as_str() == id)
+            .context("a demo institution")?;
+        Ok(format!("https://127.0.0.1:{}", ports.api))
+    }
+
+    /// Stops every process (SIGTERM, so they finish cleanly; SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
