@@ -492,7 +492,10 @@ async fn retention_shreds_a_period_and_the_log_still_verifies() {
             // Crypto-shredding: the destroyed key's bytes are nowhere in the database files.
             assert_eq!(january_key.len(), 32);
             for file in std::fs::read_dir(dir.path()).expect("dir") {
-                let bytes = std::fs::read(file.expect("file").path()).expect("read");
+                // The -wal and -shm files go away when the last connection closes.
+                let Ok(bytes) = std::fs::read(file.expect("file").path()) else {
+                    continue;
+                };
                 assert!(
                     !bytes.windows(32).any(|w| w == january_key.as_slice()),
                     "{name}: the destroyed key is still in the file"
