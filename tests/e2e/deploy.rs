@@ -17,7 +17,8 @@ fn copy_configs(from: &Path, to: &Path) -> Vec<PathBuf> {
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path)
                 .expect("read")
-                .replace("/etc/cii", &to.display().to_string());
+                .replace("/etc/cii", &to.display().to_string())
+                .replace("/run/credentials", &to.join("credentials").display().to_string());
             let target = to.join(path.file_name().expect("name"));
             std::fs::write(&target, text).expect("write");
             copied.push(target);
@@ -39,6 +40,7 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
     // The production example keeps the node's store key apart from the ceremony's files.
     std::fs::create_dir_all(dir.join("node")).expect("mkdir");
     cii_tests::write_file(&dir.join("node/store.key"), &"42".repeat(32), true);
+    provide_credentials(dir);
     let files = copy_configs_in_place(dir);
     let mut loaded = 0;
     for file in &files {
@@ -68,6 +70,416 @@ fn copy_configs_in_place(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// What systemd does for `LoadCredential=NAME:SOURCE`: copies SOURCE (under `dir` for `/etc/cii`)
+/// to `dir/credentials/UNIT/NAME`; sources that this test does not create (database password
+/// files, tokens) are skipped, and a config that needs one fails to load.
+fn provide_credentials(dir: &Path) {
+    for (unit, sections) in units() {
+        for credential in sections.values("Service", "LoadCredential") {
+            let (name, source) = credential.split_once(':').expect("NAME:SOURCE");
+            let source = PathBuf::from(source.replace("/etc/cii", &dir.display().to_string()));
+            if source.exists() {
+                let target = dir.join("credentials").join(&unit).join(name);
+                std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+                std::fs::copy(&source, &target).expect("copy credential");
+            }
+        }
+    }
+}
+
+/// A systemd unit file: (section, key, value) in order.
+struct Unit(Vec<(String, String, String)>);
+
+impl Unit {
+    fn parse(text: &str) -> Unit {
+        let mut section = String::new();
+        let mut entries = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not key=value: {line}"));
+            entries.push((section.clone(), key.to_owned(), value.to_owned()));
+        }
+        Unit(entries)
+    }
+
+    fn values<'a>(&'a self, section: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(s, k, _)| s == section && k == key)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    fn value<'a>(&'a self, section: &'a str, key: &'a str) -> Option<&'a str> {
+        self.values(section, key).last()
+    }
+}
+
+/// Every unit of deploy/systemd, by file name.
+fn units() -> Vec<(String, Unit)> {
+    let mut units: Vec<(String, Unit)> = std::fs::read_dir(deploy().join("systemd"))
+        .expect("deploy/systemd")
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (
+                name,
+                Unit::parse(&std::fs::read_to_string(e.path()).expect("read unit")),
+            )
+        })
+        .collect();
+    units.sort_by(|a, b| a.0.cmp(&b.0));
+    units
+}
+
+/// Every string value of a TOML document with its dotted key.
+fn toml_strings(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                toml_strings(&key, v, out);
+            }
+        }
+        toml::Value::Array(items) => {
+            for v in items {
+                toml_strings(prefix, v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The service units run `cii` hardened, on a config of deploy/config, whose secrets are
+/// exactly the unit's credentials and whose databases are in the unit's state directory.
+#[test]
+fn the_systemd_units_are_hardened_and_match_their_configs() {
+    let units = units();
+    let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "cii-audit-retention.service",
+            "cii-audit-retention.timer",
+            "cii-consent.service",
+            "cii-gateway.service",
+            "cii-node.service"
+        ]
+    );
+    for (name, unit) in &units {
+        if name.ends_with(".timer") {
+            assert!(unit.value("Timer", "OnCalendar").is_some(), "{name}");
+            continue;
+        }
+        for (key, value) in [
+            ("DynamicUser", "yes"),
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "yes"),
+            ("PrivateTmp", "yes"),
+            ("PrivateDevices", "yes"),
+            ("NoNewPrivileges", "yes"),
+            ("CapabilityBoundingSet", ""),
+            ("RestrictNamespaces", "yes"),
+            ("MemoryDenyWriteExecute", "yes"),
+            ("SystemCallArchitectures", "native"),
+            ("UMask", "0077"),
+        ] {
+            assert_eq!(unit.value("Service", key), Some(value), "{name}: {key}");
+        }
+        let exec = unit.value("Service", "ExecStart").expect("ExecStart");
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert_eq!(args[0], "/usr/local/bin/cii", "{name}");
+        let credentials: Vec<&str> = unit
+            .values("Service", "LoadCredential")
+            .map(|c| c.split_once(':').expect("NAME:SOURCE").0)
+            .collect();
+        for (_, source) in unit
+            .values("Service", "LoadCredential")
+            .map(|c| c.split_once(':').expect("pair"))
+        {
+            assert!(
+                source.starts_with("/etc/cii/"),
+                "{name}: credentials come from /etc/cii: {source}"
+            );
+        }
+        if args[1] == "audit" {
+            assert!(exec.contains("${CREDENTIALS_DIRECTORY}/operator-token"), "{name}");
+            assert!(credentials.contains(&"operator-token"), "{name}");
+            continue;
+        }
+        assert_eq!(args[2], "--config", "{name}");
+        let config = deploy()
+            .join("config")
+            .join(args[3].strip_prefix("/etc/cii/").expect("/etc/cii/"));
+        let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{name}: {}: {e}", config.display()));
+        let mut strings = Vec::new();
+        toml_strings(
+            "",
+            &toml::Value::Table(toml::from_str(&text).expect("toml")),
+            &mut strings,
+        );
+        let state = format!(
+            "/var/lib/{}/",
+            unit.value("Service", "StateDirectory").expect("StateDirectory")
+        );
+        for (key, value) in &strings {
+            if let Some(credential) = value.strip_prefix(&format!("/run/credentials/{name}/")) {
+                assert!(
+                    credentials.contains(&credential),
+                    "{name}: {key} needs LoadCredential={credential}"
+                );
+            } else if value.starts_with("/run/credentials/") {
+                panic!("{name}: {key} names another unit's credential: {value}");
+            }
+            if let Some(path) = value.strip_prefix("sqlite:") {
+                assert!(path.starts_with(&state), "{name}: {key} must be in {state}: {path}");
+            }
+            if value.starts_with("postgres") {
+                let pgpass = unit
+                    .values("Service", "Environment")
+                    .find_map(|e| e.strip_prefix("PGPASSFILE=%d/"))
+                    .unwrap_or_else(|| panic!("{name}: {key} needs PGPASSFILE from a credential"));
+                assert!(credentials.contains(&pgpass), "{name}");
+                let user_info = value
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split_once('@'))
+                    .map(|(u, _)| u);
+                assert!(
+                    !user_info.unwrap_or_default().contains(':'),
+                    "{name}: no password in the URL"
+                );
+            }
+        }
+        // The secrets a service reads are credentials, never readable files of /etc/cii.
+        for (key, value) in &strings {
+            if key.ends_with(".key")
+                || key.ends_with("session_keys")
+                || key.ends_with("transcryptor")
+                || key.ends_with("signing_key")
+            {
+                assert!(
+                    value.starts_with("/run/credentials/"),
+                    "{name}: {key} = {value} is a secret"
+                );
+            }
+        }
+    }
+}
+
+/// The Kubernetes manifests parse, hold the expected kinds, and agree with each other and with
+/// the gateway's config schema: files under mounts, secrets documented, ports and selectors.
+#[test]
+fn the_kubernetes_manifests_agree_with_the_gateway_config() {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let mut docs = Vec::new();
+    for file in ["gateway.yaml", "postgres.yaml"] {
+        let text = std::fs::read_to_string(deploy().join("kubernetes").join(file)).expect("manifest");
+        docs.extend(YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}")));
+    }
+    let kind_of = |d: &Yaml| d["kind"].as_str().unwrap_or_default().to_owned();
+    let mut kinds: Vec<String> = docs.iter().map(kind_of).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "Cluster",
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PersistentVolumeClaim",
+            "PodDisruptionBudget",
+            "Service"
+        ]
+    );
+    let find = |kind: &str| docs.iter().find(|d| kind_of(d) == kind).expect(kind);
+    let (deployment, config_map, cluster) = (find("Deployment"), find("ConfigMap"), find("Cluster"));
+    assert_eq!(cluster["apiVersion"].as_str(), Some("postgresql.cnpg.io/v1"));
+    assert_eq!(
+        deployment["spec"]["replicas"].as_i64(),
+        Some(1),
+        "one replica until scale-out"
+    );
+    assert_eq!(deployment["spec"]["strategy"]["type"].as_str(), Some("Recreate"));
+
+    // The config: the gateway's own schema (unknown keys refused), with a lawful retention.
+    let toml_text = config_map["data"]["gateway.toml"].as_str().expect("gateway.toml");
+    let file: cii_gateway::config::GatewayFile = toml::from_str(toml_text).expect("the gateway's config schema");
+    assert!(file.audit.retention_days >= cii_gateway::config::MIN_RETENTION_DAYS);
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .expect("args")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    let mounts: Vec<(&str, &str)> = container["volumeMounts"]
+        .as_vec()
+        .expect("mounts")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().expect("name"),
+                m["mountPath"].as_str().expect("path"),
+            )
+        })
+        .collect();
+    let under_mount = |path: &str| {
+        mounts
+            .iter()
+            .find(|(_, m)| path.starts_with(&format!("{m}/")) || path == *m)
+    };
+    assert_eq!(args[..2], ["gateway", "--config"]);
+    let (config_mount, _) = under_mount(args[2]).expect("the config file is mounted");
+    let volumes = pod["spec"]["volumes"].as_vec().expect("volumes");
+    let volume = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("volume {name}"))
+    };
+    assert_eq!(
+        volume(config_mount)["configMap"]["name"].as_str(),
+        config_map["metadata"]["name"].as_str()
+    );
+    let mut strings = Vec::new();
+    toml_strings(
+        "",
+        &toml::Value::Table(toml::from_str(toml_text).expect("toml")),
+        &mut strings,
+    );
+    for (key, value) in &strings {
+        let path = value.strip_prefix("sqlite:").unwrap_or(value);
+        if path.starts_with('/') {
+            let (name, _) = under_mount(path).unwrap_or_else(|| panic!("{key} = {path} is on no mounted volume"));
+            let source = volume(name);
+            if key.ends_with(".key") || key.ends_with("signing_key") || key.ends_with("transcryptor") {
+                assert!(
+                    source["secret"]["secretName"].as_str().is_some(),
+                    "{key} must come from a Secret"
+                );
+            }
+        }
+    }
+    // Every mount has its volume; every Secret is documented or made by the database operator.
+    let checklist = std::fs::read_to_string(deploy().join("../docs/production-checklist.md")).expect("checklist");
+    let cluster_name = cluster["metadata"]["name"].as_str().expect("cluster name");
+    for (name, _) in &mounts {
+        let v = volume(name);
+        if let Some(secret) = v["secret"]["secretName"].as_str() {
+            assert!(
+                checklist.contains(&format!("`{secret}`")),
+                "secret {secret} is not in docs/production-checklist.md"
+            );
+            if secret.starts_with(cluster_name) {
+                assert!(
+                    [format!("{cluster_name}-app"), format!("{cluster_name}-ca")].contains(&secret.to_owned()),
+                    "{secret}"
+                );
+            }
+        }
+        if let Some(cm) = v["configMap"]["name"].as_str() {
+            assert!(
+                checklist.contains(&format!("`{cm}`")),
+                "ConfigMap {cm} is not in docs/production-checklist.md"
+            );
+        }
+    }
+    // The audit store is the Cluster's read-write service, database and owner; its password file is mounted.
+    let store = &file.audit.store;
+    let owner = cluster["spec"]["bootstrap"]["initdb"]["owner"].as_str().expect("owner");
+    let database = cluster["spec"]["bootstrap"]["initdb"]["database"]
+        .as_str()
+        .expect("database");
+    assert!(
+        store.starts_with(&format!("postgres://{owner}@{cluster_name}-rw:5432/{database}?")),
+        "{store}"
+    );
+    let env = container["env"].as_vec().expect("env");
+    let pgpass = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("PGPASSFILE"))
+        .and_then(|e| e["value"].as_str())
+        .expect("PGPASSFILE");
+    let (name, _) = under_mount(pgpass).expect("PGPASSFILE is mounted");
+    assert_eq!(
+        volume(name)["secret"]["secretName"].as_str(),
+        Some(format!("{cluster_name}-app").as_str())
+    );
+    let root_cert = store
+        .split("sslrootcert=")
+        .nth(1)
+        .expect("sslrootcert")
+        .split('&')
+        .next()
+        .unwrap_or_default();
+    assert!(under_mount(root_cert).is_some(), "{root_cert} is mounted");
+
+    // Ports: the config's listen ports are the container's, the Service's and the policy's.
+    let port_of = |addr: &std::net::SocketAddr| i64::from(addr.port());
+    let ports: Vec<(&str, i64)> = container["ports"]
+        .as_vec()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().expect("name"),
+                p["containerPort"].as_i64().expect("port"),
+            )
+        })
+        .collect();
+    assert!(ports.contains(&("grpc", port_of(&file.listen))), "{ports:?}");
+    let metrics = file.metrics_listen.expect("metrics_listen");
+    assert!(ports.contains(&("metrics", port_of(&metrics))), "{ports:?}");
+    let service = find("Service");
+    for p in service["spec"]["ports"].as_vec().expect("service ports") {
+        let target = p["targetPort"].as_str().expect("named targetPort");
+        assert!(ports.iter().any(|(n, _)| *n == target), "Service targets {target}");
+    }
+    let policy = find("NetworkPolicy");
+    let allowed: Vec<i64> = policy["spec"]["ingress"]
+        .as_vec()
+        .expect("ingress")
+        .iter()
+        .flat_map(|r| r["ports"].as_vec().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert!(
+        allowed.contains(&port_of(&file.listen)) && allowed.contains(&port_of(&metrics)),
+        "{allowed:?}"
+    );
+    // Selectors: the Service, the budget and the policy select the gateway's pods.
+    let labels = &pod["metadata"]["labels"];
+    let selects = |selector: &Yaml| {
+        selector
+            .as_hash()
+            .expect("selector")
+            .iter()
+            .all(|(k, v)| labels[k.as_str().expect("key")] == *v)
+    };
+    assert!(selects(&service["spec"]["selector"]));
+    assert!(selects(&find("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]));
+    assert!(selects(&policy["spec"]["podSelector"]["matchLabels"]));
+    assert!(selects(&deployment["spec"]["selector"]["matchLabels"]));
+    let egress_db = policy["spec"]["egress"]
+        .as_vec()
+        .expect("egress")
+        .iter()
+        .any(|r| r["to"][0]["podSelector"]["matchLabels"]["cnpg.io/cluster"].as_str() == Some(cluster_name));
+    assert!(egress_db, "the policy lets the gateway reach its database");
 }
 
 #[test]
