@@ -1149,3 +1149,20 @@ async fn the_demo_plays_its_story_and_its_table_agrees_with_the_audit_log() {
     assert!(!again.status.success(), "a non-empty folder is refused");
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
 }
+
+/// The Valais rulebook's scenarios (the jurist guide's example) pass.
+#[test]
+fn the_valais_scenarios_pass() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rulebook");
+    let out = cii(&[
+        "policy",
+        "test",
+        "--rulebook",
+        &deploy.join("vs").to_string_lossy(),
+        "--scenarios",
+        &deploy.join("vs-scenarios.toml").to_string_lossy(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().last(), Some("9 passed, 0 failed"), "{text}");
+}
