@@ -299,9 +299,9 @@ impl Store {
     /// kept per recipient: a later one never overtakes a waiting one).
     pub async fn due_heads(&self, now_micros: i64) -> Result<Vec<Due>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, recipient, sender, transfer_id, delivery, attempts FROM outbox o \
-             WHERE seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient) \
-             AND held = 0 AND next_attempt_micros <= ?1 ORDER BY seq",
+            "SELECT o.seq, o.recipient, o.sender, o.transfer_id, o.delivery, o.attempts FROM outbox o \
+             JOIN (SELECT MIN(seq) AS seq FROM outbox GROUP BY recipient) h ON h.seq = o.seq \
+             WHERE o.held = 0 AND o.next_attempt_micros <= ?1 ORDER BY o.seq",
         )
         .bind(now_micros)
         .fetch_all(&self.pool)

@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod enrol;
 mod keys;
+mod local_network;
 mod node_api;
 mod pki;
 mod policy;

@@ -1019,8 +1019,30 @@ fn bench_prints_its_headline_and_a_json_last_line() {
     let text = String::from_utf8_lossy(&audit.stdout).into_owned();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
     assert!(last["audit"]["sqlite_ratio"].as_f64().expect("a ratio") > 0.0, "{text}");
-    let pipeline = cii(&["bench", "pipeline", "--seconds", "1"]);
-    assert_eq!(pipeline.status.code(), Some(2), "not in this version, and says so");
+    // The whole pipeline, briefly: processes started, transfers delivered, both baselines, RSS.
+    let pipeline = cii(&["bench", "pipeline", "--seconds", "1", "--concurrency", "4", "--json"]);
+    let text = String::from_utf8_lossy(&pipeline.stdout).into_owned();
+    assert!(
+        pipeline.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&pipeline.stderr)
+    );
+    assert!(text.contains("pipeline.crypto_floor_ratio"), "{text}");
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
+    for key in [
+        "throughput_per_s",
+        "p50_ms",
+        "p99_ms",
+        "crypto_floor_ratio",
+        "relay_ratio",
+    ] {
+        assert!(last["pipeline"][key].as_f64().expect(key) > 0.0, "{key}: {text}");
+    }
+    assert!(
+        last["pipeline"]["errors"].as_object().expect("errors").is_empty(),
+        "{text}"
+    );
+    assert!(last["gateway"]["peak_rss_mb"].as_f64().expect("rss") > 1.0, "{text}");
 }
 
 /// `cii demo` plays the Valais story to the end; its printed table and the

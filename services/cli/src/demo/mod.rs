@@ -6,7 +6,6 @@
 //! the institutions' witnesses, and writes the legal matrix and a subject
 //! report. It exits 1 if anything does not behave as the story says.
 
-mod network;
 mod story;
 
 use std::fmt::Write as _;
@@ -17,8 +16,25 @@ use anyhow::Context;
 use cii_types::Role;
 use clap::Args;
 
+use crate::local_network::{self as network, Network, Spec, node_dir};
 use crate::node_api::{NodeApiArgs, authorized};
-use network::{INSTITUTIONS, Network, node_dir};
+
+/// The canton's rulebook extension, shipped in deploy/ and used as it is.
+const VALAIS_RULEBOOK: &str = include_str!("../../../../deploy/rulebook/vs/00-vs.toml");
+
+/// The six signatories of the 2012 CII-VS convention: (id, registry type, name).
+const INSTITUTIONS: [(&str, &str, &str); 6] = [
+    (
+        "ORP-VS",
+        "AC_ORP",
+        "Service de l'industrie, du commerce et du travail — ORP",
+    ),
+    ("AS-VS", "AS", "Service de l'action sociale"),
+    ("FP-VS", "FP", "Service de la formation professionnelle"),
+    ("AI-VS", "AI", "Office cantonal AI du Valais"),
+    ("ADDICTION-VS", "OTHER", "Addiction Valais"),
+    ("SUVA", "SUVA", "Suva, agence de Sion"),
+];
 use story::{Desk, Row};
 
 /// `cii demo`.
@@ -179,7 +195,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "starting the consent registry, the gateway and {} nodes (real processes, mutual TLS on loopback)…",
         INSTITUTIONS.len()
     );
-    let network = tokio::task::block_in_place(|| Network::start(&dir))?;
+    let spec = Spec {
+        institutions: &INSTITUTIONS,
+        rulebook: Some(VALAIS_RULEBOOK),
+        log_level: "info",
+    };
+    let network = tokio::task::block_in_place(|| Network::start(&dir, &spec))?;
     let dir = network.dir.clone();
     let ca = dir.join("ca.pem");
     let mut desk = Desk { clients: Vec::new() };

@@ -1,7 +1,9 @@
 //! `cii bench`: throughput measured against a baseline taken in the same run,
-//! on the same threads, so the ratio holds on a noisy machine. This version
-//! measures the pseudonym path, the audit log and the decision engine;
-//! `pipeline` belongs to the benchmarks issue and answers that it is not here yet.
+//! on the same threads, so the ratio holds on a noisy machine: the whole
+//! transfer pipeline (`pipeline`), the pseudonym path, the audit log and the
+//! decision engine.
+
+mod pipeline;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use clap::{Args, ValueEnum};
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Section {
-    /// Full transfers through gateway, registry and two nodes (not in this version).
+    /// Full transfers through gateway, registry and two nodes (processes) vs a bare mTLS relay and the crypto floor.
     Pipeline,
     /// The gateway's batch transcryption vs libpep's own loop on all cores.
     Pseudonyms,
@@ -222,9 +224,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.concurrency
     );
     let mut report = serde_json::Map::new();
-    if args.section == Section::Pipeline {
-        eprintln!("`cii bench pipeline` is not in this version (benchmarks issue)");
-        return Ok(ExitCode::from(2));
+    if run(Section::Pipeline) {
+        let mut r = pipeline::run(phase, args.concurrency.max(1))?;
+        let peak = r["gateway_peak_rss_mb"].take();
+        report.insert("gateway".into(), serde_json::json!({ "peak_rss_mb": peak }));
+        report.insert("pipeline".into(), r);
     }
     if run(Section::Pseudonyms) {
         let r = pseudonyms(phase)?;

@@ -1,6 +1,7 @@
-//! The demo's network on one machine: files in the documented layout, then
-//! the consent registry, the gateway and one node per institution as real
-//! processes of this same binary, on loopback ports the system chose.
+//! A network on one machine, for `cii demo` and `cii bench pipeline`: files
+//! in the documented layout, then the consent registry, the gateway and one
+//! node per institution as real processes of this same binary, on loopback
+//! ports the system chose.
 //!
 //! Layout of DIR: `gateway.toml` and `gateway/` (databases, keys, log),
 //! `consent/`, `nodes/<ID>/`, `dpo/` (the DPO context key and reports), and
@@ -15,25 +16,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cii_types::{InstitutionId, Role};
 
-/// The canton's rulebook extension, shipped in deploy/ and used as it is.
-pub const VALAIS_RULEBOOK: &str = include_str!("../../../../deploy/rulebook/vs/00-vs.toml");
+/// The audit log's origin of a local network.
+pub const ORIGIN: &str = "cii.local/audit";
 
-/// The audit log's origin in the demo.
-pub const ORIGIN: &str = "cii.demo.vs/audit";
-
-/// The six signatories of the 2012 CII-VS convention: (id, registry type, name).
-pub const INSTITUTIONS: [(&str, &str, &str); 6] = [
-    (
-        "ORP-VS",
-        "AC_ORP",
-        "Service de l'industrie, du commerce et du travail — ORP",
-    ),
-    ("AS-VS", "AS", "Service de l'action sociale"),
-    ("FP-VS", "FP", "Service de la formation professionnelle"),
-    ("AI-VS", "AI", "Office cantonal AI du Valais"),
-    ("ADDICTION-VS", "OTHER", "Addiction Valais"),
-    ("SUVA", "SUVA", "Suva, agence de Sion"),
-];
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    /// Members: (registry id, registry type, name).
+    pub institutions: &'a [(&'a str, &'a str, &'a str)],
+    /// A canton's rulebook file (added to the federal one); the federal rulebook alone if absent.
+    pub rulebook: Option<&'a str>,
+    /// `[log] level` of every process.
+    pub log_level: &'a str,
+}
 
 /// One node's addresses.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +43,7 @@ pub struct Network {
     pub dir: PathBuf,
     pub gateway_port: u16,
     pub nodes: Vec<(InstitutionId, NodePorts)>,
+    /// (log file, process), in start order: consent, gateway, nodes.
     children: Vec<(String, Child)>,
 }
 
@@ -85,6 +81,7 @@ pub fn node_dir(dir: &Path, id: &str) -> PathBuf {
 /// Writes keys, certificates and configs into `dir`.
 fn write_files(
     dir: &Path,
+    spec: &Spec<'_>,
     gateway_port: u16,
     consent_port: u16,
     nodes: &[(InstitutionId, NodePorts)],
@@ -130,14 +127,22 @@ fn write_files(
     }
     let signer = cii_audit::note::Signer::from_pem(ORIGIN, &std::fs::read_to_string(dir.join("gateway/audit.key"))?)?;
     write(&dir.join("gateway/audit.vkey"), &signer.verifier().vkey(), false)?;
-    write(&dir.join("rulebook/00-vs.toml"), VALAIS_RULEBOOK, false)?;
+    let rulebook = match spec.rulebook {
+        Some(text) => {
+            write(&dir.join("rulebook/00-canton.toml"), text, false)?;
+            "rulebook = \"rulebook\"\n"
+        }
+        None => "",
+    };
+    let level = spec.log_level;
 
     let mut registry = String::from("# The Valais CII network of `cii demo` (loopback).\nrevoked_serials = []\n");
     for (id, ports) in nodes {
-        let (_, kind, name) = INSTITUTIONS
+        let (_, kind, name) = spec
+            .institutions
             .iter()
             .find(|(i, _, _)| *i == id.as_str())
-            .context("a demo institution")?;
+            .context("a member")?;
         registry.push_str(&format!(
             "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{name}\"\n\
              endpoint = \"https://127.0.0.1:{}\"\n\n[[institution.jwt_keys]]\nkid = \"demo-1\"\n\
@@ -150,23 +155,28 @@ fn write_files(
         &dir.join("gateway.toml"),
         &format!(
             "# The demo's gateway. `cii audit verify --config gateway.toml` checks its log.\n\
-             listen = \"127.0.0.1:{gateway_port}\"\nregistry = \"registry.toml\"\nrulebook = \"rulebook\"\n\n\
+             listen = \"127.0.0.1:{gateway_port}\"\nregistry = \"registry.toml\"\n{rulebook}\n\
              [tls]\nca = \"ca.pem\"\ncert = \"gateway/cert.pem\"\nkey = \"gateway/key.pem\"\n\n\
              [store]\ndatabase = \"sqlite:gateway/gateway.db\"\n\n\
              [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"{ORIGIN}\"\nsigning_key = \"gateway/audit.key\"\n\
              retention_days = 365\n\n\
              [pseudonym]\ntranscryptor = \"gateway/transcryptor.json\"\nglobal_public = \"global-public.json\"\n\n\
-             [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n[log]\nlevel = \"info\"\n"
+             [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n[log]\nlevel = \"{level}\"\n"
         ),
         false,
     )?;
     write(
         &dir.join("consent/consent.toml"),
         &format!(
-            "listen = \"127.0.0.1:{consent_port}\"\nregistry = \"../registry.toml\"\nrulebook = \"../rulebook\"\n\n\
+            "listen = \"127.0.0.1:{consent_port}\"\nregistry = \"../registry.toml\"\n{consent_rulebook}\n\
              [tls]\nca = \"../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
              [pseudonym]\nglobal_public = \"../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
-             [store]\ndatabase = \"sqlite:consent.db\"\n\n[log]\nlevel = \"info\"\n"
+             [store]\ndatabase = \"sqlite:consent.db\"\n\n[log]\nlevel = \"{level}\"\n",
+            consent_rulebook = if spec.rulebook.is_some() {
+                "rulebook = \"../rulebook\"\n"
+            } else {
+                ""
+            },
         ),
         false,
     )?;
@@ -180,7 +190,7 @@ fn write_files(
                  [tls]\nca = \"../../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
                  [pseudonym]\nglobal_public = \"../../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
                  [store]\ndatabase = \"sqlite:node.db\"\nkey = \"store.key\"\n\n\
-                 [audit]\nverifier_key_file = \"../../gateway/audit.vkey\"\n\n[log]\nlevel = \"info\"\n",
+                 [audit]\nverifier_key_file = \"../../gateway/audit.vkey\"\n\n[log]\nlevel = \"{level}\"\n",
                 ports.api, ports.inbound
             ),
             false,
@@ -195,7 +205,7 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Network {
     /// Writes the files into `dir` (which must be empty or new) and starts every process.
-    pub fn start(dir: &Path) -> anyhow::Result<Network> {
+    pub fn start(dir: &Path, spec: &Spec<'_>) -> anyhow::Result<Network> {
         if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
             bail!("{} is not empty: give a new or empty folder", dir.display());
         }
@@ -203,7 +213,7 @@ impl Network {
         let dir = dir.canonicalize()?;
         let (gateway_port, consent_port) = (free_port()?, free_port()?);
         let mut nodes = Vec::new();
-        for (id, _, _) in INSTITUTIONS {
+        for (id, _, _) in spec.institutions {
             nodes.push((
                 InstitutionId::parse("institution", id)?,
                 NodePorts {
@@ -212,7 +222,7 @@ impl Network {
                 },
             ));
         }
-        write_files(&dir, gateway_port, consent_port, &nodes)?;
+        write_files(&dir, spec, gateway_port, consent_port, &nodes)?;
         let mut network = Network {
             dir: dir.clone(),
             gateway_port,
@@ -297,12 +307,27 @@ impl Network {
 
     /// The API address of institution `id`'s node.
     pub fn api(&self, id: &str) -> anyhow::Result<String> {
-        let (_, ports) = self
-            .nodes
-            .iter()
-            .find(|(i, _)| i.as_str() == id)
-            .context("a demo institution")?;
+        let (_, ports) = self.nodes.iter().find(|(i, _)| i.as_str() == id).context("a member")?;
         Ok(format!("https://127.0.0.1:{}", ports.api))
+    }
+
+    /// Every process: (its folder's name — consent, gateway or the institution —, pid).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .map(|(log, child)| {
+                let name = Path::new(log)
+                    .parent()
+                    .and_then(Path::file_name)
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                (name, child.id())
+            })
+            .collect()
+    }
+
+    /// The gateway's process id.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.children.get(1).map(|(_, child)| child.id())
     }
 
     /// Stops every process (SIGTERM, so they finish cleanly; SIGKILL after 10 s).
