@@ -226,7 +226,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut report = serde_json::Map::new();
     if run(Section::Pipeline) {
         let mut r = pipeline::run(phase, args.concurrency.max(1))?;
-        let peak = r["gateway_peak_rss_mb"].take();
+        let peak = r
+            .as_object_mut()
+            .and_then(|o| o.remove("gateway_peak_rss_mb"))
+            .unwrap_or_default();
         report.insert("gateway".into(), serde_json::json!({ "peak_rss_mb": peak }));
         report.insert("pipeline".into(), r);
     }
