@@ -10,5 +10,6 @@ mod dpo;
 mod enrolment;
 mod exchanges;
 mod foundation;
+mod hostile;
 mod policy;
 mod python_client;

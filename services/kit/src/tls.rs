@@ -448,9 +448,10 @@ fn handshake_failure_kind(e: &io::Error) -> &'static str {
         "unknown_ca"
     } else if text.contains("NotValidForName") || text.contains("ApplicationVerificationFailure") {
         "identity"
-    } else if text.contains("NoCertificatesPresented") || text.contains("CertificateRequired") {
+    } else if text.contains("no certificates") || text.contains("CertificateRequired") {
         "no_certificate"
-    } else if text.contains("protocol version") || text.contains("PeerIncompatible") {
+    } else if text.contains("protocol version") || text.contains("incompatible") {
+        // Among them a TLS 1.2 (or older) ClientHello: TLS 1.3 is required.
         "protocol"
     } else {
         "other"

@@ -34,7 +34,8 @@ pub enum Section {
 #[command(
     after_help = "Each section prints a table and, as its last line, its headline ratio. With --json the\n\
 last line printed is one JSON object with a key per section run.\n\n\
-Examples:\n  cii bench policy --seconds 5\n  cii bench pseudonyms --seconds 10 --json\n\n\
+Examples:\n  cii bench policy --seconds 5\n  cii bench pseudonyms --seconds 10 --json\n  \
+cii bench pipeline --seconds 10 --soak 600     # a 10-minute soak: is the gateway's memory flat?\n\n\
 State the build flags with the figures: RUSTFLAGS='-C target-cpu=native' roughly halves libpep's costs."
 )]
 pub struct BenchArgs {
@@ -47,6 +48,10 @@ pub struct BenchArgs {
     /// Requests in flight (pipeline).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// A soak: the pipeline's load runs this many seconds (the baselines keep --seconds); the
+    /// gateway's RSS is sampled every second and reported at the start, the end and its maximum.
+    #[arg(long)]
+    soak: Option<u64>,
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -225,7 +230,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let mut report = serde_json::Map::new();
     if run(Section::Pipeline) {
-        let mut r = pipeline::run(phase, args.concurrency.max(1))?;
+        let load = args.soak.map_or(phase, |s| Duration::from_secs(s.max(1)));
+        let mut r = pipeline::run(load, phase, args.concurrency.max(1))?;
         let peak = r
             .as_object_mut()
             .and_then(|o| o.remove("gateway_peak_rss_mb"))

@@ -366,7 +366,7 @@ fn crypto_floor(dir: &Path, phase: Duration) -> anyhow::Result<f64> {
 
 /// Runs the section; its JSON object.
 #[expect(clippy::print_stdout, reason = "the section's table")]
-pub fn run(phase: Duration, concurrency: usize) -> anyhow::Result<serde_json::Value> {
+pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let dir = tempfile::Builder::new().prefix("cii-bench-").tempdir()?;
     let spec = Spec {
@@ -466,7 +466,7 @@ pub fn run(phase: Duration, concurrency: usize) -> anyhow::Result<serde_json::Va
                 samples
             })
         };
-        let pipeline = drive(concurrency, phase, move |task, n| {
+        let pipeline = drive(concurrency, load_phase, move |task, n| {
             let (_, call) = send(
                 orp.clone(),
                 token.clone(),
