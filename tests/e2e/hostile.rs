@@ -141,6 +141,9 @@ async fn an_oversized_transfer_is_refused_and_nothing_is_stored() {
         ))
         .await
         .expect_err("unknown transfer");
-    assert_eq!(cii_kit::grpc::error_code(&answer).as_deref(), Some("TRANSFER_NOT_FOUND"));
+    assert_eq!(
+        cii_kit::grpc::error_code(&answer).as_deref(),
+        Some("TRANSFER_NOT_FOUND")
+    );
     net.stop().await;
 }
