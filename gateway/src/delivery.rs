@@ -159,7 +159,8 @@ impl Nodes {
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let now = crate::micros(time::OffsetDateTime::now_utc());
-            let heads = store.due_heads(now).await.unwrap_or_else(|e| {
+            let recipients: Vec<String> = self.registry.institutions().map(|i| i.id.to_string()).collect();
+            let heads = store.due_heads(&recipients, now).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "outbox not readable");
                 Vec::new()
             });

@@ -296,17 +296,28 @@ impl Store {
     }
 
     /// Each recipient's oldest waiting delivery, if it is due at `now` (order is
-    /// kept per recipient: a later one never overtakes a waiting one).
-    pub async fn due_heads(&self, now_micros: i64) -> Result<Vec<Due>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT o.seq, o.recipient, o.sender, o.transfer_id, o.delivery, o.attempts FROM outbox o \
-             JOIN (SELECT MIN(seq) AS seq FROM outbox GROUP BY recipient) h ON h.seq = o.seq \
-             WHERE o.held = 0 AND o.next_attempt_micros <= ?1 ORDER BY o.seq",
-        )
-        .bind(now_micros)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(due_row).collect())
+    /// kept per recipient: a later one never overtakes a waiting one). One
+    /// indexed lookup per recipient: a `GROUP BY` over the outbox would read
+    /// every queued row, after every delivery, and slow down as the queue grows.
+    pub async fn due_heads(&self, recipients: &[String], now_micros: i64) -> Result<Vec<Due>, StoreError> {
+        let mut heads = Vec::new();
+        for recipient in recipients {
+            let row = sqlx::query(
+                "SELECT seq, recipient, sender, transfer_id, delivery, attempts, held, next_attempt_micros \
+                 FROM outbox WHERE recipient = ?1 ORDER BY seq LIMIT 1",
+            )
+            .bind(recipient)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row
+                && row.get::<i64, _>(6) == 0
+                && row.get::<i64, _>(7) <= now_micros
+            {
+                heads.push(due_row(row));
+            }
+        }
+        heads.sort_by_key(|d| d.seq);
+        Ok(heads)
     }
 
     /// The delivery of (sender, transfer id) if it is its recipient's oldest waiting one.
