@@ -13,3 +13,4 @@ mod foundation;
 mod hostile;
 mod policy;
 mod python_client;
+mod unavailable;
