@@ -1112,3 +1112,90 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     // The restart appended its rulebook activation and held-2's entry.
     assert_eq!(entries.len(), size_before + 2 + 2, "and held-3's two");
 }
+
+/// A revocation racing transfers that rely on the consent: every transfer sent after the
+/// revocation call returned is refused, and every permitted one was decided under the
+/// consent's first version (the only one that ever allowed anything), exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_racing_a_revocation_are_refused_once_it_has_returned() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    let consent = node(&net, ORP)
+        .record_consent(with_token(
+            node_pb::RecordConsentRequest {
+                local_record_id: "ORP-VS-1".into(),
+                consent: Some(handover_consent()),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("record consent")
+        .into_inner();
+    let revoked_at = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+    let mut senders = Vec::new();
+    for task in 0..4 {
+        let (client, token, revoked_at) = (node(&net, ORP), token(&net, ORP), revoked_at.clone());
+        senders.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in 0..40 {
+                let started = std::time::Instant::now();
+                let sent_after_revocation = revoked_at.get().is_some_and(|t| *t <= started);
+                let id = format!("race-{task}-{n}");
+                let answer = client
+                    .clone()
+                    .send(with_token(handover(&id), &token))
+                    .await
+                    .expect("send")
+                    .into_inner();
+                outcomes.push((id, sent_after_revocation, outcome(&answer)));
+                if sent_after_revocation && n > 30 {
+                    break;
+                }
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    node(&net, ORP)
+        .revoke_consent(with_token(
+            node_pb::RevokeConsentRequest {
+                consent_id: consent.consent_id.clone(),
+                local_record_id: "ORP-VS-1".into(),
+                channel: "letter".into(),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("revoke");
+    let _ = revoked_at.set(std::time::Instant::now());
+    let mut outcomes = Vec::new();
+    for s in senders {
+        outcomes.extend(s.await.expect("sender"));
+    }
+    let after: Vec<_> = outcomes.iter().filter(|(_, after, _)| *after).collect();
+    assert!(!after.is_empty(), "some transfers were sent after the revocation");
+    for (id, _, o) in &after {
+        assert_eq!(*o, Outcome::Deny, "{id} was sent after the revocation returned");
+    }
+    let permitted: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, _, o)| *o == Outcome::Permit)
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    assert!(
+        !permitted.is_empty(),
+        "some transfers went through before the revocation"
+    );
+    let dir = net.stop().await;
+    let entries = cii_tests::audit_entries(dir.path()).await;
+    let first_version = format!("{}@1", consent.consent_id);
+    for id in &permitted {
+        let logged: Vec<_> = entries.iter().filter(|e| e.transfer_id == *id).collect();
+        assert_eq!(logged.len(), 1, "{id}: one entry");
+        assert_eq!(
+            logged[0].consents,
+            std::slice::from_ref(&first_version),
+            "{id} relied on the consent as recorded"
+        );
+    }
+}
