@@ -48,7 +48,8 @@ Example:
     },
 }
 
-fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+/// Writes a new file (never overwrites); a secret one is created 0600, never readable by others.
+pub(crate) fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -66,16 +67,20 @@ fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node's store key: 32 random bytes, hex.
+pub(crate) fn new_store_key() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::StoreKey { out } => {
-            use ring::rand::SecureRandom;
-            let mut key = [0u8; 32];
-            ring::rand::SystemRandom::new()
-                .fill(&mut key)
-                .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-            write(&out, &format!("{hex}\n"), true)?;
+            write(&out, &format!("{}\n", new_store_key()?), true)?;
             eprintln!("created {} (0600)", out.display());
             Ok(())
         }

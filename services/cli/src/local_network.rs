@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cii_types::{InstitutionId, Role};
 
+use crate::keys::write;
+
 /// The audit log's origin of a local network.
 pub const ORIGIN: &str = "cii.local/audit";
 
@@ -51,19 +53,6 @@ pub struct Network {
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     Ok(listener.local_addr()?.port())
-}
-
-fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
 }
 
 fn move_file(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -121,7 +110,7 @@ fn write_files(
     for id in &ids {
         write(
             &node_dir(dir, id.as_str()).join("store.key"),
-            &hex(&cii_audit::body::new_key().map_err(|_| anyhow::anyhow!("no randomness"))?),
+            &crate::keys::new_store_key()?,
             true,
         )?;
     }
@@ -197,10 +186,6 @@ fn write_files(
         )?;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Network {
