@@ -107,6 +107,9 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 8 })
+            // Closed rather than reused when handed back inside a transaction (see the
+            // gateway's operational store: a statement failed on a full disk).
+            .after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {

@@ -147,6 +147,12 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A transaction whose statement failed on a full disk may have been rolled back by
+            // SQLite itself; sqlx's own rollback then fails and the connection would carry a
+            // transaction sqlx still counts (later transactions become savepoints of it, reads see
+            // an old snapshot). A connection handed back inside a transaction is closed instead
+            // (also one merely rolling back after an error: the pool opens a fresh one).
+            .after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;

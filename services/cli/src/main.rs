@@ -224,6 +224,10 @@ fn serve(body: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
+    let body = async {
+        cii_kit::shutdown::survive_file_size_limit();
+        body.await
+    };
     match runtime.block_on(body) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

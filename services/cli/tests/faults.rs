@@ -1,17 +1,22 @@
-//! Fault injection on real processes: the gateway is killed with SIGKILL at
-//! random moments under a load of permitted and refused transfers, and
-//! restarted each time. Afterwards: every transfer the recipient received has
-//! exactly one audit entry, and it is a permit; every permit answered to a
-//! sender was delivered exactly once; no refused transfer was delivered; the
-//! log verifies.
+//! Fault injection on real processes, on the network of `cii demo --dir D
+//! --keep-running` (consent registry, gateway, six nodes as processes), under
+//! a load of permitted and refused transfers from the ORP to the AI office:
+//! - the gateway killed with SIGKILL at random moments, 20 times, restarted;
+//! - the recipient's node killed the same way and restarted;
+//! - the gateway's disk full (its file size limit lowered to 0 while it runs);
+//! - the audit database locked by another process.
 //!
-//! The network is `cii demo --dir D --keep-running` (consent registry, gateway,
-//! six nodes as processes); this test kills and restarts its gateway.
+//! Afterwards: every transfer the recipient received has exactly one audit
+//! entry, and it is a permit; every permit answered to a sender was delivered
+//! exactly once; no refused transfer was delivered; nothing was decided
+//! without its entry; the log verifies.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cii_proto::gateway as gw;
@@ -20,18 +25,19 @@ use prost::Message;
 
 const CII: &str = env!("CARGO_BIN_EXE_cii");
 
-/// The demo network, kept running; stopped (SIGINT, then the gateway we restarted) on drop.
+/// The demo network, kept running; stopped (SIGINT to the demo, then the processes this test
+/// restarted) on drop.
 struct Demo {
     demo: Child,
-    gateway: Option<Child>,
+    restarted: Vec<Child>,
     dir: PathBuf,
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        if let Some(mut g) = self.gateway.take() {
-            let _ = g.kill();
-            let _ = g.wait();
+        for mut child in self.restarted.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         let _ = Command::new("kill")
             .arg("-INT")
@@ -43,6 +49,93 @@ impl Drop for Demo {
         }
         let _ = self.demo.kill();
         let _ = self.demo.wait();
+    }
+}
+
+/// A process of the network: what it runs, its config, its log, the port that tells it is up.
+struct Process {
+    command: &'static str,
+    config: PathBuf,
+    log: PathBuf,
+    ports: Vec<u16>,
+}
+
+impl Demo {
+    fn gateway(&self) -> Process {
+        let config = self.dir.join("gateway.toml");
+        Process {
+            command: "gateway",
+            ports: vec![port_of(&toml_value(&config, "listen"))],
+            config,
+            log: self.dir.join("gateway/gateway.log"),
+        }
+    }
+
+    fn node(&self, id: &str) -> Process {
+        let folder = self.dir.join("nodes").join(id);
+        let config = folder.join("node.toml");
+        Process {
+            command: "node",
+            ports: vec![
+                port_of(&toml_value(&config, "api_listen")),
+                port_of(&toml_value(&config, "inbound_listen")),
+            ],
+            config,
+            log: folder.join("node.log"),
+        }
+    }
+
+    /// The process running `process` now (the demo's, or one this test restarted).
+    fn pid(&self, process: &Process) -> u32 {
+        let out = Command::new("pgrep")
+            .arg("-f")
+            .arg(format!("{} --config {}$", process.command, process.config.display()))
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{} is running", process.config.display()))
+    }
+
+    /// SIGKILL, then the same command again once its ports are free; returns when it listens.
+    async fn kill_and_restart(&mut self, process: &Process) {
+        let pid = self.pid(process);
+        let killed = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        if let Some(at) = self.restarted.iter().position(|c| c.id() == pid) {
+            let _ = self.restarted.remove(at).wait();
+        }
+        // Until its ports are free, a restart would fail to bind.
+        let freed = Instant::now() + Duration::from_secs(10);
+        while process
+            .ports
+            .iter()
+            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            && Instant::now() < freed
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&process.log)
+            .expect("log");
+        let child = Command::new(CII)
+            .args([process.command, "--config"])
+            .arg(&process.config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart");
+        self.restarted.push(child);
+        for port in &process.ports {
+            wait_for_port(*port);
+        }
     }
 }
 
@@ -67,20 +160,6 @@ fn wait_for_port(port: u16) {
     }
 }
 
-/// The gateway process the demo started (found by its config path).
-fn demo_gateway_pid(dir: &Path) -> u32 {
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(format!("gateway --config {}", dir.join("gateway.toml").display()))
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("the demo's gateway is running")
-}
-
 fn start_demo(dir: &Path) -> Demo {
     let mut demo = Command::new(CII)
         .args(["demo", "--keep-running", "--dir"])
@@ -102,12 +181,14 @@ fn start_demo(dir: &Path) -> Demo {
         .expect("the demo network is up");
     Demo {
         demo,
-        gateway: None,
+        restarted: Vec::new(),
         dir: dir.canonicalize().expect("dir"),
     }
 }
 
-async fn node(dir: &Path, id: &str) -> (NodeClient<tonic::transport::Channel>, String) {
+type NodeApi = NodeClient<tonic::transport::Channel>;
+
+async fn node(dir: &Path, id: &str) -> (NodeApi, String) {
     let api = toml_value(&dir.join("nodes").join(id).join("node.toml"), "api_listen");
     let token = std::fs::read_to_string(dir.join("nodes").join(id).join("caseworker.token")).expect("token");
     let policy = cii_kit::tls::PeerPolicy::new(
@@ -127,6 +208,7 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// An early-detection report ORP → AI; without the person informed beforehand, LAI art. 3b refuses.
 fn report(id: &str, permitted: bool) -> node_pb::SendRequest {
     node_pb::SendRequest {
         transfer_id: id.into(),
@@ -143,7 +225,6 @@ fn report(id: &str, permitted: bool) -> node_pb::SendRequest {
             .encode_to_vec(),
         }),
         include_identity: false,
-        // Without the person informed beforehand, LAI art. 3b refuses.
         attested_facts: if permitted {
             vec!["person_informed_before".into()]
         } else {
@@ -153,109 +234,76 @@ fn report(id: &str, permitted: bool) -> node_pb::SendRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_gateway_twenty_times_loses_nothing_and_duplicates_nothing() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut demo = start_demo(&tmp.path().join("net"));
-    let dir = demo.dir.clone();
-    let gateway_port = port_of(&toml_value(&dir.join("gateway.toml"), "listen"));
-    let (orp, token) = node(&dir, "ORP-VS").await;
-
-    // Senders: 4 tasks, each sends its transfers in turn and retries the same id until it has
-    // a decision (the node resends the same bytes; the gateway answers the recorded outcome).
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for task in 0..4 {
-        let (orp, token, stop) = (orp.clone(), token.clone(), stop.clone());
-        senders.push(tokio::spawn(async move {
-            let mut outcomes: BTreeMap<String, bool> = BTreeMap::new();
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let id = format!("f{task}-{n}");
-                let permitted = n % 3 != 0;
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    match orp.clone().send(with_token(report(&id, permitted), &token)).await {
-                        Ok(answer) => {
-                            let decision = answer.into_inner().decision.expect("decision");
-                            let permit = decision.outcome == cii_proto::common::decision::Outcome::Permit as i32;
-                            assert_eq!(permit, permitted, "{id}");
-                            outcomes.insert(id.clone(), permit);
-                            break;
-                        }
-                        Err(status) => {
-                            assert!(Instant::now() < deadline, "{id}: no answer for 60 s: {status:?}");
-                            tokio::time::sleep(Duration::from_millis(30)).await;
-                        }
-                    }
-                }
-                n += 1;
+/// Sends `report(id)` until it has a decision (the node resends the same bytes; the gateway
+/// answers the recorded outcome); whether it was permitted.
+async fn send_until_decided(orp: &NodeApi, token: &str, id: &str, permitted: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match orp.clone().send(with_token(report(id, permitted), token)).await {
+            Ok(answer) => {
+                let decision = answer.into_inner().decision.expect("decision");
+                let permit = decision.outcome == cii_proto::common::decision::Outcome::Permit as i32;
+                assert_eq!(permit, permitted, "{id}");
+                return permit;
             }
-            outcomes
-        }));
+            Err(status) => {
+                assert!(Instant::now() < deadline, "{id}: no answer for 60 s: {status:?}");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
     }
+}
 
-    // The killer: 20 SIGKILLs at random moments, each followed by a restart.
-    let mut pid = demo_gateway_pid(&dir);
-    let mut seed = std::process::id() as u64;
-    for _ in 0..20 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        tokio::time::sleep(Duration::from_millis(100 + (seed >> 33) % 400)).await;
-        let killed = Command::new("kill")
-            .arg("-KILL")
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        if let Some(mut old) = demo.gateway.take() {
-            let _ = old.wait();
-        }
-        // Until the port is free again, a restart would fail to bind.
-        let freed = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", gateway_port)).is_ok() && Instant::now() < freed {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join("gateway/gateway.log"))
-            .expect("log");
-        let child = Command::new(CII)
-            .args(["gateway", "--config"])
-            .arg(dir.join("gateway.toml"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("restart the gateway");
-        pid = child.id();
-        demo.gateway = Some(child);
-        wait_for_port(gateway_port);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+/// Four senders, each sending its transfers in turn (one in three to be refused) until `stop`;
+/// every transfer's outcome by id (`prefix`, task, number).
+fn load(
+    orp: &NodeApi,
+    token: &str,
+    prefix: &'static str,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<BTreeMap<String, bool>>> {
+    (0..4)
+        .map(|task| {
+            let (orp, token, stop) = (orp.clone(), token.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let mut outcomes = BTreeMap::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("{prefix}{task}-{n}");
+                    let permit = send_until_decided(&orp, &token, &id, n % 3 != 0).await;
+                    outcomes.insert(id, permit);
+                    n += 1;
+                }
+                outcomes
+            })
+        })
+        .collect()
+}
+
+async fn outcomes_of(senders: Vec<tokio::task::JoinHandle<BTreeMap<String, bool>>>) -> BTreeMap<String, bool> {
     let mut outcomes = BTreeMap::new();
     for s in senders {
         outcomes.extend(s.await.expect("sender"));
     }
-    let permitted: BTreeSet<&str> = outcomes
-        .iter()
-        .filter(|(_, p)| **p)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    assert!(permitted.len() >= 20, "the load ran: {} transfers", outcomes.len());
+    outcomes
+}
 
-    // Every permitted transfer reaches the AI office exactly once (the outbox delivers after restarts).
-    let (ai, ai_token) = node(&dir, "AI-VS").await;
-    // ListInbox answers 100 items at most: read, acknowledge, read on.
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// The transfer ids starting with `prefix` the AI office received, in order, until `expected`
+/// of them came or `wait` passed (ListInbox answers 100 items at most: read, acknowledge, read on).
+async fn received(dir: &Path, prefix: &str, expected: usize, wait: Duration) -> Vec<String> {
+    let (ai, token) = node(dir, "AI-VS").await;
+    let deadline = Instant::now() + wait;
     let mut delivered: Vec<String> = Vec::new();
-    while delivered.len() < permitted.len() && Instant::now() < deadline {
-        let items = ai
+    while delivered.len() < expected && Instant::now() < deadline {
+        let items = match ai
             .clone()
-            .list_inbox(with_token(node_pb::ListInboxRequest { limit: 100 }, &ai_token))
+            .list_inbox(with_token(node_pb::ListInboxRequest { limit: 100 }, &token))
             .await
-            .expect("inbox")
-            .into_inner()
-            .items;
+        {
+            Ok(answer) => answer.into_inner().items,
+            // Just restarted: not listening yet.
+            Err(_) => Vec::new(),
+        };
         if items.is_empty() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -264,41 +312,54 @@ async fn killing_the_gateway_twenty_times_loses_nothing_and_duplicates_nothing()
         delivered.extend(
             items
                 .into_iter()
-                .filter(|i| i.transfer_id.starts_with('f'))
+                .filter(|i| i.transfer_id.starts_with(prefix))
                 .map(|i| i.transfer_id),
         );
         ai.clone()
-            .acknowledge(with_token(node_pb::AcknowledgeRequest { ids }, &ai_token))
+            .acknowledge(with_token(node_pb::AcknowledgeRequest { ids }, &token))
             .await
             .expect("acknowledge");
     }
+    delivered
+}
+
+/// Every permit delivered exactly once, nothing else delivered.
+fn assert_delivered_once(delivered: &[String], outcomes: &BTreeMap<String, bool>) {
+    let permitted: BTreeSet<&str> = outcomes
+        .iter()
+        .filter(|(_, p)| **p)
+        .map(|(id, _)| id.as_str())
+        .collect();
     let unique: BTreeSet<&str> = delivered.iter().map(String::as_str).collect();
     assert_eq!(unique.len(), delivered.len(), "a transfer was delivered twice");
     assert_eq!(
         unique, permitted,
         "delivered = permitted, nothing lost, nothing refused let through"
     );
+}
 
-    // The log: exactly one entry per answered transfer, permits for the delivered ones.
+/// The kinds of the audit entries of every transfer whose id starts with `prefix`.
+async fn logged(dir: &Path, prefix: &str) -> BTreeMap<String, Vec<i32>> {
     let store = cii_audit::Store::open_read_only(&format!("sqlite:{}", dir.join("gateway/audit.db").display()))
         .await
         .expect("store");
-    let entries: Vec<cii_audit::Entry> = store
-        .entries(0, 1_000_000)
-        .await
-        .expect("entries")
-        .iter()
-        .map(|e| cii_audit::entry::decode(e.readable().expect("readable")).expect("decode"))
-        .collect();
+    let stored = store.entries(0, 1_000_000).await.expect("entries");
     store.close().await;
-    let mut per_transfer: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.transfer_id.starts_with('f')) {
-        per_transfer.entry(e.transfer_id.as_str()).or_default().push(e.kind);
+    let mut per_transfer: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for e in stored {
+        let entry = cii_audit::entry::decode(e.readable().expect("readable")).expect("decode");
+        if entry.transfer_id.starts_with(prefix) {
+            per_transfer.entry(entry.transfer_id).or_default().push(entry.kind);
+        }
     }
-    for (id, permit) in &outcomes {
-        let kinds = per_transfer
-            .get(id.as_str())
-            .unwrap_or_else(|| panic!("{id} has no entry"));
+    per_transfer
+}
+
+/// Exactly one entry per answered transfer, of the decision answered.
+async fn assert_one_entry_each(dir: &Path, prefix: &str, outcomes: &BTreeMap<String, bool>) {
+    let per_transfer = logged(dir, prefix).await;
+    for (id, permit) in outcomes {
+        let kinds = per_transfer.get(id).unwrap_or_else(|| panic!("{id} has no entry"));
         let expected = if *permit {
             cii_audit::EntryKind::TransferPermitted
         } else {
@@ -306,6 +367,14 @@ async fn killing_the_gateway_twenty_times_loses_nothing_and_duplicates_nothing()
         } as i32;
         assert_eq!(kinds, &[expected], "{id}: exactly one entry, of the decision answered");
     }
+    assert_eq!(
+        per_transfer.len(),
+        outcomes.len(),
+        "no entry for a transfer nobody was answered"
+    );
+}
+
+fn assert_log_verifies(dir: &Path) {
     let verify = Command::new(CII)
         .args(["audit", "verify", "--config"])
         .arg(dir.join("gateway.toml"))
@@ -316,4 +385,153 @@ async fn killing_the_gateway_twenty_times_loses_nothing_and_duplicates_nothing()
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+}
+
+/// Waits 100–500 ms, at a moment drawn from `seed`.
+async fn random_pause(seed: &mut u64) {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    tokio::time::sleep(Duration::from_millis(100 + (*seed >> 33) % 400)).await;
+}
+
+/// Runs the load on a fresh demo network while `victim` is SIGKILLed `kills` times at random
+/// moments and restarted; then checks that nothing was lost, duplicated or let through.
+async fn kill_under_load(victim: fn(&Demo) -> Process, kills: usize, prefix: &'static str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut demo = start_demo(&tmp.path().join("net"));
+    let dir = demo.dir.clone();
+    let (orp, token) = node(&dir, "ORP-VS").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = load(&orp, &token, prefix, &stop);
+
+    let process = victim(&demo);
+    let mut seed = u64::from(std::process::id()) ^ kills as u64;
+    for _ in 0..kills {
+        random_pause(&mut seed).await;
+        demo.kill_and_restart(&process).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = outcomes_of(senders).await;
+    let permits = outcomes.values().filter(|p| **p).count();
+    assert!(permits >= 20, "the load ran: {} transfers", outcomes.len());
+
+    // Whatever was queued when a process died is delivered after the restarts.
+    assert_delivered_once(
+        &received(&dir, prefix, permits, Duration::from_secs(60)).await,
+        &outcomes,
+    );
+    assert_one_entry_each(&dir, prefix, &outcomes).await;
+    assert_log_verifies(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_gateway_twenty_times_loses_nothing_and_duplicates_nothing() {
+    kill_under_load(Demo::gateway, 20, "gwkill").await;
+}
+
+/// The AI office's node dies (mid-delivery, sometimes) and comes back; its IT does not read the
+/// inbox meanwhile, so every delivery it stored must still be there afterwards, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_recipients_node_ten_times_delays_deliveries_but_loses_and_duplicates_none() {
+    kill_under_load(|demo| demo.node("AI-VS"), 10, "aikill").await;
+}
+
+/// Sends once; the stable code of the refusal (a transfer that cannot be logged must not be
+/// decided, let alone delivered).
+async fn refused_code(orp: &NodeApi, token: &str, id: &str, permitted: bool) -> (tonic::Code, String) {
+    let status = orp
+        .clone()
+        .send(with_token(report(id, permitted), token))
+        .await
+        .expect_err("refused while the gateway cannot write");
+    (
+        status.code(),
+        cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("no cii code: {status:?}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_disk_the_gateway_refuses_retryably_and_delivers_nothing_then_recovers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let demo = start_demo(&tmp.path().join("net"));
+    let dir = demo.dir.clone();
+    let (orp, token) = node(&dir, "ORP-VS").await;
+    let gateway = demo.pid(&demo.gateway());
+    let limit = |value: &str| {
+        let set = Command::new("prlimit")
+            .arg("--pid")
+            .arg(gateway.to_string())
+            .arg(format!("--fsize={value}"))
+            .status()
+            .expect("prlimit");
+        assert!(set.success(), "prlimit --fsize={value}");
+    };
+
+    // No file of the gateway can grow any more: every write past byte 0 fails (EFBIG), as on a
+    // full disk. The gateway must stay up and refuse, permits and denials alike, retryably.
+    limit("0:unlimited");
+    let attempts = [
+        ("disk0", true),
+        ("disk1", false),
+        ("disk2", true),
+        ("disk3", true),
+        ("disk4", false),
+        ("disk5", true),
+    ];
+    for (id, permitted) in attempts {
+        let (code, cii_code) = refused_code(&orp, &token, id, permitted).await;
+        assert_eq!(code, tonic::Code::Unavailable, "{id}: {cii_code}");
+        assert!(
+            ["GATEWAY_STORE_UNAVAILABLE", "AUDIT_UNAVAILABLE"].contains(&cii_code.as_str()),
+            "{id}: {cii_code}"
+        );
+    }
+    assert!(logged(&dir, "disk").await.is_empty(), "nothing logged");
+    assert!(
+        received(&dir, "disk", 1, Duration::from_secs(2)).await.is_empty(),
+        "nothing delivered"
+    );
+
+    // Space again: the same transfers, retried, are decided, logged once and delivered once.
+    limit("unlimited");
+    let mut outcomes = BTreeMap::new();
+    for (id, permitted) in attempts {
+        outcomes.insert(id.to_owned(), send_until_decided(&orp, &token, id, permitted).await);
+    }
+    assert_delivered_once(&received(&dir, "disk", 4, Duration::from_secs(60)).await, &outcomes);
+    assert_one_entry_each(&dir, "disk", &outcomes).await;
+    assert_log_verifies(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_audit_database_locked_the_gateway_refuses_retryably_and_delivers_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let demo = start_demo(&tmp.path().join("net"));
+    let dir = demo.dir.clone();
+    let (orp, token) = node(&dir, "ORP-VS").await;
+
+    // Another process (a stuck maintenance session, a backup tool) holds the write lock of the
+    // audit database longer than the gateway waits for it (10 s).
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("gateway/audit.db"));
+    let mut locker = sqlx::ConnectOptions::connect(&options).await.expect("open");
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.expect("lock");
+    let (code, cii_code) = refused_code(&orp, &token, "lock0", true).await;
+    assert_eq!(
+        (code, cii_code.as_str()),
+        (tonic::Code::Unavailable, "AUDIT_UNAVAILABLE")
+    );
+    assert!(
+        received(&dir, "lock", 1, Duration::from_secs(2)).await.is_empty(),
+        "nothing delivered"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.expect("unlock");
+    assert!(logged(&dir, "lock").await.is_empty(), "nothing logged");
+
+    let outcomes = BTreeMap::from([(
+        "lock0".to_owned(),
+        send_until_decided(&orp, &token, "lock0", true).await,
+    )]);
+    assert_delivered_once(&received(&dir, "lock", 1, Duration::from_secs(60)).await, &outcomes);
+    assert_one_entry_each(&dir, "lock", &outcomes).await;
+    assert_log_verifies(&dir);
 }
