@@ -1199,3 +1199,84 @@ async fn transfers_racing_a_revocation_are_refused_once_it_has_returned() {
         );
     }
 }
+
+/// Microseconds since the epoch, by the clock the registry reads too (same machine).
+fn now_micros() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1000) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_racing_an_expiry_are_refused_once_it_has_passed() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    // A consent whose period ends in two to three seconds, while four senders rely on it.
+    let mut expiring = handover_consent();
+    let until = time::OffsetDateTime::now_utc().unix_timestamp() + 3;
+    expiring.valid_until = Some(prost_types::Timestamp {
+        seconds: until,
+        nanos: 0,
+    });
+    let consent = node(&net, ORP)
+        .record_consent(with_token(
+            node_pb::RecordConsentRequest {
+                local_record_id: "ORP-VS-1".into(),
+                consent: Some(expiring),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("record consent")
+        .into_inner();
+    let until_micros = until * 1_000_000;
+    let mut senders = Vec::new();
+    for task in 0..4 {
+        let (client, token) = (node(&net, ORP), token(&net, ORP));
+        senders.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut n = 0;
+            // Until a second after the end of the period.
+            while now_micros() < until_micros + 1_000_000 {
+                let started = now_micros();
+                let id = format!("expiry-{task}-{n}");
+                let answer = client
+                    .clone()
+                    .send(with_token(handover(&id), &token))
+                    .await
+                    .expect("send")
+                    .into_inner();
+                outcomes.push((id, started, outcome(&answer)));
+                n += 1;
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for s in senders {
+        outcomes.extend(s.await.expect("sender"));
+    }
+    // The registry counts `valid_until` itself as inside the period: a lookup that began after
+    // it found the consent expired.
+    let after: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, started, _)| *started > until_micros)
+        .collect();
+    assert!(!after.is_empty(), "some transfers were sent after the expiry");
+    for (id, _, o) in &after {
+        assert_eq!(*o, Outcome::Deny, "{id} was sent after the consent expired");
+    }
+    let permitted: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, _, o)| *o == Outcome::Permit)
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    assert!(!permitted.is_empty(), "some transfers went through before the expiry");
+    let dir = net.stop().await;
+    let entries = cii_tests::audit_entries(dir.path()).await;
+    let version = format!("{}@1", consent.consent_id);
+    for id in &permitted {
+        let logged: Vec<_> = entries.iter().filter(|e| e.transfer_id == *id).collect();
+        assert_eq!(logged.len(), 1, "{id}: one entry");
+        assert_eq!(logged[0].consents, std::slice::from_ref(&version), "{id}");
+    }
+}
