@@ -335,6 +335,16 @@ impl Network {
         &self.nodes[i]
     }
 
+    /// The audit log's size now, as `party` reads it from the gateway's checkpoint.
+    pub async fn audit_size(&self, party: &PeerIdentity) -> u64 {
+        cii_proto::audit::audit_client::AuditClient::new(self.gateway_channel_as(party))
+            .get_checkpoint(cii_proto::audit::GetCheckpointRequest {})
+            .await
+            .expect("checkpoint")
+            .into_inner()
+            .tree_size
+    }
+
     /// A channel to the gateway presenting `party`'s certificate.
     pub fn gateway_channel_as(&self, party: &PeerIdentity) -> Channel {
         let config = tls::client_config(
@@ -584,4 +594,59 @@ pub async fn audit_entries_at(url: &str) -> Vec<cii_audit::Entry> {
         .collect();
     store.close().await;
     entries
+}
+
+/// Passes bytes through untouched: for requests no generated client would send.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = prost::bytes::Buf::copy_to_bytes(src, prost::bytes::Buf::remaining(src));
+        Ok(Some(bytes.to_vec()))
+    }
+}
+
+/// Calls the unary rpc `path` (e.g. `/cii.gateway.v1.Gateway/SubmitTransfer`) with `body` as the
+/// request message's bytes, whatever they are; the answer's bytes.
+pub async fn raw_unary(
+    channel: Channel,
+    path: &'static str,
+    body: Vec<u8>,
+    token: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    Ok(grpc.unary(with_token(body, token), path, RawCodec).await?.into_inner())
 }

@@ -6,7 +6,6 @@
 //! curve points, reused transfer ids and unknown payload fields in
 //! exchanges.rs, enrolment floods in enrolment.rs.)
 
-use cii_proto::audit::{GetCheckpointRequest, audit_client::AuditClient};
 use cii_proto::gateway::{self as gw, gateway_client::GatewayClient};
 use cii_tests::{Network, member, with_token};
 use cii_types::{InstitutionType, PeerIdentity, Role};
@@ -90,15 +89,7 @@ async fn an_oversized_transfer_is_refused_and_nothing_is_stored() {
     let net = Network::start(&members()).await;
     let orp = PeerIdentity::Institution(net.node(0).member.id.clone());
     let token = net.token(0, "caseworker.1", &[Role::Caseworker]);
-    let size = async || {
-        AuditClient::new(net.gateway_channel_as(&orp))
-            .get_checkpoint(GetCheckpointRequest {})
-            .await
-            .expect("checkpoint")
-            .into_inner()
-            .tree_size
-    };
-    let before = size().await;
+    let before = net.audit_size(&orp).await;
     let request = gw::TransferRequest {
         transfer_id: "big-1".into(),
         counterparty: "AI-VS".into(),
@@ -130,7 +121,17 @@ async fn an_oversized_transfer_is_refused_and_nothing_is_stored() {
         .await
         .expect_err("too large");
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
-    assert_eq!(size().await, before, "nothing was logged");
+    assert_eq!(
+        cii_kit::grpc::error_code(&err).as_deref(),
+        Some("MESSAGE_TOO_LARGE"),
+        "{err:?}"
+    );
+    let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
+    assert!(
+        metrics.contains("cii_refusals_total{code=\"MESSAGE_TOO_LARGE\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(net.audit_size(&orp).await, before, "nothing was logged");
     // The transfer id is not taken: the gateway never saw the request.
     let answer = GatewayClient::new(net.gateway_channel_as(&orp))
         .get_transfer(with_token(

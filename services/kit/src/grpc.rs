@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use tonic::Status;
+use tower::layer::util::{Identity, Stack};
 
 use tonic_health::ServingStatus;
 /// Reflection could not be built from the descriptors.
@@ -93,8 +94,9 @@ pub async fn health_and_reflection(
 }
 
 /// A tonic server with the settings every service shares: request spans that
-/// carry the rpc name only, per-rpc call counts, and limits.
-pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server {
+/// carry the rpc name only, per-rpc call counts, limits, and stable codes on
+/// requests refused before any handler (oversized, undecodable).
+pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server<Layers> {
     let calls = metrics.rpc_calls.clone();
     tonic::transport::Server::builder()
         .trace_fn(move |req: &http::Request<()>| {
@@ -107,11 +109,104 @@ pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server {
         .timeout(std::time::Duration::from_secs(30))
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .layer(NameCodecRefusals(metrics.clone()))
+}
+
+/// The layers of [`server`].
+pub type Layers = Stack<NameCodecRefusals, Identity>;
+
+type GrpcResponse = http::Response<tonic::body::Body>;
+
+/// The layer that names refusals of tonic's codec (see [`name_codec_refusal`]).
+#[derive(Clone)]
+pub struct NameCodecRefusals(crate::metrics::Metrics);
+
+impl<S> tower::Layer<S> for NameCodecRefusals {
+    type Service = NameCodecRefusalsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        NameCodecRefusalsService {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`NameCodecRefusals`].
+#[derive(Clone)]
+pub struct NameCodecRefusalsService<S> {
+    inner: S,
+    metrics: crate::metrics::Metrics,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for NameCodecRefusalsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = GrpcResponse>,
+    S::Future: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<GrpcResponse, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let (response, metrics) = (self.inner.call(request), self.metrics.clone());
+        Box::pin(async move { Ok(name_codec_refusal(&metrics, response.await?)) })
+    }
+}
+
+/// The largest request a service decodes (tonic's default decoding limit).
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// tonic refuses, before any handler runs, a request above its decoding limit
+/// (a bare `OUT_OF_RANGE`) and one that does not decode (`INTERNAL`, as gRPC's
+/// status code table prescribes for request parse errors: bad wire types,
+/// truncated fields, nesting beyond prost's recursion limit). This gives them
+/// our stable codes `MESSAGE_TOO_LARGE` and `MESSAGE_MALFORMED` and counts
+/// them, so callers and dashboards see them like every other refusal. Nothing
+/// was decoded, so nothing was done.
+fn name_codec_refusal(metrics: &crate::metrics::Metrics, mut response: GrpcResponse) -> GrpcResponse {
+    let headers = response.headers_mut();
+    if headers.contains_key(CODE_TRAILER) {
+        return response;
+    }
+    let named = match Status::from_header_map(headers) {
+        Some(s) if s.code() == tonic::Code::OutOfRange && s.message().contains("decoded message length too large") => {
+            error(
+                tonic::Code::OutOfRange,
+                "MESSAGE_TOO_LARGE",
+                format!("the request is larger than {MAX_REQUEST_BYTES} bytes; nothing was done"),
+                None,
+            )
+        }
+        // prost's text names the message and field path, never the bytes.
+        Some(s)
+            if s.code() == tonic::Code::Internal && s.message().starts_with("failed to decode Protobuf message") =>
+        {
+            error(
+                tonic::Code::Internal,
+                "MESSAGE_MALFORMED",
+                format!("the request does not decode ({}); nothing was done", s.message()),
+                None,
+            )
+        }
+        _ => return response,
+    };
+    let named = metrics.refused(named);
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        headers.remove(name);
+    }
+    // Our own status always encodes (an ASCII code, a plain message).
+    let _ = named.add_header(headers);
+    response
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves.
 pub async fn serve_tls(
-    router: tonic::transport::server::Router,
+    router: tonic::transport::server::Router<Layers>,
     listener: tokio::net::TcpListener,
     tls: std::sync::Arc<rustls::ServerConfig>,
     metrics: &crate::metrics::Metrics,
