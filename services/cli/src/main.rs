@@ -97,6 +97,8 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
     Policy(policy::PolicyCommand),
     /// Throughput against a baseline measured in the same run (pseudonyms, policy).
     Bench(bench::BenchArgs),
+    /// The mixed load (permitted, refused, malformed) for N minutes, then the books balanced and the log verified.
+    Soak(bench::soak::SoakArgs),
     /// A node's witness of the audit log: status, and clearing the alarm after an investigation.
     #[command(subcommand)]
     Witness(witness::WitnessCommand),
@@ -152,6 +154,13 @@ fn main() -> ExitCode {
         Command::Enrol(args) => run_tool(enrol::run(args)),
         Command::Audit(command) => run_tool(audit::run(command)),
         Command::Witness(command) => run_tool(witness::run(command)),
+        Command::Soak(args) => match bench::soak::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => match bench::run(args) {
             Ok(code) => code,
             Err(e) => {

@@ -1045,6 +1045,23 @@ fn bench_prints_its_headline_and_a_json_last_line() {
     assert!(last["gateway"]["peak_rss_mb"].as_f64().expect("rss") > 1.0, "{text}");
 }
 
+/// `cii soak`, briefly: the mixed load answered as each kind must be, the books balanced (every
+/// permit delivered once, every decision logged once), the log verified, RSS sampled.
+#[test]
+fn the_soak_balances_its_books() {
+    let soak = cii(&["soak", "--minutes", "0.1", "--concurrency", "4", "--json"]);
+    let text = String::from_utf8_lossy(&soak.stdout).into_owned();
+    assert!(soak.status.success(), "{text}{}", String::from_utf8_lossy(&soak.stderr));
+    assert!(text.contains("books: balanced"), "{text}");
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
+    for code in ["PERMIT", "DENY", "TRANSFER_ID_INVALID"] {
+        assert!(last["answers"][code].as_u64().expect(code) > 0, "{code}: {text}");
+    }
+    assert_eq!(last["delivered"], last["answers"]["PERMIT"], "{text}");
+    assert_eq!(last["log_verified"], true, "{text}");
+    assert!(!last["gateway_rss_mb"].as_array().expect("rss").is_empty(), "{text}");
+}
+
 /// `cii demo` plays the Valais story to the end; its printed table and the
 /// audit log agree row by row; no AVS number is printed; the folder has the
 /// documented layout and `cii audit verify --config DIR/gateway.toml` works on it.

@@ -4,6 +4,7 @@
 //! decision engine.
 
 mod pipeline;
+pub mod soak;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

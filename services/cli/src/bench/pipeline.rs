@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 use crate::local_network::{Network, Spec, node_dir};
 use crate::node_api::authorized;
 
-const MEMBERS: [(&str, &str, &str); 2] = [
+pub(super) const MEMBERS: [(&str, &str, &str); 2] = [
     ("ORP-VS", "AC_ORP", "ORP (benchmark)"),
     ("AI-VS", "AI", "AI office (benchmark)"),
 ];
@@ -100,12 +100,12 @@ where
     }
 }
 
-fn code_of(status: &tonic::Status) -> String {
+pub(super) fn code_of(status: &tonic::Status) -> String {
     cii_kit::grpc::error_code(status).unwrap_or_else(|| format!("{:?}", status.code()))
 }
 
 /// A synthetic AVS number with a valid EAN-13 check digit.
-fn synthetic_avs(i: u64) -> String {
+pub(super) fn synthetic_avs(i: u64) -> String {
     let digits = format!("756{:09}", 100_000_000 + i);
     let sum: u32 = digits
         .chars()
@@ -123,7 +123,44 @@ fn synthetic_avs(i: u64) -> String {
     )
 }
 
-fn report_payload() -> prost_types::Any {
+/// A node's API client and a caseworker's token for it.
+pub(super) type Caseworker = (NodeClient<Channel>, String);
+
+/// Clients of the ORP's and the AI office's nodes, with `persons` synthetic persons enrolled at
+/// both (`O-i` at the ORP, `A-i` at the AI office).
+pub(super) async fn connect_and_enrol(network: &Network, persons: u64) -> anyhow::Result<(Caseworker, Caseworker)> {
+    let connect = |id: &str| -> anyhow::Result<Caseworker> {
+        let file = network.token_file(
+            id,
+            "bench.caseworker",
+            &[Role::Caseworker],
+            &network.dir.join(format!("{id}.token")),
+        )?;
+        crate::node_api::NodeApiArgs {
+            node: network.api(id)?,
+            ca: network.dir.join("ca.pem"),
+            token_file: file,
+        }
+        .connect()
+    };
+    let (orp, ai) = (connect("ORP-VS")?, connect("AI-VS")?);
+    for i in 0..persons {
+        for ((client, token), prefix) in [(&orp, "O"), (&ai, "A")] {
+            let request = node_pb::EnrolRequest {
+                avs_number: synthetic_avs(i),
+                local_record_id: format!("{prefix}-{i}"),
+            };
+            client
+                .clone()
+                .enrol(authorized(token, request)?)
+                .await
+                .context("enrolment")?;
+        }
+    }
+    Ok((orp, ai))
+}
+
+pub(super) fn report_payload() -> prost_types::Any {
     prost_types::Any {
         type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
         value: xt::EarlyDetectionReport {
@@ -157,7 +194,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// A `/proc/PID/status` value in MiB (`VmRSS`, `VmHWM`).
-fn memory_mb(pid: u32, key: &str) -> f64 {
+pub(super) fn memory_mb(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -377,42 +414,8 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
     let network = Network::start(&dir.path().join("net"), &spec)?;
     let net_dir = network.dir.clone();
     let load = runtime.block_on(async {
-        let token_file = network.token_file(
-            "ORP-VS",
-            "bench.caseworker",
-            &[Role::Caseworker],
-            &net_dir.join("orp.token"),
-        )?;
-        let ai_token_file = network.token_file(
-            "AI-VS",
-            "bench.caseworker",
-            &[Role::Caseworker],
-            &net_dir.join("ai.token"),
-        )?;
-        let connect = |id: &str, file: &Path| {
-            crate::node_api::NodeApiArgs {
-                node: network.api(id)?,
-                ca: net_dir.join("ca.pem"),
-                token_file: file.to_path_buf(),
-            }
-            .connect()
-        };
-        let (orp, token) = connect("ORP-VS", &token_file)?;
-        let (ai, ai_token) = connect("AI-VS", &ai_token_file)?;
         let persons = concurrency.max(16) as u64;
-        for i in 0..persons {
-            for (client, token, prefix) in [(&orp, &token, "O"), (&ai, &ai_token, "A")] {
-                let request = node_pb::EnrolRequest {
-                    avs_number: synthetic_avs(i),
-                    local_record_id: format!("{prefix}-{i}"),
-                };
-                client
-                    .clone()
-                    .enrol(authorized(token, request)?)
-                    .await
-                    .context("enrolment")?;
-            }
-        }
+        let ((orp, token), _) = connect_and_enrol(&network, persons).await?;
         let payload = report_payload();
         let send = move |client: NodeClient<Channel>, token: String, id: String, person: u64| {
             let request = node_pb::SendRequest {
@@ -573,7 +576,7 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
 
 /// Seconds until the gateway's outbox is empty (read-only look at its SQLite file), and how many
 /// deliveries were still queued when the wait ended (after 5 minutes at most).
-async fn outbox_drained(db: &Path) -> anyhow::Result<(f64, u64)> {
+pub(super) async fn outbox_drained(db: &Path) -> anyhow::Result<(f64, u64)> {
     let start = Instant::now();
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
     let pool = sqlx::SqlitePool::connect_with(options).await?;
