@@ -21,6 +21,9 @@ use crate::store::{Due, Store};
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many of one recipient's waiting deliveries go out before they are marked delivered
+/// together (and the other recipients get their turn).
+const RUN_LIMIT: u32 = 64;
 /// First retry delay; doubled per failed attempt up to the configured maximum.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 
@@ -125,48 +128,64 @@ impl Nodes {
 
     /// One attempt; the outcome is recorded. True if delivered.
     async fn attempt(&self, store: &Store, due: &Due) -> bool {
-        match self.deliver(due).await {
-            Ok(()) => {
-                cii_kit::metrics::Metrics::count(&self.metrics.deliveries, "DELIVERED");
-                if let Err(e) = store
-                    .delivered(due.seq, &due.sender, &due.transfer_id, State::Delivered as i32)
-                    .await
-                {
-                    // Delivered but not marked: the node ignores the repeat (idempotent on id).
-                    tracing::error!(error = %e, "delivery not marked");
-                }
-                tracing::debug!(recipient = %due.recipient, transfer_id = %due.transfer_id, "delivered");
-                true
-            }
-            Err(status) => {
-                let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
-                cii_kit::metrics::Metrics::count(&self.metrics.deliveries, &code);
-                let exponent = due.attempts.min(16);
-                let delay = FIRST_RETRY.saturating_mul(1u32 << exponent).min(self.max_retry);
-                let next = crate::micros(time::OffsetDateTime::now_utc())
-                    .saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
-                tracing::info!(recipient = %due.recipient, transfer_id = %due.transfer_id, %code, retry_in_ms = delay.as_millis(), "delivery failed; queued");
-                if let Err(e) = store.attempt_failed(due, &code, next).await {
-                    tracing::error!(error = %e, "delivery failure not recorded");
-                }
-                false
-            }
-        }
+        self.deliver_run(store, std::slice::from_ref(due)).await > 0
     }
 
-    /// The outbox worker: delivers each recipient's oldest waiting item when it
-    /// is due, until `stop` is set.
+    /// Delivers `run` (one recipient's waiting deliveries, oldest first) in
+    /// order until one fails; marks the delivered ones in one write and
+    /// schedules the failed one's retry. How many were delivered.
+    async fn deliver_run(&self, store: &Store, run: &[Due]) -> usize {
+        let mut delivered = 0;
+        let mut failure = None;
+        for due in run {
+            match self.deliver(due).await {
+                Ok(()) => {
+                    cii_kit::metrics::Metrics::count(&self.metrics.deliveries, "DELIVERED");
+                    tracing::debug!(recipient = %due.recipient, transfer_id = %due.transfer_id, "delivered");
+                    delivered += 1;
+                }
+                Err(status) => {
+                    failure = Some((due, status));
+                    break;
+                }
+            }
+        }
+        let done = run.get(..delivered).unwrap_or_default();
+        if !done.is_empty()
+            && let Err(e) = store.delivered(done, State::Delivered as i32).await
+        {
+            // Delivered but not marked: sent again later, and the node ignores the repeat
+            // (idempotent on sender and transfer id).
+            tracing::error!(error = %e, "deliveries not marked");
+        }
+        if let Some((due, status)) = failure {
+            let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+            cii_kit::metrics::Metrics::count(&self.metrics.deliveries, &code);
+            let exponent = due.attempts.min(16);
+            let delay = FIRST_RETRY.saturating_mul(1u32 << exponent).min(self.max_retry);
+            let next = crate::micros(time::OffsetDateTime::now_utc())
+                .saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+            tracing::info!(recipient = %due.recipient, transfer_id = %due.transfer_id, %code, retry_in_ms = delay.as_millis(), "delivery failed; queued");
+            if let Err(e) = store.attempt_failed(due, &code, next).await {
+                tracing::error!(error = %e, "delivery failure not recorded");
+            }
+        }
+        delivered
+    }
+
+    /// The outbox worker: delivers each recipient's waiting items, oldest first,
+    /// when they are due, until `stop` is set.
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let now = crate::micros(time::OffsetDateTime::now_utc());
             let recipients: Vec<String> = self.registry.institutions().map(|i| i.id.to_string()).collect();
-            let heads = store.due_heads(&recipients, now).await.unwrap_or_else(|e| {
+            let runs = store.due_runs(&recipients, now, RUN_LIMIT).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "outbox not readable");
                 Vec::new()
             });
             let mut progressed = false;
-            for due in &heads {
-                progressed |= self.attempt(&store, due).await;
+            for run in &runs {
+                progressed |= self.deliver_run(&store, run).await > 0;
             }
             if progressed {
                 continue;

@@ -127,7 +127,12 @@ pub struct ObligationRow {
 /// The gateway's operational store.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Reads (WAL: they never wait for the writer).
     pool: SqlitePool,
+    /// Every write, on one connection: writers queue here, in order, instead of
+    /// contending for SQLite's lock, whose busy handler sleeps and retries and can
+    /// starve one writer (the outbox worker) behind many (the senders' transfers).
+    writer: SqlitePool,
 }
 
 fn count(n: i64) -> u32 {
@@ -145,23 +150,28 @@ impl Store {
             // Deleted outbox rows are overwritten, not left in free pages.
             .pragma("secure_delete", "ON")
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A transaction whose statement failed on a full disk may have been rolled back by
-            // SQLite itself; sqlx's own rollback then fails and the connection would carry a
-            // transaction sqlx still counts (later transactions become savepoints of it, reads see
-            // an old snapshot). A connection handed back inside a transaction is closed instead
-            // (also one merely rolling back after an error: the pool opens a fresh one).
-            .after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        let pool_of = |connections| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                // A transaction whose statement failed on a full disk may have been rolled back
+                // by SQLite itself; sqlx's own rollback then fails and the connection would carry
+                // a transaction sqlx still counts (later transactions become savepoints of it,
+                // reads see an old snapshot). A connection handed back inside a transaction is
+                // closed instead (also one merely rolling back after an error: the pool opens a
+                // fresh one).
+                .after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
+                .connect_with(options.clone())
+        };
+        let writer = pool_of(1).await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        let pool = pool_of(4).await?;
+        Ok(Store { pool, writer })
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// The transfer `transfer_id` of `caller`, if recorded.
@@ -215,7 +225,7 @@ impl Store {
         response: &[u8],
         delivery: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE transfer SET held = 0, entry = NULL, response = ?3 WHERE sender = ?1 AND transfer_id = ?2")
             .bind(caller)
             .bind(transfer_id)
@@ -236,7 +246,7 @@ impl Store {
 
     /// Records a decided transfer with its outbox row, obligations and consent uses.
     pub async fn record(&self, d: &Decided<'_>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros, \
              held, entry, log_size_before) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
@@ -301,29 +311,39 @@ impl Store {
         Ok(())
     }
 
-    /// Each recipient's oldest waiting delivery, if it is due at `now` (order is
-    /// kept per recipient: a later one never overtakes a waiting one). One
-    /// indexed lookup per recipient: a `GROUP BY` over the outbox would read
-    /// every queued row, after every delivery, and slow down as the queue grows.
-    pub async fn due_heads(&self, recipients: &[String], now_micros: i64) -> Result<Vec<Due>, StoreError> {
-        let mut heads = Vec::new();
+    /// For each recipient, its oldest waiting deliveries that are due at `now`,
+    /// in order, at most `limit`: the run stops at the first one that is held
+    /// (not yet logged) or waiting for a retry, so a later delivery never
+    /// overtakes a waiting one. One indexed lookup per recipient: a `GROUP BY`
+    /// over the outbox would read every queued row, after every run, and slow
+    /// down as the queue grows.
+    pub async fn due_runs(
+        &self,
+        recipients: &[String],
+        now_micros: i64,
+        limit: u32,
+    ) -> Result<Vec<Vec<Due>>, StoreError> {
+        let mut runs = Vec::new();
         for recipient in recipients {
-            let row = sqlx::query(
+            let rows = sqlx::query(
                 "SELECT seq, recipient, sender, transfer_id, delivery, attempts, held, next_attempt_micros \
-                 FROM outbox WHERE recipient = ?1 ORDER BY seq LIMIT 1",
+                 FROM outbox WHERE recipient = ?1 ORDER BY seq LIMIT ?2",
             )
             .bind(recipient)
-            .fetch_optional(&self.pool)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
             .await?;
-            if let Some(row) = row
-                && row.get::<i64, _>(6) == 0
-                && row.get::<i64, _>(7) <= now_micros
-            {
-                heads.push(due_row(row));
+            let run: Vec<Due> = rows
+                .into_iter()
+                .take_while(|row| row.get::<i64, _>(6) == 0 && row.get::<i64, _>(7) <= now_micros)
+                .map(due_row)
+                .collect();
+            if !run.is_empty() {
+                runs.push(run);
             }
         }
-        heads.sort_by_key(|d| d.seq);
-        Ok(heads)
+        runs.sort_by_key(|run| run.first().map(|d| d.seq));
+        Ok(runs)
     }
 
     /// The delivery of (sender, transfer id) if it is its recipient's oldest waiting one.
@@ -345,34 +365,38 @@ impl Store {
         sqlx::query("UPDATE transfer SET state = 3 WHERE sender = ?1 AND transfer_id = ?2 AND state < 3")
             .bind(caller)
             .bind(transfer_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
-    /// The recipient stored the delivery: the outbox row goes, the state becomes `state`.
-    pub async fn delivered(&self, seq: i64, sender: &str, transfer_id: &str, state: i32) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM outbox WHERE seq = ?1")
-            .bind(seq)
+    /// The recipient stored these deliveries: their outbox rows go, their transfers' state
+    /// becomes `state`. One transaction for all: under load the store's writes queue behind
+    /// the senders', and one write per delivery would leave the outbox a small share of them.
+    pub async fn delivered(&self, deliveries: &[Due], state: i32) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for due in deliveries {
+            sqlx::query("DELETE FROM outbox WHERE seq = ?1")
+                .bind(due.seq)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE transfer SET state = ?3, attempts = attempts + 1, last_error = '' \
+                 WHERE sender = ?1 AND transfer_id = ?2 AND state < ?3",
+            )
+            .bind(&due.sender)
+            .bind(&due.transfer_id)
+            .bind(i64::from(state))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE transfer SET state = ?3, attempts = attempts + 1, last_error = '' \
-             WHERE sender = ?1 AND transfer_id = ?2 AND state < ?3",
-        )
-        .bind(sender)
-        .bind(transfer_id)
-        .bind(i64::from(state))
-        .execute(&mut *tx)
-        .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
     /// An attempt failed: try again at `next_micros`.
     pub async fn attempt_failed(&self, due: &Due, error_code: &str, next_micros: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_micros = ?2 WHERE seq = ?1")
             .bind(due.seq)
             .bind(next_micros)
@@ -406,7 +430,7 @@ impl Store {
         .bind(transfer_id)
         .bind(recipient)
         .bind(i64::from(state))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -445,7 +469,7 @@ impl Store {
         .bind(owner)
         .bind(id)
         .bind(now_micros)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -458,7 +482,7 @@ impl Store {
         const SETTLED: &str = "FROM transfer WHERE created_micros < ?1 AND held = 0 AND NOT EXISTS \
              (SELECT 1 FROM outbox o WHERE o.sender = transfer.sender AND o.transfer_id = transfer.transfer_id)";
         const FULFILLED: &str = "FROM obligation WHERE fulfilled_micros IS NOT NULL AND fulfilled_micros < ?1";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut counts = [0u64; 2];
         for (count, from) in counts.iter_mut().zip([SETTLED, FULFILLED]) {
             let sql = if dry_run {
@@ -507,7 +531,7 @@ impl Store {
         after: u64,
         now_micros: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for (recipient, id, delivery) in notices {
             sqlx::query(
                 "INSERT OR IGNORE INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
@@ -548,5 +572,93 @@ fn obligation_row(r: sqlx::sqlite::SqliteRow) -> ObligationRow {
         transfer_id: r.get(3),
         due_micros: r.get(4),
         fulfilled_micros: r.get(5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&format!("sqlite:{}", dir.path().join("gateway.db").display()))
+            .await
+            .expect("open");
+        (dir, store)
+    }
+
+    /// Records a permitted push ORP → AI, held until `release`.
+    async fn record(store: &Store, id: &str) {
+        store
+            .record(&Decided {
+                caller: "ORP-VS",
+                transfer_id: id,
+                request_sha256: &[0; 32],
+                counterparty: "AI-VS",
+                pull: false,
+                response: b"answer",
+                state: 1,
+                delivery: Some(b"sealed"),
+                obligations: Vec::new(),
+                consents: Vec::new(),
+                now_micros: 0,
+                entry: b"entry",
+                log_size_before: 0,
+            })
+            .await
+            .expect("record");
+    }
+
+    async fn release(store: &Store, id: &str) {
+        store
+            .release("ORP-VS", id, b"answer", Some(b"sealed"))
+            .await
+            .expect("release");
+    }
+
+    async fn run(store: &Store, limit: u32) -> Vec<String> {
+        let runs = store.due_runs(&["AI-VS".to_owned()], 1_000, limit).await.expect("runs");
+        runs.into_iter().flatten().map(|d| d.transfer_id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_run_keeps_the_order_and_stops_at_a_held_or_waiting_delivery() {
+        let (_dir, store) = store().await;
+        for id in ["t1", "t2", "t3", "t4"] {
+            record(&store, id).await;
+        }
+        for id in ["t1", "t2", "t4"] {
+            release(&store, id).await;
+        }
+        // t3 is not logged yet: t4 must not overtake it.
+        assert_eq!(run(&store, 64).await, ["t1", "t2"]);
+        assert_eq!(run(&store, 1).await, ["t1"]);
+        let due = store.due_runs(&["AI-VS".to_owned()], 1_000, 64).await.expect("runs");
+        store.delivered(&due.concat(), 2).await.expect("delivered");
+        assert_eq!(run(&store, 64).await, Vec::<String>::new(), "t3 is held");
+        release(&store, "t3").await;
+        assert_eq!(run(&store, 64).await, ["t3", "t4"]);
+        // t3 failed and waits for its retry: nothing behind it goes either.
+        let due = store
+            .due_runs(&["AI-VS".to_owned()], 1_000, 1)
+            .await
+            .expect("runs")
+            .concat();
+        store
+            .attempt_failed(due.first().expect("t3"), "UNAVAILABLE", 5_000)
+            .await
+            .expect("failed");
+        assert_eq!(run(&store, 64).await, Vec::<String>::new(), "t3 waits until 5000");
+        assert_eq!(
+            store
+                .due_runs(&["AI-VS".to_owned()], 5_000, 64)
+                .await
+                .expect("runs")
+                .concat()
+                .len(),
+            2
+        );
+        let row = store.transfer("ORP-VS", "t1").await.expect("read").expect("t1");
+        assert_eq!(row.state, 2, "marked delivered");
     }
 }
