@@ -47,6 +47,7 @@ use cii_types::PeerIdentity;
 use tokio::net::TcpListener;
 
 pub use config::GatewayConfig;
+pub use transfer::{Checked, check_request};
 
 /// The sockets the gateway serves on (bound by the caller, so tests use port 0).
 #[derive(Debug)]

@@ -80,7 +80,8 @@ fn invalid(code: &str, message: impl Into<String>, field: &str) -> Status {
 }
 
 /// A request that passed validation.
-struct Checked<'a> {
+#[derive(Debug)]
+pub struct Checked<'a> {
     pull: bool,
     counterparty: &'a Institution,
     trigger: Trigger,
@@ -92,6 +93,163 @@ struct Checked<'a> {
     attested: Vec<String>,
     /// Push: the payload's type URL and bytes.
     payload: Option<(String, Vec<u8>)>,
+}
+
+/// The checks of a transfer request that need nothing but the request, the
+/// registry and the catalogue: ids, direction, trigger, facts, ciphertexts'
+/// encoding, the payload against the contract (unknown fields refused) and the
+/// categories it carries. Every refusal names a stable code and the field.
+/// Pure, so the fuzz target `transfer_check` runs exactly this.
+pub fn check_request<'a>(
+    registry: &'a Registry,
+    catalogue: &Catalogue,
+    caller: &InstitutionId,
+    r: &pb::TransferRequest,
+) -> Result<Checked<'a>, Status> {
+    check_transfer_id(&r.transfer_id)?;
+    let counterparty_id = InstitutionId::parse("counterparty", &r.counterparty)
+        .map_err(|e| invalid("COUNTERPARTY_INVALID", e.to_string(), "counterparty"))?;
+    if counterparty_id == *caller {
+        return Err(invalid(
+            "COUNTERPARTY_IS_CALLER",
+            "an institution cannot exchange with itself through the gateway",
+            "counterparty",
+        ));
+    }
+    let counterparty = registry.get(&counterparty_id).ok_or_else(|| {
+        invalid(
+            "COUNTERPARTY_UNKNOWN",
+            format!("{counterparty_id} is not a member of the network"),
+            "counterparty",
+        )
+    })?;
+    let pull = match Direction::try_from(r.direction) {
+        Ok(Direction::Push) => false,
+        Ok(Direction::Pull) => true,
+        _ => {
+            return Err(invalid(
+                "DIRECTION_REQUIRED",
+                "direction must be PUSH or PULL",
+                "direction",
+            ));
+        }
+    };
+    let trigger = match pb::Trigger::try_from(r.trigger) {
+        Ok(pb::Trigger::WrittenRequest) => Trigger::WrittenRequest,
+        Ok(pb::Trigger::SpontaneousReport) => Trigger::SpontaneousReport,
+        Ok(pb::Trigger::MandatoryReport) => Trigger::MandatoryReport,
+        Ok(pb::Trigger::CaseAccess) => Trigger::CaseAccess,
+        Ok(pb::Trigger::BilateralExchange) => Trigger::BilateralExchange,
+        _ => return Err(invalid("TRIGGER_REQUIRED", "trigger must be set", "trigger")),
+    };
+    if r.purpose.is_empty() {
+        return Err(invalid("FIELD_REQUIRED", "purpose is required", "purpose"));
+    }
+    if r.written_request.chars().count() > MAX_WRITTEN_REQUEST {
+        return Err(invalid(
+            "WRITTEN_REQUEST_TOO_LONG",
+            format!("written_request is limited to {MAX_WRITTEN_REQUEST} characters"),
+            "written_request",
+        ));
+    }
+    let person = match &r.person {
+        None if !pull && r.payload.is_some() => None,
+        _ => Some(ciphertext("person", r.person.as_ref())?),
+    };
+    let identity = match &r.identity {
+        Some(_) if pull => {
+            return Err(invalid("FIELD_NOT_ALLOWED", "a pull carries no identity", "identity"));
+        }
+        Some(i) => Some(
+            cii_pseudonym::wire::attribute(&i.ciphertext)
+                .map_err(|e| invalid(e.code(), e.to_string(), "identity.ciphertext"))?,
+        ),
+        None => None,
+    };
+    let mut facts = Facts::default();
+    let mut attested = Vec::new();
+    for id in &r.attested_facts {
+        let fact = Fact::parse("attested_facts", id)
+            .map_err(|_| invalid("FACT_UNKNOWN", format!("unknown fact `{id}`"), "attested_facts"))?;
+        if !ASSERTABLE.contains(&fact) {
+            return Err(invalid(
+                "FACT_NOT_ASSERTABLE",
+                format!(
+                    "`{id}` is established by the network (directory, rulebook or the written request), not attested by the sender"
+                ),
+                "attested_facts",
+            ));
+        }
+        facts.set(fact, true);
+        attested.push(fact.to_string());
+    }
+    if !r.written_request.trim().is_empty() {
+        facts.set(Fact::WrittenRequest, true);
+    }
+    let (categories, payload) = if pull {
+        if r.payload.is_some() {
+            return Err(invalid("FIELD_NOT_ALLOWED", "a pull carries no payload", "payload"));
+        }
+        if r.categories.is_empty() {
+            return Err(invalid(
+                "FIELD_REQUIRED",
+                "a pull names the categories asked for",
+                "categories",
+            ));
+        }
+        let unique: BTreeSet<String> = r.categories.iter().cloned().collect();
+        (unique.into_iter().collect(), None)
+    } else {
+        if !r.categories.is_empty() {
+            return Err(invalid(
+                "FIELD_NOT_ALLOWED",
+                "a push's categories are read from its payload; leave categories empty",
+                "categories",
+            ));
+        }
+        let any = r
+            .payload
+            .as_ref()
+            .ok_or_else(|| invalid("FIELD_REQUIRED", "a push carries a payload", "payload"))?;
+        // Everything present, to learn the categories sent (and refuse unknown fields).
+        let present = catalogue
+            .filter(&any.type_url, &any.value, |_| true)
+            .map_err(|e| invalid(e.code(), e.to_string(), "payload"))?;
+        let mut categories: Vec<String> = present.released.into_iter().collect();
+        if identity.is_some() {
+            categories.push(IDENTITY_AVS.to_owned());
+        }
+        if categories.is_empty() {
+            return Err(invalid("PAYLOAD_EMPTY", "the payload carries no field", "payload"));
+        }
+        let anonymous = categories.iter().all(|c| c == ANONYMISED);
+        if person.is_none() && !anonymous {
+            return Err(invalid(
+                "FIELD_REQUIRED",
+                "person is required (only anonymised statistics concern no person)",
+                "person",
+            ));
+        }
+        if person.is_some() && anonymous {
+            return Err(invalid(
+                "FIELD_NOT_ALLOWED",
+                "anonymised statistics name no person",
+                "person",
+            ));
+        }
+        (categories, Some((any.type_url.clone(), any.value.clone())))
+    };
+    Ok(Checked {
+        pull,
+        counterparty,
+        trigger,
+        categories,
+        person,
+        identity,
+        facts,
+        attested,
+        payload,
+    })
 }
 
 /// The exchange type a pull's entry names: the holder answers with this message.
@@ -149,157 +307,10 @@ impl Transfers {
         }
     }
 
-    fn check<'a>(&'a self, caller: &Caller, r: &pb::TransferRequest) -> Result<Checked<'a>, Status> {
-        check_transfer_id(&r.transfer_id)?;
-        let counterparty_id = InstitutionId::parse("counterparty", &r.counterparty)
-            .map_err(|e| invalid("COUNTERPARTY_INVALID", e.to_string(), "counterparty"))?;
-        if counterparty_id == caller.institution.id {
-            return Err(invalid(
-                "COUNTERPARTY_IS_CALLER",
-                "an institution cannot exchange with itself through the gateway",
-                "counterparty",
-            ));
-        }
-        let counterparty = self.registry.get(&counterparty_id).ok_or_else(|| {
-            invalid(
-                "COUNTERPARTY_UNKNOWN",
-                format!("{counterparty_id} is not a member of the network"),
-                "counterparty",
-            )
-        })?;
-        let pull = match Direction::try_from(r.direction) {
-            Ok(Direction::Push) => false,
-            Ok(Direction::Pull) => true,
-            _ => {
-                return Err(invalid(
-                    "DIRECTION_REQUIRED",
-                    "direction must be PUSH or PULL",
-                    "direction",
-                ));
-            }
-        };
-        let trigger = match pb::Trigger::try_from(r.trigger) {
-            Ok(pb::Trigger::WrittenRequest) => Trigger::WrittenRequest,
-            Ok(pb::Trigger::SpontaneousReport) => Trigger::SpontaneousReport,
-            Ok(pb::Trigger::MandatoryReport) => Trigger::MandatoryReport,
-            Ok(pb::Trigger::CaseAccess) => Trigger::CaseAccess,
-            Ok(pb::Trigger::BilateralExchange) => Trigger::BilateralExchange,
-            _ => return Err(invalid("TRIGGER_REQUIRED", "trigger must be set", "trigger")),
-        };
-        if r.purpose.is_empty() {
-            return Err(invalid("FIELD_REQUIRED", "purpose is required", "purpose"));
-        }
-        if r.written_request.chars().count() > MAX_WRITTEN_REQUEST {
-            return Err(invalid(
-                "WRITTEN_REQUEST_TOO_LONG",
-                format!("written_request is limited to {MAX_WRITTEN_REQUEST} characters"),
-                "written_request",
-            ));
-        }
-        let person = match &r.person {
-            None if !pull && r.payload.is_some() => None,
-            _ => Some(ciphertext("person", r.person.as_ref())?),
-        };
-        let identity = match &r.identity {
-            Some(_) if pull => {
-                return Err(invalid("FIELD_NOT_ALLOWED", "a pull carries no identity", "identity"));
-            }
-            Some(i) => Some(
-                cii_pseudonym::wire::attribute(&i.ciphertext)
-                    .map_err(|e| invalid(e.code(), e.to_string(), "identity.ciphertext"))?,
-            ),
-            None => None,
-        };
-        let mut facts = Facts::default();
-        let mut attested = Vec::new();
-        for id in &r.attested_facts {
-            let fact = Fact::parse("attested_facts", id)
-                .map_err(|_| invalid("FACT_UNKNOWN", format!("unknown fact `{id}`"), "attested_facts"))?;
-            if !ASSERTABLE.contains(&fact) {
-                return Err(invalid(
-                    "FACT_NOT_ASSERTABLE",
-                    format!(
-                        "`{id}` is established by the network (directory, rulebook or the written request), not attested by the sender"
-                    ),
-                    "attested_facts",
-                ));
-            }
-            facts.set(fact, true);
-            attested.push(fact.to_string());
-        }
-        if !r.written_request.trim().is_empty() {
-            facts.set(Fact::WrittenRequest, true);
-        }
-        let (categories, payload) = if pull {
-            if r.payload.is_some() {
-                return Err(invalid("FIELD_NOT_ALLOWED", "a pull carries no payload", "payload"));
-            }
-            if r.categories.is_empty() {
-                return Err(invalid(
-                    "FIELD_REQUIRED",
-                    "a pull names the categories asked for",
-                    "categories",
-                ));
-            }
-            let unique: BTreeSet<String> = r.categories.iter().cloned().collect();
-            (unique.into_iter().collect(), None)
-        } else {
-            if !r.categories.is_empty() {
-                return Err(invalid(
-                    "FIELD_NOT_ALLOWED",
-                    "a push's categories are read from its payload; leave categories empty",
-                    "categories",
-                ));
-            }
-            let any = r
-                .payload
-                .as_ref()
-                .ok_or_else(|| invalid("FIELD_REQUIRED", "a push carries a payload", "payload"))?;
-            // Everything present, to learn the categories sent (and refuse unknown fields).
-            let present = self
-                .catalogue
-                .filter(&any.type_url, &any.value, |_| true)
-                .map_err(|e| invalid(e.code(), e.to_string(), "payload"))?;
-            let mut categories: Vec<String> = present.released.into_iter().collect();
-            if identity.is_some() {
-                categories.push(IDENTITY_AVS.to_owned());
-            }
-            if categories.is_empty() {
-                return Err(invalid("PAYLOAD_EMPTY", "the payload carries no field", "payload"));
-            }
-            let anonymous = categories.iter().all(|c| c == ANONYMISED);
-            if person.is_none() && !anonymous {
-                return Err(invalid(
-                    "FIELD_REQUIRED",
-                    "person is required (only anonymised statistics concern no person)",
-                    "person",
-                ));
-            }
-            if person.is_some() && anonymous {
-                return Err(invalid(
-                    "FIELD_NOT_ALLOWED",
-                    "anonymised statistics name no person",
-                    "person",
-                ));
-            }
-            (categories, Some((any.type_url.clone(), any.value.clone())))
-        };
-        Ok(Checked {
-            pull,
-            counterparty,
-            trigger,
-            categories,
-            person,
-            identity,
-            facts,
-            attested,
-            payload,
-        })
-    }
-
     /// Submits a transfer; the whole pipeline.
     pub async fn submit(&self, caller: &Caller, request: &pb::TransferRequest) -> Result<pb::TransferResponse, Status> {
-        let checked = self.check(caller, request).map_err(|s| self.metrics.refused(s))?;
+        let checked = check_request(&self.registry, &self.catalogue, &caller.institution.id, request)
+            .map_err(|s| self.metrics.refused(s))?;
         let request_sha256 = sha256(&request.encode_to_vec());
         let caller_id = caller.institution.id.to_string();
         let _slot = self.claim(&caller_id, &request.transfer_id)?;

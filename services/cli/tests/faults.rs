@@ -4,7 +4,8 @@
 //! - the gateway killed with SIGKILL at random moments, 20 times, restarted;
 //! - the recipient's node killed the same way and restarted;
 //! - the gateway's disk full (its file size limit lowered to 0 while it runs);
-//! - the audit database locked by another process.
+//! - the audit database locked by another process;
+//! - the consent registry killed.
 //!
 //! Afterwards: every transfer the recipient received has exactly one audit
 //! entry, and it is a permit; every permit answered to a sender was delivered
@@ -99,8 +100,18 @@ impl Demo {
             .unwrap_or_else(|| panic!("{} is running", process.config.display()))
     }
 
-    /// SIGKILL, then the same command again once its ports are free; returns when it listens.
-    async fn kill_and_restart(&mut self, process: &Process) {
+    fn consent_registry(&self) -> Process {
+        let config = self.dir.join("consent/consent.toml");
+        Process {
+            command: "consent",
+            ports: vec![port_of(&toml_value(&config, "listen"))],
+            config,
+            log: self.dir.join("consent/consent.log"),
+        }
+    }
+
+    /// SIGKILL; returns when its ports are free.
+    async fn kill(&mut self, process: &Process) {
         let pid = self.pid(process);
         let killed = Command::new("kill")
             .arg("-KILL")
@@ -121,6 +132,10 @@ impl Demo {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Starts `process` again (same command, same config, its log appended); returns when it listens.
+    fn restart(&mut self, process: &Process) {
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(&process.log)
@@ -136,6 +151,11 @@ impl Demo {
         for port in &process.ports {
             wait_for_port(*port);
         }
+    }
+
+    async fn kill_and_restart(&mut self, process: &Process) {
+        self.kill(process).await;
+        self.restart(process);
     }
 }
 
@@ -533,5 +553,38 @@ async fn with_its_audit_database_locked_the_gateway_refuses_retryably_and_delive
     )]);
     assert_delivered_once(&received(&dir, "lock", 1, Duration::from_secs(60)).await, &outcomes);
     assert_one_entry_each(&dir, "lock", &outcomes).await;
+    assert_log_verifies(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_consent_registry_transfers_are_refused_retryably_then_go_through() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut demo = start_demo(&tmp.path().join("net"));
+    let dir = demo.dir.clone();
+    let (orp, token) = node(&dir, "ORP-VS").await;
+
+    // Every transfer about a person needs the registry's answer (consents, who serves the
+    // person): without it nothing is decided, nothing logged, nothing delivered.
+    let registry = demo.consent_registry();
+    demo.kill(&registry).await;
+    let (code, cii_code) = refused_code(&orp, &token, "registry0", true).await;
+    assert_eq!(
+        (code, cii_code.as_str()),
+        (tonic::Code::Unavailable, "CONSENT_REGISTRY_UNAVAILABLE")
+    );
+    assert!(logged(&dir, "registry").await.is_empty(), "nothing logged");
+    assert!(
+        received(&dir, "registry", 1, Duration::from_secs(2)).await.is_empty(),
+        "nothing delivered"
+    );
+
+    // Back (its database survived the SIGKILL): the retry is decided, logged and delivered once.
+    demo.restart(&registry);
+    let outcomes = BTreeMap::from([(
+        "registry0".to_owned(),
+        send_until_decided(&orp, &token, "registry0", true).await,
+    )]);
+    assert_delivered_once(&received(&dir, "registry", 1, Duration::from_secs(60)).await, &outcomes);
+    assert_one_entry_each(&dir, "registry", &outcomes).await;
     assert_log_verifies(&dir);
 }
