@@ -272,5 +272,14 @@ async fn enrolment_is_rate_limited_per_institution() {
         metrics.contains("cii_refusals_total{code=\"ENROLMENT_RATE_LIMITED\"} 1"),
         "{metrics}"
     );
-    net.stop().await;
+    // Every accepted enrolment is logged, by the institution that made it; the refused one
+    // disclosed nothing and has no entry (it is counted above).
+    let dir = net.stop().await;
+    let enrolments: Vec<String> = cii_tests::audit_entries(dir.path())
+        .await
+        .into_iter()
+        .filter(|e| e.kind == cii_audit::EntryKind::Enrolment as i32)
+        .map(|e| e.sender)
+        .collect();
+    assert_eq!(enrolments, ["ORP-VS", "ORP-VS", "ORP-VS", "AI-VS"]);
 }
