@@ -117,7 +117,8 @@ pub type Layers = Stack<NameCodecRefusals, Identity>;
 
 type GrpcResponse = http::Response<tonic::body::Body>;
 
-/// The layer that names refusals of tonic's codec (see [`name_codec_refusal`]).
+/// The layer that gives tonic's codec refusals (oversized, undecodable requests) our stable
+/// codes `MESSAGE_TOO_LARGE` and `MESSAGE_MALFORMED`, and counts them.
 #[derive(Clone)]
 pub struct NameCodecRefusals(crate::metrics::Metrics);
 
