@@ -180,30 +180,48 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn start_demo(dir: &Path) -> Demo {
-    let mut demo = Command::new(CII)
-        .args(["demo", "--keep-running", "--dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cii demo");
-    let stdout = demo.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("Press Ctrl-C") {
-                let _ = tx.send(());
+/// Starts `cii demo --keep-running` in a new folder under `parent`. The tests of this file start
+/// their networks one at a time (fewer processes starting at once on two cores), and a start
+/// that fails is tried again in a fresh folder: each network's ports are chosen free before its
+/// processes bind them, and another test's connections may take one in between.
+fn start_demo(parent: &Path) -> Demo {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut failures = Vec::new();
+    for attempt in 0..3 {
+        let dir = parent.join(format!("net-{attempt}"));
+        let stderr = parent.join(format!("demo-{attempt}.err"));
+        let mut demo = Command::new(CII)
+            .args(["demo", "--keep-running", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("cii demo");
+        let stdout = demo.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Press Ctrl-C") {
+                    let _ = tx.send(());
+                }
             }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_ok() {
+            return Demo {
+                demo,
+                restarted: Vec::new(),
+                dir: dir.canonicalize().expect("dir"),
+            };
         }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the demo network is up");
-    Demo {
-        demo,
-        restarted: Vec::new(),
-        dir: dir.canonicalize().expect("dir"),
+        let _ = demo.kill();
+        let _ = demo.wait();
+        failures.push(std::fs::read_to_string(&stderr).unwrap_or_default());
     }
+    panic!(
+        "the demo network did not start three times:\n{}",
+        failures.join("\n---\n")
+    );
 }
 
 type NodeApi = NodeClient<tonic::transport::Channel>;
@@ -417,7 +435,7 @@ async fn random_pause(seed: &mut u64) {
 /// moments and restarted; then checks that nothing was lost, duplicated or let through.
 async fn kill_under_load(victim: fn(&Demo) -> Process, kills: usize, prefix: &'static str) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut demo = start_demo(&tmp.path().join("net"));
+    let mut demo = start_demo(tmp.path());
     let dir = demo.dir.clone();
     let (orp, token) = node(&dir, "ORP-VS").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -473,7 +491,7 @@ async fn refused_code(orp: &NodeApi, token: &str, id: &str, permitted: bool) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_full_disk_the_gateway_refuses_retryably_and_delivers_nothing_then_recovers() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let demo = start_demo(&tmp.path().join("net"));
+    let demo = start_demo(tmp.path());
     let dir = demo.dir.clone();
     let (orp, token) = node(&dir, "ORP-VS").await;
     let gateway = demo.pid(&demo.gateway());
@@ -526,7 +544,7 @@ async fn on_a_full_disk_the_gateway_refuses_retryably_and_delivers_nothing_then_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_its_audit_database_locked_the_gateway_refuses_retryably_and_delivers_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let demo = start_demo(&tmp.path().join("net"));
+    let demo = start_demo(tmp.path());
     let dir = demo.dir.clone();
     let (orp, token) = node(&dir, "ORP-VS").await;
 
@@ -559,7 +577,7 @@ async fn with_its_audit_database_locked_the_gateway_refuses_retryably_and_delive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_consent_registry_transfers_are_refused_retryably_then_go_through() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut demo = start_demo(&tmp.path().join("net"));
+    let mut demo = start_demo(tmp.path());
     let dir = demo.dir.clone();
     let (orp, token) = node(&dir, "ORP-VS").await;
 
