@@ -474,6 +474,21 @@ fn handover_consent() -> consent_pb::ConsentRecord {
     }
 }
 
+/// ORP records `consent` about its person ORP-VS-1 through its node.
+async fn record_orp_consent(net: &Network, consent: consent_pb::ConsentRecord) -> consent_pb::ConsentRecord {
+    node(net, ORP)
+        .record_consent(with_token(
+            node_pb::RecordConsentRequest {
+                local_record_id: "ORP-VS-1".into(),
+                consent: Some(consent),
+            },
+            &token(net, ORP),
+        ))
+        .await
+        .expect("record consent")
+        .into_inner()
+}
+
 fn handover(transfer_id: &str) -> node_pb::SendRequest {
     node_pb::SendRequest {
         transfer_id: transfer_id.into(),
@@ -528,17 +543,7 @@ async fn a_consent_based_transfer_passes_until_the_revocation_and_the_recipient_
         "{reasons:?}"
     );
 
-    let consent = node(&net, ORP)
-        .record_consent(with_token(
-            node_pb::RecordConsentRequest {
-                local_record_id: "ORP-VS-1".into(),
-                consent: Some(handover_consent()),
-            },
-            &token(&net, ORP),
-        ))
-        .await
-        .expect("record consent")
-        .into_inner();
+    let consent = record_orp_consent(&net, handover_consent()).await;
     let permitted = send(&net, ORP, handover("h-1")).await.expect("send");
     assert_eq!(outcome(&permitted), Outcome::Permit, "{:?}", permitted.decision);
     assert_eq!(
@@ -809,16 +814,7 @@ async fn a_one_off_consent_carries_one_transfer_only() {
         recurrence: consent_pb::Recurrence::OneOff as i32,
         ..handover_consent()
     };
-    node(&net, ORP)
-        .record_consent(with_token(
-            node_pb::RecordConsentRequest {
-                local_record_id: "ORP-VS-1".into(),
-                consent: Some(consent),
-            },
-            &token(&net, ORP),
-        ))
-        .await
-        .expect("record consent");
+    record_orp_consent(&net, consent).await;
     let first = send(&net, ORP, handover("once-1")).await.expect("send");
     assert_eq!(outcome(&first), Outcome::Permit, "{:?}", first.decision);
     // Resubmitting the same transfer is not a second use.
@@ -1199,17 +1195,7 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
 async fn transfers_racing_a_revocation_are_refused_once_it_has_returned() {
     let net = Network::start(&members()).await;
     enrol_everywhere(&net).await;
-    let consent = node(&net, ORP)
-        .record_consent(with_token(
-            node_pb::RecordConsentRequest {
-                local_record_id: "ORP-VS-1".into(),
-                consent: Some(handover_consent()),
-            },
-            &token(&net, ORP),
-        ))
-        .await
-        .expect("record consent")
-        .into_inner();
+    let consent = record_orp_consent(&net, handover_consent()).await;
     let revoked_at = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
     let mut senders = Vec::new();
     for task in 0..4 {
@@ -1296,17 +1282,7 @@ async fn transfers_racing_an_expiry_are_refused_once_it_has_passed() {
         seconds: until,
         nanos: 0,
     });
-    let consent = node(&net, ORP)
-        .record_consent(with_token(
-            node_pb::RecordConsentRequest {
-                local_record_id: "ORP-VS-1".into(),
-                consent: Some(expiring),
-            },
-            &token(&net, ORP),
-        ))
-        .await
-        .expect("record consent")
-        .into_inner();
+    let consent = record_orp_consent(&net, expiring).await;
     let until_micros = until * 1_000_000;
     let mut senders = Vec::new();
     for task in 0..4 {

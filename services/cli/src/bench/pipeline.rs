@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 use crate::local_network::{Network, Spec, node_dir};
 use crate::node_api::authorized;
 
-pub(super) const MEMBERS: [(&str, &str, &str); 2] = [
+const MEMBERS: [(&str, &str, &str); 2] = [
     ("ORP-VS", "AC_ORP", "ORP (benchmark)"),
     ("AI-VS", "AI", "AI office (benchmark)"),
 ];
@@ -121,6 +121,19 @@ pub(super) fn synthetic_avs(i: u64) -> String {
         &digits[7..11],
         &digits[11..]
     )
+}
+
+/// The ORP's and the AI office's nodes, the gateway and the consent registry as processes, in a
+/// temporary folder named `prefix…` (removed when the folder handle is dropped).
+pub(super) fn two_node_network(prefix: &str) -> anyhow::Result<(tempfile::TempDir, Network)> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let spec = Spec {
+        institutions: &MEMBERS,
+        rulebook: None,
+        log_level: "warn",
+    };
+    let network = Network::start(&dir.path().join("net"), &spec)?;
+    Ok((dir, network))
 }
 
 /// A node's API client and a caseworker's token for it.
@@ -405,13 +418,7 @@ fn crypto_floor(dir: &Path, phase: Duration) -> anyhow::Result<f64> {
 #[expect(clippy::print_stdout, reason = "the section's table")]
 pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let dir = tempfile::Builder::new().prefix("cii-bench-").tempdir()?;
-    let spec = Spec {
-        institutions: &MEMBERS,
-        rulebook: None,
-        log_level: "warn",
-    };
-    let network = Network::start(&dir.path().join("net"), &spec)?;
+    let (_dir, network) = two_node_network("cii-bench-")?;
     let net_dir = network.dir.clone();
     let load = runtime.block_on(async {
         let persons = concurrency.max(16) as u64;

@@ -22,8 +22,8 @@ use cii_proto::node::{self as node_pb, node_client::NodeClient};
 use clap::Args;
 use tonic::transport::Channel;
 
-use super::pipeline::{MEMBERS, code_of, connect_and_enrol, memory_mb, outbox_drained, report_payload};
-use crate::local_network::{Network, Spec, node_dir};
+use super::pipeline::{code_of, connect_and_enrol, memory_mb, outbox_drained, report_payload, two_node_network};
+use crate::local_network::node_dir;
 use crate::node_api::authorized;
 
 #[derive(Debug, Args)]
@@ -218,13 +218,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<std::process::ExitCode> {
     let duration = Duration::from_secs_f64((args.minutes * 60.0).max(1.0));
     let concurrency = args.concurrency.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let dir = tempfile::Builder::new().prefix("cii-soak-").tempdir()?;
-    let spec = Spec {
-        institutions: &MEMBERS,
-        rulebook: None,
-        log_level: "warn",
-    };
-    let network = Network::start(&dir.path().join("net"), &spec)?;
+    let (_dir, network) = two_node_network("cii-soak-")?;
     let net = network.dir.clone();
     let gateway_pid = network.gateway_pid().context("the gateway's pid")?;
     println!(
