@@ -85,7 +85,12 @@ impl ConsentConfig {
         let file: ConsentFile = config::load(path)?;
         let registry = Arc::new(Registry::load(&config::resolve(path, &file.registry))?);
         let dir = file.rulebook.as_ref().map(|d| config::resolve(path, d));
-        let rulebook = cii_kit::rulebook::load(dir.as_deref(), time::OffsetDateTime::now_utc().date())
+        let files = dir
+            .as_deref()
+            .map(config::toml_files)
+            .transpose()
+            .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
+        let rulebook = cii_policy::fit::load(files, time::OffsetDateTime::now_utc().date())
             .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
         let tls = TlsIdentity::load(&file.tls.resolved(path))
             .map_err(|e| ConfigError::invalid(path, "tls", e.to_string()))?;

@@ -8,6 +8,7 @@
 //! - [`model`]: what a consent is, the checks of a declaration, whether it covers a transfer (pure).
 //! - [`store`]: SQLite or PostgreSQL; append-only versions, the directory, the change feed.
 //! - `service`: `cii.consent.v1.ConsentRegistry`.
+//! - `error`, `status`: the registry's errors, each with its stable code, and their gRPC statuses (built only there).
 //!
 //! Architecture Invariant: persons exist here only as registry-domain
 //! pseudonyms, decrypted with the registry's own session key from what the
@@ -20,8 +21,10 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod config;
+mod error;
 pub mod model;
 mod service;
+mod status;
 pub mod store;
 
 use std::future::Future;
@@ -105,7 +108,6 @@ pub async fn run_with_clock(
         config.keys.clone(),
         vocabulary,
         clock.clone(),
-        metrics.clone(),
     ));
     let router = cii_kit::grpc::server(&metrics)
         .add_service(health)
@@ -126,7 +128,7 @@ pub async fn run_with_clock(
         let period = Duration::from_secs(config.file.store.expiry_sweep_seconds);
         tokio::spawn(async move {
             loop {
-                let now = i64::try_from(clock.now().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
+                let now = cii_types::time::micros(clock.now());
                 match store.sweep_expired(now).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "consents expired"),

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use cii_kit::clock::Clock;
-use cii_kit::grpc::error;
-use cii_kit::metrics::Metrics;
 use cii_kit::registry::Registry;
 use cii_proto::consent::{self as pb, consent_registry_server::ConsentRegistry};
 use cii_pseudonym::node::NodeKeys;
-use tonic::{Code, Request, Response, Status};
+use cii_types::time::{micros as micros_of, micros_of_timestamp as micros, timestamp_of_micros as timestamp};
+use tonic::{Request, Response, Status};
+
+use crate::error::ConsentError;
 
 use crate::model::{self, Answer, Consent, Invalid, Micros, Question, Recurrence, Revocation, Status as State};
 use crate::store::{Person, Store, StoreError};
@@ -26,7 +27,6 @@ pub struct ConsentService {
     keys: Arc<NodeKeys>,
     vocabulary: Arc<Vocabulary>,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
 }
 
 /// The registry's institutions and the rulebook's categories and purposes.
@@ -56,14 +56,12 @@ impl ConsentService {
         keys: Arc<NodeKeys>,
         vocabulary: Arc<Vocabulary>,
         clock: Arc<dyn Clock>,
-        metrics: Metrics,
     ) -> ConsentService {
         ConsentService {
             store,
             keys,
             vocabulary,
             clock,
-            metrics,
         }
     }
 
@@ -72,12 +70,7 @@ impl ConsentService {
     }
 
     fn refuse(&self, invalid: Invalid) -> Status {
-        self.metrics.refused(error(
-            Code::InvalidArgument,
-            invalid.code,
-            invalid.message,
-            Some(&invalid.field),
-        ))
+        invalid.into()
     }
 
     /// The acting institution and user; the institution must be a registry member.
@@ -109,32 +102,7 @@ impl ConsentService {
     }
 
     fn store_error(&self, e: StoreError) -> Status {
-        let status = match &e {
-            StoreError::NotFound => error(Code::NotFound, "CONSENT_NOT_FOUND", e.to_string(), Some("consent_id")),
-            StoreError::PersonMismatch => error(
-                Code::FailedPrecondition,
-                "CONSENT_PERSON_MISMATCH",
-                e.to_string(),
-                Some("person"),
-            ),
-            StoreError::NotActive => error(
-                Code::FailedPrecondition,
-                "CONSENT_NOT_ACTIVE",
-                e.to_string(),
-                Some("consent_id"),
-            ),
-            StoreError::Conflict => error(Code::Aborted, "CONSENT_CONFLICT", e.to_string(), None),
-            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
-                tracing::error!(error = %e, "consent store failed");
-                error(
-                    Code::Unavailable,
-                    "CONSENT_STORE_UNAVAILABLE",
-                    "the consent registry's database failed; nothing was changed, retry later",
-                    None,
-                )
-            }
-        };
-        self.metrics.refused(status)
+        e.into()
     }
 
     /// The consent's versions, if `institution` may see it; otherwise "not found"
@@ -173,33 +141,15 @@ impl ConsentService {
                 .await
                 .map_err(|e| self.store_error(e))?;
             if !ended {
-                return Err(self.metrics.refused(error(
-                    Code::NotFound,
-                    "RELATIONSHIP_NOT_FOUND",
-                    format!("{institution} has no open relationship in capacity {capacity} with this person"),
-                    Some("capacity"),
-                )));
+                return Err(ConsentError::RelationshipNotFound {
+                    institution: institution.clone(),
+                    capacity: capacity.to_owned(),
+                }
+                .into());
             }
             tracing::info!(%institution, %capacity, "relationship ended");
         }
         Ok(Response::new(pb::RelationshipResponse { active: declare }))
-    }
-}
-
-fn micros_of(t: time::OffsetDateTime) -> Micros {
-    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
-fn micros(ts: &prost_types::Timestamp) -> Micros {
-    ts.seconds
-        .saturating_mul(1_000_000)
-        .saturating_add(i64::from(ts.nanos / 1000))
-}
-
-fn timestamp(m: Micros) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: m.div_euclid(1_000_000),
-        nanos: i32::try_from(m.rem_euclid(1_000_000) * 1000).unwrap_or(0),
     }
 }
 
@@ -453,7 +403,10 @@ impl ConsentRegistry for ConsentService {
         let mut answer = pb::LookupResponse::default();
         for consent in &consents {
             let verdict = match model::answer(consent, &question) {
-                Answer::Covers { .. } if used.contains(&consent.id) => Answer::DoesNotCover(vec!["USED"]),
+                // Used by this same transfer (the gateway's retry), it still covers it.
+                Answer::Covers { .. } if used.get(&consent.id).is_some_and(|t| *t != request.transfer) => {
+                    Answer::DoesNotCover(vec!["USED"])
+                }
                 other => other,
             };
             match verdict {
@@ -510,21 +463,11 @@ impl ConsentRegistry for ConsentService {
             .mark_used(&request.consent_id, request.version, &request.transfer, now)
             .await
             .map_err(|e| match e {
-                StoreError::NotActive => self.metrics.refused(error(
-                    Code::FailedPrecondition,
-                    "CONSENT_NOT_USABLE",
-                    "only the newest version of an active one-off consent can be marked used",
-                    Some("consent_id"),
-                )),
-                other => self.store_error(other),
+                StoreError::NotActive => ConsentError::NotUsable,
+                other => ConsentError::Store(other),
             })?;
         if !marked {
-            return Err(self.metrics.refused(error(
-                Code::FailedPrecondition,
-                "CONSENT_ALREADY_USED",
-                "this one-off consent was used by another transfer",
-                Some("consent_id"),
-            )));
+            return Err(ConsentError::AlreadyUsed.into());
         }
         tracing::info!(consent_id = %request.consent_id, version = request.version, "one-off consent used");
         Ok(Response::new(pb::MarkUsedResponse {}))

@@ -206,23 +206,26 @@ impl Store {
         rows.iter().map(|r| decode(&r.try_get::<String, _>("body")?)).collect()
     }
 
-    /// The ids of `ids` that are one-off consents already used.
-    pub async fn used(&self, ids: &[String]) -> Result<std::collections::BTreeSet<String>, StoreError> {
-        let mut used = std::collections::BTreeSet::new();
+    /// Of `ids`, the one-off consents already used, each with the transfer
+    /// (`sender/transfer_id`) that used it.
+    pub async fn used(&self, ids: &[String]) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let mut used = std::collections::BTreeMap::new();
         for id in ids {
-            let row = sqlx::query("SELECT consent_id FROM consent_used WHERE consent_id = $1")
+            let row = sqlx::query("SELECT transfer FROM consent_used WHERE consent_id = $1")
                 .bind(id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-            if row.is_some() {
-                used.insert(id.clone());
+            if let Some(row) = row {
+                used.insert(id.clone(), row.try_get::<String, _>("transfer")?);
             }
         }
         Ok(used)
     }
 
     /// Marks the one-off consent `id` (at `version`, its newest, active at `now`) used by
-    /// `transfer`. `Ok(false)` if it was used already.
+    /// `transfer`. `Ok(false)` if another transfer used it already; marking it again for
+    /// the same transfer is `Ok(true)`, so the gateway's retry of a transfer whose record
+    /// failed after the mark is not refused.
     pub async fn mark_used(&self, id: &str, version: u32, transfer: &str, now: Micros) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let (_, latest) = latest_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
@@ -232,7 +235,7 @@ impl Store {
         {
             return Err(StoreError::NotActive);
         }
-        let inserted = sqlx::query(
+        sqlx::query(
             "INSERT INTO consent_used (consent_id, version, used_at_micros, transfer) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (consent_id) DO NOTHING",
         )
@@ -241,10 +244,16 @@ impl Store {
         .bind(now)
         .bind(transfer)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .await?;
+        // INVARIANT (one-off-once): whoever inserted first owns the consent; the answer
+        // compares the owner with this transfer, so a retry of the owner is not a second use.
+        let owner: String = sqlx::query("SELECT transfer FROM consent_used WHERE consent_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("transfer")?;
         tx.commit().await.map_err(conflict)?;
-        Ok(inserted == 1)
+        Ok(owner == transfer)
     }
 
     /// The newest versions, not revoked, whose validity ends in `from..=until`.

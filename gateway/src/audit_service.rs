@@ -11,12 +11,12 @@ use std::sync::Arc;
 use cii_audit::Log;
 use cii_kit::auth::{Authenticate, Caller};
 use cii_kit::clock::Clock;
-use cii_kit::grpc::error;
-use cii_kit::metrics::Metrics;
 use cii_proto::audit::{self as pb, audit_server::Audit};
 use cii_types::Role;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
+
+use crate::GatewayError;
 
 /// Entries read from the store per batch while a query scans.
 const SCAN_BATCH: u32 = 2_000;
@@ -32,7 +32,6 @@ pub struct AuditService {
     retention_days: u32,
     authenticate: Authenticate,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
 }
 
 /// What the audit handlers read and write.
@@ -46,7 +45,22 @@ pub struct AuditParts {
 }
 
 impl AuditService {
-    pub fn new(parts: AuditParts, authenticate: Authenticate, clock: Arc<dyn Clock>, metrics: Metrics) -> AuditService {
+    /// The months whose keys are due for destruction: not destroyed yet, ended by `cutoff_micros`.
+    async fn expired_periods(&self, cutoff_micros: i64) -> Result<Vec<cii_audit::store::Period>, GatewayError> {
+        Ok(self
+            .store
+            .periods()
+            .await
+            .map_err(|e| retention_interrupted(&e))?
+            .into_iter()
+            .filter(|p| {
+                p.destroyed_micros.is_none()
+                    && cii_audit::body::period_end_micros(&p.period).is_some_and(|end| end <= cutoff_micros)
+            })
+            .collect())
+    }
+
+    pub fn new(parts: AuditParts, authenticate: Authenticate, clock: Arc<dyn Clock>) -> AuditService {
         let AuditParts {
             log,
             pseudonyms,
@@ -62,19 +76,8 @@ impl AuditService {
             retention_days,
             authenticate,
             clock,
-            metrics,
         }
     }
-}
-
-fn proof_error(e: cii_audit::merkle::ProofError) -> Status {
-    error(Code::OutOfRange, "PROOF_OUT_OF_RANGE", e.to_string(), None)
-}
-
-fn micros(t: &prost_types::Timestamp) -> i64 {
-    t.seconds
-        .saturating_mul(1_000_000)
-        .saturating_add(i64::from(t.nanos) / 1000)
 }
 
 /// A query, checked: what an entry must match.
@@ -89,20 +92,15 @@ struct Filter {
     acting_user: String,
 }
 
-fn require_dpo(caller: &Caller) -> Result<(), Status> {
+fn require_dpo(caller: &Caller) -> Result<(), GatewayError> {
     if caller.user.roles.contains(&Role::Dpo) || caller.user.roles.contains(&Role::NetworkDpo) {
         return Ok(());
     }
-    Err(error(
-        Code::PermissionDenied,
-        "ROLE_REQUIRED",
-        "this needs the role dpo or network_dpo",
-        Some("authorization"),
-    ))
+    Err(GatewayError::RoleRequired("dpo or network_dpo"))
 }
 
 impl Filter {
-    fn check(caller: &Caller, q: &pb::QueryRequest) -> Result<Filter, Status> {
+    fn check(caller: &Caller, q: &pb::QueryRequest) -> Result<Filter, GatewayError> {
         require_dpo(caller)?;
         let own = caller.institution.id.to_string();
         let institution = if caller.user.roles.contains(&Role::NetworkDpo) {
@@ -110,36 +108,20 @@ impl Filter {
         } else if q.institution.is_empty() || q.institution == own {
             Some(own)
         } else {
-            return Err(error(
-                Code::PermissionDenied,
-                "DPO_SCOPE",
-                "a dpo sees the entries of their own institution only (network_dpo sees all)",
-                Some("institution"),
-            ));
+            return Err(GatewayError::DpoScope);
         };
         let decision = match q.decision.as_str() {
             "" => None,
             "permit" => Some(pb::EntryKind::TransferPermitted as i32),
             "deny" => Some(pb::EntryKind::TransferDenied as i32),
-            _ => {
-                return Err(error(
-                    Code::InvalidArgument,
-                    "DECISION_INVALID",
-                    "decision is `permit` or `deny`",
-                    Some("decision"),
-                ));
-            }
+            _ => return Err(GatewayError::DecisionInvalid),
         };
+        let micros = cii_types::time::micros_of_timestamp;
         let (from, until) = (q.from.as_ref().map(micros), q.until.as_ref().map(micros));
         if let (Some(f), Some(u)) = (from, until)
             && f >= u
         {
-            return Err(error(
-                Code::InvalidArgument,
-                "PERIOD_INVALID",
-                "from must be before until",
-                Some("until"),
-            ));
+            return Err(GatewayError::PeriodInvalid);
         }
         Ok(Filter {
             institution,
@@ -187,26 +169,36 @@ impl Filter {
     }
 }
 
-fn require_operator(caller: &Caller) -> Result<(), Status> {
+fn require_operator(caller: &Caller) -> Result<(), GatewayError> {
     if caller.user.roles.contains(&Role::Operator) {
         return Ok(());
     }
-    Err(error(
-        Code::PermissionDenied,
-        "ROLE_REQUIRED",
-        "this needs the role operator",
-        Some("authorization"),
-    ))
+    Err(GatewayError::RoleRequired("operator"))
 }
 
-fn store_unavailable(e: &dyn std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "audit or operational store failed during retention");
-    error(
-        Code::Unavailable,
-        "AUDIT_UNAVAILABLE",
-        "the store failed during retention; the run is logged, run it again",
-        None,
+fn retention_period(p: cii_audit::store::Period) -> pb::RetentionPeriod {
+    pb::RetentionPeriod {
+        period: p.period,
+        entries: p.entries,
+    }
+}
+
+/// What a retention run's entry says: the limit, the cutoff, the months whose keys go.
+fn retention_detail(retention_days: u32, cutoff: time::Date, periods: &[String], dry_run: bool) -> String {
+    format!(
+        "retention_days={retention_days} cutoff={cutoff} periods={}{}",
+        if periods.is_empty() {
+            "none".to_owned()
+        } else {
+            periods.join(",")
+        },
+        if dry_run { " dry_run" } else { "" },
     )
+}
+
+fn retention_interrupted(e: &dyn std::fmt::Display) -> GatewayError {
+    tracing::error!(error = %e, "audit or operational store failed during retention");
+    GatewayError::RetentionInterrupted
 }
 
 #[tonic::async_trait]
@@ -226,7 +218,10 @@ impl Audit for AuditService {
         request: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
         let pb::InclusionProofRequest { index, tree_size } = request.into_inner();
-        let (tree_size, leaf, proof) = self.log.inclusion_proof(index, tree_size).map_err(proof_error)?;
+        let (tree_size, leaf, proof) = self
+            .log
+            .inclusion_proof(index, tree_size)
+            .map_err(GatewayError::ProofOutOfRange)?;
         Ok(Response::new(pb::InclusionProof {
             index,
             tree_size,
@@ -240,7 +235,10 @@ impl Audit for AuditService {
         request: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
         let pb::ConsistencyProofRequest { old_size, tree_size } = request.into_inner();
-        let (tree_size, proof) = self.log.consistency_proof(old_size, tree_size).map_err(proof_error)?;
+        let (tree_size, proof) = self
+            .log
+            .consistency_proof(old_size, tree_size)
+            .map_err(GatewayError::ProofOutOfRange)?;
         Ok(Response::new(pb::ConsistencyProof {
             old_size,
             tree_size,
@@ -255,9 +253,9 @@ impl Audit for AuditService {
         request: Request<pb::LookupPersonRequest>,
     ) -> Result<Response<pb::LookupPersonResponse>, Status> {
         let caller = self.authenticate.verify(&request)?;
-        require_dpo(&caller).map_err(|s| self.metrics.refused(s))?;
-        let person = crate::service::ciphertext("person", request.get_ref().person.as_ref())
-            .map_err(|s| self.metrics.refused(s))?;
+        require_dpo(&caller)?;
+        let person =
+            crate::transfer::ciphertext("person", request.get_ref().person.as_ref()).map_err(GatewayError::from)?;
         let party = cii_pseudonym::names::Party::Institution(caller.institution.id.clone());
         let audit_person = self
             .pseudonyms
@@ -265,7 +263,7 @@ impl Audit for AuditService {
         let bytes = cii_pseudonym::wire::to_bytes(&audit_person);
         let entry = cii_audit::Entry {
             kind: pb::EntryKind::DpoLookup as i32,
-            time_micros: crate::micros(self.clock.now()),
+            time_micros: cii_types::time::micros(self.clock.now()),
             sender: caller.institution.id.to_string(),
             acting_user: caller.acting_user(),
             audit_pseudonym: bytes.clone(),
@@ -274,7 +272,7 @@ impl Audit for AuditService {
         };
         let receipt = self.log.append(entry).await.map_err(|e| {
             tracing::error!(code = e.code(), error = %e, "DPO lookup not logged");
-            self.metrics.refused(crate::service::audit_unavailable(&e))
+            GatewayError::Audit(e)
         })?;
         Ok(Response::new(pb::LookupPersonResponse {
             audit_person: Some(cii_proto::common::EncryptedPseudonym { ciphertext: bytes }),
@@ -290,56 +288,36 @@ impl Audit for AuditService {
         request: Request<pb::ApplyRetentionRequest>,
     ) -> Result<Response<pb::ApplyRetentionResponse>, Status> {
         let caller = self.authenticate.verify(&request)?;
-        require_operator(&caller).map_err(|s| self.metrics.refused(s))?;
+        require_operator(&caller)?;
         let dry_run = request.get_ref().dry_run;
         let now = self.clock.now();
         let cutoff = now - time::Duration::days(i64::from(self.retention_days));
-        let cutoff_micros = crate::micros(cutoff);
-        let expired: Vec<cii_audit::store::Period> = self
-            .store
-            .periods()
-            .await
-            .map_err(|e| store_unavailable(&e))?
-            .into_iter()
-            .filter(|p| {
-                p.destroyed_micros.is_none()
-                    && cii_audit::body::period_end_micros(&p.period).is_some_and(|end| end <= cutoff_micros)
-            })
-            .collect();
+        let cutoff_micros = cii_types::time::micros(cutoff);
+        let expired = self.expired_periods(cutoff_micros).await?;
         let names: Vec<String> = expired.iter().map(|p| p.period.clone()).collect();
         let entry = cii_audit::Entry {
             kind: pb::EntryKind::RetentionRun as i32,
-            time_micros: crate::micros(now),
+            time_micros: cii_types::time::micros(now),
             sender: caller.institution.id.to_string(),
             acting_user: caller.acting_user(),
-            detail: format!(
-                "retention_days={} cutoff={} periods={}{}",
-                self.retention_days,
-                cutoff.date(),
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(",")
-                },
-                if dry_run { " dry_run" } else { "" },
-            ),
+            detail: retention_detail(self.retention_days, cutoff.date(), &names, dry_run),
             ..cii_audit::Entry::default()
         };
         let receipt = self.log.append(entry).await.map_err(|e| {
             tracing::error!(code = e.code(), error = %e, "retention run not logged");
-            self.metrics.refused(crate::service::audit_unavailable(&e))
+            GatewayError::Audit(e)
         })?;
         if !dry_run && !names.is_empty() {
             self.store
-                .destroy_keys(&names, crate::micros(now))
+                .destroy_keys(&names, cii_types::time::micros(now))
                 .await
-                .map_err(|e| store_unavailable(&e))?;
+                .map_err(|e| retention_interrupted(&e))?;
         }
         let (transfers, obligations) = self
             .operations
             .forget_before(cutoff_micros, dry_run)
             .await
-            .map_err(|e| store_unavailable(&e))?;
+            .map_err(|e| retention_interrupted(&e))?;
         tracing::info!(
             audit_index = receipt.index,
             periods = names.len(),
@@ -350,17 +328,10 @@ impl Audit for AuditService {
         );
         Ok(Response::new(pb::ApplyRetentionResponse {
             retention_days: self.retention_days,
-            cutoff: Some(prost_types::Timestamp {
-                seconds: cutoff.unix_timestamp(),
-                nanos: 0,
-            }),
-            destroyed: expired
-                .into_iter()
-                .map(|p| pb::RetentionPeriod {
-                    period: p.period,
-                    entries: p.entries,
-                })
-                .collect(),
+            cutoff: Some(cii_types::time::timestamp(
+                cutoff.replace_nanosecond(0).unwrap_or(cutoff),
+            )),
+            destroyed: expired.into_iter().map(retention_period).collect(),
             run_index: receipt.index,
             transfers_forgotten: transfers,
             obligations_forgotten: obligations,
@@ -373,10 +344,10 @@ impl Audit for AuditService {
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         let caller = self.authenticate.verify(&request)?;
         let query = request.into_inner();
-        let filter = Filter::check(&caller, &query).map_err(|s| self.metrics.refused(s))?;
+        let filter = Filter::check(&caller, &query)?;
         let entry = cii_audit::Entry {
             kind: pb::EntryKind::AuditQuery as i32,
-            time_micros: crate::micros(self.clock.now()),
+            time_micros: cii_types::time::micros(self.clock.now()),
             sender: caller.institution.id.to_string(),
             acting_user: caller.acting_user(),
             detail: filter.describe(&query),
@@ -384,76 +355,92 @@ impl Audit for AuditService {
         };
         let receipt = self.log.append(entry).await.map_err(|e| {
             tracing::error!(code = e.code(), error = %e, "audit query not logged");
-            self.metrics.refused(crate::service::audit_unavailable(&e))
+            GatewayError::Audit(e)
         })?;
         let end = receipt.index + 1;
         // The checkpoint the proofs lead to: it covers the query's own entry.
         let proofs = query.with_proofs.then(|| self.log.checkpoint());
-        let log = self.log.clone();
         let limit = match query.limit {
             0 => u64::MAX,
             n => u64::from(n),
         };
-        let store = self.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            let mut next = 0;
-            let mut sent = 0;
-            while next < end && sent < limit {
-                let batch = match store.entries(next, SCAN_BATCH).await {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit store not readable");
-                        let _ = tx
-                            .send(Err(error(
-                                Code::Unavailable,
-                                "AUDIT_UNAVAILABLE",
-                                "the audit log could not be read",
-                                None,
-                            )))
-                            .await;
-                        return;
-                    }
-                };
-                let Some(last) = batch.last().map(|e| e.index) else {
-                    return;
-                };
-                for stored in batch.into_iter().filter(|e| e.index < end) {
-                    // Expired bodies (retention) match nothing: only their leaf hashes remain.
-                    let cii_audit::store::Body::Readable(body) = stored.body else {
-                        continue;
-                    };
-                    let Ok(decoded) = cii_audit::entry::decode(&body) else {
-                        continue;
-                    };
-                    if filter.matches(&decoded) && sent < limit {
-                        sent += 1;
-                        let mut answer = pb::Entry {
-                            index: stored.index,
-                            body,
-                            ..pb::Entry::default()
-                        };
-                        if let Some((size, note)) = &proofs {
-                            match log.inclusion_proof(stored.index, *size) {
-                                Ok((_, _, proof)) => {
-                                    answer.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
-                                    answer.checkpoint = note.clone();
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Err(proof_error(e))).await;
-                                    return;
-                                }
-                            }
-                        }
-                        if tx.send(Ok(answer)).await.is_err() {
-                            return; // the caller went away
-                        }
-                    }
-                }
-                next = last + 1;
-            }
-        });
+        let scan = Scan {
+            store: self.store.clone(),
+            log: self.log.clone(),
+            filter,
+            end,
+            limit,
+            proofs,
+        };
+        tokio::spawn(scan.send_to(tx));
         tracing::info!(audit_index = receipt.index, "audit query");
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A query's scan of the log as it stood when the query was logged.
+struct Scan {
+    store: cii_audit::Store,
+    log: Log,
+    filter: Filter,
+    /// One past the query's own entry.
+    end: u64,
+    limit: u64,
+    /// The checkpoint inclusion proofs lead to, if asked for.
+    proofs: Option<(u64, String)>,
+}
+
+impl Scan {
+    /// Sends the matching entries, oldest first, until the end, the limit or the caller goes.
+    async fn send_to(self, tx: tokio::sync::mpsc::Sender<Result<pb::Entry, Status>>) {
+        let (mut next, mut sent) = (0, 0);
+        while next < self.end && sent < self.limit {
+            let batch = match self.store.entries(next, SCAN_BATCH).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit store not readable");
+                    let _ = tx.send(Err(GatewayError::AuditUnreadable.into())).await;
+                    return;
+                }
+            };
+            let Some(last) = batch.last().map(|e| e.index) else {
+                return;
+            };
+            for stored in batch.into_iter().filter(|e| e.index < self.end) {
+                // Expired bodies (retention) match nothing: only their leaf hashes remain.
+                let cii_audit::store::Body::Readable(body) = stored.body else {
+                    continue;
+                };
+                if sent >= self.limit || !cii_audit::entry::decode(&body).is_ok_and(|e| self.filter.matches(&e)) {
+                    continue;
+                }
+                sent += 1;
+                let answer = self.answer(stored.index, body).map_err(Status::from);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return; // the caller went away, or the proof failed
+                }
+            }
+            next = last + 1;
+        }
+    }
+
+    /// An entry as answered, with its inclusion proof if asked for.
+    fn answer(&self, index: u64, body: Vec<u8>) -> Result<pb::Entry, GatewayError> {
+        let mut answer = pb::Entry {
+            index,
+            body,
+            ..pb::Entry::default()
+        };
+        if let Some((size, note)) = &self.proofs {
+            let (_, _, proof) = self
+                .log
+                .inclusion_proof(index, *size)
+                .map_err(GatewayError::ProofOutOfRange)?;
+            answer.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
+            answer.checkpoint = note.clone();
+        }
+        Ok(answer)
     }
 }

@@ -175,61 +175,14 @@ impl GatewayConfig {
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         let file: GatewayFile = config::load(path)?;
         let registry = Arc::new(Registry::load(&config::resolve(path, &file.registry))?);
-        let tls = TlsIdentity::load(&file.tls.resolved(path))
-            .map_err(|e| ConfigError::invalid(path, "tls", e.to_string()))?;
-        match tls.identity() {
-            Ok(PeerIdentity::Gateway) => {}
-            Ok(other) => {
-                return Err(ConfigError::invalid(
-                    path,
-                    "tls.cert",
-                    format!("certificate names {other}, not the gateway"),
-                ));
-            }
-            Err(e) => return Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
-        }
-        let dir = file.rulebook.as_ref().map(|d| config::resolve(path, d));
-        let today = time::OffsetDateTime::now_utc().date();
-        let rulebook = cii_kit::rulebook::load(dir.as_deref(), today)
-            .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
-        cii_kit::rulebook::check_agreement(&rulebook, &registry)
-            .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
-        cii_kit::rulebook::check_contract(&rulebook)
-            .map_err(|e| ConfigError::invalid(path, "rulebook", e.to_string()))?;
-        if !["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|p| file.audit.store.starts_with(p))
-        {
-            return Err(ConfigError::invalid(
-                path,
-                "audit.store",
-                "must be sqlite:PATH or postgres://…",
-            ));
-        }
-        if file.audit.retention_days < MIN_RETENTION_DAYS {
-            return Err(ConfigError::invalid(
-                path,
-                "audit.retention_days",
-                format!(
-                    "must be at least {MIN_RETENTION_DAYS}: logs are kept at least one year (nLPD ordinance art. 4)"
-                ),
-            ));
-        }
+        let tls = gateway_identity(path, &file)?;
+        let rulebook = rulebook(path, &file, &registry)?;
+        check_stores(path, &file)?;
         let audit_signer = Arc::new(file.audit.signer(path)?);
         let audit_store = file.audit.store_url(path);
         let pseudonyms = Arc::new(file.pseudonym.transcryptor(path)?);
         if !file.consent.url.starts_with("https://") {
             return Err(ConfigError::invalid(path, "consent.url", "must be an https:// URL"));
-        }
-        if !file.store.database.starts_with("sqlite:") {
-            return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
-        }
-        if file.store.delivery_retry_max_seconds == 0 {
-            return Err(ConfigError::invalid(
-                path,
-                "store.delivery_retry_max_seconds",
-                "must be at least 1",
-            ));
         }
         let store = config::database_url(path, &file.store.database);
         Ok(GatewayConfig {
@@ -243,4 +196,68 @@ impl GatewayConfig {
             audit_signer,
         })
     }
+}
+
+/// The TLS identity, which must be the gateway's.
+fn gateway_identity(path: &Path, file: &GatewayFile) -> Result<TlsIdentity, ConfigError> {
+    let tls =
+        TlsIdentity::load(&file.tls.resolved(path)).map_err(|e| ConfigError::invalid(path, "tls", e.to_string()))?;
+    match tls.identity() {
+        Ok(PeerIdentity::Gateway) => Ok(tls),
+        Ok(other) => Err(ConfigError::invalid(
+            path,
+            "tls.cert",
+            format!("certificate names {other}, not the gateway"),
+        )),
+        Err(e) => Err(ConfigError::invalid(path, "tls.cert", e.to_string())),
+    }
+}
+
+/// The rulebook (a folder, or the built-in federal one), checked against the registry and
+/// the contract.
+fn rulebook(path: &Path, file: &GatewayFile, registry: &Registry) -> Result<cii_policy::Rulebook, ConfigError> {
+    let dir = file.rulebook.as_ref().map(|d| config::resolve(path, d));
+    let today = time::OffsetDateTime::now_utc().date();
+    let invalid = |e: &dyn std::fmt::Display| ConfigError::invalid(path, "rulebook", e.to_string());
+    let files = dir
+        .as_deref()
+        .map(config::toml_files)
+        .transpose()
+        .map_err(|e| invalid(&e))?;
+    let rulebook = cii_policy::fit::load(files, today).map_err(|e| invalid(&e))?;
+    cii_policy::fit::check_agreement(&rulebook, |id| registry.get(id).map(|m| m.kind)).map_err(|e| invalid(&e))?;
+    cii_policy::fit::check_contract(&rulebook).map_err(|e| invalid(&e))?;
+    Ok(rulebook)
+}
+
+/// The stores' URLs and limits.
+fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
+    if !["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| file.audit.store.starts_with(p))
+    {
+        return Err(ConfigError::invalid(
+            path,
+            "audit.store",
+            "must be sqlite:PATH or postgres://…",
+        ));
+    }
+    if file.audit.retention_days < MIN_RETENTION_DAYS {
+        return Err(ConfigError::invalid(
+            path,
+            "audit.retention_days",
+            format!("must be at least {MIN_RETENTION_DAYS}: logs are kept at least one year (nLPD ordinance art. 4)"),
+        ));
+    }
+    if !file.store.database.starts_with("sqlite:") {
+        return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
+    }
+    if file.store.delivery_retry_max_seconds == 0 {
+        return Err(ConfigError::invalid(
+            path,
+            "store.delivery_retry_max_seconds",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
 }

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use cii_audit::Log;
 use cii_kit::auth::{Caller, caller};
 use cii_kit::clock::Clock;
-use cii_kit::grpc::{error, error_code};
-use cii_kit::metrics::Metrics;
+use cii_kit::status::error_code;
 use cii_proto::consent::{self as registry, consent_registry_client::ConsentRegistryClient};
 use cii_proto::gateway::{self as pb, consents_server::Consents};
 use cii_pseudonym::names::Party;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::service::{audit_unavailable, ciphertext};
+use crate::GatewayError;
+use crate::transfer::ciphertext;
 
 /// The consent rpc handlers.
 #[derive(Debug)]
@@ -27,7 +27,6 @@ pub struct ConsentsService {
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
     audit: Log,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
 }
 
 /// A person as the registry and the audit log receive them.
@@ -49,12 +48,7 @@ fn registry_error(status: Status) -> Status {
         status
     } else {
         tracing::warn!(code = ?status.code(), "consent registry unreachable");
-        error(
-            Code::Unavailable,
-            "CONSENT_REGISTRY_UNAVAILABLE",
-            "the consent registry cannot be reached; nothing was changed, retry later",
-            None,
-        )
+        GatewayError::ConsentRegistryUnavailable.into()
     }
 }
 
@@ -64,14 +58,12 @@ impl ConsentsService {
         pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
         audit: Log,
         clock: Arc<dyn Clock>,
-        metrics: Metrics,
     ) -> ConsentsService {
         ConsentsService {
             registry,
             pseudonyms,
             audit,
             clock,
-            metrics,
         }
     }
 
@@ -81,7 +73,7 @@ impl ConsentsService {
         person: Option<&cii_proto::common::EncryptedPseudonym>,
     ) -> Result<Person, Status> {
         let from = Party::Institution(caller.institution.id.clone());
-        let ciphertext = ciphertext("person", person).map_err(|s| self.metrics.refused(s))?;
+        let ciphertext = ciphertext("person", person).map_err(GatewayError::from)?;
         let to_registry = self.pseudonyms.translate(&ciphertext, &from, &Party::Registry);
         let to_audit = self.pseudonyms.translate(&ciphertext, &from, &Party::Audit);
         Ok(Person {
@@ -103,7 +95,7 @@ impl ConsentsService {
     ) -> Result<(), Status> {
         let entry = cii_audit::Entry {
             kind: kind as i32,
-            time_micros: crate::micros(self.clock.now()),
+            time_micros: cii_types::time::micros(self.clock.now()),
             sender: caller.institution.id.to_string(),
             acting_user: caller.acting_user(),
             consents,
@@ -116,7 +108,7 @@ impl ConsentsService {
             Err(e) => {
                 // The registry has committed the change; say so, loudly, so it can be reconciled.
                 tracing::error!(code = e.code(), error = %e, kind = ?kind, "consent change committed but not logged");
-                Err(self.metrics.refused(audit_unavailable(&e)))
+                Err(GatewayError::Audit(e).into())
             }
         }
     }

@@ -10,7 +10,6 @@ use cii_kit::clock::Clock;
 use cii_kit::registry::Registry;
 use cii_kit::tls::{self, PeerPolicy, TlsIdentity};
 use cii_proto::consent::{ListChangesRequest, consent_registry_client::ConsentRegistryClient};
-use cii_proto::gateway::transfer_response::State;
 use cii_proto::node::{self as node_pb, node_inbound_client::NodeInboundClient};
 use cii_types::{InstitutionId, PeerIdentity};
 use prost::Message;
@@ -45,8 +44,36 @@ impl std::fmt::Debug for Nodes {
     }
 }
 
-fn unavailable(message: String) -> tonic::Status {
-    tonic::Status::unavailable(message)
+/// Why a call to a node did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeCallError {
+    /// The node refused or could not be reached (its status, as it answered).
+    #[error("{}", .0.message())]
+    Refused(#[from] tonic::Status),
+    /// No channel could be made (not in the registry, TLS configuration).
+    #[error("{0}")]
+    NoChannel(String),
+    /// An outbox row does not decode.
+    #[error("an outbox row does not decode")]
+    Corrupt,
+}
+
+impl NodeCallError {
+    /// The node's stable code, or the gRPC status code, or ours.
+    pub fn code(&self) -> String {
+        match self {
+            NodeCallError::Refused(status) => {
+                cii_kit::status::error_code(status).unwrap_or_else(|| format!("{:?}", status.code()))
+            }
+            NodeCallError::NoChannel(_) => "Unavailable".to_owned(),
+            NodeCallError::Corrupt => "Internal".to_owned(),
+        }
+    }
+
+    /// Whether the node answered that it has nothing (a pull's holder without data).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, NodeCallError::Refused(status) if status.code() == tonic::Code::NotFound)
+    }
 }
 
 impl Nodes {
@@ -66,14 +93,14 @@ impl Nodes {
         }
     }
 
-    fn client(&self, id: &InstitutionId) -> Result<NodeInboundClient<Channel>, tonic::Status> {
+    fn client(&self, id: &InstitutionId) -> Result<NodeInboundClient<Channel>, NodeCallError> {
         if let Some(channel) = self.channels.lock().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(NodeInboundClient::new(channel));
         }
         let institution = self
             .registry
             .get(id)
-            .ok_or_else(|| unavailable(format!("{id} is not in the registry")))?;
+            .ok_or_else(|| NodeCallError::NoChannel(format!("{id} is not in the registry")))?;
         let registry = self.registry.clone();
         let config = tls::client_config(
             &self.identity,
@@ -81,8 +108,9 @@ impl Nodes {
                 registry.is_revoked(serial)
             }),
         )
-        .map_err(|e| unavailable(e.to_string()))?;
-        let channel = tls::channel(&institution.endpoint, config).map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| NodeCallError::NoChannel(e.to_string()))?;
+        let channel =
+            tls::channel(&institution.endpoint, config).map_err(|e| NodeCallError::NoChannel(e.to_string()))?;
         if let Ok(mut channels) = self.channels.lock() {
             channels.insert(id.clone(), channel.clone());
         }
@@ -94,18 +122,16 @@ impl Nodes {
         &self,
         holder: &InstitutionId,
         request: node_pb::ProvideRequest,
-    ) -> Result<node_pb::ProvideResponse, tonic::Status> {
+    ) -> Result<node_pb::ProvideResponse, NodeCallError> {
         let mut client = self.client(holder)?;
         let mut request = tonic::Request::new(request);
         request.set_timeout(ATTEMPT_TIMEOUT);
         Ok(client.provide(request).await?.into_inner())
     }
 
-    async fn deliver(&self, due: &Due) -> Result<(), tonic::Status> {
-        let recipient =
-            InstitutionId::parse("recipient", &due.recipient).map_err(|e| tonic::Status::internal(e.to_string()))?;
-        let delivery = node_pb::Delivery::decode(due.delivery.as_slice())
-            .map_err(|_| tonic::Status::internal("an outbox row does not decode"))?;
+    async fn deliver(&self, due: &Due) -> Result<(), NodeCallError> {
+        let recipient = InstitutionId::parse("recipient", &due.recipient).map_err(|_| NodeCallError::Corrupt)?;
+        let delivery = node_pb::Delivery::decode(due.delivery.as_slice()).map_err(|_| NodeCallError::Corrupt)?;
         let mut request = tonic::Request::new(delivery);
         request.set_timeout(ATTEMPT_TIMEOUT);
         self.client(&recipient)?.deliver(request).await?;
@@ -144,26 +170,26 @@ impl Nodes {
                     tracing::debug!(recipient = %due.recipient, transfer_id = %due.transfer_id, "delivered");
                     delivered += 1;
                 }
-                Err(status) => {
-                    failure = Some((due, status));
+                Err(e) => {
+                    failure = Some((due, e));
                     break;
                 }
             }
         }
         let done = run.get(..delivered).unwrap_or_default();
         if !done.is_empty()
-            && let Err(e) = store.delivered(done, State::Delivered as i32).await
+            && let Err(e) = store.delivered(done).await
         {
             // Delivered but not marked: sent again later, and the node ignores the repeat
             // (idempotent on sender and transfer id).
             tracing::error!(error = %e, "deliveries not marked");
         }
-        if let Some((due, status)) = failure {
-            let code = cii_kit::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+        if let Some((due, e)) = failure {
+            let code = e.code();
             cii_kit::metrics::Metrics::count(&self.metrics.deliveries, &code);
             let exponent = due.attempts.min(16);
             let delay = FIRST_RETRY.saturating_mul(1u32 << exponent).min(self.max_retry);
-            let next = crate::micros(time::OffsetDateTime::now_utc())
+            let next = cii_types::time::micros(time::OffsetDateTime::now_utc())
                 .saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
             tracing::info!(recipient = %due.recipient, transfer_id = %due.transfer_id, %code, retry_in_ms = delay.as_millis(), "delivery failed; queued");
             if let Err(e) = store.attempt_failed(due, &code, next).await {
@@ -177,7 +203,7 @@ impl Nodes {
     /// when they are due, until `stop` is set.
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let now = crate::micros(time::OffsetDateTime::now_utc());
+            let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
             let recipients: Vec<String> = self.registry.institutions().map(|i| i.id.to_string()).collect();
             let runs = store.due_runs(&recipients, now, RUN_LIMIT).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "outbox not readable");
@@ -272,7 +298,7 @@ async fn notices_once(
         }
     }
     store
-        .notices(&notices, last, crate::micros(clock.now()))
+        .notices(&notices, last, cii_types::time::micros(clock.now()))
         .await
         .map_err(|e| e.to_string())?;
     if !notices.is_empty() {

@@ -9,7 +9,8 @@
 //! - `consent_service`: `cii.gateway.v1.Consents`, consents and relationships forwarded to the registry.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
 //! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
-//! - `transfer`: the transfer pipeline (validate, transcrypt, look up, decide, filter, seal, log).
+//! - `transfer`: the transfer pipeline as typed stages (check, consult and decide, seal, log, deliver).
+//! - `status`: the gateway's errors as gRPC statuses (stable code, field at fault), the one place they are built.
 //! - `delivery`: channels to the nodes, the outbox worker, consent-change notices.
 //! - [`store`]: transfers by id, the outbox, obligations (SQLite).
 //! - `rate_limit`: per-institution token buckets (enrolment).
@@ -24,9 +25,11 @@ mod audit_service;
 pub mod config;
 mod consent_service;
 mod delivery;
+mod error;
 mod policy_service;
 mod rate_limit;
 mod service;
+mod status;
 pub mod store;
 mod transfer;
 mod wire;
@@ -47,7 +50,8 @@ use cii_types::PeerIdentity;
 use tokio::net::TcpListener;
 
 pub use config::GatewayConfig;
-pub use transfer::{Checked, check_request};
+pub use error::GatewayError;
+pub use transfer::{Checked, TransferError, check_request};
 
 /// The sockets the gateway serves on (bound by the caller, so tests use port 0).
 #[derive(Debug)]
@@ -85,17 +89,6 @@ pub enum RunError {
     Catalogue(#[from] cii_types::exchange::ExchangeError),
 }
 
-fn micros(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
-fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
-    }
-}
-
 /// Services the gateway serves (listed by reflection, reported by health).
 pub const SERVICES: &[&str] = &[
     "cii.gateway.v1.Gateway",
@@ -121,27 +114,7 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new("gateway");
-    let registry = config.registry.clone();
-    // Only registry members (and the consent registry) complete the handshake;
-    // revoked serials are refused there too.
-    let admit = {
-        let registry = registry.clone();
-        move |peer: &PeerIdentity| registry.knows(peer) && *peer != PeerIdentity::Gateway
-    };
-    let revoked = {
-        let registry = registry.clone();
-        move |serial: &[u8]| registry.is_revoked(serial)
-    };
-    let registry_tls = {
-        let registry = registry.clone();
-        tls::client_config(
-            &config.tls,
-            PeerPolicy::only(PeerIdentity::Consent, move |serial: &[u8]| registry.is_revoked(serial)),
-        )?
-    };
-    let consent_registry = ConsentRegistryClient::new(tls::channel(&config.file.consent.url, registry_tls)?);
-    let tls_config = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
-
+    let (consent_registry, tls_config) = tls_configs(&config)?;
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = cii_audit::Store::open(&config.audit_store).await?;
     let (audit, sequencer) = cii_audit::Log::open(
@@ -150,98 +123,18 @@ pub async fn run_with_clock(
         config.file.audit.origin.clone(),
     )
     .await?;
-    // Every decision can be traced to the exact rules by this entry's hash.
-    let activation = cii_audit::Entry {
-        kind: cii_audit::EntryKind::RulebookActivated as i32,
-        time_micros: micros(clock.now()),
-        acting_user: "gateway".to_owned(),
-        rulebook_hash: config.rulebook.hash.clone(),
-        detail: config.rulebook.version.clone(),
-        ..cii_audit::Entry::default()
-    };
-    let receipt = audit.append(activation).await?;
-    tracing::info!(version = %config.rulebook.version, hash = %config.rulebook.hash, audit_index = receipt.index, "rulebook activated");
-    let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
-        cii_kit::grpc::health_and_reflection(SERVICES).await?;
-    let authenticate = Authenticate::new(
-        IssuerSource::PeerCertificate(registry.clone()),
-        clock.clone(),
-        metrics.clone(),
-    );
+    activate_rulebook(&config, &audit, clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
-    let nodes = delivery::Nodes::new(
-        registry.clone(),
-        config.tls.clone(),
-        std::time::Duration::from_secs(u64::from(config.file.store.delivery_retry_max_seconds)),
-        metrics.clone(),
-    );
-    let transfers = Arc::new(transfer::Transfers::new(
-        registry.clone(),
-        config.rulebook.clone(),
-        Arc::new(cii_types::exchange::Catalogue::load()?),
-        config.pseudonyms.clone(),
-        audit.clone(),
-        consent_registry.clone(),
-        store.clone(),
-        audit_store.clone(),
-        nodes.clone(),
-        clock.clone(),
-        metrics.clone(),
-    ));
-    // Transfers decided but not known to be logged when the gateway last stopped.
-    transfers.complete_all_held().await;
-    let gateway = GatewayServer::with_interceptor(
-        service::GatewayService::new(
-            transfers,
-            clock.clone(),
-            config.pseudonyms.clone(),
-            audit.clone(),
-            rate_limit::RateLimit::new(
-                config.file.pseudonym.enrolments_per_minute,
-                config.file.pseudonym.enrolment_burst,
-            ),
-            metrics.clone(),
-        ),
-        authenticate.clone(),
-    );
-    let consents = ConsentsServer::with_interceptor(
-        consent_service::ConsentsService::new(
-            consent_registry.clone(),
-            config.pseudonyms.clone(),
-            audit.clone(),
-            clock.clone(),
-            metrics.clone(),
-        ),
-        authenticate.clone(),
-    );
-    let policy = PolicyServer::with_interceptor(
-        policy_service::PolicyService::new(config.rulebook.clone()),
-        authenticate.clone(),
-    );
-
-    let router = cii_kit::grpc::server(&metrics)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(gateway)
-        .add_service(consents)
-        .add_service(policy)
-        // Checkpoints and proofs are hashes and signed notes, nothing personal: any
-        // member (mutual TLS) may fetch them without a user, so nodes can witness
-        // the log when the gateway delivers to them.
-        .add_service(AuditServer::new(audit_service::AuditService::new(
-            audit_service::AuditParts {
-                log: audit.clone(),
-                pseudonyms: config.pseudonyms.clone(),
-                store: audit_store.clone(),
-                operations: store.clone(),
-                retention_days: config.file.audit.retention_days,
-            },
-            authenticate,
-            clock.clone(),
-            metrics.clone(),
-        )));
-
+    let parts = Parts {
+        config: &config,
+        clock: &clock,
+        metrics: &metrics,
+        audit: &audit,
+        audit_store: &audit_store,
+        store: &store,
+        consent_registry: &consent_registry,
+    };
+    let (router, nodes) = services(parts).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = tokio::spawn(nodes.clone().run_outbox(store.clone(), stop_rx.clone()));
     let notices = tokio::spawn(delivery::run_consent_notices(
@@ -269,4 +162,161 @@ pub async fn run_with_clock(
     audit_store.close().await;
     tracing::info!("gateway stopped");
     Ok(result?)
+}
+
+/// The client to the consent registry (which must present the registry's certificate) and
+/// the server's TLS: only registry members (and the consent registry) complete the
+/// handshake; revoked serials are refused there too.
+fn tls_configs(
+    config: &GatewayConfig,
+) -> Result<
+    (
+        ConsentRegistryClient<tonic::transport::Channel>,
+        Arc<rustls::ServerConfig>,
+    ),
+    RunError,
+> {
+    let registry = config.registry.clone();
+    let admit = {
+        let registry = registry.clone();
+        move |peer: &PeerIdentity| registry.knows(peer) && *peer != PeerIdentity::Gateway
+    };
+    let revoked = {
+        let registry = registry.clone();
+        move |serial: &[u8]| registry.is_revoked(serial)
+    };
+    let registry_tls = tls::client_config(
+        &config.tls,
+        PeerPolicy::only(PeerIdentity::Consent, move |serial: &[u8]| registry.is_revoked(serial)),
+    )?;
+    let consent_registry = ConsentRegistryClient::new(tls::channel(&config.file.consent.url, registry_tls)?);
+    let server = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
+    Ok((consent_registry, server))
+}
+
+/// Every decision can be traced to the exact rules by this entry's hash.
+async fn activate_rulebook(
+    config: &GatewayConfig,
+    audit: &cii_audit::Log,
+    now: time::OffsetDateTime,
+) -> Result<(), RunError> {
+    let activation = cii_audit::Entry {
+        kind: cii_audit::EntryKind::RulebookActivated as i32,
+        time_micros: cii_types::time::micros(now),
+        acting_user: "gateway".to_owned(),
+        rulebook_hash: config.rulebook.hash.clone(),
+        detail: config.rulebook.version.clone(),
+        ..cii_audit::Entry::default()
+    };
+    let receipt = audit.append(activation).await?;
+    tracing::info!(version = %config.rulebook.version, hash = %config.rulebook.hash, audit_index = receipt.index, "rulebook activated");
+    Ok(())
+}
+
+/// The transfer pipeline.
+fn transfers(p: &Parts<'_>, nodes: delivery::Nodes) -> Result<Arc<transfer::Transfers>, RunError> {
+    Ok(Arc::new(transfer::Transfers::new(transfer::Parts {
+        registry: p.config.registry.clone(),
+        rulebook: p.config.rulebook.clone(),
+        catalogue: Arc::new(cii_types::exchange::Catalogue::load()?),
+        pseudonyms: p.config.pseudonyms.clone(),
+        audit: p.audit.clone(),
+        audit_store: p.audit_store.clone(),
+        consent: p.consent_registry.clone(),
+        store: p.store.clone(),
+        nodes,
+        clock: p.clock.clone(),
+        metrics: p.metrics.clone(),
+    })))
+}
+
+/// The audit service. Checkpoints and proofs are hashes and signed notes, nothing personal:
+/// any member (mutual TLS) may fetch them without a user, so nodes can witness the log when
+/// the gateway delivers to them; the DPO and operator rpcs verify the user themselves.
+fn audit(p: &Parts<'_>, authenticate: Authenticate) -> AuditServer<audit_service::AuditService> {
+    AuditServer::new(audit_service::AuditService::new(
+        audit_service::AuditParts {
+            log: p.audit.clone(),
+            pseudonyms: p.config.pseudonyms.clone(),
+            store: p.audit_store.clone(),
+            operations: p.store.clone(),
+            retention_days: p.config.file.audit.retention_days,
+        },
+        authenticate,
+        p.clock.clone(),
+    ))
+}
+
+/// What the services are built from.
+struct Parts<'a> {
+    config: &'a GatewayConfig,
+    clock: &'a Arc<dyn Clock>,
+    metrics: &'a Metrics,
+    audit: &'a cii_audit::Log,
+    audit_store: &'a cii_audit::Store,
+    store: &'a store::Store,
+    consent_registry: &'a ConsentRegistryClient<tonic::transport::Channel>,
+}
+
+/// The router with every service, and the nodes' channels (for the background tasks).
+/// Transfers held by a crash are completed before anything is served.
+async fn services(
+    p: Parts<'_>,
+) -> Result<(tonic::transport::server::Router<cii_kit::grpc::Layers>, delivery::Nodes), RunError> {
+    let (config, clock) = (p.config, p.clock);
+    let registry = config.registry.clone();
+    let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
+        cii_kit::grpc::health_and_reflection(SERVICES).await?;
+    let authenticate = Authenticate::new(
+        IssuerSource::PeerCertificate(registry.clone()),
+        clock.clone(),
+        p.metrics.clone(),
+    );
+    let nodes = delivery::Nodes::new(
+        registry.clone(),
+        config.tls.clone(),
+        std::time::Duration::from_secs(u64::from(config.file.store.delivery_retry_max_seconds)),
+        p.metrics.clone(),
+    );
+    let transfers = transfers(&p, nodes.clone())?;
+    // Transfers decided but not known to be logged when the gateway last stopped.
+    transfers.complete_all_held().await;
+    let rate_limit = rate_limit::RateLimit::new(
+        config.file.pseudonym.enrolments_per_minute,
+        config.file.pseudonym.enrolment_burst,
+    );
+    let gateway = GatewayServer::with_interceptor(
+        service::GatewayService::new(
+            transfers,
+            p.store.clone(),
+            clock.clone(),
+            config.pseudonyms.clone(),
+            p.audit.clone(),
+            rate_limit,
+        ),
+        authenticate.clone(),
+    );
+    let consents = ConsentsServer::with_interceptor(
+        consent_service::ConsentsService::new(
+            p.consent_registry.clone(),
+            config.pseudonyms.clone(),
+            p.audit.clone(),
+            clock.clone(),
+        ),
+        authenticate.clone(),
+    );
+    let policy = PolicyServer::with_interceptor(
+        policy_service::PolicyService::new(config.rulebook.clone()),
+        authenticate.clone(),
+    );
+    let audit = audit(&p, authenticate);
+    let router = cii_kit::grpc::server(p.metrics)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(gateway)
+        .add_service(consents)
+        .add_service(policy)
+        .add_service(audit);
+    Ok((router, nodes))
 }

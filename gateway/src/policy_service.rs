@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use cii_kit::auth::caller;
-use cii_kit::grpc::error;
 use cii_policy::decide::{Facts, Transfer};
 use cii_policy::{Fact, Lang, Rulebook, Trigger};
 use cii_proto::policy::{self as pb, policy_server::Policy};
 use cii_types::Role;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
+
+use crate::GatewayError;
 
 /// The jurists' rpc handlers.
 #[derive(Debug)]
@@ -27,17 +28,15 @@ fn require_jurist<T>(request: &Request<T>) -> Result<(), Status> {
     if caller(request)?.user.has(Role::Jurist) {
         Ok(())
     } else {
-        Err(error(
-            Code::PermissionDenied,
-            "ROLE_REQUIRED",
-            "this rpc needs the jurist role",
-            Some("authorization"),
-        ))
+        Err(GatewayError::RoleRequired("jurist").into())
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> Status {
-    error(Code::InvalidArgument, "INVALID_ARGUMENT", message, Some(field))
+fn invalid(field: &'static str, problem: impl Into<String>) -> GatewayError {
+    GatewayError::ExplainInvalid {
+        field,
+        problem: problem.into(),
+    }
 }
 
 #[tonic::async_trait]

@@ -8,6 +8,7 @@
 
 use std::str::FromStr;
 
+use cii_types::TransferState;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
@@ -21,6 +22,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("gateway database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value this release cannot read.
+    #[error("gateway database: {0} holds a value this release does not know")]
+    Corrupt(&'static str),
 }
 
 /// A transfer as recorded.
@@ -30,8 +34,8 @@ pub struct TransferRow {
     pub request_sha256: Vec<u8>,
     /// The encoded `TransferResponse` (without provided data).
     pub response: Vec<u8>,
-    /// `TransferResponse.State` value.
-    pub state: i32,
+    /// Where it stands.
+    pub state: TransferState,
     /// Delivery attempts.
     pub attempts: u32,
     /// Last delivery error code.
@@ -61,8 +65,8 @@ pub struct Held {
 
 /// What a decided transfer leaves in the store, written in one transaction.
 #[derive(Debug)]
-pub struct Decided<'a> {
-    /// The sender (caller for a push, holder for a pull: the one who discloses).
+pub struct TransferRecord<'a> {
+    /// The caller (the sender of a push, the requester of a pull).
     pub caller: &'a str,
     /// The caller's transfer id.
     pub transfer_id: &'a str,
@@ -75,19 +79,32 @@ pub struct Decided<'a> {
     /// The encoded response.
     pub response: &'a [u8],
     /// Its state.
-    pub state: i32,
+    pub state: TransferState,
     /// For a permitted push: the encoded delivery (sealed) for the outbox.
     pub delivery: Option<&'a [u8]>,
-    /// Obligations: (id, owner, due micros, encoded wire form).
-    pub obligations: Vec<(String, String, i64, Vec<u8>)>,
+    /// The obligations the decision created.
+    pub obligations: &'a [ObligationRecord],
     /// Consent ids relied on.
-    pub consents: Vec<String>,
+    pub consents: &'a [String],
     /// Now.
     pub now_micros: i64,
     /// The encoded audit entry about to be appended.
     pub entry: &'a [u8],
     /// The log's size before the append.
     pub log_size_before: u64,
+}
+
+/// An obligation created by a decision, to track until its owner fulfils it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObligationRecord {
+    /// `caller:transfer_id:n`.
+    pub id: String,
+    /// The institution that must fulfil it.
+    pub owner: String,
+    /// Due, in microseconds.
+    pub due_micros: i64,
+    /// The encoded `common.v1.Obligation`.
+    pub wire: Vec<u8>,
 }
 
 /// A delivery due for an attempt.
@@ -133,6 +150,40 @@ pub struct Store {
     /// contending for SQLite's lock, whose busy handler sleeps and retries and can
     /// starve one writer (the outbox worker) behind many (the senders' transfers).
     writer: SqlitePool,
+}
+
+async fn insert_obligation(
+    tx: &mut sqlx::SqliteConnection,
+    obligation: &ObligationRecord,
+    sender: &str,
+    recipient: &str,
+    transfer_id: &str,
+) -> Result<(), StoreError> {
+    let ObligationRecord {
+        id,
+        owner,
+        due_micros,
+        wire,
+    } = obligation;
+    sqlx::query(
+        "INSERT INTO obligation (id, owner, sender, recipient, transfer_id, due_micros, wire) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(sender)
+    .bind(recipient)
+    .bind(transfer_id)
+    .bind(due_micros)
+    .bind(wire)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A stored state; a value this release does not know is a corrupt row.
+fn state(value: i64) -> Result<TransferState, StoreError> {
+    TransferState::from_code(value).ok_or(StoreError::Corrupt("transfer.state"))
 }
 
 fn count(n: i64) -> u32 {
@@ -184,15 +235,18 @@ impl Store {
         .bind(transfer_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| TransferRow {
-            request_sha256: r.get(0),
-            response: r.get(1),
-            state: r.get::<i64, _>(2) as i32,
-            attempts: count(r.get(3)),
-            last_error: r.get(4),
-            pull: r.get::<i64, _>(5) != 0,
-            held: r.get::<i64, _>(6) != 0,
-        }))
+        row.map(|r| {
+            Ok(TransferRow {
+                request_sha256: r.get(0),
+                response: r.get(1),
+                state: state(r.get(2))?,
+                attempts: count(r.get(3)),
+                last_error: r.get(4),
+                pull: r.get::<i64, _>(5) != 0,
+                held: r.get::<i64, _>(6) != 0,
+            })
+        })
+        .transpose()
     }
 
     /// Transfers held for their audit entry (after a crash between decision and log).
@@ -245,7 +299,7 @@ impl Store {
     }
 
     /// Records a decided transfer with its outbox row, obligations and consent uses.
-    pub async fn record(&self, d: &Decided<'_>) -> Result<(), StoreError> {
+    pub async fn record(&self, d: &TransferRecord<'_>) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros, \
@@ -257,7 +311,7 @@ impl Store {
         .bind(d.counterparty)
         .bind(i64::from(d.pull))
         .bind(d.response)
-        .bind(i64::from(d.state))
+        .bind(i64::from(d.state.code()))
         .bind(d.now_micros)
         .bind(d.entry)
         .bind(i64::try_from(d.log_size_before).unwrap_or(i64::MAX))
@@ -281,22 +335,10 @@ impl Store {
         } else {
             (d.caller, d.counterparty)
         };
-        for (id, owner, due, wire) in &d.obligations {
-            sqlx::query(
-                "INSERT INTO obligation (id, owner, sender, recipient, transfer_id, due_micros, wire) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(sender)
-            .bind(recipient)
-            .bind(d.transfer_id)
-            .bind(due)
-            .bind(wire)
-            .execute(&mut *tx)
-            .await?;
+        for obligation in d.obligations {
+            insert_obligation(&mut tx, obligation, sender, recipient, d.transfer_id).await?;
         }
-        for consent in &d.consents {
+        for consent in d.consents {
             sqlx::query(
                 "INSERT OR IGNORE INTO consent_use (consent_id, sender, transfer_id, recipient) VALUES (?1, ?2, ?3, ?4)",
             )
@@ -362,18 +404,19 @@ impl Store {
 
     /// A permitted pull was answered.
     pub async fn provided(&self, caller: &str, transfer_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE transfer SET state = 3 WHERE sender = ?1 AND transfer_id = ?2 AND state < 3")
+        sqlx::query("UPDATE transfer SET state = ?3 WHERE sender = ?1 AND transfer_id = ?2 AND state < ?3")
             .bind(caller)
             .bind(transfer_id)
+            .bind(i64::from(TransferState::Delivered.code()))
             .execute(&self.writer)
             .await?;
         Ok(())
     }
 
-    /// The recipient stored these deliveries: their outbox rows go, their transfers' state
-    /// becomes `state`. One transaction for all: under load the store's writes queue behind
+    /// The recipient stored these deliveries: their outbox rows go, their transfers become
+    /// delivered. One transaction for all: under load the store's writes queue behind
     /// the senders', and one write per delivery would leave the outbox a small share of them.
-    pub async fn delivered(&self, deliveries: &[Due], state: i32) -> Result<(), StoreError> {
+    pub async fn delivered(&self, deliveries: &[Due]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         for due in deliveries {
             sqlx::query("DELETE FROM outbox WHERE seq = ?1")
@@ -386,7 +429,7 @@ impl Store {
             )
             .bind(&due.sender)
             .bind(&due.transfer_id)
-            .bind(i64::from(state))
+            .bind(i64::from(TransferState::Delivered.code()))
             .execute(&mut *tx)
             .await?;
         }
@@ -415,13 +458,7 @@ impl Store {
     }
 
     /// The recipient acknowledged that it processed (sender, transfer id): ACKNOWLEDGED.
-    pub async fn acknowledge(
-        &self,
-        recipient: &str,
-        sender: &str,
-        transfer_id: &str,
-        state: i32,
-    ) -> Result<bool, StoreError> {
+    pub async fn acknowledge(&self, recipient: &str, sender: &str, transfer_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE transfer SET state = ?4 WHERE sender = ?1 AND transfer_id = ?2 AND recipient = ?3 \
              AND pull = 0 AND state < ?4 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sender = ?1 AND o.transfer_id = ?2)",
@@ -429,7 +466,7 @@ impl Store {
         .bind(sender)
         .bind(transfer_id)
         .bind(recipient)
-        .bind(i64::from(state))
+        .bind(i64::from(TransferState::Acknowledged.code()))
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -590,17 +627,17 @@ mod tests {
     /// Records a permitted push ORP → AI, held until `release`.
     async fn record(store: &Store, id: &str) {
         store
-            .record(&Decided {
+            .record(&TransferRecord {
                 caller: "ORP-VS",
                 transfer_id: id,
                 request_sha256: &[0; 32],
                 counterparty: "AI-VS",
                 pull: false,
                 response: b"answer",
-                state: 1,
+                state: TransferState::Queued,
                 delivery: Some(b"sealed"),
-                obligations: Vec::new(),
-                consents: Vec::new(),
+                obligations: &[],
+                consents: &[],
                 now_micros: 0,
                 entry: b"entry",
                 log_size_before: 0,
@@ -634,7 +671,7 @@ mod tests {
         assert_eq!(run(&store, 64).await, ["t1", "t2"]);
         assert_eq!(run(&store, 1).await, ["t1"]);
         let due = store.due_runs(&["AI-VS".to_owned()], 1_000, 64).await.expect("runs");
-        store.delivered(&due.concat(), 2).await.expect("delivered");
+        store.delivered(&due.concat()).await.expect("delivered");
         assert_eq!(run(&store, 64).await, Vec::<String>::new(), "t3 is held");
         release(&store, "t3").await;
         assert_eq!(run(&store, 64).await, ["t3", "t4"]);
@@ -659,6 +696,6 @@ mod tests {
             2
         );
         let row = store.transfer("ORP-VS", "t1").await.expect("read").expect("t1");
-        assert_eq!(row.state, 2, "marked delivered");
+        assert_eq!(row.state, TransferState::Delivered, "marked delivered");
     }
 }

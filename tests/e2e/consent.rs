@@ -94,6 +94,7 @@ fn lookup(
         purpose: purpose.into(),
         // Day 0 is "now" on the registry's clock (to the microsecond).
         at: if day == 0 { None } else { at(day) },
+        transfer: String::new(),
     }
 }
 

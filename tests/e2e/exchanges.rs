@@ -806,8 +806,8 @@ fn synthetic_avs(n: u64) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_one_off_consent_carries_one_transfer_only() {
+/// The network, everyone enrolled, and the person's one-off consent to ORP's handover to AS.
+async fn network_with_a_one_off_consent() -> Network {
     let net = Network::start(&members()).await;
     enrol_everywhere(&net).await;
     let consent = consent_pb::ConsentRecord {
@@ -815,6 +815,12 @@ async fn a_one_off_consent_carries_one_transfer_only() {
         ..handover_consent()
     };
     record_orp_consent(&net, consent).await;
+    net
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_off_consent_carries_one_transfer_only() {
+    let net = network_with_a_one_off_consent().await;
     let first = send(&net, ORP, handover("once-1")).await.expect("send");
     assert_eq!(outcome(&first), Outcome::Permit, "{:?}", first.decision);
     // Resubmitting the same transfer is not a second use.
@@ -822,6 +828,35 @@ async fn a_one_off_consent_carries_one_transfer_only() {
     assert_eq!(outcome(&again), Outcome::Permit);
     let second = send(&net, ORP, handover("once-2")).await.expect("send");
     assert_eq!(outcome(&second), Outcome::Deny, "the one-off consent was used");
+    assert_eq!(inbox_of_size(&net, AS, 1).await.len(), 1);
+    net.stop().await;
+}
+
+/// The gateway marks a one-off consent used at the registry before it records the transfer.
+/// When its own store fails in between, the caller is told "nothing was done, retry": the
+/// retry must then be permitted on the same consent (it is this transfer's use), exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_off_consent_survives_a_store_failure_between_its_use_and_the_record() {
+    let net = network_with_a_one_off_consent().await;
+    // Another process holds the write lock of the gateway's operational store longer than
+    // the gateway waits for it: the record after the consent's use fails.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(net.dir.path().join("gateway/gateway.db"));
+    let mut locker = sqlx::ConnectOptions::connect(&options).await.expect("open");
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.expect("lock");
+    let failed = send(&net, ORP, handover("once-store")).await.expect_err("store locked");
+    assert_eq!(failed.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        cii_kit::grpc::error_code(&failed).as_deref(),
+        Some("GATEWAY_STORE_UNAVAILABLE")
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.expect("unlock");
+    drop(locker);
+
+    let retried = send(&net, ORP, handover("once-store")).await.expect("retry");
+    assert_eq!(outcome(&retried), Outcome::Permit, "{:?}", retried.decision);
+    // Still one use: another transfer is refused the consent.
+    let other = send(&net, ORP, handover("once-other")).await.expect("send");
+    assert_eq!(outcome(&other), Outcome::Deny, "the one-off consent was used");
     assert_eq!(inbox_of_size(&net, AS, 1).await.len(), 1);
     net.stop().await;
 }

@@ -1,6 +1,7 @@
 //! A client in another language: `tests/python/exchange_client.py` drives a
 //! permitted and a refused exchange with grpcio stubs generated from the
-//! .proto files. `.ci/run` prepares a Python with grpcio and grpcio-tools and
+//! .proto files, and decodes a refusal's `google.rpc.ErrorInfo` with
+//! descriptors from the node's reflection service, as a generic tool would. `.ci/run` prepares a Python with grpcio and grpcio-tools and
 //! names it in `CII_PYTHON` (and sets `CII_REQUIRE_PYTHON`, so the test cannot
 //! be skipped there).
 
@@ -63,7 +64,9 @@ async fn a_python_grpcio_client_sends_a_permitted_and_a_refused_exchange() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("\"permitted\": \"PERMIT\"") && stdout.contains("\"refused\": \"DENY\""),
+        stdout.contains("\"permitted\": \"PERMIT\"")
+            && stdout.contains("\"refused\": \"DENY\"")
+            && stdout.contains("\"error_reason\": \"TRANSFER_ID_INVALID\""),
         "{stdout}"
     );
     net.stop().await;

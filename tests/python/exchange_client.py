@@ -1,5 +1,8 @@
 """A client in another language: drives one permitted and one refused exchange
-through a node's API with grpcio stubs generated from the project's .proto files.
+through a node's API with grpcio stubs generated from the project's .proto files,
+then reads a refusal's details (google.rpc.Status with its ErrorInfo) the way a
+generic tool does: the message types come from the node's reflection service,
+not from compiled stubs.
 
 Run by the Rust test `e2e::python_client` (which starts the network and enrols
 the person); exits non-zero if the node does not behave as documented.
@@ -31,6 +34,36 @@ def generate(proto_dir: str, out: str) -> None:
     for root, _, _ in os.walk(os.path.join(out, "cii")):
         open(os.path.join(root, "__init__.py"), "a").close()
     sys.path.insert(0, out)
+
+
+def error_info_through_reflection(channel, node, node_pb2, metadata) -> dict:
+    """Sends a transfer id the network refuses, then decodes the status details with
+    descriptors fetched from the server's reflection service (grpcio-reflection)."""
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    try:
+        node.Send(node_pb2.SendRequest(transfer_id="not an id", recipient="AI-VS"), metadata=metadata, timeout=30)
+    except grpc.RpcError as error:
+        details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    else:
+        raise SystemExit("a transfer id with spaces was accepted")
+    if details is None:
+        raise SystemExit("the refusal carries no grpc-status-details-bin")
+    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    status_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status"))
+    status = status_class.FromString(details)
+    for any_detail in status.details:
+        name = any_detail.type_url.rsplit("/", 1)[-1]
+        detail = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))()
+        any_detail.Unpack(detail)
+        if name == "google.rpc.ErrorInfo":
+            return {
+                "error_reason": detail.reason,
+                "error_domain": detail.domain,
+                "error_field": detail.metadata.get("field", ""),
+            }
+    raise SystemExit(f"no ErrorInfo among the details: {[d.type_url for d in status.details]}")
 
 
 def main() -> int:
@@ -88,6 +121,7 @@ def main() -> int:
         "refused": refused.decision.Outcome.Name(refused.decision.outcome),
         "refused_reasons": [r.code for r in refused.decision.reasons],
     }
+    result.update(error_info_through_reflection(channel, node, node_pb2, metadata))
     print(json.dumps(result))
     ok = (
         result["permitted"] == "PERMIT"
@@ -95,6 +129,9 @@ def main() -> int:
         and "accident_benefits" in result["withheld"]
         and result["refused"] == "DENY"
         and "CONDITION_NOT_MET" in result["refused_reasons"]
+        and result["error_reason"] == "TRANSFER_ID_INVALID"
+        and result["error_domain"] == "cii.exchange"
+        and result["error_field"] == "transfer_id"
     )
     return 0 if ok else 1
 

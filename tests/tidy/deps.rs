@@ -59,6 +59,9 @@ fn violations(direct: &Graph, closure: &BTreeMap<String, BTreeSet<String>>) -> V
         if from == "cii-policy" && deps.iter().any(|d| d == "cii-pseudonym" || d == "cii-audit") {
             found.push("cii-policy depends on cii-pseudonym or cii-audit: they meet only in cii-gateway".to_owned());
         }
+        if from == "cii-kit" && deps.iter().any(|d| d == "cii-policy") {
+            found.push("cii-kit depends on cii-policy: plumbing makes no domain decision".to_owned());
+        }
     }
     for (pure, reached) in closure {
         for bad in IMPURE {
@@ -212,6 +215,7 @@ fn known_bad_edges_are_each_caught() {
             ("cii-policy", "cii-audit"),
             "cii-policy depends on cii-pseudonym or cii-audit",
         ),
+        (("cii-kit", "cii-policy"), "cii-kit depends on cii-policy"),
     ];
     for ((from, to), expected) in bad_edges {
         let mut g = known_good();

@@ -1,34 +1,14 @@
 //! Source-file habits: every Rust file says what it is for in a leading `//!`
 //! comment, and library crates do not print (they log, or return values).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if path.is_dir() {
-            if !(name.starts_with('.') || name == "target" || name == "fuzz" || name == "node_modules") {
-                rust_files(&path, out);
-            }
-        } else if name.ends_with(".rs") {
-            out.push(path);
-        }
-    }
-}
+use crate::source::{root, rust_files};
 
 fn workspace_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in ["proto", "gateway", "services", "consent", "tests"] {
-        rust_files(&root().join(dir), &mut files);
+        files.extend(rust_files(&root().join(dir)));
     }
     assert!(files.len() > 10, "found too few files: {files:?}");
     files

@@ -3,5 +3,8 @@
 //! workspace as it is (`cargo metadata`, `cargo tree`, the source files), so
 //! an invariant broken by a change fails `cargo test`.
 
+mod code;
+mod codes;
 mod deps;
 mod files;
+mod source;

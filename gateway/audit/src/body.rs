@@ -23,7 +23,7 @@ pub const KEY_LEN: usize = 32;
 
 /// The period of an entry written at `time_micros` (UTC): `YYYY-MM`.
 pub fn period_of(time_micros: i64) -> String {
-    let date = time::OffsetDateTime::from_unix_timestamp(time_micros.div_euclid(1_000_000))
+    let date = cii_types::time::from_micros(time_micros)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .date();
     format!("{:04}-{:02}", date.year(), u8::from(date.month()))
@@ -43,7 +43,7 @@ pub fn period_end_micros(period: &str) -> Option<i64> {
         (year, month.next())
     };
     let first = time::Date::from_calendar_date(year, month, 1).ok()?;
-    Some(first.midnight().assume_utc().unix_timestamp() * 1_000_000)
+    Some(cii_types::time::micros(first.midnight().assume_utc()))
 }
 
 /// A fresh random body key.

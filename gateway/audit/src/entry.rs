@@ -1,9 +1,16 @@
 //! The canonical encoding of audit entries.
 //!
-//! `0x01 ‖ AuditEntry` (protobuf, `proto/cii/audit/v1/entry.proto`). prost
-//! writes fields in number order and omits defaults, so one entry has one
-//! encoding; decoding re-encodes and rejects anything that is not byte for
-//! byte canonical (unknown fields, non-minimal varints, a wrong version).
+//! `version ‖ body`. Version 1 is `0x01 ‖ AuditEntry` (protobuf,
+//! `proto/cii/audit/v1/entry.proto`). prost writes fields in number order and
+//! omits defaults, so one entry has one encoding; decoding re-encodes and
+//! rejects anything that is not byte for byte canonical (unknown fields,
+//! non-minimal varints, an unknown version).
+//!
+//! INVARIANT (entries-readable-forever): every version ever written keeps its
+//! decoder here, so a log verifies the same after any upgrade; a new format is
+//! a new version with its own decoder, never a change to an old one. The
+//! fixture of `tests/fixtures/release-0.1` is a log written by an earlier
+//! release, verified by the current build in `tests/e2e/upgrade.rs`.
 
 use prost::Message;
 
@@ -48,12 +55,17 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     out
 }
 
-/// Decodes canonical bytes; anything else is an error.
+/// Decodes the canonical bytes of any version this release reads; anything else is an error.
 pub fn decode(bytes: &[u8]) -> Result<Entry, EntryError> {
     let (&version, body) = bytes.split_first().ok_or(EntryError::Empty)?;
-    if version != VERSION {
-        return Err(EntryError::Version(version));
+    match version {
+        1 => decode_v1(bytes, body),
+        other => Err(EntryError::Version(other)),
     }
+}
+
+/// Version 1: `0x01 ‖ AuditEntry`, canonical.
+fn decode_v1(bytes: &[u8], body: &[u8]) -> Result<Entry, EntryError> {
     if bytes.len() > MAX_ENTRY_BYTES {
         return Err(EntryError::TooLarge);
     }
@@ -61,7 +73,11 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, EntryError> {
     if EntryKind::try_from(entry.kind).map_or(true, |k| k == EntryKind::Unspecified) {
         return Err(EntryError::Kind);
     }
-    if encode(&entry) != bytes {
+    // Canonical as version 1 wrote it (not as the current version would).
+    let mut canonical = Vec::with_capacity(bytes.len());
+    canonical.push(1);
+    let _ = entry.encode(&mut canonical);
+    if canonical != bytes {
         return Err(EntryError::NotCanonical);
     }
     Ok(entry)

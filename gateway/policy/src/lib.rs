@@ -12,6 +12,7 @@
 //! - [`mod@decide`]: the engine (deny by default).
 //! - [`mod@explain`]: the reasoning, in three languages.
 //! - [`scenario`]: jurists' test files.
+//! - [`fit`]: whether a rulebook fits the network (registry members, the contract's categories).
 //! - [`matrix`] and [`diff`]: tables for reading and reviewing a rulebook.
 
 // Security-critical code: no panicking shortcuts outside tests.
@@ -20,6 +21,7 @@
 pub mod decide;
 pub mod diff;
 pub mod explain;
+pub mod fit;
 pub mod matrix;
 pub mod rulebook;
 pub mod scenario;

@@ -54,6 +54,19 @@ pub fn check_digit(first12: &[u8; 12]) -> u8 {
     ((10 - sum % 10) % 10) as u8
 }
 
+/// Whether `text` could carry an AVS number: its digits, whatever separates them, are 13
+/// and begin with 756. Free-form identifiers that the network logs or stores (transfer
+/// ids, record ids, obligation notes) are refused when this holds, so an AVS number
+/// typed into one never reaches the gateway's tables or the audit log.
+///
+/// INVARIANT (avs-stays-at-the-node): this is the one definition of the look-alike rule;
+/// node and gateway both call it (a tidy test keeps it here).
+pub fn looks_like_avs(text: &str) -> bool {
+    let mut digits = text.bytes().filter(u8::is_ascii_digit);
+    let prefix: Vec<u8> = digits.by_ref().take(3).collect();
+    prefix == b"756" && digits.count() == 10
+}
+
 impl AvsNumber {
     /// Parses `756.1234.5678.97` or `7561234567897`.
     pub fn parse(text: &str) -> Result<AvsNumber, AvsError> {

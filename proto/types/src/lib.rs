@@ -7,25 +7,32 @@
 //! convert into these in exactly one place.
 //!
 //! # Layout
-//! - [`avs`]: [`AvsNumber`], which never prints itself.
+//! - [`avs`]: [`AvsNumber`], which never prints itself; the AVS look-alike rule.
+//! - [`codes`]: the registry of stable error codes (gRPC status, retryability, meaning).
 //! - [`exchange`]: the catalogue's field categories and the generic payload filter.
 //! - [`institution`]: [`InstitutionId`], [`InstitutionType`].
 //! - [`identity`]: [`PeerIdentity`], the identity inside a certificate.
 //! - [`role`]: [`Role`], what an acting user may do.
+//! - [`time`]: moments as microseconds and as wire timestamps (the one conversion).
+//! - [`transfer`]: [`TransferId`], the transfer reference, the seal's associated data, [`TransferState`].
 
 // Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod avs;
+pub mod codes;
 pub mod exchange;
 pub mod identity;
 pub mod institution;
 pub mod role;
+pub mod time;
+pub mod transfer;
 
 pub use avs::{AvsError, AvsNumber};
 pub use identity::PeerIdentity;
 pub use institution::{InstitutionId, InstitutionType};
 pub use role::Role;
+pub use transfer::{TransferId, TransferState};
 
 /// Why a value was rejected. Messages never quote the rejected input, which may
 /// be personal data; they name the field and the rule it broke.

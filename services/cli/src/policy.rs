@@ -143,14 +143,19 @@ fn today() -> time::Date {
 }
 
 fn load(dir: Option<&std::path::Path>) -> anyhow::Result<Rulebook> {
-    Ok(cii_kit::rulebook::load(dir, today())?)
+    Ok(cii_policy::fit::load(files(dir)?, today())?)
+}
+
+/// The `.toml` files of a rulebook folder, if one is given.
+fn files(dir: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    Ok(dir.map(cii_kit::config::toml_files).transpose()?)
 }
 
 #[expect(clippy::print_stdout, reason = "the reports are the commands' output")]
 pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { rulebook } => {
-            let sources = cii_kit::rulebook::sources(rulebook.as_deref())?;
+            let sources = cii_policy::fit::sources(files(rulebook.as_deref())?);
             let report = cii_policy::check(&sources, today());
             for d in &report.diagnostics {
                 println!("{d}");
@@ -159,7 +164,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             let contract = report
                 .rulebook
                 .as_ref()
-                .map(cii_kit::rulebook::contract_disagreements)
+                .map(cii_policy::fit::contract_disagreements)
                 .unwrap_or_default();
             for d in &contract {
                 println!("error[{}]: contract: {}", d.code, d.message);

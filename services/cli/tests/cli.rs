@@ -711,6 +711,7 @@ async fn the_consent_registry_holds_no_avs_number_and_no_other_domains_pseudonym
                 categories: vec!["job_search".into()],
                 purpose: "integration".into(),
                 at: None,
+                transfer: String::new(),
             })
             .await
             .expect("lookup")

@@ -606,3 +606,45 @@ async fn without_the_consent_registry_transfers_are_refused_retryably_then_go_th
     assert_one_entry_each(&dir, "registry", &outcomes).await;
     assert_log_verifies(&dir);
 }
+
+/// The processes whose command line names a file under `dir` (the network's processes are
+/// started with `--config DIR/...`).
+fn processes_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .map_while(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+        })
+        .collect()
+}
+
+/// An operator (or systemd, or a container runtime) stops `cii demo --keep-running` with
+/// SIGTERM: its whole network stops with it, as on Ctrl-C.
+#[test]
+fn sigterm_to_the_kept_demo_stops_every_process_of_its_network() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let mut demo = start_demo(parent.path());
+    let running = processes_under(&demo.dir);
+    // Registry, gateway and six nodes (the demo itself names the folder too).
+    assert!(running.len() >= 8, "the network's processes: {running:?}");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(demo.demo.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && matches!(demo.demo.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        demo.demo.try_wait().expect("wait").is_some(),
+        "the demo stopped on SIGTERM"
+    );
+    let left = processes_under(&demo.dir);
+    assert!(left.is_empty(), "processes of the network left running: {left:?}");
+}

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use tonic::service::Interceptor;
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 
 use crate::clock::Clock;
-use crate::grpc::error;
 use crate::jwt::{self, JwtError, User};
-use crate::metrics::{CodeLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::registry::{Institution, Registry};
 use crate::tls::inspect;
 use cii_types::PeerIdentity;
@@ -36,102 +35,105 @@ pub enum IssuerSource {
     Fixed(Box<Institution>),
 }
 
+/// Why a call was not authenticated. Each variant carries its stable code;
+/// `crate::status` turns it into a gRPC status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The connection carries no client certificate.
+    #[error("client certificate required")]
+    ClientCertMissing,
+    /// The certificate names no CII identity.
+    #[error("client certificate has no identity")]
+    ClientCertInvalid,
+    /// The certificate's institution is not in the registry.
+    #[error("institution is not in the registry")]
+    InstitutionUnknown,
+    /// The peer is not an institution.
+    #[error("only institution nodes may call this api")]
+    PeerNotInstitution,
+    /// The acting user's token was refused.
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    /// A handler ran without the interceptor (a wiring bug).
+    #[error("caller not authenticated")]
+    NotAuthenticated,
+}
+
+impl AuthError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::ClientCertMissing => "CLIENT_CERT_MISSING",
+            AuthError::ClientCertInvalid => "CLIENT_CERT_INVALID",
+            AuthError::InstitutionUnknown => "INSTITUTION_UNKNOWN",
+            AuthError::PeerNotInstitution => "PEER_NOT_INSTITUTION",
+            AuthError::Jwt(e) => e.code(),
+            AuthError::NotAuthenticated => "INTERNAL",
+        }
+    }
+
+    /// The field at fault: the token, for a token refused.
+    pub fn field(&self) -> Option<&'static str> {
+        matches!(self, AuthError::Jwt(_)).then_some("authorization")
+    }
+}
+
+/// Whether `code` is one an authentication refusal carries (counted apart, as
+/// `auth_refusals`, by the server layer).
+pub fn is_authentication_code(code: &str) -> bool {
+    code.starts_with("JWT_")
+}
+
 /// A tonic interceptor that authenticates callers and stores a [`Caller`] in
 /// the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Authenticate {
     issuer: IssuerSource,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
 }
 
 impl Authenticate {
-    /// Creates the interceptor.
-    pub fn new(issuer: IssuerSource, clock: Arc<dyn Clock>, metrics: Metrics) -> Authenticate {
-        Authenticate { issuer, clock, metrics }
+    /// Creates the interceptor. (Its refusals are counted by the server layer, by code.)
+    pub fn new(issuer: IssuerSource, clock: Arc<dyn Clock>, _metrics: Metrics) -> Authenticate {
+        Authenticate { issuer, clock }
     }
 
-    fn institution<T>(&self, req: &Request<T>) -> Result<Institution, Status> {
+    fn institution<T>(&self, req: &Request<T>) -> Result<Institution, AuthError> {
         match &self.issuer {
             IssuerSource::Fixed(institution) => Ok((**institution).clone()),
             IssuerSource::PeerCertificate(registry) => {
                 // The TLS layer already admitted only registry members; this
                 // re-reads the identity for the handler.
-                let certs = req.peer_certs().ok_or_else(|| {
-                    error(
-                        Code::Unauthenticated,
-                        "CLIENT_CERT_MISSING",
-                        "client certificate required",
-                        None,
-                    )
-                })?;
-                let leaf = certs.first().ok_or_else(|| {
-                    error(
-                        Code::Unauthenticated,
-                        "CLIENT_CERT_MISSING",
-                        "client certificate required",
-                        None,
-                    )
-                })?;
-                let info = inspect(leaf).map_err(|_| {
-                    error(
-                        Code::Unauthenticated,
-                        "CLIENT_CERT_INVALID",
-                        "client certificate has no identity",
-                        None,
-                    )
-                })?;
+                let certs = req.peer_certs().ok_or(AuthError::ClientCertMissing)?;
+                let leaf = certs.first().ok_or(AuthError::ClientCertMissing)?;
+                let info = inspect(leaf).map_err(|_| AuthError::ClientCertInvalid)?;
                 match info.identity {
-                    PeerIdentity::Institution(id) => registry.get(&id).cloned().ok_or_else(|| {
-                        error(
-                            Code::PermissionDenied,
-                            "INSTITUTION_UNKNOWN",
-                            "institution is not in the registry",
-                            None,
-                        )
-                    }),
-                    _ => Err(error(
-                        Code::PermissionDenied,
-                        "PEER_NOT_INSTITUTION",
-                        "only institution nodes may call this api",
-                        None,
-                    )),
+                    PeerIdentity::Institution(id) => registry.get(&id).cloned().ok_or(AuthError::InstitutionUnknown),
+                    _ => Err(AuthError::PeerNotInstitution),
                 }
             }
         }
-    }
-
-    fn refuse(&self, e: JwtError) -> Status {
-        self.metrics
-            .auth_refusals
-            .get_or_create(&CodeLabels {
-                code: e.code().to_owned(),
-            })
-            .inc();
-        tracing::info!(code = e.code(), "call refused");
-        let code = match e {
-            JwtError::IssuerMismatch => Code::PermissionDenied,
-            _ => Code::Unauthenticated,
-        };
-        error(code, e.code(), e.to_string(), Some("authorization"))
     }
 }
 
 impl Authenticate {
     /// Authenticates the caller of `req` (certificate, then JWT), for services
     /// that check users in some rpcs only.
-    pub fn verify<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    pub fn verify<T>(&self, req: &Request<T>) -> Result<Caller, AuthError> {
         let institution = self.institution(req)?;
         let header = req.metadata().get(jwt::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
-        let token = jwt::bearer(header).map_err(|e| self.refuse(e))?;
-        let user = jwt::verify(token, &institution, self.clock.now()).map_err(|e| self.refuse(e))?;
+        let token = jwt::bearer(header)?;
+        let user = jwt::verify(token, &institution, self.clock.now()).inspect_err(|e| {
+            tracing::info!(code = e.code(), "call refused");
+        })?;
         Ok(Caller { institution, user })
     }
 }
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let caller = self.verify(&req)?;
+        let caller = self.verify(&req).map_err(Status::from)?;
         req.extensions_mut().insert(caller);
         Ok(req)
     }
@@ -148,5 +150,5 @@ impl Caller {
 pub fn caller<T>(req: &Request<T>) -> Result<&Caller, Status> {
     req.extensions()
         .get::<Caller>()
-        .ok_or_else(|| error(Code::Internal, "INTERNAL", "caller not authenticated", None))
+        .ok_or_else(|| AuthError::NotAuthenticated.into())
 }

@@ -276,3 +276,36 @@ mod tests {
         assert_eq!(resolve(cfg, Path::new("/abs/ca.pem")), Path::new("/abs/ca.pem"));
     }
 }
+
+/// A file of a folder could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct FolderError {
+    /// The file or folder.
+    pub path: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// The `.toml` files of `dir`, sorted by name: (file name, text). A rulebook folder is read
+/// this way; what the files mean is `cii_policy`'s business.
+pub fn toml_files(dir: &Path) -> Result<Vec<(String, String)>, FolderError> {
+    let failed = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| FolderError { path, source }
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(failed(dir))? {
+        let path = entry.map_err(failed(dir))?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).map_err(failed(&path))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push((name, text));
+        }
+    }
+    files.sort();
+    Ok(files)
+}

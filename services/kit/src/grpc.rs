@@ -1,13 +1,6 @@
-//! gRPC plumbing shared by the services: health, reflection and errors with
-//! stable codes.
-//!
-//! Every caller-facing error carries a stable machine code in
-//! `google.rpc.ErrorInfo.reason` (domain `cii.exchange`) and, for grpcurl and
-//! simple clients, in the `cii-error-code` trailer; the field at fault, if
-//! any, in ErrorInfo metadata `field` and the `cii-error-field` trailer. The
-//! message is generic and never holds personal data.
-
-use std::collections::HashMap;
+//! gRPC plumbing shared by the services: health, reflection, the shared
+//! server builder and its layer that names and counts refusals (errors
+//! themselves are built in [`crate::status`]).
 
 use tonic::Status;
 use tower::layer::util::{Identity, Stack};
@@ -15,47 +8,8 @@ use tower::layer::util::{Identity, Stack};
 use tonic_health::ServingStatus;
 /// Reflection could not be built from the descriptors.
 pub use tonic_reflection::server::Error as ReflectionError;
-use tonic_types::{ErrorDetails, StatusExt};
 
-/// The ErrorInfo domain of our codes.
-pub const ERROR_DOMAIN: &str = "cii.exchange";
-/// Trailer carrying the stable code.
-pub const CODE_TRAILER: &str = "cii-error-code";
-/// Trailer carrying the field at fault.
-pub const FIELD_TRAILER: &str = "cii-error-field";
-
-/// A caller-facing error with a stable `reason` code.
-pub fn error(code: tonic::Code, reason: &str, message: impl Into<String>, field: Option<&str>) -> Status {
-    let mut metadata = HashMap::new();
-    if let Some(field) = field {
-        metadata.insert("field".to_owned(), field.to_owned());
-    }
-    let mut status = Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-    );
-    if let Ok(value) = reason.parse() {
-        status.metadata_mut().insert(CODE_TRAILER, value);
-    }
-    if let Some(value) = field.and_then(|f| f.parse().ok()) {
-        status.metadata_mut().insert(FIELD_TRAILER, value);
-    }
-    status
-}
-
-/// The stable code of a status, if it carries one.
-pub fn error_code(status: &Status) -> Option<String> {
-    status.get_error_details().error_info().map(|info| info.reason.clone())
-}
-
-/// The field at fault named by a status, if any.
-pub fn error_field(status: &Status) -> Option<String> {
-    status
-        .get_error_details()
-        .error_info()
-        .and_then(|info| info.metadata.get("field").cloned())
-}
+pub use crate::status::{CODE_TRAILER, ERROR_DOMAIN, FIELD_TRAILER, error_code, error_field};
 
 /// gRPC health (reporting SERVING for `services` and the server as a whole)
 /// and reflection v1 and v1alpha listing exactly `services`.
@@ -81,6 +35,9 @@ pub async fn health_and_reflection(
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cii_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc.Status and ErrorInfo: generic tools (grpcurl, grpcio's reflection
+            // client) decode our errors' details only if reflection serves their descriptors.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
         for name in services {
             b = b.with_service_name(*name);
@@ -162,7 +119,7 @@ where
 /// The largest request a service decodes (tonic's default decoding limit).
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
-/// tonic refuses, before any handler runs, a request above its decoding limit
+/// Counts every refusal by its code (see the INVARIANT below). Also, tonic refuses, before any handler runs, a request above its decoding limit
 /// (a bare `OUT_OF_RANGE`) and one that does not decode (`INTERNAL`, as gRPC's
 /// status code table prescribes for request parse errors: bad wire types,
 /// truncated fields, nesting beyond prost's recursion limit). This gives them
@@ -171,32 +128,32 @@ pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// was decoded, so nothing was done.
 fn name_codec_refusal(metrics: &crate::metrics::Metrics, mut response: GrpcResponse) -> GrpcResponse {
     let headers = response.headers_mut();
-    if headers.contains_key(CODE_TRAILER) {
+    // INVARIANT (refusals-counted-once): every refusal a handler returns travels as a
+    // trailers-only response whose headers carry our code; it is counted here, and
+    // handlers never count their own.
+    if let Some(code) = headers.get(CODE_TRAILER).and_then(|c| c.to_str().ok()) {
+        if crate::auth::is_authentication_code(code) {
+            metrics.count_auth_refusal(code);
+        } else {
+            metrics.count_refusal(code);
+        }
         return response;
     }
     let named = match Status::from_header_map(headers) {
         Some(s) if s.code() == tonic::Code::OutOfRange && s.message().contains("decoded message length too large") => {
-            error(
-                tonic::Code::OutOfRange,
-                "MESSAGE_TOO_LARGE",
-                format!("the request is larger than {MAX_REQUEST_BYTES} bytes; nothing was done"),
-                None,
-            )
+            crate::status::message_too_large(MAX_REQUEST_BYTES)
         }
         // prost's text names the message and field path, never the bytes.
         Some(s)
             if s.code() == tonic::Code::Internal && s.message().starts_with("failed to decode Protobuf message") =>
         {
-            error(
-                tonic::Code::Internal,
-                "MESSAGE_MALFORMED",
-                format!("the request does not decode ({}); nothing was done", s.message()),
-                None,
-            )
+            crate::status::message_malformed(s.message())
         }
         _ => return response,
     };
-    let named = metrics.refused(named);
+    if let Some(code) = error_code(&named) {
+        metrics.count_refusal(&code);
+    }
     for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         headers.remove(name);
     }

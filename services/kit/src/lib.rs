@@ -8,10 +8,10 @@
 //! # Layout
 //! - [`config`]: loading TOML with errors naming file and key; shared config pieces.
 //! - [`registry`]: the network's members (the one file of truth).
-//! - [`rulebook`]: reading a rulebook directory (or the built-in federal one); agreement with the registry.
 //! - [`tls`]: rustls configurations, the TLS accept loop, lazily connecting channels.
 //! - [`jwt`] and [`auth`]: the acting user, verified before any handler runs.
-//! - [`grpc`]: health, reflection, errors with stable codes.
+//! - [`grpc`]: health, reflection, the shared server and its refusal layer.
+//! - [`status`]: errors as gRPC statuses with stable codes (the registry's status for each code).
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`clock`]: operations.
 //! - [`pki`]: the development CA and certificates.
 
@@ -26,7 +26,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod pki;
 pub mod registry;
-pub mod rulebook;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod tls;

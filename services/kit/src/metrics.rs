@@ -107,12 +107,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a request a handler refused; returns `status` so handlers can write
-    /// `return Err(metrics.refused(error(…)))`.
-    pub fn refused(&self, status: tonic::Status) -> tonic::Status {
-        let code = crate::grpc::error_code(&status).unwrap_or_else(|| format!("{:?}", status.code()));
-        self.refusals.get_or_create(&CodeLabels { code }).inc();
-        status
+    /// Counts a call refused by authentication (the token), by its code.
+    pub fn count_auth_refusal(&self, code: &str) {
+        self.auth_refusals
+            .get_or_create(&CodeLabels { code: code.to_owned() })
+            .inc();
+    }
+
+    /// Counts a refused call by its stable code (the server layer does, for every response
+    /// that carries one).
+    pub fn count_refusal(&self, code: &str) {
+        self.refusals.get_or_create(&CodeLabels { code: code.to_owned() }).inc();
     }
 
     /// The text exposition format.

@@ -5,19 +5,18 @@ use std::time::Instant;
 
 use cii_kit::auth::caller;
 use cii_kit::clock::Clock;
-use cii_kit::grpc::error;
 use cii_kit::jwt::AUTHORIZATION;
-use cii_kit::metrics::Metrics;
 use cii_proto::audit::audit_client::AuditClient;
 use cii_proto::consent as registry;
 use cii_proto::gateway::{self as gw, consents_client::ConsentsClient, gateway_client::GatewayClient};
 use cii_proto::node::{self as pb, node_server::Node};
 use cii_pseudonym::node::NodeKeys;
-use cii_types::{AvsNumber, InstitutionId};
+use cii_types::{AvsNumber, InstitutionId, TransferId};
 use prost::Message;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
+use crate::error::NodeError;
 use crate::store::{Recorded, Store};
 use crate::witness::LogWitness;
 
@@ -32,7 +31,6 @@ pub struct NodeApi {
     store: Arc<Store>,
     witness: Arc<LogWitness>,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
 }
 
 /// Longest local record id accepted.
@@ -41,37 +39,15 @@ pub const MAX_RECORD_ID: usize = 64;
 /// Checks a local record id: 1–64 characters of `A–Z a–z 0–9 . _ : / -`, and
 /// not an AVS number (the record id travels in logs and answers; the AVS
 /// number must not).
-pub fn check_record_id(id: &str) -> Result<(), Status> {
-    const FIELD: &str = "local_record_id";
+pub fn check_record_id(id: &str) -> Result<(), NodeError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || ".:_/-".contains(c);
     if id.is_empty() || id.len() > MAX_RECORD_ID || !id.chars().all(allowed) {
-        return Err(error(
-            Code::InvalidArgument,
-            "LOCAL_RECORD_ID_INVALID",
-            format!("local_record_id must be 1–{MAX_RECORD_ID} characters of A–Z, a–z, 0–9, '.', ':', '_', '/', '-'"),
-            Some(FIELD),
-        ));
+        return Err(NodeError::RecordIdInvalid(MAX_RECORD_ID));
     }
-    let digits: String = id.chars().filter(|c| c.is_ascii_digit()).collect();
-    if digits.len() == 13 && digits.starts_with("756") {
-        return Err(error(
-            Code::InvalidArgument,
-            "LOCAL_RECORD_ID_IS_AVS",
-            "local_record_id looks like an AVS number; use the institution's own record id",
-            Some(FIELD),
-        ));
+    if cii_types::avs::looks_like_avs(id) {
+        return Err(NodeError::RecordIdIsAvs);
     }
     Ok(())
-}
-
-pub(crate) fn store_failed(e: &crate::store::StoreError) -> Status {
-    tracing::error!(error = %e, "node store failed");
-    error(
-        Code::Internal,
-        "NODE_STORE",
-        "the node's database failed; nothing was recorded",
-        None,
-    )
 }
 
 impl NodeApi {
@@ -82,7 +58,6 @@ impl NodeApi {
         store: Arc<Store>,
         witness: Arc<LogWitness>,
         clock: Arc<dyn Clock>,
-        metrics: Metrics,
     ) -> NodeApi {
         NodeApi {
             institution,
@@ -93,28 +68,17 @@ impl NodeApi {
             store,
             witness,
             clock,
-            metrics,
         }
     }
 
     /// The enrolled person under `record`, as this node's pseudonym encrypted
     /// under the global key (what the gateway transcrypts).
-    async fn person(&self, record: &str) -> Result<cii_proto::common::EncryptedPseudonym, Status> {
-        check_record_id(record).map_err(|s| self.metrics.refused(s))?;
-        let (pseudonym, _) = self
-            .store
-            .by_record(record)
-            .await
-            .map_err(|e| store_failed(&e))?
-            .ok_or_else(|| self.metrics.refused(not_enrolled()))?;
+    async fn person(&self, record: &str) -> Result<cii_proto::common::EncryptedPseudonym, NodeError> {
+        check_record_id(record)?;
+        let (pseudonym, _) = self.store.by_record(record).await?.ok_or(NodeError::NotEnrolled)?;
         let ciphertext = self.keys.encrypt_own(&pseudonym).map_err(|e| {
             tracing::error!(error = %e, "stored pseudonym unusable");
-            error(
-                Code::Internal,
-                "NODE_STORE",
-                "the node's database holds an unusable pseudonym",
-                None,
-            )
+            NodeError::StoreCorrupt("the node's database holds an unusable pseudonym")
         })?;
         Ok(cii_proto::common::EncryptedPseudonym {
             ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
@@ -122,25 +86,17 @@ impl NodeApi {
     }
 
     /// After the log was seen rewritten, nothing more is sent to the gateway.
-    fn refuse_in_alarm(&self) -> Result<(), Status> {
-        if !self.witness.in_alarm() {
-            return Ok(());
+    fn refuse_in_alarm(&self) -> Result<(), NodeError> {
+        if self.witness.in_alarm() {
+            return Err(NodeError::AuditLogAlarm);
         }
-        Err(self.metrics.refused(error(
-            Code::FailedPrecondition,
-            "AUDIT_LOG_ALARM",
-            "this node saw the gateway's audit log rewritten and stopped exchanging; an operator must investigate",
-            None,
-        )))
+        Ok(())
     }
 
     /// Checks a receipt from the gateway as a witness of its log. Nothing is
     /// recorded unless it passes.
-    async fn witness(&self, receipt: Option<&cii_proto::common::Receipt>) -> Result<(), Status> {
-        self.witness
-            .check_receipt(&self.audit, receipt)
-            .await
-            .map_err(|s| self.metrics.refused(s))
+    async fn witness(&self, receipt: Option<&cii_proto::common::Receipt>) -> Result<(), NodeError> {
+        Ok(self.witness.check_receipt(&self.audit, receipt).await?)
     }
 
     /// A request to the gateway carrying the caller's own token: the gateway
@@ -159,13 +115,9 @@ pub const DATA_RESPONSE: &str = "type.googleapis.com/cii.exchange.v1.DataRespons
 
 impl NodeApi {
     /// The enrolled person under `record`, or NOT_ENROLLED.
-    async fn enrolled(&self, record: &str) -> Result<(cii_pseudonym::node::LocalPseudonym, AvsNumber), Status> {
-        check_record_id(record).map_err(|s| self.metrics.refused(s))?;
-        self.store
-            .by_record(record)
-            .await
-            .map_err(|e| store_failed(&e))?
-            .ok_or_else(|| self.metrics.refused(not_enrolled()))
+    async fn enrolled(&self, record: &str) -> Result<(cii_pseudonym::node::LocalPseudonym, AvsNumber), NodeError> {
+        check_record_id(record)?;
+        self.store.by_record(record).await?.ok_or(NodeError::NotEnrolled)
     }
 
     /// Sends a transfer: the stored bytes if this call repeats an earlier one
@@ -175,22 +127,17 @@ impl NodeApi {
         incoming: &Request<T>,
         transfer_id: &str,
         call: &[u8],
-        build: impl std::future::Future<Output = Result<gw::TransferRequest, Status>>,
+        build: impl std::future::Future<Output = Result<gw::TransferRequest, NodeError>>,
     ) -> Result<Response<gw::TransferResponse>, Status> {
-        if transfer_id.is_empty() {
-            return Err(self.metrics.refused(error(
-                Code::InvalidArgument,
-                "FIELD_REQUIRED",
-                "transfer_id is required (a UUID is good)",
-                Some("transfer_id"),
-            )));
-        }
+        // The gateway's own rule, before anything is stored: an id it would refuse is never kept here.
+        let transfer_id = TransferId::parse(transfer_id).map_err(NodeError::from)?;
+        let transfer_id = transfer_id.as_str();
         self.refuse_in_alarm()?;
         let call_sha256 = ring::digest::digest(&ring::digest::SHA256, call).as_ref().to_vec();
-        let stored = self.store.outgoing(transfer_id).await.map_err(|e| store_failed(&e))?;
+        let stored = self.store.outgoing(transfer_id).await.map_err(NodeError::from)?;
         let request = match stored {
             Some((sha, bytes)) if sha == call_sha256 => gw::TransferRequest::decode(bytes.as_slice())
-                .map_err(|_| error(Code::Internal, "NODE_STORE", "a stored request does not decode", None))?,
+                .map_err(|_| NodeError::StoreCorrupt("a stored request does not decode"))?,
             // Another call under a used id: sent as is, so the gateway refuses it by its bytes.
             Some(_) => build.await?,
             None => {
@@ -198,7 +145,7 @@ impl NodeApi {
                 self.store
                     .save_outgoing(transfer_id, &call_sha256, &request.encode_to_vec())
                     .await
-                    .map_err(|e| store_failed(&e))?;
+                    .map_err(NodeError::from)?;
                 request
             }
         };
@@ -213,31 +160,13 @@ impl NodeApi {
         Ok(Response::new(answer))
     }
 
-    async fn relationship(&self, request: &pb::RelationshipRequest) -> Result<gw::RelationshipRequest, Status> {
+    async fn relationship(&self, request: &pb::RelationshipRequest) -> Result<gw::RelationshipRequest, NodeError> {
         Ok(gw::RelationshipRequest {
             person: Some(self.person(&request.local_record_id).await?),
             capacity: request.capacity.clone(),
             at: request.at,
         })
     }
-}
-
-fn not_enrolled() -> Status {
-    error(
-        Code::NotFound,
-        "NOT_ENROLLED",
-        "no person is enrolled under this local record id; call Enrol first",
-        Some("local_record_id"),
-    )
-}
-
-fn record_taken() -> Status {
-    error(
-        Code::AlreadyExists,
-        "LOCAL_RECORD_ID_TAKEN",
-        "this local record id is already enrolled for another person",
-        Some("local_record_id"),
-    )
 }
 
 #[tonic::async_trait]
@@ -308,31 +237,19 @@ impl Node for NodeApi {
             avs_number,
             local_record_id,
         } = request.get_ref();
-        let avs = AvsNumber::parse(avs_number).map_err(|e| {
-            self.metrics.refused(error(
-                Code::InvalidArgument,
-                e.code(),
-                e.to_string(),
-                Some("avs_number"),
-            ))
-        })?;
-        check_record_id(local_record_id).map_err(|s| self.metrics.refused(s))?;
+        let avs = AvsNumber::parse(avs_number).map_err(NodeError::from)?;
+        check_record_id(local_record_id)?;
         let answer = |pseudonym: &cii_pseudonym::node::LocalPseudonym| {
             Response::new(pb::EnrolResponse {
                 local_record_id: local_record_id.clone(),
                 pseudonym: pseudonym.0.iter().map(|b| format!("{b:02x}")).collect(),
             })
         };
-        if let Some((pseudonym, known)) = self
-            .store
-            .by_record(local_record_id)
-            .await
-            .map_err(|e| store_failed(&e))?
-        {
+        if let Some((pseudonym, known)) = self.store.by_record(local_record_id).await.map_err(NodeError::from)? {
             if known.expose_digits() == avs.expose_digits() {
                 return Ok(answer(&pseudonym));
             }
-            return Err(self.metrics.refused(record_taken()));
+            return Err(NodeError::RecordTaken.into());
         }
         self.refuse_in_alarm()?;
         let origin = self.keys.enrolment_ciphertext(&avs);
@@ -354,23 +271,16 @@ impl Node for NodeApi {
             .pseudonym
             .as_ref()
             .map(|p| cii_pseudonym::wire::pseudonym(&p.ciphertext))
-            .ok_or_else(|| {
-                error(
-                    Code::Internal,
-                    "GATEWAY_ANSWER_INVALID",
-                    "the gateway answered without a pseudonym",
-                    None,
-                )
-            })?
-            .map_err(|e| error(Code::Internal, "GATEWAY_ANSWER_INVALID", e.to_string(), None))?;
+            .ok_or_else(|| NodeError::GatewayAnswerInvalid("the gateway answered without a pseudonym".to_owned()))?
+            .map_err(|e| NodeError::GatewayAnswerInvalid(e.to_string()))?;
         self.witness(enrolled.receipt.as_ref()).await?;
         let pseudonym = self.keys.decrypt(&ciphertext);
-        let now = i64::try_from(self.clock.now().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
+        let now = cii_types::time::micros(self.clock.now());
         match self
             .store
             .record(local_record_id, &pseudonym, &avs, now)
             .await
-            .map_err(|e| store_failed(&e))?
+            .map_err(NodeError::from)?
         {
             Recorded::New | Recorded::Existing => {
                 tracing::info!(
@@ -380,13 +290,8 @@ impl Node for NodeApi {
                 );
                 Ok(answer(&pseudonym))
             }
-            Recorded::RecordHoldsAnotherPerson => Err(self.metrics.refused(record_taken())),
-            Recorded::PersonUnderOtherRecord(other) => Err(self.metrics.refused(error(
-                Code::AlreadyExists,
-                "PERSON_ALREADY_ENROLLED",
-                format!("this person is already enrolled under local record id {other}"),
-                Some("avs_number"),
-            ))),
+            Recorded::RecordHoldsAnotherPerson => Err(NodeError::RecordTaken.into()),
+            Recorded::PersonUnderOtherRecord(other) => Err(NodeError::PersonAlreadyEnrolled(other).into()),
         }
     }
 
@@ -401,7 +306,7 @@ impl Node for NodeApi {
                 let ciphertext = self
                     .keys
                     .encrypt_identity(&avs)
-                    .map_err(|e| error(Code::Internal, e.code(), "the identity could not be encrypted", None))?;
+                    .map_err(NodeError::IdentityNotEncrypted)?;
                 Some(cii_proto::common::EncryptedIdentity {
                     ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
                 })
@@ -467,11 +372,11 @@ impl Node for NodeApi {
             0 => 100,
             n => n.min(100),
         };
-        let rows = self.store.inbox(limit).await.map_err(|e| store_failed(&e))?;
+        let rows = self.store.inbox(limit).await.map_err(NodeError::from)?;
         let mut items = Vec::with_capacity(rows.len());
         for (id, item, identity) in rows {
             let mut item = pb::InboxItem::decode(item.as_slice())
-                .map_err(|_| error(Code::Internal, "NODE_STORE", "an inbox item does not decode", None))?;
+                .map_err(|_| NodeError::StoreCorrupt("an inbox item does not decode"))?;
             item.id = id.to_string();
             if let Some(identity) = identity {
                 let avs = cii_pseudonym::wire::attribute(&identity)
@@ -495,15 +400,8 @@ impl Node for NodeApi {
         caller(&request)?;
         let mut deliveries = Vec::new();
         for id in &request.get_ref().ids {
-            let id: i64 = id.parse().map_err(|_| {
-                self.metrics.refused(error(
-                    Code::InvalidArgument,
-                    "INBOX_ID_INVALID",
-                    "inbox ids are the numbers ListInbox returns",
-                    Some("ids"),
-                ))
-            })?;
-            if let Some((sender, transfer_id)) = self.store.acknowledge(id).await.map_err(|e| store_failed(&e))? {
+            let id: i64 = id.parse().map_err(|_| NodeError::InboxIdInvalid)?;
+            if let Some((sender, transfer_id)) = self.store.acknowledge(id).await.map_err(NodeError::from)? {
                 deliveries.push(gw::DeliveryRef { sender, transfer_id });
             }
         }
@@ -536,26 +434,17 @@ impl Node for NodeApi {
         caller(&request)?;
         let publish = request.get_ref();
         self.enrolled(&publish.local_record_id).await?;
-        let data = publish.data.as_ref().ok_or_else(|| {
-            self.metrics.refused(error(
-                Code::InvalidArgument,
-                "FIELD_REQUIRED",
-                "data is required",
-                Some("data"),
-            ))
+        let data = publish.data.as_ref().ok_or(NodeError::FieldRequired {
+            field: "data",
+            what: "data is required",
         })?;
         if data.type_url != DATA_RESPONSE {
-            return Err(self.metrics.refused(error(
-                Code::InvalidArgument,
-                "EXCHANGE_TYPE_UNKNOWN",
-                format!("data must be a {DATA_RESPONSE}"),
-                Some("data"),
-            )));
+            return Err(NodeError::NotDataResponse(DATA_RESPONSE).into());
         }
         self.store
             .publish(&publish.local_record_id, &data.encode_to_vec())
             .await
-            .map_err(|e| store_failed(&e))?;
+            .map_err(NodeError::from)?;
         Ok(Response::new(pb::PublishResponse {}))
     }
 

@@ -4,17 +4,16 @@
 use std::sync::Arc;
 
 use cii_kit::clock::Clock;
-use cii_kit::grpc::error;
-use cii_kit::metrics::Metrics;
 use cii_proto::audit::audit_client::AuditClient;
 use cii_proto::node::{self as pb, node_inbound_server::NodeInbound};
 use cii_pseudonym::node::NodeKeys;
 use cii_types::InstitutionId;
 use prost::Message;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::api::{DATA_RESPONSE, store_failed};
+use crate::api::DATA_RESPONSE;
+use crate::error::NodeError;
 use crate::store::Store;
 use crate::witness::LogWitness;
 
@@ -27,7 +26,6 @@ pub struct NodeInboundService {
     witness: Arc<LogWitness>,
     audit: AuditClient<Channel>,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
 }
 
 impl NodeInboundService {
@@ -38,7 +36,6 @@ impl NodeInboundService {
         witness: Arc<LogWitness>,
         gateway: Channel,
         clock: Arc<dyn Clock>,
-        metrics: Metrics,
     ) -> NodeInboundService {
         NodeInboundService {
             institution,
@@ -47,32 +44,53 @@ impl NodeInboundService {
             witness,
             audit: AuditClient::new(gateway),
             clock,
-            metrics,
         }
     }
 
-    fn refused(&self, code: Code, reason: &str, message: impl Into<String>, field: &str) -> Status {
-        self.metrics.refused(error(code, reason, message, Some(field)))
+    /// Opens a delivery's sealed content with this node's key; it opens only as the
+    /// delivery it was sealed for (sender and transfer id are its associated data).
+    fn open(&self, delivery: &pb::Delivery) -> Result<pb::DeliveryContent, NodeError> {
+        let sealed = delivery.payload.as_ref().ok_or(NodeError::FieldRequired {
+            field: "payload",
+            what: "payload is required",
+        })?;
+        let key = cii_pseudonym::wire::attribute(&sealed.key).map_err(|source| NodeError::Crypto {
+            field: "payload.key",
+            source,
+        })?;
+        let nonce: [u8; 12] = sealed
+            .nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| NodeError::NonceInvalid)?;
+        let aad = cii_types::transfer::seal_associated_data(&delivery.sender, &delivery.transfer_id);
+        let sealed = cii_pseudonym::seal::Sealed {
+            key,
+            nonce,
+            ciphertext: sealed.ciphertext.clone(),
+        };
+        let plain = self.keys.open(&sealed, &aad).map_err(|source| NodeError::Crypto {
+            field: "payload",
+            source,
+        })?;
+        pb::DeliveryContent::decode(plain.as_slice()).map_err(|_| NodeError::ContentInvalid)
     }
 
     /// The person's local record id, if enrolled here, and the pseudonym in hex.
     async fn recognise(
         &self,
         person: Option<&cii_proto::common::EncryptedPseudonym>,
-    ) -> Result<(String, String), Status> {
+    ) -> Result<(String, String), NodeError> {
         // Anonymised statistics name no person.
         let Some(person) = person else {
             return Ok((String::new(), String::new()));
         };
-        let ciphertext = cii_pseudonym::wire::pseudonym(&person.ciphertext)
-            .map_err(|e| self.refused(Code::InvalidArgument, e.code(), e.to_string(), "person.ciphertext"))?;
+        let ciphertext = cii_pseudonym::wire::pseudonym(&person.ciphertext).map_err(|source| NodeError::Crypto {
+            field: "person.ciphertext",
+            source,
+        })?;
         let pseudonym = self.keys.decrypt(&ciphertext);
-        let record = self
-            .store
-            .by_pseudonym(&pseudonym)
-            .await
-            .map_err(|e| store_failed(&e))?
-            .unwrap_or_default();
+        let record = self.store.by_pseudonym(&pseudonym).await?.unwrap_or_default();
         Ok((record, pseudonym.0.iter().map(|b| format!("{b:02x}")).collect()))
     }
 }
@@ -90,14 +108,13 @@ impl NodeInbound for NodeInboundService {
     async fn deliver(&self, request: Request<pb::Delivery>) -> Result<Response<pb::DeliveryAck>, Status> {
         let delivery = request.into_inner();
         if delivery.transfer_id.is_empty() || delivery.sender.is_empty() {
-            return Err(self.refused(
-                Code::InvalidArgument,
-                "FIELD_REQUIRED",
-                "transfer_id and sender are required",
-                "transfer_id",
-            ));
+            return Err(NodeError::FieldRequired {
+                field: "transfer_id",
+                what: "transfer_id and sender are required",
+            }
+            .into());
         }
-        let now = i64::try_from(self.clock.now().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
+        let now = cii_types::time::micros(self.clock.now());
         let ack = Response::new(pb::DeliveryAck {
             transfer_id: delivery.transfer_id.clone(),
         });
@@ -105,59 +122,22 @@ impl NodeInbound for NodeInboundService {
             let item = pb::InboxItem {
                 transfer_id: delivery.transfer_id.clone(),
                 sender: "gateway".to_owned(),
-                delivered_at: Some(timestamp(self.clock.now())),
+                delivered_at: Some(cii_types::time::timestamp(self.clock.now())),
                 notice: Some(notice),
                 ..pb::InboxItem::default()
             };
             self.store
                 .receive("gateway", &delivery.transfer_id, &item.encode_to_vec(), None, now)
                 .await
-                .map_err(|e| store_failed(&e))?;
+                .map_err(NodeError::from)?;
             tracing::info!(notice = %delivery.transfer_id, "consent notice received");
             return Ok(ack);
         }
         self.witness
             .check_receipt(&self.audit, delivery.receipt.as_ref())
             .await
-            .map_err(|s| self.metrics.refused(s))?;
-        let sealed = delivery.payload.ok_or_else(|| {
-            self.refused(
-                Code::InvalidArgument,
-                "FIELD_REQUIRED",
-                "payload is required",
-                "payload",
-            )
-        })?;
-        let key = cii_pseudonym::wire::attribute(&sealed.key)
-            .map_err(|e| self.refused(Code::InvalidArgument, e.code(), e.to_string(), "payload.key"))?;
-        let nonce: [u8; 12] = sealed.nonce.as_slice().try_into().map_err(|_| {
-            self.refused(
-                Code::InvalidArgument,
-                "NONCE_INVALID",
-                "the nonce must be 12 bytes",
-                "payload.nonce",
-            )
-        })?;
-        let aad = format!("{}/{}", delivery.sender, delivery.transfer_id);
-        let plain = self
-            .keys
-            .open(
-                &cii_pseudonym::seal::Sealed {
-                    key,
-                    nonce,
-                    ciphertext: sealed.ciphertext,
-                },
-                aad.as_bytes(),
-            )
-            .map_err(|e| self.refused(Code::InvalidArgument, e.code(), e.to_string(), "payload"))?;
-        let content = pb::DeliveryContent::decode(plain.as_slice()).map_err(|_| {
-            self.refused(
-                Code::InvalidArgument,
-                "PAYLOAD_INVALID",
-                "the sealed content does not decode",
-                "payload",
-            )
-        })?;
+            .map_err(NodeError::from)?;
+        let content = self.open(&delivery)?;
         let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
         let item = pb::InboxItem {
             id: String::new(),
@@ -165,7 +145,7 @@ impl NodeInbound for NodeInboundService {
             sender: delivery.sender.clone(),
             local_record_id,
             payload: content.payload,
-            delivered_at: Some(timestamp(self.clock.now())),
+            delivered_at: Some(cii_types::time::timestamp(self.clock.now())),
             decision: delivery.decision,
             written_request: content.written_request,
             pseudonym,
@@ -183,7 +163,7 @@ impl NodeInbound for NodeInboundService {
                 now,
             )
             .await
-            .map_err(|e| store_failed(&e))?;
+            .map_err(NodeError::from)?;
         tracing::info!(sender = %delivery.sender, transfer_id = %delivery.transfer_id, "delivery received");
         Ok(ack)
     }
@@ -193,46 +173,31 @@ impl NodeInbound for NodeInboundService {
     async fn provide(&self, request: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
         let ask = request.into_inner();
         if ask.person.is_none() {
-            return Err(self.refused(Code::InvalidArgument, "FIELD_REQUIRED", "person is required", "person"));
+            return Err(NodeError::FieldRequired {
+                field: "person",
+                what: "person is required",
+            }
+            .into());
         }
         self.witness
             .check_receipt(&self.audit, ask.receipt.as_ref())
             .await
-            .map_err(|s| self.metrics.refused(s))?;
+            .map_err(NodeError::from)?;
         let (record, _) = self.recognise(ask.person.as_ref()).await?;
         if record.is_empty() {
-            return Err(self.refused(
-                Code::NotFound,
-                "NOT_ENROLLED",
-                "this institution has no record of the person",
-                "person",
-            ));
+            return Err(NodeError::PersonUnknown.into());
         }
         let data = self
             .store
             .published(&record)
             .await
-            .map_err(|e| store_failed(&e))?
-            .ok_or_else(|| {
-                self.refused(
-                    Code::NotFound,
-                    "NO_DATA_PUBLISHED",
-                    "this institution published no data about the person",
-                    "person",
-                )
-            })?;
+            .map_err(NodeError::from)?
+            .ok_or(NodeError::NoDataPublished)?;
         let payload = prost_types::Any::decode(data.as_slice())
             .ok()
             .filter(|a| a.type_url == DATA_RESPONSE)
-            .ok_or_else(|| error(Code::Internal, "NODE_STORE", "published data does not decode", None))?;
+            .ok_or(NodeError::StoreCorrupt("published data does not decode"))?;
         tracing::info!(requester = %ask.requester, transfer_id = %ask.transfer_id, "data provided");
         Ok(Response::new(pb::ProvideResponse { payload: Some(payload) }))
-    }
-}
-
-fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
     }
 }

@@ -8,6 +8,7 @@
 //! - `inbound`: `cii.node.v1.NodeInbound`, for the gateway (mutual TLS, gateway only).
 //! - [`store`]: the node's database: enrolled persons, AVS numbers sealed at rest.
 //! - [`witness`]: every receipt checked against the log's key and the checkpoints seen before.
+//! - `error`, `status`: the node's errors, each with its stable code, and their gRPC statuses (built only there).
 //!
 //! Entry point: [`run`], which `cii node` and the tests call.
 
@@ -16,7 +17,9 @@
 
 mod api;
 pub mod config;
+mod error;
 mod inbound;
+mod status;
 pub mod store;
 pub mod witness;
 
@@ -111,7 +114,6 @@ pub async fn run_with_clock(
             store.clone(),
             witness.clone(),
             clock.clone(),
-            metrics.clone(),
         ),
         authenticate,
     );
@@ -135,7 +137,6 @@ pub async fn run_with_clock(
         witness,
         gateway,
         clock.clone(),
-        metrics.clone(),
     ));
     let inbound_router = cii_kit::grpc::server(&metrics)
         .add_service(in_health)

@@ -180,20 +180,14 @@ impl LogWitness {
 impl LogWitness {
     /// Checks a receipt from the gateway, fetching consistency proofs from its
     /// `Audit` service (mutual TLS; proofs carry nothing personal). A failure is a
-    /// status with a stable code; after a rewrite it is `AUDIT_LOG_ALARM`.
+    /// stable code; after a rewrite it is `AUDIT_LOG_ALARM`.
     pub async fn check_receipt(
         &self,
         audit: &cii_proto::audit::audit_client::AuditClient<tonic::transport::Channel>,
         receipt: Option<&cii_proto::common::Receipt>,
-    ) -> Result<(), tonic::Status> {
-        let receipt = receipt.ok_or_else(|| {
-            cii_kit::grpc::error(
-                tonic::Code::InvalidArgument,
-                "RECEIPT_INVALID",
-                "the gateway sent no audit receipt",
-                Some("receipt"),
-            )
-        })?;
+    ) -> Result<(), WitnessFailure> {
+        let receipt =
+            receipt.ok_or_else(|| WitnessFailure::BadReceipt("the gateway sent no audit receipt".to_owned()))?;
         let parts = ReceiptParts {
             index: receipt.leaf_index,
             leaf_hash: &receipt.leaf_hash,
@@ -208,14 +202,7 @@ impl LogWitness {
                 .map(|answer| answer.into_inner().hashes)
                 .map_err(|status| status.message().to_owned())
         };
-        self.check(&parts, fetch).await.map_err(|failure| {
-            tracing::error!(code = failure.code(), error = %failure, "receipt refused");
-            let code = match failure {
-                WitnessFailure::Alarm(_) => tonic::Code::FailedPrecondition,
-                _ => tonic::Code::Unavailable,
-            };
-            cii_kit::grpc::error(code, failure.code(), failure.to_string(), None)
-        })
+        self.check(&parts, fetch).await
     }
 }
 

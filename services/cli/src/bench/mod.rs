@@ -2,18 +2,19 @@
 //! on the same threads, so the ratio holds on a noisy machine: the whole
 //! transfer pipeline (`pipeline`), the pseudonym path, the audit log and the
 //! decision engine.
+//!
+//! # Layout
+//! One file per section: `pipeline`, `pseudonyms`, `audit`, `policy`; `soak` is `cii soak`.
 
+mod audit;
 mod pipeline;
+mod policy;
+mod pseudonyms;
 pub mod soak;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cii_policy::decide::{ConsentFound, Facts, Party, Transfer};
-use cii_policy::{Fact, Trigger};
-use cii_pseudonym::ceremony::Ceremony;
-use cii_pseudonym::names::Party as Domain;
-use cii_types::{AvsNumber, InstitutionId, InstitutionType};
 use clap::{Args, ValueEnum};
 
 /// What to measure.
@@ -73,151 +74,6 @@ fn rate(phase: Duration, per_call: u64, mut work: impl FnMut()) -> f64 {
     done as f64 / start.elapsed().as_secs_f64()
 }
 
-const BATCH: usize = 1000;
-
-/// Batch transcription through the gateway's path vs libpep's raw loop, same ciphertexts.
-fn pseudonyms(phase: Duration) -> anyhow::Result<serde_json::Value> {
-    let ceremony = Ceremony::new();
-    let gateway = cii_pseudonym::gateway::Gateway::new(
-        ceremony.pseudonymisation_secret.clone(),
-        ceremony.rekeying_secret.clone(),
-        &ceremony.global_public,
-        1,
-    );
-    let orp = Domain::Institution(InstitutionId::parse("id", "ORP-VS")?);
-    let ai = Domain::Institution(InstitutionId::parse("id", "AI-VS")?);
-    let node = cii_pseudonym::node::NodeKeys::new(ceremony.global_public, ceremony.session_keys(&orp, 1));
-    let avs = AvsNumber::parse("756.1234.5678.97")?;
-    let local = node.decrypt(&gateway.enrol(&node.enrolment_ciphertext(&avs), &orp));
-    let items = (0..BATCH)
-        .map(|_| node.encrypt_own(&local))
-        .collect::<Result<Vec<_>, _>>()?;
-    let batch_items: Vec<cii_pseudonym::gateway::BatchItem> = items.iter().map(|c| (*c, None)).collect();
-    let batch = rate(phase, BATCH as u64, || {
-        std::hint::black_box(gateway.translate_batch(batch_items.clone(), &orp, &ai));
-    });
-    let raw = rate(phase, BATCH as u64, || {
-        gateway.raw_transcrypt_all_cores(&items, &orp, &ai)
-    });
-    Ok(serde_json::json!({ "batch_per_s": batch, "raw_per_s": raw, "ratio": batch / raw }))
-}
-
-/// Decisions per second on one core, cycling through representative transfers.
-fn policy(phase: Duration) -> anyhow::Result<serde_json::Value> {
-    let today = time::OffsetDateTime::now_utc().date();
-    let rulebook = cii_kit::rulebook::load(None, today)?;
-    let mut informed = Facts::default();
-    informed.set(Fact::PersonInformedBefore, true);
-    let transfer = |to, trigger, purpose: &str, categories: &[&str], facts, consents| Transfer {
-        from: Party::of_type(InstitutionType::AcOrp),
-        to: Party::of_type(to),
-        trigger: Some(trigger),
-        purpose: purpose.to_owned(),
-        categories: categories.iter().map(|c| (*c).to_owned()).collect(),
-        persons: 1,
-        facts,
-        consents,
-        date: today,
-    };
-    let consent = vec![ConsentFound {
-        reference: "c@1".into(),
-        categories: vec!["identity".into(), "job_search".into()],
-        purposes: vec!["integration".into()],
-        written: true,
-    }];
-    let transfers = [
-        transfer(
-            InstitutionType::Ai,
-            Trigger::SpontaneousReport,
-            "early_detection",
-            &["identity", "health_limitations"],
-            informed,
-            vec![],
-        ),
-        transfer(
-            InstitutionType::As,
-            Trigger::CaseAccess,
-            "integration",
-            &["identity", "job_search"],
-            Facts::default(),
-            consent,
-        ),
-        transfer(
-            InstitutionType::Suva,
-            Trigger::CaseAccess,
-            "integration",
-            &["identity"],
-            Facts::default(),
-            vec![],
-        ),
-    ];
-    let mut n = 0usize;
-    let per_s = rate(phase, 1, || {
-        let t = &transfers[n % transfers.len()];
-        n += 1;
-        std::hint::black_box(cii_policy::decide(&rulebook, t).ok());
-    });
-    Ok(serde_json::json!({ "decisions_per_s": per_s }))
-}
-
-/// Appends per second through the sequencer, and raw inserts, on one store kind.
-async fn audit_store(url_for: impl Fn(&str) -> String, concurrency: usize) -> anyhow::Result<(f64, f64, f64)> {
-    let writers = concurrency.max(1) as u64;
-    let per_writer = (12_800 / writers).max(10);
-    let (appends, batch) = cii_audit::bench::sequencer_rate(&url_for("seq"), writers, per_writer).await?;
-    let raw = cii_audit::bench::raw_rate(&url_for("raw"), batch.round() as usize, writers, per_writer).await?;
-    Ok((appends, raw, batch))
-}
-
-async fn postgres_database(base: &str, tag: &str) -> anyhow::Result<String> {
-    let base = base.trim_end_matches('/').rsplit_once('/').map_or(base, |(b, _)| b);
-    let name = format!("cii_bench_{}_{tag}", std::process::id());
-    let admin = sqlx::PgPool::connect(&format!("{base}/postgres")).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-    admin.close().await;
-    Ok(format!("{base}/{name}"))
-}
-
-#[expect(clippy::print_stdout, reason = "the section's table")]
-fn audit(concurrency: usize, postgres: Option<&str>) -> anyhow::Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().to_owned();
-        let (appends, raw, batch) = audit_store(
-            |tag| format!("sqlite:{}", path.join(format!("{tag}.db")).display()),
-            concurrency,
-        )
-        .await?;
-        println!("\naudit (SQLite, synchronous=FULL, {concurrency} writers)");
-        println!("  sequencer appends    {appends:>12.0} /s (average batch {batch:.1})");
-        println!(
-            "  raw inserts          {raw:>12.0} /s (transactions of {:.0})",
-            batch.round()
-        );
-        let mut section = serde_json::json!({ "sqlite_appends_per_s": appends, "sqlite_ratio": appends / raw });
-        if let Some(base) = postgres {
-            let seq = postgres_database(base, "seq").await?;
-            let raw_db = postgres_database(base, "raw").await?;
-            let (appends, raw, batch) = audit_store(
-                |tag| if tag == "seq" { seq.clone() } else { raw_db.clone() },
-                concurrency,
-            )
-            .await?;
-            println!("audit (PostgreSQL)");
-            println!("  sequencer appends    {appends:>12.0} /s (average batch {batch:.1})");
-            println!("  raw inserts          {raw:>12.0} /s");
-            section["postgres_appends_per_s"] = appends.into();
-            section["postgres_ratio"] = (appends / raw).into();
-        }
-        println!(
-            "audit.sqlite_ratio {:.2}",
-            section["sqlite_ratio"].as_f64().unwrap_or(0.0)
-        );
-        Ok(section)
-    })
-}
-
 #[expect(clippy::print_stdout, reason = "the tables are the command's output")]
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let phase = Duration::from_secs(args.seconds.max(1));
@@ -241,7 +97,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report.insert("pipeline".into(), r);
     }
     if run(Section::Pseudonyms) {
-        let r = pseudonyms(phase)?;
+        let r = pseudonyms::pseudonyms(phase)?;
         println!("\npseudonyms");
         println!(
             "  gateway batch path   {:>12.0} /s",
@@ -255,10 +111,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report.insert("pseudonyms".into(), r);
     }
     if run(Section::Audit) {
-        report.insert("audit".into(), audit(args.concurrency, args.postgres.as_deref())?);
+        report.insert(
+            "audit".into(),
+            audit::audit(args.concurrency, args.postgres.as_deref())?,
+        );
     }
     if run(Section::Policy) {
-        let r = policy(phase)?;
+        let r = policy::policy(phase)?;
         println!("\npolicy");
         println!(
             "policy.decisions_per_s {:.0} (one core)",

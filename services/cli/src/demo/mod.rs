@@ -181,8 +181,34 @@ async fn check_log(network: &Network, desk: &Desk) -> anyhow::Result<(bool, Stri
     Ok((ok, out))
 }
 
-#[expect(clippy::print_stdout, reason = "the demo's output")]
+/// `cii demo`. SIGTERM, like Ctrl-C, stops the whole network at any moment: the
+/// handlers are installed before the first process starts, and dropping the story's
+/// future drops the [`Network`], which stops its processes.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut interrupt) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let mut stopped = stop.clone();
+    tokio::select! {
+        // First: once the story waits for the signal (--keep-running), it ends as it would on its own.
+        biased;
+        result = play(args, stop) => result,
+        _ = stopped.wait_for(|s| *s) => {
+            eprintln!("\nstopped by a signal; every process of the network was stopped");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the demo's output")]
+async fn play(args: DemoArgs, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<ExitCode> {
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => tempfile::Builder::new().prefix("cii-demo-").tempdir()?.keep(),
@@ -290,7 +316,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     if args.keep_running {
         print!("{}", try_it(&network, &dir)?);
-        tokio::signal::ctrl_c().await?;
+        let _ = stop.wait_for(|s| *s).await;
     }
     drop(network);
     if story_ok && log_ok {
@@ -311,7 +337,7 @@ fn try_it(network: &Network, dir: &Path) -> anyhow::Result<String> {
          grpcurl -cacert {ca} -H \"authorization: Bearer $(cat {token})\" {orp} cii.node.v1.Node/Status\n  \
          grpcurl -cacert {ca} -H \"authorization: Bearer $(cat {token})\" -d '{{\"limit\": 10}}' {orp} cii.node.v1.Node/ListInbox\n  \
          cii audit verify --config {gateway}\n\
-         Press Ctrl-C to stop.\n",
+         Press Ctrl-C to stop (SIGTERM stops it too).\n",
         ca = ca.display(),
         token = token.display(),
         gateway = dir.join("gateway.toml").display(),

@@ -1,6 +1,17 @@
 //! `cii audit …`: verification commands that read the audit store directly
 //! (read-only, no JWT, work while the gateway is stopped), and the DPO's
-//! queries, which go through the institution's node (`audit_query`).
+//! commands, which go through the institution's node.
+//!
+//! # Layout
+//! - `query`: `query`, `export` (with proofs) and `check-export`.
+//! - `subject_report`: the subject-access report (nLPD art. 25), FR/DE/EN.
+//! - `usage_report`: a month's counts as HTML charts and CSV.
+//! - `retention`: the operator's retention run.
+
+mod query;
+mod retention;
+mod subject_report;
+mod usage_report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,17 +68,17 @@ cii audit prove --config gateway.toml --old-size 100 --size 250")]
     },
     /// Select entries by institution, period, exchange type, basis, decision, user or person
     /// (a DPO's question; through the node, logged at the gateway).
-    Query(crate::audit_query::QueryArgs),
+    Query(query::QueryArgs),
     /// Export the selected entries with inclusion proofs as JSON lines (a DPO's export).
-    Export(crate::audit_query::ExportArgs),
+    Export(query::ExportArgs),
     /// Check an export offline against the log's verifier key.
-    CheckExport(crate::audit_query::CheckExportArgs),
+    CheckExport(query::CheckExportArgs),
     /// Everything the log holds about one person, for an access request (FR, DE or EN; text and HTML).
-    SubjectReport(crate::subject_report::SubjectReportArgs),
+    SubjectReport(subject_report::SubjectReportArgs),
     /// An institution's month in figures: HTML with bar charts and CSV (refusals, obligations).
-    UsageReport(crate::usage_report::UsageReportArgs),
+    UsageReport(usage_report::UsageReportArgs),
     /// Apply the retention limit: shred the bodies of entries past `retention_days` (role operator; logged).
-    Retention(crate::retention::RetentionArgs),
+    Retention(retention::RetentionArgs),
 }
 
 struct Opened {
@@ -112,12 +123,12 @@ pub(crate) fn b64(h: &[u8]) -> String {
 #[expect(clippy::print_stdout, reason = "the commands' output")]
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Query(args) => crate::audit_query::run(args).await,
-        AuditCommand::Export(args) => crate::audit_query::export(args).await,
-        AuditCommand::CheckExport(args) => crate::audit_query::check_export(args),
-        AuditCommand::SubjectReport(args) => crate::subject_report::run(args).await,
-        AuditCommand::UsageReport(args) => crate::usage_report::run(args).await,
-        AuditCommand::Retention(args) => crate::retention::run(args).await,
+        AuditCommand::Query(args) => query::run(args).await,
+        AuditCommand::Export(args) => query::export(args).await,
+        AuditCommand::CheckExport(args) => query::check_export(args),
+        AuditCommand::SubjectReport(args) => subject_report::run(args).await,
+        AuditCommand::UsageReport(args) => usage_report::run(args).await,
+        AuditCommand::Retention(args) => retention::run(args).await,
         AuditCommand::Verify(args) => {
             let opened = open(&args).await?;
             let verifier = opened

@@ -232,8 +232,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         printed += 1;
-        let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.time_micros) * 1000)
-            .ok()
+        let time = cii_types::time::from_micros(entry.time_micros)
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default();
         let row = Row {
@@ -335,9 +334,9 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let leaf = cii_audit::merkle::leaf_hash(&item.body);
         let line = serde_json::json!({
             "index": item.index,
-            "entry": crate::audit::b64(&item.body),
-            "leaf_hash": crate::audit::b64(&leaf),
-            "inclusion_proof": item.inclusion_proof.iter().map(|h| crate::audit::b64(h)).collect::<Vec<_>>(),
+            "entry": super::b64(&item.body),
+            "leaf_hash": super::b64(&leaf),
+            "inclusion_proof": item.inclusion_proof.iter().map(|h| super::b64(h)).collect::<Vec<_>>(),
             "checkpoint": item.checkpoint,
         });
         writeln!(out, "{line}")?;

@@ -13,9 +13,9 @@ use cii_audit::{Entry, EntryKind};
 use cii_proto::gateway::ListObligationsRequest;
 use clap::Args;
 
-use crate::audit_query::csv_field;
+use super::query::csv_field;
+use super::subject_report::escape;
 use crate::node_api::{authorized, refused};
-use crate::subject_report::escape;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
@@ -99,8 +99,7 @@ pub fn usage(entries: &[Entry], institution: &str) -> Usage {
                 *u.by_basis.entry(basis.clone()).or_default() += 1;
             }
         } else {
-            let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.time_micros) * 1000)
-                .ok()
+            let when = cii_types::time::from_micros(e.time_micros)
                 .and_then(|t| {
                     t.format(time::macros::format_description!(
                         "[year]-[month]-[day] [hour]:[minute]"

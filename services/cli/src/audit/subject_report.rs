@@ -245,8 +245,7 @@ pub fn render(
         let _ = writeln!(text, "\n{}", w.none);
     }
     for (n, e) in transfers.iter().enumerate() {
-        let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.time_micros) * 1000)
-            .ok()
+        let when = cii_types::time::from_micros(e.time_micros)
             .and_then(|t| {
                 t.format(time::macros::format_description!(
                     "[year]-[month]-[day] [hour]:[minute] UTC"
@@ -368,7 +367,7 @@ pub async fn run(args: SubjectReportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let today = time::OffsetDateTime::now_utc().date();
-    let rulebook = cii_kit::rulebook::load(None, today)?;
+    let rulebook = cii_policy::fit::load(None, today)?;
     let institution = entries
         .iter()
         .find(|e| e.kind == EntryKind::DpoLookup as i32)
@@ -438,20 +437,20 @@ mod tests {
     }
 
     fn rulebook() -> Rulebook {
-        cii_kit::rulebook::load(None, time::macros::date!(2026 - 11 - 28)).unwrap()
+        cii_policy::fit::load(None, time::macros::date!(2026 - 11 - 28)).unwrap()
     }
 
     #[test]
     fn the_french_report_lists_permitted_refused_and_consent_based_transfers() {
         let text = render(&entries(), &rulebook(), Language::Fr, "D-1", "ORP-VS", "2026-11-28");
-        let expected = include_str!("../tests/snapshots/subject-report-fr.txt");
+        let expected = include_str!("../../tests/snapshots/subject-report-fr.txt");
         assert_eq!(text, expected, "\n--- got ---\n{text}");
     }
 
     #[test]
     fn the_german_report_says_the_same_in_german() {
         let text = render(&entries(), &rulebook(), Language::De, "D-1", "ORP-VS", "2026-11-28");
-        let expected = include_str!("../tests/snapshots/subject-report-de.txt");
+        let expected = include_str!("../../tests/snapshots/subject-report-de.txt");
         assert_eq!(text, expected, "\n--- got ---\n{text}");
     }
 

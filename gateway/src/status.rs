@@ -1,0 +1,37 @@
+//! The one place the gateway turns its errors into gRPC statuses: the stable
+//! code in `ErrorInfo.reason` and the `cii-error-code` trailer, the field at
+//! fault, the gRPC status code from the code registry (`cii_types::codes`).
+//! Failures of the gateway itself (stores, the log) are logged here with
+//! their cause; the caller gets the generic message only.
+
+use tonic::Status;
+
+use crate::{GatewayError, TransferError};
+
+impl From<TransferError> for Status {
+    fn from(e: TransferError) -> Status {
+        match &e {
+            TransferError::Store(cause) => tracing::error!(error = %cause, "gateway store failed"),
+            TransferError::StoreCorrupt(what) => tracing::error!(what, "gateway store holds an unreadable record"),
+            TransferError::AuditInconsistent(what) => tracing::error!(what, "audit log inconsistent"),
+            TransferError::Seal(cause) => tracing::error!(error = %cause, "payload not sealed"),
+            _ => {}
+        }
+        cii_kit::status::refusal(e.code(), e.to_string(), e.field())
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Status {
+        match &e {
+            GatewayError::Request(inner) => {
+                return cii_kit::status::refusal(inner.code(), inner.to_string(), inner.field());
+            }
+            GatewayError::Store(cause) => tracing::error!(error = %cause, "gateway store failed"),
+            GatewayError::StoreCorrupt(what) => tracing::error!(what, "gateway store holds an unreadable record"),
+            GatewayError::ConsentRegistryUnavailable => tracing::warn!("consent registry unreachable"),
+            _ => {}
+        }
+        cii_kit::status::refusal(e.code(), e.to_string(), e.field())
+    }
+}

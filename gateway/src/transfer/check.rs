@@ -1,0 +1,262 @@
+//! Stage 1, checked: the transfer request alone, against the registry and the
+//! catalogue — ids, direction, trigger, facts, the ciphertexts' encoding, the
+//! payload against the contract (unknown fields refused) and the categories it
+//! carries. Every refusal names a stable code and the field. Pure, so the fuzz
+//! target `transfer_check` runs exactly this; nothing of the wire request
+//! travels further than the [`Checked`] value it returns.
+
+use std::collections::BTreeSet;
+
+use cii_kit::registry::{Institution, Registry};
+use cii_policy::decide::Facts;
+use cii_policy::vocab::{Fact, Trigger};
+use cii_proto::gateway::{self as pb, transfer_request::Direction as WireDirection};
+use cii_pseudonym::{EncryptedAttribute, EncryptedPseudonym};
+use cii_types::exchange::Catalogue;
+use cii_types::{InstitutionId, TransferId};
+use prost::Message;
+
+use super::TransferError;
+
+/// Longest written request, in characters.
+const MAX_WRITTEN_REQUEST: usize = 20_000;
+/// The category of the identity attribute.
+pub(super) const IDENTITY_AVS: &str = "identity.avs";
+/// The one category that concerns no person: a transfer of it alone carries none.
+const ANONYMISED: &str = "anonymised_statistics";
+
+/// Facts a sender may attest. The others come from the directory
+/// (`recipient_serves_person`), the rulebook (reciprocity, cantonal release)
+/// or the request itself (`written_request`).
+const ASSERTABLE: &[Fact] = &[
+    Fact::CostBearerUnclear,
+    Fact::NoOverridingPrivateInterest,
+    Fact::PersonInformedBefore,
+    Fact::RefugeeOrProvisionallyAdmitted,
+    Fact::EmployabilityEstablished,
+    Fact::ReceivesSocialAid,
+    Fact::ReceivesPc,
+];
+
+/// Who discloses, and what travels.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per transfer in flight, never stored in a collection"
+)]
+pub enum Direction {
+    /// The caller discloses: its payload goes to the counterparty.
+    Push {
+        /// The payload's type URL.
+        type_url: String,
+        /// The payload as sent (checked against the contract).
+        payload: Vec<u8>,
+        /// The AVS number as a libpep attribute, if the caller sends it.
+        identity: Option<EncryptedAttribute>,
+    },
+    /// The counterparty discloses: asked for the categories once the permit is logged.
+    Pull,
+}
+
+/// A request that passed every check that needs nothing but itself.
+#[derive(Debug)]
+pub struct Checked<'r> {
+    pub(super) id: TransferId,
+    /// SHA-256 of the request's bytes: the same id with other bytes is another request.
+    pub(super) request_sha256: Vec<u8>,
+    pub(super) counterparty: &'r Institution,
+    pub(super) direction: Direction,
+    pub(super) trigger: Trigger,
+    pub(super) purpose: String,
+    pub(super) written_request: String,
+    /// The categories asked for (pull) or present in the payload (push).
+    pub(super) categories: Vec<String>,
+    /// Absent only for anonymised statistics (no person concerned).
+    pub(super) person: Option<EncryptedPseudonym>,
+    pub(super) facts: Facts,
+    /// The facts the sender attested, by id, for the audit entry.
+    pub(super) attested: Vec<String>,
+}
+
+impl Checked<'_> {
+    /// A pull.
+    pub(super) fn is_pull(&self) -> bool {
+        matches!(self.direction, Direction::Pull)
+    }
+}
+
+/// The checks of a transfer request that need nothing but the request, the
+/// registry and the catalogue.
+pub fn check_request<'a>(
+    registry: &'a Registry,
+    catalogue: &Catalogue,
+    caller: &InstitutionId,
+    r: &pb::TransferRequest,
+) -> Result<Checked<'a>, TransferError> {
+    let id = TransferId::parse(&r.transfer_id)?;
+    let counterparty = counterparty(registry, caller, &r.counterparty)?;
+    let pull = match WireDirection::try_from(r.direction) {
+        Ok(WireDirection::Push) => false,
+        Ok(WireDirection::Pull) => true,
+        _ => return Err(TransferError::DirectionRequired),
+    };
+    let trigger = trigger(r.trigger)?;
+    if r.purpose.is_empty() {
+        return Err(required("purpose", "purpose is required"));
+    }
+    if r.written_request.chars().count() > MAX_WRITTEN_REQUEST {
+        return Err(TransferError::WrittenRequestTooLong(MAX_WRITTEN_REQUEST));
+    }
+    let person = match &r.person {
+        None if !pull && r.payload.is_some() => None,
+        person => Some(ciphertext("person", person.as_ref())?),
+    };
+    let (mut facts, attested) = attested_facts(&r.attested_facts)?;
+    if !r.written_request.trim().is_empty() {
+        facts.set(Fact::WrittenRequest, true);
+    }
+    let (direction, categories) = if pull {
+        pulled(r)?
+    } else {
+        pushed(catalogue, r, person.is_some())?
+    };
+    Ok(Checked {
+        id,
+        request_sha256: sha256(&r.encode_to_vec()),
+        counterparty,
+        direction,
+        trigger,
+        purpose: r.purpose.clone(),
+        written_request: r.written_request.clone(),
+        categories,
+        person,
+        facts,
+        attested,
+    })
+}
+
+fn required(field: &'static str, what: &str) -> TransferError {
+    TransferError::FieldRequired {
+        field,
+        what: what.to_owned(),
+    }
+}
+
+fn not_allowed(field: &'static str, what: &'static str) -> TransferError {
+    TransferError::FieldNotAllowed { field, what }
+}
+
+/// SHA-256 of `bytes`.
+pub(super) fn sha256(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()
+}
+
+fn counterparty<'a>(
+    registry: &'a Registry,
+    caller: &InstitutionId,
+    id: &str,
+) -> Result<&'a Institution, TransferError> {
+    let id = InstitutionId::parse("counterparty", id).map_err(TransferError::Counterparty)?;
+    if id == *caller {
+        return Err(TransferError::CounterpartyIsCaller);
+    }
+    registry.get(&id).ok_or(TransferError::CounterpartyUnknown(id))
+}
+
+fn trigger(value: i32) -> Result<Trigger, TransferError> {
+    Ok(match pb::Trigger::try_from(value) {
+        Ok(pb::Trigger::WrittenRequest) => Trigger::WrittenRequest,
+        Ok(pb::Trigger::SpontaneousReport) => Trigger::SpontaneousReport,
+        Ok(pb::Trigger::MandatoryReport) => Trigger::MandatoryReport,
+        Ok(pb::Trigger::CaseAccess) => Trigger::CaseAccess,
+        Ok(pb::Trigger::BilateralExchange) => Trigger::BilateralExchange,
+        _ => return Err(TransferError::TriggerRequired),
+    })
+}
+
+/// A ciphertext field of a request, parsed; errors name the field.
+pub(crate) fn ciphertext(
+    field: &'static str,
+    value: Option<&cii_proto::common::EncryptedPseudonym>,
+) -> Result<EncryptedPseudonym, TransferError> {
+    let value = value.ok_or_else(|| required(field, &format!("{field} is required")))?;
+    cii_pseudonym::wire::pseudonym(&value.ciphertext).map_err(|e| TransferError::ciphertext(field, e))
+}
+
+fn attested_facts(ids: &[String]) -> Result<(Facts, Vec<String>), TransferError> {
+    let mut facts = Facts::default();
+    let mut attested = Vec::new();
+    for id in ids {
+        let fact = Fact::parse("attested_facts", id).map_err(|_| TransferError::FactUnknown(id.clone()))?;
+        if !ASSERTABLE.contains(&fact) {
+            return Err(TransferError::FactNotAssertable(fact));
+        }
+        facts.set(fact, true);
+        attested.push(fact.to_string());
+    }
+    Ok((facts, attested))
+}
+
+fn pulled(r: &pb::TransferRequest) -> Result<(Direction, Vec<String>), TransferError> {
+    if r.identity.is_some() {
+        return Err(not_allowed("identity", "a pull carries no identity"));
+    }
+    if r.payload.is_some() {
+        return Err(not_allowed("payload", "a pull carries no payload"));
+    }
+    if r.categories.is_empty() {
+        return Err(required("categories", "a pull names the categories asked for"));
+    }
+    let unique: BTreeSet<String> = r.categories.iter().cloned().collect();
+    Ok((Direction::Pull, unique.into_iter().collect()))
+}
+
+fn pushed(
+    catalogue: &Catalogue,
+    r: &pb::TransferRequest,
+    names_person: bool,
+) -> Result<(Direction, Vec<String>), TransferError> {
+    let identity = match &r.identity {
+        Some(i) => {
+            Some(cii_pseudonym::wire::attribute(&i.ciphertext).map_err(|e| TransferError::ciphertext("identity", e))?)
+        }
+        None => None,
+    };
+    if !r.categories.is_empty() {
+        return Err(not_allowed(
+            "categories",
+            "a push's categories are read from its payload; leave categories empty",
+        ));
+    }
+    let any = r
+        .payload
+        .as_ref()
+        .ok_or_else(|| required("payload", "a push carries a payload"))?;
+    // Everything present, to learn the categories sent (and refuse unknown fields).
+    let present = catalogue
+        .filter(&any.type_url, &any.value, |_| true)
+        .map_err(TransferError::Payload)?;
+    let mut categories: Vec<String> = present.released.into_iter().collect();
+    if identity.is_some() {
+        categories.push(IDENTITY_AVS.to_owned());
+    }
+    if categories.is_empty() {
+        return Err(TransferError::PayloadEmpty);
+    }
+    let anonymous = categories.iter().all(|c| c == ANONYMISED);
+    if !names_person && !anonymous {
+        return Err(required(
+            "person",
+            "person is required (only anonymised statistics concern no person)",
+        ));
+    }
+    if names_person && anonymous {
+        return Err(not_allowed("person", "anonymised statistics name no person"));
+    }
+    let direction = Direction::Push {
+        type_url: any.type_url.clone(),
+        payload: any.value.clone(),
+        identity,
+    };
+    Ok((direction, categories))
+}

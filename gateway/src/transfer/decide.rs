@@ -1,0 +1,297 @@
+//! Stages 2 and 3, consulted and decided: the person transcrypted into the
+//! audit context and the registry's domain, the registry asked for consents
+//! and the directory, then the rulebook's decision — a one-off consent it
+//! relies on marked used at the registry first — and the obligations it
+//! creates, each with its id, owner and due date.
+
+use std::collections::BTreeSet;
+
+use cii_kit::auth::Caller;
+use cii_kit::registry::Institution;
+use cii_policy::decide::{self, ConsentFound, Decision, Party as PolicyParty};
+use cii_policy::vocab::{Condition, Fact};
+use cii_proto::common as common_pb;
+use cii_proto::consent as registry_pb;
+use cii_pseudonym::EncryptedPseudonym;
+use cii_pseudonym::names::Party;
+use prost::Message;
+use tonic::Code;
+
+use super::{Checked, TransferError, Transfers};
+use crate::store::ObligationRecord;
+
+/// Stage 2: what the network knows about the transfer besides the request.
+#[derive(Debug)]
+pub struct Consulted<'r> {
+    pub(super) checked: Checked<'r>,
+    /// The institution that discloses (the caller for a push, the holder for a pull).
+    pub(super) from: &'r Institution,
+    /// The institution that receives.
+    pub(super) to: &'r Institution,
+    pub(super) now: time::OffsetDateTime,
+    /// The person for the DPO's audit context.
+    pub(super) audit_person: Option<EncryptedPseudonym>,
+    /// The registry's answer: consents and the directory.
+    pub(super) lookup: registry_pb::LookupResponse,
+}
+
+/// Stage 3: the decision and what it creates.
+#[derive(Debug)]
+pub struct Decided<'r> {
+    pub(super) consulted: Consulted<'r>,
+    pub(super) decision: Decision,
+    /// The consents the decision relied on (`id@version`).
+    pub(super) consents: Vec<ConsentFound>,
+    /// The categories released, by id.
+    pub(super) released: BTreeSet<String>,
+    /// The decision's wire form, obligations with their ids and due dates.
+    pub(super) wire: common_pb::Decision,
+    /// The obligations to track.
+    pub(super) obligations: Vec<ObligationRecord>,
+}
+
+impl Decided<'_> {
+    /// The checked request.
+    pub(super) fn checked(&self) -> &Checked<'_> {
+        &self.consulted.checked
+    }
+}
+
+impl Transfers {
+    /// Stage 2: transcryption into the audit context and the registry's domain,
+    /// and the registry's lookup.
+    pub(super) async fn consult<'r>(
+        &self,
+        caller: &'r Caller,
+        checked: Checked<'r>,
+    ) -> Result<Consulted<'r>, TransferError> {
+        let now = self.clock.now();
+        let caller_party = Party::Institution(caller.institution.id.clone());
+        let translate = |to: &Party| {
+            checked
+                .person
+                .as_ref()
+                .map(|p| self.pseudonyms.translate(p, &caller_party, to))
+        };
+        let (audit_person, registry_person) = (translate(&Party::Audit), translate(&Party::Registry));
+        // Who discloses and who receives: a pull discloses from the holder to the caller.
+        let (from, to) = if checked.is_pull() {
+            (checked.counterparty, &caller.institution)
+        } else {
+            (&caller.institution, checked.counterparty)
+        };
+        let lookup = match registry_person {
+            // No person, no consent and no relationship to look up.
+            None => registry_pb::LookupResponse::default(),
+            Some(person) => self.lookup(&checked, caller, from, to, &person, now).await?,
+        };
+        Ok(Consulted {
+            checked,
+            from,
+            to,
+            now,
+            audit_person,
+            lookup,
+        })
+    }
+
+    async fn lookup(
+        &self,
+        checked: &Checked<'_>,
+        caller: &Caller,
+        from: &Institution,
+        to: &Institution,
+        person: &EncryptedPseudonym,
+        now: time::OffsetDateTime,
+    ) -> Result<registry_pb::LookupResponse, TransferError> {
+        let request = registry_pb::LookupRequest {
+            person: Some(common_pb::EncryptedPseudonym {
+                ciphertext: cii_pseudonym::wire::to_bytes(person),
+            }),
+            sender: from.id.to_string(),
+            recipient: to.id.to_string(),
+            categories: checked.categories.clone(),
+            purpose: checked.purpose.clone(),
+            at: Some(cii_types::time::timestamp(now)),
+            transfer: cii_types::transfer::reference(&caller.institution.id, &checked.id),
+        };
+        match self.consent.clone().lookup(request).await {
+            Ok(answer) => Ok(answer.into_inner()),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), "consent registry lookup failed");
+                Err(TransferError::ConsentRegistryUnavailable(
+                    "the consent registry could not be asked; nothing was decided, retry later",
+                ))
+            }
+        }
+    }
+
+    /// Stage 3: the rulebook's decision; one-off consents it relies on are used up.
+    pub(super) async fn decide<'r>(
+        &self,
+        caller: &Caller,
+        consulted: Consulted<'r>,
+    ) -> Result<Decided<'r>, TransferError> {
+        let mut facts = consulted.checked.facts;
+        // Only the directory says whether the recipient serves the person.
+        facts.set(Fact::RecipientServesPerson, consulted.lookup.recipient_serves_person);
+        let party = |i: &Institution| PolicyParty {
+            kind: i.kind,
+            id: Some(i.id.clone()),
+        };
+        let mut transfer = decide::Transfer {
+            from: party(consulted.from),
+            to: party(consulted.to),
+            trigger: Some(consulted.checked.trigger),
+            purpose: consulted.checked.purpose.clone(),
+            categories: consulted.checked.categories.clone(),
+            persons: 1,
+            facts,
+            consents: consents_found(&consulted.lookup),
+            date: consulted.now.date(),
+        };
+        let reference = cii_types::transfer::reference(&caller.institution.id, &consulted.checked.id);
+        let decision = self
+            .decide_consuming(&mut transfer, &consulted.lookup, &reference)
+            .await?;
+        let released: BTreeSet<String> = decision
+            .released()
+            .iter()
+            .filter_map(|i| self.rulebook.categories.get(*i).map(|c| c.id.clone()))
+            .collect();
+        let mut wire = crate::wire::decision(&self.rulebook, &decision);
+        let obligations = self.obligations(&mut wire, caller, &consulted);
+        Ok(Decided {
+            consulted,
+            decision,
+            consents: transfer.consents,
+            released,
+            wire,
+            obligations,
+        })
+    }
+
+    /// Decides; a permit relying on one-off consents marks them used at the
+    /// registry first. A one-off consent another transfer used in between is
+    /// dropped and the transfer decided again without it.
+    async fn decide_consuming(
+        &self,
+        transfer: &mut decide::Transfer,
+        lookup: &registry_pb::LookupResponse,
+        reference: &str,
+    ) -> Result<Decision, TransferError> {
+        loop {
+            let decision = decide::decide(&self.rulebook, transfer).map_err(TransferError::Undecidable)?;
+            if !decision.is_permit() || !self.rests_on_consent(&decision) {
+                return Ok(decision);
+            }
+            let one_off: Vec<&registry_pb::ConsentRecord> = lookup
+                .consents
+                .iter()
+                .filter_map(|c| c.consent.as_ref())
+                .filter(|r| r.recurrence == registry_pb::Recurrence::OneOff as i32)
+                .filter(|r| transfer.consents.iter().any(|c| c.reference == consent_reference(r)))
+                .collect();
+            let mut dropped = false;
+            for record in one_off {
+                if !self.mark_used(record, reference).await? {
+                    let used = consent_reference(record);
+                    transfer.consents.retain(|c| c.reference != used);
+                    dropped = true;
+                }
+            }
+            if !dropped {
+                return Ok(decision);
+            }
+        }
+    }
+
+    /// Only a permit that rests on consent uses it up.
+    fn rests_on_consent(&self, decision: &Decision) -> bool {
+        decision.bases().iter().any(|i| {
+            self.rulebook.bases.get(*i).is_some_and(|b| {
+                b.conditions
+                    .iter()
+                    .any(|c| matches!(c, Condition::Consent | Condition::WrittenConsent))
+            })
+        })
+    }
+
+    /// Marks a one-off consent used by `reference`; false if another transfer used it.
+    /// INVARIANT (one-off-once): the registry answers true again for the same
+    /// reference, so a retry after a failure later in the pipeline is not a second use.
+    async fn mark_used(&self, record: &registry_pb::ConsentRecord, reference: &str) -> Result<bool, TransferError> {
+        let marked = self
+            .consent
+            .clone()
+            .mark_used(registry_pb::MarkUsedRequest {
+                consent_id: record.consent_id.clone(),
+                version: record.version,
+                transfer: reference.to_owned(),
+            })
+            .await;
+        match marked {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::FailedPrecondition => Ok(false),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), "one-off consent not marked used");
+                Err(TransferError::ConsentRegistryUnavailable(
+                    "the consent registry could not mark a one-off consent used; retry later",
+                ))
+            }
+        }
+    }
+
+    /// Gives each obligation of the decision its id, owner and due date; the
+    /// records to store with the transfer.
+    fn obligations(&self, wire: &mut common_pb::Decision, caller: &Caller, c: &Consulted<'_>) -> Vec<ObligationRecord> {
+        let mut records = Vec::new();
+        for (n, o) in wire.obligations.iter_mut().enumerate() {
+            // The decision names the owner by role; the transfer names the institution.
+            let owner = if o.owner == c.from.kind.to_string() || o.owner == c.from.id.to_string() {
+                c.from
+            } else {
+                c.to
+            };
+            let due_days = self
+                .rulebook
+                .bases
+                .iter()
+                .find(|b| Some(&b.id) == o.basis.as_ref().map(|r| &r.id))
+                .and_then(|b| b.obligations.iter().find(|s| s.kind.to_string() == o.kind))
+                .map_or(30, |s| s.due_days);
+            let due = c.now + time::Duration::days(i64::from(due_days));
+            o.id = format!("{}:{}:{n}", caller.institution.id, c.checked.id);
+            o.owner = owner.id.to_string();
+            o.due = Some(cii_types::time::timestamp(due));
+            records.push(ObligationRecord {
+                id: o.id.clone(),
+                owner: o.owner.clone(),
+                due_micros: cii_types::time::micros(due),
+                wire: o.encode_to_vec(),
+            });
+        }
+        records
+    }
+}
+
+/// `consent_id@version`, the name the decision and the log give a consent.
+fn consent_reference(record: &registry_pb::ConsentRecord) -> String {
+    format!("{}@{}", record.consent_id, record.version)
+}
+
+fn consents_found(lookup: &registry_pb::LookupResponse) -> Vec<ConsentFound> {
+    lookup
+        .consents
+        .iter()
+        .filter_map(|c| {
+            let record = c.consent.as_ref()?;
+            Some(ConsentFound {
+                reference: consent_reference(record),
+                categories: c.covered_categories.clone(),
+                purposes: record.purposes.clone(),
+                written: record.written,
+            })
+        })
+        .collect()
+}

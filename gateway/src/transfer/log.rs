@@ -1,0 +1,123 @@
+//! Stage 5, logged: log before deliver. The decided transfer is recorded
+//! *held* (with its encoded entry and the log's size) before the entry is
+//! appended, and released with the receipt after; the outbox never sends a
+//! held row. A crash in between leaves a held transfer that the next start (or
+//! the sender's retry) completes with exactly one entry (`recovery`).
+
+use cii_kit::auth::Caller;
+use cii_kit::metrics::Metrics;
+use cii_proto::common as common_pb;
+use cii_proto::gateway as pb;
+use cii_proto::node as node_pb;
+use cii_types::TransferState;
+use prost::Message;
+
+use super::{Decided, Sealed, TransferError, Transfers};
+use crate::store::TransferRecord;
+
+/// Stage 5: the transfer's entry is durable and its record released.
+#[derive(Debug)]
+pub struct Logged {
+    /// The answer, with its receipt.
+    pub(super) response: pb::TransferResponse,
+    pub(super) permit: bool,
+}
+
+impl Transfers {
+    /// Stage 5: held record → durable entry → released record.
+    pub(super) async fn log(
+        &self,
+        caller: &Caller,
+        decided: &Decided<'_>,
+        sealed: Sealed,
+        entry: cii_audit::Entry,
+    ) -> Result<Logged, TransferError> {
+        let permit = decided.decision.is_permit();
+        let checked = decided.checked();
+        let state = if permit {
+            TransferState::Queued
+        } else {
+            TransferState::Denied
+        };
+        let response = pb::TransferResponse {
+            transfer_id: checked.id.to_string(),
+            decision: Some(decided.wire.clone()),
+            state: state.code(),
+            ..pb::TransferResponse::default()
+        };
+        let consents = consents_relied_on(decided);
+        let caller_id = caller.institution.id.to_string();
+        self.store
+            .record(&TransferRecord {
+                caller: &caller_id,
+                transfer_id: checked.id.as_str(),
+                request_sha256: &checked.request_sha256,
+                counterparty: checked.counterparty.id.as_str(),
+                pull: checked.is_pull(),
+                response: &response.encode_to_vec(),
+                state,
+                delivery: sealed.delivery.as_ref().map(Message::encode_to_vec).as_deref(),
+                obligations: &decided.obligations,
+                consents: &consents,
+                now_micros: cii_types::time::micros(decided.consulted.now),
+                entry: &cii_audit::entry::encode(&entry),
+                log_size_before: self.audit.checkpoint().0,
+            })
+            .await?;
+        let receipt = self.audit.append(entry).await.inspect_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "transfer not logged");
+        })?;
+        let receipt = receipt_to_wire(&receipt);
+        let response = self
+            .release(&caller_id, checked.id.as_str(), response, sealed.delivery, receipt)
+            .await?;
+        Metrics::count(&self.metrics.decisions, if permit { "PERMIT" } else { "DENY" });
+        let (from, to) = (&decided.consulted.from.id, &decided.consulted.to.id);
+        tracing::info!(transfer_id = %checked.id, sender = %from, recipient = %to, permit, "transfer decided");
+        Ok(Logged { response, permit })
+    }
+
+    /// Adds the receipt to the response and the delivery, and releases the
+    /// transfer for delivery.
+    pub(super) async fn release(
+        &self,
+        caller: &str,
+        transfer_id: &str,
+        mut response: pb::TransferResponse,
+        mut delivery: Option<node_pb::Delivery>,
+        receipt: common_pb::Receipt,
+    ) -> Result<pb::TransferResponse, TransferError> {
+        response.receipt = Some(receipt.clone());
+        if let Some(d) = delivery.as_mut() {
+            d.receipt = Some(receipt);
+        }
+        let delivery = delivery.map(|d| d.encode_to_vec());
+        self.store
+            .release(caller, transfer_id, &response.encode_to_vec(), delivery.as_deref())
+            .await?;
+        Ok(response)
+    }
+}
+
+/// The consents a permitted push relied on: their recipients are told when they change.
+fn consents_relied_on(decided: &Decided<'_>) -> Vec<String> {
+    if !decided.decision.is_permit() || decided.checked().is_pull() {
+        return Vec::new();
+    }
+    let lookup = &decided.consulted.lookup;
+    lookup
+        .consents
+        .iter()
+        .filter_map(|c| c.consent.as_ref().map(|r| r.consent_id.clone()))
+        .collect()
+}
+
+/// A receipt in its wire form.
+pub(crate) fn receipt_to_wire(r: &cii_audit::Receipt) -> common_pb::Receipt {
+    common_pb::Receipt {
+        leaf_index: r.index,
+        leaf_hash: r.leaf_hash.to_vec(),
+        checkpoint: r.checkpoint.clone(),
+        inclusion_proof: r.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+    }
+}

@@ -1,0 +1,208 @@
+//! The transfer pipeline (`SubmitTransfer`) as typed stages, in the charter's
+//! order. Authentication (mTLS and JWT) is done by the interceptor; each stage
+//! then takes the previous stage's value and returns a named one:
+//!
+//! ```text
+//! request ─check→ Checked ─consult→ Consulted ─decide→ Decided ─seal→ Sealed
+//!         ─(entry)→ Logged ─deliver→ response (delivered, queued, or the pull's data)
+//! ```
+//!
+//! Push and pull are one path: [`check::Direction`] says who discloses.
+//! Denials are logged like permits.
+//!
+//! # Layout
+//! - `check`: the request alone against the registry and the catalogue (pure; the fuzz target's entry).
+//! - `decide`: consulted (transcryption, the registry's lookup) and decided (rulebook, one-off consents, obligations).
+//! - `seal`: a permitted push's payload filtered, sealed to the recipient.
+//! - `entry`: the audit entry, built in this one place.
+//! - `log`: log before deliver (held record, durable entry, released record).
+//! - `recovery`: the same transfer id again; held transfers completed after a crash.
+//! - `pull`: the holder's answer to a permitted pull, filtered.
+//! - `error`: [`TransferError`], each variant with its stable code.
+
+mod check;
+mod decide;
+mod entry;
+mod error;
+mod log;
+mod pull;
+mod recovery;
+mod seal;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use cii_kit::auth::Caller;
+use cii_kit::clock::Clock;
+use cii_kit::metrics::Metrics;
+use cii_kit::registry::Registry;
+use cii_policy::Rulebook;
+use cii_proto::consent::consent_registry_client::ConsentRegistryClient;
+use cii_proto::gateway as pb;
+use cii_types::exchange::Catalogue;
+use cii_types::{TransferId, TransferState};
+use tonic::transport::Channel;
+
+use crate::delivery::Nodes;
+use crate::store::Store;
+
+pub(crate) use check::ciphertext;
+pub use check::{Checked, check_request};
+pub use decide::Decided;
+pub use error::TransferError;
+pub use log::Logged;
+pub(crate) use log::receipt_to_wire;
+pub(crate) use recovery::recorded;
+pub use seal::Sealed;
+
+/// Everything the pipeline needs, wired once at start.
+pub struct Parts {
+    /// The members.
+    pub registry: Arc<Registry>,
+    /// The active rulebook.
+    pub rulebook: Arc<Rulebook>,
+    /// The exchange catalogue (field categories).
+    pub catalogue: Arc<Catalogue>,
+    /// The transcryptor.
+    pub pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    /// The audit log's writer.
+    pub audit: cii_audit::Log,
+    /// The audit store, read to complete held transfers.
+    pub audit_store: cii_audit::Store,
+    /// The consent registry.
+    pub consent: ConsentRegistryClient<Channel>,
+    /// The operational store.
+    pub store: Store,
+    /// Channels to the nodes and the outbox's wake-up.
+    pub nodes: Nodes,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Decision counts.
+    pub metrics: Metrics,
+}
+
+/// The transfer pipeline.
+pub struct Transfers {
+    registry: Arc<Registry>,
+    rulebook: Arc<Rulebook>,
+    catalogue: Arc<Catalogue>,
+    pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    audit: cii_audit::Log,
+    audit_store: cii_audit::Store,
+    consent: ConsentRegistryClient<Channel>,
+    store: Store,
+    nodes: Nodes,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    /// (caller, transfer id) being decided now: a concurrent duplicate is refused, retryably.
+    in_flight: Mutex<HashSet<(String, TransferId)>>,
+}
+
+impl std::fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transfers(..)")
+    }
+}
+
+impl Transfers {
+    /// The pipeline over `parts`.
+    pub fn new(parts: Parts) -> Transfers {
+        let Parts {
+            registry,
+            rulebook,
+            catalogue,
+            pseudonyms,
+            audit,
+            audit_store,
+            consent,
+            store,
+            nodes,
+            clock,
+            metrics,
+        } = parts;
+        Transfers {
+            registry,
+            rulebook,
+            catalogue,
+            pseudonyms,
+            audit,
+            audit_store,
+            consent,
+            store,
+            nodes,
+            clock,
+            metrics,
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Submits a transfer: the whole pipeline, stage by stage.
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        request: &pb::TransferRequest,
+    ) -> Result<pb::TransferResponse, TransferError> {
+        let checked = check_request(&self.registry, &self.catalogue, &caller.institution.id, request)?;
+        let _slot = self.claim(caller, &checked.id)?;
+        if let Some(done) = self.replay(caller, &checked).await? {
+            return Ok(done);
+        }
+        let consulted = self.consult(caller, checked).await?;
+        let decided = self.decide(caller, consulted).await?;
+        let sealed = self.seal(caller, &decided)?;
+        let entry = entry::transfer_entry(caller, &decided, &sealed);
+        let logged = self.log(caller, &decided, sealed, entry).await?;
+        self.deliver(caller, &decided, logged).await
+    }
+
+    /// Stage 6: a permitted push goes out at once unless older deliveries to the same
+    /// recipient wait (the outbox keeps order); a permitted pull asks its holder.
+    async fn deliver(
+        &self,
+        caller: &Caller,
+        decided: &Decided<'_>,
+        logged: Logged,
+    ) -> Result<pb::TransferResponse, TransferError> {
+        let Logged { mut response, permit } = logged;
+        let checked = decided.checked();
+        if !permit {
+            return Ok(response);
+        }
+        if checked.is_pull() {
+            self.provide(caller, checked, &decided.released, &mut response).await?;
+        } else if self
+            .nodes
+            .deliver_now(&self.store, caller.institution.id.as_str(), checked.id.as_str())
+            .await
+        {
+            response.state = TransferState::Delivered.code();
+        }
+        Ok(response)
+    }
+
+    fn claim(&self, caller: &Caller, id: &TransferId) -> Result<Slot<'_>, TransferError> {
+        let key = (caller.institution.id.to_string(), id.clone());
+        let mut set = self.in_flight.lock().map_err(|_| TransferError::Poisoned)?;
+        if !set.insert(key.clone()) {
+            return Err(TransferError::InProgress);
+        }
+        Ok(Slot {
+            set: &self.in_flight,
+            key,
+        })
+    }
+}
+
+/// Frees the in-flight slot when the call ends, however it ends.
+struct Slot<'a> {
+    set: &'a Mutex<HashSet<(String, TransferId)>>,
+    key: (String, TransferId),
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}

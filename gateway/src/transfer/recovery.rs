@@ -1,0 +1,151 @@
+//! The same transfer id again, and transfers held by a crash.
+//!
+//! Idempotency: (sender, transfer id) → SHA-256 of the request bytes and the
+//! recorded response; the same bytes answer the recorded outcome (a permitted
+//! pull asks its holder again), other bytes `TRANSFER_ID_REUSED`. A transfer
+//! recorded held but not known to be logged is completed — its entry found in
+//! the log from the size it had before, or appended now — exactly one entry
+//! either way.
+
+use std::collections::BTreeSet;
+
+use cii_kit::auth::Caller;
+use cii_proto::common as common_pb;
+use cii_proto::gateway as pb;
+use cii_proto::node as node_pb;
+use prost::Message;
+
+use super::log::receipt_to_wire;
+use super::{Checked, TransferError, Transfers};
+use crate::store::{Held, TransferRow};
+
+impl Transfers {
+    /// The same id again: the recorded outcome (and for a permitted pull, the
+    /// data again); other bytes under the same id are refused.
+    pub(super) async fn replay(
+        &self,
+        caller: &Caller,
+        checked: &Checked<'_>,
+    ) -> Result<Option<pb::TransferResponse>, TransferError> {
+        let caller_id = caller.institution.id.to_string();
+        let Some(row) = self.store.transfer(&caller_id, checked.id.as_str()).await? else {
+            return Ok(None);
+        };
+        if row.request_sha256 != checked.request_sha256 {
+            return Err(TransferError::IdReused);
+        }
+        let mut response = if row.held {
+            // Decided but its entry not known to be logged (the append failed or the
+            // gateway stopped): complete it now, exactly one entry either way.
+            let held = self
+                .store
+                .held()
+                .await?
+                .into_iter()
+                .find(|h| h.caller == caller_id && h.transfer_id == checked.id.as_str())
+                .ok_or(TransferError::InProgress)?;
+            let response = self.complete(held).await?;
+            self.nodes.wake.notify_one();
+            response
+        } else {
+            recorded(row)?
+        };
+        let permitted = response
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.outcome == common_pb::decision::Outcome::Permit as i32);
+        if checked.is_pull() && permitted {
+            let released: BTreeSet<String> = response
+                .decision
+                .as_ref()
+                .map(|d| d.released_categories.iter().cloned().collect())
+                .unwrap_or_default();
+            self.provide(caller, checked, &released, &mut response).await?;
+        }
+        Ok(Some(response))
+    }
+
+    /// Completes every held transfer (at start, after a crash).
+    pub async fn complete_all_held(&self) {
+        let held = match self.store.held().await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "held transfers not readable");
+                return;
+            }
+        };
+        for transfer in held {
+            let id = transfer.transfer_id.clone();
+            if let Err(e) = self.complete(transfer).await {
+                tracing::error!(transfer_id = %id, code = e.code(), "held transfer not completed");
+            }
+        }
+        self.nodes.wake.notify_one();
+    }
+
+    /// Completes a held transfer: finds its entry in the log (appended before a
+    /// crash) or appends it now, then releases it. Exactly one entry either way.
+    async fn complete(&self, held: Held) -> Result<pb::TransferResponse, TransferError> {
+        let corrupt = || TransferError::StoreCorrupt("a held transfer does not decode");
+        let entry = cii_audit::entry::decode(&held.entry).map_err(|_| corrupt())?;
+        let response = pb::TransferResponse::decode(held.response.as_slice()).map_err(|_| corrupt())?;
+        let delivery = match &held.delivery {
+            Some(bytes) => Some(node_pb::Delivery::decode(bytes.as_slice()).map_err(|_| corrupt())?),
+            None => None,
+        };
+        let receipt = match self.find_logged(&entry, held.log_size_before).await? {
+            Some(index) => self.receipt_of(index)?,
+            None => receipt_to_wire(&self.audit.append(entry).await?),
+        };
+        tracing::info!(transfer_id = %held.transfer_id, audit_index = receipt.leaf_index, "held transfer completed");
+        self.release(&held.caller, &held.transfer_id, response, delivery, receipt)
+            .await
+    }
+
+    /// The receipt of the entry at `index` against the newest checkpoint.
+    fn receipt_of(&self, index: u64) -> Result<common_pb::Receipt, TransferError> {
+        let (size, note) = self.audit.checkpoint();
+        let (_, leaf, proof) = self
+            .audit
+            .inclusion_proof(index, size)
+            .map_err(|e| TransferError::AuditInconsistent(e.to_string()))?;
+        Ok(common_pb::Receipt {
+            leaf_index: index,
+            leaf_hash: leaf.to_vec(),
+            checkpoint: note,
+            inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
+        })
+    }
+
+    /// The index of `entry` in the log at or after `from`, if it was appended.
+    async fn find_logged(&self, entry: &cii_audit::Entry, from: u64) -> Result<Option<u64>, TransferError> {
+        let mut next = from;
+        loop {
+            let batch = self.audit_store.entries(next, 1000).await.inspect_err(|e| {
+                tracing::error!(error = %e, "audit store not readable");
+            })?;
+            let Some(last) = batch.last().map(|e| e.index) else {
+                return Ok(None);
+            };
+            for stored in &batch {
+                if let Some(Ok(mut logged)) = stored.readable().map(cii_audit::entry::decode) {
+                    logged.index = entry.index;
+                    if logged == *entry {
+                        return Ok(Some(stored.index));
+                    }
+                }
+            }
+            next = last + 1;
+        }
+    }
+}
+
+/// The answer recorded for a transfer, with its current delivery state.
+pub(crate) fn recorded(row: TransferRow) -> Result<pb::TransferResponse, TransferError> {
+    let mut response = pb::TransferResponse::decode(row.response.as_slice())
+        .map_err(|_| TransferError::StoreCorrupt("a recorded transfer does not decode"))?;
+    response.state = row.state.code();
+    response.delivery_attempts = row.attempts;
+    response.last_delivery_error = row.last_error;
+    Ok(response)
+}
