@@ -14,3 +14,4 @@ mod hostile;
 mod policy;
 mod python_client;
 mod unavailable;
+mod upgrade;
