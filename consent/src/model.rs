@@ -4,8 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
 /// Microseconds since the Unix epoch (UTC).
 pub type Micros = i64;
 
@@ -21,8 +19,7 @@ pub const LANGUAGES: &[&str] = &["fr", "de", "it", "rm", "en"];
 pub const CHANNELS: &[&str] = &["in_person", "letter", "email", "phone", "portal", "representative"];
 
 /// One-off or recurring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recurrence {
     /// For one exchange.
     OneOff,
@@ -31,7 +28,7 @@ pub enum Recurrence {
 }
 
 /// A recorded revocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     /// When the registry recorded it.
     pub at: Micros,
@@ -44,7 +41,7 @@ pub struct Revocation {
 }
 
 /// A consent declaration, one version of it. The person is kept beside it by the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consent {
     /// Stable id.
     pub id: String,

@@ -72,12 +72,25 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation() || d.message().contains("database is locked"))
 }
 
-fn decode(body: &str) -> Result<Consent, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The format of a consent version's `body` that this release writes.
+const BODY_VERSION: i64 = 1;
+
+/// A consent version as stored: its `body` decoded by the decoder of its `body_version`.
+/// INVARIANT (rows-readable-forever): a body version, once written, keeps its decoder.
+fn consent_of(row: &sqlx::any::AnyRow) -> Result<Consent, StoreError> {
+    let body: String = row.try_get("body")?;
+    match row.try_get::<i64, _>("body_version")? {
+        1 => serde_json::from_str::<row::ConsentV1>(&body)
+            .map(Consent::from)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        other => Err(StoreError::Corrupt(format!(
+            "consent body version {other} is newer than this release"
+        ))),
+    }
 }
 
 fn encode(consent: &Consent) -> Result<String, StoreError> {
-    serde_json::to_string(consent).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::to_string(&row::ConsentV1::from(consent)).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn new_id() -> Result<String, StoreError> {
@@ -180,15 +193,17 @@ impl Store {
 
     /// Every version of consent `id`, oldest first, with its person.
     pub async fn history(&self, id: &str) -> Result<Option<(Person, Vec<Consent>)>, StoreError> {
-        let rows = sqlx::query("SELECT person, body FROM consent_version WHERE consent_id = $1 ORDER BY version")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT person, body, body_version FROM consent_version WHERE consent_id = $1 ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         let mut person = None;
         let mut versions = Vec::new();
         for row in rows {
             person = Some(person_of(&row)?);
-            versions.push(decode(&row.try_get::<String, _>("body")?)?);
+            versions.push(consent_of(&row)?);
         }
         Ok(person.map(|p| (p, versions)))
     }
@@ -196,14 +211,14 @@ impl Store {
     /// The newest version of every consent of `person`.
     pub async fn for_person(&self, person: &Person) -> Result<Vec<Consent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT v.body FROM consent_version v WHERE v.person = $1 \
+            "SELECT v.body, v.body_version FROM consent_version v WHERE v.person = $1 \
              AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
              ORDER BY v.consent_id",
         )
         .bind(person.to_vec())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| decode(&r.try_get::<String, _>("body")?)).collect()
+        rows.iter().map(consent_of).collect()
     }
 
     /// Of `ids`, the one-off consents already used, each with the transfer
@@ -259,7 +274,7 @@ impl Store {
     /// The newest versions, not revoked, whose validity ends in `from..=until`.
     pub async fn expiring(&self, from: Micros, until: Micros) -> Result<Vec<Consent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT v.body FROM consent_version v WHERE v.revoked = 0 \
+            "SELECT v.body, v.body_version FROM consent_version v WHERE v.revoked = 0 \
              AND v.valid_until_micros >= $1 AND v.valid_until_micros <= $2 \
              AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
              ORDER BY v.valid_until_micros, v.consent_id",
@@ -268,7 +283,7 @@ impl Store {
         .bind(until)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| decode(&r.try_get::<String, _>("body")?)).collect()
+        rows.iter().map(consent_of).collect()
     }
 
     /// Declares that `institution` serves `person` in `capacity` from `since`.
@@ -341,7 +356,7 @@ impl Store {
     /// revoked) into the change feed, once. Returns how many were added.
     pub async fn sweep_expired(&self, now: Micros) -> Result<usize, StoreError> {
         let rows = sqlx::query(
-            "SELECT v.body FROM consent_version v WHERE v.revoked = 0 AND v.valid_until_micros < $1 \
+            "SELECT v.body, v.body_version FROM consent_version v WHERE v.revoked = 0 AND v.valid_until_micros < $1 \
              AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
              AND NOT EXISTS (SELECT 1 FROM consent_change c WHERE c.consent_id = v.consent_id AND c.kind = 'expired')",
         )
@@ -350,7 +365,7 @@ impl Store {
         .await?;
         let mut added = 0;
         for row in rows {
-            let consent = decode(&row.try_get::<String, _>("body")?)?;
+            let consent = consent_of(&row)?;
             let mut tx = self.pool.begin().await?;
             match insert_change(&mut tx, &consent, "expired", consent.valid_until).await {
                 Ok(()) => {
@@ -411,13 +426,14 @@ async fn latest_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: &str,
 ) -> Result<Option<(Person, Consent)>, StoreError> {
-    let row =
-        sqlx::query("SELECT person, body FROM consent_version WHERE consent_id = $1 ORDER BY version DESC LIMIT 1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let row = sqlx::query(
+        "SELECT person, body, body_version FROM consent_version WHERE consent_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
     match row {
-        Some(row) => Ok(Some((person_of(&row)?, decode(&row.try_get::<String, _>("body")?)?))),
+        Some(row) => Ok(Some((person_of(&row)?, consent_of(&row)?))),
         None => Ok(None),
     }
 }
@@ -428,8 +444,8 @@ async fn insert_version(
     consent: &Consent,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO consent_version (consent_id, version, person, revoked, valid_until_micros, recorded_at_micros, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO consent_version (consent_id, version, person, revoked, valid_until_micros, recorded_at_micros, body, body_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&consent.id)
     .bind(i64::from(consent.version))
@@ -438,6 +454,7 @@ async fn insert_version(
     .bind(consent.valid_until)
     .bind(consent.recorded_at)
     .bind(encode(consent)?)
+    .bind(BODY_VERSION)
     .execute(&mut **tx)
     .await
     .map_err(conflict)?;
@@ -463,4 +480,168 @@ async fn insert_change(
     .await
     .map_err(conflict)?;
     Ok(())
+}
+
+/// The stored form of a consent version's body (serde at the boundary; the domain
+/// [`Consent`] is not serialisable). Field names and layout are the JSON that release 0.1
+/// wrote: a change of the format is a new `ConsentV2`, never an edit of this one.
+mod row {
+    use std::collections::BTreeSet;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::model::{Consent, Micros, Recurrence, Revocation};
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct ConsentV1 {
+        id: String,
+        version: u32,
+        recorded_by: String,
+        recorded_by_user: String,
+        recorded_at: Micros,
+        institutions: BTreeSet<String>,
+        directions: BTreeSet<(String, String)>,
+        categories: BTreeSet<String>,
+        purposes: BTreeSet<String>,
+        valid_from: Micros,
+        valid_until: Micros,
+        written: bool,
+        evidence_sha256: Vec<u8>,
+        evidence_reference: String,
+        recurrence: RecurrenceV1,
+        onward_transfer_allowed: bool,
+        information_given: String,
+        representative: String,
+        language: String,
+        revocation: Option<RevocationV1>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum RecurrenceV1 {
+        OneOff,
+        Recurring,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct RevocationV1 {
+        at: Micros,
+        institution: String,
+        user: String,
+        channel: String,
+    }
+
+    impl From<&Consent> for ConsentV1 {
+        fn from(c: &Consent) -> ConsentV1 {
+            let Consent {
+                id,
+                version,
+                recorded_by,
+                recorded_by_user,
+                recorded_at,
+                institutions,
+                directions,
+                categories,
+                purposes,
+                valid_from,
+                valid_until,
+                written,
+                evidence_sha256,
+                evidence_reference,
+                recurrence,
+                onward_transfer_allowed,
+                information_given,
+                representative,
+                language,
+                revocation,
+            } = c.clone();
+            ConsentV1 {
+                id,
+                version,
+                recorded_by,
+                recorded_by_user,
+                recorded_at,
+                institutions,
+                directions,
+                categories,
+                purposes,
+                valid_from,
+                valid_until,
+                written,
+                evidence_sha256,
+                evidence_reference,
+                recurrence: match recurrence {
+                    Recurrence::OneOff => RecurrenceV1::OneOff,
+                    Recurrence::Recurring => RecurrenceV1::Recurring,
+                },
+                onward_transfer_allowed,
+                information_given,
+                representative,
+                language,
+                revocation: revocation.map(|r| RevocationV1 {
+                    at: r.at,
+                    institution: r.institution,
+                    user: r.user,
+                    channel: r.channel,
+                }),
+            }
+        }
+    }
+
+    impl From<ConsentV1> for Consent {
+        fn from(c: ConsentV1) -> Consent {
+            let ConsentV1 {
+                id,
+                version,
+                recorded_by,
+                recorded_by_user,
+                recorded_at,
+                institutions,
+                directions,
+                categories,
+                purposes,
+                valid_from,
+                valid_until,
+                written,
+                evidence_sha256,
+                evidence_reference,
+                recurrence,
+                onward_transfer_allowed,
+                information_given,
+                representative,
+                language,
+                revocation,
+            } = c;
+            Consent {
+                id,
+                version,
+                recorded_by,
+                recorded_by_user,
+                recorded_at,
+                institutions,
+                directions,
+                categories,
+                purposes,
+                valid_from,
+                valid_until,
+                written,
+                evidence_sha256,
+                evidence_reference,
+                recurrence: match recurrence {
+                    RecurrenceV1::OneOff => Recurrence::OneOff,
+                    RecurrenceV1::Recurring => Recurrence::Recurring,
+                },
+                onward_transfer_allowed,
+                information_given,
+                representative,
+                language,
+                revocation: revocation.map(|r| Revocation {
+                    at: r.at,
+                    institution: r.institution,
+                    user: r.user,
+                    channel: r.channel,
+                }),
+            }
+        }
+    }
 }

@@ -22,11 +22,15 @@ fn expected() -> toml::Value {
 }
 
 fn str_of<'a>(v: &'a toml::Value, key: &str) -> &'a str {
-    v.get(key).and_then(toml::Value::as_str).unwrap_or_else(|| panic!("{key} in {v:?}"))
+    v.get(key)
+        .and_then(toml::Value::as_str)
+        .unwrap_or_else(|| panic!("{key} in {v:?}"))
 }
 
 fn int_of(v: &toml::Value, key: &str) -> i64 {
-    v.get(key).and_then(toml::Value::as_integer).unwrap_or_else(|| panic!("{key} in {v:?}"))
+    v.get(key)
+        .and_then(toml::Value::as_integer)
+        .unwrap_or_else(|| panic!("{key} in {v:?}"))
 }
 
 fn table<'a>(v: &'a toml::Value, key: &str) -> &'a [toml::Value] {
@@ -101,8 +105,15 @@ async fn the_gateway_store_written_by_release_0_1_answers_the_same() {
             .expect("read")
             .unwrap_or_else(|| panic!("{id} recorded"));
         assert_eq!(i64::from(row.state.code()), int_of(t, "state"), "{id}");
-        assert_eq!(row.state, TransferState::from_code(int_of(t, "state")).expect("a state"));
-        assert_eq!(row.pull, t.get("pull").and_then(toml::Value::as_bool) == Some(true), "{id}");
+        assert_eq!(
+            row.state,
+            TransferState::from_code(int_of(t, "state")).expect("a state")
+        );
+        assert_eq!(
+            row.pull,
+            t.get("pull").and_then(toml::Value::as_bool) == Some(true),
+            "{id}"
+        );
         assert!(!row.held, "{id}");
         let response = cii_proto::gateway::TransferResponse::decode(row.response.as_slice()).expect("decodes");
         let outcome = response.decision.expect("a decision").outcome;
@@ -173,7 +184,10 @@ async fn the_node_stores_written_by_release_0_1_answer_the_same() {
         }
         for transfer in table(node, "outgoing") {
             let transfer = transfer.as_str().expect("an id");
-            assert!(store.outgoing(transfer).await.expect("read").is_some(), "{id}: {transfer}");
+            assert!(
+                store.outgoing(transfer).await.expect("read").is_some(),
+                "{id}: {transfer}"
+            );
         }
         store.close().await;
     }

@@ -11,6 +11,9 @@
 //! - [`store`]: SQLite and PostgreSQL storage (sqlx; the only I/O besides the sequencer).
 //! - [`sequencer`]: the single writer: group commit, checkpoint, receipts.
 //! - [`verify`]: whole-log verification from the store (read-only).
+//!
+//! `store`, `sequencer`, `verify` and `bench` are the crate's I/O, behind the `store` feature
+//! (on by default); without it the crate is pure (a tidy test checks its dependency closure).
 //! - [`witness`]: the institutions' side: consistency checks and the alarm.
 //!
 //! Architecture Invariant: the log is append-only. No code path updates or
@@ -20,16 +23,22 @@
 // Security-critical code: no panicking shortcuts outside tests.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[cfg(feature = "store")]
 pub mod bench;
 pub mod body;
 pub mod entry;
 pub mod merkle;
 pub mod note;
+#[cfg(feature = "store")]
 pub mod sequencer;
+#[cfg(feature = "store")]
 pub mod store;
+#[cfg(feature = "store")]
 pub mod verify;
 pub mod witness;
 
 pub use entry::{Entry, EntryKind};
+#[cfg(feature = "store")]
 pub use sequencer::{Log, LogError, Receipt};
+#[cfg(feature = "store")]
 pub use store::Store;

@@ -65,33 +65,56 @@ impl Witness {
         self.newest = Some(trusted);
     }
 
-    /// Accepts `note` if it is signed and consistent with what was seen, given
-    /// `proof` (a consistency proof from the newest accepted size).
-    pub fn observe(&mut self, note: &str, proof: &[Hash]) -> Result<Checkpoint, WitnessError> {
+    /// Raises the alarm (restored from storage: an alarm survives restarts).
+    pub fn raise_alarm(&mut self) {
+        self.alarm = true;
+    }
+
+    /// Opens a signed checkpoint of this log (signature and origin), accepting nothing yet.
+    pub fn open(&self, note: &str) -> Result<Checkpoint, WitnessError> {
+        Ok(self.verifier.open_checkpoint(note, &self.origin)?)
+    }
+
+    /// The consistency proof [`observe`](Self::observe) needs for `cp`, as (smaller size,
+    /// larger size) of the newest accepted tree and `cp`'s; `None` if none is needed.
+    pub fn proof_needed(&self, cp: &Checkpoint) -> Option<(u64, u64)> {
+        let old = self.newest.as_ref()?;
+        (old.size != cp.size).then(|| (old.size.min(cp.size), old.size.max(cp.size)))
+    }
+
+    /// Accepts `cp` if it is consistent with the newest accepted checkpoint, `proof` being the
+    /// consistency proof between the sizes [`proof_needed`](Self::proof_needed) named. An older
+    /// checkpoint that is a prefix of the newest is accepted but does not replace it (receipts
+    /// of concurrent calls arrive out of order); a tree that is not a prefix of the other, or
+    /// two roots for one size, raise the alarm, which stays until acknowledged. True if `cp`
+    /// became the newest.
+    pub fn observe(&mut self, cp: Checkpoint, proof: &[Hash]) -> Result<bool, WitnessError> {
         if self.alarm {
             return Err(WitnessError::Alarm);
         }
-        let cp = self.verifier.open_checkpoint(note, &self.origin)?;
-        if let Some(old) = &self.newest {
-            let consistent = if cp.size < old.size {
-                false
-            } else {
-                verify_consistency(old.size, cp.size, &old.root, &cp.root, proof)
-            };
-            if !consistent {
-                self.alarm = true;
-                tracing::error!(old_size = old.size, new_size = cp.size, "ALARM: audit log rewritten");
-                return Err(WitnessError::Inconsistent {
-                    old_size: old.size,
-                    new_size: cp.size,
-                });
-            }
-            if cp.size == old.size {
-                return Ok(cp);
-            }
+        let Some(old) = &self.newest else {
+            self.newest = Some(cp);
+            return Ok(true);
+        };
+        let (small, large) = if cp.size >= old.size { (old, &cp) } else { (&cp, old) };
+        let consistent = if small.size == large.size {
+            small.root == large.root
+        } else {
+            verify_consistency(small.size, large.size, &small.root, &large.root, proof)
+        };
+        if !consistent {
+            self.alarm = true;
+            tracing::error!(seen = old.size, offered = cp.size, "ALARM: audit log rewritten");
+            return Err(WitnessError::Inconsistent {
+                old_size: old.size,
+                new_size: cp.size,
+            });
         }
-        self.newest = Some(cp.clone());
-        Ok(cp)
+        let newer = cp.size > old.size;
+        if newer {
+            self.newest = Some(cp);
+        }
+        Ok(newer)
     }
 
     /// Checks a receipt: the entry's leaf hash is included in the checkpoint's tree.
@@ -137,14 +160,16 @@ mod tests {
         for i in 0..5u8 {
             tree.push(leaf_hash(&[i]));
         }
-        witness.observe(&signed(&signer, &tree), &[]).expect("first checkpoint");
+        let first = witness.open(&signed(&signer, &tree)).expect("opens");
+        assert_eq!(witness.proof_needed(&first), None);
+        assert_eq!(witness.observe(first, &[]), Ok(true));
         for i in 5..12u8 {
             tree.push(leaf_hash(&[i]));
         }
+        let cp = witness.open(&signed(&signer, &tree)).expect("opens");
+        assert_eq!(witness.proof_needed(&cp), Some((5, 12)));
         let proof = tree.consistency_proof(5, 12).unwrap();
-        let cp = witness
-            .observe(&signed(&signer, &tree), &proof)
-            .expect("consistent growth");
+        assert_eq!(witness.observe(cp.clone(), &proof), Ok(true), "consistent growth");
         assert_eq!(witness.newest(), Some(&cp));
         // A receipt of entry 7 verifies against it.
         let inclusion = tree.inclusion_proof(7, 12).unwrap();
@@ -160,8 +185,9 @@ mod tests {
             forged.push(leaf_hash(&[if i == 3 { 99 } else { i }]));
         }
         let proof = forged.consistency_proof(12, 15).unwrap();
+        let forged_cp = witness.open(&signed(&signer, &forged)).unwrap();
         assert_eq!(
-            witness.observe(&signed(&signer, &forged), &proof),
+            witness.observe(forged_cp, &proof),
             Err(WitnessError::Inconsistent {
                 old_size: 12,
                 new_size: 15
@@ -171,17 +197,32 @@ mod tests {
         // Even an honest checkpoint is refused until an operator acknowledges.
         tree.push(leaf_hash(&[12]));
         let honest = tree.consistency_proof(12, 13).unwrap();
-        assert_eq!(
-            witness.observe(&signed(&signer, &tree), &honest),
-            Err(WitnessError::Alarm)
-        );
+        let honest_cp = witness.open(&signed(&signer, &tree)).unwrap();
+        assert_eq!(witness.observe(honest_cp.clone(), &honest), Err(WitnessError::Alarm));
         witness.acknowledge(cp);
-        assert!(witness.observe(&signed(&signer, &tree), &honest).is_ok());
-        // A smaller tree than seen is a rollback.
-        let mut small = Tree::new();
-        small.push(leaf_hash(&[0]));
+        assert_eq!(witness.observe(honest_cp, &honest), Ok(true));
+        // An older checkpoint that is a prefix (a receipt of a concurrent call) is accepted
+        // but does not replace the newest.
+        let prefix_tree = {
+            let mut t = Tree::new();
+            for i in 0..4u8 {
+                t.push(leaf_hash(&[i]));
+            }
+            t
+        };
+        let prefix = witness.open(&signed(&signer, &prefix_tree)).unwrap();
+        assert_eq!(witness.proof_needed(&prefix), Some((4, 13)));
+        assert_eq!(
+            witness.observe(prefix, &tree.consistency_proof(4, 13).unwrap()),
+            Ok(false)
+        );
+        assert_eq!(witness.newest().map(|c| c.size), Some(13));
+        // A smaller tree that is not a prefix is a fork.
+        let mut other = Tree::new();
+        other.push(leaf_hash(&[42]));
+        let other_cp = witness.open(&signed(&signer, &other)).unwrap();
         assert!(matches!(
-            witness.observe(&signed(&signer, &small), &[]),
+            witness.observe(other_cp, &tree.consistency_proof(1, 13).unwrap()),
             Err(WitnessError::Inconsistent { .. })
         ));
     }

@@ -3,13 +3,16 @@
 //! checkpoint is signed by the log's key, the entry is included in it, and the
 //! checkpoint is consistent with the newest one this node accepted before. A
 //! rewritten log raises the alarm, which is stored: the node then refuses to
-//! exchange until an operator has investigated.
+//! exchange until an operator has investigated. The rule itself is
+//! `cii_audit::witness::Witness` (pure); this adds the node's store and the
+//! gateway's consistency proofs.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use cii_audit::merkle::{Hash, verify_consistency, verify_inclusion};
-use cii_audit::note::{Checkpoint, Verifier};
+use cii_audit::merkle::Hash;
+use cii_audit::note::Verifier;
+use cii_audit::witness::{Witness, WitnessError};
 
 use crate::store::{Store, StoreError};
 
@@ -45,19 +48,18 @@ impl WitnessFailure {
 
 /// The witness of one node.
 pub struct LogWitness {
-    verifier: Verifier,
+    /// The log's name (for `Debug`).
+    log: String,
     store: Arc<Store>,
     /// Serialises checks, so the newest checkpoint only moves forward.
-    newest: tokio::sync::Mutex<Option<Checkpoint>>,
+    witness: tokio::sync::Mutex<Witness>,
     /// The stored alarm, mirrored here so the hot path reads no database.
     alarm: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for LogWitness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogWitness")
-            .field("log", &self.verifier.name())
-            .finish()
+        f.debug_struct("LogWitness").field("log", &self.log).finish()
     }
 }
 
@@ -85,28 +87,30 @@ fn hashes(raw: &[Vec<u8>]) -> Result<Vec<Hash>, WitnessFailure> {
 impl LogWitness {
     /// Restores the witness from the node's store.
     pub async fn open(verifier: Verifier, store: Arc<Store>) -> Result<LogWitness, WitnessFailure> {
-        let (newest, alarm) = match store.witness().await? {
-            Some((note, alarm)) => (
-                Some(
-                    verifier
-                        .open_checkpoint(&note, verifier.name())
-                        .map_err(|e| WitnessFailure::BadReceipt(format!("stored checkpoint: {e}")))?,
-                ),
-                alarm,
-            ),
-            None => (None, false),
-        };
+        let log = verifier.name().to_owned();
+        let mut witness = Witness::new(verifier, log.clone(), None);
+        let mut alarm = false;
+        if let Some((note, raised)) = store.witness().await? {
+            let newest = witness
+                .open(&note)
+                .map_err(|e| WitnessFailure::BadReceipt(format!("stored checkpoint: {e}")))?;
+            witness.acknowledge(newest);
+            if raised {
+                witness.raise_alarm();
+            }
+            alarm = raised;
+        }
         Ok(LogWitness {
-            verifier,
+            log,
             store,
-            newest: tokio::sync::Mutex::new(newest),
+            witness: tokio::sync::Mutex::new(witness),
             alarm: std::sync::atomic::AtomicBool::new(alarm),
         })
     }
 
     /// The tree size of the newest accepted checkpoint (0 if none).
     pub async fn newest_size(&self) -> u64 {
-        self.newest.lock().await.as_ref().map_or(0, |c| c.size)
+        self.witness.lock().await.newest().map_or(0, |c| c.size)
     }
 
     /// Whether the alarm was raised (the node then sends nothing).
@@ -121,57 +125,37 @@ impl LogWitness {
         F: FnOnce(u64, u64) -> Fut,
         Fut: Future<Output = Result<Vec<Vec<u8>>, String>>,
     {
-        let mut newest = self.newest.lock().await;
+        let mut witness = self.witness.lock().await;
         if self.in_alarm() {
             return Err(WitnessFailure::Alarm("alarm raised earlier and not cleared".into()));
         }
-        let cp = self
-            .verifier
-            .open_checkpoint(receipt.checkpoint, self.verifier.name())
-            .map_err(|e| WitnessFailure::BadReceipt(e.to_string()))?;
+        let bad = |e: WitnessError| WitnessFailure::BadReceipt(e.to_string());
+        let cp = witness.open(receipt.checkpoint).map_err(bad)?;
         let leaf = Hash::try_from(receipt.leaf_hash)
             .map_err(|_| WitnessFailure::BadReceipt("leaf hash is not 32 bytes".into()))?;
-        if !verify_inclusion(
-            &leaf,
-            receipt.index,
-            cp.size,
-            &hashes(receipt.inclusion_proof)?,
-            &cp.root,
-        ) {
-            return Err(WitnessFailure::BadReceipt(format!(
-                "entry {} is not included in the checkpoint",
-                receipt.index
-            )));
-        }
-        let Some(old) = newest.clone() else {
-            self.store.save_checkpoint(cp.size, receipt.checkpoint).await?;
-            *newest = Some(cp);
-            return Ok(());
+        witness
+            .check_receipt(&leaf, receipt.index, &cp, &hashes(receipt.inclusion_proof)?)
+            .map_err(|_| {
+                WitnessFailure::BadReceipt(format!("entry {} is not included in the checkpoint", receipt.index))
+            })?;
+        let proof = match witness.proof_needed(&cp) {
+            Some((small, large)) => hashes(
+                &consistency(small, large)
+                    .await
+                    .map_err(WitnessFailure::ProofUnavailable)?,
+            )?,
+            None => Vec::new(),
         };
-        // Receipts of concurrent calls may arrive out of order: prove the smaller tree
-        // is a prefix of the larger, whichever this one is.
-        let (small, large) = if cp.size >= old.size { (&old, &cp) } else { (&cp, &old) };
-        let consistent = if small.size == large.size {
-            small.root == large.root
-        } else {
-            let proof = consistency(small.size, large.size)
-                .await
-                .map_err(WitnessFailure::ProofUnavailable)?;
-            verify_consistency(small.size, large.size, &small.root, &large.root, &hashes(&proof)?)
-        };
-        if !consistent {
-            self.alarm.store(true, std::sync::atomic::Ordering::SeqCst);
-            self.store.raise_alarm().await?;
-            tracing::error!(
-                seen = old.size,
-                offered = cp.size,
-                "ALARM: the gateway's audit log was rewritten; exchanges stopped"
-            );
-            return Err(WitnessFailure::Alarm(format!("sizes {} and {}", old.size, cp.size)));
-        }
-        if cp.size > old.size {
-            self.store.save_checkpoint(cp.size, receipt.checkpoint).await?;
-            *newest = Some(cp);
+        let size = cp.size;
+        match witness.observe(cp, &proof) {
+            Ok(true) => self.store.save_checkpoint(size, receipt.checkpoint).await?,
+            Ok(false) => {}
+            Err(WitnessError::Inconsistent { old_size, new_size }) => {
+                self.alarm.store(true, std::sync::atomic::Ordering::SeqCst);
+                self.store.raise_alarm().await?;
+                return Err(WitnessFailure::Alarm(format!("sizes {old_size} and {new_size}")));
+            }
+            Err(e) => return Err(WitnessFailure::Alarm(e.to_string())),
         }
         Ok(())
     }
