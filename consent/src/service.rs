@@ -403,8 +403,12 @@ impl ConsentRegistry for ConsentService {
         let mut answer = pb::LookupResponse::default();
         for consent in &consents {
             let verdict = match model::answer(consent, &question) {
-                // Used by this same transfer (the gateway's retry), it still covers it.
-                Answer::Covers { .. } if used.get(&consent.id).is_some_and(|t| *t != request.transfer) => {
+                // Used by this same transfer shortly before (the gateway's retry), it still covers it.
+                Answer::Covers { .. }
+                    if used
+                        .get(&consent.id)
+                        .is_some_and(|(owner, at)| !crate::store::is_retry_of(owner, *at, &request.transfer, now)) =>
+                {
                     Answer::DoesNotCover(vec!["USED"])
                 }
                 other => other,
@@ -457,6 +461,9 @@ impl ConsentRegistry for ConsentService {
 
     async fn mark_used(&self, request: Request<pb::MarkUsedRequest>) -> Result<Response<pb::MarkUsedResponse>, Status> {
         let request = request.into_inner();
+        if request.transfer.is_empty() {
+            return Err(self.refuse(model::invalid("FIELD_REQUIRED", "transfer", "transfer is required")));
+        }
         let now = self.now();
         let marked = self
             .store

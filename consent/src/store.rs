@@ -72,6 +72,15 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation() || d.message().contains("database is locked"))
 }
 
+/// How long after a one-off consent was marked used the same transfer may rely on it again
+/// (the gateway's retry after a failure between the mark and its own record).
+pub const RETRY_WINDOW_MICROS: Micros = 24 * 3600 * 1_000_000;
+
+/// Whether `transfer` at `now` is a retry of `owner`, which used a one-off consent at `used_at`.
+pub fn is_retry_of(owner: &str, used_at: Micros, transfer: &str, now: Micros) -> bool {
+    !transfer.is_empty() && owner == transfer && now.saturating_sub(used_at) <= RETRY_WINDOW_MICROS
+}
+
 /// The format of a consent version's `body` that this release writes.
 const BODY_VERSION: i64 = 1;
 
@@ -222,16 +231,22 @@ impl Store {
     }
 
     /// Of `ids`, the one-off consents already used, each with the transfer
-    /// (`sender/transfer_id`) that used it.
-    pub async fn used(&self, ids: &[String]) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    /// (`sender/transfer_id`) that used it and when.
+    pub async fn used(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::BTreeMap<String, (String, Micros)>, StoreError> {
         let mut used = std::collections::BTreeMap::new();
         for id in ids {
-            let row = sqlx::query("SELECT transfer FROM consent_used WHERE consent_id = $1")
+            let row = sqlx::query("SELECT transfer, used_at_micros FROM consent_used WHERE consent_id = $1")
                 .bind(id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
             if let Some(row) = row {
-                used.insert(id.clone(), row.try_get::<String, _>("transfer")?);
+                used.insert(
+                    id.clone(),
+                    (row.try_get::<String, _>("transfer")?, row.try_get("used_at_micros")?),
+                );
             }
         }
         Ok(used)
@@ -239,8 +254,8 @@ impl Store {
 
     /// Marks the one-off consent `id` (at `version`, its newest, active at `now`) used by
     /// `transfer`. `Ok(false)` if another transfer used it already; marking it again for
-    /// the same transfer is `Ok(true)`, so the gateway's retry of a transfer whose record
-    /// failed after the mark is not refused.
+    /// the same transfer within [`RETRY_WINDOW_MICROS`] is `Ok(true)`, so the gateway's retry
+    /// of a transfer whose record failed after the mark is not refused.
     pub async fn mark_used(&self, id: &str, version: u32, transfer: &str, now: Micros) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let (_, latest) = latest_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
@@ -260,15 +275,17 @@ impl Store {
         .bind(transfer)
         .execute(&mut *tx)
         .await?;
-        // INVARIANT (one-off-once): whoever inserted first owns the consent; the answer
-        // compares the owner with this transfer, so a retry of the owner is not a second use.
-        let owner: String = sqlx::query("SELECT transfer FROM consent_used WHERE consent_id = $1")
+        // INVARIANT (one-off-once): whoever inserted first owns the consent; a retry of the
+        // owner is not a second use, but only shortly after the mark: the gateway forgets
+        // settled transfers after the retention period, and an id it forgot must not use the
+        // consent again.
+        let row = sqlx::query("SELECT transfer, used_at_micros FROM consent_used WHERE consent_id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
-            .await?
-            .try_get("transfer")?;
+            .await?;
+        let (owner, used_at): (String, Micros) = (row.try_get("transfer")?, row.try_get("used_at_micros")?);
         tx.commit().await.map_err(conflict)?;
-        Ok(owner == transfer)
+        Ok(is_retry_of(&owner, used_at, transfer, now))
     }
 
     /// The newest versions, not revoked, whose validity ends in `from..=until`.
@@ -643,5 +660,27 @@ mod row {
                 }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_transfer_shortly_after_is_a_retry() {
+        let at = 1_000_000_000;
+        assert!(is_retry_of("ORP-VS/t-1", at, "ORP-VS/t-1", at + 60_000_000));
+        assert!(is_retry_of("ORP-VS/t-1", at, "ORP-VS/t-1", at + RETRY_WINDOW_MICROS));
+        // Another transfer, an empty reference, or the same id long after (the gateway
+        // forgot it after the retention period) is a second use.
+        assert!(!is_retry_of("ORP-VS/t-1", at, "ORP-VS/t-2", at + 1));
+        assert!(!is_retry_of("ORP-VS/t-1", at, "", at + 1));
+        assert!(!is_retry_of(
+            "ORP-VS/t-1",
+            at,
+            "ORP-VS/t-1",
+            at + RETRY_WINDOW_MICROS + 1
+        ));
     }
 }

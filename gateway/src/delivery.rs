@@ -59,12 +59,16 @@ pub enum NodeCallError {
 }
 
 impl NodeCallError {
-    /// The node's stable code, or the gRPC status code, or ours.
+    /// The node's stable code if it is a registered one, else the gRPC status code, or ours.
+    /// INVARIANT (bounded-labels): a node chooses what it answers; only registered codes and
+    /// gRPC code names reach the `deliveries` metric label, `last_delivery_error` and the
+    /// sender's messages, so a dishonest node can neither grow the label set nor write text
+    /// into another institution's answers.
     pub fn code(&self) -> String {
         match self {
-            NodeCallError::Refused(status) => {
-                cii_kit::status::error_code(status).unwrap_or_else(|| format!("{:?}", status.code()))
-            }
+            NodeCallError::Refused(status) => cii_kit::status::error_code(status)
+                .filter(|c| cii_types::codes::lookup(c).is_some())
+                .unwrap_or_else(|| format!("{:?}", status.code())),
             NodeCallError::NoChannel(_) => "Unavailable".to_owned(),
             NodeCallError::Corrupt => "Internal".to_owned(),
         }

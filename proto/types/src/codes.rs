@@ -138,7 +138,7 @@ registry! {
     GATEWAY_STORE: Internal, false, "a record of the gateway's store does not decode";
     AUDIT_UNAVAILABLE: Unavailable, true, "the audit log could not record or be read; nothing was done";
     AUDIT_INCONSISTENT: Internal, false, "the audit log disagrees with its own checkpoints";
-    AUDIT_KEY: Internal, false, "the checkpoint signing key could not sign";
+    AUDIT_KEY: Unavailable, true, "the checkpoint could not be signed; nothing was done";
     PROOF_OUT_OF_RANGE: OutOfRange, false, "a proof asked for beyond the log's size";
     DPO_SCOPE: PermissionDenied, false, "a dpo sees the entries of their own institution only";
     DECISION_INVALID: InvalidArgument, false, "the decision filter is `permit` or `deny`";
@@ -184,7 +184,7 @@ registry! {
     NODE_STORE: Internal, false, "the node's store failed or holds an unreadable record";
     GATEWAY_ANSWER_INVALID: Internal, false, "the gateway's answer could not be used by the node";
     AUDIT_LOG_ALARM: FailedPrecondition, false, "this node saw the audit log rewritten and stopped exchanging";
-    RECEIPT_INVALID: InvalidArgument, false, "a receipt does not verify against the log's key";
+    RECEIPT_INVALID: Unavailable, true, "the gateway's receipt does not verify against the log's key; nothing was recorded";
     NONCE_INVALID: InvalidArgument, false, "a sealed payload's nonce is not 12 bytes";
     NO_DATA_PUBLISHED: NotFound, false, "the holder published no data about the person";
 }

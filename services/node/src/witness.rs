@@ -146,13 +146,19 @@ impl LogWitness {
             )?,
             None => Vec::new(),
         };
+        // What the store says first, then memory: a failed write leaves both as they were.
+        let mut next = witness.clone();
         let size = cp.size;
-        match witness.observe(cp, &proof) {
-            Ok(true) => self.store.save_checkpoint(size, receipt.checkpoint).await?,
+        match next.observe(cp, &proof) {
+            Ok(true) => {
+                self.store.save_checkpoint(size, receipt.checkpoint).await?;
+                *witness = next;
+            }
             Ok(false) => {}
             Err(WitnessError::Inconsistent { old_size, new_size }) => {
-                self.alarm.store(true, std::sync::atomic::Ordering::SeqCst);
                 self.store.raise_alarm().await?;
+                self.alarm.store(true, std::sync::atomic::Ordering::SeqCst);
+                *witness = next;
                 return Err(WitnessFailure::Alarm(format!("sizes {old_size} and {new_size}")));
             }
             Err(e) => return Err(WitnessFailure::Alarm(e.to_string())),
