@@ -267,11 +267,7 @@ async fn services(
     let registry = config.registry.clone();
     let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
         cii_kit::grpc::health_and_reflection(SERVICES).await?;
-    let authenticate = Authenticate::new(
-        IssuerSource::PeerCertificate(registry.clone()),
-        clock.clone(),
-        p.metrics.clone(),
-    );
+    let authenticate = Authenticate::new(IssuerSource::PeerCertificate(registry.clone()), clock.clone());
     let nodes = delivery::Nodes::new(
         registry.clone(),
         config.tls.clone(),

@@ -12,7 +12,6 @@ use tonic::{Request, Status};
 
 use crate::clock::Clock;
 use crate::jwt::{self, JwtError, User};
-use crate::metrics::Metrics;
 use crate::registry::{Institution, Registry};
 use crate::tls::inspect;
 use cii_types::PeerIdentity;
@@ -95,7 +94,7 @@ pub struct Authenticate {
 
 impl Authenticate {
     /// Creates the interceptor. (Its refusals are counted by the server layer, by code.)
-    pub fn new(issuer: IssuerSource, clock: Arc<dyn Clock>, _metrics: Metrics) -> Authenticate {
+    pub fn new(issuer: IssuerSource, clock: Arc<dyn Clock>) -> Authenticate {
         Authenticate { issuer, clock }
     }
 

@@ -99,11 +99,7 @@ pub async fn run_with_clock(
     let api_tls = tls::server_config(&config.tls, ClientAuth::None)?;
     let (_api_health, api_health, api_refl_v1, api_refl_v1alpha) =
         cii_kit::grpc::health_and_reflection(API_SERVICES).await?;
-    let authenticate = Authenticate::new(
-        IssuerSource::Fixed(Box::new(config.institution.clone())),
-        clock.clone(),
-        metrics.clone(),
-    );
+    let authenticate = Authenticate::new(IssuerSource::Fixed(Box::new(config.institution.clone())), clock.clone());
     let store = Arc::new(store::Store::open(&config.database, &config.store_key.0).await?);
     let witness = Arc::new(witness::LogWitness::open(config.audit_verifier.clone(), store.clone()).await?);
     let api = NodeServer::with_interceptor(
