@@ -104,6 +104,49 @@ pub struct Options {
     pub consent_clock: Option<Arc<dyn Clock>>,
     /// The gateway's audit store (default: SQLite in the network's folder).
     pub audit_store: Option<String>,
+    /// Members the registry designates for the network's roles (`network_dpo`, `operator`).
+    pub network_roles: Vec<usize>,
+}
+
+/// The test network's id (the audience of its tokens).
+pub const NETWORK_ID: &str = "cii.test";
+
+/// Writes the registry of `members` (their inbound ports given) at `version`, revoking
+/// the certificates of `revoked`, and signs it with the network's registry key in `dir/pki`.
+pub fn write_registry(dir: &Path, members: &[(Member, u16)], version: u64, revoked: &[usize], network_roles: &[usize]) {
+    let pki = dir.join("pki");
+    let mut registry = format!("# test network registry\nnetwork = \"{NETWORK_ID}\"\nversion = {version}\n");
+    for (i, (m, port)) in members.iter().enumerate() {
+        let revoked = if revoked.contains(&i) {
+            let serial = cert_serial(&cii_kit::pki::party_files(&pki, &PeerIdentity::Institution(m.id.clone())).cert);
+            format!("revoked_serials = [\"{serial}\"]\n")
+        } else {
+            String::new()
+        };
+        let roles = if network_roles.contains(&i) {
+            "roles = [\"caseworker\", \"system\", \"dpo\", \"jurist\", \"network_dpo\", \"operator\"]\n"
+        } else {
+            ""
+        };
+        registry.push_str(&format!(
+            "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id} test\"\n\
+             endpoint = \"https://127.0.0.1:{port}\"\n{revoked}{roles}\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
+             public_key_file = \"pki/institutions/{id}/jwt.pub\"\n",
+            id = m.id,
+            kind = m.kind,
+        ));
+    }
+    let file = dir.join("registry.toml");
+    std::fs::write(&file, registry).expect("write registry");
+    let key = std::fs::read(cii_kit::pki::registry_signing_key(&pki)).expect("registry key");
+    cii_kit::registry::signed::sign(&file, &key).expect("sign registry");
+}
+
+/// The `[registry]` section of a config in the network's folder (poll every second).
+fn registry_section(prefix: &str) -> String {
+    format!(
+        "[registry]\nfile = \"{prefix}registry.toml\"\nverification_key = \"{prefix}pki/registry.pub\"\npoll_seconds = 1\n\n"
+    )
 }
 
 impl Network {
@@ -138,36 +181,30 @@ impl Network {
             node_listeners.push((bind().await, bind().await, bind().await));
         }
 
-        let mut registry = String::from("# test network registry\n");
-        for (i, (m, (_, inbound, _))) in members.iter().zip(&node_listeners).enumerate() {
-            let revoked = if options.revoke_member_certs.contains(&i) {
-                let serial =
-                    cert_serial(&cii_kit::pki::party_files(&pki, &PeerIdentity::Institution(m.id.clone())).cert);
-                format!("revoked_serials = [\"{serial}\"]\n")
-            } else {
-                String::new()
-            };
-            registry.push_str(&format!(
-                "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id} test\"\n\
-                 endpoint = \"https://127.0.0.1:{port}\"\n{revoked}\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
-                 public_key_file = \"pki/institutions/{id}/jwt.pub\"\n",
-                id = m.id,
-                kind = m.kind,
-                port = inbound.local_addr().expect("addr").port(),
-            ));
-        }
-        std::fs::write(dir.path().join("registry.toml"), registry).expect("write registry");
+        let registered: Vec<(Member, u16)> = members
+            .iter()
+            .zip(&node_listeners)
+            .map(|(m, (_, inbound, _))| (m.clone(), inbound.local_addr().expect("addr").port()))
+            .collect();
+        write_registry(
+            dir.path(),
+            &registered,
+            1,
+            &options.revoke_member_certs,
+            &options.network_roles,
+        );
         let gateway_toml = dir.path().join("gateway.toml");
         std::fs::write(
             &gateway_toml,
             format!(
-                "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\nregistry = \"registry.toml\"\n\n[tls]\n\
+                "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\n\n{registry}[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
                  [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n\
                  [log]\nlevel = \"debug\"\n",
                 consent_port = consent.port(),
+                registry = registry_section(""),
                 audit_store = options
                     .audit_store
                     .clone()
@@ -195,10 +232,11 @@ impl Network {
         std::fs::write(
             &consent_toml,
             format!(
-                "listen = \"{consent}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
+                "listen = \"{consent}\"\n\n{registry}[tls]\nca = \"pki/ca.pem\"\n\
                  cert = \"pki/consent/cert.pem\"\nkey = \"pki/consent/key.pem\"\n\n[pseudonym]\n\
                  global_public = \"keys/global-public.json\"\nsession_keys = \"keys/consent/session-keys.json\"\n\n\
                  [store]\ndatabase = \"{database}\"\nexpiry_sweep_seconds = 1\n",
+                registry = registry_section(""),
                 database = options
                     .consent_database
                     .clone()
@@ -236,14 +274,15 @@ impl Network {
             std::fs::write(
                 &toml,
                 format!(
-                    "institution = \"{id}\"\nregistry = \"registry.toml\"\ngateway_url = \"https://127.0.0.1:{gp}\"\n\
-                     api_listen = \"{api_addr}\"\ninbound_listen = \"{inbound_addr}\"\nmetrics_listen = \"{metrics_addr}\"\n\n\
+                    "institution = \"{id}\"\ngateway_url = \"https://127.0.0.1:{gp}\"\n\
+                     api_listen = \"{api_addr}\"\ninbound_listen = \"{inbound_addr}\"\nmetrics_listen = \"{metrics_addr}\"\n\n{registry}\
                      [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
                      [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
                      [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"keys/institutions/{id}/store.key\"\n\n\
                      [audit]\nverifier_key_file = \"pki/gateway/audit.vkey\"\n",
                     id = m.id,
                     gp = gateway.port(),
+                    registry = registry_section(""),
                 ),
             )
             .expect("write node toml");
@@ -433,6 +472,7 @@ impl Network {
             std::fs::read(cii_kit::pki::jwt_private_key(&self.pki(), &self.node(signer).member.id)).expect("jwt key");
         let spec = cii_kit::jwt::TokenSpec {
             issuer: &self.node(claimed).member.id,
+            audience: NETWORK_ID,
             subject: user,
             roles,
             kid: "dev-1",

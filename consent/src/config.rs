@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cii_kit::config::{self, ConfigError, LogConfig, TlsFiles};
-use cii_kit::registry::Registry;
+use cii_kit::registry::{Live, signed::RegistryFiles};
 use cii_kit::tls::TlsIdentity;
 use cii_pseudonym::node::NodeKeys;
 use cii_types::PeerIdentity;
@@ -21,7 +21,7 @@ pub struct ConsentFile {
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     /// The registry file (the network's members).
-    pub registry: PathBuf,
+    pub registry: RegistryFiles,
     /// A rulebook directory, for the vocabulary of categories and purposes; the built-in
     /// federal rulebook if absent. Use the gateway's.
     #[serde(default)]
@@ -67,8 +67,8 @@ fn default_sweep() -> u64 {
 pub struct ConsentConfig {
     /// The file as written.
     pub file: ConsentFile,
-    /// The loaded registry.
-    pub registry: Arc<Registry>,
+    /// The active registry (reloaded when the file changes).
+    pub registry: Live,
     /// The rulebook (for its vocabulary).
     pub rulebook: Arc<cii_policy::Rulebook>,
     /// The loaded TLS identity.
@@ -83,7 +83,7 @@ impl ConsentConfig {
     /// Loads `path` and everything it references; any problem names the file and key.
     pub fn load(path: &Path) -> Result<ConsentConfig, ConfigError> {
         let file: ConsentFile = config::load(path)?;
-        let registry = Arc::new(Registry::load(&config::resolve(path, &file.registry))?);
+        let registry = file.registry.open(path)?;
         let dir = file.rulebook.as_ref().map(|d| config::resolve(path, d));
         let files = dir
             .as_deref()

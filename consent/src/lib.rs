@@ -31,6 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cii_kit::auth::{Authenticate, IssuerSource};
 use cii_kit::clock::{Clock, SystemClock};
 use cii_kit::metrics::Metrics;
 use cii_kit::tls::{self, ClientAuth, PeerPolicy};
@@ -89,7 +90,7 @@ pub async fn run_with_clock(
     let metrics = Metrics::new("consent");
     let revoked = {
         let registry = config.registry.clone();
-        move |serial: &[u8]| registry.is_revoked(serial)
+        move |serial: &[u8]| registry.current().is_revoked(serial)
     };
     // Only the gateway: institutions reach the registry through it.
     let tls_config = tls::server_config(
@@ -103,12 +104,14 @@ pub async fn run_with_clock(
         registry: config.registry.clone(),
         rulebook: config.rulebook.clone(),
     });
-    let registry_service = ConsentRegistryServer::new(service::ConsentService::new(
-        store.clone(),
-        config.keys.clone(),
-        vocabulary,
-        clock.clone(),
-    ));
+    // Every call is checked again against the registry active now (a revoked
+    // gateway certificate stops working on open connections too).
+    let authenticate = Authenticate::new(IssuerSource::PeerCertificate, config.registry.clone(), clock.clone())
+        .admit(Arc::new(|peer: &PeerIdentity| *peer == PeerIdentity::Gateway));
+    let registry_service = ConsentRegistryServer::with_interceptor(
+        service::ConsentService::new(store.clone(), config.keys.clone(), vocabulary, clock.clone()),
+        authenticate,
+    );
     let router = cii_kit::grpc::server(&metrics)
         .add_service(health)
         .add_service(reflection_v1)
@@ -116,6 +119,12 @@ pub async fn run_with_clock(
         .add_service(registry_service);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(
+        config
+            .registry
+            .clone()
+            .watch(config.file.registry.poll(), metrics.clone(), |_| {}, stop_rx.clone()),
+    );
     if let Some(listener) = listeners.metrics {
         let mut stop = stop_rx.clone();
         tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {

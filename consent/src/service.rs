@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use cii_kit::clock::Clock;
-use cii_kit::registry::Registry;
+use cii_kit::registry::Live;
 use cii_proto::consent::{self as pb, consent_registry_server::ConsentRegistry};
 use cii_pseudonym::node::NodeKeys;
 use cii_types::time::{micros as micros_of, micros_of_timestamp as micros, timestamp_of_micros as timestamp};
@@ -33,14 +33,14 @@ pub struct ConsentService {
 #[derive(Debug)]
 pub struct Vocabulary {
     /// The network's members.
-    pub registry: Arc<Registry>,
+    pub registry: Live,
     /// The rulebook.
     pub rulebook: Arc<cii_policy::Rulebook>,
 }
 
 impl model::Vocabulary for Vocabulary {
     fn knows_institution(&self, id: &str) -> bool {
-        self.registry.institutions().any(|i| i.id.as_str() == id)
+        self.registry.current().institutions().any(|i| i.id.as_str() == id)
     }
     fn knows_category(&self, id: &str) -> bool {
         self.rulebook.category_index(id).is_some()

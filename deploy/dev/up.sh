@@ -9,6 +9,8 @@ cargo build --quiet --release -p cii
 cii() { cargo run --quiet --release -p cii -- "$@"; }
 
 cii pki init --dir deploy/dev/pki --institution ORP-VS --institution AI-VS
+# Every process accepts only a registry signed with the network's registry key.
+cii pki sign-registry --key deploy/dev/pki/registry.key deploy/dev/registry.toml
 # The audit log's verifier key, for the nodes that witness it.
 cii audit vkey --config deploy/dev/gateway.toml > deploy/dev/pki/gateway/audit.vkey
 # The key ceremony (once): global public key, the gateway's secrets, every party's session keys.
@@ -32,7 +34,7 @@ for port in 9600 9443 9101 9102; do
   done
 done
 
-token=$(cii pki token --dir deploy/dev/pki --institution ORP-VS --user anna.meier --role caseworker)
+token=$(cii pki token --dir deploy/dev/pki --network cii.dev --institution ORP-VS --user anna.meier --role caseworker)
 cat <<TXT
 
 The development network is up:

@@ -22,6 +22,7 @@ fn registry() -> &'static cii_kit::registry::Registry {
                 )
             })
             .collect();
+        let text = format!("network = \"cii.fuzz\"\nversion = 1\n\n{text}");
         cii_kit::registry::Registry::parse(std::path::Path::new("registry.toml"), &text).expect("the registry parses")
     })
 }

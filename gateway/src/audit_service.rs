@@ -4,12 +4,13 @@
 //! Checkpoints and proofs are hashes and signed notes, like a public
 //! transparency log's, so mutual TLS (a registry member) is enough: a node
 //! checks a delivery's receipt without any user token. `Query` returns
-//! personal metadata and verifies the caller's JWT and role itself.
+//! personal metadata: the access table admits `dpo` and `network_dpo` only,
+//! and the handler narrows a `dpo` to its own institution.
 
 use std::sync::Arc;
 
 use cii_audit::Log;
-use cii_kit::auth::{Authenticate, Caller};
+use cii_kit::auth::{Caller, caller};
 use cii_kit::clock::Clock;
 use cii_proto::audit::{self as pb, audit_server::Audit};
 use cii_types::Role;
@@ -30,7 +31,6 @@ pub struct AuditService {
     /// The operational store (retention forgets old idempotency records there too).
     operations: crate::store::Store,
     retention_days: u32,
-    authenticate: Authenticate,
     clock: Arc<dyn Clock>,
 }
 
@@ -60,7 +60,7 @@ impl AuditService {
             .collect())
     }
 
-    pub fn new(parts: AuditParts, authenticate: Authenticate, clock: Arc<dyn Clock>) -> AuditService {
+    pub fn new(parts: AuditParts, clock: Arc<dyn Clock>) -> AuditService {
         let AuditParts {
             log,
             pseudonyms,
@@ -74,7 +74,6 @@ impl AuditService {
             store,
             operations,
             retention_days,
-            authenticate,
             clock,
         }
     }
@@ -92,16 +91,8 @@ struct Filter {
     acting_user: String,
 }
 
-fn require_dpo(caller: &Caller) -> Result<(), GatewayError> {
-    if caller.user.roles.contains(&Role::Dpo) || caller.user.roles.contains(&Role::NetworkDpo) {
-        return Ok(());
-    }
-    Err(GatewayError::RoleRequired("dpo or network_dpo"))
-}
-
 impl Filter {
     fn check(caller: &Caller, q: &pb::QueryRequest) -> Result<Filter, GatewayError> {
-        require_dpo(caller)?;
         let own = caller.institution.id.to_string();
         let institution = if caller.user.roles.contains(&Role::NetworkDpo) {
             (!q.institution.is_empty()).then(|| q.institution.clone())
@@ -167,13 +158,6 @@ impl Filter {
         }
         parts.join(" ")
     }
-}
-
-fn require_operator(caller: &Caller) -> Result<(), GatewayError> {
-    if caller.user.roles.contains(&Role::Operator) {
-        return Ok(());
-    }
-    Err(GatewayError::RoleRequired("operator"))
 }
 
 fn retention_period(p: cii_audit::store::Period) -> pb::RetentionPeriod {
@@ -252,8 +236,7 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::LookupPersonRequest>,
     ) -> Result<Response<pb::LookupPersonResponse>, Status> {
-        let caller = self.authenticate.verify(&request)?;
-        require_dpo(&caller)?;
+        let caller = caller(&request)?.clone();
         let person =
             crate::transfer::ciphertext("person", request.get_ref().person.as_ref()).map_err(GatewayError::from)?;
         let party = cii_pseudonym::names::Party::Institution(caller.institution.id.clone());
@@ -287,8 +270,7 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::ApplyRetentionRequest>,
     ) -> Result<Response<pb::ApplyRetentionResponse>, Status> {
-        let caller = self.authenticate.verify(&request)?;
-        require_operator(&caller)?;
+        let caller = caller(&request)?.clone();
         let dry_run = request.get_ref().dry_run;
         let now = self.clock.now();
         let cutoff = now - time::Duration::days(i64::from(self.retention_days));
@@ -342,7 +324,7 @@ impl Audit for AuditService {
     /// Logs the query (durably), then streams the matching entries of the log
     /// as it stood when the query was logged.
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
-        let caller = self.authenticate.verify(&request)?;
+        let caller = caller(&request)?.clone();
         let query = request.into_inner();
         let filter = Filter::check(&caller, &query)?;
         let entry = cii_audit::Entry {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cii_kit::config::{self, ConfigError, LogConfig, TlsFiles};
-use cii_kit::registry::Registry;
+use cii_kit::registry::{Live, Registry, signed::RegistryFiles};
 use cii_kit::tls::TlsIdentity;
 use cii_types::PeerIdentity;
 use serde::Deserialize;
@@ -19,8 +19,8 @@ pub struct GatewayFile {
     /// Address of the Prometheus `/metrics` endpoint (plain HTTP); none if absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
-    /// The registry file (the network's members).
-    pub registry: PathBuf,
+    /// The registry (the network's members): the signed file, its key, the poll interval.
+    pub registry: RegistryFiles,
     /// A rulebook directory (TOML files); the built-in federal rulebook if absent.
     #[serde(default)]
     pub rulebook: Option<PathBuf>,
@@ -154,8 +154,8 @@ impl PseudonymFile {
 pub struct GatewayConfig {
     /// The file as written.
     pub file: GatewayFile,
-    /// The loaded registry.
-    pub registry: Arc<Registry>,
+    /// The active registry (reloaded when the file changes).
+    pub registry: Live,
     /// The loaded TLS identity.
     pub tls: TlsIdentity,
     /// The checked rulebook.
@@ -174,9 +174,9 @@ impl GatewayConfig {
     /// Loads `path` and everything it references; any problem names the file and key.
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         let file: GatewayFile = config::load(path)?;
-        let registry = Arc::new(Registry::load(&config::resolve(path, &file.registry))?);
+        let registry = file.registry.open(path)?;
         let tls = gateway_identity(path, &file)?;
-        let rulebook = rulebook(path, &file, &registry)?;
+        let rulebook = rulebook(path, &file, &registry.current())?;
         check_stores(path, &file)?;
         let audit_signer = Arc::new(file.audit.signer(path)?);
         let audit_store = file.audit.store_url(path);

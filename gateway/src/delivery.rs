@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cii_kit::clock::Clock;
-use cii_kit::registry::Registry;
+use cii_kit::registry::Live;
 use cii_kit::tls::{self, PeerPolicy, TlsIdentity};
 use cii_proto::consent::{ListChangesRequest, consent_registry_client::ConsentRegistryClient};
 use cii_proto::node::{self as node_pb, node_inbound_client::NodeInboundClient};
@@ -29,7 +29,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// Channels to the nodes' inbound APIs.
 #[derive(Clone)]
 pub struct Nodes {
-    registry: Arc<Registry>,
+    registry: Live,
     identity: TlsIdentity,
     channels: Arc<Mutex<HashMap<InstitutionId, Channel>>>,
     /// Wakes the outbox worker.
@@ -82,7 +82,7 @@ impl NodeCallError {
 
 impl Nodes {
     pub fn new(
-        registry: Arc<Registry>,
+        registry: Live,
         identity: TlsIdentity,
         max_retry: Duration,
         metrics: cii_kit::metrics::Metrics,
@@ -97,19 +97,29 @@ impl Nodes {
         }
     }
 
+    /// Drops every cached channel (a new registry may move an endpoint or revoke a
+    /// certificate; the next call reconnects and handshakes again).
+    pub fn forget_channels(&self) {
+        if let Ok(mut channels) = self.channels.lock() {
+            channels.clear();
+        }
+    }
+
     fn client(&self, id: &InstitutionId) -> Result<NodeInboundClient<Channel>, NodeCallError> {
         if let Some(channel) = self.channels.lock().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(NodeInboundClient::new(channel));
         }
         let institution = self
             .registry
+            .current()
             .get(id)
+            .cloned()
             .ok_or_else(|| NodeCallError::NoChannel(format!("{id} is not in the registry")))?;
         let registry = self.registry.clone();
         let config = tls::client_config(
             &self.identity,
             PeerPolicy::only(PeerIdentity::Institution(id.clone()), move |serial: &[u8]| {
-                registry.is_revoked(serial)
+                registry.current().is_revoked(serial)
             }),
         )
         .map_err(|e| NodeCallError::NoChannel(e.to_string()))?;
@@ -208,7 +218,12 @@ impl Nodes {
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
-            let recipients: Vec<String> = self.registry.institutions().map(|i| i.id.to_string()).collect();
+            let recipients: Vec<String> = self
+                .registry
+                .current()
+                .institutions()
+                .map(|i| i.id.to_string())
+                .collect();
             let runs = store.due_runs(&recipients, now, RUN_LIMIT).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "outbox not readable");
                 Vec::new()

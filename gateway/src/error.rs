@@ -50,9 +50,6 @@ pub enum GatewayError {
     /// A store failed while retention ran (after its entry was logged).
     #[error("the store failed during retention; the run is logged, run it again")]
     RetentionInterrupted,
-    /// The caller's user lacks the role.
-    #[error("this needs the role {0}")]
-    RoleRequired(&'static str),
     /// A DPO asked about another institution.
     #[error("a dpo sees the entries of their own institution only (network_dpo sees all)")]
     DpoScope,
@@ -93,7 +90,6 @@ impl GatewayError {
             E::Store(_) => "GATEWAY_STORE_UNAVAILABLE",
             E::Audit(e) => e.code(),
             E::AuditUnreadable | E::RetentionInterrupted => "AUDIT_UNAVAILABLE",
-            E::RoleRequired(_) => "ROLE_REQUIRED",
             E::DpoScope => "DPO_SCOPE",
             E::DecisionInvalid => "DECISION_INVALID",
             E::PeriodInvalid => "PERIOD_INVALID",
@@ -111,7 +107,6 @@ impl GatewayError {
             E::TransferNotFound => "transfer_id",
             E::NoteInvalid => "note",
             E::ObligationNotFound | E::ObligationAlreadyFulfilled => "obligation_id",
-            E::RoleRequired(_) => "authorization",
             E::DpoScope => "institution",
             E::DecisionInvalid => "decision",
             E::PeriodInvalid => "until",

@@ -48,6 +48,7 @@ use cii_proto::gateway::gateway_server::GatewayServer;
 use cii_proto::policy::policy_server::PolicyServer;
 use cii_types::PeerIdentity;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 
 pub use config::GatewayConfig;
 pub use error::GatewayError;
@@ -124,6 +125,7 @@ pub async fn run_with_clock(
     )
     .await?;
     activate_rulebook(&config, &audit, clock.now()).await?;
+    log_registry(&audit, &config.registry.current(), clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
     let parts = Parts {
         config: &config,
@@ -134,8 +136,18 @@ pub async fn run_with_clock(
         store: &store,
         consent_registry: &consent_registry,
     };
-    let (router, nodes) = services(parts).await?;
+    let (overstepped_tx, overstepped) = tokio::sync::mpsc::channel(64);
+    let (router, nodes) = services(parts, overstepped_tx).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(log_overstepping(audit.clone(), clock.clone(), overstepped));
+    tokio::spawn(watch_registry(
+        &config,
+        &audit,
+        &clock,
+        &nodes,
+        &metrics,
+        stop_rx.clone(),
+    ));
     let outbox = tokio::spawn(nodes.clone().run_outbox(store.clone(), stop_rx.clone()));
     let notices = tokio::spawn(delivery::run_consent_notices(
         consent_registry.clone(),
@@ -150,7 +162,7 @@ pub async fn run_with_clock(
             let _ = stop.wait_for(|s| *s).await;
         }));
     }
-    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.institutions().count(), "gateway serving");
+    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.current().institutions().count(), "gateway serving");
     let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = outbox.await;
@@ -179,15 +191,17 @@ fn tls_configs(
     let registry = config.registry.clone();
     let admit = {
         let registry = registry.clone();
-        move |peer: &PeerIdentity| registry.knows(peer) && *peer != PeerIdentity::Gateway
+        move |peer: &PeerIdentity| registry.current().knows(peer) && *peer != PeerIdentity::Gateway
     };
     let revoked = {
         let registry = registry.clone();
-        move |serial: &[u8]| registry.is_revoked(serial)
+        move |serial: &[u8]| registry.current().is_revoked(serial)
     };
     let registry_tls = tls::client_config(
         &config.tls,
-        PeerPolicy::only(PeerIdentity::Consent, move |serial: &[u8]| registry.is_revoked(serial)),
+        PeerPolicy::only(PeerIdentity::Consent, move |serial: &[u8]| {
+            registry.current().is_revoked(serial)
+        }),
     )?;
     let consent_registry = ConsentRegistryClient::new(tls::channel(&config.file.consent.url, registry_tls)?);
     let server = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
@@ -213,6 +227,76 @@ async fn activate_rulebook(
     Ok(())
 }
 
+/// Reloads the registry when its file changes; each activation is logged, and the
+/// channels to nodes are dropped (an endpoint may have moved, a certificate been revoked).
+fn watch_registry(
+    config: &GatewayConfig,
+    audit: &cii_audit::Log,
+    clock: &Arc<dyn Clock>,
+    nodes: &delivery::Nodes,
+    metrics: &Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + use<> {
+    let (audit, clock, nodes) = (audit.clone(), clock.clone(), nodes.clone());
+    let activated = move |registry: Arc<cii_kit::registry::Registry>| {
+        nodes.forget_channels();
+        let (audit, now) = (audit.clone(), clock.now());
+        tokio::spawn(async move {
+            if let Err(e) = log_registry(&audit, &registry, now).await {
+                tracing::error!(error = %e, "registry activation could not be logged");
+            }
+        });
+    };
+    config
+        .registry
+        .clone()
+        .watch(config.file.registry.poll(), metrics.clone(), activated, stop)
+}
+
+/// Every registry version the gateway decides under is on record.
+async fn log_registry(
+    audit: &cii_audit::Log,
+    registry: &cii_kit::registry::Registry,
+    now: time::OffsetDateTime,
+) -> Result<(), RunError> {
+    let entry = cii_audit::Entry {
+        kind: cii_audit::EntryKind::RegistryActivated as i32,
+        time_micros: cii_types::time::micros(now),
+        acting_user: "gateway".to_owned(),
+        detail: format!("network={} version={}", registry.network(), registry.version()),
+        ..cii_audit::Entry::default()
+    };
+    let receipt = audit.append(entry).await?;
+    tracing::info!(
+        version = registry.version(),
+        audit_index = receipt.index,
+        "registry activated"
+    );
+    Ok(())
+}
+
+/// A member whose identity provider signs roles the network did not grant it is
+/// on record, one entry per refused call (bounded by the reporting channel).
+async fn log_overstepping(
+    audit: cii_audit::Log,
+    clock: Arc<dyn Clock>,
+    mut refused: tokio::sync::mpsc::Receiver<cii_kit::auth::RoleNotGranted>,
+) {
+    while let Some(r) = refused.recv().await {
+        let entry = cii_audit::Entry {
+            kind: cii_audit::EntryKind::AccessRefused as i32,
+            time_micros: cii_types::time::micros(clock.now()),
+            sender: r.institution.to_string(),
+            acting_user: format!("?@{}", r.institution),
+            detail: format!("code=ROLE_NOT_GRANTED rpc={}", r.rpc),
+            ..cii_audit::Entry::default()
+        };
+        if let Err(e) = audit.append(entry).await {
+            tracing::error!(error = %e, "refused access could not be logged");
+        }
+    }
+}
+
 /// The transfer pipeline.
 fn transfers(p: &Parts<'_>, nodes: delivery::Nodes) -> Result<Arc<transfer::Transfers>, RunError> {
     Ok(Arc::new(transfer::Transfers::new(transfer::Parts {
@@ -233,18 +317,38 @@ fn transfers(p: &Parts<'_>, nodes: delivery::Nodes) -> Result<Arc<transfer::Tran
 /// The audit service. Checkpoints and proofs are hashes and signed notes, nothing personal:
 /// any member (mutual TLS) may fetch them without a user, so nodes can witness the log when
 /// the gateway delivers to them; the DPO and operator rpcs verify the user themselves.
-fn audit(p: &Parts<'_>, authenticate: Authenticate) -> AuditServer<audit_service::AuditService> {
-    AuditServer::new(audit_service::AuditService::new(
-        audit_service::AuditParts {
-            log: p.audit.clone(),
-            pseudonyms: p.config.pseudonyms.clone(),
-            store: p.audit_store.clone(),
-            operations: p.store.clone(),
-            retention_days: p.config.file.audit.retention_days,
-        },
+fn audit(
+    p: &Parts<'_>,
+    authenticate: Authenticate,
+) -> InterceptedService<AuditServer<audit_service::AuditService>, Authenticate> {
+    AuditServer::with_interceptor(
+        audit_service::AuditService::new(
+            audit_service::AuditParts {
+                log: p.audit.clone(),
+                pseudonyms: p.config.pseudonyms.clone(),
+                store: p.audit_store.clone(),
+                operations: p.store.clone(),
+                retention_days: p.config.file.audit.retention_days,
+            },
+            p.clock.clone(),
+        ),
         authenticate,
-        p.clock.clone(),
-    ))
+    )
+}
+
+/// Every call's check: nodes only (not the consent registry's certificate), each
+/// call against the registry active at that moment.
+fn authenticate(
+    config: &GatewayConfig,
+    clock: &Arc<dyn Clock>,
+    overstepped: tokio::sync::mpsc::Sender<cii_kit::auth::RoleNotGranted>,
+) -> Authenticate {
+    Authenticate::new(IssuerSource::PeerCertificate, config.registry.clone(), clock.clone())
+        .max_lifetime(i64::from(config.file.registry.max_token_lifetime_seconds))
+        .admit(Arc::new(|peer: &PeerIdentity| {
+            matches!(peer, PeerIdentity::Institution(_))
+        }))
+        .report_overstepping(overstepped)
 }
 
 /// What the services are built from.
@@ -262,12 +366,13 @@ struct Parts<'a> {
 /// Transfers held by a crash are completed before anything is served.
 async fn services(
     p: Parts<'_>,
+    overstepped: tokio::sync::mpsc::Sender<cii_kit::auth::RoleNotGranted>,
 ) -> Result<(tonic::transport::server::Router<cii_kit::grpc::Layers>, delivery::Nodes), RunError> {
     let (config, clock) = (p.config, p.clock);
     let registry = config.registry.clone();
     let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
         cii_kit::grpc::health_and_reflection(SERVICES).await?;
-    let authenticate = Authenticate::new(IssuerSource::PeerCertificate(registry.clone()), clock.clone());
+    let authenticate = authenticate(config, clock, overstepped);
     let nodes = delivery::Nodes::new(
         registry.clone(),
         config.tls.clone(),

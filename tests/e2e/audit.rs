@@ -364,7 +364,10 @@ async fn the_gateway_records_its_rulebook_and_serves_checkpoints_and_proofs_to_w
         .await
         .expect("checkpoint")
         .into_inner();
-    assert_eq!(checkpoint.tree_size, 1, "the rulebook activation is the first entry");
+    assert_eq!(
+        checkpoint.tree_size, 2,
+        "the rulebook and the registry activations are the first entries"
+    );
     let key = std::fs::read_to_string(cii_kit::pki::audit_signing_key(&net.pki())).expect("key");
     let vkey = Signer::from_pem("cii.test/audit", &key)
         .expect("signer")

@@ -709,7 +709,7 @@ async fn institutions_manage_consents_through_their_node_and_every_change_is_log
     use cii_audit::EntryKind::*;
     let changes: Vec<(i32, &str, Vec<String>)> = entries
         .iter()
-        .filter(|e| e.kind != RulebookActivated as i32)
+        .filter(|e| e.kind != RulebookActivated as i32 && e.kind != RegistryActivated as i32)
         .map(|e| (e.kind, e.sender.as_str(), e.consents.clone()))
         .collect();
     assert_eq!(
@@ -732,7 +732,7 @@ async fn institutions_manage_consents_through_their_node_and_every_change_is_log
     );
     let persons: std::collections::HashSet<_> = entries
         .iter()
-        .filter(|e| e.kind != RulebookActivated as i32)
+        .filter(|e| e.kind != RulebookActivated as i32 && e.kind != RegistryActivated as i32)
         .map(|e| dpo.decrypt(&cii_pseudonym::wire::pseudonym(&e.audit_pseudonym).expect("ciphertext")))
         .collect();
     assert_eq!(persons.len(), 1, "every entry names the same person for the DPO");

@@ -36,6 +36,15 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
     cii_kit::pki::init(&dir.join("pki"), &ids, &["localhost".into()]).expect("pki");
     cii_tests::write_keys(&dir.join("keys"), &ids);
     cii_tests::write_vkey(&dir.join("pki"), "cii.example/audit");
+    // The registry as the network's offline key signs it; its verification key where
+    // the production examples read it.
+    let registry_key = std::fs::read(cii_kit::pki::registry_signing_key(&dir.join("pki"))).expect("registry key");
+    cii_kit::registry::signed::sign(&dir.join("registry.toml"), &registry_key).expect("sign the registry");
+    std::fs::copy(
+        cii_kit::pki::registry_verification_key(&dir.join("pki")),
+        dir.join("registry.pub"),
+    )
+    .expect("registry.pub");
     std::fs::copy(dir.join("pki/gateway/audit.vkey"), dir.join("audit.vkey")).expect("vkey");
     // The production example keeps the node's store key apart from the ceremony's files.
     std::fs::create_dir_all(dir.join("node")).expect("mkdir");

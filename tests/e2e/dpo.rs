@@ -77,7 +77,11 @@ async fn dpo_queries(options: Options) {
             member("AI-VS", InstitutionType::Ai),
             member("AS-VS", InstitutionType::As),
         ],
-        options,
+        // The registry designates AI-VS for the network DPO.
+        Options {
+            network_roles: vec![1],
+            ..options
+        },
     )
     .await;
     let caseworker = |i: usize| net.token(i, "caseworker.2", &[Role::Caseworker]);
@@ -297,6 +301,8 @@ async fn retention(options: Options) {
         ],
         Options {
             gateway_clock: Some(std::sync::Arc::new(clock.clone())),
+            // The registry designates ORP-VS as the network's operator.
+            network_roles: vec![0],
             ..options
         },
     )

@@ -1219,8 +1219,8 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
         2,
         "the recorded entry was appended (the test changed its time)"
     );
-    // The restart appended its rulebook activation and held-2's entry.
-    assert_eq!(entries.len(), size_before + 2 + 2, "and held-3's two");
+    // The restart appended its rulebook and registry activations and held-2's entry.
+    assert_eq!(entries.len(), size_before + 3 + 2, "and held-3's two");
 }
 
 /// A revocation racing transfers that rely on the consent: every transfer sent after the

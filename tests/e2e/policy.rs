@@ -74,7 +74,7 @@ async fn the_gateway_refuses_to_start_when_rulebook_and_registry_disagree() {
     let write = |text: &str| std::fs::write(rulebook.join("canton.toml"), text).expect("write");
     let config = std::fs::read_to_string(dir.join("gateway.toml"))
         .expect("read")
-        .replace("registry = ", "rulebook = \"rulebook\"\nregistry = ");
+        .replacen("[registry]", "rulebook = \"rulebook\"\n\n[registry]", 1);
     std::fs::write(dir.join("gateway-rb.toml"), config).expect("write");
     let load = || cii_gateway::GatewayConfig::load(&dir.join("gateway-rb.toml"));
 

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use cii_kit::auth::Caller;
 use cii_kit::clock::Clock;
 use cii_kit::metrics::Metrics;
-use cii_kit::registry::Registry;
+use cii_kit::registry::Live;
 use cii_policy::Rulebook;
 use cii_proto::consent::consent_registry_client::ConsentRegistryClient;
 use cii_proto::gateway as pb;
@@ -58,7 +58,7 @@ pub use seal::Sealed;
 /// Everything the pipeline needs, wired once at start.
 pub struct Parts {
     /// The members.
-    pub registry: Arc<Registry>,
+    pub registry: Live,
     /// The active rulebook.
     pub rulebook: Arc<Rulebook>,
     /// The exchange catalogue (field categories).
@@ -83,7 +83,7 @@ pub struct Parts {
 
 /// The transfer pipeline.
 pub struct Transfers {
-    registry: Arc<Registry>,
+    registry: Live,
     rulebook: Arc<Rulebook>,
     catalogue: Arc<Catalogue>,
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
@@ -142,7 +142,9 @@ impl Transfers {
         caller: &Caller,
         request: &pb::TransferRequest,
     ) -> Result<pb::TransferResponse, TransferError> {
-        let checked = check_request(&self.registry, &self.catalogue, &caller.institution.id, request)?;
+        // One snapshot of the registry for the whole transfer.
+        let registry = self.registry.current();
+        let checked = check_request(&registry, &self.catalogue, &caller.institution.id, request)?;
         let _slot = self.claim(caller, &checked.id)?;
         if let Some(done) = self.replay(caller, &checked).await? {
             return Ok(done);

@@ -83,6 +83,17 @@ registry! {
     JWT_NOT_YET_VALID: Unauthenticated, false, "the token is not valid yet";
     JWT_CLAIM_INVALID: Unauthenticated, false, "a claim of the token is missing or invalid (sub, roles)";
     ROLE_REQUIRED: PermissionDenied, false, "the acting user lacks the role this rpc needs";
+    ROLE_NOT_GRANTED: PermissionDenied, false, "the token claims a role the registry does not grant its institution (logged as a refused access)";
+    JWT_AUDIENCE: Unauthenticated, false, "the token's audience (`aud`) is not this network's id";
+    JWT_LIFETIME: Unauthenticated, false, "the token lives longer than the maximum lifetime (`exp - iat`), or has no `iat`";
+    CLIENT_CERT_REVOKED: Unauthenticated, false, "the client certificate was revoked by a registry activated after the connection opened";
+    PEER_NOT_ADMITTED: PermissionDenied, false, "this peer's certificate does not admit it to this service";
+    RPC_NOT_LISTED: PermissionDenied, false, "the rpc has no row in the access table, so nobody may call it";
+    REGISTRY_UNREADABLE: FailedPrecondition, false, "the registry file or its signature cannot be read; the active registry stays";
+    REGISTRY_SIGNATURE_INVALID: FailedPrecondition, false, "the registry's signature does not verify with the network's registry key; the active registry stays";
+    REGISTRY_INVALID: FailedPrecondition, false, "the registry file is signed but not valid; the active registry stays";
+    REGISTRY_VERSION_LOWER: FailedPrecondition, false, "the registry's version is lower than the active one (an old file replayed); the active registry stays";
+    REGISTRY_VERSION_REUSED: FailedPrecondition, false, "the registry changed without a new version; the active registry stays";
     INTERNAL: Internal, false, "an internal fault; nothing personal is reported";
     // Shared field checks.
     FIELD_REQUIRED: InvalidArgument, false, "a required field is missing";

@@ -7,6 +7,7 @@
 //! convert into these in exactly one place.
 //!
 //! # Layout
+//! - [`access`]: the rpc → roles table, checked before any handler.
 //! - [`avs`]: [`AvsNumber`], which never prints itself; the AVS look-alike rule.
 //! - [`codes`]: the registry of stable error codes (gRPC status, retryability, meaning).
 //! - [`exchange`]: the catalogue's field categories and the generic payload filter.
@@ -19,6 +20,7 @@
 // Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+pub mod access;
 pub mod avs;
 pub mod codes;
 pub mod exchange;

@@ -9,6 +9,9 @@ use crate::ParseError;
 pub enum Role {
     /// Handles cases: enrols persons, sends and requests data.
     Caseworker,
+    /// A machine client of the institution (publishing, batch enrolment, inbox polling):
+    /// the same rpcs as a caseworker, named apart so the log tells people from programs.
+    System,
     /// Data-protection officer of their own institution.
     Dpo,
     /// Data-protection officer of the whole network.
@@ -20,9 +23,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// The roles every member's tokens may carry unless its registry entry says otherwise;
+    /// `network_dpo` and `operator` are granted only by name, to the parties the network designates.
+    pub const MEMBER: [Role; 4] = [Role::Caseworker, Role::System, Role::Dpo, Role::Jurist];
+}
+
+impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Caseworker,
+        Role::System,
         Role::Dpo,
         Role::NetworkDpo,
         Role::Jurist,
@@ -33,6 +43,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Caseworker => "caseworker",
+            Role::System => "system",
             Role::Dpo => "dpo",
             Role::NetworkDpo => "network_dpo",
             Role::Jurist => "jurist",
@@ -47,7 +58,7 @@ impl Role {
             .find(|r| r.as_str() == s)
             .ok_or(ParseError::Unknown {
                 field,
-                expected: "caseworker, dpo, network_dpo, jurist, operator",
+                expected: "caseworker, system, dpo, network_dpo, jurist, operator",
             })
     }
 }

@@ -62,6 +62,12 @@ fn move_file(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::rename(from, to).with_context(|| format!("moving {} to {}", from.display(), to.display()))
 }
 
+/// The demo network's id (the audience of its tokens).
+pub const NETWORK: &str = "cii.demo";
+
+/// The demo's tokens last a working day (8 h), longer than the 1 h default.
+const DEMO_TOKENS: &str = "max_token_lifetime_seconds = 28800 # the demo's tokens last a working day\n";
+
 /// Where institution `id`'s files live.
 pub fn node_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join("nodes").join(id)
@@ -86,6 +92,10 @@ fn write_files(
         }
     }
     move_file(&staging.join("gateway/audit.key"), &dir.join("gateway/audit.key"))?;
+    // The registry's signing key would be offline in production; the demo keeps it
+    // apart so that a registry change can be tried (`cii pki sign-registry`).
+    move_file(&staging.join("registry.key"), &dir.join("offline/registry.key"))?;
+    move_file(&staging.join("registry.pub"), &dir.join("registry.pub"))?;
     for id in &ids {
         for file in ["cert.pem", "key.pem", "jwt.key", "jwt.pub"] {
             move_file(
@@ -125,7 +135,9 @@ fn write_files(
     };
     let level = spec.log_level;
 
-    let mut registry = String::from("# The Valais CII network of `cii demo` (loopback).\nrevoked_serials = []\n");
+    let mut registry = format!(
+        "# The Valais CII network of `cii demo` (loopback).\nnetwork = \"{NETWORK}\"\nversion = 1\nrevoked_serials = []\n"
+    );
     for (id, ports) in nodes {
         let (_, kind, name) = spec
             .institutions
@@ -140,11 +152,16 @@ fn write_files(
         ));
     }
     write(&dir.join("registry.toml"), &registry, false)?;
+    cii_kit::registry::signed::sign(
+        &dir.join("registry.toml"),
+        &std::fs::read(dir.join("offline/registry.key"))?,
+    )?;
     write(
         &dir.join("gateway.toml"),
         &format!(
             "# The demo's gateway. `cii audit verify --config gateway.toml` checks its log.\n\
-             listen = \"127.0.0.1:{gateway_port}\"\nregistry = \"registry.toml\"\n{rulebook}\n\
+             listen = \"127.0.0.1:{gateway_port}\"\n{rulebook}\n\
+             [registry]\nfile = \"registry.toml\"\nverification_key = \"registry.pub\"\n{DEMO_TOKENS}\n\
              [tls]\nca = \"ca.pem\"\ncert = \"gateway/cert.pem\"\nkey = \"gateway/key.pem\"\n\n\
              [store]\ndatabase = \"sqlite:gateway/gateway.db\"\n\n\
              [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"{ORIGIN}\"\nsigning_key = \"gateway/audit.key\"\n\
@@ -157,7 +174,8 @@ fn write_files(
     write(
         &dir.join("consent/consent.toml"),
         &format!(
-            "listen = \"127.0.0.1:{consent_port}\"\nregistry = \"../registry.toml\"\n{consent_rulebook}\n\
+            "listen = \"127.0.0.1:{consent_port}\"\n{consent_rulebook}\n\
+             [registry]\nfile = \"../registry.toml\"\nverification_key = \"../registry.pub\"\n\n\
              [tls]\nca = \"../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
              [pseudonym]\nglobal_public = \"../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
              [store]\ndatabase = \"sqlite:consent.db\"\n\n[log]\nlevel = \"{level}\"\n",
@@ -173,9 +191,10 @@ fn write_files(
         write(
             &node_dir(dir, id.as_str()).join("node.toml"),
             &format!(
-                "institution = \"{id}\"\nregistry = \"../../registry.toml\"\n\
+                "institution = \"{id}\"\n\
                  gateway_url = \"https://127.0.0.1:{gateway_port}\"\n\
                  api_listen = \"127.0.0.1:{}\"\ninbound_listen = \"127.0.0.1:{}\"\n\n\
+                 [registry]\nfile = \"../../registry.toml\"\nverification_key = \"../../registry.pub\"\n{DEMO_TOKENS}\n\
                  [tls]\nca = \"../../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
                  [pseudonym]\nglobal_public = \"../../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
                  [store]\ndatabase = \"sqlite:node.db\"\nkey = \"store.key\"\n\n\
@@ -279,6 +298,7 @@ impl Network {
             &key,
             &cii_kit::jwt::TokenSpec {
                 issuer: &issuer,
+                audience: NETWORK,
                 subject: user,
                 roles,
                 kid: "demo-1",

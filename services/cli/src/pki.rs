@@ -11,7 +11,8 @@ use clap::Subcommand;
 pub enum PkiCommand {
     /// Create a development CA and certificates for the gateway, the consent registry and each institution.
     #[command(
-        after_help = "Writes DIR/ca.pem, DIR/gateway/, DIR/consent/ and DIR/institutions/<ID>/ (cert.pem, \
+        after_help = "Writes DIR/ca.pem, DIR/registry.key and DIR/registry.pub (the network's registry signing key: keep it \
+offline), DIR/gateway/, DIR/consent/ and DIR/institutions/<ID>/ (cert.pem, \
 key.pem, and jwt.key / jwt.pub, the key that signs the institution's user tokens). Private keys get mode 0600.\n\
 Run it again with more --institution flags to add institutions: an existing CA and existing files are kept.\n\n\
 Example:\n  cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS"
@@ -30,7 +31,7 @@ Example:\n  cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS"
     /// Mint a user token (JWT) signed with an institution's development key.
     #[command(after_help = "Prints the token on standard output. Pass it as gRPC metadata:\n  \
 authorization: Bearer <token>\n\nExample:\n  \
-cii pki token --dir dev/pki --institution ORP-VS --user anna.meier --role caseworker")]
+cii pki token --dir dev/pki --network cii.dev --institution ORP-VS --user anna.meier --role caseworker")]
     Token {
         /// The PKI folder made by `cii pki init`.
         #[arg(long)]
@@ -41,15 +42,35 @@ cii pki token --dir dev/pki --institution ORP-VS --user anna.meier --role casewo
         /// The user id (`sub` claim).
         #[arg(long)]
         user: String,
-        /// A role: caseworker, dpo, network_dpo, jurist or operator (repeat for several).
+        /// The network's id (the registry's `network`, the token's audience).
+        #[arg(long)]
+        network: String,
+        /// A role: caseworker, system, dpo, network_dpo, jurist or operator (repeat for several;
+        /// the registry must grant each to the institution).
         #[arg(long = "role", value_name = "ROLE", required = true)]
         roles: Vec<String>,
-        /// Lifetime in seconds.
+        /// Lifetime in seconds (processes refuse tokens living longer than their maximum, 1 h by default).
         #[arg(long, default_value_t = 900)]
         ttl_secs: i64,
         /// Key id written into the token header (must match the registry's `kid`).
         #[arg(long, default_value = "dev-1")]
         kid: String,
+    },
+    /// Sign a registry file with the network's registry key (writes FILE.sig).
+    #[command(
+        after_help = "Every change to the registry is signed, with a higher `version`: the gateway, \
+the nodes and the consent registry activate a new file only if its signature verifies with the key their \
+config names (`[registry] key`) and its version is higher than the one they run.\n\n\
+The same signature with openssl (the key never needs to touch a networked machine):\n  \
+openssl pkeyutl -sign -inkey registry.key -rawin -in registry.toml -out registry.toml.sig\n\n\
+Example:\n  cii pki sign-registry --key /media/offline/registry.key deploy/config/registry.toml"
+    )]
+    SignRegistry {
+        /// The network's registry signing key (Ed25519, PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The registry file.
+        file: PathBuf,
     },
 }
 
@@ -81,6 +102,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Token {
             dir,
             institution,
+            network,
             user,
             roles,
             ttl_secs,
@@ -95,6 +117,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             let pem = std::fs::read(&key_file).with_context(|| format!("reading {}", key_file.display()))?;
             let spec = TokenSpec {
                 issuer: &issuer,
+                audience: &network,
                 subject: &user,
                 roles: &roles,
                 kid: &kid,
@@ -106,6 +129,20 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             {
                 println!("{token}");
             }
+            Ok(())
+        }
+        PkiCommand::SignRegistry { key, file } => {
+            // The file must be a valid registry before it is signed.
+            let registry = cii_kit::registry::Registry::load(&file)?;
+            let pem = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
+            let out = cii_kit::registry::signed::sign(&file, &pem)?;
+            eprintln!(
+                "signed {} (network {}, version {}) -> {}",
+                file.display(),
+                registry.network(),
+                registry.version(),
+                out.display()
+            );
             Ok(())
         }
     }

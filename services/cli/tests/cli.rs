@@ -24,34 +24,41 @@ fn free_port() -> u16 {
         .port()
 }
 
-const GATEWAY_TOML: &str = "listen = \"127.0.0.1:{GW}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
+const GATEWAY_TOML: &str = "listen = \"127.0.0.1:{GW}\"\n\n[registry]\nfile = \"registry.toml\"\nverification_key = \"pki/registry.pub\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
 cert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n[audit]\nstore = \"sqlite:audit.db\"\n\
 origin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\n\n[pseudonym]\n\
 transcryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n\
 enrolment_burst = 5000\n\n[consent]\nurl = \"https://127.0.0.1:{CONSENT}\"\n\n[log]\nlevel = \"debug\"\n";
 
-const CONSENT_TOML: &str = "listen = \"127.0.0.1:{PORT}\"\nregistry = \"registry.toml\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
+const CONSENT_TOML: &str = "listen = \"127.0.0.1:{PORT}\"\n\n[registry]\nfile = \"registry.toml\"\nverification_key = \"pki/registry.pub\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
 cert = \"pki/consent/cert.pem\"\nkey = \"pki/consent/key.pem\"\n\n[pseudonym]\nglobal_public = \"keys/global-public.json\"\n\
 session_keys = \"keys/consent/session-keys.json\"\n\n[store]\ndatabase = \"sqlite:consent/consent.db\"\n\n\
 [log]\nlevel = \"debug\"\n";
 
 fn registry(ports: &[(&str, &str, u16)]) -> String {
-    ports
-        .iter()
-        .map(|(id, kind, inbound)| {
-            format!(
-                "[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id}\"\n\
-                 endpoint = \"https://127.0.0.1:{inbound}\"\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
+    "network = \"cii.test\"\nversion = 1\n\n".to_owned()
+        + &ports
+            .iter()
+            .map(|(id, kind, inbound)| {
+                // ORP-VS is the network's designated operator here (retention runs).
+                let roles = if *id == "ORP-VS" {
+                    "roles = [\"caseworker\", \"system\", \"dpo\", \"jurist\", \"operator\"]\n"
+                } else {
+                    ""
+                };
+                format!(
+                    "[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id}\"\n\
+                 endpoint = \"https://127.0.0.1:{inbound}\"\n{roles}[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
                  public_key_file = \"pki/institutions/{id}/jwt.pub\"\n\n"
-            )
-        })
-        .collect()
+                )
+            })
+            .collect::<String>()
 }
 
 fn node_toml(id: &str, gateway: u16, api: u16, inbound: u16) -> String {
     format!(
-        "institution = \"{id}\"\nregistry = \"registry.toml\"\ngateway_url = \"https://127.0.0.1:{gateway}\"\n\
-         api_listen = \"127.0.0.1:{api}\"\ninbound_listen = \"127.0.0.1:{inbound}\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
+        "institution = \"{id}\"\ngateway_url = \"https://127.0.0.1:{gateway}\"\n\
+         api_listen = \"127.0.0.1:{api}\"\ninbound_listen = \"127.0.0.1:{inbound}\"\n\n[registry]\nfile = \"registry.toml\"\nverification_key = \"pki/registry.pub\"\n\n[tls]\nca = \"pki/ca.pem\"\n\
          cert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
          [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
          [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"nodes/{id}/store.key\"\n\n\
@@ -81,6 +88,18 @@ fn write_network(dir: &Path) -> (u16, Vec<(u16, u16)>, u16) {
     let nodes = vec![(free_port(), free_port()), (free_port(), free_port())];
     let reg = registry(&[("ORP-VS", "AC_ORP", nodes[0].1), ("AI-VS", "AI", nodes[1].1)]);
     std::fs::write(dir.join("registry.toml"), reg).expect("registry");
+    let out = cii(&[
+        "pki",
+        "sign-registry",
+        "--key",
+        &dir.join("pki/registry.key").to_string_lossy(),
+        &dir.join("registry.toml").to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "sign-registry: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let keys = dir.join("keys");
     let out = cii(&[
         "keys",
@@ -150,7 +169,7 @@ fn a_broken_config_names_the_key_and_exits_without_starting() {
         (
             "gateway",
             "gateway.toml",
-            "registry = \"registry.toml\"\n",
+            "[registry]\nfile = \"registry.toml\"\nverification_key = \"pki/registry.pub\"\n",
             "missing field `registry`",
         ),
         (
@@ -229,6 +248,8 @@ async fn pki_init_then_gateway_and_two_nodes_run_as_processes_and_stop_on_sigter
         let out = cii(&[
             "pki",
             "token",
+            "--network",
+            "cii.test",
             "--dir",
             &pki.to_string_lossy(),
             "--institution",
@@ -290,7 +311,7 @@ async fn pki_init_then_gateway_and_two_nodes_run_as_processes_and_stop_on_sigter
     audit_commands_read_the_stopped_gateways_log(dir.path());
 }
 
-/// `cii audit …` on the log the gateway left: it holds the rulebook activation.
+/// `cii audit …` on the log the gateway left: it holds the rulebook and registry activations.
 fn audit_commands_read_the_stopped_gateways_log(dir: &Path) {
     let config = dir.join("gateway.toml").to_string_lossy().into_owned();
     let out = cii(&["audit", "verify", "--config", &config]);
@@ -300,11 +321,11 @@ fn audit_commands_read_the_stopped_gateways_log(dir: &Path) {
         "verify: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.starts_with("ok: 1 entries"), "{text}");
+    assert!(text.starts_with("ok: 2 entries"), "{text}");
 
     let note = String::from_utf8(cii(&["audit", "checkpoint", "--config", &config]).stdout).expect("utf8");
     assert!(
-        note.starts_with("cii.test/audit\n1\n") && note.contains("\n\n\u{2014} cii.test/audit "),
+        note.starts_with("cii.test/audit\n2\n") && note.contains("\n\n\u{2014} cii.test/audit "),
         "{note:?}"
     );
     let vkey = String::from_utf8(cii(&["audit", "vkey", "--config", &config]).stdout).expect("utf8");
@@ -316,8 +337,8 @@ fn audit_commands_read_the_stopped_gateways_log(dir: &Path) {
     let proof: serde_json::Value =
         serde_json::from_slice(&cii(&["audit", "prove", "--config", &config, "--index", "0"]).stdout).expect("json");
     assert_eq!(proof["index"], 0);
-    assert_eq!(proof["tree_size"], 1);
-    assert_eq!(proof["inclusion_proof"].as_array().map(Vec::len), Some(0));
+    assert_eq!(proof["tree_size"], 2);
+    assert_eq!(proof["inclusion_proof"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         proof["leaf_hash"].as_str().map(str::len),
         Some(44),
@@ -431,6 +452,8 @@ async fn a_thousand_enrolments_leave_no_avs_number_anywhere_the_gateway_writes()
         let out = cii(&[
             "pki",
             "token",
+            "--network",
+            "cii.test",
             "--dir",
             &pki.to_string_lossy(),
             "--institution",
@@ -769,6 +792,8 @@ fn write_token(dir: &Path, institution: &str, user: &str, role: &str, file: &str
     let token = cii(&[
         "pki",
         "token",
+        "--network",
+        "cii.test",
         "--dir",
         &dir.join("pki").to_string_lossy(),
         "--institution",

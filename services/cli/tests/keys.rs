@@ -15,7 +15,7 @@ fn cii(args: &[&str]) -> std::process::Output {
 fn registry(dir: &Path) -> String {
     let path = dir.join("registry.toml");
     let key = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
-    let mut text = String::new();
+    let mut text = String::from("network = \"cii.test\"\nversion = 1\n\n");
     for (id, kind) in [("ORP-VS", "AC_ORP"), ("AI-VS", "AI")] {
         text.push_str(&format!(
             "[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id}\"\nendpoint = \"https://localhost:1\"\n\

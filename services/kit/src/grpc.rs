@@ -57,7 +57,10 @@ pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server<Lay
     let calls = metrics.rpc_calls.clone();
     tonic::transport::Server::builder()
         .trace_fn(move |req: &http::Request<()>| {
-            let rpc = req.uri().path();
+            // INVARIANT (bounded-labels): the label is a path of the access table or
+            // `unlisted`, never the path a caller sent: any client that reaches the
+            // port could otherwise grow the metric families without bound.
+            let rpc = cii_types::access::rpc(req.uri().path()).map_or("unlisted", |(path, _)| path);
             calls
                 .get_or_create(&crate::metrics::RpcLabels { rpc: rpc.to_owned() })
                 .inc();
@@ -74,7 +77,7 @@ pub type Layers = Stack<NameCodecRefusals, Identity>;
 
 type GrpcResponse = http::Response<tonic::body::Body>;
 
-/// The layer that gives tonic's codec refusals (oversized, undecodable requests) our stable
+/// The layer that marks each request with its row of the access table, and gives tonic's codec refusals (oversized, undecodable requests) our stable
 /// codes `MESSAGE_TOO_LARGE` and `MESSAGE_MALFORMED`, and counts them.
 #[derive(Clone)]
 pub struct NameCodecRefusals(crate::metrics::Metrics);
@@ -110,7 +113,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The access table's row for this path, read by the `Authenticate`
+        // interceptor before anything else (an unlisted path gets none and is refused).
+        if let Some((path, access)) = cii_types::access::rpc(request.uri().path()) {
+            request.extensions_mut().insert(crate::auth::Rpc { path, access });
+        }
         let (response, metrics) = (self.inner.call(request), self.metrics.clone());
         Box::pin(async move { Ok(name_codec_refusal(&metrics, response.await?)) })
     }

@@ -1,9 +1,12 @@
-//! The acting user: EdDSA JWTs issued by each institution for its users.
+//! The acting user: JWTs issued by each institution's identity provider for its users.
 //!
-//! Claims: `iss` = institution id, `sub` = user, `exp`, `roles` ⊆ {caseworker,
-//! dpo, network_dpo, jurist, operator}, with 60 s leeway. A token is verified
-//! against the keys the registry lists for its issuer, and the issuer must be
-//! the institution the caller's certificate names.
+//! Claims: `iss` = institution id, `aud` = the network's id, `sub` = user (letters,
+//! digits and `._-~+=`, so it cannot pose as `user@institution`), `iat` and `exp`
+//! no further apart than the maximum lifetime, `roles` ⊆ the roles the registry
+//! grants the issuer; 60 s leeway on time. A token is verified against the keys
+//! the registry lists for its issuer, each with its one algorithm (EdDSA, ES256,
+//! RS256: what Entra ID, ADFS and Keycloak sign with), and the issuer must be the
+//! institution the caller's certificate names.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +19,12 @@ use crate::registry::Institution;
 
 /// Clock difference tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: i64 = 60;
+
+/// The longest token lifetime (`exp - iat`) accepted unless configured otherwise.
+pub const DEFAULT_MAX_LIFETIME_SECS: i64 = 3600;
+
+/// The longest `sub` accepted.
+pub const SUBJECT_MAX: usize = 128;
 
 /// The metadata key carrying the token (`Bearer <token>`).
 pub const AUTHORIZATION: &str = "authorization";
@@ -48,9 +57,18 @@ pub enum JwtError {
     /// Not `Bearer <jwt>`, or not a decodable JWT.
     #[error("malformed bearer token")]
     Malformed,
-    /// Not signed with EdDSA.
-    #[error("token must be signed with EdDSA")]
+    /// Not signed with the algorithm of one of the issuer's registered keys.
+    #[error("token algorithm is not the one of the issuer's registered key")]
     WrongAlgorithm,
+    /// `aud` does not name this network.
+    #[error("token audience is not this network")]
+    Audience,
+    /// `exp - iat` exceeds the maximum lifetime, or `iat` is missing.
+    #[error("token lifetime exceeds the maximum of {0} s (or `iat` is missing)")]
+    Lifetime(i64),
+    /// A role the registry does not grant the issuer.
+    #[error("token claims a role the registry does not grant its institution")]
+    RoleNotGranted,
     /// The issuer is not the institution of the caller's certificate.
     #[error("token issuer is not the calling institution")]
     IssuerMismatch,
@@ -80,6 +98,9 @@ impl JwtError {
             JwtError::Expired => "JWT_EXPIRED",
             JwtError::NotYetValid => "JWT_NOT_YET_VALID",
             JwtError::Claim(_) => "JWT_CLAIM_INVALID",
+            JwtError::Audience => "JWT_AUDIENCE",
+            JwtError::Lifetime(_) => "JWT_LIFETIME",
+            JwtError::RoleNotGranted => "ROLE_NOT_GRANTED",
         }
     }
 }
@@ -87,6 +108,8 @@ impl JwtError {
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<Audience>,
     sub: String,
     exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +118,40 @@ struct Claims {
     iat: Option<i64>,
     #[serde(default)]
     roles: Vec<String>,
+}
+
+/// `aud`: one value or several (RFC 7519 §4.1.3).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn names(&self, network: &str) -> bool {
+        match self {
+            Audience::One(a) => a == network,
+            Audience::Many(all) => all.iter().any(|a| a == network),
+        }
+    }
+}
+
+/// What a token must satisfy besides its signature.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The network's id, which `aud` must name.
+    pub audience: String,
+    /// The longest `exp - iat` accepted, in seconds.
+    pub max_lifetime_secs: i64,
+}
+
+/// Whether `sub` is a safe account name: it is shown as `sub@institution`, so it
+/// must not carry `@`, spaces, slashes or control characters.
+pub fn subject_is_safe(sub: &str) -> bool {
+    !sub.is_empty()
+        && sub.len() <= SUBJECT_MAX
+        && sub.chars().all(|c| c.is_ascii_alphanumeric() || "._-~+=".contains(c))
 }
 
 /// Extracts the token from an `authorization` value.
@@ -108,11 +165,8 @@ pub fn bearer(value: Option<&str>) -> Result<&str, JwtError> {
 }
 
 /// Verifies `token` as issued by `issuer` (the institution the certificate names) at time `now`.
-pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<User, JwtError> {
+pub fn verify(token: &str, issuer: &Institution, rules: &Rules, now: OffsetDateTime) -> Result<User, JwtError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-    if header.alg != Algorithm::EdDSA {
-        return Err(JwtError::WrongAlgorithm);
-    }
     // The issuer is compared before any signature check, so that a genuine
     // token of another institution is reported as what it is. Nothing else is
     // read from the unverified claims.
@@ -125,19 +179,30 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     if claimed.iss.as_deref() != Some(issuer.id.as_str()) {
         return Err(JwtError::IssuerMismatch);
     }
-    // Time is checked below against the injected clock, not jsonwebtoken's.
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let keys = issuer
+    // Each key verifies with its one registered algorithm: the header's `alg`
+    // selects among the keys, never the other way round (no RS/HS confusion).
+    let keys: Vec<_> = issuer
         .jwt_keys
         .iter()
-        .filter(|k| header.kid.as_deref().is_none_or(|kid| kid == k.kid));
+        .filter(|k| header.kid.as_deref().is_none_or(|kid| kid == k.kid))
+        .filter(|k| k.algorithm == header.alg)
+        .collect();
+    if keys.is_empty() {
+        return Err(if issuer.jwt_keys.iter().any(|k| k.algorithm == header.alg) {
+            JwtError::BadSignature
+        } else {
+            JwtError::WrongAlgorithm
+        });
+    }
     let mut claims = None;
     let mut signature_error = JwtError::BadSignature;
     for key in keys {
+        // Time and audience are checked below against the injected clock and the registry.
+        let mut validation = Validation::new(key.algorithm);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
         match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
             Ok(data) => {
                 claims = Some(data.claims);
@@ -154,6 +219,9 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     if claims.iss != issuer.id.as_str() {
         return Err(JwtError::IssuerMismatch);
     }
+    if !claims.aud.as_ref().is_some_and(|a| a.names(&rules.audience)) {
+        return Err(JwtError::Audience);
+    }
     let now = now.unix_timestamp();
     if claims.exp + LEEWAY_SECS < now {
         return Err(JwtError::Expired);
@@ -161,7 +229,15 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECS > now) || claims.iat.is_some_and(|iat| iat - LEEWAY_SECS > now) {
         return Err(JwtError::NotYetValid);
     }
-    if claims.sub.is_empty() || claims.sub.len() > 128 || claims.sub.chars().any(char::is_control) {
+    // A token lives at most the maximum lifetime from its issue, and cannot
+    // claim an earlier issue to look short-lived while expiring far ahead.
+    let lifetime_ok = claims.iat.is_some_and(|iat| {
+        claims.exp - iat <= rules.max_lifetime_secs && claims.exp - now <= rules.max_lifetime_secs + LEEWAY_SECS
+    });
+    if !lifetime_ok {
+        return Err(JwtError::Lifetime(rules.max_lifetime_secs));
+    }
+    if !subject_is_safe(&claims.sub) {
         return Err(JwtError::Claim("sub"));
     }
     let mut roles = BTreeSet::new();
@@ -170,6 +246,9 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
     }
     if roles.is_empty() {
         return Err(JwtError::Claim("roles"));
+    }
+    if !roles.is_subset(&issuer.roles) {
+        return Err(JwtError::RoleNotGranted);
     }
     Ok(User {
         institution: issuer.id.clone(),
@@ -183,6 +262,8 @@ pub fn verify(token: &str, issuer: &Institution, now: OffsetDateTime) -> Result<
 pub struct TokenSpec<'a> {
     /// Issuing institution.
     pub issuer: &'a InstitutionId,
+    /// The network's id (`aud`).
+    pub audience: &'a str,
     /// User id.
     pub subject: &'a str,
     /// Roles.
@@ -204,6 +285,7 @@ pub fn mint(private_key_pem: &[u8], spec: &TokenSpec<'_>) -> Result<String, JwtE
     let iat = spec.issued_at.unix_timestamp();
     let claims = Claims {
         iss: spec.issuer.to_string(),
+        aud: Some(Audience::One(spec.audience.to_owned())),
         sub: spec.subject.to_owned(),
         exp: iat + spec.ttl.whole_seconds(),
         nbf: None,

@@ -10,6 +10,7 @@
 //! Layout of DIR:
 //! ```text
 //! ca.pem  ca.key
+//! registry.key  registry.pub (the network's registry signing key; offline in production)
 //! gateway/cert.pem  gateway/key.pem  gateway/audit.key (checkpoint signing key)
 //! consent/cert.pem  consent/key.pem
 //! institutions/<ID>/cert.pem  key.pem  jwt.key  jwt.pub
@@ -98,6 +99,16 @@ pub fn audit_signing_key(dir: &Path) -> PathBuf {
     dir.join("gateway").join("audit.key")
 }
 
+/// The network's registry signing key (Ed25519, PKCS#8 PEM): signs `registry.toml`.
+pub fn registry_signing_key(dir: &Path) -> PathBuf {
+    dir.join("registry.key")
+}
+
+/// The network's registry verification key (SPKI PEM), named by every process's config.
+pub fn registry_verification_key(dir: &Path) -> PathBuf {
+    dir.join("registry.pub")
+}
+
 /// The JWT signing key (PKCS#8 PEM) of an institution.
 pub fn jwt_private_key(dir: &Path, id: &InstitutionId) -> PathBuf {
     party_dir(dir, &PeerIdentity::Institution(id.clone())).join("jwt.key")
@@ -140,6 +151,13 @@ pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Res
         Issuer::new(params, key)
     };
 
+    let (registry_key, registry_pub) = (registry_signing_key(dir), registry_verification_key(dir));
+    if !registry_key.exists() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        write_file(&registry_key, key.serialize_pem().as_bytes(), true)?;
+        write_file(&registry_pub, key.public_key_pem().as_bytes(), false)?;
+        report.created.extend([registry_key, registry_pub]);
+    }
     let mut parties = vec![PeerIdentity::Gateway, PeerIdentity::Consent];
     parties.extend(institutions.iter().cloned().map(PeerIdentity::Institution));
     for party in parties {

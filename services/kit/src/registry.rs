@@ -1,24 +1,38 @@
 //! The registry: the one file that says who the network's members are.
 //!
-//! Per institution: id, type, canton, name, node endpoint, certificate
-//! identity, revoked certificate serials and the public keys that verify its
-//! users' JWTs. The rulebook adds legal facts under the same ids; if the two
-//! disagree about an id, the gateway refuses to start.
+//! The network's id (the audience of every JWT), a version that only grows,
+//! and per institution: id, type, canton, name, node endpoint, certificate
+//! identity, revoked certificate serials, the public keys that verify its
+//! users' JWTs and the roles those tokens may carry. The rulebook adds legal
+//! facts under the same ids; if the two disagree about an id, the gateway
+//! refuses to start.
+//!
+//! The file is signed by the network's offline registry key (a detached
+//! Ed25519 signature over its exact bytes, `registry.toml.sig`; see
+//! [`signed`]) and every process reloads it when it changes ([`signed::Live`]).
 
-use std::collections::{BTreeMap, HashSet};
+pub mod signed;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::Path;
 
-use cii_types::{InstitutionId, InstitutionType, PeerIdentity};
-use jsonwebtoken::DecodingKey;
+use cii_types::{InstitutionId, InstitutionType, PeerIdentity, Role};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::config::{self, ConfigError};
+
+pub use signed::Live;
 
 /// The registry file as written (the config layer; see [`Registry`] for the checked form).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
+    /// The network's id: the audience every member's tokens must name.
+    network: String,
+    /// Grows with every change; a process refuses a file older than the one it runs.
+    version: u64,
     /// Serials of revoked certificates of the gateway and the consent registry.
     #[serde(default)]
     revoked_serials: Vec<String>,
@@ -41,12 +55,18 @@ struct InstitutionEntry {
     revoked_serials: Vec<String>,
     #[serde(default)]
     jwt_keys: Vec<JwtKeyEntry>,
+    /// The roles the institution's tokens may carry (default: [`Role::MEMBER`]).
+    #[serde(default)]
+    roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JwtKeyEntry {
     kid: String,
+    /// `EdDSA` (default), `ES256` or `RS256`: what the institution's identity provider signs with.
+    #[serde(default)]
+    algorithm: Option<String>,
     /// The SPKI PEM inline…
     #[serde(default)]
     public_key: Option<String>,
@@ -70,6 +90,8 @@ pub struct Institution {
     pub endpoint: String,
     /// Keys that verify the JWTs of this institution's users.
     pub jwt_keys: Vec<JwtKey>,
+    /// The roles its tokens may carry; a token naming another is refused (`ROLE_NOT_GRANTED`).
+    pub roles: BTreeSet<Role>,
 }
 
 impl Institution {
@@ -79,27 +101,37 @@ impl Institution {
     }
 }
 
-/// A public key for JWT verification (EdDSA / Ed25519).
+/// A public key for JWT verification (Ed25519, P-256 or RSA).
 #[derive(Clone)]
 pub struct JwtKey {
     /// The key id (`kid` header) tokens name.
     pub kid: String,
+    /// The one algorithm tokens verified by this key must use.
+    pub algorithm: Algorithm,
     /// The verification key.
     pub key: DecodingKey,
 }
 
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("JwtKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
 /// The checked registry.
 #[derive(Debug, Clone)]
 pub struct Registry {
+    network: String,
+    version: u64,
     institutions: BTreeMap<InstitutionId, Institution>,
     revoked_serials: HashSet<Vec<u8>>,
 }
+
+/// The largest network id (the JWT audience).
+const NETWORK_MAX: usize = 128;
 
 impl Registry {
     /// Loads and checks a registry file.
@@ -114,6 +146,26 @@ impl Registry {
     }
 
     fn from_file(file: &Path, raw: RegistryFile) -> Result<Registry, ConfigError> {
+        if raw.network.is_empty()
+            || raw.network.len() > NETWORK_MAX
+            || !raw
+                .network
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c))
+        {
+            return Err(ConfigError::invalid(
+                file,
+                "network",
+                "expected the network's id, e.g. cii.vs (letters, digits and . _ - : /, at most 128)",
+            ));
+        }
+        if raw.version == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "version",
+                "starts at 1 and grows with every change",
+            ));
+        }
         let mut revoked_serials = HashSet::new();
         for (i, s) in raw.revoked_serials.iter().enumerate() {
             revoked_serials
@@ -183,14 +235,44 @@ impl Registry {
                         ));
                     }
                 };
-                let key = DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|_| {
+                let algorithm = match k.algorithm.as_deref() {
+                    None | Some("EdDSA") => Algorithm::EdDSA,
+                    Some("ES256") => Algorithm::ES256,
+                    Some("RS256") => Algorithm::RS256,
+                    Some(_) => {
+                        return Err(invalid(
+                            &format!("jwt_keys[{j}].algorithm"),
+                            &"expected EdDSA, ES256 or RS256",
+                        ));
+                    }
+                };
+                let key = match algorithm {
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                    _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+                }
+                .map_err(|_| {
                     invalid(
                         &format!("jwt_keys[{j}].{key_name}"),
-                        &"not an Ed25519 public key in PEM (SubjectPublicKeyInfo)",
+                        &format!("not a {algorithm:?} public key in PEM (SubjectPublicKeyInfo)"),
                     )
                 })?;
-                jwt_keys.push(JwtKey { kid: k.kid, key });
+                jwt_keys.push(JwtKey {
+                    kid: k.kid,
+                    algorithm,
+                    key,
+                });
             }
+            let roles = match entry.roles {
+                None => Role::MEMBER.into_iter().collect(),
+                Some(names) => {
+                    let mut roles = BTreeSet::new();
+                    for (j, name) in names.iter().enumerate() {
+                        roles.insert(Role::parse("roles", name).map_err(|e| invalid(&format!("roles[{j}]"), &e))?);
+                    }
+                    roles
+                }
+            };
             let institution = Institution {
                 id: id.clone(),
                 kind,
@@ -198,15 +280,28 @@ impl Registry {
                 name: entry.name,
                 endpoint: entry.endpoint,
                 jwt_keys,
+                roles,
             };
             if institutions.insert(id.clone(), institution).is_some() {
                 return Err(invalid("id", &format!("duplicate institution id {id}")));
             }
         }
         Ok(Registry {
+            network: raw.network,
+            version: raw.version,
             institutions,
             revoked_serials,
         })
+    }
+
+    /// The network's id: the audience every token must name.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The file's version.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The institution with this id.
@@ -264,7 +359,7 @@ mod tests {
 
     fn entry(id: &str, extra: &str) -> String {
         format!(
-            "[[institution]]\nid = \"{id}\"\ntype = \"AC_ORP\"\ncanton = \"VS\"\nname = \"ORP\"\nendpoint = \"https://localhost:1\"\n{extra}\n[[institution.jwt_keys]]\nkid = \"k1\"\npublic_key = \"\"\"{KEY}\"\"\"\n"
+            "network = \"cii.test\"\nversion = 1\n[[institution]]\nid = \"{id}\"\ntype = \"AC_ORP\"\ncanton = \"VS\"\nname = \"ORP\"\nendpoint = \"https://localhost:1\"\n{extra}\n[[institution.jwt_keys]]\nkid = \"k1\"\npublic_key = \"\"\"{KEY}\"\"\"\n"
         )
     }
 
@@ -277,6 +372,11 @@ mod tests {
         assert!(reg.is_revoked(&[0x4f, 0x1a]));
         assert!(reg.is_revoked(&[0, 0x4f, 0x1a]));
         assert!(!reg.is_revoked(&[0x4f]));
+        // Without a `roles` list, the member roles and never the network's.
+        let roles = &reg.get(&id).unwrap().roles;
+        assert!(roles.contains(&Role::Caseworker) && roles.contains(&Role::System));
+        assert!(!roles.contains(&Role::NetworkDpo) && !roles.contains(&Role::Operator));
+        assert_eq!((reg.network(), reg.version()), ("cii.test", 1));
     }
 
     #[test]
@@ -301,9 +401,27 @@ mod tests {
                 "institution[0].jwt_keys[0].public_key",
             ),
             (
-                format!("{}{}", entry("ORP-VS", ""), entry("ORP-VS", "")),
+                format!(
+                    "{}{}",
+                    entry("ORP-VS", ""),
+                    entry("ORP-VS", "").replace("network = \"cii.test\"\nversion = 1\n", "")
+                ),
                 "institution[1].id",
             ),
+            (
+                entry("ORP-VS", "roles = [\"caseworker\", \"king\"]"),
+                "institution[0].roles[1]",
+            ),
+            (
+                entry("ORP-VS", "").replace("kid = \"k1\"", "kid = \"k1\"\nalgorithm = \"HS256\""),
+                "institution[0].jwt_keys[0].algorithm",
+            ),
+            (
+                entry("ORP-VS", "").replace("kid = \"k1\"", "kid = \"k1\"\nalgorithm = \"RS256\""),
+                "institution[0].jwt_keys[0].public_key",
+            ),
+            (entry("ORP-VS", "").replace("version = 1", "version = 0"), "version"),
+            (entry("ORP-VS", "").replace("cii.test", "cii test"), "network"),
         ];
         for (text, key) in cases {
             let err = Registry::parse(Path::new("registry.toml"), &text).unwrap_err();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cii_kit::config::{self, ConfigError, LogConfig, TlsFiles};
-use cii_kit::registry::{Institution, Registry};
+use cii_kit::registry::{Institution, Live, signed::RegistryFiles};
 use cii_kit::tls::TlsIdentity;
 use cii_pseudonym::node::NodeKeys;
 use cii_types::{InstitutionId, PeerIdentity};
@@ -17,8 +17,8 @@ use serde::Deserialize;
 pub struct NodeFile {
     /// This node's institution (a registry id).
     pub institution: String,
-    /// The registry file (the same file the gateway uses).
-    pub registry: PathBuf,
+    /// The registry (the same signed file the gateway uses), its key, the poll interval.
+    pub registry: RegistryFiles,
     /// The gateway's URL, `https://host:port`.
     pub gateway_url: String,
     /// Address of the API for the institution's own IT systems (TLS, JWT).
@@ -78,8 +78,8 @@ pub struct NodeConfig {
     pub file: NodeFile,
     /// This node's institution, as the registry describes it.
     pub institution: Institution,
-    /// The loaded registry.
-    pub registry: Arc<Registry>,
+    /// The active registry (reloaded when the file changes).
+    pub registry: Live,
     /// The loaded TLS identity.
     pub tls: TlsIdentity,
     /// The node's pseudonym keys.
@@ -108,8 +108,9 @@ impl NodeConfig {
         let file: NodeFile = config::load(path)?;
         let id = InstitutionId::parse("institution", &file.institution)
             .map_err(|e| ConfigError::invalid(path, "institution", e.to_string()))?;
-        let registry = Arc::new(Registry::load(&config::resolve(path, &file.registry))?);
+        let registry = file.registry.open(path)?;
         let institution = registry
+            .current()
             .get(&id)
             .cloned()
             .ok_or_else(|| ConfigError::invalid(path, "institution", format!("{id} is not in the registry")))?;

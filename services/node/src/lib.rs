@@ -89,7 +89,7 @@ pub async fn run_with_clock(
     let metrics = Metrics::new("node");
     let revoked = {
         let registry = config.registry.clone();
-        move |serial: &[u8]| registry.is_revoked(serial)
+        move |serial: &[u8]| registry.current().is_revoked(serial)
     };
     // Outbound: we only talk to a server whose certificate names the gateway.
     let gateway_tls = tls::client_config(&config.tls, PeerPolicy::only(PeerIdentity::Gateway, revoked.clone()))?;
@@ -99,7 +99,13 @@ pub async fn run_with_clock(
     let api_tls = tls::server_config(&config.tls, ClientAuth::None)?;
     let (_api_health, api_health, api_refl_v1, api_refl_v1alpha) =
         cii_kit::grpc::health_and_reflection(API_SERVICES).await?;
-    let authenticate = Authenticate::new(IssuerSource::Fixed(Box::new(config.institution.clone())), clock.clone());
+    // The institution's keys and granted roles are read from the registry active at each call.
+    let authenticate = Authenticate::new(
+        IssuerSource::Fixed(config.institution.id.clone()),
+        config.registry.clone(),
+        clock.clone(),
+    )
+    .max_lifetime(i64::from(config.file.registry.max_token_lifetime_seconds));
     let store = Arc::new(store::Store::open(&config.database, &config.store_key.0).await?);
     let witness = Arc::new(witness::LogWitness::open(config.audit_verifier.clone(), store.clone()).await?);
     let api = NodeServer::with_interceptor(
@@ -126,14 +132,20 @@ pub async fn run_with_clock(
     )?;
     let (_in_health, in_health, in_refl_v1, in_refl_v1alpha) =
         cii_kit::grpc::health_and_reflection(INBOUND_SERVICES).await?;
-    let inbound = NodeInboundServer::new(inbound::NodeInboundService::new(
-        config.institution.id.clone(),
-        config.keys.clone(),
-        store.clone(),
-        witness,
-        gateway,
-        clock.clone(),
-    ));
+    // The gateway's certificate is checked again on every call against the active
+    // registry, so its revocation reaches connections already open.
+    let inbound = NodeInboundServer::with_interceptor(
+        inbound::NodeInboundService::new(
+            config.institution.id.clone(),
+            config.keys.clone(),
+            store.clone(),
+            witness,
+            gateway,
+            clock.clone(),
+        ),
+        Authenticate::new(IssuerSource::PeerCertificate, config.registry.clone(), clock.clone())
+            .admit(Arc::new(|peer: &PeerIdentity| *peer == PeerIdentity::Gateway)),
+    );
     let inbound_router = cii_kit::grpc::server(&metrics)
         .add_service(in_health)
         .add_service(in_refl_v1)
@@ -144,6 +156,12 @@ pub async fn run_with_clock(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    tokio::spawn(
+        config
+            .registry
+            .clone()
+            .watch(config.file.registry.poll(), metrics.clone(), |_| {}, stop_rx.clone()),
+    );
     if let Some(listener) = listeners.metrics {
         tokio::spawn(cii_kit::metrics::serve(
             listener,

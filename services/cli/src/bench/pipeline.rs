@@ -362,6 +362,7 @@ fn crypto_floor(dir: &Path, phase: Duration) -> anyhow::Result<f64> {
         &std::fs::read(node_dir(dir, "ORP-VS").join("jwt.key"))?,
         &cii_kit::jwt::TokenSpec {
             issuer: &orp_id,
+            audience: members.network(),
             subject: "bench.caseworker",
             roles: &[Role::Caseworker],
             kid: "demo-1",
@@ -388,11 +389,20 @@ fn crypto_floor(dir: &Path, phase: Duration) -> anyhow::Result<f64> {
             );
             std::thread::spawn(move || -> anyhow::Result<u64> {
                 let issuer = members.get(&orp_id).context("ORP-VS in the registry")?;
+                let rules = cii_kit::jwt::Rules {
+                    audience: members.network().to_owned(),
+                    max_lifetime_secs: cii_kit::jwt::DEFAULT_MAX_LIFETIME_SECS,
+                };
                 let mut done = 0u64;
                 while start.elapsed() < phase {
                     let person = sender.encrypt_own(&local)?;
                     for _ in 0..2 {
-                        std::hint::black_box(cii_kit::jwt::verify(&token, issuer, time::OffsetDateTime::now_utc())?);
+                        std::hint::black_box(cii_kit::jwt::verify(
+                            &token,
+                            issuer,
+                            &rules,
+                            time::OffsetDateTime::now_utc(),
+                        )?);
                     }
                     std::hint::black_box(gateway.translate(&person, &orp, &Party::Audit));
                     let for_registry = gateway.translate(&person, &orp, &Party::Registry);
