@@ -69,6 +69,8 @@ impl RunningNode {
 /// A running network: gateway and nodes.
 #[derive(Debug)]
 pub struct Network {
+    /// The members and their inbound ports, as the registry lists them.
+    pub registered: Vec<(Member, u16)>,
     /// The temporary folder holding PKI and configs.
     pub dir: tempfile::TempDir,
     /// The gateway's gRPC address.
@@ -106,24 +108,46 @@ pub struct Options {
     pub audit_store: Option<String>,
     /// Members the registry designates for the network's roles (`network_dpo`, `operator`).
     pub network_roles: Vec<usize>,
+    /// A `[limits]` section for the gateway and the nodes (the defaults if absent).
+    pub limits: Option<String>,
 }
+
+/// What a registry version says, beyond the members.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySpec {
+    /// The version.
+    pub version: u64,
+    /// Members whose certificates are revoked.
+    pub revoked: Vec<usize>,
+    /// Members designated for the network's roles.
+    pub network_roles: Vec<usize>,
+    /// Further JWT keys: (member, kid, algorithm, SPKI PEM file).
+    pub extra_keys: Vec<(usize, String, String, PathBuf)>,
+}
+
+/// A `[limits]` section far above what a test can send (for tests of something else that flood).
+pub const NO_LIMITS: &str = "[limits]\ntransfers = { per_minute = 100000000, burst = 1000000 }\n\
+consent_changes = { per_minute = 100000000, burst = 1000000 }\nqueries = { per_minute = 100000000, burst = 1000000 }\n\n";
 
 /// The test network's id (the audience of its tokens).
 pub const NETWORK_ID: &str = "cii.test";
 
-/// Writes the registry of `members` (their inbound ports given) at `version`, revoking
-/// the certificates of `revoked`, and signs it with the network's registry key in `dir/pki`.
-pub fn write_registry(dir: &Path, members: &[(Member, u16)], version: u64, revoked: &[usize], network_roles: &[usize]) {
+/// Writes the registry of `members` (their inbound ports given) as `spec` says, and signs
+/// it with the network's registry key in `dir/pki`.
+pub fn write_registry(dir: &Path, members: &[(Member, u16)], spec: &RegistrySpec) {
     let pki = dir.join("pki");
-    let mut registry = format!("# test network registry\nnetwork = \"{NETWORK_ID}\"\nversion = {version}\n");
+    let mut registry = format!(
+        "# test network registry\nnetwork = \"{NETWORK_ID}\"\nversion = {}\n",
+        spec.version
+    );
     for (i, (m, port)) in members.iter().enumerate() {
-        let revoked = if revoked.contains(&i) {
+        let revoked = if spec.revoked.contains(&i) {
             let serial = cert_serial(&cii_kit::pki::party_files(&pki, &PeerIdentity::Institution(m.id.clone())).cert);
             format!("revoked_serials = [\"{serial}\"]\n")
         } else {
             String::new()
         };
-        let roles = if network_roles.contains(&i) {
+        let roles = if spec.network_roles.contains(&i) {
             "roles = [\"caseworker\", \"system\", \"dpo\", \"jurist\", \"network_dpo\", \"operator\"]\n"
         } else {
             ""
@@ -135,6 +159,12 @@ pub fn write_registry(dir: &Path, members: &[(Member, u16)], version: u64, revok
             id = m.id,
             kind = m.kind,
         ));
+        for (_, kid, algorithm, file) in spec.extra_keys.iter().filter(|(member, ..)| *member == i) {
+            registry.push_str(&format!(
+                "\n[[institution.jwt_keys]]\nkid = \"{kid}\"\nalgorithm = \"{algorithm}\"\npublic_key_file = \"{}\"\n",
+                file.display()
+            ));
+        }
     }
     let file = dir.join("registry.toml");
     std::fs::write(&file, registry).expect("write registry");
@@ -153,6 +183,11 @@ impl Network {
     /// The PKI folder.
     pub fn pki(&self) -> PathBuf {
         self.dir.path().join("pki")
+    }
+
+    /// Writes and signs a new registry version (every process picks it up within a second or two).
+    pub fn publish_registry(&self, spec: &RegistrySpec) {
+        write_registry(self.dir.path(), &self.registered, spec);
     }
 
     /// Starts a gateway and one node per member.
@@ -189,10 +224,14 @@ impl Network {
         write_registry(
             dir.path(),
             &registered,
-            1,
-            &options.revoke_member_certs,
-            &options.network_roles,
+            &RegistrySpec {
+                version: 1,
+                revoked: options.revoke_member_certs.clone(),
+                network_roles: options.network_roles.clone(),
+                extra_keys: Vec::new(),
+            },
         );
+        let limits = options.limits.clone().unwrap_or_default();
         let gateway_toml = dir.path().join("gateway.toml");
         std::fs::write(
             &gateway_toml,
@@ -201,7 +240,7 @@ impl Network {
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
                  [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
-                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n\
+                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}\
                  [log]\nlevel = \"debug\"\n",
                 consent_port = consent.port(),
                 registry = registry_section(""),
@@ -279,7 +318,7 @@ impl Network {
                      [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
                      [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
                      [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"keys/institutions/{id}/store.key\"\n\n\
-                     [audit]\nverifier_key_file = \"pki/gateway/audit.vkey\"\n",
+                     [audit]\nverifier_key_file = \"pki/gateway/audit.vkey\"\n\n{limits}",
                     id = m.id,
                     gp = gateway.port(),
                     registry = registry_section(""),
@@ -303,6 +342,7 @@ impl Network {
             });
         }
         Network {
+            registered,
             dir,
             gateway,
             gateway_metrics,
@@ -601,6 +641,22 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().expect("metadata"));
     request
+}
+
+/// Signs arbitrary `claims` with `key_pem` (PKCS#8) under `algorithm` and `kid`: the tokens an
+/// identity provider (or a dishonest member's) could issue, well-formed or not.
+pub fn mint_raw(key_pem: &[u8], algorithm: jsonwebtoken::Algorithm, kid: &str, claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{EncodingKey, Header};
+    let key = match algorithm {
+        jsonwebtoken::Algorithm::RS256 => EncodingKey::from_rsa_pem(key_pem),
+        jsonwebtoken::Algorithm::ES256 => EncodingKey::from_ec_pem(key_pem),
+        jsonwebtoken::Algorithm::HS256 => Ok(EncodingKey::from_secret(key_pem)),
+        _ => EncodingKey::from_ed_pem(key_pem),
+    }
+    .expect("signing key");
+    let mut header = Header::new(algorithm);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
 }
 
 /// Fetches a metrics endpoint's text (plain HTTP/1.1 GET).

@@ -35,6 +35,9 @@ pub struct GatewayFile {
     /// The operational store and delivery.
     #[serde(default)]
     pub store: StoreFile,
+    /// Per-institution rate limits on the rpc families.
+    #[serde(default)]
+    pub limits: cii_kit::rate_limit::LimitsFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -67,14 +70,8 @@ impl AuditFile {
 
     /// Loads the checkpoint signer.
     pub fn signer(&self, config_file: &Path) -> Result<cii_audit::note::Signer, ConfigError> {
-        let path = config::resolve(config_file, &self.signing_key);
-        let pem = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::invalid(
-                config_file,
-                "audit.signing_key",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
+        // The checkpoint-signing key: refused when other accounts can read it.
+        let pem = config::read_secret(config_file, "audit.signing_key", &self.signing_key)?;
         cii_audit::note::Signer::from_pem(&self.origin, &pem)
             .map_err(|e| ConfigError::invalid(config_file, "audit.signing_key", e.to_string()))
     }

@@ -13,7 +13,6 @@
 //! - `status`: the gateway's errors as gRPC statuses (stable code, field at fault), the one place they are built.
 //! - `delivery`: channels to the nodes, the outbox worker, consent-change notices.
 //! - [`store`]: transfers by id, the outbox, obligations (SQLite).
-//! - `rate_limit`: per-institution token buckets (enrolment).
 //! - `wire`: decisions in their wire form.
 //!
 //! Entry point: [`run`], which `cii gateway` and the tests call.
@@ -27,7 +26,6 @@ mod consent_service;
 mod delivery;
 mod error;
 mod policy_service;
-mod rate_limit;
 mod service;
 mod status;
 pub mod store;
@@ -114,8 +112,7 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let metrics = Metrics::new("gateway");
-    let (consent_registry, tls_config) = tls_configs(&config)?;
+    let (metrics, (consent_registry, tls_config)) = (Metrics::new("gateway"), tls_configs(&config)?);
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = cii_audit::Store::open(&config.audit_store).await?;
     let (audit, sequencer) = cii_audit::Log::open(
@@ -125,7 +122,6 @@ pub async fn run_with_clock(
     )
     .await?;
     activate_rulebook(&config, &audit, clock.now()).await?;
-    log_registry(&audit, &config.registry.current(), clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
     let parts = Parts {
         config: &config,
@@ -136,8 +132,8 @@ pub async fn run_with_clock(
         store: &store,
         consent_registry: &consent_registry,
     };
-    let (overstepped_tx, overstepped) = tokio::sync::mpsc::channel(64);
-    let (router, nodes) = services(parts, overstepped_tx).await?;
+    let (overstepping, overstepped) = tokio::sync::mpsc::channel(64);
+    let (router, nodes) = services(parts, overstepping).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(log_overstepping(audit.clone(), clock.clone(), overstepped));
     tokio::spawn(watch_registry(
@@ -156,12 +152,7 @@ pub async fn run_with_clock(
         clock.clone(),
         stop_rx.clone(),
     ));
-    if let Some(listener) = listeners.metrics {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
-    }
+    serve_metrics(listeners.metrics, &metrics, stop_rx);
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.current().institutions().count(), "gateway serving");
     let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);
@@ -174,6 +165,15 @@ pub async fn run_with_clock(
     audit_store.close().await;
     tracing::info!("gateway stopped");
     Ok(result?)
+}
+
+/// Serves `/metrics` on `listener`, if there is one, until `stop` flips.
+fn serve_metrics(listener: Option<TcpListener>, metrics: &Metrics, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if let Some(listener) = listener {
+        tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
 }
 
 /// The client to the consent registry (which must present the registry's certificate) and
@@ -224,7 +224,8 @@ async fn activate_rulebook(
     };
     let receipt = audit.append(activation).await?;
     tracing::info!(version = %config.rulebook.version, hash = %config.rulebook.hash, audit_index = receipt.index, "rulebook activated");
-    Ok(())
+    // And the registry it decides with.
+    log_registry(audit, &config.registry.current(), now).await
 }
 
 /// Reloads the registry when its file changes; each activation is logged, and the
@@ -349,6 +350,7 @@ fn authenticate(
             matches!(peer, PeerIdentity::Institution(_))
         }))
         .report_overstepping(overstepped)
+        .limits(Arc::new(cii_kit::rate_limit::Limits::new(&config.file.limits)))
 }
 
 /// What the services are built from.
@@ -382,7 +384,7 @@ async fn services(
     let transfers = transfers(&p, nodes.clone())?;
     // Transfers decided but not known to be logged when the gateway last stopped.
     transfers.complete_all_held().await;
-    let rate_limit = rate_limit::RateLimit::new(
+    let rate_limit = cii_kit::rate_limit::RateLimit::new(
         config.file.pseudonym.enrolments_per_minute,
         config.file.pseudonym.enrolment_burst,
     );

@@ -12,9 +12,9 @@ use cii_types::TransferId;
 use tonic::{Request, Response, Status};
 
 use crate::GatewayError;
-use crate::rate_limit::RateLimit;
 use crate::store::Store;
 use crate::transfer::{Transfers, ciphertext, receipt_to_wire};
+use cii_kit::rate_limit::RateLimit;
 
 /// The gateway's rpc handlers.
 #[derive(Debug)]

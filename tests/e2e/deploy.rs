@@ -380,6 +380,15 @@ fn the_kubernetes_manifests_agree_with_the_gateway_config() {
                     source["secret"]["secretName"].as_str().is_some(),
                     "{key} must come from a Secret"
                 );
+                // Mounted so that the process's check of the key's mode passes (no group or
+                // other bits). Kubernetes reads `0400` as YAML 1.1 octal; yaml-rust2 as decimal.
+                let written = source["secret"]["defaultMode"].as_i64().unwrap_or(644);
+                let mode = i64::from_str_radix(&written.to_string(), 8).expect("an octal mode");
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "{key}: the Secret's defaultMode {mode:o} lets others read it"
+                );
             }
         }
     }

@@ -9,7 +9,7 @@ use cii_proto::consent as consent_pb;
 use cii_proto::exchange as xt;
 use cii_proto::gateway::{self as gw, gateway_client::GatewayClient, transfer_response::State};
 use cii_proto::node::{self as node_pb, node_client::NodeClient};
-use cii_tests::{Network, member, with_token};
+use cii_tests::{Network, Options, member, with_token};
 use cii_types::{InstitutionType, PeerIdentity, Role};
 use prost::Message;
 use tonic::Code;
@@ -1223,12 +1223,25 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     assert_eq!(entries.len(), size_before + 3 + 2, "and held-3's two");
 }
 
+/// A network for senders as fast as they can: above the default transfer limit, which these
+/// tests do not test.
+async fn flooding_network() -> Network {
+    Network::start_with(
+        &members(),
+        Options {
+            limits: Some(cii_tests::NO_LIMITS.into()),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 /// A revocation racing transfers that rely on the consent: every transfer sent after the
 /// revocation call returned is refused, and every permitted one was decided under the
 /// consent's first version (the only one that ever allowed anything), exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_racing_a_revocation_are_refused_once_it_has_returned() {
-    let net = Network::start(&members()).await;
+    let net = flooding_network().await;
     enrol_everywhere(&net).await;
     let consent = record_orp_consent(&net, handover_consent()).await;
     let revoked_at = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
@@ -1308,7 +1321,7 @@ fn now_micros() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_racing_an_expiry_are_refused_once_it_has_passed() {
-    let net = Network::start(&members()).await;
+    let net = flooding_network().await;
     enrol_everywhere(&net).await;
     // A consent whose period ends in two to three seconds, while four senders rely on it.
     let mut expiring = handover_consent();

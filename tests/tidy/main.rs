@@ -3,6 +3,7 @@
 //! workspace as it is (`cargo metadata`, `cargo tree`, the source files), so
 //! an invariant broken by a change fails `cargo test`.
 
+mod access;
 mod code;
 mod codes;
 mod deps;

@@ -10,6 +10,45 @@
 
 use crate::Role;
 
+/// The rpc families that are rate-limited per institution, before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Sending and requesting data.
+    Transfers,
+    /// Recording and revoking consents, declaring and ending relationships.
+    ConsentChanges,
+    /// Reading the audit log.
+    Queries,
+}
+
+impl Family {
+    /// The family of the rpc at `path`, if it is limited.
+    pub fn of(path: &str) -> Option<Family> {
+        let method = path.rsplit('/').next().unwrap_or_default();
+        let service = path.split('/').nth(1).unwrap_or_default();
+        if service == "cii.consent.v1.ConsentRegistry" || service == "cii.node.v1.NodeInbound" {
+            return None; // the gateway's own calls, limited where they start
+        }
+        match method {
+            "SubmitTransfer" | "Send" | "Request" => Some(Family::Transfers),
+            "RecordConsent" | "RevokeConsent" | "DeclareRelationship" | "EndRelationship" => {
+                Some(Family::ConsentChanges)
+            }
+            "Query" | "LookupPerson" | "QueryAudit" | "LookupPersonForDpo" => Some(Family::Queries),
+            _ => None,
+        }
+    }
+
+    /// The name in config files and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Transfers => "transfers",
+            Family::ConsentChanges => "consent_changes",
+            Family::Queries => "queries",
+        }
+    }
+}
+
 /// What a call to an rpc needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

@@ -83,6 +83,7 @@ registry! {
     JWT_NOT_YET_VALID: Unauthenticated, false, "the token is not valid yet";
     JWT_CLAIM_INVALID: Unauthenticated, false, "a claim of the token is missing or invalid (sub, roles)";
     ROLE_REQUIRED: PermissionDenied, false, "the acting user lacks the role this rpc needs";
+    RATE_LIMITED: ResourceExhausted, true, "the institution calls this rpc family (transfers, consent changes, queries) faster than its limit; retry after `retry-after-ms`";
     ROLE_NOT_GRANTED: PermissionDenied, false, "the token claims a role the registry does not grant its institution (logged as a refused access)";
     JWT_AUDIENCE: Unauthenticated, false, "the token's audience (`aud`) is not this network's id";
     JWT_LIFETIME: Unauthenticated, false, "the token lives longer than the maximum lifetime (`exp - iat`), or has no `iat`";

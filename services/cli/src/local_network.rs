@@ -30,6 +30,9 @@ pub struct Spec<'a> {
     pub rulebook: Option<&'a str>,
     /// `[log] level` of every process.
     pub log_level: &'a str,
+    /// A `[limits]` section for the gateway and the nodes (the defaults if absent):
+    /// the bench lifts them, since it measures the pipeline, not the limits.
+    pub limits: Option<&'a str>,
 }
 
 /// One node's addresses.
@@ -134,6 +137,7 @@ fn write_files(
         None => "",
     };
     let level = spec.log_level;
+    let limits = spec.limits.unwrap_or_default();
 
     let mut registry = format!(
         "# The Valais CII network of `cii demo` (loopback).\nnetwork = \"{NETWORK}\"\nversion = 1\nrevoked_serials = []\n"
@@ -167,7 +171,7 @@ fn write_files(
              [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"{ORIGIN}\"\nsigning_key = \"gateway/audit.key\"\n\
              retention_days = 365\n\n\
              [pseudonym]\ntranscryptor = \"gateway/transcryptor.json\"\nglobal_public = \"global-public.json\"\n\n\
-             [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n[log]\nlevel = \"{level}\"\n"
+             [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}[log]\nlevel = \"{level}\"\n"
         ),
         false,
     )?;
@@ -198,7 +202,7 @@ fn write_files(
                  [tls]\nca = \"../../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
                  [pseudonym]\nglobal_public = \"../../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
                  [store]\ndatabase = \"sqlite:node.db\"\nkey = \"store.key\"\n\n\
-                 [audit]\nverifier_key_file = \"../../gateway/audit.vkey\"\n\n[log]\nlevel = \"{level}\"\n",
+                 [audit]\nverifier_key_file = \"../../gateway/audit.vkey\"\n\n{limits}[log]\nlevel = \"{level}\"\n",
                 ports.api, ports.inbound
             ),
             false,

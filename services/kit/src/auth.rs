@@ -75,6 +75,14 @@ pub enum AuthError {
     /// The acting user holds none of the roles the rpc needs.
     #[error("this rpc needs one of the roles: {0}")]
     RoleRequired(String),
+    /// The institution calls this rpc family faster than its limit.
+    #[error("the {family} rate limit of the institution is reached; retry in {wait_ms} ms")]
+    RateLimited {
+        /// The family (`transfers`, …).
+        family: &'static str,
+        /// How long until a call is free.
+        wait_ms: u128,
+    },
     /// The rpc has no row in the access table: nobody may call it.
     #[error("this rpc is not open to anybody")]
     RpcNotListed,
@@ -95,6 +103,7 @@ impl AuthError {
             AuthError::PeerNotAdmitted => "PEER_NOT_ADMITTED",
             AuthError::Jwt(e) => e.code(),
             AuthError::RoleRequired(_) => "ROLE_REQUIRED",
+            AuthError::RateLimited { .. } => "RATE_LIMITED",
             AuthError::RpcNotListed => "RPC_NOT_LISTED",
             AuthError::NotAuthenticated => "INTERNAL",
         }
@@ -138,6 +147,7 @@ pub struct Authenticate {
     clock: Arc<dyn Clock>,
     admit: AdmitPeer,
     overstepped: Option<tokio::sync::mpsc::Sender<RoleNotGranted>>,
+    limits: Option<Arc<crate::rate_limit::Limits>>,
 }
 
 impl std::fmt::Debug for Authenticate {
@@ -158,7 +168,14 @@ impl Authenticate {
             clock,
             admit: Arc::new(|_| true),
             overstepped: None,
+            limits: None,
         }
+    }
+
+    /// Per-institution limits on the rpc families, taken after the role check.
+    pub fn limits(mut self, limits: Arc<crate::rate_limit::Limits>) -> Authenticate {
+        self.limits = Some(limits);
+        self
     }
 
     /// The longest token lifetime accepted (`exp - iat`).
@@ -249,6 +266,15 @@ impl Authenticate {
         if !rpc.access.admits(&user.roles) {
             let names: Vec<&str> = needed.iter().map(|r| r.as_str()).collect();
             return Err(AuthError::RoleRequired(names.join(", ")));
+        }
+        if let (Some(limits), Some(family)) = (&self.limits, cii_types::access::Family::of(rpc.path))
+            && let Err(wait) = limits.take(family, &institution.id, std::time::Instant::now())
+        {
+            tracing::warn!(institution = %institution.id, family = family.as_str(), "rate limit reached");
+            return Err(AuthError::RateLimited {
+                family: family.as_str(),
+                wait_ms: wait.as_millis().max(1),
+            });
         }
         Ok(Some(Caller { institution, user }))
     }

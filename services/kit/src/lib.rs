@@ -14,6 +14,7 @@
 //! - [`status`]: errors as gRPC statuses with stable codes (the registry's status for each code).
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`clock`]: operations.
 //! - [`pki`]: the development CA and certificates.
+//! - [`rate_limit`]: per-institution token buckets by rpc family.
 
 // Security-critical code: no panicking shortcuts outside tests (clippy.toml allows them in tests).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -25,6 +26,7 @@ pub mod grpc;
 pub mod jwt;
 pub mod metrics;
 pub mod pki;
+pub mod rate_limit;
 pub mod registry;
 pub mod shutdown;
 pub mod status;

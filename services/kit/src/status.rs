@@ -17,12 +17,22 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub const ERROR_DOMAIN: &str = "cii.exchange";
 /// Trailer carrying the stable code.
 pub const CODE_TRAILER: &str = "cii-error-code";
+
+/// The metadata key carrying the delay before a rate-limited call may be retried, in milliseconds.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 /// Trailer carrying the field at fault.
 pub const FIELD_TRAILER: &str = "cii-error-field";
 
 impl From<crate::auth::AuthError> for Status {
     fn from(e: crate::auth::AuthError) -> Status {
-        refusal(e.code(), e.to_string(), e.field())
+        let mut status = refusal(e.code(), e.to_string(), e.field());
+        if let crate::auth::AuthError::RateLimited { wait_ms, .. } = e
+            && let Ok(value) = wait_ms.to_string().parse()
+        {
+            // The delay as a number, for clients that back off (also in the message).
+            status.metadata_mut().insert(RETRY_AFTER_MS, value);
+        }
+        status
     }
 }
 

@@ -119,8 +119,24 @@ impl TlsIdentity {
                     "not a PEM private key".to_owned(),
                 )
             })?,
-            Err(_) => PrivateKeyDer::from_pem_file(&files.key)
-                .map_err(|e| pem_err("private key", &files.key, e.to_string()))?,
+            Err(_) => {
+                use std::os::unix::fs::PermissionsExt;
+                // INVARIANT (secret-files-0600): a key other accounts can read is refused.
+                if let Ok(meta) = std::fs::metadata(&files.key)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    return Err(pem_err(
+                        "private key",
+                        &files.key,
+                        format!(
+                            "readable by other accounts (mode {:o}); run chmod 600 on it",
+                            meta.permissions().mode() & 0o777
+                        ),
+                    ));
+                }
+                PrivateKeyDer::from_pem_file(&files.key)
+                    .map_err(|e| pem_err("private key", &files.key, e.to_string()))?
+            }
         };
         Ok(TlsIdentity {
             roots: Arc::new(roots),
@@ -496,5 +512,29 @@ impl TlsIdentity {
     pub fn with_roots_of(mut self, other: &TlsIdentity) -> TlsIdentity {
         self.roots = other.roots.clone();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_tls_key_readable_by_other_accounts_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(dir.path(), &[], &["localhost".into()]).unwrap();
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("gateway/cert.pem"),
+            key: dir.path().join("gateway/key.pem"),
+        };
+        TlsIdentity::load(&files).expect("0600 is fine");
+        std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = TlsIdentity::load(&files).unwrap_err().to_string();
+        assert!(
+            err.contains("key.pem") && err.contains("readable by other accounts"),
+            "{err}"
+        );
     }
 }

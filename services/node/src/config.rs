@@ -36,6 +36,9 @@ pub struct NodeFile {
     pub store: StoreFile,
     /// The gateway's audit log, which the node witnesses.
     pub audit: AuditFile,
+    /// Rate limits of the node's API on the rpc families (the institution's own IT systems).
+    #[serde(default)]
+    pub limits: cii_kit::rate_limit::LimitsFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,

@@ -105,7 +105,8 @@ pub async fn run_with_clock(
         config.registry.clone(),
         clock.clone(),
     )
-    .max_lifetime(i64::from(config.file.registry.max_token_lifetime_seconds));
+    .max_lifetime(i64::from(config.file.registry.max_token_lifetime_seconds))
+    .limits(Arc::new(cii_kit::rate_limit::Limits::new(&config.file.limits)));
     let store = Arc::new(store::Store::open(&config.database, &config.store_key.0).await?);
     let witness = Arc::new(witness::LogWitness::open(config.audit_verifier.clone(), store.clone()).await?);
     let api = NodeServer::with_interceptor(

@@ -123,6 +123,10 @@ pub(super) fn synthetic_avs(i: u64) -> String {
     )
 }
 
+/// Limits far above what the machine can do: the bench measures the pipeline.
+const UNLIMITED: &str = "[limits]\ntransfers = { per_minute = 100000000, burst = 1000000 }\n\
+consent_changes = { per_minute = 100000000, burst = 1000000 }\nqueries = { per_minute = 100000000, burst = 1000000 }\n\n";
+
 /// The ORP's and the AI office's nodes, the gateway and the consent registry as processes, in a
 /// temporary folder named `prefix…` (removed when the folder handle is dropped).
 pub(super) fn two_node_network(prefix: &str) -> anyhow::Result<(tempfile::TempDir, Network)> {
@@ -131,6 +135,7 @@ pub(super) fn two_node_network(prefix: &str) -> anyhow::Result<(tempfile::TempDi
         institutions: &MEMBERS,
         rulebook: None,
         log_level: "warn",
+        limits: Some(UNLIMITED),
     };
     let network = Network::start(&dir.path().join("net"), &spec)?;
     Ok((dir, network))

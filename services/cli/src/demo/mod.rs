@@ -225,6 +225,7 @@ async fn play(args: DemoArgs, mut stop: tokio::sync::watch::Receiver<bool>) -> a
         institutions: &INSTITUTIONS,
         rulebook: Some(VALAIS_RULEBOOK),
         log_level: "info",
+        limits: None,
     };
     let network = tokio::task::block_in_place(|| Network::start(&dir, &spec))?;
     let dir = network.dir.clone();

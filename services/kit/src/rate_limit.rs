@@ -1,13 +1,91 @@
-//! Per-institution token buckets. Enrolment is the one rpc that turns an
+//! Per-institution token buckets, one set per rpc family (transfers, consent
+//! changes, log queries: `cii_types::access::Family`), taken by the
+//! `Authenticate` interceptor before a request is decoded; and the enrolment
+//! limit, which the gateway takes itself. Enrolment is the one rpc that turns an
 //! AVS-derived value into a pseudonym, so its rate bounds how fast anyone
-//! holding an institution's credentials could walk the AVS space (and every
-//! call that passes is an audit entry besides).
+//! holding an institution's credentials could walk the AVS space.
+//!
+//! Limits are per process: with several gateway replicas each holds its own
+//! buckets (the documented meaning, docs/security.md).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cii_types::InstitutionId;
+use cii_types::access::Family;
+use serde::Deserialize;
+
+/// One family's limit as configured.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained calls per minute.
+    pub per_minute: u32,
+    /// Calls allowed at once.
+    pub burst: u32,
+}
+
+/// The `[limits]` section: per institution and family, with defaults sized for a
+/// canton's busiest office (a batch run) and far below what exhausts a process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsFile {
+    /// Transfers (send, request).
+    pub transfers: Rate,
+    /// Consent and relationship changes.
+    pub consent_changes: Rate,
+    /// Audit-log queries and DPO lookups.
+    pub queries: Rate,
+}
+
+impl Default for LimitsFile {
+    fn default() -> LimitsFile {
+        LimitsFile {
+            transfers: Rate {
+                per_minute: 1200,
+                burst: 200,
+            },
+            consent_changes: Rate {
+                per_minute: 600,
+                burst: 100,
+            },
+            queries: Rate {
+                per_minute: 60,
+                burst: 10,
+            },
+        }
+    }
+}
+
+/// The buckets of every family.
+#[derive(Debug)]
+pub struct Limits {
+    transfers: RateLimit,
+    consent_changes: RateLimit,
+    queries: RateLimit,
+}
+
+impl Limits {
+    /// The limits of `file`.
+    pub fn new(file: &LimitsFile) -> Limits {
+        let limit = |r: Rate| RateLimit::new(r.per_minute, r.burst);
+        Limits {
+            transfers: limit(file.transfers),
+            consent_changes: limit(file.consent_changes),
+            queries: limit(file.queries),
+        }
+    }
+
+    /// Takes one call of `family` for `who`, or says how long until the next one.
+    pub fn take(&self, family: Family, who: &InstitutionId, now: Instant) -> Result<(), Duration> {
+        match family {
+            Family::Transfers => self.transfers.take(who, now),
+            Family::ConsentChanges => self.consent_changes.take(who, now),
+            Family::Queries => self.queries.take(who, now),
+        }
+    }
+}
 
 /// Token buckets keyed by institution.
 #[derive(Debug)]
