@@ -127,6 +127,7 @@ impl ConsentConfig {
                 "must be at least 1",
             ));
         }
+        config::check_database_tls(path, "store.database", &file.store.database)?;
         let database = config::database_url(path, &file.store.database);
         Ok(ConsentConfig {
             file,

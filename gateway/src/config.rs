@@ -239,6 +239,7 @@ fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
             "must be sqlite:PATH or postgres://…",
         ));
     }
+    config::check_database_tls(path, "audit.store", &file.audit.store)?;
     if file.audit.retention_days < MIN_RETENTION_DAYS {
         return Err(ConfigError::invalid(
             path,

@@ -128,6 +128,37 @@ pub fn read_secret(config_file: &Path, key: &str, path: &Path) -> Result<String,
     read_file(config_file, key, path)
 }
 
+/// A PostgreSQL URL that leaves the machine must verify the server's certificate
+/// and name (`sslmode=verify-full`): the stores hold the audit log and consents.
+/// Loopback hosts and Unix sockets are exempt. Other URLs pass unchanged.
+pub fn check_database_tls(config_file: &Path, key: &str, url: &str) -> Result<(), ConfigError> {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        return Ok(());
+    };
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    let socket = query.split('&').any(|p| p.starts_with("host=/"));
+    let local = socket || host.is_empty() || ["localhost", "127.0.0.1", "::1"].contains(&host);
+    if local || query.split('&').any(|p| p == "sslmode=verify-full") {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        config_file,
+        key,
+        "a PostgreSQL server on another host needs sslmode=verify-full (and sslrootcert=…): \
+         the connection carries the audit log or the consents",
+    ))
+}
+
 /// A database URL with a relative `sqlite:PATH` resolved from `config_file`'s folder;
 /// other URLs (`postgres://…`) unchanged.
 pub fn database_url(config_file: &Path, url: &str) -> String {
@@ -228,6 +259,30 @@ mod tests {
     struct Sample {
         listen: String,
         tls: TlsFiles,
+    }
+
+    #[test]
+    fn a_remote_postgres_url_must_verify_the_server() {
+        let f = Path::new("gateway.toml");
+        for ok in [
+            "sqlite:audit.db",
+            "postgres://u@127.0.0.1:5432/db",
+            "postgres://u@localhost/db",
+            "postgres://u@[::1]:5432/db",
+            "postgres://u@/db?host=/run/postgresql",
+            "postgres://u@db.example/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        ] {
+            assert!(check_database_tls(f, "audit.store", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "postgres://u@db.example/db",
+            "postgresql://u:secret@10.0.0.5:5432/db?sslmode=require",
+            "postgres://u@db.example/db?sslmode=prefer",
+        ] {
+            let err = check_database_tls(f, "audit.store", bad).unwrap_err().to_string();
+            assert!(err.contains("audit.store") && err.contains("verify-full"), "{err}");
+            assert!(!err.contains("secret"), "the URL is not echoed: {err}");
+        }
     }
 
     #[test]

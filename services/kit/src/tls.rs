@@ -474,9 +474,22 @@ fn handshake_failure_kind(e: &io::Error) -> &'static str {
     }
 }
 
+/// The deadline of every outbound call (node → gateway, gateway → consent registry and
+/// nodes): below the servers' own 30 s, so a peer that hangs never holds a caller longer.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(25);
+
 /// A lazily connecting gRPC channel to `url` (`https://host:port`) over our
-/// own TLS client configuration.
+/// own TLS client configuration, every call bounded by [`CALL_DEADLINE`].
 pub fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, TlsError> {
+    channel_with_deadline(url, config, CALL_DEADLINE)
+}
+
+/// [`channel`] with another deadline per call.
+pub fn channel_with_deadline(
+    url: &str,
+    config: Arc<rustls::ClientConfig>,
+    deadline: Duration,
+) -> Result<Channel, TlsError> {
     let uri: Uri = url.parse().map_err(|_| TlsError::Endpoint(url.to_owned()))?;
     if uri.scheme_str() != Some("https") {
         return Err(TlsError::Endpoint(url.to_owned()));
@@ -492,6 +505,7 @@ pub fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, 
     let endpoint = Endpoint::from_shared(format!("http://{}:{port}", uri.host().unwrap_or_default()))
         .map_err(|_| TlsError::Endpoint(url.to_owned()))?
         .connect_timeout(Duration::from_secs(5))
+        .timeout(deadline)
         .tcp_nodelay(true);
     let connector = TlsConnector::from(config);
     let connect = tower::service_fn(move |_: Uri| {
@@ -536,5 +550,43 @@ mod tests {
             err.contains("key.pem") && err.contains("readable by other accounts"),
             "{err}"
         );
+    }
+
+    /// A peer that accepts the connection and then says nothing does not hold the caller.
+    #[tokio::test]
+    async fn an_outbound_call_to_a_silent_peer_ends_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(dir.path(), &[], &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("gateway/cert.pem"),
+            key: dir.path().join("gateway/key.pem"),
+        };
+        let identity = TlsIdentity::load(&files).unwrap();
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://127.0.0.1:{}", silent.local_addr().unwrap().port());
+        // It completes TLS, then never answers a request.
+        let acceptor = TlsAcceptor::from(server_config(&identity, ClientAuth::None).unwrap());
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                if let Ok(tls) = acceptor.accept(socket).await {
+                    open.push(tls);
+                }
+            }
+        });
+        let config = client_config(&identity, PeerPolicy::only(PeerIdentity::Gateway, |_| false)).unwrap();
+        let channel = channel_with_deadline(&url, config, Duration::from_millis(300)).unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let started = std::time::Instant::now();
+        let answer = health.check(tonic_health::pb::HealthCheckRequest::default()).await;
+        let err = answer.expect_err("no answer");
+        assert_eq!(err.code(), tonic::Code::Cancelled, "{err:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
 }
