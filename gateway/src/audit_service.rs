@@ -13,6 +13,7 @@ use cii_audit::Log;
 use cii_kit::auth::{Caller, caller};
 use cii_kit::clock::Clock;
 use cii_proto::audit::{self as pb, audit_server::Audit};
+use cii_pseudonym::names::Party;
 use cii_types::Role;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -239,17 +240,20 @@ impl Audit for AuditService {
         let caller = caller(&request)?.clone();
         let person =
             crate::transfer::ciphertext("person", request.get_ref().person.as_ref()).map_err(GatewayError::from)?;
-        let party = cii_pseudonym::names::Party::Institution(caller.institution.id.clone());
-        let audit_person = self
-            .pseudonyms
-            .translate(&person, &party, &cii_pseudonym::names::Party::Audit);
+        let party = Party::Institution(caller.institution.id.clone());
+        let audit_person = self.pseudonyms.translate(&person, &party, &Party::Audit);
         let bytes = cii_pseudonym::wire::to_bytes(&audit_person);
+        // A network DPO reads the audit context; an institution's DPO its own.
+        let answered = match dpo_context(&caller) {
+            Some(dpo) => cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(&person, &party, &dpo)),
+            None => bytes.clone(),
+        };
         let entry = cii_audit::Entry {
             kind: pb::EntryKind::DpoLookup as i32,
             time_micros: cii_types::time::micros(self.clock.now()),
             sender: caller.institution.id.to_string(),
             acting_user: caller.acting_user(),
-            audit_pseudonym: bytes.clone(),
+            audit_pseudonym: bytes,
             detail: "subject access".to_owned(),
             ..cii_audit::Entry::default()
         };
@@ -258,7 +262,7 @@ impl Audit for AuditService {
             GatewayError::Audit(e)
         })?;
         Ok(Response::new(pb::LookupPersonResponse {
-            audit_person: Some(cii_proto::common::EncryptedPseudonym { ciphertext: bytes }),
+            audit_person: Some(cii_proto::common::EncryptedPseudonym { ciphertext: answered }),
             lookup_index: receipt.index,
         }))
     }
@@ -350,6 +354,7 @@ impl Audit for AuditService {
         let scan = Scan {
             store: self.store.clone(),
             log: self.log.clone(),
+            rekey: dpo_context(&caller).map(|dpo| (self.pseudonyms.clone(), dpo)),
             filter,
             end,
             limit,
@@ -361,10 +366,18 @@ impl Audit for AuditService {
     }
 }
 
+/// The DPO context a caller's answers are rekeyed into: its institution's for a
+/// `dpo`, none (the audit context itself) for a `network_dpo`.
+fn dpo_context(caller: &Caller) -> Option<Party> {
+    (!caller.user.has(Role::NetworkDpo)).then(|| Party::Dpo(caller.institution.id.clone()))
+}
+
 /// A query's scan of the log as it stood when the query was logged.
 struct Scan {
     store: cii_audit::Store,
     log: Log,
+    /// For an institution's DPO: the transcryptor and the DPO context to rekey persons into.
+    rekey: Option<(Arc<cii_pseudonym::gateway::Gateway>, Party)>,
     filter: Filter,
     /// One past the query's own entry.
     end: u64,
@@ -394,11 +407,14 @@ impl Scan {
                 let cii_audit::store::Body::Readable(body) = stored.body else {
                     continue;
                 };
-                if sent >= self.limit || !cii_audit::entry::decode(&body).is_ok_and(|e| self.filter.matches(&e)) {
-                    continue;
-                }
+                let entry = match cii_audit::entry::decode(&body) {
+                    Ok(entry) if sent < self.limit && self.filter.matches(&entry) => entry,
+                    _ => continue,
+                };
                 sent += 1;
-                let answer = self.answer(stored.index, body).map_err(Status::from);
+                let answer = self
+                    .answer(stored.index, body, &entry.audit_pseudonym)
+                    .map_err(Status::from);
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     return; // the caller went away, or the proof failed
@@ -409,12 +425,17 @@ impl Scan {
     }
 
     /// An entry as answered, with its inclusion proof if asked for.
-    fn answer(&self, index: u64, body: Vec<u8>) -> Result<pb::Entry, GatewayError> {
+    fn answer(&self, index: u64, body: Vec<u8>, audit_person: &[u8]) -> Result<pb::Entry, GatewayError> {
         let mut answer = pb::Entry {
             index,
             body,
             ..pb::Entry::default()
         };
+        if let Some((pseudonyms, dpo)) = &self.rekey
+            && let Ok(person) = cii_pseudonym::wire::pseudonym(audit_person)
+        {
+            answer.dpo_person = cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&person, dpo));
+        }
         if let Some((size, note)) = &self.proofs {
             let (_, _, proof) = self
                 .log

@@ -30,7 +30,14 @@ async fn query(
         .into_inner();
     let mut entries = Vec::new();
     while let Some(item) = stream.next().await {
-        entries.push(cii_audit::entry::decode(&item?.body).expect("decode"));
+        let item = item?;
+        let mut entry = cii_audit::entry::decode(&item.body).expect("decode");
+        // The person as the caller's DPO key opens it: an institution's DPO gets it rekeyed
+        // into its own context beside the entry; the network DPO reads the entry's own.
+        if !item.dpo_person.is_empty() {
+            entry.audit_pseudonym = item.dpo_person;
+        }
+        entries.push(entry);
     }
     Ok(entries)
 }
@@ -157,20 +164,41 @@ async fn dpo_queries(options: Options) {
     assert_eq!(by_basis.len(), 2, "the AI office received two permitted reports");
 
     // By person, on the DPO's side: the audit pseudonyms open with the DPO context key only.
+    // ORP's DPO key opens the persons of ORP's queries (rekeyed into its context at query time).
     let read = |f: &str| std::fs::read_to_string(net.dir.path().join("keys").join(f)).expect("key file");
-    let dpo =
-        cii_pseudonym::node::NodeKeys::from_json(&read("global-public.json"), &read("dpo/audit-session-keys.json"))
-            .expect("dpo keys");
-    let person = |e: &cii_audit::Entry| {
-        dpo.decrypt(&cii_pseudonym::wire::pseudonym(&e.audit_pseudonym).expect("ct"))
+    let keys_of = |file: &str| {
+        cii_pseudonym::node::NodeKeys::from_json(&read("global-public.json"), &read(file)).expect("dpo keys")
+    };
+    let (dpo, ai_dpo, network_dpo) = (
+        keys_of("dpo/ORP-VS/session-keys.json"),
+        keys_of("dpo/AI-VS/session-keys.json"),
+        keys_of("dpo/audit-session-keys.json"),
+    );
+    let open_with = |keys: &cii_pseudonym::node::NodeKeys, e: &cii_audit::Entry| {
+        keys.decrypt(&cii_pseudonym::wire::pseudonym(&e.audit_pseudonym).expect("ct"))
             .0
     };
-    let anna_at_ai = orp
-        .iter()
-        .chain(&by_basis)
-        .find(|e| e.transfer_id == "q-1")
-        .map(person)
-        .expect("q-1");
+    let person = |e: &cii_audit::Entry| open_with(&dpo, e);
+    let anna_at_ai = orp.iter().find(|e| e.transfer_id == "q-1").map(person).expect("q-1");
+    // The same entry seen by AI's DPO opens with AI's key only, under another pseudonym; the
+    // network DPO reads the entry's own audit context, under a third.
+    let q1_at_ai = by_basis.iter().find(|e| e.transfer_id == "q-1").expect("q-1 at AI");
+    assert_ne!(
+        open_with(&ai_dpo, q1_at_ai),
+        anna_at_ai,
+        "each institution's DPO has its own pseudonym"
+    );
+    assert_ne!(
+        open_with(&dpo, q1_at_ai),
+        open_with(&ai_dpo, q1_at_ai),
+        "ORP's key does not open AI's answer"
+    );
+    let q1_in_log = orp.iter().find(|e| e.transfer_id == "q-1").expect("q-1");
+    assert_ne!(
+        open_with(&ai_dpo, q1_in_log),
+        anna_at_ai,
+        "AI's key does not open ORP's answer"
+    );
     let about_anna: Vec<&str> = orp
         .iter()
         .filter(|e| e.kind == EntryKind::TransferPermitted as i32 || e.kind == EntryKind::TransferDenied as i32)
@@ -262,14 +290,20 @@ async fn dpo_queries(options: Options) {
             .all(|e| e.acting_user.starts_with("dpo.1@") && e.audit_pseudonym.is_empty())
     );
     assert!(queries.iter().any(|e| e.detail.contains("decision=deny")));
+    // The log itself keeps the audit context: the network DPO's key opens it.
+    let anna_in_log = logged
+        .iter()
+        .find(|e| e.transfer_id == "q-1" && e.kind == EntryKind::TransferPermitted as i32)
+        .map(|e| open_with(&network_dpo, e))
+        .expect("q-1 in the log");
     let lookups: Vec<cii_audit::Entry> = logged
         .into_iter()
         .filter(|e| e.kind == EntryKind::DpoLookup as i32)
         .collect();
     assert_eq!(lookups.len(), 1, "the one lookup answered");
     assert_eq!(
-        person(&lookups[0]),
-        anna_at_ai,
+        open_with(&network_dpo, &lookups[0]),
+        anna_in_log,
         "the lookup entry names the person for later reports"
     );
 }

@@ -100,6 +100,9 @@ impl Ceremony {
         for id in institutions {
             let keys = self.session_keys(&Party::Institution(id.clone()), epoch);
             files.push((format!("institutions/{id}/session-keys.json"), json(&keys)?, true));
+            // The institution's DPO opens its own queries' persons only.
+            let dpo = self.session_keys(&Party::Dpo(id.clone()), epoch);
+            files.push((format!("dpo/{id}/session-keys.json"), json(&dpo)?, true));
         }
         if keep_global_secret {
             files.push((

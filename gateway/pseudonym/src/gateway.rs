@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use libpep::factors::TranscryptionInfo;
+use libpep::factors::{Factor, TranscryptionInfo};
 use libpep::keys::{AttributeSessionPublicKey, PseudonymSessionPublicKey};
 use libpep::prelude::*;
 
@@ -22,6 +22,9 @@ pub struct Gateway {
     transcryptor: Transcryptor,
     global_pseudonym_key: PseudonymSessionPublicKey,
     global_attribute_key: AttributeSessionPublicKey,
+    /// The audit context's public key (the global key times the context's rekey factor):
+    /// what the log's persons are encrypted under, needed to rerandomise them.
+    audit_pseudonym_key: PseudonymSessionPublicKey,
     epoch: u32,
     /// Transcryption info per (source, target): deriving it costs several hash-to-scalar
     /// and scalar operations, the same for every call between the same two parties.
@@ -46,11 +49,13 @@ impl Gateway {
         global: &GlobalPublicKeys,
         epoch: u32,
     ) -> Gateway {
+        let rekeying_secret = RekeyingSecret::from(rekeying_secret);
+        let audit_factor = libpep::factors::make_pseudonym_rekey_factor(&rekeying_secret, &Party::Audit.context(epoch));
         Gateway {
-            transcryptor: Transcryptor::new(
-                PseudonymizationSecret::from(pseudonymisation_secret),
-                RekeyingSecret::from(rekeying_secret),
+            audit_pseudonym_key: PseudonymSessionPublicKey::from_point(
+                audit_factor.scalar() * *global.pseudonym.value(),
             ),
+            transcryptor: Transcryptor::new(PseudonymizationSecret::from(pseudonymisation_secret), rekeying_secret),
             global_pseudonym_key: PseudonymSessionPublicKey::from_point(*global.pseudonym.value()),
             global_attribute_key: AttributeSessionPublicKey::from_point(*global.attribute.value()),
             epoch,
@@ -119,6 +124,20 @@ impl Gateway {
     /// Enrolment: from the origin domain into `to`'s domain and context.
     pub fn enrol(&self, ciphertext: &EncryptedPseudonym, to: &Party) -> EncryptedPseudonym {
         self.transcrypt_with(&self.info(None, to), ciphertext)
+    }
+
+    /// A person as the audit log stores it (the audit domain, encrypted for the audit
+    /// context of the current epoch) into `to`'s domain and context: an institution's
+    /// DPO reads its query answers under its own key and pseudonym.
+    pub fn from_audit_context(&self, ciphertext: &EncryptedPseudonym, to: &Party) -> EncryptedPseudonym {
+        let info = self.transcryptor.transcryption_info(
+            &Party::Audit.domain(),
+            &to.domain(),
+            &Party::Audit.context(self.epoch),
+            &to.context(self.epoch),
+        );
+        self.transcryptor
+            .transcrypt(ciphertext, &info, &self.audit_pseudonym_key, &mut rand::rng())
     }
 
     /// A transfer: from `caller`'s domain (its certificate identity) into `to`'s.

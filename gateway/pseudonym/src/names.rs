@@ -15,8 +15,12 @@ pub enum Party {
     Institution(InstitutionId),
     /// The consent registry.
     Registry,
-    /// The audit log (decrypted by the DPO tools only).
+    /// The audit log (decrypted by the network DPO's tools only).
     Audit,
+    /// The data-protection officer of one institution: its queries' persons are
+    /// rekeyed here at query time, so each institution's DPO key opens its own
+    /// entries only, under a pseudonym of its own.
+    Dpo(InstitutionId),
 }
 
 impl Party {
@@ -25,6 +29,7 @@ impl Party {
             Party::Institution(id) => format!("institution/{id}"),
             Party::Registry => "registry".to_owned(),
             Party::Audit => "audit".to_owned(),
+            Party::Dpo(id) => format!("dpo/{id}"),
         }
     }
 

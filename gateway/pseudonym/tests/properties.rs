@@ -279,3 +279,38 @@ fn a_sealed_payload_opens_only_for_its_recipient_with_the_same_associated_data()
     let again = w.gateway.seal(&w.ai_party, b"ORP-VS/t-1", b"payload bytes").unwrap();
     assert_ne!(again.ciphertext, sealed.ciphertext, "a fresh key every time");
 }
+
+/// An institution's DPO reads the log's persons rekeyed from the audit context into its own:
+/// one stable pseudonym per person under its key, another under another institution's key.
+#[test]
+fn persons_rekeyed_from_the_audit_context_open_for_that_institutions_dpo_only() {
+    let c = Ceremony::new();
+    let gateway = Gateway::new(
+        c.pseudonymisation_secret.clone(),
+        c.rekeying_secret.clone(),
+        &c.global_public,
+        1,
+    );
+    let orp = Party::Institution(InstitutionId::parse("id", "ORP-VS").unwrap());
+    let orp_node = NodeKeys::new(c.global_public, c.session_keys(&orp, 1));
+    let dpo_of = |id: &str| {
+        let party = Party::Dpo(InstitutionId::parse("id", id).unwrap());
+        (NodeKeys::new(c.global_public, c.session_keys(&party, 1)), party)
+    };
+    let ((orp_dpo, orp_dpo_party), (ai_dpo, _)) = (dpo_of("ORP-VS"), dpo_of("AI-VS"));
+    let anna = AvsNumber::parse("756.1234.5678.97").unwrap();
+    let local = orp_node.decrypt(&gateway.enrol(&orp_node.enrolment_ciphertext(&anna), &orp));
+    // Two log entries about Anna, as the pipeline writes them.
+    let logged = || gateway.translate(&orp_node.encrypt_own(&local).unwrap(), &orp, &Party::Audit);
+    let (first, second) = (logged(), logged());
+    let seen = |e| orp_dpo.decrypt(&gateway.from_audit_context(e, &orp_dpo_party));
+    assert_eq!(seen(&first), seen(&second), "one pseudonym per person for ORP's DPO");
+    // ORP's own lookup (from its record) reaches the same value.
+    let lookup = gateway.translate(&orp_node.encrypt_own(&local).unwrap(), &orp, &orp_dpo_party);
+    assert_eq!(orp_dpo.decrypt(&lookup), seen(&first));
+    // AI's DPO key does not open what was rekeyed for ORP's.
+    assert_ne!(
+        ai_dpo.decrypt(&gateway.from_audit_context(&first, &orp_dpo_party)),
+        seen(&first)
+    );
+}

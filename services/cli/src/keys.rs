@@ -15,7 +15,8 @@ global-public.json                      every node and the gateway\n  \
 gateway/transcryptor.json               the gateway: pseudonymisation and rekeying secrets only\n  \
 institutions/<ID>/session-keys.json     each registry institution's node\n  \
 consent/session-keys.json               the consent registry\n  \
-dpo/audit-session-keys.json             the DPO's audit tools\n\n\
+dpo/audit-session-keys.json             the network DPO's audit tools (the whole log)\n  \
+dpo/<ID>/session-keys.json              institution <ID>'s DPO: its own queries' persons only\n\n\
 The global secret key is then discarded, unless --keep-global-secret FILE keeps it (store it offline):\n\
 adding an institution or rotating a context later needs that file and the rekeying secret together.\n\n\
 Example:\n  cii keys init --dir /secure/ceremony-2026 --registry /etc/cii/registry.toml")]

@@ -886,10 +886,10 @@ fn batch_enrolment_from_csv_reports_refused_lines_by_number_and_code() {
     let (ca, token, keys, global) = (
         path("pki/ca.pem"),
         path("dpo.token"),
-        path("keys/dpo/audit-session-keys.json"),
+        path("keys/dpo/ORP-VS/session-keys.json"),
         path("keys/global-public.json"),
     );
-    // `cii audit <command>` as ORP's DPO; `dpo` adds the DPO context key.
+    // `cii audit <command>` as ORP's DPO; `dpo` adds ORP's DPO key (the gateway rekeys its answers into it).
     let plain = |command: &str, extra: &[&str]| {
         let mut args = vec!["audit", command, "--node", &node, "--ca", &ca, "--token-file", &token];
         args.extend_from_slice(extra);
@@ -1112,6 +1112,7 @@ async fn the_demo_plays_its_story_and_its_table_agrees_with_the_audit_log() {
         "nodes/ORP-VS/node.db",
         "nodes/SUVA/node.toml",
         "dpo/audit-session-keys.json",
+        "dpo/ORP-VS/session-keys.json",
         "dpo/subject-report-orp-2026-0417-fr.html",
         "matrix.html",
     ] {

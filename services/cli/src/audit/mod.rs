@@ -232,3 +232,14 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// The person of a queried entry as the caller's DPO key opens it: rekeyed into the
+/// institution's DPO context for a `dpo` (`dpo_person`), the entry's own audit-context
+/// ciphertext for a `network_dpo`.
+fn dpo_person<'a>(item: &'a cii_proto::audit::Entry, entry: &'a cii_audit::Entry) -> &'a [u8] {
+    if item.dpo_person.is_empty() {
+        &entry.audit_pseudonym
+    } else {
+        &item.dpo_person
+    }
+}

@@ -30,7 +30,7 @@ pub enum Format {
 cii audit query --node https://127.0.0.1:7101 --ca ca.pem --token-file dpo.token --decision deny\n  \
 cii audit query --node https://127.0.0.1:7101 --ca ca.pem --token-file dpo.token \\\n    \
 --from 2026-11-01 --until 2026-12-01 --format csv > november.csv\n  \
-cii audit query … --dpo-keys keys/dpo/audit-session-keys.json --global-public keys/global-public.json \\\n    \
+cii audit query … --dpo-keys keys/dpo/ORP-VS/session-keys.json --global-public keys/global-public.json \\\n    \
 --person 3f2a…   (the person's pseudonym in the DPO context, as this command prints it)\n\n\
 A `dpo` token sees the entries where its institution sends or receives; `network_dpo` sees all.\n\
 Every query is itself an entry of the log.")]
@@ -46,7 +46,8 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// The DPO context's session keys (`dpo/audit-session-keys.json` of `cii keys init`):
+    /// The DPO's session keys from `cii keys init`: `dpo/<ID>/session-keys.json` for an
+    /// institution's `dpo`, `dpo/audit-session-keys.json` for the `network_dpo`:
     /// persons are then shown as their DPO-context pseudonym.
     #[arg(long, requires = "global_public")]
     dpo_keys: Option<PathBuf>,
@@ -213,8 +214,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     while let Some(item) = stream.next().await {
         let item = item.context("the answer stream broke off")?;
         let entry = cii_audit::entry::decode(&item.body).context("an entry does not decode")?;
-        let pseudonym = match (&keys, entry.audit_pseudonym.is_empty()) {
-            (Some(keys), false) => cii_pseudonym::wire::pseudonym(&entry.audit_pseudonym)
+        let person_bytes = super::dpo_person(&item, &entry);
+        let pseudonym = match (&keys, person_bytes.is_empty()) {
+            (Some(keys), false) => cii_pseudonym::wire::pseudonym(person_bytes)
                 .map(|c| {
                     keys.decrypt(&c)
                         .0

@@ -33,7 +33,7 @@ pub enum Language {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  cii audit subject-report --node https://127.0.0.1:7101 --ca ca.pem --token-file dpo.token \\\n    \
---record DOSSIER-2026-0001 --dpo-keys dpo/audit-session-keys.json --global-public global-public.json \\\n    \
+--record DOSSIER-2026-0001 --dpo-keys dpo/ORP-VS/session-keys.json --global-public global-public.json \\\n    \
 --lang fr --out reports/\n\n\
 Prints the report and writes it as HTML into --out. The report names the person by your record id\n\
 only; the lookup is itself logged."
@@ -45,7 +45,8 @@ pub struct SubjectReportArgs {
     /// The person, by your institution's record id.
     #[arg(long)]
     record: String,
-    /// The DPO context's session keys (`dpo/audit-session-keys.json`).
+    /// The DPO's session keys: `dpo/<ID>/session-keys.json` of its institution (a `dpo`),
+    /// `dpo/audit-session-keys.json` (the `network_dpo`).
     #[arg(long)]
     dpo_keys: PathBuf,
     /// The network's `global-public.json`.
@@ -358,8 +359,9 @@ pub async fn run(args: SubjectReportArgs) -> anyhow::Result<ExitCode> {
         .into_inner();
     let mut entries = Vec::new();
     while let Some(item) = stream.next().await {
-        let entry = cii_audit::entry::decode(&item.context("the answer stream broke off")?.body)?;
-        let about = cii_pseudonym::wire::pseudonym(&entry.audit_pseudonym)
+        let item = item.context("the answer stream broke off")?;
+        let entry = cii_audit::entry::decode(&item.body)?;
+        let about = cii_pseudonym::wire::pseudonym(super::dpo_person(&item, &entry))
             .map(|c| keys.decrypt(&c) == target)
             .unwrap_or(false);
         if about {

@@ -289,7 +289,8 @@ async fn play(args: DemoArgs, mut stop: tokio::sync::watch::Receiver<bool>) -> a
         "--record".as_ref(),
         record.as_ref(),
         "--dpo-keys".as_ref(),
-        dpo_dir.join("audit-session-keys.json").as_os_str(),
+        // ORP-VS's own DPO key: the gateway rekeys the persons of its queries into it.
+        dpo_dir.join("ORP-VS/session-keys.json").as_os_str(),
         "--global-public".as_ref(),
         dir.join("global-public.json").as_os_str(),
         "--lang".as_ref(),
