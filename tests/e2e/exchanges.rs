@@ -336,6 +336,44 @@ async fn publish(net: &Network, i: usize) {
         .expect("publish");
 }
 
+/// A refused pull tells the requester nothing about the holder's relationship with the
+/// person: "not enrolled there" and "enrolled, nothing published" are one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_answers_the_same_whether_or_not_the_holder_knows_the_person() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await; // the AI office knows PERSON (and published nothing)
+    node(&net, ORP)
+        .enrol(with_token(
+            node_pb::EnrolRequest {
+                avs_number: "756.9217.0769.85".into(), // a person the AI office does not know
+                local_record_id: "ORP-VS-2".into(),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("enrol");
+    let known = pull(&net, ORP, cost_bearer_request("oracle-1"))
+        .await
+        .expect_err("nothing published");
+    let unknown = pull(
+        &net,
+        ORP,
+        node_pb::RequestRequest {
+            local_record_id: "ORP-VS-2".into(),
+            ..cost_bearer_request("oracle-2")
+        },
+    )
+    .await
+    .expect_err("not enrolled there");
+    assert_eq!(code(&known), "HOLDER_HAS_NO_DATA", "{known:?}");
+    assert_eq!(
+        (code(&unknown), unknown.code(), unknown.message()),
+        (code(&known), known.code(), known.message()),
+        "one answer"
+    );
+    net.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
     let net = Network::start(&members()).await;

@@ -198,7 +198,7 @@ registry! {
     AUDIT_LOG_ALARM: FailedPrecondition, false, "this node saw the audit log rewritten and stopped exchanging";
     RECEIPT_INVALID: Unavailable, true, "the gateway's receipt does not verify against the log's key; nothing was recorded";
     NONCE_INVALID: InvalidArgument, false, "a sealed payload's nonce is not 12 bytes";
-    NO_DATA_PUBLISHED: NotFound, false, "the holder published no data about the person";
+    NO_DATA_PUBLISHED: NotFound, false, "the holder has no data to provide about the person (not enrolled there, or nothing published: one answer, revealing no relationship)";
 }
 
 impl Grpc {

@@ -61,11 +61,9 @@ pub enum NodeError {
     /// The sealed content does not decode.
     #[error("the sealed content does not decode")]
     ContentInvalid,
-    /// The person of a pull is not known here.
-    #[error("this institution has no record of the person")]
-    PersonUnknown,
-    /// Nothing published about the person.
-    #[error("this institution published no data about the person")]
+    /// Nothing to provide about the person of a pull: not enrolled here, or nothing
+    /// published (one answer, so that it reveals no relationship).
+    #[error("the holder has no data to provide about this person")]
     NoDataPublished,
     /// The gateway's answer is unusable.
     #[error("{0}")]
@@ -88,7 +86,7 @@ impl NodeError {
         match self {
             E::RecordIdInvalid(_) => "LOCAL_RECORD_ID_INVALID",
             E::RecordIdIsAvs => "LOCAL_RECORD_ID_IS_AVS",
-            E::NotEnrolled | E::PersonUnknown => "NOT_ENROLLED",
+            E::NotEnrolled => "NOT_ENROLLED",
             E::RecordTaken => "LOCAL_RECORD_ID_TAKEN",
             E::PersonAlreadyEnrolled(_) => "PERSON_ALREADY_ENROLLED",
             E::Avs(e) => e.code(),
@@ -120,7 +118,7 @@ impl NodeError {
             E::Crypto { field, .. } => field,
             E::NonceInvalid => "payload.nonce",
             E::ContentInvalid => "payload",
-            E::PersonUnknown | E::NoDataPublished => "person",
+            E::NoDataPublished => "person",
             _ => return None,
         })
     }

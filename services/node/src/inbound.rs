@@ -184,8 +184,10 @@ impl NodeInbound for NodeInboundService {
             .await
             .map_err(NodeError::from)?;
         let (record, _) = self.recognise(ask.person.as_ref()).await?;
+        // Unknown here and known without published data are one answer: the requester
+        // must not learn from a refusal whether this institution serves the person.
         if record.is_empty() {
-            return Err(NodeError::PersonUnknown.into());
+            return Err(NodeError::NoDataPublished.into());
         }
         let data = self
             .store
