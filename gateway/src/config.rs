@@ -173,7 +173,16 @@ impl GatewayConfig {
         let file: GatewayFile = config::load(path)?;
         let registry = file.registry.open(path)?;
         let tls = gateway_identity(path, &file)?;
-        let rulebook = rulebook(path, &file, &registry.current())?;
+        let rulebook = Arc::new(rulebook(path, &file, &registry.current())?);
+        // A later registry that disagrees with the rulebook (an institution gone or of
+        // another type) is refused like a badly signed one; the active registry stays.
+        let registry = registry.with_check({
+            let rulebook = rulebook.clone();
+            Arc::new(move |next: &Registry| {
+                cii_policy::fit::check_agreement(&rulebook, |id| next.get(id).map(|m| m.kind))
+                    .map_err(|e| e.to_string())
+            })
+        });
         check_stores(path, &file)?;
         let audit_signer = Arc::new(file.audit.signer(path)?);
         let audit_store = file.audit.store_url(path);
@@ -188,7 +197,7 @@ impl GatewayConfig {
             file,
             registry,
             tls,
-            rulebook: Arc::new(rulebook),
+            rulebook,
             audit_store,
             audit_signer,
         })

@@ -224,12 +224,23 @@ pub enum Reload {
     },
 }
 
+/// What a process checks of a new registry before activating it (the gateway: that it
+/// still agrees with the rulebook), beyond signature and version.
+pub type Check = Arc<dyn Fn(&Registry) -> Result<(), String> + Send + Sync>;
+
 /// The active registry of a running process, replaced as a whole on reload.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Live {
     file: PathBuf,
     key: RegistryKey,
     active: Arc<RwLock<Active>>,
+    check: Option<Check>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("file", &self.file).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -249,20 +260,14 @@ impl Live {
                 registry: Arc::new(registry),
                 bytes,
             })),
+            check: None,
         })
     }
 
-    /// A registry fixed for the life of the process, with no file behind it
-    /// (tools and benches that build a network in memory).
-    pub fn fixed(registry: Registry) -> Live {
-        Live {
-            file: PathBuf::new(),
-            key: RegistryKey(Arc::new(UnparsedPublicKey::new(&ED25519, Vec::new()))),
-            active: Arc::new(RwLock::new(Active {
-                registry: Arc::new(registry),
-                bytes: Vec::new(),
-            })),
-        }
+    /// Every later version must also pass `check` to be activated.
+    pub fn with_check(mut self, check: Check) -> Live {
+        self.check = Some(check);
+        self
     }
 
     /// The active registry. Take one snapshot per request and decide on it.
@@ -278,9 +283,6 @@ impl Live {
     /// Re-reads the file: activates it if it is signed and newer, keeps the
     /// active one otherwise.
     pub fn reload(&self) -> Result<Reload, RegistryError> {
-        if self.file.as_os_str().is_empty() {
-            return Ok(Reload::Unchanged);
-        }
         let (registry, bytes) = read_signed(&self.file, &self.key)?;
         let mut active = match self.active.write() {
             Ok(a) => a,
@@ -302,6 +304,10 @@ impl Live {
                 file: self.file.clone(),
                 version: found,
             });
+        }
+        if let Some(check) = &self.check {
+            check(&registry)
+                .map_err(|problem| RegistryError::Invalid(ConfigError::invalid(&self.file, "registry", problem)))?;
         }
         *active = Active {
             registry: Arc::new(registry),
@@ -407,6 +413,28 @@ mod tests {
         sign(&file, &private).unwrap();
         assert_eq!(live.reload().unwrap_err().code(), "REGISTRY_VERSION_REUSED");
         assert!(!live.current().is_revoked(&[0x4e]));
+    }
+
+    #[test]
+    fn a_newer_registry_that_fails_the_process_check_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.toml");
+        let (private, key) = keypair(dir.path());
+        std::fs::write(&file, registry(1, "")).unwrap();
+        sign(&file, &private).unwrap();
+        let live = Live::open(&file, key).unwrap().with_check(Arc::new(|r: &Registry| {
+            if r.is_revoked(&[0x4e]) {
+                Err("the rulebook needs it".to_owned())
+            } else {
+                Ok(())
+            }
+        }));
+        std::fs::write(&file, registry(2, "\"4e\"")).unwrap();
+        sign(&file, &private).unwrap();
+        let err = live.reload().unwrap_err();
+        assert_eq!(err.code(), "REGISTRY_INVALID");
+        assert!(err.to_string().contains("the rulebook needs it"), "{err}");
+        assert_eq!(live.current().version(), 1);
     }
 
     #[test]
