@@ -109,7 +109,9 @@ pub fn read_file(config_file: &Path, key: &str, path: &Path) -> Result<String, C
 /// Reads a file of secret key material: it must be readable by its owner only
 /// (mode 0600 or stricter), as `cii keys` writes it — a secret readable by other
 /// accounts of the machine is refused, like ssh refuses such a private key.
-pub fn read_secret(config_file: &Path, key: &str, path: &Path) -> Result<String, ConfigError> {
+/// The text comes back in a [`zeroize::Zeroizing`] string: wiped when dropped, so the
+/// secret lives in memory only as long as its parsed form.
+pub fn read_secret(config_file: &Path, key: &str, path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let resolved = resolve(config_file, path);
     if let Ok(meta) = std::fs::metadata(&resolved)
@@ -125,7 +127,7 @@ pub fn read_secret(config_file: &Path, key: &str, path: &Path) -> Result<String,
             ),
         ));
     }
-    read_file(config_file, key, path)
+    read_file(config_file, key, path).map(zeroize::Zeroizing::new)
 }
 
 /// A PostgreSQL URL that leaves the machine must verify the server's certificate
@@ -301,7 +303,9 @@ mod tests {
         );
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
-            read_secret(&config, "pseudonym.session_keys", Path::new("session-keys.json")).unwrap(),
+            read_secret(&config, "pseudonym.session_keys", Path::new("session-keys.json"))
+                .unwrap()
+                .as_str(),
             "{}"
         );
     }

@@ -95,8 +95,8 @@ pub struct NodeConfig {
     pub audit_verifier: cii_audit::note::Verifier,
 }
 
-/// The store key (never printed).
-#[derive(Clone)]
+/// The store key (never printed; wiped from memory when dropped).
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct StoreKey(pub [u8; 32]);
 
 impl std::fmt::Debug for StoreKey {
