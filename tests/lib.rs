@@ -123,6 +123,8 @@ pub struct RegistrySpec {
     pub network_roles: Vec<usize>,
     /// Further JWT keys: (member, kid, algorithm, SPKI PEM file).
     pub extra_keys: Vec<(usize, String, String, PathBuf)>,
+    /// Members listed with another type than they started with.
+    pub retyped: Vec<(usize, InstitutionType)>,
 }
 
 /// A `[limits]` section far above what a test can send (for tests of something else that flood).
@@ -141,6 +143,11 @@ pub fn write_registry(dir: &Path, members: &[(Member, u16)], spec: &RegistrySpec
         spec.version
     );
     for (i, (m, port)) in members.iter().enumerate() {
+        let kind = spec
+            .retyped
+            .iter()
+            .find(|(member, _)| *member == i)
+            .map_or(m.kind, |(_, kind)| *kind);
         let revoked = if spec.revoked.contains(&i) {
             let serial = cert_serial(&cii_kit::pki::party_files(&pki, &PeerIdentity::Institution(m.id.clone())).cert);
             format!("revoked_serials = [\"{serial}\"]\n")
@@ -157,7 +164,6 @@ pub fn write_registry(dir: &Path, members: &[(Member, u16)], spec: &RegistrySpec
              endpoint = \"https://127.0.0.1:{port}\"\n{revoked}{roles}\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
              public_key_file = \"pki/institutions/{id}/jwt.pub\"\n",
             id = m.id,
-            kind = m.kind,
         ));
         for (_, kid, algorithm, file) in spec.extra_keys.iter().filter(|(member, ..)| *member == i) {
             registry.push_str(&format!(
@@ -228,7 +234,7 @@ impl Network {
                 version: 1,
                 revoked: options.revoke_member_certs.clone(),
                 network_roles: options.network_roles.clone(),
-                extra_keys: Vec::new(),
+                ..RegistrySpec::default()
             },
         );
         let limits = options.limits.clone().unwrap_or_default();

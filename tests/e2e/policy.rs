@@ -98,3 +98,47 @@ async fn the_gateway_refuses_to_start_when_rulebook_and_registry_disagree() {
     assert!(err.contains("key `rulebook`") && err.contains("basis X-1"), "{err}");
     net.stop().await;
 }
+
+/// A registry version that no longer agrees with the running gateway's rulebook (an
+/// institution the rulebook names, now of another type) is refused on reload; the
+/// active registry stays and the refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_registry_that_disagrees_with_the_rulebook_is_refused() {
+    let mut net = Network::start(&[member("AI-VS", InstitutionType::Ai)]).await;
+    net.restart_gateway(|dir| {
+        std::fs::create_dir_all(dir.join("rulebook")).expect("dir");
+        std::fs::write(
+            dir.join("rulebook/canton.toml"),
+            "[rulebook]\nversion = \"t-1\"\nextends = \"federal\"\n\n[[institution]]\nid = \"AI-VS\"\ntype = \"AI\"\n",
+        )
+        .expect("write");
+        let config = std::fs::read_to_string(dir.join("gateway.toml"))
+            .expect("read")
+            .replacen("[registry]", "rulebook = \"rulebook\"\n\n[registry]", 1);
+        std::fs::write(dir.join("gateway.toml"), config).expect("write");
+    })
+    .await;
+    net.publish_registry(&cii_tests::RegistrySpec {
+        version: 2,
+        retyped: vec![(0, InstitutionType::As)],
+        ..cii_tests::RegistrySpec::default()
+    });
+    let mut refused = false;
+    for _ in 0..100 {
+        let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
+        if metrics.contains("cii_refusals_total{code=\"REGISTRY_INVALID\"} 1") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the disagreeing registry is refused and counted");
+    let dir = net.stop().await;
+    let activations: Vec<String> = cii_tests::audit_entries(dir.path())
+        .await
+        .into_iter()
+        .filter(|e| e.kind == cii_audit::EntryKind::RegistryActivated as i32)
+        .map(|e| e.detail)
+        .collect();
+    assert!(activations.iter().all(|d| d.ends_with("version=1")), "{activations:?}");
+}
