@@ -29,12 +29,24 @@ async fn a_client_without_a_certificate_is_refused_at_the_handshake() {
         .who_am_i(gw::WhoAmIRequest {})
         .await
         .expect_err("no certificate, no call");
-    assert!(format!("{err:?}").contains("CertificateRequired"), "{err:?}");
-    let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
+    // In TLS 1.3 the client may finish its side of the handshake before the server's alert
+    // arrives: it then sees the alert, or only the connection closing under its request.
+    let text = format!("{err:?}");
     assert!(
-        metrics.contains("cii_tls_refusals_total{code=\"no_certificate\"} 1"),
-        "{metrics}"
+        text.contains("CertificateRequired") || text.contains("connection closed"),
+        "{err:?}"
     );
+    // The server's count is the proof that the handshake, not a handler, refused it.
+    let mut counted = false;
+    for _ in 0..50 {
+        let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
+        if metrics.contains("cii_tls_refusals_total{code=\"no_certificate\"} 1") {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(counted, "the refusal is counted as no_certificate");
     net.stop().await;
 }
 
