@@ -665,6 +665,18 @@ pub fn mint_raw(key_pem: &[u8], algorithm: jsonwebtoken::Algorithm, kid: &str, c
     jsonwebtoken::encode(&header, claims, &key).expect("sign")
 }
 
+/// Whether the metrics at `addr` come to contain `line` within 10 s: counters are written
+/// after the answer goes out, and registry reloads poll every second.
+pub async fn metrics_eventually_contain(addr: SocketAddr, line: &str) -> bool {
+    for _ in 0..100 {
+        if fetch_metrics(addr).await.contains(line) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Fetches a metrics endpoint's text (plain HTTP/1.1 GET).
 pub async fn fetch_metrics(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

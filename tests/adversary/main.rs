@@ -310,11 +310,10 @@ async fn a_revocation_reaches_open_connections_and_an_older_registry_is_refused(
         ..RegistrySpec::default()
     });
     assert!(
-        eventually(|| async {
-            cii_tests::fetch_metrics(net.gateway_metrics)
-                .await
-                .contains("cii_refusals_total{code=\"REGISTRY_VERSION_LOWER\"} 1")
-        })
+        cii_tests::metrics_eventually_contain(
+            net.gateway_metrics,
+            "cii_refusals_total{code=\"REGISTRY_VERSION_LOWER\"} 1"
+        )
         .await,
         "the lower version is refused and counted"
     );
@@ -326,11 +325,10 @@ async fn a_revocation_reaches_open_connections_and_an_older_registry_is_refused(
     )
     .unwrap();
     assert!(
-        eventually(|| async {
-            cii_tests::fetch_metrics(net.gateway_metrics)
-                .await
-                .contains("cii_refusals_total{code=\"REGISTRY_SIGNATURE_INVALID\"} 1")
-        })
+        cii_tests::metrics_eventually_contain(
+            net.gateway_metrics,
+            "cii_refusals_total{code=\"REGISTRY_SIGNATURE_INVALID\"} 1"
+        )
         .await
     );
     net.stop().await;

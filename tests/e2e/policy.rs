@@ -123,16 +123,11 @@ async fn a_reloaded_registry_that_disagrees_with_the_rulebook_is_refused() {
         retyped: vec![(0, InstitutionType::As)],
         ..cii_tests::RegistrySpec::default()
     });
-    let mut refused = false;
-    for _ in 0..100 {
-        let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
-        if metrics.contains("cii_refusals_total{code=\"REGISTRY_INVALID\"} 1") {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(refused, "the disagreeing registry is refused and counted");
+    assert!(
+        cii_tests::metrics_eventually_contain(net.gateway_metrics, "cii_refusals_total{code=\"REGISTRY_INVALID\"} 1")
+            .await,
+        "the disagreeing registry is refused and counted"
+    );
     let dir = net.stop().await;
     let activations: Vec<String> = cii_tests::audit_entries(dir.path())
         .await
