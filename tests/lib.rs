@@ -764,3 +764,44 @@ pub async fn raw_unary(
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
     Ok(grpc.unary(with_token(body, token), path, RawCodec).await?.into_inner())
 }
+
+/// Writes `entries` (any bytes) straight into the audit store at `url` after its last
+/// entry, under a checkpoint signed with the log's key (`signing_key_pem`): what a bug of
+/// an earlier release, or someone holding the store and the key, could leave behind.
+/// Returns the first planted index.
+pub async fn plant_audit_entries(url: &str, signing_key_pem: &str, entries: &[Vec<u8>]) -> u64 {
+    use cii_audit::merkle::{Tree, leaf_hash};
+    let store = cii_audit::Store::open(url).await.expect("audit store");
+    let mut tree = Tree::new();
+    for leaf in store.leaf_hashes().await.expect("leaf hashes") {
+        tree.push(leaf);
+    }
+    let first = tree.size();
+    let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+    let rows: Vec<cii_audit::store::NewEntry> = (first..)
+        .zip(entries)
+        .map(|(index, bytes)| {
+            let leaf = leaf_hash(bytes);
+            tree.push(leaf);
+            cii_audit::store::NewEntry {
+                index,
+                leaf_hash: leaf,
+                bytes: bytes.clone(),
+                time_micros: now,
+            }
+        })
+        .collect();
+    let origin = "cii.test/audit";
+    let signer = cii_audit::note::Signer::from_pem(origin, signing_key_pem).expect("signer");
+    let checkpoint = cii_audit::note::Checkpoint {
+        origin: origin.to_owned(),
+        size: tree.size(),
+        root: tree.root(),
+    };
+    store
+        .append(&rows, (tree.size(), &signer.sign(&checkpoint.body())))
+        .await
+        .expect("plant");
+    store.close().await;
+    first
+}

@@ -92,8 +92,43 @@ struct Filter {
     acting_user: String,
 }
 
+/// A filter's value is logged with the query: it must be of its field's form, short, and
+/// never an AVS number (a DPO pasting one would write it into the log).
+fn check_filter(field: &'static str, value: &str) -> Result<(), GatewayError> {
+    let identifier = |v: &str| v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    let (ok, expected) = match field {
+        "institution" => (
+            cii_types::InstitutionId::parse(field, value).is_ok(),
+            "an institution id",
+        ),
+        "acting_user" => (
+            value.split_once('@').is_some_and(|(user, institution)| {
+                cii_kit::jwt::subject_is_safe(user) && cii_types::InstitutionId::parse(field, institution).is_ok()
+            }),
+            "an account user@INSTITUTION as the log records it",
+        ),
+        _ => (
+            identifier(value),
+            "an id of at most 64 characters of A–Z, a–z, 0–9, '.', '_', ':', '-'",
+        ),
+    };
+    if value.is_empty() || (ok && !cii_types::avs::looks_like_avs(value)) {
+        Ok(())
+    } else {
+        Err(GatewayError::FilterInvalid { field, expected })
+    }
+}
+
 impl Filter {
     fn check(caller: &Caller, q: &pb::QueryRequest) -> Result<Filter, GatewayError> {
+        for (field, value) in [
+            ("institution", &q.institution),
+            ("basis", &q.basis),
+            ("exchange_type", &q.exchange_type),
+            ("acting_user", &q.acting_user),
+        ] {
+            check_filter(field, value)?;
+        }
         let own = caller.institution.id.to_string();
         let institution = if caller.user.roles.contains(&Role::NetworkDpo) {
             (!q.institution.is_empty()).then(|| q.institution.clone())
@@ -409,7 +444,19 @@ impl Scan {
                 };
                 let entry = match cii_audit::entry::decode(&body) {
                     Ok(entry) if sent < self.limit && self.filter.matches(&entry) => entry,
-                    _ => continue,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        // Nothing in it can be matched or shown: the DPO learns it is there.
+                        let report = pb::Entry {
+                            index: stored.index,
+                            undecodable: e.to_string(),
+                            ..pb::Entry::default()
+                        };
+                        if tx.send(Ok(report)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 sent += 1;
                 let answer = self

@@ -56,6 +56,14 @@ pub enum GatewayError {
     /// The decision filter is neither `permit` nor `deny`.
     #[error("decision is `permit` or `deny`")]
     DecisionInvalid,
+    /// A query filter is not of its form.
+    #[error("{field} is not of its form: {expected}, and no AVS number")]
+    FilterInvalid {
+        /// The filter at fault.
+        field: &'static str,
+        /// The form it must have.
+        expected: &'static str,
+    },
     /// The period ends before it starts.
     #[error("from must be before until")]
     PeriodInvalid,
@@ -93,6 +101,7 @@ impl GatewayError {
             E::DpoScope => "DPO_SCOPE",
             E::DecisionInvalid => "DECISION_INVALID",
             E::PeriodInvalid => "PERIOD_INVALID",
+            E::FilterInvalid { .. } => "FILTER_INVALID",
             E::ProofOutOfRange(_) => "PROOF_OUT_OF_RANGE",
             E::ExplainInvalid { .. } => "INVALID_ARGUMENT",
             E::ConsentRegistryUnavailable => "CONSENT_REGISTRY_UNAVAILABLE",
@@ -110,6 +119,7 @@ impl GatewayError {
             E::DpoScope => "institution",
             E::DecisionInvalid => "decision",
             E::PeriodInvalid => "until",
+            E::FilterInvalid { field, .. } => field,
             E::ExplainInvalid { field, .. } => field,
             _ => return None,
         })

@@ -581,3 +581,47 @@ async fn verification_succeeds_while_the_log_is_being_appended_to() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn the_writer_refuses_an_entry_the_reader_would_refuse_and_appends_nothing() {
+    for (name, url, _dir) in stores().await {
+        let signer = std::sync::Arc::new(Signer::from_pem(ORIGIN, &generate_key_pem().expect("key")).expect("signer"));
+        let store = Store::open(&url).await.expect("open");
+        let (log, task) = Log::open(store.clone(), signer, ORIGIN.into()).await.expect("log");
+        log.append(entry(0)).await.expect("an ordinary entry");
+        for (field, bad) in [
+            (
+                "detail",
+                Entry {
+                    detail: "x".repeat(70_000),
+                    ..entry(1)
+                },
+            ),
+            (
+                "acting_user",
+                Entry {
+                    acting_user: "756.1234.5678.97".into(),
+                    ..entry(1)
+                },
+            ),
+            (
+                "transfer_id",
+                Entry {
+                    transfer_id: "t\u{7}".into(),
+                    ..entry(1)
+                },
+            ),
+        ] {
+            match log.append(bad).await {
+                Err(cii_audit::LogError::Refused(r)) => assert_eq!(r.field, field, "{name}"),
+                other => panic!("{name}: {field} not refused: {other:?}"),
+            }
+        }
+        assert_eq!(log.checkpoint().0, 1, "{name}: nothing appended");
+        let receipt = log.append(entry(2)).await.expect("the log goes on");
+        assert_eq!(receipt.index, 1);
+        drop(log);
+        task.await.expect("sequencer");
+        store.close().await;
+    }
+}

@@ -22,6 +22,117 @@ pub const VERSION: u8 = 1;
 /// Largest entry accepted (entries hold metadata only; anything bigger is a bug or an attack).
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
 
+/// Longest value of a one-line field (ids, codes, names, the acting user).
+pub const MAX_FIELD_CHARS: usize = 256;
+
+/// Longest `detail` (a short description: filters, versions, a retention run's months).
+pub const MAX_DETAIL_CHARS: usize = 4096;
+
+/// Most values of a repeated field (bases, categories, reasons, consents…).
+pub const MAX_VALUES: usize = 256;
+
+/// Why an entry was refused before it was written: the field and the rule it breaks.
+///
+/// INVARIANT (log-reads-back-what-it-writes): the writer checks every entry with
+/// [`check`], so nothing enters the log that the reader would refuse, and no
+/// control character, oversized value or AVS look-alike reaches a DPO's screen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit entry field {field}: {problem}")]
+pub struct Refused {
+    /// The entry's field at fault.
+    pub field: &'static str,
+    /// The rule it breaks (never the value, which may be personal data).
+    pub problem: &'static str,
+}
+
+/// Checks what an entry may hold: every text field one line of at most
+/// [`MAX_FIELD_CHARS`] characters ([`MAX_DETAIL_CHARS`] for `detail`), no control
+/// characters, no AVS look-alike (in `detail`, per word), at most [`MAX_VALUES`]
+/// values per repeated field, hashes and pseudonyms of their own sizes, and the
+/// whole encoding within [`MAX_ENTRY_BYTES`] whatever index it is given.
+pub fn check(entry: &Entry) -> Result<(), Refused> {
+    let refuse = |field, problem| Err(Refused { field, problem });
+    let singles = [
+        ("transfer_id", &entry.transfer_id),
+        ("sender", &entry.sender),
+        ("recipient", &entry.recipient),
+        ("acting_user", &entry.acting_user),
+        ("exchange_type", &entry.exchange_type),
+        ("purpose", &entry.purpose),
+        ("trigger", &entry.trigger),
+        ("rulebook_hash", &entry.rulebook_hash),
+    ];
+    for (field, value) in singles {
+        check_text(field, value, MAX_FIELD_CHARS)?;
+    }
+    let lists = [
+        ("bases", &entry.bases),
+        ("released", &entry.released),
+        ("withheld", &entry.withheld),
+        ("reasons", &entry.reasons),
+        ("consents", &entry.consents),
+        ("attestations", &entry.attestations),
+        ("obligations", &entry.obligations),
+    ];
+    for (field, values) in lists {
+        if values.len() > MAX_VALUES {
+            return refuse(field, "too many values");
+        }
+        for value in values {
+            check_text(field, value, MAX_FIELD_CHARS)?;
+        }
+    }
+    check_line(&entry.detail, MAX_DETAIL_CHARS).map_err(|problem| Refused {
+        field: "detail",
+        problem,
+    })?;
+    if entry
+        .detail
+        .split_whitespace()
+        .any(|word| word.split(['=', ',', ';']).any(cii_types::avs::looks_like_avs))
+    {
+        return refuse("detail", "looks like an AVS number");
+    }
+    for (field, bytes, allowed) in [
+        ("audit_pseudonym", &entry.audit_pseudonym, 64),
+        ("payload_sha256", &entry.payload_sha256, 32),
+        ("written_request_sha256", &entry.written_request_sha256, 32),
+    ] {
+        if !bytes.is_empty() && bytes.len() != allowed {
+            return refuse(field, "wrong length");
+        }
+    }
+    // The largest index adds at most 10 bytes of varint and its tag.
+    let largest = 1
+        + Entry {
+            index: u64::MAX,
+            ..Entry::default()
+        }
+        .encoded_len()
+        + entry.encoded_len();
+    if largest > MAX_ENTRY_BYTES {
+        return refuse("entry", "larger than the log reads back");
+    }
+    Ok(())
+}
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Refused> {
+    let problem = check_line(value, max)
+        .err()
+        .or_else(|| cii_types::avs::looks_like_avs(value).then_some("looks like an AVS number"));
+    problem.map_or(Ok(()), |problem| Err(Refused { field, problem }))
+}
+
+fn check_line(value: &str, max: usize) -> Result<(), &'static str> {
+    if value.chars().count() > max {
+        return Err("too long");
+    }
+    if value.chars().any(char::is_control) {
+        return Err("contains a control character");
+    }
+    Ok(())
+}
+
 /// An entry's bytes could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -123,5 +234,92 @@ mod tests {
         let no_kind = encode(&Entry { kind: 0, ..sample() });
         assert_eq!(decode(&no_kind), Err(EntryError::Kind));
         assert_eq!(decode(&[1, 0xff]), Err(EntryError::Malformed));
+    }
+
+    #[test]
+    fn check_refuses_what_the_reader_would_refuse_or_should_not_show() {
+        assert_eq!(check(&sample()), Ok(()));
+        let refused = |e: Entry| check(&e).map_err(|r| (r.field, r.problem));
+        let long = "x".repeat(MAX_FIELD_CHARS + 1);
+        assert_eq!(
+            refused(Entry {
+                acting_user: long.clone(),
+                ..sample()
+            }),
+            Err(("acting_user", "too long"))
+        );
+        assert_eq!(
+            refused(Entry {
+                bases: vec![long],
+                ..sample()
+            }),
+            Err(("bases", "too long"))
+        );
+        assert_eq!(
+            refused(Entry {
+                bases: vec!["b".into(); MAX_VALUES + 1],
+                ..sample()
+            }),
+            Err(("bases", "too many values"))
+        );
+        assert_eq!(
+            refused(Entry {
+                transfer_id: "a\nb".into(),
+                ..sample()
+            }),
+            Err(("transfer_id", "contains a control character"))
+        );
+        assert_eq!(
+            refused(Entry {
+                acting_user: "756.1234.5678.97".into(),
+                ..sample()
+            }),
+            Err(("acting_user", "looks like an AVS number"))
+        );
+        assert_eq!(
+            refused(Entry {
+                detail: "basis=x acting_user=7561234567897".into(),
+                ..sample()
+            }),
+            Err(("detail", "looks like an AVS number"))
+        );
+        // Digits spread over several words of a detail are not one number.
+        assert_eq!(
+            check(&Entry {
+                detail: "version=756 size=1234567897".into(),
+                ..sample()
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            refused(Entry {
+                detail: "d".repeat(MAX_DETAIL_CHARS + 1),
+                ..sample()
+            }),
+            Err(("detail", "too long"))
+        );
+        assert_eq!(
+            refused(Entry {
+                payload_sha256: vec![0; 31],
+                ..sample()
+            }),
+            Err(("payload_sha256", "wrong length"))
+        );
+        // Every field at its limit still fits what the reader accepts.
+        let max = "m".repeat(MAX_FIELD_CHARS);
+        let full = Entry {
+            index: u64::MAX,
+            detail: "d".repeat(MAX_DETAIL_CHARS),
+            bases: vec![max.clone(); 40],
+            ..sample()
+        };
+        assert_eq!(check(&full), Ok(()));
+        assert!(decode(&encode(&full)).is_ok());
+        let over = Entry {
+            bases: vec![max.clone(); 250],
+            released: vec![max; 250],
+            ..sample()
+        };
+        assert_eq!(refused(over), Err(("entry", "larger than the log reads back")));
     }
 }

@@ -37,6 +37,9 @@ pub enum LogError {
     /// The sequencer has stopped.
     #[error("audit log is shut down")]
     Closed,
+    /// The entry breaks a rule of what the log holds (see [`crate::entry::check`]); nothing was appended.
+    #[error(transparent)]
+    Refused(#[from] crate::entry::Refused),
 }
 
 impl LogError {
@@ -46,6 +49,7 @@ impl LogError {
             LogError::Store(_) | LogError::Closed => "AUDIT_UNAVAILABLE",
             LogError::Inconsistent(_) => "AUDIT_INCONSISTENT",
             LogError::Note(_) => "AUDIT_KEY",
+            LogError::Refused(_) => "AUDIT_ENTRY_REFUSED",
         }
     }
 }
@@ -164,7 +168,9 @@ impl Log {
     }
 
     /// Appends `entry` (its `index` is assigned here) and returns once it is durable.
+    /// An entry that [`crate::entry::check`] refuses is not appended.
     pub async fn append(&self, entry: Entry) -> Result<Receipt, LogError> {
+        crate::entry::check(&entry)?;
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request { entry, reply })

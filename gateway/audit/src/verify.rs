@@ -5,7 +5,11 @@
 //! Entries whose period retention destroyed keep only their leaf hash: they
 //! still rebuild the tree (so every checkpoint still verifies) but their
 //! bodies are counted as expired, not checked. A body that should open and
-//! does not is damage. Reads only; the verifier never uses the writer.
+//! does not is damage. An entry whose bytes hash right but do not decode
+//! (oversized, malformed: written by a bug or straight into the store) is
+//! listed by index and the walk goes on with the hash of its bytes, so every
+//! checkpoint is still checked and one bad entry hides nothing after it.
+//! Reads only; the verifier never uses the writer.
 
 use crate::entry::decode;
 use crate::merkle::{Tree, leaf_hash, verify_consistency};
@@ -42,6 +46,9 @@ pub struct Report {
     pub expired: u64,
     /// The periods those entries belong to, oldest first.
     pub expired_periods: Vec<String>,
+    /// Entries in the tree whose bytes cannot be read as an entry: index and problem, in order.
+    /// The log's structure verified; these entries' content cannot be shown.
+    pub undecodable: Vec<(u64, String)>,
 }
 
 fn bad(index: u64, problem: impl Into<String>) -> VerifyError {
@@ -119,6 +126,7 @@ pub async fn verify(
         newest: walk.last_verified,
         expired: walk.expired,
         expired_periods: walk.expired_periods.into_iter().collect(),
+        undecodable: walk.undecodable,
     })
 }
 
@@ -136,6 +144,7 @@ struct Walk {
     /// Entries with expired bodies.
     expired: u64,
     expired_periods: std::collections::BTreeSet<String>,
+    undecodable: Vec<(u64, String)>,
 }
 
 impl Walk {
@@ -180,30 +189,33 @@ impl Walk {
                 format!("entry {expected} is missing (next stored index is {})", stored.index),
             ));
         }
-        let leaf = match stored.body {
+        let leaf = match &stored.body {
             Body::Readable(bytes) => {
-                let entry = decode(&bytes).map_err(|e| bad(expected, e.to_string()))?;
-                if entry.index != expected {
-                    return Err(bad(
-                        expected,
-                        format!("entry stored at {expected} says it is entry {}", entry.index),
-                    ));
-                }
-                let leaf = leaf_hash(&bytes);
+                // The hash of the bytes as stored, whatever their size or content.
+                let leaf = leaf_hash(bytes);
                 if stored.leaf_hash != leaf {
                     return Err(bad(expected, "stored leaf hash does not match the entry"));
+                }
+                match decode(bytes) {
+                    Ok(entry) if entry.index != expected => {
+                        return Err(bad(
+                            expected,
+                            format!("entry stored at {expected} says it is entry {}", entry.index),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.undecodable.push((expected, e.to_string())),
                 }
                 leaf
             }
             Body::Expired { period } => {
                 self.expired += 1;
-                self.expired_periods.insert(period);
-                stored
-                    .leaf_hash
-                    .try_into()
+                self.expired_periods.insert(period.clone());
+                <[u8; 32]>::try_from(stored.leaf_hash.as_slice())
                     .map_err(|_| bad(expected, "stored leaf hash is not 32 bytes"))?
             }
-            Body::Unreadable(problem) => return Err(bad(expected, problem)),
+            // A sealed body that does not open cannot be hashed: damage, not content.
+            Body::Unreadable(problem) => return Err(bad(expected, problem.clone())),
         };
         self.tree.push(leaf);
         self.settle()

@@ -151,10 +151,12 @@ registry! {
     AUDIT_UNAVAILABLE: Unavailable, true, "the audit log could not record or be read; nothing was done";
     AUDIT_INCONSISTENT: Internal, false, "the audit log disagrees with its own checkpoints";
     AUDIT_KEY: Unavailable, true, "the checkpoint could not be signed; nothing was done";
+    AUDIT_ENTRY_REFUSED: InvalidArgument, false, "the entry would hold a value the log does not accept (too long, a control character, an AVS look-alike); nothing was done";
     PROOF_OUT_OF_RANGE: OutOfRange, false, "a proof asked for beyond the log's size";
     DPO_SCOPE: PermissionDenied, false, "a dpo sees the entries of their own institution only";
     DECISION_INVALID: InvalidArgument, false, "the decision filter is `permit` or `deny`";
     PERIOD_INVALID: InvalidArgument, false, "the period's start is not before its end";
+    FILTER_INVALID: InvalidArgument, false, "a query filter is not of its form (an institution id, a basis or exchange-type id, an account `user@INSTITUTION`) or looks like an AVS number";
     // The consent registry.
     CONSENT_REGISTRY_UNAVAILABLE: Unavailable, true, "the consent registry cannot be reached; nothing was decided or changed";
     CONSENT_STORE_UNAVAILABLE: Unavailable, true, "the consent registry's store failed; nothing was changed";

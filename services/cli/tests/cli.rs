@@ -1232,3 +1232,59 @@ fn the_valais_scenarios_pass() {
     assert!(out.status.success(), "{text}");
     assert_eq!(text.lines().last(), Some("9 passed, 0 failed"), "{text}");
 }
+
+/// An entry that does not decode, planted in the store under a validly signed checkpoint
+/// (the gateway's writer refuses such entries): `verify` lists it, checks the rest, exits 3.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_lists_an_undecodable_entry_checks_the_rest_and_exits_3() {
+    use cii_audit::merkle::{Tree, leaf_hash};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("audit.db").display());
+    let origin = "cii.test/audit";
+    let signer =
+        cii_audit::note::Signer::from_pem(origin, &cii_audit::note::generate_key_pem().expect("key")).expect("signer");
+    let vkey = signer.verifier().vkey();
+    let entry = |index: u64, detail: String| {
+        cii_audit::entry::encode(&cii_audit::Entry {
+            index,
+            time_micros: 1_790_000_000_000_000,
+            kind: cii_audit::EntryKind::AdminAction as i32,
+            detail,
+            ..cii_audit::Entry::default()
+        })
+    };
+    let store = cii_audit::Store::open(&url).await.expect("store");
+    let mut tree = Tree::new();
+    for (index, bytes) in [
+        (0, entry(0, "before".into())),
+        (1, entry(1, "x".repeat(100_000))),
+        (2, entry(2, "after".into())),
+    ] {
+        let leaf = leaf_hash(&bytes);
+        tree.push(leaf);
+        let row = cii_audit::store::NewEntry {
+            index,
+            leaf_hash: leaf,
+            bytes,
+            time_micros: 1_790_000_000_000_000,
+        };
+        let note = signer.sign(
+            &cii_audit::note::Checkpoint {
+                origin: origin.into(),
+                size: tree.size(),
+                root: tree.root(),
+            }
+            .body(),
+        );
+        store.append(&[row], (tree.size(), &note)).await.expect("append");
+    }
+    store.close().await;
+    let out = cii(&["audit", "verify", "--store", &url, "--vkey", &vkey]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.starts_with("ok: 3 entries, 3 signed checkpoints"), "{text}");
+    assert!(
+        text.contains("UNDECODABLE: entry 1: entry larger than 65536 bytes"),
+        "{text}"
+    );
+}

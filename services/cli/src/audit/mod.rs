@@ -42,7 +42,9 @@ pub struct StoreArgs {
 pub enum AuditCommand {
     /// Recompute the tree from the store and check every entry, checkpoint signature and consistency.
     #[command(
-        after_help = "Exit 0: the log is intact. Exit 1: the first bad index and what is wrong are printed.\n\n\
+        after_help = "Exit 0: the log is intact. Exit 1: the first bad index and what is wrong are printed.\n\
+Exit 3: the tree and every checkpoint verify, but the entries listed as UNDECODABLE do not decode\n\
+(written straight into the store: the gateway refuses such entries); investigate them.\n\n\
 Example:\n  cii audit verify --config /etc/cii/gateway.toml"
     )]
     Verify(StoreArgs),
@@ -115,6 +117,33 @@ async fn open(args: &StoreArgs) -> anyhow::Result<Opened> {
     }
 }
 
+/// The exit code of `verify`, `query` and `export` when the log holds entries whose bytes
+/// do not decode: the tree and checkpoints verified, but those entries cannot be read.
+pub(crate) const EXIT_UNDECODABLE: u8 = 3;
+
+/// Prints the gateway's report of an undecodable entry (to stderr, beside the answer)
+/// and says whether `item` was one.
+#[expect(clippy::print_stderr, reason = "a warning beside the command's output")]
+pub(crate) fn report_undecodable(item: &cii_proto::audit::Entry) -> bool {
+    if item.undecodable.is_empty() {
+        return false;
+    }
+    eprintln!(
+        "entry {} cannot be decoded ({}): it is in the log but cannot be shown; the operator runs `cii audit verify`",
+        item.index, item.undecodable
+    );
+    true
+}
+
+/// Success, or [`EXIT_UNDECODABLE`] if any entry could not be decoded.
+pub(crate) fn exit_after(undecodable: u64) -> ExitCode {
+    if undecodable == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNDECODABLE)
+    }
+}
+
 /// Standard padded base64, as C2SP notes and our proofs use.
 pub(crate) fn b64(h: &[u8]) -> String {
     STANDARD.encode(h)
@@ -162,7 +191,12 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                             report.expired_periods.join(", ")
                         );
                     }
-                    Ok(ExitCode::SUCCESS)
+                    for (index, problem) in &report.undecodable {
+                        println!(
+                            "UNDECODABLE: entry {index}: {problem} (its hash is in the tree; its content cannot be read)"
+                        );
+                    }
+                    Ok(exit_after(report.undecodable.len() as u64))
                 }
                 Err(e) => {
                     println!("FAILED: {e}");

@@ -177,11 +177,20 @@ impl Row {
 }
 
 /// One CSV field, quoted when it must be.
+///
+/// A cell a spreadsheet would read as a formula (beginning with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return) gets a leading `'`, so opening an export never runs what an entry
+/// or a filter put there (OWASP's CSV-injection rule).
 pub(crate) fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
     } else {
         value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
     }
 }
 
@@ -211,8 +220,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", COLUMNS.join(","))?;
     }
     let mut printed = 0u32;
+    let mut undecodable = 0u64;
     while let Some(item) = stream.next().await {
         let item = item.context("the answer stream broke off")?;
+        if super::report_undecodable(&item) {
+            undecodable += 1;
+            continue;
+        }
         let entry = cii_audit::entry::decode(&item.body).context("an entry does not decode")?;
         let person_bytes = super::dpo_person(&item, &entry);
         let pseudonym = match (&keys, person_bytes.is_empty()) {
@@ -304,7 +318,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
         writeln!(out, "{} entries", cells.len())?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::exit_after(undecodable))
 }
 
 /// `cii audit export`: the selected entries with their inclusion proofs, as JSON lines.
@@ -330,9 +344,13 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let mut out = std::io::stdout().lock();
-    let mut count = 0u64;
+    let (mut count, mut undecodable) = (0u64, 0u64);
     while let Some(item) = stream.next().await {
         let item = item.context("the answer stream broke off")?;
+        if super::report_undecodable(&item) {
+            undecodable += 1;
+            continue;
+        }
         let leaf = cii_audit::merkle::leaf_hash(&item.body);
         let line = serde_json::json!({
             "index": item.index,
@@ -345,7 +363,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         count += 1;
     }
     eprintln!("{count} entries exported");
-    Ok(ExitCode::SUCCESS)
+    Ok(super::exit_after(undecodable))
 }
 
 /// `cii audit check-export`: checks an export offline against the log's verifier key.
@@ -411,4 +429,22 @@ pub fn check_export(args: CheckExportArgs) -> anyhow::Result<ExitCode> {
     }
     println!("ok: {checked} entries, each in its signed checkpoint");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(csv_field("AI-VS"), "AI-VS");
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        for cell in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_field(cell).trim_start_matches('"').starts_with('\''), "{cell:?}");
+        }
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
 }

@@ -357,9 +357,14 @@ pub async fn run(args: SubjectReportArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("the query was refused")?
         .into_inner();
-    let mut entries = Vec::new();
+    let (mut entries, mut undecodable) = (Vec::new(), 0u64);
     while let Some(item) = stream.next().await {
         let item = item.context("the answer stream broke off")?;
+        // An entry that cannot be read may be about this person: the exit code says so.
+        if super::report_undecodable(&item) {
+            undecodable += 1;
+            continue;
+        }
         let entry = cii_audit::entry::decode(&item.body)?;
         let about = cii_pseudonym::wire::pseudonym(super::dpo_person(&item, &entry))
             .map(|c| keys.decrypt(&c) == target)
@@ -386,7 +391,7 @@ pub async fn run(args: SubjectReportArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&file, html(&text, args.lang)).with_context(|| format!("writing {}", file.display()))?;
         eprintln!("written: {}", file.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::exit_after(undecodable))
 }
 
 #[cfg(test)]

@@ -247,11 +247,14 @@ pub async fn run(args: UsageReportArgs) -> anyhow::Result<ExitCode> {
         Ok(answer) => answer.into_inner(),
         Err(status) => return Ok(refused(&status)),
     };
-    let mut entries = Vec::new();
+    let (mut entries, mut undecodable) = (Vec::new(), 0u64);
     while let Some(item) = stream.next().await {
-        entries.push(cii_audit::entry::decode(
-            &item.context("the answer stream broke off")?.body,
-        )?);
+        let item = item.context("the answer stream broke off")?;
+        if super::report_undecodable(&item) {
+            undecodable += 1;
+            continue;
+        }
+        entries.push(cii_audit::entry::decode(&item.body)?);
     }
     let own = client
         .status(authorized(&token, cii_proto::node::StatusRequest {})?)
@@ -305,7 +308,7 @@ pub async fn run(args: UsageReportArgs) -> anyhow::Result<ExitCode> {
         args.month, u.total.permitted, u.total.refused
     );
     println!("written: {}\nwritten: {}", html_file.display(), csv_file.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(super::exit_after(undecodable))
 }
 
 #[cfg(test)]

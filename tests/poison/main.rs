@@ -1,0 +1,24 @@
+//! Requests that tried to poison the network, on real processes: the audit log that one
+//! query could make unreadable, pulls replayed for fresh data, deliveries one item could
+//! block, node stores left readable. Each attack is kept as a test that shows it refused
+//! or harmless; docs/security.md names them.
+
+mod log;
+
+use cii_proto::node::node_client::NodeClient;
+use cii_types::{InstitutionType, PeerIdentity};
+
+fn two() -> [cii_tests::Member; 2] {
+    [
+        cii_tests::member("ORP-VS", InstitutionType::AcOrp),
+        cii_tests::member("AI-VS", InstitutionType::Ai),
+    ]
+}
+
+fn node(net: &cii_tests::Network, i: usize) -> NodeClient<tonic::transport::Channel> {
+    NodeClient::new(net.node_api_channel(i))
+}
+
+fn peer(net: &cii_tests::Network, i: usize) -> PeerIdentity {
+    PeerIdentity::Institution(net.node(i).member.id.clone())
+}
