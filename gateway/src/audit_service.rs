@@ -33,6 +33,7 @@ pub struct AuditService {
     operations: crate::store::Store,
     retention_days: u32,
     clock: Arc<dyn Clock>,
+    metrics: cii_kit::metrics::Metrics,
 }
 
 /// What the audit handlers read and write.
@@ -43,6 +44,7 @@ pub struct AuditParts {
     pub store: cii_audit::Store,
     pub operations: crate::store::Store,
     pub retention_days: u32,
+    pub metrics: cii_kit::metrics::Metrics,
 }
 
 impl AuditService {
@@ -68,6 +70,7 @@ impl AuditService {
             store,
             operations,
             retention_days,
+            metrics,
         } = parts;
         AuditService {
             log,
@@ -76,6 +79,7 @@ impl AuditService {
             operations,
             retention_days,
             clock,
+            metrics,
         }
     }
 }
@@ -378,6 +382,13 @@ impl Audit for AuditService {
             tracing::error!(code = e.code(), error = %e, "audit query not logged");
             GatewayError::Audit(e)
         })?;
+        // Network-wide queries are rare and worth a look: the shipped alert rules watch them.
+        let scope = if filter.institution.is_none() {
+            "network"
+        } else {
+            "institution"
+        };
+        cii_kit::metrics::Metrics::count(&self.metrics.audit_queries, scope);
         let end = receipt.index + 1;
         // The checkpoint the proofs lead to: it covers the query's own entry.
         let proofs = query.with_proofs.then(|| self.log.checkpoint());

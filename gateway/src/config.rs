@@ -88,13 +88,34 @@ pub struct StoreFile {
     /// Longest wait between two delivery attempts to a node that is down, in seconds (default 30).
     #[serde(default = "default_max_retry")]
     pub delivery_retry_max_seconds: u32,
+    /// How long a delivery whose recipient cannot be reached is retried before it becomes a
+    /// dead letter, in days (default 7). A delivery the recipient refuses for good (malformed,
+    /// too large, sealed wrong) becomes one at once.
+    #[serde(default = "default_give_up_days")]
+    pub delivery_give_up_days: u32,
+    /// Largest payload a transfer may carry, in bytes, by exchange type (the message's full
+    /// name, e.g. `cii.exchange.v1.EarlyDetectionReport`), refused before the decision with
+    /// PAYLOAD_TOO_LARGE. Types not named get `payload_max_bytes`.
+    #[serde(default)]
+    pub payload_max_bytes_by_type: std::collections::BTreeMap<String, u32>,
+    /// Largest payload of the types not named above (default 1 MiB; at most 3 MiB, so the
+    /// sealed delivery stays below the nodes' 4 MiB decoding limit).
+    #[serde(default = "default_payload_max")]
+    pub payload_max_bytes: u32,
 }
+
+/// The largest payload cap a config may set: a sealed delivery adds the seal, the
+/// person, the decision and the receipt, and must stay below the nodes' 4 MiB limit.
+pub const PAYLOAD_CAP_LIMIT: u32 = 3 * 1024 * 1024;
 
 impl Default for StoreFile {
     fn default() -> StoreFile {
         StoreFile {
             database: default_store(),
             delivery_retry_max_seconds: default_max_retry(),
+            delivery_give_up_days: default_give_up_days(),
+            payload_max_bytes_by_type: std::collections::BTreeMap::new(),
+            payload_max_bytes: default_payload_max(),
         }
     }
 }
@@ -105,6 +126,14 @@ fn default_store() -> String {
 
 fn default_max_retry() -> u32 {
     30
+}
+
+fn default_give_up_days() -> u32 {
+    7
+}
+
+fn default_payload_max() -> u32 {
+    1024 * 1024
 }
 
 /// The `[consent]` section.
@@ -265,6 +294,30 @@ fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
             "store.delivery_retry_max_seconds",
             "must be at least 1",
         ));
+    }
+    if file.store.delivery_give_up_days == 0 {
+        return Err(ConfigError::invalid(
+            path,
+            "store.delivery_give_up_days",
+            "must be at least 1",
+        ));
+    }
+    let caps = std::iter::once(("payload_max_bytes".to_owned(), file.store.payload_max_bytes)).chain(
+        file.store
+            .payload_max_bytes_by_type
+            .iter()
+            .map(|(t, n)| (format!("payload_max_bytes_by_type.{t}"), *n)),
+    );
+    for (key, cap) in caps {
+        if cap == 0 || cap > PAYLOAD_CAP_LIMIT {
+            return Err(ConfigError::invalid(
+                path,
+                format!("store.{key}"),
+                format!(
+                    "must be between 1 and {PAYLOAD_CAP_LIMIT} bytes (the sealed delivery must fit the nodes' 4 MiB limit)"
+                ),
+            ));
+        }
     }
     Ok(())
 }

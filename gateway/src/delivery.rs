@@ -1,6 +1,12 @@
 //! Delivery to the nodes: one mutual-TLS channel per institution (the server
 //! certificate must name it), the outbox worker that retries with backoff in
-//! submission order per recipient, and the consent-change notices.
+//! submission order per (sender, recipient) pair, dead letters, and the
+//! consent-change notices.
+//!
+//! INVARIANT (no-item-blocks-the-others): a delivery the recipient refuses for
+//! good (malformed, too large, sealed wrong) leaves the outbox at its first
+//! refusal, and one it cannot reach leaves after `give_up`; while it waits it
+//! holds back only its own pair's later deliveries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,8 +40,19 @@ pub struct Nodes {
     channels: Arc<Mutex<HashMap<InstitutionId, Channel>>>,
     /// Wakes the outbox worker.
     pub wake: Arc<Notify>,
-    max_retry: Duration,
+    policy: RetryPolicy,
     metrics: cii_kit::metrics::Metrics,
+    /// Dead letters are logged before they leave the outbox.
+    log: cii_audit::Log,
+}
+
+/// How long deliveries are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Longest wait between two attempts.
+    pub max_retry: Duration,
+    /// How long a delivery that fails transiently is retried before it is dead-lettered.
+    pub give_up: Duration,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -74,6 +91,21 @@ impl NodeCallError {
         }
     }
 
+    /// Whether trying again cannot help: the node refused the delivery itself (it does
+    /// not decode, is larger than the node accepts, or is not sealed to it), or the row
+    /// is unreadable. Unreachable nodes, deadlines and a node stopped by its witness
+    /// alarm are transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            NodeCallError::Corrupt => true,
+            NodeCallError::NoChannel(_) => false,
+            NodeCallError::Refused(status) => {
+                matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange)
+                    || cii_kit::status::error_code(status).as_deref() == Some("SEALED_PAYLOAD_UNREADABLE")
+            }
+        }
+    }
+
     /// Whether the node answered that it has nothing (a pull's holder without data).
     pub fn is_not_found(&self) -> bool {
         matches!(self, NodeCallError::Refused(status) if status.code() == tonic::Code::NotFound)
@@ -84,16 +116,18 @@ impl Nodes {
     pub fn new(
         registry: Live,
         identity: TlsIdentity,
-        max_retry: Duration,
+        policy: RetryPolicy,
         metrics: cii_kit::metrics::Metrics,
+        log: cii_audit::Log,
     ) -> Nodes {
         Nodes {
             registry,
             identity,
             channels: Arc::new(Mutex::new(HashMap::new())),
             wake: Arc::new(Notify::new()),
-            max_retry,
+            policy,
             metrics,
+            log,
         }
     }
 
@@ -152,8 +186,8 @@ impl Nodes {
         Ok(())
     }
 
-    /// Tries a just-recorded delivery at once, unless older deliveries to the
-    /// same recipient are waiting (order is kept). True if delivered.
+    /// Tries a just-recorded delivery at once, unless older deliveries of the same
+    /// sender to the same recipient are waiting (order is kept). True if delivered.
     pub async fn deliver_now(&self, store: &Store, sender: &str, transfer_id: &str) -> bool {
         let head = match store.head_for(sender, transfer_id).await {
             Ok(Some(due)) => due,
@@ -171,46 +205,101 @@ impl Nodes {
         self.deliver_run(store, std::slice::from_ref(due)).await > 0
     }
 
-    /// Delivers `run` (one recipient's waiting deliveries, oldest first) in
-    /// order until one fails; marks the delivered ones in one write and
-    /// schedules the failed one's retry. How many were delivered.
+    /// Delivers `run` (one recipient's due deliveries, oldest first): a failure holds
+    /// back only the rest of its own sender's deliveries. Marks the delivered ones in
+    /// one write; schedules each failed one's retry or dead-letters it. How many were
+    /// delivered.
     async fn deliver_run(&self, store: &Store, run: &[Due]) -> usize {
-        let mut delivered = 0;
-        let mut failure = None;
+        let mut done = Vec::new();
+        let mut failed_senders = std::collections::HashSet::new();
         for due in run {
+            if failed_senders.contains(&due.sender) {
+                continue;
+            }
             match self.deliver(due).await {
                 Ok(()) => {
                     cii_kit::metrics::Metrics::count(&self.metrics.deliveries, "DELIVERED");
                     tracing::debug!(recipient = %due.recipient, transfer_id = %due.transfer_id, "delivered");
-                    delivered += 1;
+                    done.push(due.clone());
                 }
                 Err(e) => {
-                    failure = Some((due, e));
-                    break;
+                    failed_senders.insert(due.sender.clone());
+                    self.failed(store, due, &e).await;
                 }
             }
         }
-        let done = run.get(..delivered).unwrap_or_default();
         if !done.is_empty()
-            && let Err(e) = store.delivered(done).await
+            && let Err(e) = store.delivered(&done).await
         {
             // Delivered but not marked: sent again later, and the node ignores the repeat
             // (idempotent on sender and transfer id).
             tracing::error!(error = %e, "deliveries not marked");
         }
-        if let Some((due, e)) = failure {
-            let code = e.code();
-            cii_kit::metrics::Metrics::count(&self.metrics.deliveries, &code);
-            let exponent = due.attempts.min(16);
-            let delay = FIRST_RETRY.saturating_mul(1u32 << exponent).min(self.max_retry);
-            let next = cii_types::time::micros(time::OffsetDateTime::now_utc())
-                .saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
-            tracing::info!(recipient = %due.recipient, transfer_id = %due.transfer_id, %code, retry_in_ms = delay.as_millis(), "delivery failed; queued");
-            if let Err(e) = store.attempt_failed(due, &code, next).await {
-                tracing::error!(error = %e, "delivery failure not recorded");
-            }
+        done.len()
+    }
+
+    /// Records a failed attempt: a retry with backoff, or a dead letter when the failure
+    /// is permanent or the delivery has waited longer than `give_up`.
+    async fn failed(&self, store: &Store, due: &Due, e: &NodeCallError) {
+        let code = e.code();
+        cii_kit::metrics::Metrics::count(&self.metrics.deliveries, &code);
+        let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+        let give_up = i64::try_from(self.policy.give_up.as_micros()).unwrap_or(i64::MAX);
+        let expired = due.queued_micros > 0 && now.saturating_sub(due.queued_micros) >= give_up;
+        if e.is_permanent() || expired {
+            self.dead_letter(store, due, &code, now).await;
+            return;
         }
-        delivered
+        let exponent = due.attempts.min(16);
+        let delay = FIRST_RETRY.saturating_mul(1u32 << exponent).min(self.policy.max_retry);
+        let next = now.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+        tracing::info!(recipient = %due.recipient, transfer_id = %due.transfer_id, %code, retry_in_ms = delay.as_millis(), "delivery failed; queued");
+        if let Err(e) = store.attempt_failed(due, &code, next).await {
+            tracing::error!(error = %e, "delivery failure not recorded");
+        }
+    }
+
+    /// Takes `due` out of the outbox: its DELIVERY_DEAD_LETTERED entry first, then the
+    /// dead letter and the notice to its sender in one write. If the entry cannot be
+    /// written the delivery stays in the outbox and is tried again.
+    async fn dead_letter(&self, store: &Store, due: &Due, code: &str, now: i64) {
+        let entry = cii_audit::Entry {
+            time_micros: now,
+            kind: cii_audit::EntryKind::DeliveryDeadLettered as i32,
+            transfer_id: due.transfer_id.clone(),
+            sender: due.sender.clone(),
+            recipient: due.recipient.clone(),
+            detail: format!("code={code} attempts={}", due.attempts + 1),
+            ..cii_audit::Entry::default()
+        };
+        if let Err(e) = self.log.append(entry).await {
+            tracing::error!(code = e.code(), error = %e, "dead letter not logged; the delivery stays queued");
+            let retry = now.saturating_add(i64::try_from(FIRST_RETRY.as_micros()).unwrap_or(i64::MAX));
+            let _ = store.attempt_failed(due, code, retry).await;
+            return;
+        }
+        // A notice about a notice would have no one to read it.
+        let notice = (due.sender != "gateway").then(|| crate::store::SenderNotice {
+            id: format!("delivery-failed:{}", due.seq),
+            delivery: node_pb::Delivery {
+                transfer_id: format!("delivery-failed:{}", due.seq),
+                sender: "gateway".to_owned(),
+                failure: Some(node_pb::DeliveryFailure {
+                    transfer_id: due.transfer_id.clone(),
+                    recipient: due.recipient.clone(),
+                    code: code.to_owned(),
+                    at: Some(cii_types::time::timestamp_of_micros(now)),
+                }),
+                ..node_pb::Delivery::default()
+            }
+            .encode_to_vec(),
+        });
+        cii_kit::metrics::Metrics::count(&self.metrics.deliveries, "DEAD_LETTERED");
+        tracing::warn!(recipient = %due.recipient, transfer_id = %due.transfer_id, %code, "delivery dead-lettered");
+        if let Err(e) = store.dead_letter(due, code, now, notice.as_ref()).await {
+            tracing::error!(error = %e, "dead letter not recorded; the delivery stays queued");
+        }
+        self.wake.notify_one();
     }
 
     /// The outbox worker: delivers each recipient's waiting items, oldest first,
@@ -324,4 +413,33 @@ async fn notices_once(
         tracing::info!(notices = notices.len(), "consent change notices queued");
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeCallError;
+
+    #[test]
+    fn only_a_refusal_of_the_delivery_itself_is_permanent() {
+        let refused = |code, reason: Option<&str>| {
+            let status = match reason {
+                Some(r) => cii_kit::status::refusal(r, "x".to_owned(), None),
+                None => tonic::Status::new(code, "x"),
+            };
+            NodeCallError::Refused(status).is_permanent()
+        };
+        assert!(refused(tonic::Code::OutOfRange, None), "MESSAGE_TOO_LARGE");
+        assert!(refused(tonic::Code::InvalidArgument, None));
+        assert!(refused(tonic::Code::Ok, Some("SEALED_PAYLOAD_UNREADABLE")));
+        assert!(NodeCallError::Corrupt.is_permanent());
+        for transient in [
+            tonic::Code::Unavailable,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::PermissionDenied,
+        ] {
+            assert!(!refused(transient, None), "{transient:?}");
+        }
+        assert!(!NodeCallError::NoChannel("down".into()).is_permanent());
+    }
 }

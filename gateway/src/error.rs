@@ -78,6 +78,12 @@ pub enum GatewayError {
         /// What is wrong (names rulebook ids, never personal data).
         problem: String,
     },
+    /// No dead letter has this sender and transfer id.
+    #[error("no dead letter has this sender and transfer id")]
+    DeadLetterNotFound,
+    /// A dead letter's resolution names no action.
+    #[error("action is RETRY or DROP")]
+    ActionRequired,
     /// The consent registry cannot be reached.
     #[error("the consent registry cannot be reached; nothing was changed, retry later")]
     ConsentRegistryUnavailable,
@@ -105,6 +111,8 @@ impl GatewayError {
             E::ProofOutOfRange(_) => "PROOF_OUT_OF_RANGE",
             E::ExplainInvalid { .. } => "INVALID_ARGUMENT",
             E::ConsentRegistryUnavailable => "CONSENT_REGISTRY_UNAVAILABLE",
+            E::DeadLetterNotFound => "DEAD_LETTER_NOT_FOUND",
+            E::ActionRequired => "ACTION_REQUIRED",
         }
     }
 
@@ -121,6 +129,8 @@ impl GatewayError {
             E::PeriodInvalid => "until",
             E::FilterInvalid { field, .. } => field,
             E::ExplainInvalid { field, .. } => field,
+            E::DeadLetterNotFound => "transfer_id",
+            E::ActionRequired => "action",
             _ => return None,
         })
     }

@@ -23,6 +23,7 @@
 mod audit_service;
 pub mod config;
 mod consent_service;
+mod dead_letters;
 mod delivery;
 mod error;
 mod policy_service;
@@ -299,9 +300,20 @@ async fn log_overstepping(
 }
 
 /// The transfer pipeline.
+fn retry_policy(store: &config::StoreFile) -> delivery::RetryPolicy {
+    delivery::RetryPolicy {
+        max_retry: std::time::Duration::from_secs(u64::from(store.delivery_retry_max_seconds)),
+        give_up: std::time::Duration::from_secs(u64::from(store.delivery_give_up_days) * 86_400),
+    }
+}
+
 fn transfers(p: &Parts<'_>, nodes: delivery::Nodes) -> Result<Arc<transfer::Transfers>, RunError> {
     Ok(Arc::new(transfer::Transfers::new(transfer::Parts {
         registry: p.config.registry.clone(),
+        payload_caps: transfer::PayloadCaps {
+            default: p.config.file.store.payload_max_bytes,
+            by_type: p.config.file.store.payload_max_bytes_by_type.clone(),
+        },
         rulebook: p.config.rulebook.clone(),
         catalogue: Arc::new(cii_types::exchange::Catalogue::load()?),
         pseudonyms: p.config.pseudonyms.clone(),
@@ -330,6 +342,7 @@ fn audit(
                 store: p.audit_store.clone(),
                 operations: p.store.clone(),
                 retention_days: p.config.file.audit.retention_days,
+                metrics: p.metrics.clone(),
             },
             p.clock.clone(),
         ),
@@ -378,8 +391,9 @@ async fn services(
     let nodes = delivery::Nodes::new(
         registry.clone(),
         config.tls.clone(),
-        std::time::Duration::from_secs(u64::from(config.file.store.delivery_retry_max_seconds)),
+        retry_policy(&config.file.store),
         p.metrics.clone(),
+        p.audit.clone(),
     );
     let transfers = transfers(&p, nodes.clone())?;
     // Transfers decided but not known to be logged when the gateway last stopped.

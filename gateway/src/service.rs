@@ -100,6 +100,26 @@ impl Gateway for GatewayService {
         }))
     }
 
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        caller(&request)?;
+        Ok(Response::new(
+            crate::dead_letters::list(&self.store, request.get_ref()).await?,
+        ))
+    }
+
+    async fn resolve_dead_letter(
+        &self,
+        request: Request<pb::ResolveDeadLetterRequest>,
+    ) -> Result<Response<pb::ResolveDeadLetterResponse>, Status> {
+        let caller = caller(&request)?;
+        let now = cii_types::time::micros(self.clock.now());
+        let answer = crate::dead_letters::resolve(&self.store, &self.audit, caller, now, request.get_ref()).await?;
+        Ok(Response::new(answer))
+    }
+
     async fn submit_transfer(
         &self,
         request: Request<pb::TransferRequest>,

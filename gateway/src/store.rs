@@ -6,6 +6,10 @@
 //! sealed to the recipient and whose person is a ciphertext for the recipient;
 //! `secure_delete` overwrites a row's bytes when it is deleted.
 
+mod dead_letters;
+
+pub use dead_letters::{DeadLetterRow, SenderNotice};
+
 use std::str::FromStr;
 
 use cii_types::TransferState;
@@ -110,7 +114,7 @@ pub struct ObligationRecord {
 /// A delivery due for an attempt.
 #[derive(Debug, Clone)]
 pub struct Due {
-    /// Outbox position.
+    /// Outbox position (the order of a sender–recipient pair).
     pub seq: i64,
     /// Recipient id.
     pub recipient: String,
@@ -122,6 +126,8 @@ pub struct Due {
     pub delivery: Vec<u8>,
     /// Attempts so far.
     pub attempts: u32,
+    /// When it entered the outbox (0 if queued by an earlier release and never failed since).
+    pub queued_micros: i64,
 }
 
 /// An obligation as stored.
@@ -319,8 +325,8 @@ impl Store {
         .await?;
         if let Some(delivery) = d.delivery {
             sqlx::query(
-                "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, held) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+                "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, held, queued_micros) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?5)",
             )
             .bind(d.counterparty)
             .bind(d.caller)
@@ -353,12 +359,12 @@ impl Store {
         Ok(())
     }
 
-    /// For each recipient, its oldest waiting deliveries that are due at `now`,
-    /// in order, at most `limit`: the run stops at the first one that is held
-    /// (not yet logged) or waiting for a retry, so a later delivery never
-    /// overtakes a waiting one. One indexed lookup per recipient: a `GROUP BY`
-    /// over the outbox would read every queued row, after every run, and slow
-    /// down as the queue grows.
+    /// For each recipient, its oldest waiting deliveries that are due at `now`, in
+    /// order, at most `limit`. Order is kept per (sender, recipient) pair: a sender's
+    /// deliveries stop at its first one that is held (not yet logged) or waiting for a
+    /// retry, so a later one never overtakes it, while other senders' deliveries to the
+    /// same recipient go on. One indexed lookup per recipient: a `GROUP BY` over the
+    /// outbox would read every queued row, after every run, and slow down as it grows.
     pub async fn due_runs(
         &self,
         recipients: &[String],
@@ -368,18 +374,24 @@ impl Store {
         let mut runs = Vec::new();
         for recipient in recipients {
             let rows = sqlx::query(
-                "SELECT seq, recipient, sender, transfer_id, delivery, attempts, held, next_attempt_micros \
+                "SELECT seq, recipient, sender, transfer_id, delivery, attempts, queued_micros, held, next_attempt_micros \
                  FROM outbox WHERE recipient = ?1 ORDER BY seq LIMIT ?2",
             )
             .bind(recipient)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            let run: Vec<Due> = rows
-                .into_iter()
-                .take_while(|row| row.get::<i64, _>(6) == 0 && row.get::<i64, _>(7) <= now_micros)
-                .map(due_row)
-                .collect();
+            let mut blocked = std::collections::HashSet::new();
+            let mut run = Vec::new();
+            for row in rows {
+                let waiting = row.get::<i64, _>(7) != 0 || row.get::<i64, _>(8) > now_micros;
+                let sender: String = row.get(2);
+                if waiting {
+                    blocked.insert(sender);
+                } else if !blocked.contains(&sender) {
+                    run.push(due_row(row));
+                }
+            }
             if !run.is_empty() {
                 runs.push(run);
             }
@@ -388,12 +400,13 @@ impl Store {
         Ok(runs)
     }
 
-    /// The delivery of (sender, transfer id) if it is its recipient's oldest waiting one.
+    /// The delivery of (sender, transfer id) if it is the oldest waiting one of its
+    /// (sender, recipient) pair.
     pub async fn head_for(&self, sender: &str, transfer_id: &str) -> Result<Option<Due>, StoreError> {
         let row = sqlx::query(
-            "SELECT seq, recipient, sender, transfer_id, delivery, attempts FROM outbox o \
+            "SELECT seq, recipient, sender, transfer_id, delivery, attempts, queued_micros FROM outbox o \
              WHERE sender = ?1 AND transfer_id = ?2 AND held = 0 \
-             AND seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient)",
+             AND seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient AND h.sender = o.sender)",
         )
         .bind(sender)
         .bind(transfer_id)
@@ -440,11 +453,15 @@ impl Store {
     /// An attempt failed: try again at `next_micros`.
     pub async fn attempt_failed(&self, due: &Due, error_code: &str, next_micros: i64) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_micros = ?2 WHERE seq = ?1")
-            .bind(due.seq)
-            .bind(next_micros)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_micros = ?2, \
+             queued_micros = CASE WHEN queued_micros = 0 THEN ?3 ELSE queued_micros END WHERE seq = ?1",
+        )
+        .bind(due.seq)
+        .bind(next_micros)
+        .bind(cii_types::time::micros(time::OffsetDateTime::now_utc()))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE transfer SET attempts = attempts + 1, last_error = ?3 WHERE sender = ?1 AND transfer_id = ?2",
         )
@@ -571,8 +588,8 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         for (recipient, id, delivery) in notices {
             sqlx::query(
-                "INSERT OR IGNORE INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
-                 VALUES (?1, 'gateway', ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, queued_micros) \
+                 VALUES (?1, 'gateway', ?2, ?3, ?4, ?4)",
             )
             .bind(recipient)
             .bind(id)
@@ -598,6 +615,7 @@ fn due_row(r: sqlx::sqlite::SqliteRow) -> Due {
         transfer_id: r.get(3),
         delivery: r.get(4),
         attempts: count(r.get(5)),
+        queued_micros: r.get(6),
     }
 }
 
@@ -626,9 +644,13 @@ mod tests {
 
     /// Records a permitted push ORP → AI, held until `release`.
     async fn record(store: &Store, id: &str) {
+        record_from(store, "ORP-VS", id).await;
+    }
+
+    async fn record_from(store: &Store, caller: &str, id: &str) {
         store
             .record(&TransferRecord {
-                caller: "ORP-VS",
+                caller,
                 transfer_id: id,
                 request_sha256: &[0; 32],
                 counterparty: "AI-VS",
@@ -647,10 +669,55 @@ mod tests {
     }
 
     async fn release(store: &Store, id: &str) {
+        release_from(store, "ORP-VS", id).await;
+    }
+
+    async fn release_from(store: &Store, caller: &str, id: &str) {
         store
-            .release("ORP-VS", id, b"answer", Some(b"sealed"))
+            .release(caller, id, b"answer", Some(b"sealed"))
             .await
             .expect("release");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_delivery_holds_back_only_its_own_sender() {
+        let (_dir, store) = store().await;
+        record(&store, "o1").await;
+        record(&store, "o2").await;
+        record_from(&store, "AS-VS", "s1").await;
+        for (caller, id) in [("ORP-VS", "o2"), ("AS-VS", "s1")] {
+            release_from(&store, caller, id).await;
+        }
+        // o1 is held: o2 waits behind it, AS-VS's s1 to the same recipient goes.
+        assert_eq!(run(&store, 64).await, ["s1"]);
+        // A dead letter leaves the outbox and frees its pair.
+        release(&store, "o1").await;
+        let head = store
+            .head_for("ORP-VS", "o1")
+            .await
+            .expect("read")
+            .expect("o1 is its pair's head");
+        store
+            .dead_letter(&head, "MESSAGE_TOO_LARGE", 10, None)
+            .await
+            .expect("dead letter");
+        assert_eq!(run(&store, 64).await, ["o2", "s1"]);
+        let dead = store.dead_letters(10).await.expect("list");
+        assert_eq!((dead.len(), dead[0].transfer_id.as_str()), (1, "o1"));
+        let row = store.transfer("ORP-VS", "o1").await.expect("read").expect("o1");
+        assert_eq!(row.state, TransferState::DeadLettered);
+        assert!(store.retry_dead_letter("ORP-VS", "o1", 20).await.expect("retry"));
+        assert_eq!(
+            run(&store, 64).await,
+            ["o2", "s1", "o1"],
+            "back in the outbox, behind its pair"
+        );
+        let row = store.transfer("ORP-VS", "o1").await.expect("read").expect("o1");
+        assert_eq!(row.state, TransferState::Queued);
+        assert!(
+            !store.drop_dead_letter("ORP-VS", "o1").await.expect("drop"),
+            "no longer a dead letter"
+        );
     }
 
     async fn run(store: &Store, limit: u32) -> Vec<String> {

@@ -4,6 +4,7 @@
 //! or harmless; docs/security.md names them.
 
 mod log;
+mod outbox;
 
 use cii_proto::node::node_client::NodeClient;
 use cii_types::{InstitutionType, PeerIdentity};

@@ -4,6 +4,7 @@
 //! an invariant broken by a change fails `cargo test`.
 
 mod access;
+mod alerts;
 mod code;
 mod codes;
 mod deps;

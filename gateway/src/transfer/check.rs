@@ -58,6 +58,29 @@ pub enum Direction {
     Pull,
 }
 
+/// The largest payload per exchange type (`[store] payload_max_bytes…`): a push larger
+/// than its recipient could decode would fail at every attempt.
+#[derive(Debug, Clone)]
+pub struct PayloadCaps {
+    /// The cap of types not named.
+    pub default: u32,
+    /// Caps by the exchange type's full message name.
+    pub by_type: std::collections::BTreeMap<String, u32>,
+}
+
+impl PayloadCaps {
+    /// Refuses a payload over its type's cap (before anything else is looked at).
+    pub fn check(&self, r: &pb::TransferRequest) -> Result<(), TransferError> {
+        let Some(payload) = &r.payload else { return Ok(()) };
+        let name = payload.type_url.rsplit('/').next().unwrap_or_default();
+        let max = self.by_type.get(name).copied().unwrap_or(self.default);
+        if payload.value.len() > max as usize {
+            return Err(TransferError::PayloadTooLarge { max });
+        }
+        Ok(())
+    }
+}
+
 /// A request that passed every check that needs nothing but itself.
 #[derive(Debug)]
 pub struct Checked<'r> {

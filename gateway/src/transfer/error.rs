@@ -66,6 +66,12 @@ pub enum TransferError {
     /// The payload carries no field.
     #[error("the payload carries no field")]
     PayloadEmpty,
+    /// The payload is larger than its exchange type's cap.
+    #[error("the payload is larger than {max} bytes, the cap of its exchange type on this network")]
+    PayloadTooLarge {
+        /// The cap, in bytes.
+        max: u32,
+    },
     /// The rulebook cannot evaluate the request (unknown purpose or category).
     #[error("{0}")]
     Undecidable(cii_policy::decide::InputError),
@@ -142,6 +148,7 @@ impl TransferError {
             E::FactNotAssertable(_) => "FACT_NOT_ASSERTABLE",
             E::Payload(e) => e.code(),
             E::PayloadEmpty => "PAYLOAD_EMPTY",
+            E::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             E::Undecidable(e) => e.code(),
             E::InProgress => "TRANSFER_IN_PROGRESS",
             E::IdReused => "TRANSFER_ID_REUSED",
@@ -171,7 +178,7 @@ impl TransferError {
             E::WrittenRequestTooLong(_) => "written_request",
             E::Ciphertext { field, .. } => field,
             E::FactUnknown(_) | E::FactNotAssertable(_) => "attested_facts",
-            E::Payload(_) | E::PayloadEmpty => "payload",
+            E::Payload(_) | E::PayloadEmpty | E::PayloadTooLarge { .. } => "payload",
             E::Undecidable(cii_policy::decide::InputError::UnknownPurpose(_)) => "purpose",
             E::Undecidable(_) => "categories",
             _ => return None,

@@ -47,7 +47,7 @@ use crate::delivery::Nodes;
 use crate::store::Store;
 
 pub(crate) use check::ciphertext;
-pub use check::{Checked, check_request};
+pub use check::{Checked, PayloadCaps, check_request};
 pub use decide::Decided;
 pub use error::TransferError;
 pub use log::Logged;
@@ -59,6 +59,8 @@ pub use seal::Sealed;
 pub struct Parts {
     /// The members.
     pub registry: Live,
+    /// The payload caps.
+    pub payload_caps: PayloadCaps,
     /// The active rulebook.
     pub rulebook: Arc<Rulebook>,
     /// The exchange catalogue (field categories).
@@ -84,6 +86,7 @@ pub struct Parts {
 /// The transfer pipeline.
 pub struct Transfers {
     registry: Live,
+    payload_caps: PayloadCaps,
     rulebook: Arc<Rulebook>,
     catalogue: Arc<Catalogue>,
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
@@ -109,6 +112,7 @@ impl Transfers {
     pub fn new(parts: Parts) -> Transfers {
         let Parts {
             registry,
+            payload_caps,
             rulebook,
             catalogue,
             pseudonyms,
@@ -122,6 +126,7 @@ impl Transfers {
         } = parts;
         Transfers {
             registry,
+            payload_caps,
             rulebook,
             catalogue,
             pseudonyms,
@@ -144,6 +149,7 @@ impl Transfers {
     ) -> Result<pb::TransferResponse, TransferError> {
         // One snapshot of the registry for the whole transfer.
         let registry = self.registry.current();
+        self.payload_caps.check(request)?;
         let checked = check_request(&registry, &self.catalogue, &caller.institution.id, request)?;
         let _slot = self.claim(caller, &checked.id)?;
         if let Some(done) = self.replay(caller, &checked).await? {

@@ -67,6 +67,7 @@ impl Transfers {
             decision: Some(decided.wire.clone()),
             receipt: None,
             notice: None,
+            failure: None,
         };
         Ok(Sealed {
             delivery: Some(delivery),

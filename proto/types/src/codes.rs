@@ -128,6 +128,7 @@ registry! {
     FACT_UNKNOWN: InvalidArgument, false, "an attested fact the vocabulary does not know";
     FACT_NOT_ASSERTABLE: InvalidArgument, false, "a fact the network establishes, not the sender";
     PAYLOAD_EMPTY: InvalidArgument, false, "the payload carries no field";
+    PAYLOAD_TOO_LARGE: InvalidArgument, false, "the payload is larger than its exchange type's cap on this network (gateway `store.payload_max_bytes`), refused before any decision";
     PAYLOAD_INVALID: InvalidArgument, false, "the payload does not decode as its exchange type";
     PAYLOAD_UNKNOWN_FIELD: InvalidArgument, false, "the payload carries a field the contract does not declare";
     EXCHANGE_TYPE_UNKNOWN: InvalidArgument, false, "the payload's type is not in the exchange catalogue";
@@ -144,6 +145,8 @@ registry! {
     ENROLMENT_RATE_LIMITED: ResourceExhausted, true, "the institution's enrolment rate limit is reached";
     OBLIGATION_NOT_FOUND: NotFound, false, "the caller's institution has no obligation with this id";
     OBLIGATION_ALREADY_FULFILLED: FailedPrecondition, false, "the obligation was already marked fulfilled";
+    DEAD_LETTER_NOT_FOUND: NotFound, false, "no dead letter has this sender and transfer id";
+    ACTION_REQUIRED: InvalidArgument, false, "a dead letter's resolution is RETRY or DROP";
     NOTE_INVALID: InvalidArgument, false, "an obligation's note is not a reference in the institution's systems";
     // The gateway's own stores and the audit log.
     GATEWAY_STORE_UNAVAILABLE: Unavailable, true, "the gateway's store failed; nothing was done";

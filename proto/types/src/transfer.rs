@@ -93,6 +93,9 @@ pub enum TransferState {
     Delivered,
     /// Acknowledged by the recipient.
     Acknowledged,
+    /// Taken out of the outbox: refused for good by the recipient, or undeliverable past
+    /// the retry limit (an operator may put it back).
+    DeadLettered,
 }
 
 impl TransferState {
@@ -104,6 +107,7 @@ impl TransferState {
             TransferState::Queued => State::Queued as i32,
             TransferState::Delivered => State::Delivered as i32,
             TransferState::Acknowledged => State::Acknowledged as i32,
+            TransferState::DeadLettered => State::DeadLettered as i32,
         }
     }
 
@@ -114,6 +118,7 @@ impl TransferState {
             TransferState::Queued,
             TransferState::Delivered,
             TransferState::Acknowledged,
+            TransferState::DeadLettered,
         ]
         .into_iter()
         .find(|s| i64::from(s.code()) == code)
@@ -149,7 +154,8 @@ mod tests {
         assert_eq!(TransferState::Queued.code(), 2);
         assert_eq!(TransferState::from_code(3), Some(TransferState::Delivered));
         assert_eq!(TransferState::from_code(0), None);
-        assert_eq!(TransferState::from_code(5), None);
+        assert_eq!(TransferState::from_code(5), Some(TransferState::DeadLettered));
+        assert_eq!(TransferState::from_code(6), None);
         assert!(TransferState::Queued < TransferState::Delivered);
     }
 }

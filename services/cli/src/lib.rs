@@ -11,6 +11,7 @@
 //! - `demo/` and `local_network`: the Valais network on this machine, and the story played through it.
 //! - `policy`: the jurists' tools. `pki`, `keys`: the development PKI and the key ceremony.
 //! - `enrol`, `witness`, `node_api`: batch enrolment, the node's witness, the flags of node clients.
+//! - `outbox`: the network operator's dead letters (list, retry, drop).
 
 mod audit;
 mod bench;
@@ -19,6 +20,7 @@ mod enrol;
 mod keys;
 mod local_network;
 mod node_api;
+mod outbox;
 mod pki;
 mod policy;
 mod witness;
@@ -106,6 +108,9 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
     /// A node's witness of the audit log: status, and clearing the alarm after an investigation.
     #[command(subcommand)]
     Witness(witness::WitnessCommand),
+    /// The network operator's dead letters: list them, retry or drop one (each logged).
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
 }
 
 /// Parses the command line and runs the command; the process's exit code.
@@ -159,6 +164,7 @@ pub fn run() -> ExitCode {
         Command::Enrol(args) => run_tool(enrol::run(args)),
         Command::Audit(command) => run_tool(audit::run(command)),
         Command::Witness(command) => run_tool(witness::run(command)),
+        Command::Outbox(command) => run_tool(outbox::run(command)),
         Command::Soak(args) => match bench::soak::run(args) {
             Ok(code) => code,
             Err(e) => {

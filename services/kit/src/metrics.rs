@@ -11,6 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -42,8 +43,12 @@ pub struct Metrics {
     pub refusals: Family<CodeLabels, Counter>,
     /// Transfer decisions, by outcome (`PERMIT`, `DENY`).
     pub decisions: Family<CodeLabels, Counter>,
-    /// Delivery attempts, by result (`DELIVERED` or the error code).
+    /// Delivery attempts, by result (`DELIVERED`, `DEAD_LETTERED` or the error code).
     pub deliveries: Family<CodeLabels, Counter>,
+    /// DPO queries of the audit log, by scope (`institution`, `network`).
+    pub audit_queries: Family<CodeLabels, Counter>,
+    /// 1 while this node's witness alarm is raised (nodes only; 0 elsewhere).
+    pub witness_alarm: Gauge,
 }
 
 impl Metrics {
@@ -56,6 +61,18 @@ impl Metrics {
         let refusals = Family::<CodeLabels, Counter>::default();
         let decisions = Family::<CodeLabels, Counter>::default();
         let deliveries = Family::<CodeLabels, Counter>::default();
+        let audit_queries = Family::<CodeLabels, Counter>::default();
+        let witness_alarm = Gauge::default();
+        registry.register(
+            "audit_queries",
+            "DPO queries of the audit log, by scope (institution, network)",
+            audit_queries.clone(),
+        );
+        registry.register(
+            "witness_alarm",
+            "1 while this node's witness saw the audit log rewritten (it exchanges nothing until cleared)",
+            witness_alarm.clone(),
+        );
         registry.register("decisions", "Transfer decisions, by outcome", decisions.clone());
         registry.register(
             "deliveries",
@@ -90,6 +107,8 @@ impl Metrics {
             refusals,
             decisions,
             deliveries,
+            audit_queries,
+            witness_alarm,
         }
     }
 

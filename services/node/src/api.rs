@@ -197,6 +197,32 @@ impl Node for NodeApi {
             .await
     }
 
+    /// Forwards the operator's listing; the gateway checks the role.
+    async fn list_dead_letters(
+        &self,
+        request: Request<cii_proto::gateway::ListDeadLettersRequest>,
+    ) -> Result<Response<cii_proto::gateway::ListDeadLettersResponse>, Status> {
+        caller(&request)?;
+        let forward = *request.get_ref();
+        self.gateway
+            .clone()
+            .list_dead_letters(Self::onward(&request, forward))
+            .await
+    }
+
+    /// Forwards the operator's retry or drop; the gateway checks the role and logs it.
+    async fn resolve_dead_letter(
+        &self,
+        request: Request<cii_proto::gateway::ResolveDeadLetterRequest>,
+    ) -> Result<Response<cii_proto::gateway::ResolveDeadLetterResponse>, Status> {
+        caller(&request)?;
+        let forward = request.get_ref().clone();
+        self.gateway
+            .clone()
+            .resolve_dead_letter(Self::onward(&request, forward))
+            .await
+    }
+
     /// Forwards the DPO's query with their token; the gateway checks the role and logs it.
     async fn query_audit(
         &self,

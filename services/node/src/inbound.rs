@@ -118,19 +118,21 @@ impl NodeInbound for NodeInboundService {
         let ack = Response::new(pb::DeliveryAck {
             transfer_id: delivery.transfer_id.clone(),
         });
-        if let Some(notice) = delivery.notice {
+        if delivery.notice.is_some() || delivery.failure.is_some() {
+            // The gateway's own notices: a consent change, or a dead-lettered delivery.
             let item = pb::InboxItem {
                 transfer_id: delivery.transfer_id.clone(),
                 sender: "gateway".to_owned(),
                 delivered_at: Some(cii_types::time::timestamp(self.clock.now())),
-                notice: Some(notice),
+                notice: delivery.notice,
+                failure: delivery.failure,
                 ..pb::InboxItem::default()
             };
             self.store
                 .receive("gateway", &delivery.transfer_id, &item.encode_to_vec(), None, now)
                 .await
                 .map_err(NodeError::from)?;
-            tracing::info!(notice = %delivery.transfer_id, "consent notice received");
+            tracing::info!(notice = %delivery.transfer_id, "notice received");
             return Ok(ack);
         }
         self.witness
@@ -152,6 +154,7 @@ impl NodeInbound for NodeInboundService {
             avs_number: String::new(),
             receipt: delivery.receipt,
             notice: None,
+            failure: None,
         };
         let identity = delivery.identity.map(|i| i.ciphertext);
         self.store

@@ -140,7 +140,7 @@ pub async fn run_with_clock(
             config.institution.id.clone(),
             config.keys.clone(),
             store.clone(),
-            witness,
+            witness.clone(),
             gateway,
             clock.clone(),
         ),
@@ -163,6 +163,7 @@ pub async fn run_with_clock(
             .clone()
             .watch(config.file.registry.poll(), metrics.clone(), |_| {}, stop_rx.clone()),
     );
+    tokio::spawn(mirror_witness_alarm(witness.clone(), metrics.clone(), stop_rx.clone()));
     if let Some(listener) = listeners.metrics {
         tokio::spawn(cii_kit::metrics::serve(
             listener,
@@ -189,4 +190,19 @@ pub async fn run_with_clock(
     api_result?;
     inbound_result?;
     Ok(())
+}
+
+/// Keeps `cii_witness_alarm` equal to the witness's alarm (the alert rules page on it).
+async fn mirror_witness_alarm(
+    witness: Arc<witness::LogWitness>,
+    metrics: Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        metrics.witness_alarm.set(i64::from(witness.in_alarm()));
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }

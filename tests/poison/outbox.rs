@@ -1,0 +1,228 @@
+//! No item blocks the others: a payload over its cap is refused before any decision; a
+//! delivery the recipient refuses for good leaves the outbox at once (logged, the sender
+//! told), and the next delivery to the same recipient arrives within seconds.
+
+use std::time::Duration;
+
+use cii_kit::status::error_code;
+use cii_proto::exchange as xt;
+use cii_proto::gateway::{self as gw, ListDeadLettersRequest, ResolveDeadLetterRequest};
+use cii_proto::node::{self as node_pb};
+use cii_tests::{Network, Options, with_token};
+use cii_types::Role;
+use prost::Message;
+
+use crate::{node, peer, two};
+
+const ANNA: &str = "756.1234.5678.97";
+
+fn report(id: &str, health: String) -> node_pb::SendRequest {
+    node_pb::SendRequest {
+        transfer_id: id.into(),
+        recipient: "AI-VS".into(),
+        local_record_id: "O-ANNA".into(),
+        trigger: gw::Trigger::SpontaneousReport as i32,
+        purpose: "early_detection".into(),
+        payload: Some(prost_types::Any {
+            type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
+            value: xt::EarlyDetectionReport {
+                health_limitations: health,
+                ..xt::EarlyDetectionReport::default()
+            }
+            .encode_to_vec(),
+        }),
+        include_identity: false,
+        attested_facts: vec!["person_informed_before".into()],
+        written_request: String::new(),
+    }
+}
+
+async fn enrol_anna(net: &Network) {
+    node(net, 0)
+        .enrol(with_token(
+            node_pb::EnrolRequest {
+                avs_number: ANNA.into(),
+                local_record_id: "O-ANNA".into(),
+            },
+            &net.token(0, "caseworker.1", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("enrol");
+}
+
+async fn inbox(net: &Network, i: usize) -> Vec<node_pb::InboxItem> {
+    node(net, i)
+        .list_inbox(with_token(
+            node_pb::ListInboxRequest { limit: 100 },
+            &net.token(i, "caseworker.1", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("inbox")
+        .into_inner()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_push_is_refused_before_any_decision() {
+    let net = Network::start(&two()).await;
+    enrol_anna(&net).await;
+    let size = net.audit_size(&peer(&net, 0)).await;
+    let status = node(&net, 0)
+        .send(with_token(
+            report("t-big", "x".repeat(2 * 1024 * 1024)),
+            &net.token(0, "caseworker.1", &[Role::Caseworker]),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(error_code(&status).as_deref(), Some("PAYLOAD_TOO_LARGE"), "{status:?}");
+    assert_eq!(net.audit_size(&peer(&net, 0)).await, size, "no decision, no entry");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_refused_for_good_is_dead_lettered_and_the_next_one_arrives() {
+    let mut net = Network::start_with(
+        &two(),
+        Options {
+            network_roles: vec![0],
+            ..Options::default()
+        },
+    )
+    .await;
+    enrol_anna(&net).await;
+    // A 4.5 MB delivery queued by an earlier release (before the cap): the recipient's node
+    // refuses it on every attempt (MESSAGE_TOO_LARGE).
+    net.restart_gateway(|dir| {
+        let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
+        let delivery = node_pb::Delivery {
+            transfer_id: "t-huge".into(),
+            sender: "ORP-VS".into(),
+            payload: Some(node_pb::SealedPayload {
+                ciphertext: vec![7; 4_500_000],
+                ..node_pb::SealedPayload::default()
+            }),
+            ..node_pb::Delivery::default()
+        }
+        .encode_to_vec();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Runtime::new().expect("runtime");
+                runtime.block_on(async {
+                    let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway db");
+                    sqlx::query(
+                        "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
+                         VALUES ('AI-VS', 'ORP-VS', 't-huge', ?1, 0)",
+                    )
+                    .bind(delivery)
+                    .execute(&pool)
+                    .await
+                    .expect("plant");
+                    pool.close().await;
+                });
+            });
+        });
+    })
+    .await;
+    node(&net, 0)
+        .send(with_token(
+            report("t-next", "reduced capacity".into()),
+            &net.token(0, "caseworker.1", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !inbox(&net, 1).await.iter().any(|i| i.transfer_id == "t-next") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the next delivery did not arrive within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sender is told, the operator sees it, the log has it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let notice = loop {
+        if let Some(failure) = inbox(&net, 0).await.into_iter().find_map(|i| i.failure) {
+            break failure;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no notice to the sender");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (notice.transfer_id.as_str(), notice.recipient.as_str()),
+        ("t-huge", "AI-VS")
+    );
+    assert_eq!(notice.code, "MESSAGE_TOO_LARGE");
+    let operator = net.token(0, "operator.1", &[Role::Operator]);
+    let listed = node(&net, 0)
+        .list_dead_letters(with_token(ListDeadLettersRequest { limit: 0 }, &operator))
+        .await
+        .expect("list")
+        .into_inner()
+        .dead_letters;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].transfer_id.as_str(),
+            listed[0].error_code.as_str(),
+            listed[0].attempts
+        ),
+        ("t-huge", "MESSAGE_TOO_LARGE", 1)
+    );
+    // A caseworker may not; the operator drops it, logged first.
+    let caseworker = net.token(0, "caseworker.1", &[Role::Caseworker]);
+    let refused = node(&net, 0)
+        .list_dead_letters(with_token(ListDeadLettersRequest { limit: 0 }, &caseworker))
+        .await
+        .expect_err("operator only");
+    assert_eq!(error_code(&refused).as_deref(), Some("ROLE_REQUIRED"));
+    let resolve = |action: gw::resolve_dead_letter_request::Action| ResolveDeadLetterRequest {
+        sender: "ORP-VS".into(),
+        transfer_id: "t-huge".into(),
+        action: action as i32,
+    };
+    let unspecified = node(&net, 0)
+        .resolve_dead_letter(with_token(
+            resolve(gw::resolve_dead_letter_request::Action::Unspecified),
+            &operator,
+        ))
+        .await
+        .expect_err("an action is required");
+    assert_eq!(error_code(&unspecified).as_deref(), Some("ACTION_REQUIRED"));
+    node(&net, 0)
+        .resolve_dead_letter(with_token(
+            resolve(gw::resolve_dead_letter_request::Action::Drop),
+            &operator,
+        ))
+        .await
+        .expect("drop");
+    let again = node(&net, 0)
+        .resolve_dead_letter(with_token(
+            resolve(gw::resolve_dead_letter_request::Action::Drop),
+            &operator,
+        ))
+        .await
+        .expect_err("gone");
+    assert_eq!(error_code(&again).as_deref(), Some("DEAD_LETTER_NOT_FOUND"));
+    let dir = net.stop().await;
+    let entries = cii_tests::audit_entries(dir.path()).await;
+    let kinds: Vec<(i32, &str, &str)> = entries
+        .iter()
+        .filter(|e| e.transfer_id == "t-huge")
+        .map(|e| (e.kind, e.detail.as_str(), e.acting_user.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                cii_audit::EntryKind::DeliveryDeadLettered as i32,
+                "code=MESSAGE_TOO_LARGE attempts=1",
+                ""
+            ),
+            (
+                cii_audit::EntryKind::DeadLetterResolved as i32,
+                "action=drop code=MESSAGE_TOO_LARGE",
+                "operator.1@ORP-VS"
+            ),
+        ]
+    );
+}
