@@ -110,6 +110,8 @@ pub struct Options {
     pub network_roles: Vec<usize>,
     /// A `[limits]` section for the gateway and the nodes (the defaults if absent).
     pub limits: Option<String>,
+    /// A `[store]` section for the gateway (the defaults if absent).
+    pub gateway_store: Option<String>,
 }
 
 /// What a registry version says, beyond the members.
@@ -246,8 +248,9 @@ impl Network {
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
                  [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
-                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}\
+                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}{store}\
                  [log]\nlevel = \"debug\"\n",
+                store = options.gateway_store.clone().unwrap_or_default(),
                 consent_port = consent.port(),
                 registry = registry_section(""),
                 audit_store = options

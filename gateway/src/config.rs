@@ -102,6 +102,11 @@ pub struct StoreFile {
     /// sealed delivery stays below the nodes' 4 MiB decoding limit).
     #[serde(default = "default_payload_max")]
     pub payload_max_bytes: u32,
+    /// How long a permitted pull's answer is kept, sealed to the requester, for retries of
+    /// the same request by the same user, in seconds (default 3600). After it, the id answers
+    /// PULL_ANSWER_GONE: new data needs a new transfer, a new decision and a new entry.
+    #[serde(default = "default_pull_answer_keep")]
+    pub pull_answer_keep_seconds: u32,
 }
 
 /// The largest payload cap a config may set: a sealed delivery adds the seal, the
@@ -116,6 +121,7 @@ impl Default for StoreFile {
             delivery_give_up_days: default_give_up_days(),
             payload_max_bytes_by_type: std::collections::BTreeMap::new(),
             payload_max_bytes: default_payload_max(),
+            pull_answer_keep_seconds: default_pull_answer_keep(),
         }
     }
 }
@@ -130,6 +136,10 @@ fn default_max_retry() -> u32 {
 
 fn default_give_up_days() -> u32 {
     7
+}
+
+fn default_pull_answer_keep() -> u32 {
+    3600
 }
 
 fn default_payload_max() -> u32 {

@@ -29,6 +29,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many of one recipient's waiting deliveries go out before they are marked delivered
 /// together (and the other recipients get their turn).
 const RUN_LIMIT: u32 = 64;
+/// How often pull answers past their keeping time are forgotten.
+const ANSWER_SWEEP: Duration = Duration::from_secs(60);
 /// First retry delay; doubled per failed attempt up to the configured maximum.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 
@@ -305,8 +307,16 @@ impl Nodes {
     /// The outbox worker: delivers each recipient's waiting items, oldest first,
     /// when they are due, until `stop` is set.
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut swept = tokio::time::Instant::now();
         loop {
             let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+            if swept.elapsed() >= ANSWER_SWEEP {
+                // Pull answers past their keeping time go (they are sealed; still, keep nothing longer).
+                swept = tokio::time::Instant::now();
+                if let Err(e) = store.forget_answers(now).await {
+                    tracing::warn!(error = %e, "kept pull answers not swept");
+                }
+            }
             let recipients: Vec<String> = self
                 .registry
                 .current()

@@ -48,6 +48,14 @@ pub struct TransferRow {
     pub pull: bool,
     /// Its audit entry is not known to be durable yet.
     pub held: bool,
+    /// The user who sent it (`user@INSTITUTION`; empty if recorded by an earlier release).
+    pub acting_user: String,
+    /// When it was decided.
+    pub created_micros: i64,
+    /// A permitted pull's answer (sealed to the requester) while kept.
+    pub answer: Option<Vec<u8>>,
+    /// Until when the answer is kept.
+    pub answer_until_micros: i64,
 }
 
 /// A transfer whose audit entry is not known to be durable (see [`Store::held`]).
@@ -74,6 +82,8 @@ pub struct TransferRecord<'a> {
     pub caller: &'a str,
     /// The caller's transfer id.
     pub transfer_id: &'a str,
+    /// The acting user (`user@INSTITUTION`): the id is theirs.
+    pub acting_user: &'a str,
     /// SHA-256 of the request bytes.
     pub request_sha256: &'a [u8],
     /// The counterparty.
@@ -234,8 +244,8 @@ impl Store {
     /// The transfer `transfer_id` of `caller`, if recorded.
     pub async fn transfer(&self, caller: &str, transfer_id: &str) -> Result<Option<TransferRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT request_sha256, response, state, attempts, last_error, pull, held FROM transfer \
-             WHERE sender = ?1 AND transfer_id = ?2",
+            "SELECT request_sha256, response, state, attempts, last_error, pull, held, acting_user, created_micros, \
+             answer, answer_until_micros FROM transfer WHERE sender = ?1 AND transfer_id = ?2",
         )
         .bind(caller)
         .bind(transfer_id)
@@ -250,6 +260,10 @@ impl Store {
                 last_error: r.get(4),
                 pull: r.get::<i64, _>(5) != 0,
                 held: r.get::<i64, _>(6) != 0,
+                acting_user: r.get(7),
+                created_micros: r.get(8),
+                answer: r.get(9),
+                answer_until_micros: r.get(10),
             })
         })
         .transpose()
@@ -309,7 +323,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros, \
-             held, entry, log_size_before) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10)",
+             held, entry, log_size_before, acting_user) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11)",
         )
         .bind(d.caller)
         .bind(d.transfer_id)
@@ -321,6 +335,7 @@ impl Store {
         .bind(d.now_micros)
         .bind(d.entry)
         .bind(i64::try_from(d.log_size_before).unwrap_or(i64::MAX))
+        .bind(d.acting_user)
         .execute(&mut *tx)
         .await?;
         if let Some(delivery) = d.delivery {
@@ -415,15 +430,37 @@ impl Store {
         Ok(row.map(due_row))
     }
 
-    /// A permitted pull was answered.
-    pub async fn provided(&self, caller: &str, transfer_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE transfer SET state = ?3 WHERE sender = ?1 AND transfer_id = ?2 AND state < ?3")
-            .bind(caller)
-            .bind(transfer_id)
-            .bind(i64::from(TransferState::Delivered.code()))
-            .execute(&self.writer)
-            .await?;
+    /// A permitted pull was answered: the answer (sealed to the requester) is kept until
+    /// `until_micros`, for the same request's retries.
+    pub async fn provided(
+        &self,
+        caller: &str,
+        transfer_id: &str,
+        answer: &[u8],
+        until_micros: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE transfer SET state = MAX(state, ?3), answer = ?4, answer_until_micros = ?5 \
+             WHERE sender = ?1 AND transfer_id = ?2",
+        )
+        .bind(caller)
+        .bind(transfer_id)
+        .bind(i64::from(TransferState::Delivered.code()))
+        .bind(answer)
+        .bind(until_micros)
+        .execute(&self.writer)
+        .await?;
         Ok(())
+    }
+
+    /// Forgets the pull answers kept past their time (overwritten: `secure_delete`).
+    pub async fn forget_answers(&self, now_micros: i64) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("UPDATE transfer SET answer = NULL WHERE answer IS NOT NULL AND answer_until_micros <= ?1")
+                .bind(now_micros)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected())
     }
 
     /// The recipient stored these deliveries: their outbox rows go, their transfers become
@@ -652,6 +689,7 @@ mod tests {
             .record(&TransferRecord {
                 caller,
                 transfer_id: id,
+                acting_user: "anna@ORP-VS",
                 request_sha256: &[0; 32],
                 counterparty: "AI-VS",
                 pull: false,

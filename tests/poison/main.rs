@@ -5,6 +5,7 @@
 
 mod log;
 mod outbox;
+mod replay;
 
 use cii_proto::node::node_client::NodeClient;
 use cii_types::{InstitutionType, PeerIdentity};

@@ -78,6 +78,9 @@ pub enum TransferError {
     /// The same (caller, transfer id) is being processed.
     #[error("the same transfer id is being processed; retry shortly")]
     InProgress,
+    /// A permitted pull's answer is no longer kept (or was never given in time).
+    #[error("the answer of this pull is no longer kept; new data needs a new request with a new transfer id")]
+    PullAnswerGone,
     /// The transfer id was used for a different request.
     #[error("this transfer id was already used for a different request; choose a new id")]
     IdReused,
@@ -149,6 +152,7 @@ impl TransferError {
             E::Payload(e) => e.code(),
             E::PayloadEmpty => "PAYLOAD_EMPTY",
             E::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            E::PullAnswerGone => "PULL_ANSWER_GONE",
             E::Undecidable(e) => e.code(),
             E::InProgress => "TRANSFER_IN_PROGRESS",
             E::IdReused => "TRANSFER_ID_REUSED",
@@ -170,7 +174,7 @@ impl TransferError {
     pub fn field(&self) -> Option<&str> {
         use TransferError as E;
         Some(match self {
-            E::TransferId(_) | E::InProgress | E::IdReused => "transfer_id",
+            E::TransferId(_) | E::InProgress | E::IdReused | E::PullAnswerGone => "transfer_id",
             E::Counterparty(_) | E::CounterpartyIsCaller | E::CounterpartyUnknown(_) => "counterparty",
             E::DirectionRequired => "direction",
             E::TriggerRequired => "trigger",

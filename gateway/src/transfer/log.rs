@@ -51,6 +51,7 @@ impl Transfers {
             .record(&TransferRecord {
                 caller: &caller_id,
                 transfer_id: checked.id.as_str(),
+                acting_user: &caller.acting_user(),
                 request_sha256: &checked.request_sha256,
                 counterparty: checked.counterparty.id.as_str(),
                 pull: checked.is_pull(),

@@ -61,6 +61,8 @@ pub struct Parts {
     pub registry: Live,
     /// The payload caps.
     pub payload_caps: PayloadCaps,
+    /// How long a pull's sealed answer is kept for retries of the same request.
+    pub pull_answer_keep: std::time::Duration,
     /// The active rulebook.
     pub rulebook: Arc<Rulebook>,
     /// The exchange catalogue (field categories).
@@ -87,6 +89,7 @@ pub struct Parts {
 pub struct Transfers {
     registry: Live,
     payload_caps: PayloadCaps,
+    pull_answer_keep: std::time::Duration,
     rulebook: Arc<Rulebook>,
     catalogue: Arc<Catalogue>,
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
@@ -113,6 +116,7 @@ impl Transfers {
         let Parts {
             registry,
             payload_caps,
+            pull_answer_keep,
             rulebook,
             catalogue,
             pseudonyms,
@@ -127,6 +131,7 @@ impl Transfers {
         Transfers {
             registry,
             payload_caps,
+            pull_answer_keep,
             rulebook,
             catalogue,
             pseudonyms,

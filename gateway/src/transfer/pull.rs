@@ -10,6 +10,7 @@ use cii_proto::gateway as pb;
 use cii_proto::node as node_pb;
 use cii_pseudonym::names::Party;
 use cii_types::TransferState;
+use prost::Message;
 
 use super::{Checked, TransferError, Transfers};
 
@@ -60,18 +61,49 @@ impl Transfers {
                 TransferError::HolderAnswerInvalid(e)
             })?;
         let back = self.pseudonyms.translate(&person, &holder, &caller_party);
-        response.provided = Some(prost_types::Any {
-            type_url: payload.type_url,
-            value: filtered.bytes,
-        });
+        response.provided_sealed = Some(self.seal_answer(&caller_party, checked, payload.type_url, filtered.bytes)?);
         response.provided_person = Some(common_pb::EncryptedPseudonym {
             ciphertext: cii_pseudonym::wire::to_bytes(&back),
         });
         response.state = TransferState::Delivered.code();
+        let keep = i64::try_from(self.pull_answer_keep.as_micros()).unwrap_or(i64::MAX);
+        let until = cii_types::time::micros(self.clock.now()).saturating_add(keep);
         let caller_id = caller.institution.id.to_string();
-        if let Err(e) = self.store.provided(&caller_id, checked.id.as_str()).await {
-            tracing::warn!(error = %e, "pull state not updated");
-        }
+        // Kept before it is answered: an answer the gateway could not keep is not given.
+        self.store
+            .provided(&caller_id, checked.id.as_str(), &response.encode_to_vec(), until)
+            .await?;
         Ok(())
+    }
+
+    /// The filtered answer sealed to the requester: what leaves the gateway, and what a
+    /// retry of the same request gets while it is kept.
+    ///
+    /// INVARIANT (a-replay-adds-nothing): the answer leaves sealed to the requester, and
+    /// these very bytes are what a retry of the same request gets while they are kept.
+    fn seal_answer(
+        &self,
+        requester: &Party,
+        checked: &Checked<'_>,
+        type_url: String,
+        filtered: Vec<u8>,
+    ) -> Result<pb::SealedAnswer, TransferError> {
+        let content = node_pb::DeliveryContent {
+            payload: Some(prost_types::Any {
+                type_url,
+                value: filtered,
+            }),
+            written_request: String::new(),
+        };
+        let aad = cii_types::transfer::seal_associated_data(checked.counterparty.id.as_str(), checked.id.as_str());
+        let sealed = self
+            .pseudonyms
+            .seal(requester, &aad, &content.encode_to_vec())
+            .map_err(TransferError::Seal)?;
+        Ok(pb::SealedAnswer {
+            key: cii_pseudonym::wire::to_bytes(&sealed.key),
+            nonce: sealed.nonce.to_vec(),
+            ciphertext: sealed.ciphertext,
+        })
     }
 }

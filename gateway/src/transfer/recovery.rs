@@ -1,8 +1,9 @@
 //! The same transfer id again, and transfers held by a crash.
 //!
-//! Idempotency: (sender, transfer id) → SHA-256 of the request bytes and the
-//! recorded response; the same bytes answer the recorded outcome (a permitted
-//! pull asks its holder again), other bytes `TRANSFER_ID_REUSED`. A transfer
+//! Idempotency: (sender, transfer id) → SHA-256 of the request bytes, the user
+//! who sent it and the recorded response; the same bytes from the same user
+//! answer the recorded outcome (a permitted pull: the first answer's sealed
+//! bytes while kept), anything else `TRANSFER_ID_REUSED`. A transfer
 //! recorded held but not known to be logged is completed — its entry found in
 //! the log from the size it had before, or appended now — exactly one entry
 //! either way.
@@ -18,6 +19,7 @@ use prost::Message;
 use super::log::receipt_to_wire;
 use super::{Checked, TransferError, Transfers};
 use crate::store::{Held, TransferRow};
+use cii_types::TransferState;
 
 impl Transfers {
     /// The same id again: the recorded outcome (and for a permitted pull, the
@@ -34,7 +36,18 @@ impl Transfers {
         if row.request_sha256 != checked.request_sha256 {
             return Err(TransferError::IdReused);
         }
-        let mut response = if row.held {
+        // An id belongs to the user who first sent it: another user's replay would put
+        // the wrong user on record (rows of earlier releases name nobody).
+        if !row.acting_user.is_empty() && row.acting_user != caller.acting_user() {
+            return Err(TransferError::IdReused);
+        }
+        let (answer, answer_until, created, answered) = (
+            row.answer.clone(),
+            row.answer_until_micros,
+            row.created_micros,
+            row.state == TransferState::Delivered,
+        );
+        let response = if row.held {
             // Decided but its entry not known to be logged (the append failed or the
             // gateway stopped): complete it now, exactly one entry either way.
             let held = self
@@ -55,14 +68,45 @@ impl Transfers {
             .as_ref()
             .is_some_and(|d| d.outcome == common_pb::decision::Outcome::Permit as i32);
         if checked.is_pull() && permitted {
-            let released: BTreeSet<String> = response
-                .decision
-                .as_ref()
-                .map(|d| d.released_categories.iter().cloned().collect())
-                .unwrap_or_default();
-            self.provide(caller, checked, &released, &mut response).await?;
+            let kept = Kept {
+                answer,
+                answer_until,
+                created,
+                answered,
+            };
+            return self.replay_pull(caller, checked, kept, response).await.map(Some);
         }
         Ok(Some(response))
+    }
+
+    /// A permitted pull again.
+    ///
+    /// INVARIANT (a-replay-adds-nothing): the first answer's sealed bytes while they are
+    /// kept; the holder is asked again only if it never answered, and only within the same
+    /// time; after that, new data needs a new transfer and a new decision.
+    async fn replay_pull(
+        &self,
+        caller: &Caller,
+        checked: &Checked<'_>,
+        kept: Kept,
+        mut response: pb::TransferResponse,
+    ) -> Result<pb::TransferResponse, TransferError> {
+        let now = cii_types::time::micros(self.clock.now());
+        if let Some(answer) = kept.answer.filter(|_| kept.answer_until > now) {
+            return pb::TransferResponse::decode(answer.as_slice())
+                .map_err(|_| TransferError::StoreCorrupt("a kept pull answer does not decode"));
+        }
+        let keep = i64::try_from(self.pull_answer_keep.as_micros()).unwrap_or(i64::MAX);
+        if kept.answered || now.saturating_sub(kept.created) >= keep {
+            return Err(TransferError::PullAnswerGone);
+        }
+        let released: BTreeSet<String> = response
+            .decision
+            .as_ref()
+            .map(|d| d.released_categories.iter().cloned().collect())
+            .unwrap_or_default();
+        self.provide(caller, checked, &released, &mut response).await?;
+        Ok(response)
     }
 
     /// Completes every held transfer (at start, after a crash).
@@ -148,4 +192,15 @@ pub(crate) fn recorded(row: TransferRow) -> Result<pb::TransferResponse, Transfe
     response.delivery_attempts = row.attempts;
     response.last_delivery_error = row.last_error;
     Ok(response)
+}
+
+/// What the store keeps of a pull's answer.
+struct Kept {
+    /// The sealed answer, while kept.
+    answer: Option<Vec<u8>>,
+    answer_until: i64,
+    /// When the pull was decided.
+    created: i64,
+    /// Whether the holder answered once.
+    answered: bool,
 }

@@ -128,6 +128,7 @@ registry! {
     FACT_UNKNOWN: InvalidArgument, false, "an attested fact the vocabulary does not know";
     FACT_NOT_ASSERTABLE: InvalidArgument, false, "a fact the network establishes, not the sender";
     PAYLOAD_EMPTY: InvalidArgument, false, "the payload carries no field";
+    PULL_ANSWER_GONE: FailedPrecondition, false, "the answer of this pull is no longer kept; new data needs a new request with a new transfer id (a new decision)";
     PAYLOAD_TOO_LARGE: InvalidArgument, false, "the payload is larger than its exchange type's cap on this network (gateway `store.payload_max_bytes`), refused before any decision";
     PAYLOAD_INVALID: InvalidArgument, false, "the payload does not decode as its exchange type";
     PAYLOAD_UNKNOWN_FIELD: InvalidArgument, false, "the payload carries a field the contract does not declare";

@@ -385,8 +385,22 @@ impl Node for NodeApi {
                 attested_facts: ask.attested_facts.clone(),
             })
         };
-        self.transfer(&request, &ask.transfer_id, &ask.encode_to_vec(), build)
-            .await
+        let mut answer = self
+            .transfer(&request, &ask.transfer_id, &ask.encode_to_vec(), build)
+            .await?;
+        // The holder's answer comes sealed to this institution: opened here, for the IT.
+        let response = answer.get_mut();
+        if let Some(sealed) = response.provided_sealed.take() {
+            let aad = cii_types::transfer::seal_associated_data(&ask.holder, &ask.transfer_id);
+            let parts = (
+                sealed.key.as_slice(),
+                sealed.nonce.as_slice(),
+                sealed.ciphertext.as_slice(),
+            );
+            let content = crate::sealed::open(&self.keys, "provided_sealed", parts, &aad)?;
+            response.provided = content.payload;
+        }
+        Ok(answer)
     }
 
     async fn list_inbox(

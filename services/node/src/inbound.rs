@@ -54,26 +54,13 @@ impl NodeInboundService {
             field: "payload",
             what: "payload is required",
         })?;
-        let key = cii_pseudonym::wire::attribute(&sealed.key).map_err(|source| NodeError::Crypto {
-            field: "payload.key",
-            source,
-        })?;
-        let nonce: [u8; 12] = sealed
-            .nonce
-            .as_slice()
-            .try_into()
-            .map_err(|_| NodeError::NonceInvalid)?;
         let aad = cii_types::transfer::seal_associated_data(&delivery.sender, &delivery.transfer_id);
-        let sealed = cii_pseudonym::seal::Sealed {
-            key,
-            nonce,
-            ciphertext: sealed.ciphertext.clone(),
-        };
-        let plain = self.keys.open(&sealed, &aad).map_err(|source| NodeError::Crypto {
-            field: "payload",
-            source,
-        })?;
-        pb::DeliveryContent::decode(plain.as_slice()).map_err(|_| NodeError::ContentInvalid)
+        crate::sealed::open(
+            &self.keys,
+            "payload",
+            (&sealed.key, &sealed.nonce, &sealed.ciphertext),
+            &aad,
+        )
     }
 
     /// The person's local record id, if enrolled here, and the pseudonym in hex.

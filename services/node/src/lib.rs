@@ -19,6 +19,7 @@ mod api;
 pub mod config;
 mod error;
 mod inbound;
+mod sealed;
 mod status;
 pub mod store;
 pub mod witness;
