@@ -120,7 +120,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         let url = if sqlite {
-            cii_kit::config::create_sqlite_parent(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            cii_kit::config::prepare_sqlite_file(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
             let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
             format!("sqlite:{}?mode=rwc", path.split('?').next().unwrap_or(""))
         } else {

@@ -209,7 +209,7 @@ fn count(n: i64) -> u32 {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `url`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        cii_kit::config::create_sqlite_parent(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        cii_kit::config::prepare_sqlite_file(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

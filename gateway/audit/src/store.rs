@@ -145,6 +145,9 @@ impl Store {
             {
                 std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
             }
+            if !read_only && !path.is_empty() && path != ":memory:" {
+                private_file(std::path::Path::new(path)).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(!read_only)
                 .read_only(read_only)
@@ -533,5 +536,26 @@ async fn postgres_insert(
         .bind(checkpoint.1)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Creates the log's file readable by this account only (0600), whatever the umask; SQLite
+/// gives its `-wal` and `-shm` files the same mode. (The services' other stores get the
+/// same from `cii_kit::config::prepare_sqlite_file`; this crate does not depend on the kit.)
+#[cfg(unix)]
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_file(_: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }

@@ -178,17 +178,52 @@ pub fn database_url(config_file: &Path, url: &str) -> String {
     }
 }
 
-/// Creates the folder of a `sqlite:PATH` database if missing (SQLite creates the file, not
-/// its folder); other URLs are left alone.
-pub fn create_sqlite_parent(url: &str) -> std::io::Result<()> {
+/// Prepares the file of an SQLite URL (`sqlite:PATH`; others are left alone): creates its
+/// folder, creates the database file readable by this account only (0600) if it is missing,
+/// and takes group and other permissions away from an existing one and its `-wal`/`-shm`
+/// files (SQLite gives those the database file's mode).
+///
+/// INVARIANT (stores-are-private): every store a process of ours opens is 0600, whatever
+/// the umask: they hold sealed payloads, pseudonyms and the log.
+pub fn prepare_sqlite_file(url: &str) -> std::io::Result<()> {
     let Some(rest) = url.strip_prefix("sqlite:") else {
         return Ok(());
     };
     let path = rest.strip_prefix("//").unwrap_or(rest).split('?').next().unwrap_or("");
-    match Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) if path != ":memory:" => std::fs::create_dir_all(parent),
-        _ => Ok(()),
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
     }
+    let path = Path::new(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    private_file(path)
+}
+
+#[cfg(unix)]
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_file(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Files of a party's TLS identity, as written in config files.

@@ -63,6 +63,14 @@ pub struct StoreFile {
     /// File with the 32-byte key (64 hex digits) that seals AVS numbers at rest;
     /// make one with `cii keys store-key --out FILE`. Losing it loses the stored AVS numbers.
     pub key: PathBuf,
+    /// Days after which sent requests and processed inbox items are forgotten (default 90;
+    /// at least 1). Unprocessed items stay until acknowledged.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u32,
+}
+
+fn default_keep_days() -> u32 {
+    90
 }
 
 /// The `[audit]` section.
@@ -141,6 +149,9 @@ impl NodeConfig {
         .map_err(|e| ConfigError::invalid(path, "pseudonym", e.to_string()))?;
         if !file.store.database.starts_with("sqlite:") {
             return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
+        }
+        if file.store.keep_days == 0 {
+            return Err(ConfigError::invalid(path, "store.keep_days", "must be at least 1"));
         }
         let store_key =
             crate::store::parse_key(&config::read_secret(path, "store.key", &file.store.key)?).ok_or_else(|| {

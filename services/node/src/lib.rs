@@ -165,6 +165,11 @@ pub async fn run_with_clock(
             .watch(config.file.registry.poll(), metrics.clone(), |_| {}, stop_rx.clone()),
     );
     tokio::spawn(mirror_witness_alarm(witness.clone(), metrics.clone(), stop_rx.clone()));
+    tokio::spawn(forget_old_items(
+        store.clone(),
+        config.file.store.keep_days,
+        stop_rx.clone(),
+    ));
     if let Some(listener) = listeners.metrics {
         tokio::spawn(cii_kit::metrics::serve(
             listener,
@@ -203,6 +208,23 @@ async fn mirror_witness_alarm(
         metrics.witness_alarm.set(i64::from(witness.in_alarm()));
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Forgets sent requests and processed inbox items past `[store] keep_days`, hourly.
+async fn forget_old_items(store: Arc<store::Store>, keep_days: u32, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let keep = i64::from(keep_days) * 86_400 * 1_000_000;
+        let cutoff = cii_types::time::micros(time::OffsetDateTime::now_utc()).saturating_sub(keep);
+        match store.forget_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, keep_days, "old sent and received items forgotten"),
+            Err(e) => tracing::warn!(error = %e, "old items not forgotten"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3_600)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

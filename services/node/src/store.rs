@@ -1,4 +1,9 @@
-//! The node's own database (SQLite): the index of enrolled persons.
+//! The node's own database (SQLite): the index of enrolled persons, what was sent,
+//! received and published, and the witness's checkpoint.
+//!
+//! INVARIANT (sealed-at-rest): every payload here — sent requests, inbox items, published
+//! data — is sealed under the store key like the AVS numbers, bound to its row; sent and
+//! received items are forgotten after `[store] keep_days`.
 //!
 //! Architecture Invariant (avs-at-node-only): the AVS number exists at the
 //! node only — in this store sealed with AES-256-GCM under the key from the
@@ -30,7 +35,7 @@ pub enum StoreError {
     #[error("node database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A sealed value could not be opened: wrong store key, or the row was tampered with.
-    #[error("a sealed AVS number does not open with this store key (wrong key or tampered row)")]
+    #[error("a sealed value does not open with this store key (wrong key or tampered row)")]
     Unseal,
     /// The system's random generator failed.
     #[error("random generator failed")]
@@ -67,11 +72,13 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `url` with the 32-byte store key.
     pub async fn open(url: &str, key: &[u8; 32]) -> Result<Store, StoreError> {
-        cii_kit::config::create_sqlite_parent(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        cii_kit::config::prepare_sqlite_file(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // Deleted rows (forgotten items, resealed legacy payloads) are overwritten.
+            .pragma("secure_delete", "on")
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -82,35 +89,112 @@ impl Store {
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| StoreError::Unseal)?;
-        Ok(Store {
+        let store = Store {
             pool,
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),
-        })
+        };
+        store.seal_legacy_rows().await?;
+        Ok(store)
     }
 
     fn seal(&self, record: &str, avs: &AvsNumber) -> Result<Vec<u8>, StoreError> {
+        self.seal_with(aad(record), avs.expose_digits().into_bytes())
+    }
+
+    fn unseal(&self, record: &str, sealed: &[u8]) -> Result<AvsNumber, StoreError> {
+        let plain = self.open_with(aad(record), sealed)?;
+        let digits = std::str::from_utf8(&plain).map_err(|_| StoreError::Unseal)?;
+        AvsNumber::parse(digits).map_err(|_| StoreError::Unseal)
+    }
+
+    /// `nonce ‖ AES-256-GCM(plain)` under the store key.
+    fn seal_with(&self, aad: Aad<Vec<u8>>, mut data: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.random.fill(&mut nonce).map_err(|_| StoreError::Random)?;
-        let mut data = avs.expose_digits().into_bytes();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), aad(record), &mut data)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), aad, &mut data)
             .map_err(|_| StoreError::Random)?;
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&data);
         Ok(sealed)
     }
 
-    fn unseal(&self, record: &str, sealed: &[u8]) -> Result<AvsNumber, StoreError> {
+    fn open_with(&self, aad: Aad<Vec<u8>>, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         let (nonce, body) = sealed.split_at_checked(NONCE_LEN).ok_or(StoreError::Unseal)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| StoreError::Unseal)?;
         let mut body = body.to_vec();
         let plain = self
             .key
-            .open_in_place(nonce, aad(record), &mut body)
+            .open_in_place(nonce, aad, &mut body)
             .map_err(|_| StoreError::Unseal)?;
-        let digits = std::str::from_utf8(plain).map_err(|_| StoreError::Unseal)?;
-        AvsNumber::parse(digits).map_err(|_| StoreError::Unseal)
+        Ok(plain.to_vec())
+    }
+
+    /// A stored payload: opened if sealed, as stored if written by an earlier release.
+    fn read_payload(&self, aad: Aad<Vec<u8>>, stored: Vec<u8>, sealed: bool) -> Result<Vec<u8>, StoreError> {
+        if sealed {
+            self.open_with(aad, &stored)
+        } else {
+            Ok(stored)
+        }
+    }
+
+    /// Seals the payloads that earlier releases stored in clear (once, at open).
+    async fn seal_legacy_rows(&self) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT transfer_id, request FROM outgoing WHERE sealed = 0")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let id: String = r.get(0);
+            let sealed = self.seal_with(row_aad("outgoing", &id), r.get(1))?;
+            sqlx::query("UPDATE outgoing SET request = ?, sealed = 1 WHERE transfer_id = ? AND sealed = 0")
+                .bind(sealed)
+                .bind(&id)
+                .execute(&self.pool)
+                .await?;
+        }
+        let rows = sqlx::query("SELECT id, sender, transfer_id, item FROM inbox WHERE sealed = 0")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let (id, sender, transfer_id): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
+            let sealed = self.seal_with(row_aad("inbox", &format!("{sender}/{transfer_id}")), r.get(3))?;
+            sqlx::query("UPDATE inbox SET item = ?, sealed = 1 WHERE id = ? AND sealed = 0")
+                .bind(sealed)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        let rows = sqlx::query("SELECT local_record_id, data FROM published WHERE sealed = 0")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let record: String = r.get(0);
+            let sealed = self.seal_with(row_aad("published", &record), r.get(1))?;
+            sqlx::query("UPDATE published SET data = ?, sealed = 1 WHERE local_record_id = ? AND sealed = 0")
+                .bind(sealed)
+                .bind(&record)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets sent requests and processed inbox items older than `cutoff_micros`
+    /// (unprocessed items stay until acknowledged). How many rows went.
+    pub async fn forget_before(&self, cutoff_micros: i64) -> Result<u64, StoreError> {
+        let sent = sqlx::query("DELETE FROM outgoing WHERE saved_micros < ?")
+            .bind(cutoff_micros)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let received = sqlx::query("DELETE FROM inbox WHERE acknowledged = 1 AND received_micros < ?")
+            .bind(cutoff_micros)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(sent + received)
     }
 
     /// The person under `record`: pseudonym and AVS number.
@@ -217,19 +301,26 @@ impl Store {
 
     /// The request sent under `transfer_id`: (SHA-256 of the Send/Request call, request bytes).
     pub async fn outgoing(&self, transfer_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let row = sqlx::query("SELECT send_sha256, request FROM outgoing WHERE transfer_id = ?")
+        let row = sqlx::query("SELECT send_sha256, request, sealed FROM outgoing WHERE transfer_id = ?")
             .bind(transfer_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        let Some(r) = row else { return Ok(None) };
+        let request = self.read_payload(row_aad("outgoing", transfer_id), r.get(1), r.get::<i64, _>(2) != 0)?;
+        Ok(Some((r.get(0), request)))
     }
 
     /// Keeps the exact request sent under `transfer_id` (before it is sent).
     pub async fn save_outgoing(&self, transfer_id: &str, send_sha256: &[u8], request: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO outgoing (transfer_id, send_sha256, request) VALUES (?, ?, ?)")
-            .bind(transfer_id)
-            .bind(send_sha256)
-            .bind(request)
+        let sealed = self.seal_with(row_aad("outgoing", transfer_id), request.to_vec())?;
+        let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+        sqlx::query(
+            "INSERT OR IGNORE INTO outgoing (transfer_id, send_sha256, request, sealed, saved_micros) VALUES (?, ?, ?, 1, ?)",
+        )
+        .bind(transfer_id)
+        .bind(send_sha256)
+        .bind(sealed)
+        .bind(now)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -244,12 +335,14 @@ impl Store {
         identity: Option<&[u8]>,
         at_micros: i64,
     ) -> Result<(), StoreError> {
+        let sealed = self.seal_with(row_aad("inbox", &format!("{sender}/{transfer_id}")), item.to_vec())?;
         sqlx::query(
-            "INSERT OR IGNORE INTO inbox (sender, transfer_id, item, identity, received_micros) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO inbox (sender, transfer_id, item, identity, received_micros, sealed) \
+             VALUES (?, ?, ?, ?, ?, 1)",
         )
         .bind(sender)
         .bind(transfer_id)
-        .bind(item)
+        .bind(sealed)
         .bind(identity)
         .bind(at_micros)
         .execute(&self.pool)
@@ -259,11 +352,20 @@ impl Store {
 
     /// Unacknowledged inbox items, oldest first: (id, item, identity ciphertext).
     pub async fn inbox(&self, limit: u32) -> Result<Vec<(i64, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
-        let rows = sqlx::query("SELECT id, item, identity FROM inbox WHERE acknowledged = 0 ORDER BY id LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        let rows = sqlx::query(
+            "SELECT id, item, identity, sender, transfer_id, sealed FROM inbox WHERE acknowledged = 0 ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let (sender, transfer_id): (String, String) = (r.get(3), r.get(4));
+                let aad = row_aad("inbox", &format!("{sender}/{transfer_id}"));
+                let item = self.read_payload(aad, r.get(1), r.get::<i64, _>(5) != 0)?;
+                Ok((r.get(0), item, r.get(2)))
+            })
+            .collect()
     }
 
     /// Marks an inbox item processed; its (sender, transfer id) if it was not already.
@@ -279,12 +381,13 @@ impl Store {
 
     /// Stores what this institution holds about `record` (replacing the previous).
     pub async fn publish(&self, record: &str, data: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.seal_with(row_aad("published", record), data.to_vec())?;
         sqlx::query(
-            "INSERT INTO published (local_record_id, data) VALUES (?, ?) \
-             ON CONFLICT (local_record_id) DO UPDATE SET data = excluded.data",
+            "INSERT INTO published (local_record_id, data, sealed) VALUES (?, ?, 1) \
+             ON CONFLICT (local_record_id) DO UPDATE SET data = excluded.data, sealed = 1",
         )
         .bind(record)
-        .bind(data)
+        .bind(sealed)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -292,12 +395,12 @@ impl Store {
 
     /// What this institution published about `record`.
     pub async fn published(&self, record: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT data FROM published WHERE local_record_id = ?")
-                .bind(record)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        let row = sqlx::query("SELECT data, sealed FROM published WHERE local_record_id = ?")
+            .bind(record)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| self.read_payload(row_aad("published", record), r.get(0), r.get::<i64, _>(1) != 0))
+            .transpose()
     }
 
     /// Closes the pool.
@@ -310,6 +413,12 @@ fn aad(record: &str) -> Aad<Vec<u8>> {
     let mut aad = AAD_PREFIX.to_vec();
     aad.extend_from_slice(record.as_bytes());
     Aad::from(aad)
+}
+
+/// Associated data of a sealed payload: its table and its row's key, so a sealed value
+/// moved to another row or table does not open.
+fn row_aad(table: &str, key: &str) -> Aad<Vec<u8>> {
+    Aad::from(format!("cii/node/{table}/v1\0{key}").into_bytes())
 }
 
 /// Parses a store key file's content: 64 hex digits (32 bytes), surrounding whitespace ignored.
@@ -383,6 +492,83 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(store.by_record("R-2").await, Err(StoreError::Unseal)));
+    }
+
+    #[tokio::test]
+    async fn payloads_are_sealed_at_rest_bound_to_their_row_and_forgotten_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, [7; 32]).await;
+        store.save_outgoing("t-1", &[1; 32], b"SENT-PLAINTEXT-1").await.unwrap();
+        store
+            .receive("AI-VS", "t-9", b"RECEIVED-PLAINTEXT-9", None, 5)
+            .await
+            .unwrap();
+        store.publish("R-1", b"PUBLISHED-PLAINTEXT-1").await.unwrap();
+        // An item of an earlier release, stored in clear: read, then sealed at the next open.
+        sqlx::query("INSERT INTO inbox (sender, transfer_id, item, received_micros) VALUES ('AS-VS', 't-0', ?, 1)")
+            .bind(b"LEGACY-PLAINTEXT-0".as_slice())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(store.outgoing("t-1").await.unwrap().unwrap().1, b"SENT-PLAINTEXT-1");
+        assert_eq!(store.published("R-1").await.unwrap().unwrap(), b"PUBLISHED-PLAINTEXT-1");
+        let items: Vec<Vec<u8>> = store
+            .inbox(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, item, _)| item)
+            .collect();
+        assert_eq!(
+            items,
+            [b"RECEIVED-PLAINTEXT-9".to_vec(), b"LEGACY-PLAINTEXT-0".to_vec()]
+        );
+        store.close().await;
+        let store = open(&dir, [7; 32]).await;
+        assert_eq!(
+            store.inbox(10).await.unwrap().len(),
+            2,
+            "the legacy item reads after sealing"
+        );
+        // Moved to another row, a sealed payload does not open.
+        sqlx::query("INSERT INTO published (local_record_id, data, sealed) SELECT 'R-2', data, 1 FROM published")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(matches!(store.published("R-2").await, Err(StoreError::Unseal)));
+        sqlx::query("DELETE FROM published WHERE local_record_id = 'R-2'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query("VACUUM").execute(&store.pool).await.unwrap();
+        store.close().await;
+        for file in ["node.db", "node.db-wal"] {
+            let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+            assert!(!bytes.windows(9).any(|w| w == b"PLAINTEXT"), "plaintext in {file}");
+        }
+        // Retention: sent requests and processed items older than the cutoff go.
+        let store = open(&dir, [7; 32]).await;
+        let (first, _, _) = store.inbox(1).await.unwrap().remove(0);
+        store.acknowledge(first).await.unwrap();
+        let forgotten = store.forget_before(i64::MAX).await.unwrap();
+        assert_eq!(forgotten, 2, "the sent request and the processed item");
+        assert!(store.outgoing("t-1").await.unwrap().is_none());
+        assert_eq!(store.inbox(10).await.unwrap().len(), 1, "the unprocessed item stays");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_store_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, [7; 32]).await;
+        store.publish("R-1", b"x").await.unwrap();
+        store.close().await;
+        for file in ["node.db", "node.db-wal", "node.db-shm"] {
+            if let Ok(meta) = std::fs::metadata(dir.path().join(file)) {
+                assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+            }
+        }
     }
 
     #[test]
