@@ -87,6 +87,31 @@ pub enum RunError {
     /// The exchange catalogue could not be read.
     #[error(transparent)]
     Catalogue(#[from] cii_types::exchange::ExchangeError),
+    /// `[audit] retention_days` is shorter than the limit the log was kept under.
+    #[error(
+        "[audit] retention_days = {configured} is shorter than the {stored} days this log is kept under; \
+         the limit can only grow (months would become due early)"
+    )]
+    RetentionShortened {
+        /// The config's limit.
+        configured: u32,
+        /// The stored limit.
+        stored: u32,
+    },
+}
+
+/// Opens the log's store and binds it to the configured retention limit, which may only grow.
+async fn open_audit_store(config: &GatewayConfig) -> Result<cii_audit::Store, RunError> {
+    let store = cii_audit::Store::open(&config.audit_store).await?;
+    let configured = config.file.audit.retention_days;
+    match store.retention_days().await? {
+        Some(stored) if stored > configured => Err(RunError::RetentionShortened { configured, stored }),
+        Some(stored) if stored == configured => Ok(store),
+        _ => {
+            store.set_retention_days(configured).await?;
+            Ok(store)
+        }
+    }
 }
 
 /// Services the gateway serves (listed by reflection, reported by health).
@@ -115,7 +140,7 @@ pub async fn run_with_clock(
 ) -> Result<(), RunError> {
     let (metrics, (consent_registry, tls_config)) = (Metrics::new("gateway"), tls_configs(&config)?);
     // The audit log is opened before anything is served: nothing happens unlogged.
-    let audit_store = cii_audit::Store::open(&config.audit_store).await?;
+    let audit_store = open_audit_store(&config).await?;
     let (audit, sequencer) = cii_audit::Log::open(
         audit_store.clone(),
         config.audit_signer.clone(),

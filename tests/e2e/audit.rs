@@ -448,6 +448,15 @@ async fn retention_shreds_a_period_and_the_log_still_verifies() {
         } else {
             Vec::new()
         };
+        // The run is logged first, naming the month (what `verify` checks a destruction against).
+        log.append(Entry {
+            kind: EntryKind::RetentionRun as i32,
+            time_micros: 1_800_000_000_000_000,
+            detail: "retention_days=365 cutoff=2026-01-15 periods=2024-01".into(),
+            ..Entry::default()
+        })
+        .await
+        .expect("retention run logged");
         store
             .destroy_keys(&["2024-01".to_owned()], 1_800_000_000_000_000)
             .await
@@ -466,7 +475,7 @@ async fn retention_shreds_a_period_and_the_log_still_verifies() {
         task.await.expect("sequencer");
 
         let stored = store.entries(0, 100).await.expect("entries");
-        assert_eq!(stored.len(), 31, "{name}");
+        assert_eq!(stored.len(), 32, "{name}");
         for e in &stored {
             let expired = matches!(&e.body, cii_audit::store::Body::Expired { period } if period == "2024-01");
             assert_eq!(expired, e.index < 10, "{name}: entry {}", e.index);
@@ -475,7 +484,7 @@ async fn retention_shreds_a_period_and_the_log_still_verifies() {
         let report = verify(&store, &verifier, ORIGIN, |_, _| {})
             .await
             .expect("the tree still verifies");
-        assert_eq!((report.entries, report.expired), (31, 10), "{name}");
+        assert_eq!((report.entries, report.expired), (32, 10), "{name}");
         assert_eq!(report.expired_periods, ["2024-01"], "{name}");
         let periods = store.periods().await.expect("periods");
         let summary: Vec<(&str, bool, u64)> = periods
@@ -484,12 +493,17 @@ async fn retention_shreds_a_period_and_the_log_still_verifies() {
             .collect();
         assert_eq!(
             summary,
-            [("2024-01", true, 10), ("2024-02", false, 10), ("2026-09", false, 11)],
+            [
+                ("2024-01", true, 10),
+                ("2024-02", false, 10),
+                ("2026-09", false, 11),
+                ("2027-01", false, 1)
+            ],
             "{name}"
         );
         // A log that restarts after retention rebuilds its tree from the leaf hashes.
         let (log, _task) = Log::open(store.clone(), signer, ORIGIN.into()).await.expect("reopen");
-        assert_eq!(log.checkpoint().0, 31, "{name}");
+        assert_eq!(log.checkpoint().0, 32, "{name}");
         store.close().await;
         if let Some(dir) = &dir {
             // Crypto-shredding: the destroyed key's bytes are nowhere in the database files.

@@ -6,6 +6,7 @@
 mod log;
 mod outbox;
 mod replay;
+mod retention;
 mod stores;
 
 use cii_proto::node::node_client::NodeClient;

@@ -362,6 +362,62 @@ impl Store {
         Ok(())
     }
 
+    /// The stored retention limit, if one was set (a store of an earlier release, opened
+    /// read-only and so not migrated, has none).
+    pub async fn retention_days(&self) -> Result<Option<u32>, StoreError> {
+        const SELECT: &str = "SELECT retention_days FROM audit_retention WHERE id = 1";
+        let days: Option<i64> = match self {
+            Store::Sqlite(pool) => {
+                let table: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_retention'",
+                )
+                .fetch_one(pool)
+                .await?;
+                if table == 0 {
+                    return Ok(None);
+                }
+                sqlx::query_scalar(SELECT).fetch_optional(pool).await?
+            }
+            Store::Postgres(pool) => {
+                let table: bool = sqlx::query_scalar("SELECT to_regclass('audit_retention') IS NOT NULL")
+                    .fetch_one(pool)
+                    .await?;
+                if !table {
+                    return Ok(None);
+                }
+                sqlx::query_scalar(SELECT).fetch_optional(pool).await?
+            }
+        };
+        Ok(days.and_then(|d| u32::try_from(d).ok()))
+    }
+
+    /// Stores the retention limit, or lengthens the stored one; a shorter limit than the
+    /// stored one is refused by the store (months would become due early).
+    pub async fn set_retention_days(&self, days: u32) -> Result<(), StoreError> {
+        let days = i64::from(days);
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO audit_retention (id, retention_days) VALUES (1, ?) \
+                     ON CONFLICT (id) DO UPDATE SET retention_days = excluded.retention_days",
+                )
+                .bind(days)
+                .execute(pool)
+                .await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO audit_retention (id, retention_days) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET retention_days = excluded.retention_days",
+                )
+                .bind(days)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every checkpoint (tree size, signed note), smallest first.
     pub async fn checkpoints(&self) -> Result<Vec<(u64, String)>, StoreError> {
         let rows: Vec<(i64, String)> = match self {

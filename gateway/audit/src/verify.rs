@@ -119,6 +119,8 @@ pub async fn verify(
             format!("entries {covered}..{read} are not covered by any signed checkpoint"),
         ));
     }
+    let stored_days = store.retention_days().await?;
+    walk.check_retention(stored_days)?;
     progress(entries, entries);
     Ok(Report {
         entries,
@@ -145,6 +147,40 @@ struct Walk {
     expired: u64,
     expired_periods: std::collections::BTreeSet<String>,
     undecodable: Vec<(u64, String)>,
+    /// Each expired period's first entry.
+    first_expired: std::collections::BTreeMap<String, u64>,
+    /// The readable retention runs (not dry runs).
+    runs: Vec<RetentionRun>,
+}
+
+/// What a readable RETENTION_RUN entry says.
+#[derive(Debug)]
+struct RetentionRun {
+    time_micros: i64,
+    retention_days: u32,
+    periods: Vec<String>,
+}
+
+impl RetentionRun {
+    /// The run of `entry`, if it is one that destroyed (not a dry run).
+    fn of(entry: &crate::Entry) -> Option<RetentionRun> {
+        if entry.kind != crate::EntryKind::RetentionRun as i32 {
+            return None;
+        }
+        let words: Vec<&str> = entry.detail.split_whitespace().collect();
+        if words.contains(&"dry_run") {
+            return None;
+        }
+        let value = |key: &str| words.iter().find_map(|w| w.strip_prefix(key));
+        Some(RetentionRun {
+            time_micros: entry.time_micros,
+            retention_days: value("retention_days=").and_then(|d| d.parse().ok()).unwrap_or(0),
+            periods: value("periods=")
+                .filter(|p| *p != "none")
+                .map(|p| p.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        })
+    }
 }
 
 impl Walk {
@@ -203,7 +239,7 @@ impl Walk {
                             format!("entry stored at {expected} says it is entry {}", entry.index),
                         ));
                     }
-                    Ok(_) => {}
+                    Ok(entry) => self.runs.extend(RetentionRun::of(&entry)),
                     Err(e) => self.undecodable.push((expected, e.to_string())),
                 }
                 leaf
@@ -211,6 +247,7 @@ impl Walk {
             Body::Expired { period } => {
                 self.expired += 1;
                 self.expired_periods.insert(period.clone());
+                self.first_expired.entry(period.clone()).or_insert(expected);
                 <[u8; 32]>::try_from(stored.leaf_hash.as_slice())
                     .map_err(|_| bad(expected, "stored leaf hash is not 32 bytes"))?
             }
@@ -219,6 +256,41 @@ impl Walk {
         };
         self.tree.push(leaf);
         self.settle()
+    }
+
+    /// Retention bound by the log itself: every destroyed period was due when a logged
+    /// retention run ran (its end at least the limit before the run — the run's own limit,
+    /// the stored one and the legal minimum, whichever is longest), and a logged run names
+    /// it (or names a later period: the run that named an older one may itself be shredded).
+    fn check_retention(&self, stored_days: Option<u32>) -> Result<(), VerifyError> {
+        const DAY_MICROS: i64 = 86_400 * 1_000_000;
+        let latest_due = self
+            .runs
+            .iter()
+            .map(|r| {
+                let days = r.retention_days.max(stored_days.unwrap_or(0)).max(365);
+                r.time_micros.saturating_sub(i64::from(days) * DAY_MICROS)
+            })
+            .max();
+        let newest_named = self.runs.iter().flat_map(|r| r.periods.iter()).max();
+        for (period, &index) in &self.first_expired {
+            let named = self.runs.iter().any(|r| r.periods.contains(period))
+                || newest_named.is_some_and(|newest| period < newest);
+            if !named {
+                return Err(bad(
+                    index,
+                    format!("period {period} was destroyed, but no retention run in the log names it"),
+                ));
+            }
+            let end = crate::body::period_end_micros(period);
+            if end.is_none_or(|end| latest_due.is_none_or(|due| end > due)) {
+                return Err(bad(
+                    index,
+                    format!("period {period} was destroyed before it was due under the retention limit"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks every pending checkpoint the tree has reached: its root, and
