@@ -5,6 +5,7 @@
 
 mod log;
 mod outbox;
+mod receipts;
 mod replay;
 mod retention;
 mod stores;

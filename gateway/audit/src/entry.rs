@@ -97,6 +97,7 @@ pub fn check(entry: &Entry) -> Result<(), Refused> {
         ("audit_pseudonym", &entry.audit_pseudonym, 64),
         ("payload_sha256", &entry.payload_sha256, 32),
         ("written_request_sha256", &entry.written_request_sha256, 32),
+        ("sealed_sha256", &entry.sealed_sha256, 32),
     ] {
         if !bytes.is_empty() && bytes.len() != allowed {
             return refuse(field, "wrong length");

@@ -67,6 +67,8 @@ pub struct Receipt {
     pub tree_size: u64,
     /// Inclusion proof of the entry in that tree.
     pub inclusion_proof: Vec<Hash>,
+    /// The entry's canonical bytes (what the leaf hash is over).
+    pub entry: Vec<u8>,
 }
 
 struct Request {
@@ -244,7 +246,10 @@ async fn run(
                 for (
                     request,
                     NewEntry {
-                        index, leaf_hash: leaf, ..
+                        index,
+                        leaf_hash: leaf,
+                        bytes,
+                        ..
                     },
                 ) in batch.into_iter().zip(rows)
                 {
@@ -255,6 +260,7 @@ async fn run(
                         checkpoint: note.clone(),
                         tree_size: size,
                         inclusion_proof,
+                        entry: bytes,
                     };
                     let _ = request.reply.send(Ok(receipt));
                 }

@@ -1,7 +1,7 @@
 //! Stage 5's input: the audit entry of a decided transfer, built in this one
 //! place — metadata only: who, what, under which bases, what was released and
 //! withheld, the consents relied on, the person encrypted for the DPO context,
-//! hashes of the payload and the written request.
+//! hashes of the sealed payload and of the written request.
 
 use cii_kit::auth::Caller;
 use cii_proto::common as common_pb;
@@ -52,7 +52,7 @@ pub(super) fn transfer_entry(caller: &Caller, decided: &Decided<'_>, sealed: &Se
             .as_ref()
             .map(cii_pseudonym::wire::to_bytes)
             .unwrap_or_default(),
-        payload_sha256: sealed.payload_sha256.clone(),
+        sealed_sha256: sealed.sealed_sha256.clone(),
         written_request_sha256: if checked.written_request.is_empty() {
             Vec::new()
         } else {

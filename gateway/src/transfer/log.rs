@@ -120,5 +120,6 @@ pub(crate) fn receipt_to_wire(r: &cii_audit::Receipt) -> common_pb::Receipt {
         leaf_hash: r.leaf_hash.to_vec(),
         checkpoint: r.checkpoint.clone(),
         inclusion_proof: r.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+        entry: r.entry.clone(),
     }
 }

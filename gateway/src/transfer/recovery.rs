@@ -138,7 +138,7 @@ impl Transfers {
             None => None,
         };
         let receipt = match self.find_logged(&entry, held.log_size_before).await? {
-            Some(index) => self.receipt_of(index)?,
+            Some(index) => self.receipt_of(index, &entry)?,
             None => receipt_to_wire(&self.audit.append(entry).await?),
         };
         tracing::info!(transfer_id = %held.transfer_id, audit_index = receipt.leaf_index, "held transfer completed");
@@ -146,8 +146,8 @@ impl Transfers {
             .await
     }
 
-    /// The receipt of the entry at `index` against the newest checkpoint.
-    fn receipt_of(&self, index: u64) -> Result<common_pb::Receipt, TransferError> {
+    /// The receipt of `entry`, found at `index`, against the newest checkpoint.
+    fn receipt_of(&self, index: u64, entry: &cii_audit::Entry) -> Result<common_pb::Receipt, TransferError> {
         let (size, note) = self.audit.checkpoint();
         let (_, leaf, proof) = self
             .audit
@@ -158,6 +158,7 @@ impl Transfers {
             leaf_hash: leaf.to_vec(),
             checkpoint: note,
             inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
+            entry: cii_audit::entry::encode(&cii_audit::Entry { index, ..entry.clone() }),
         })
     }
 

@@ -19,8 +19,8 @@ use super::{Decided, TransferError, Transfers};
 pub struct Sealed {
     /// For a permitted push: the delivery for the outbox (without its receipt yet).
     pub(super) delivery: Option<node_pb::Delivery>,
-    /// SHA-256 of the filtered payload (empty when nothing is delivered).
-    pub(super) payload_sha256: Vec<u8>,
+    /// SHA-256 of the sealed payload as delivered (empty when nothing is delivered).
+    pub(super) sealed_sha256: Vec<u8>,
 }
 
 impl Transfers {
@@ -38,7 +38,7 @@ impl Transfers {
         else {
             return Ok(Sealed::default());
         };
-        let (content, payload_sha256) = self.released_content(decided, type_url, payload)?;
+        let content = self.released_content(decided, type_url, payload)?;
         let recipient = Party::Institution(decided.consulted.to.id.clone());
         let sender = caller.institution.id.to_string();
         let aad = cii_types::transfer::seal_associated_data(&sender, checked.id.as_str());
@@ -54,6 +54,9 @@ impl Transfers {
         // The AVS number travels only when `identity.avs` is released, rekeyed (never reshuffled).
         let identity = identity.filter(|_| decided.released.contains(IDENTITY_AVS));
         let identity = identity.map(|i| self.pseudonyms.rekey_identity(&Identity(i), &recipient).0);
+        let sealed_payload = sealed_payload(sealed);
+        // The entry commits to the bytes the recipient receives, which it can check.
+        let sealed_sha256 = sha256(&sealed_payload.encode_to_vec());
         let delivery = node_pb::Delivery {
             transfer_id: checked.id.to_string(),
             sender,
@@ -63,7 +66,7 @@ impl Transfers {
             identity: identity.map(|i| common_pb::EncryptedIdentity {
                 ciphertext: cii_pseudonym::wire::to_bytes(&i),
             }),
-            payload: Some(sealed_payload(sealed)),
+            payload: Some(sealed_payload.clone()),
             decision: Some(decided.wire.clone()),
             receipt: None,
             notice: None,
@@ -71,26 +74,25 @@ impl Transfers {
         };
         Ok(Sealed {
             delivery: Some(delivery),
-            payload_sha256,
+            sealed_sha256,
         })
     }
 }
 
 impl Transfers {
     /// The content the recipient will open: the payload filtered to the released categories,
-    /// and the written request; with the SHA-256 of the filtered payload for the entry.
+    /// and the written request.
     fn released_content(
         &self,
         decided: &Decided<'_>,
         type_url: &str,
         payload: &[u8],
-    ) -> Result<(node_pb::DeliveryContent, Vec<u8>), TransferError> {
+    ) -> Result<node_pb::DeliveryContent, TransferError> {
         // INVARIANT (filter-before-seal): only released categories reach the sealed content.
         let filtered = self
             .catalogue
             .filter(type_url, payload, |c| decided.released.contains(c))
             .map_err(TransferError::Payload)?;
-        let payload_sha256 = sha256(&filtered.bytes);
         let content = node_pb::DeliveryContent {
             payload: Some(prost_types::Any {
                 type_url: type_url.to_owned(),
@@ -98,7 +100,7 @@ impl Transfers {
             }),
             written_request: decided.checked().written_request.clone(),
         };
-        Ok((content, payload_sha256))
+        Ok(content)
     }
 }
 

@@ -201,6 +201,7 @@ registry! {
     INBOX_ID_INVALID: InvalidArgument, false, "an inbox item id is not one of this node's";
     NODE_STORE: Internal, false, "the node's store failed or holds an unreadable record";
     GATEWAY_ANSWER_INVALID: Internal, false, "the gateway's answer could not be used by the node";
+    RECEIPT_MISMATCH: InvalidArgument, false, "the audit receipt's entry is not about what came with it (another transfer, other parties or categories, other sealed bytes); nothing was stored";
     AUDIT_LOG_ALARM: FailedPrecondition, false, "this node saw the audit log rewritten and stopped exchanging";
     RECEIPT_INVALID: Unavailable, true, "the gateway's receipt does not verify against the log's key; nothing was recorded";
     NONCE_INVALID: InvalidArgument, false, "a sealed payload's nonce is not 12 bytes";

@@ -95,6 +95,30 @@ impl NodeApi {
 
     /// Checks a receipt from the gateway as a witness of its log. Nothing is
     /// recorded unless it passes.
+    /// The gateway's answer's receipt is about this transfer (see `crate::binding`).
+    fn check_bound(
+        &self,
+        answer: &gw::TransferResponse,
+        transfer_id: &str,
+        sender: &str,
+        recipient: &str,
+    ) -> Result<(), NodeError> {
+        let Some(receipt) = &answer.receipt else { return Ok(()) };
+        let released = answer
+            .decision
+            .as_ref()
+            .map(|d| d.released_categories.as_slice())
+            .unwrap_or_default();
+        let expected = crate::binding::Expected {
+            transfer_id,
+            sender,
+            recipient,
+            released,
+            sealed: None,
+        };
+        crate::binding::check(receipt, &expected).map(|_| ())
+    }
+
     async fn witness(&self, receipt: Option<&cii_proto::common::Receipt>) -> Result<(), NodeError> {
         Ok(self.witness.check_receipt(&self.audit, receipt).await?)
     }
@@ -358,8 +382,17 @@ impl Node for NodeApi {
                 attested_facts: send.attested_facts.clone(),
             })
         };
-        self.transfer(&request, &send.transfer_id, &send.encode_to_vec(), build)
-            .await
+        let answer = self
+            .transfer(&request, &send.transfer_id, &send.encode_to_vec(), build)
+            .await?;
+        // The receipt's entry is this push's: this institution discloses to the recipient.
+        self.check_bound(
+            answer.get_ref(),
+            &send.transfer_id,
+            self.institution.as_str(),
+            &send.recipient,
+        )?;
+        Ok(answer)
     }
 
     async fn request(&self, request: Request<pb::RequestRequest>) -> Result<Response<gw::TransferResponse>, Status> {
@@ -388,8 +421,10 @@ impl Node for NodeApi {
         let mut answer = self
             .transfer(&request, &ask.transfer_id, &ask.encode_to_vec(), build)
             .await?;
-        // The holder's answer comes sealed to this institution: opened here, for the IT.
         let response = answer.get_mut();
+        // The receipt's entry is this pull's: the holder discloses to this institution.
+        self.check_bound(response, &ask.transfer_id, &ask.holder, self.institution.as_str())?;
+        // The holder's answer comes sealed to this institution: opened here, for the IT.
         if let Some(sealed) = response.provided_sealed.take() {
             let aad = cii_types::transfer::seal_associated_data(&ask.holder, &ask.transfer_id);
             let parts = (

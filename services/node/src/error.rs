@@ -55,6 +55,9 @@ pub enum NodeError {
         /// Why.
         source: cii_pseudonym::PseudonymError,
     },
+    /// The receipt's entry is not about what came with it.
+    #[error("the audit receipt's entry is not about this delivery: {0}")]
+    ReceiptMismatch(&'static str),
     /// The sealed payload's nonce is not 12 bytes.
     #[error("the nonce must be 12 bytes")]
     NonceInvalid,
@@ -98,6 +101,7 @@ impl NodeError {
             E::Witness(e) => e.code(),
             E::Crypto { source, .. } | E::IdentityNotEncrypted(source) => source.code(),
             E::NonceInvalid => "NONCE_INVALID",
+            E::ReceiptMismatch(_) => "RECEIPT_MISMATCH",
             E::ContentInvalid => "PAYLOAD_INVALID",
             E::NoDataPublished => "NO_DATA_PUBLISHED",
             E::GatewayAnswerInvalid(_) => "GATEWAY_ANSWER_INVALID",
@@ -117,6 +121,7 @@ impl NodeError {
             E::InboxIdInvalid => "ids",
             E::Crypto { field, .. } => field,
             E::NonceInvalid => "payload.nonce",
+            E::ReceiptMismatch(_) => "receipt",
             E::ContentInvalid => "payload",
             E::NoDataPublished => "person",
             _ => return None,

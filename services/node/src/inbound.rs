@@ -49,6 +49,33 @@ impl NodeInboundService {
 
     /// Opens a delivery's sealed content with this node's key; it opens only as the
     /// delivery it was sealed for (sender and transfer id are its associated data).
+    /// The receipt's entry, checked to be about this delivery (see `crate::binding`).
+    fn bound_entry(&self, delivery: &pb::Delivery) -> Result<cii_audit::Entry, NodeError> {
+        let receipt = delivery
+            .receipt
+            .as_ref()
+            .ok_or(NodeError::ReceiptMismatch("no receipt"))?;
+        let released = delivery
+            .decision
+            .as_ref()
+            .map(|d| d.released_categories.as_slice())
+            .unwrap_or_default();
+        let sealed = delivery
+            .payload
+            .as_ref()
+            .map(prost::Message::encode_to_vec)
+            .unwrap_or_default();
+        let own = self.institution.to_string();
+        let expected = crate::binding::Expected {
+            transfer_id: &delivery.transfer_id,
+            sender: &delivery.sender,
+            recipient: &own,
+            released,
+            sealed: Some(&sealed),
+        };
+        crate::binding::check(receipt, &expected)
+    }
+
     fn open(&self, delivery: &pb::Delivery) -> Result<pb::DeliveryContent, NodeError> {
         let sealed = delivery.payload.as_ref().ok_or(NodeError::FieldRequired {
             field: "payload",
@@ -126,7 +153,10 @@ impl NodeInbound for NodeInboundService {
             .check_receipt(&self.audit, delivery.receipt.as_ref())
             .await
             .map_err(NodeError::from)?;
+        let entry = self.bound_entry(&delivery)?;
         let content = self.open(&delivery)?;
+        let type_url = content.payload.as_ref().map_or("", |p| p.type_url.as_str());
+        crate::binding::check_exchange_type(&entry, type_url)?;
         let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
         let item = pb::InboxItem {
             id: String::new(),

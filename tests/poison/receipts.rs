@@ -1,0 +1,118 @@
+//! Receipts bound to deliveries: a dishonest gateway (here: the gateway's certificate in
+//! a test's hands) cannot cover a delivery it never logged with the receipt of another.
+//! The node checks that the receipt's entry hashes to its leaf and is about this
+//! transfer, these parties, these categories and these sealed bytes.
+
+use cii_kit::status::error_code;
+use cii_proto::exchange as xt;
+use cii_proto::gateway as gw;
+use cii_proto::node::{self as node_pb, node_inbound_client::NodeInboundClient};
+use cii_tests::with_token;
+use cii_types::{PeerIdentity, Role};
+use prost::Message;
+
+use crate::{node, two};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_of_another_delivery_is_refused_by_the_node() {
+    let net = cii_tests::Network::start(&two()).await;
+    for (i, record) in [(0, "ORP-VS-1"), (1, "AI-VS-1")] {
+        node(&net, i)
+            .enrol(with_token(
+                node_pb::EnrolRequest {
+                    avs_number: "756.1234.5678.97".into(),
+                    local_record_id: record.into(),
+                },
+                &net.token(i, "caseworker.1", &[Role::Caseworker]),
+            ))
+            .await
+            .expect("enrol");
+    }
+    let sent = node(&net, 0)
+        .send(with_token(
+            node_pb::SendRequest {
+                transfer_id: "t-1".into(),
+                recipient: "AI-VS".into(),
+                local_record_id: "ORP-VS-1".into(),
+                trigger: gw::Trigger::SpontaneousReport as i32,
+                purpose: "early_detection".into(),
+                payload: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
+                    value: xt::EarlyDetectionReport {
+                        health_limitations: "reduced capacity".into(),
+                        ..xt::EarlyDetectionReport::default()
+                    }
+                    .encode_to_vec(),
+                }),
+                attested_facts: vec!["person_informed_before".into()],
+                ..node_pb::SendRequest::default()
+            },
+            &net.token(0, "caseworker.1", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("send")
+        .into_inner();
+    let receipt = sent.receipt.clone().expect("receipt");
+    assert!(!receipt.entry.is_empty(), "the receipt carries its entry");
+    let genuine = node_pb::Delivery {
+        transfer_id: "t-1".into(),
+        sender: "ORP-VS".into(),
+        decision: sent.decision.clone(),
+        receipt: Some(receipt.clone()),
+        payload: Some(node_pb::SealedPayload {
+            key: vec![1; 64],
+            nonce: vec![2; 12],
+            ciphertext: vec![3; 48],
+        }),
+        ..node_pb::Delivery::default()
+    };
+    let mut tampered_entry = receipt.clone();
+    if let Some(last) = tampered_entry.entry.last_mut() {
+        *last ^= 1;
+    }
+    let attempts = [
+        (
+            "another transfer",
+            node_pb::Delivery {
+                transfer_id: "t-forged".into(),
+                ..genuine.clone()
+            },
+        ),
+        (
+            "another sender",
+            node_pb::Delivery {
+                sender: "AS-VS".into(),
+                ..genuine.clone()
+            },
+        ),
+        ("other sealed bytes under the same transfer", genuine.clone()),
+        (
+            "entry bytes changed",
+            node_pb::Delivery {
+                receipt: Some(tampered_entry),
+                ..genuine.clone()
+            },
+        ),
+    ];
+    let mut inbound = NodeInboundClient::new(net.node_inbound_channel_as(1, &PeerIdentity::Gateway));
+    for (what, delivery) in attempts {
+        let status = inbound.deliver(delivery).await.expect_err(what);
+        assert_eq!(
+            error_code(&status).as_deref(),
+            Some("RECEIPT_MISMATCH"),
+            "{what}: {status:?}"
+        );
+    }
+    let items = node(&net, 1)
+        .list_inbox(with_token(
+            node_pb::ListInboxRequest { limit: 100 },
+            &net.token(1, "caseworker.1", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("inbox")
+        .into_inner()
+        .items;
+    let ids: Vec<&str> = items.iter().map(|i| i.transfer_id.as_str()).collect();
+    assert_eq!(ids, ["t-1"], "only the genuine delivery is stored");
+    net.stop().await;
+}
