@@ -27,3 +27,19 @@ fn node(net: &cii_tests::Network, i: usize) -> NodeClient<tonic::transport::Chan
 fn peer(net: &cii_tests::Network, i: usize) -> PeerIdentity {
     PeerIdentity::Institution(net.node(i).member.id.clone())
 }
+
+/// Enrols the same person at both members, as `ORP-VS-1` and `AI-VS-1`.
+async fn enrol_both(net: &cii_tests::Network) {
+    for (i, record) in [(0, "ORP-VS-1"), (1, "AI-VS-1")] {
+        node(net, i)
+            .enrol(cii_tests::with_token(
+                cii_proto::node::EnrolRequest {
+                    avs_number: "756.1234.5678.97".into(),
+                    local_record_id: record.into(),
+                },
+                &net.token(i, "caseworker.1", &[cii_types::Role::Caseworker]),
+            ))
+            .await
+            .expect("enrol");
+    }
+}

@@ -16,18 +16,7 @@ use crate::{node, two};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receipt_of_another_delivery_is_refused_by_the_node() {
     let net = cii_tests::Network::start(&two()).await;
-    for (i, record) in [(0, "ORP-VS-1"), (1, "AI-VS-1")] {
-        node(&net, i)
-            .enrol(with_token(
-                node_pb::EnrolRequest {
-                    avs_number: "756.1234.5678.97".into(),
-                    local_record_id: record.into(),
-                },
-                &net.token(i, "caseworker.1", &[Role::Caseworker]),
-            ))
-            .await
-            .expect("enrol");
-    }
+    crate::enrol_both(&net).await;
     let sent = node(&net, 0)
         .send(with_token(
             node_pb::SendRequest {

@@ -13,7 +13,6 @@ use prost::Message;
 
 use crate::{node, peer, two};
 
-const PERSON: &str = "756.1234.5678.97";
 const FIRST: &str = "HEALTH-ALPHA-7q";
 const NEWER: &str = "HEALTH-BETA-9z";
 
@@ -74,18 +73,7 @@ async fn a_replayed_pull_gets_the_first_answer_and_nothing_new() {
         },
     )
     .await;
-    for (i, record) in [(0, "ORP-VS-1"), (1, "AI-VS-1")] {
-        node(&net, i)
-            .enrol(with_token(
-                node_pb::EnrolRequest {
-                    avs_number: PERSON.into(),
-                    local_record_id: record.into(),
-                },
-                &net.token(i, "caseworker.1", &[Role::Caseworker]),
-            ))
-            .await
-            .expect("enrol");
-    }
+    crate::enrol_both(&net).await;
     publish(&net, FIRST).await;
     let first = pull(&net, "anna", "r-1").await.expect("permitted pull");
     assert_eq!(health(&first), FIRST);

@@ -15,18 +15,7 @@ const HEALTH: &str = "HEALTH-AT-REST-5k";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stores_are_private_and_payloads_sealed_at_rest() {
     let net = Network::start(&two()).await;
-    for (i, record) in [(0, "ORP-VS-1"), (1, "AI-VS-1")] {
-        node(&net, i)
-            .enrol(with_token(
-                node_pb::EnrolRequest {
-                    avs_number: "756.1234.5678.97".into(),
-                    local_record_id: record.into(),
-                },
-                &net.token(i, "caseworker.1", &[Role::Caseworker]),
-            ))
-            .await
-            .expect("enrol");
-    }
+    crate::enrol_both(&net).await;
     let report = node_pb::SendRequest {
         transfer_id: "t-rest".into(),
         recipient: "AI-VS".into(),
