@@ -353,7 +353,7 @@ pub async fn run_consent_notices(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        match notices_once(&mut registry, &store, &clock).await {
+        match notices_once(&mut registry, &store, &nodes.log, &clock).await {
             Ok(true) => {
                 nodes.wake.notify_one();
                 continue;
@@ -371,6 +371,7 @@ pub async fn run_consent_notices(
 async fn notices_once(
     registry: &mut ConsentRegistryClient<Channel>,
     store: &Store,
+    log: &cii_audit::Log,
     clock: &Arc<dyn Clock>,
 ) -> Result<bool, String> {
     let after = store.consent_feed().await.map_err(|e| e.to_string())?;
@@ -383,7 +384,7 @@ async fn notices_once(
     let Some(last) = changes.last().map(|c| c.sequence) else {
         return Ok(false);
     };
-    let mut notices = Vec::new();
+    let (mut notices, mut entries) = (Vec::new(), Vec::new());
     for change in &changes {
         let uses = store
             .consent_uses(&change.consent_id)
@@ -412,8 +413,22 @@ async fn notices_once(
                 }),
                 ..node_pb::Delivery::default()
             };
+            entries.push(cii_audit::Entry {
+                time_micros: cii_types::time::micros(clock.now()),
+                kind: cii_audit::EntryKind::ConsentNoticeQueued as i32,
+                sender: "gateway".to_owned(),
+                recipient: recipient.clone(),
+                consents: vec![format!("{}@{}", change.consent_id, change.version)],
+                detail: format!("change={kind} notice={id} transfers={}", transfer_ids_len(&delivery)),
+                ..cii_audit::Entry::default()
+            });
             notices.push((recipient, id, delivery.encode_to_vec()));
         }
+    }
+    // Every notice has its entry before it is queued (log before deliver); if the log cannot
+    // record them, the feed position stays and the changes are read again.
+    for entry in entries {
+        log.append(entry).await.map_err(|e| e.to_string())?;
     }
     store
         .notices(&notices, last, cii_types::time::micros(clock.now()))
@@ -423,6 +438,10 @@ async fn notices_once(
         tracing::info!(notices = notices.len(), "consent change notices queued");
     }
     Ok(true)
+}
+
+fn transfer_ids_len(delivery: &node_pb::Delivery) -> usize {
+    delivery.notice.as_ref().map_or(0, |n| n.transfer_ids.len())
 }
 
 #[cfg(test)]

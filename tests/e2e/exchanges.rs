@@ -619,6 +619,20 @@ async fn a_consent_based_transfer_passes_until_the_revocation_and_the_recipient_
     assert_eq!(notice.transfer_ids, vec!["h-1".to_owned()]);
 
     let dir = net.stop().await;
+    // The notice has its entry, written before it was queued.
+    let logged: Vec<cii_audit::Entry> = cii_tests::audit_entries(dir.path())
+        .await
+        .into_iter()
+        .filter(|e| e.kind == cii_audit::EntryKind::ConsentNoticeQueued as i32)
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].recipient, "AS-VS");
+    assert!(logged[0].consents[0].starts_with(&consent.consent_id));
+    assert!(
+        logged[0].detail.starts_with("change=revoked notice=consent-notice:"),
+        "{}",
+        logged[0].detail
+    );
     no_avs_number_in(&dir.path().join("gateway"));
     no_avs_number_in(&dir.path().join("consent"));
 }
