@@ -5,6 +5,7 @@
 
 mod log;
 mod outbox;
+mod pg_roles;
 mod receipts;
 mod replay;
 mod retention;

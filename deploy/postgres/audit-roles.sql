@@ -1,0 +1,17 @@
+-- Roles of the audit log on PostgreSQL: the owner migrates and maintains the log, the
+-- gateway's service role only appends and reads it. Run this as the owner, in the log's
+-- database, once the owner has migrated it (start the gateway once with the owner's URL);
+-- then give the gateway the service role's URL. docs/operator-guide.md, "The audit log".
+--
+-- What the service role can do: INSERT and SELECT on the entries and checkpoints (the
+-- tables' triggers refuse UPDATE and DELETE anyway), create a month's key (INSERT) and read
+-- keys, set or lengthen the retention limit (the trigger refuses shortening), and destroy
+-- due keys through `audit_destroy_keys` (SECURITY DEFINER; the key table's triggers refuse
+-- anything else). What it cannot: TRUNCATE, DROP or ALTER anything, disable a trigger,
+-- UPDATE or DELETE a key row directly.
+CREATE ROLE cii_gateway LOGIN;
+GRANT USAGE ON SCHEMA public TO cii_gateway;
+GRANT SELECT ON _sqlx_migrations TO cii_gateway;
+GRANT SELECT, INSERT ON audit_entry, audit_checkpoint, audit_body_key TO cii_gateway;
+GRANT SELECT, INSERT, UPDATE ON audit_retention TO cii_gateway;
+GRANT EXECUTE ON FUNCTION audit_destroy_keys(TEXT[], BIGINT) TO cii_gateway;
