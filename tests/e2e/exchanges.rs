@@ -820,11 +820,20 @@ async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
             .await
             .expect("node store");
         let (_, alarm) = store
-            .clear_witness()
+            .clear_witness("SEC-1: gateway restored from backup", 1)
             .await
             .expect("clear")
             .expect("a witnessed checkpoint");
         assert!(alarm);
+        // The evidence of the split stays: the checkpoint held and the one that contradicted it.
+        let evidence = store.witness_evidence().await.expect("evidence");
+        assert_eq!(evidence.len(), 1, "{evidence:?}");
+        let (_, held, conflicting, problem) = &evidence[0];
+        assert!(!held.is_empty() && held != conflicting, "two signed checkpoints");
+        assert!(problem.contains("inconsistent"), "{problem}");
+        let clearances = store.witness_clearances().await.expect("clearances");
+        assert_eq!(clearances.len(), 1);
+        assert_eq!(clearances[0].2, "SEC-1: gateway restored from backup");
         store.close().await;
         net.restart_node(i).await;
     }

@@ -281,21 +281,65 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets the witnessed checkpoint and the alarm (an operator's decision after an
-    /// investigation, with the node stopped): the next receipt becomes the new anchor.
-    /// Returns what was there: (size, alarm).
-    pub async fn clear_witness(&self) -> Result<Option<(u64, bool)>, StoreError> {
+    /// Forgets the witnessed checkpoint and lowers the alarm (an operator's decision after an
+    /// investigation, with the node stopped): the next receipt becomes the new anchor. The
+    /// evidence stays, and the clearing is recorded with `reason`. Returns what was there:
+    /// (size, alarm).
+    pub async fn clear_witness(&self, reason: &str, now_micros: i64) -> Result<Option<(u64, bool)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query("DELETE FROM witness WHERE id = 1 RETURNING size, alarm")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(row.map(|r| (u64::try_from(r.get::<i64, _>(0)).unwrap_or(0), r.get::<i64, _>(1) != 0)))
+        let cleared = row.map(|r| (u64::try_from(r.get::<i64, _>(0)).unwrap_or(0), r.get::<i64, _>(1) != 0));
+        if let Some((size, _)) = cleared {
+            sqlx::query("INSERT INTO witness_clearance (cleared_micros, held_size, reason) VALUES (?, ?, ?)")
+                .bind(now_micros)
+                .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(cleared)
     }
 
-    /// Records that the log was seen rewritten; kept across restarts.
-    pub async fn raise_alarm(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE witness SET alarm = 1 WHERE id = 1")
-            .execute(&self.pool)
+    /// The evidence of every alarm, oldest first: (seen at, held note, conflicting note, problem).
+    pub async fn witness_evidence(&self) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seen_micros, held_note, conflicting_note, problem FROM witness_evidence ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
+    /// Every clearing of the alarm, oldest first: (cleared at, size forgotten, reason).
+    pub async fn witness_clearances(&self) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let rows = sqlx::query("SELECT cleared_micros, held_size, reason FROM witness_clearance ORDER BY id")
+            .fetch_all(&self.pool)
             .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Records that the log was seen rewritten, with the evidence: the checkpoint held and
+    /// the one that contradicts it. Kept across restarts and clearings.
+    pub async fn raise_alarm(&self, conflicting_note: &str, problem: &str, now_micros: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO witness_evidence (seen_micros, held_note, conflicting_note, problem) \
+             SELECT ?, COALESCE((SELECT note FROM witness WHERE id = 1), ''), ?, ?",
+        )
+        .bind(now_micros)
+        .bind(conflicting_note)
+        .bind(problem)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE witness SET alarm = 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -156,7 +156,9 @@ impl LogWitness {
             }
             Ok(false) => {}
             Err(WitnessError::Inconsistent { old_size, new_size }) => {
-                self.store.raise_alarm().await?;
+                let problem = format!("checkpoints of sizes {old_size} and {new_size} are inconsistent");
+                let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+                self.store.raise_alarm(receipt.checkpoint, &problem, now).await?;
                 self.alarm.store(true, std::sync::atomic::Ordering::SeqCst);
                 *witness = next;
                 return Err(WitnessFailure::Alarm(format!("sizes {old_size} and {new_size}")));
