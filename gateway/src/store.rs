@@ -374,12 +374,12 @@ impl Store {
         Ok(())
     }
 
-    /// For each recipient, its oldest waiting deliveries that are due at `now`, in
-    /// order, at most `limit`. Order is kept per (sender, recipient) pair: a sender's
-    /// deliveries stop at its first one that is held (not yet logged) or waiting for a
-    /// retry, so a later one never overtakes it, while other senders' deliveries to the
-    /// same recipient go on. One indexed lookup per recipient: a `GROUP BY` over the
-    /// outbox would read every queued row, after every run, and slow down as it grows.
+    /// For each recipient, its due deliveries in order, at most `limit`. Order is kept per
+    /// (sender, recipient) pair: a delivery is due only if no earlier one of its pair is held
+    /// (not yet logged) or waiting for a retry, so a later one never overtakes it, while other
+    /// senders' deliveries to the same recipient go on. The filter is in the query, before the
+    /// limit: however many rows one sender holds back, the others' still come. One indexed
+    /// lookup per recipient (`outbox_pair_seq`).
     pub async fn due_runs(
         &self,
         recipients: &[String],
@@ -389,24 +389,18 @@ impl Store {
         let mut runs = Vec::new();
         for recipient in recipients {
             let rows = sqlx::query(
-                "SELECT seq, recipient, sender, transfer_id, delivery, attempts, queued_micros, held, next_attempt_micros \
-                 FROM outbox WHERE recipient = ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, recipient, sender, transfer_id, delivery, attempts, queued_micros FROM outbox o \
+                 WHERE recipient = ?1 AND held = 0 AND next_attempt_micros <= ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.recipient = o.recipient AND b.sender = o.sender \
+                     AND b.seq < o.seq AND (b.held = 1 OR b.next_attempt_micros > ?2)) \
+                 ORDER BY seq LIMIT ?3",
             )
             .bind(recipient)
+            .bind(now_micros)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            let mut blocked = std::collections::HashSet::new();
-            let mut run = Vec::new();
-            for row in rows {
-                let waiting = row.get::<i64, _>(7) != 0 || row.get::<i64, _>(8) > now_micros;
-                let sender: String = row.get(2);
-                if waiting {
-                    blocked.insert(sender);
-                } else if !blocked.contains(&sender) {
-                    run.push(due_row(row));
-                }
-            }
+            let run: Vec<Due> = rows.into_iter().map(due_row).collect();
             if !run.is_empty() {
                 runs.push(run);
             }
@@ -755,6 +749,24 @@ mod tests {
         assert!(
             !store.drop_dead_letter("ORP-VS", "o1").await.expect("drop"),
             "no longer a dead letter"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sender_holding_back_more_rows_than_a_run_takes_blocks_nobody_else() {
+        let (_dir, store) = store().await;
+        record(&store, "held").await; // never released: held
+        for i in 0..70 {
+            let id = format!("o{i}");
+            record(&store, &id).await;
+            release(&store, &id).await;
+        }
+        record_from(&store, "AS-VS", "s1").await;
+        release_from(&store, "AS-VS", "s1").await;
+        assert_eq!(
+            run(&store, 64).await,
+            ["s1"],
+            "70 rows behind a held one, and AS-VS still goes"
         );
     }
 

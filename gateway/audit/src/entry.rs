@@ -65,6 +65,12 @@ pub fn check(entry: &Entry) -> Result<(), Refused> {
     for (field, value) in singles {
         check_text(field, value, MAX_FIELD_CHARS)?;
     }
+    // Free text a member chooses: no AVS number anywhere in it, whatever surrounds it.
+    for (field, value) in [("acting_user", &entry.acting_user), ("purpose", &entry.purpose)] {
+        if cii_types::avs::contains_avs(value) {
+            return refuse(field, "looks like an AVS number");
+        }
+    }
     let lists = [
         ("bases", &entry.bases),
         ("released", &entry.released),
@@ -128,7 +134,13 @@ fn check_line(value: &str, max: usize) -> Result<(), &'static str> {
     if value.chars().count() > max {
         return Err("too long");
     }
-    if value.chars().any(char::is_control) {
+    // Control characters, and the format characters that break a line or reorder what a
+    // DPO reads (line and paragraph separators, bidirectional overrides, zero-width marks).
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if value.chars().any(unsafe_char) {
         return Err("contains a control character");
     }
     Ok(())

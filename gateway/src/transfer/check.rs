@@ -127,6 +127,14 @@ pub fn check_request<'a>(
     if r.purpose.is_empty() {
         return Err(required("purpose", "purpose is required"));
     }
+    // A purpose is an id of the rulebook's vocabulary, and it is logged: never free text.
+    let id_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c);
+    if r.purpose.len() > 64 || !r.purpose.chars().all(id_char) {
+        return Err(not_allowed(
+            "purpose",
+            "purpose is an id of the rulebook's vocabulary: at most 64 characters of a–z, 0–9, '_', '-', '.'",
+        ));
+    }
     if r.written_request.chars().count() > MAX_WRITTEN_REQUEST {
         return Err(TransferError::WrittenRequestTooLong(MAX_WRITTEN_REQUEST));
     }

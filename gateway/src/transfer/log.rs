@@ -47,6 +47,9 @@ impl Transfers {
         };
         let consents = consents_relied_on(decided);
         let caller_id = caller.institution.id.to_string();
+        // An entry the log would refuse is refused before anything is recorded: a held row
+        // whose entry can never be appended would block its pair's deliveries for good.
+        cii_audit::entry::check(&entry).map_err(cii_audit::LogError::from)?;
         self.store
             .record(&TransferRecord {
                 caller: &caller_id,

@@ -67,6 +67,15 @@ pub fn looks_like_avs(text: &str) -> bool {
     prefix == b"756" && digits.count() == 10
 }
 
+/// Whether `text` could carry an AVS number anywhere: its digits, taken in order whatever
+/// separates them, contain 756 followed by at least ten more. Stricter than
+/// [`looks_like_avs`] (which wants the whole text to be one number): for free text that
+/// reaches the log, such as an account name or a purpose, where other digits may surround it.
+pub fn contains_avs(text: &str) -> bool {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).collect();
+    digits.windows(13).any(|w| w.starts_with(b"756"))
+}
+
 impl AvsNumber {
     /// Parses `756.1234.5678.97` or `7561234567897`.
     pub fn parse(text: &str) -> Result<AvsNumber, AvsError> {

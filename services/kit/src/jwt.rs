@@ -152,6 +152,8 @@ pub fn subject_is_safe(sub: &str) -> bool {
     !sub.is_empty()
         && sub.len() <= SUBJECT_MAX
         && sub.chars().all(|c| c.is_ascii_alphanumeric() || "._-~+=".contains(c))
+        // It is logged with every act: an AVS number as account name would reach the log.
+        && !cii_types::avs::contains_avs(sub)
 }
 
 /// Extracts the token from an `authorization` value.
