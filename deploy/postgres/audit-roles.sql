@@ -6,8 +6,10 @@
 -- What the service role can do: INSERT and SELECT on the entries and checkpoints (the
 -- tables' triggers refuse UPDATE and DELETE anyway), create a month's key (INSERT) and read
 -- keys, set or lengthen the retention limit (the trigger refuses shortening), and destroy
--- due keys through `audit_destroy_keys` (SECURITY DEFINER; the key table's triggers refuse
--- anything else). What it cannot: TRUNCATE, DROP or ALTER anything, disable a trigger,
+-- keys through `audit_destroy_keys` (SECURITY DEFINER). The key table's trigger refuses a
+-- destruction before the month is due *at the time the caller gives*; a forged later time
+-- passes it, and `cii audit verify` fails on it (a month destroyed after the newest logged
+-- retention run, or that no logged run names). What it cannot: TRUNCATE, DROP or ALTER anything, disable a trigger,
 -- UPDATE or DELETE a key row directly.
 CREATE ROLE cii_gateway LOGIN;
 GRANT USAGE ON SCHEMA public TO cii_gateway;

@@ -119,8 +119,13 @@ pub async fn verify(
             format!("entries {covered}..{read} are not covered by any signed checkpoint"),
         ));
     }
-    let stored_days = store.retention_days().await?;
-    walk.check_retention(stored_days)?;
+    let destroyed: std::collections::BTreeMap<String, i64> = store
+        .periods()
+        .await?
+        .into_iter()
+        .filter_map(|p| p.destroyed_micros.map(|at| (p.period, at)))
+        .collect();
+    walk.check_retention(&destroyed)?;
     progress(entries, entries);
     Ok(Report {
         entries,
@@ -258,20 +263,20 @@ impl Walk {
         self.settle()
     }
 
-    /// Retention bound by the log itself: every destroyed period was due when a logged
-    /// retention run ran (its end at least the limit before the run — the run's own limit,
-    /// the stored one and the legal minimum, whichever is longest), and a logged run names
-    /// it (or names a later period: the run that named an older one may itself be shredded).
-    fn check_retention(&self, stored_days: Option<u32>) -> Result<(), VerifyError> {
+    /// Retention bound by the log itself. Every destroyed period:
+    /// - was due when a logged retention run ran (its end at least the run's own limit, and
+    ///   never less than the legal 365 days, before the run);
+    /// - is named by a logged run, or is older than a month a logged run names (the run that
+    ///   named an older month may itself be shredded since);
+    /// - was destroyed at a time between its due date and the newest logged run (a key
+    ///   destroyed with a forged later time, which the store's trigger cannot tell, fails here).
+    fn check_retention(&self, destroyed: &std::collections::BTreeMap<String, i64>) -> Result<(), VerifyError> {
         const DAY_MICROS: i64 = 86_400 * 1_000_000;
-        let latest_due = self
-            .runs
-            .iter()
-            .map(|r| {
-                let days = r.retention_days.max(stored_days.unwrap_or(0)).max(365);
-                r.time_micros.saturating_sub(i64::from(days) * DAY_MICROS)
-            })
-            .max();
+        // A run destroys its months right after its entry is durable; an hour covers a slow store.
+        const RUN_SLACK_MICROS: i64 = 3_600 * 1_000_000;
+        let limit = |r: &RetentionRun| i64::from(r.retention_days.max(365)) * DAY_MICROS;
+        let latest_due = self.runs.iter().map(|r| r.time_micros.saturating_sub(limit(r))).max();
+        let latest_run = self.runs.iter().map(|r| r.time_micros).max();
         let newest_named = self.runs.iter().flat_map(|r| r.periods.iter()).max();
         for (period, &index) in &self.first_expired {
             let named = self.runs.iter().any(|r| r.periods.contains(period))
@@ -287,6 +292,13 @@ impl Walk {
                 return Err(bad(
                     index,
                     format!("period {period} was destroyed before it was due under the retention limit"),
+                ));
+            }
+            let at = destroyed.get(period).copied().unwrap_or(i64::MAX);
+            if latest_run.is_none_or(|run| at > run.saturating_add(RUN_SLACK_MICROS)) {
+                return Err(bad(
+                    index,
+                    format!("period {period} says it was destroyed after the newest retention run in the log"),
                 ));
             }
         }
