@@ -46,6 +46,8 @@ pub struct Nodes {
     metrics: cii_kit::metrics::Metrics,
     /// Dead letters are logged before they leave the outbox.
     log: cii_audit::Log,
+    /// Read for the entry bytes of receipts an earlier release queued without them.
+    audit_store: cii_audit::Store,
 }
 
 /// How long deliveries are retried.
@@ -120,7 +122,7 @@ impl Nodes {
         identity: TlsIdentity,
         policy: RetryPolicy,
         metrics: cii_kit::metrics::Metrics,
-        log: cii_audit::Log,
+        (log, audit_store): (cii_audit::Log, cii_audit::Store),
     ) -> Nodes {
         Nodes {
             registry,
@@ -130,6 +132,7 @@ impl Nodes {
             policy,
             metrics,
             log,
+            audit_store,
         }
     }
 
@@ -181,7 +184,11 @@ impl Nodes {
 
     async fn deliver(&self, due: &Due) -> Result<(), NodeCallError> {
         let recipient = InstitutionId::parse("recipient", &due.recipient).map_err(|_| NodeCallError::Corrupt)?;
-        let delivery = node_pb::Delivery::decode(due.delivery.as_slice()).map_err(|_| NodeCallError::Corrupt)?;
+        let mut delivery = node_pb::Delivery::decode(due.delivery.as_slice()).map_err(|_| NodeCallError::Corrupt)?;
+        if let Some(receipt) = delivery.receipt.as_mut() {
+            // Queued by an earlier release, whose receipts did not carry their entry.
+            fill_entry(&self.audit_store, receipt).await;
+        }
         let mut request = tonic::Request::new(delivery);
         request.set_timeout(ATTEMPT_TIMEOUT);
         self.client(&recipient)?.deliver(request).await?;
@@ -390,39 +397,9 @@ async fn notices_once(
             .consent_uses(&change.consent_id)
             .await
             .map_err(|e| e.to_string())?;
-        let mut by_recipient: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for (recipient, transfer_id) in uses {
-            by_recipient.entry(recipient).or_default().push(transfer_id);
-        }
-        let kind = match cii_proto::consent::ChangeKind::try_from(change.kind) {
-            Ok(cii_proto::consent::ChangeKind::ChangeRevoked) => "revoked",
-            Ok(cii_proto::consent::ChangeKind::ChangeExpired) => "expired",
-            _ => "changed",
-        };
-        for (recipient, transfer_ids) in by_recipient {
-            let id = format!("consent-notice:{}", change.sequence);
-            let delivery = node_pb::Delivery {
-                transfer_id: id.clone(),
-                sender: "gateway".to_owned(),
-                notice: Some(node_pb::ConsentNotice {
-                    consent_id: change.consent_id.clone(),
-                    version: change.version,
-                    change: kind.to_owned(),
-                    at: change.at,
-                    transfer_ids,
-                }),
-                ..node_pb::Delivery::default()
-            };
-            entries.push(cii_audit::Entry {
-                time_micros: cii_types::time::micros(clock.now()),
-                kind: cii_audit::EntryKind::ConsentNoticeQueued as i32,
-                sender: "gateway".to_owned(),
-                recipient: recipient.clone(),
-                consents: vec![format!("{}@{}", change.consent_id, change.version)],
-                detail: format!("change={kind} notice={id} transfers={}", transfer_ids_len(&delivery)),
-                ..cii_audit::Entry::default()
-            });
-            notices.push((recipient, id, delivery.encode_to_vec()));
+        for (recipient, id, delivery, entry) in notices_of(change, uses, clock.now()) {
+            entries.push(entry);
+            notices.push((recipient, id, delivery));
         }
     }
     // Every notice has its entry before it is queued (log before deliver); if the log cannot
@@ -440,8 +417,62 @@ async fn notices_once(
     Ok(true)
 }
 
-fn transfer_ids_len(delivery: &node_pb::Delivery) -> usize {
-    delivery.notice.as_ref().map_or(0, |n| n.transfer_ids.len())
+/// The notices of one consent change, one per recipient of data under it, each with its entry.
+fn notices_of(
+    change: &cii_proto::consent::Change,
+    uses: Vec<(String, String)>,
+    now: time::OffsetDateTime,
+) -> Vec<(String, String, Vec<u8>, cii_audit::Entry)> {
+    let mut by_recipient: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (recipient, transfer_id) in uses {
+        by_recipient.entry(recipient).or_default().push(transfer_id);
+    }
+    let kind = match cii_proto::consent::ChangeKind::try_from(change.kind) {
+        Ok(cii_proto::consent::ChangeKind::ChangeRevoked) => "revoked",
+        Ok(cii_proto::consent::ChangeKind::ChangeExpired) => "expired",
+        _ => "changed",
+    };
+    by_recipient
+        .into_iter()
+        .map(|(recipient, transfer_ids)| {
+            let id = format!("consent-notice:{}", change.sequence);
+            let entry = cii_audit::Entry {
+                time_micros: cii_types::time::micros(now),
+                kind: cii_audit::EntryKind::ConsentNoticeQueued as i32,
+                sender: "gateway".to_owned(),
+                recipient: recipient.clone(),
+                consents: vec![format!("{}@{}", change.consent_id, change.version)],
+                detail: format!("change={kind} notice={id} transfers={}", transfer_ids.len()),
+                ..cii_audit::Entry::default()
+            };
+            let delivery = node_pb::Delivery {
+                transfer_id: id.clone(),
+                sender: "gateway".to_owned(),
+                notice: Some(node_pb::ConsentNotice {
+                    consent_id: change.consent_id.clone(),
+                    version: change.version,
+                    change: kind.to_owned(),
+                    at: change.at,
+                    transfer_ids,
+                }),
+                ..node_pb::Delivery::default()
+            };
+            (recipient, id, delivery.encode_to_vec(), entry)
+        })
+        .collect()
+}
+
+/// Adds its entry's canonical bytes to a receipt that lacks them (written by an earlier
+/// release), from the log; left as is if the log cannot give them.
+pub(crate) async fn fill_entry(audit_store: &cii_audit::Store, receipt: &mut cii_proto::common::Receipt) {
+    if !receipt.entry.is_empty() {
+        return;
+    }
+    match audit_store.entry_bytes(receipt.leaf_index).await {
+        Ok(Some(bytes)) => receipt.entry = bytes,
+        Ok(None) => tracing::warn!(index = receipt.leaf_index, "a receipt's entry is not readable"),
+        Err(e) => tracing::warn!(error = %e, "audit store not readable"),
+    }
 }
 
 #[cfg(test)]

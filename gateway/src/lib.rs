@@ -419,7 +419,7 @@ async fn services(
         config.tls.clone(),
         retry_policy(&config.file.store),
         p.metrics.clone(),
-        p.audit.clone(),
+        (p.audit.clone(), p.audit_store.clone()),
     );
     let transfers = transfers(&p, nodes.clone())?;
     // Transfers decided but not known to be logged when the gateway last stopped.

@@ -1,7 +1,8 @@
 //! Receipts bound to deliveries: a dishonest gateway (here: the gateway's certificate in
 //! a test's hands) cannot cover a delivery it never logged with the receipt of another.
 //! The node checks that the receipt's entry hashes to its leaf and is about this
-//! transfer, these parties, these categories and these sealed bytes.
+//! transfer, these parties, these categories and these sealed bytes; a holder asked to
+//! provide checks that the entry is this pull's permit.
 
 use cii_kit::status::error_code;
 use cii_proto::exchange as xt;
@@ -92,6 +93,19 @@ async fn a_receipt_of_another_delivery_is_refused_by_the_node() {
             "{what}: {status:?}"
         );
     }
+    // The holder's side: asked to provide under a receipt that is not this pull's permit.
+    let provide = node_pb::ProvideRequest {
+        transfer_id: "p-forged".into(),
+        requester: "ORP-VS".into(),
+        person: Some(cii_proto::common::EncryptedPseudonym {
+            ciphertext: vec![0; 64],
+        }),
+        categories: vec!["health_limitations".into()],
+        receipt: Some(receipt.clone()),
+        ..node_pb::ProvideRequest::default()
+    };
+    let status = inbound.provide(provide).await.expect_err("another entry's receipt");
+    assert_eq!(error_code(&status).as_deref(), Some("RECEIPT_MISMATCH"), "{status:?}");
     let items = node(&net, 1)
         .list_inbox(with_token(
             node_pb::ListInboxRequest { limit: 100 },

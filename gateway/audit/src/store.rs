@@ -276,6 +276,16 @@ impl Store {
             .collect()
     }
 
+    /// The canonical bytes of the entry at `index`, if stored and readable.
+    pub async fn entry_bytes(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .entries(index, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.index == index)
+            .and_then(|e| e.readable().map(<[u8]>::to_vec)))
+    }
+
     /// Every stored leaf hash, in index order (to rebuild the tree at start).
     pub async fn leaf_hashes(&self) -> Result<Vec<Hash>, StoreError> {
         let mut out: Vec<Hash> = Vec::new();

@@ -61,7 +61,12 @@ impl Transfers {
             self.nodes.wake.notify_one();
             response
         } else {
-            recorded(row)?
+            let mut response = recorded(row)?;
+            if let Some(receipt) = response.receipt.as_mut() {
+                // Recorded by an earlier release, whose receipts did not carry their entry.
+                crate::delivery::fill_entry(&self.audit_store, receipt).await;
+            }
+            response
         };
         let permitted = response
             .decision

@@ -115,6 +115,8 @@ impl NodeApi {
             recipient,
             released,
             sealed: None,
+            // Data in the answer needs a permit behind it.
+            permitted: answer.provided_sealed.is_some(),
         };
         crate::binding::check(receipt, &expected).map(|_| ())
     }

@@ -21,6 +21,9 @@ pub(crate) struct Expected<'a> {
     pub released: &'a [String],
     /// For a delivery: the encoded sealed payload received.
     pub sealed: Option<&'a [u8]>,
+    /// Whether the entry must be a permit (a delivery, a pull answered with data, a holder
+    /// asked to provide).
+    pub permitted: bool,
 }
 
 /// Checks the receipt's entry against `expected`; the decoded entry if it matches.
@@ -40,25 +43,43 @@ pub(crate) fn check(receipt: &Receipt, expected: &Expected<'_>) -> Result<cii_au
     if entry.sender != expected.sender || entry.recipient != expected.recipient {
         return mismatch("the entry names other parties");
     }
-    if entry.released != expected.released {
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    if sorted(&entry.released) != sorted(expected.released) {
         return mismatch("the entry released other categories than the decision received");
+    }
+    if expected.permitted && entry.kind != cii_audit::EntryKind::TransferPermitted as i32 {
+        return mismatch("the entry is not a permit");
     }
     if let Some(sealed) = expected.sealed {
         let digest = ring::digest::digest(&ring::digest::SHA256, sealed);
-        if entry.kind != cii_audit::EntryKind::TransferPermitted as i32 || entry.sealed_sha256 != digest.as_ref() {
+        // Entries of earlier releases commit to the plaintext instead: `check_content` checks it.
+        let legacy = entry.sealed_sha256.is_empty() && entry.payload_sha256.len() == 32;
+        if !legacy && entry.sealed_sha256 != digest.as_ref() {
             return mismatch("the entry does not commit to the sealed payload received");
         }
     }
     Ok(entry)
 }
 
-/// The exchange type an entry names must be the message received.
-pub(crate) fn check_exchange_type(entry: &cii_audit::Entry, type_url: &str) -> Result<(), NodeError> {
-    if type_url.rsplit('/').next() == Some(entry.exchange_type.as_str()) {
-        Ok(())
-    } else {
-        Err(NodeError::ReceiptMismatch(
+/// The opened payload agrees with the entry: the exchange type it names and, for an entry of
+/// an earlier release (which committed to the plaintext), the payload's hash.
+pub(crate) fn check_content(entry: &cii_audit::Entry, payload: Option<&prost_types::Any>) -> Result<(), NodeError> {
+    let (type_url, value) = payload.map_or(("", &[][..]), |p| (p.type_url.as_str(), p.value.as_slice()));
+    if type_url.rsplit('/').next() != Some(entry.exchange_type.as_str()) {
+        return Err(NodeError::ReceiptMismatch(
             "the entry names another exchange type than the payload received",
-        ))
+        ));
     }
+    if entry.sealed_sha256.is_empty()
+        && ring::digest::digest(&ring::digest::SHA256, value).as_ref() != entry.payload_sha256.as_slice()
+    {
+        return Err(NodeError::ReceiptMismatch(
+            "the entry does not commit to the payload received",
+        ));
+    }
+    Ok(())
 }

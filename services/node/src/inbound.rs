@@ -72,6 +72,7 @@ impl NodeInboundService {
             recipient: &own,
             released,
             sealed: Some(&sealed),
+            permitted: true,
         };
         crate::binding::check(receipt, &expected)
     }
@@ -155,8 +156,7 @@ impl NodeInbound for NodeInboundService {
             .map_err(NodeError::from)?;
         let entry = self.bound_entry(&delivery)?;
         let content = self.open(&delivery)?;
-        let type_url = content.payload.as_ref().map_or("", |p| p.type_url.as_str());
-        crate::binding::check_exchange_type(&entry, type_url)?;
+        crate::binding::check_content(&entry, content.payload.as_ref())?;
         let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
         let item = pb::InboxItem {
             id: String::new(),
@@ -203,6 +203,19 @@ impl NodeInbound for NodeInboundService {
             .check_receipt(&self.audit, ask.receipt.as_ref())
             .await
             .map_err(NodeError::from)?;
+        // The receipt's entry is the permit of this pull: this institution discloses these
+        // categories to the requester. Any other logged entry opens nothing here.
+        let receipt = ask.receipt.as_ref().ok_or(NodeError::ReceiptMismatch("no receipt"))?;
+        let own = self.institution.to_string();
+        let expected = crate::binding::Expected {
+            transfer_id: &ask.transfer_id,
+            sender: &own,
+            recipient: &ask.requester,
+            released: &ask.categories,
+            sealed: None,
+            permitted: true,
+        };
+        crate::binding::check(receipt, &expected)?;
         let (record, _) = self.recognise(ask.person.as_ref()).await?;
         // Unknown here and known without published data are one answer: the requester
         // must not learn from a refusal whether this institution serves the person.

@@ -131,12 +131,14 @@ impl Store {
         Ok(plain.to_vec())
     }
 
-    /// A stored payload: opened if sealed, as stored if written by an earlier release.
+    /// A stored payload, opened. Rows of earlier releases were sealed when the store opened,
+    /// so a row in clear now was written behind the node's back: refused, like a row that
+    /// does not open.
     fn read_payload(&self, aad: Aad<Vec<u8>>, stored: Vec<u8>, sealed: bool) -> Result<Vec<u8>, StoreError> {
         if sealed {
             self.open_with(aad, &stored)
         } else {
-            Ok(stored)
+            Err(StoreError::Unseal)
         }
     }
 
@@ -556,6 +558,11 @@ mod tests {
             .unwrap();
         assert_eq!(store.outgoing("t-1").await.unwrap().unwrap().1, b"SENT-PLAINTEXT-1");
         assert_eq!(store.published("R-1").await.unwrap().unwrap(), b"PUBLISHED-PLAINTEXT-1");
+        // A row in clear appearing while the store is open was written behind its back.
+        assert!(matches!(store.inbox(10).await, Err(StoreError::Unseal)));
+        store.close().await;
+        // An earlier release's row: sealed when the store opens, then read.
+        let store = open(&dir, [7; 32]).await;
         let items: Vec<Vec<u8>> = store
             .inbox(10)
             .await
@@ -566,13 +573,6 @@ mod tests {
         assert_eq!(
             items,
             [b"RECEIVED-PLAINTEXT-9".to_vec(), b"LEGACY-PLAINTEXT-0".to_vec()]
-        );
-        store.close().await;
-        let store = open(&dir, [7; 32]).await;
-        assert_eq!(
-            store.inbox(10).await.unwrap().len(),
-            2,
-            "the legacy item reads after sealing"
         );
         // Moved to another row, a sealed payload does not open.
         sqlx::query("INSERT INTO published (local_record_id, data, sealed) SELECT 'R-2', data, 1 FROM published")
