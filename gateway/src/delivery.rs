@@ -281,12 +281,15 @@ impl Nodes {
             detail: format!("code={code} attempts={}", due.attempts + 1),
             ..cii_audit::Entry::default()
         };
-        if let Err(e) = self.log.append(entry).await {
-            tracing::error!(code = e.code(), error = %e, "dead letter not logged; the delivery stays queued");
-            let retry = now.saturating_add(i64::try_from(FIRST_RETRY.as_micros()).unwrap_or(i64::MAX));
-            let _ = store.attempt_failed(due, code, retry).await;
-            return;
-        }
+        let receipt = match self.log.append(entry).await {
+            Ok(receipt) => crate::wire::receipt_to_wire(&receipt),
+            Err(e) => {
+                tracing::error!(code = e.code(), error = %e, "dead letter not logged; the delivery stays queued");
+                let retry = now.saturating_add(i64::try_from(FIRST_RETRY.as_micros()).unwrap_or(i64::MAX));
+                let _ = store.attempt_failed(due, code, retry).await;
+                return;
+            }
+        };
         // A notice about a notice would have no one to read it.
         let notice = (due.sender != "gateway").then(|| crate::store::SenderNotice {
             id: format!("delivery-failed:{}", due.seq),
@@ -299,6 +302,8 @@ impl Nodes {
                     code: code.to_owned(),
                     at: Some(cii_types::time::timestamp_of_micros(now)),
                 }),
+                // The sender's node checks the notice against its DELIVERY_DEAD_LETTERED entry.
+                receipt: Some(receipt),
                 ..node_pb::Delivery::default()
             }
             .encode_to_vec(),
@@ -391,22 +396,24 @@ async fn notices_once(
     let Some(last) = changes.last().map(|c| c.sequence) else {
         return Ok(false);
     };
-    let (mut notices, mut entries) = (Vec::new(), Vec::new());
+    let mut notices = Vec::new();
     for change in &changes {
         let uses = store
             .consent_uses(&change.consent_id)
             .await
             .map_err(|e| e.to_string())?;
-        for (recipient, id, delivery, entry) in notices_of(change, uses, clock.now()) {
-            entries.push(entry);
-            notices.push((recipient, id, delivery));
-        }
+        notices.extend(notices_of(change, uses, clock.now()));
     }
-    // Every notice has its entry before it is queued (log before deliver); if the log cannot
-    // record them, the feed position stays and the changes are read again.
-    for entry in entries {
-        log.append(entry).await.map_err(|e| e.to_string())?;
+    // Every notice has its entry before it is queued (log before deliver), and carries its
+    // receipt, which the recipient's node checks; if the log cannot record them, the feed
+    // position stays and the changes are read again.
+    let mut queued = Vec::with_capacity(notices.len());
+    for (recipient, id, mut delivery, entry) in notices {
+        let receipt = log.append(entry).await.map_err(|e| e.to_string())?;
+        delivery.receipt = Some(crate::wire::receipt_to_wire(&receipt));
+        queued.push((recipient, id, delivery.encode_to_vec()));
     }
+    let notices = queued;
     store
         .notices(&notices, last, cii_types::time::micros(clock.now()))
         .await
@@ -422,7 +429,7 @@ fn notices_of(
     change: &cii_proto::consent::Change,
     uses: Vec<(String, String)>,
     now: time::OffsetDateTime,
-) -> Vec<(String, String, Vec<u8>, cii_audit::Entry)> {
+) -> Vec<(String, String, node_pb::Delivery, cii_audit::Entry)> {
     let mut by_recipient: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (recipient, transfer_id) in uses {
         by_recipient.entry(recipient).or_default().push(transfer_id);
@@ -457,7 +464,7 @@ fn notices_of(
                 }),
                 ..node_pb::Delivery::default()
             };
-            (recipient, id, delivery.encode_to_vec(), entry)
+            (recipient, id, delivery, entry)
         })
         .collect()
 }

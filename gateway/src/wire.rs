@@ -78,3 +78,14 @@ pub fn decision(rb: &Rulebook, d: &Decision) -> pb::Decision {
         rulebook_hash: d.rulebook_hash().to_owned(),
     }
 }
+
+/// A receipt in its wire form.
+pub(crate) fn receipt_to_wire(r: &cii_audit::Receipt) -> pb::Receipt {
+    pb::Receipt {
+        leaf_index: r.index,
+        leaf_hash: r.leaf_hash.to_vec(),
+        checkpoint: r.checkpoint.clone(),
+        inclusion_proof: r.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+        entry: r.entry.clone(),
+    }
+}

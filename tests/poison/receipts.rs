@@ -93,6 +93,21 @@ async fn a_receipt_of_another_delivery_is_refused_by_the_node() {
             "{what}: {status:?}"
         );
     }
+    // A notice is logged before it is sent: one under another entry's receipt is refused.
+    let forged_notice = node_pb::Delivery {
+        transfer_id: "consent-notice:999".into(),
+        sender: "gateway".into(),
+        notice: Some(node_pb::ConsentNotice {
+            consent_id: "c-forged".into(),
+            version: 1,
+            change: "revoked".into(),
+            ..node_pb::ConsentNotice::default()
+        }),
+        receipt: Some(receipt.clone()),
+        ..node_pb::Delivery::default()
+    };
+    let status = inbound.deliver(forged_notice).await.expect_err("a notice never logged");
+    assert_eq!(error_code(&status).as_deref(), Some("RECEIPT_MISMATCH"), "{status:?}");
     // The holder's side: asked to provide under a receipt that is not this pull's permit.
     let provide = node_pb::ProvideRequest {
         transfer_id: "p-forged".into(),

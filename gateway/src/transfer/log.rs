@@ -4,6 +4,7 @@
 //! held row. A crash in between leaves a held transfer that the next start (or
 //! the sender's retry) completes with exactly one entry (`recovery`).
 
+pub(crate) use crate::wire::receipt_to_wire;
 use cii_kit::auth::Caller;
 use cii_kit::metrics::Metrics;
 use cii_proto::common as common_pb;
@@ -114,15 +115,4 @@ fn consents_relied_on(decided: &Decided<'_>) -> Vec<String> {
         .iter()
         .filter_map(|c| c.consent.as_ref().map(|r| r.consent_id.clone()))
         .collect()
-}
-
-/// A receipt in its wire form.
-pub(crate) fn receipt_to_wire(r: &cii_audit::Receipt) -> common_pb::Receipt {
-    common_pb::Receipt {
-        leaf_index: r.index,
-        leaf_hash: r.leaf_hash.to_vec(),
-        checkpoint: r.checkpoint.clone(),
-        inclusion_proof: r.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
-        entry: r.entry.clone(),
-    }
 }

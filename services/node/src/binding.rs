@@ -83,3 +83,42 @@ pub(crate) fn check_content(entry: &cii_audit::Entry, payload: Option<&prost_typ
     }
     Ok(())
 }
+
+/// A notice from the gateway is logged before it is sent: its receipt's entry is the
+/// CONSENT_NOTICE_QUEUED entry of this notice to this institution, or the
+/// DELIVERY_DEAD_LETTERED entry of this institution's own delivery.
+pub(crate) fn check_notice(
+    receipt: &Receipt,
+    own: &str,
+    delivery: &cii_proto::node::Delivery,
+) -> Result<(), NodeError> {
+    let mismatch = |what| Err(NodeError::ReceiptMismatch(what));
+    if cii_audit::merkle::leaf_hash(&receipt.entry).as_slice() != receipt.leaf_hash.as_slice() {
+        return mismatch("the entry's bytes do not hash to the receipt's leaf");
+    }
+    let entry = cii_audit::entry::decode(&receipt.entry)
+        .map_err(|_| NodeError::ReceiptMismatch("the entry does not decode"))?;
+    let matches = match (&delivery.notice, &delivery.failure) {
+        (Some(notice), None) => {
+            entry.kind == cii_audit::EntryKind::ConsentNoticeQueued as i32
+                && entry.recipient == own
+                && entry.consents == [format!("{}@{}", notice.consent_id, notice.version)]
+                && entry
+                    .detail
+                    .split_whitespace()
+                    .any(|w| w.strip_prefix("notice=") == Some(delivery.transfer_id.as_str()))
+        }
+        (None, Some(failure)) => {
+            entry.kind == cii_audit::EntryKind::DeliveryDeadLettered as i32
+                && entry.sender == own
+                && entry.transfer_id == failure.transfer_id
+                && entry.recipient == failure.recipient
+        }
+        _ => false,
+    };
+    if matches {
+        Ok(())
+    } else {
+        mismatch("the entry is not this notice's")
+    }
+}

@@ -134,7 +134,17 @@ impl NodeInbound for NodeInboundService {
             transfer_id: delivery.transfer_id.clone(),
         });
         if delivery.notice.is_some() || delivery.failure.is_some() {
-            // The gateway's own notices: a consent change, or a dead-lettered delivery.
+            // The gateway's own notices: a consent change, or a dead-lettered delivery; each
+            // logged before it was sent, and checked against its entry here.
+            self.witness
+                .check_receipt(&self.audit, delivery.receipt.as_ref())
+                .await
+                .map_err(NodeError::from)?;
+            let receipt = delivery
+                .receipt
+                .as_ref()
+                .ok_or(NodeError::ReceiptMismatch("no receipt"))?;
+            crate::binding::check_notice(receipt, self.institution.as_str(), &delivery)?;
             let item = pb::InboxItem {
                 transfer_id: delivery.transfer_id.clone(),
                 sender: "gateway".to_owned(),
