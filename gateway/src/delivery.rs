@@ -182,12 +182,31 @@ impl Nodes {
         Ok(client.provide(request).await?.into_inner())
     }
 
-    async fn deliver(&self, due: &Due) -> Result<(), NodeCallError> {
+    async fn deliver(&self, store: &Store, due: &Due) -> Result<(), NodeCallError> {
         let recipient = InstitutionId::parse("recipient", &due.recipient).map_err(|_| NodeCallError::Corrupt)?;
         let mut delivery = node_pb::Delivery::decode(due.delivery.as_slice()).map_err(|_| NodeCallError::Corrupt)?;
         if let Some(receipt) = delivery.receipt.as_mut() {
             // Queued by an earlier release, whose receipts did not carry their entry.
             fill_entry(&self.audit_store, receipt).await;
+        } else if let Some(notice) = &delivery.notice {
+            // A consent notice queued by an earlier release, which did not log notices: logged
+            // now, its receipt kept in the row (a retry appends nothing more).
+            let entry = notice_entry(
+                &due.recipient,
+                &delivery.transfer_id,
+                notice,
+                time::OffsetDateTime::now_utc(),
+            );
+            let receipt = self
+                .log
+                .append(entry)
+                .await
+                .map_err(|e| NodeCallError::NoChannel(e.to_string()))?;
+            delivery.receipt = Some(crate::wire::receipt_to_wire(&receipt));
+            store
+                .replace_delivery(due.seq, &delivery.encode_to_vec())
+                .await
+                .map_err(|e| NodeCallError::NoChannel(e.to_string()))?;
         }
         let mut request = tonic::Request::new(delivery);
         request.set_timeout(ATTEMPT_TIMEOUT);
@@ -225,7 +244,7 @@ impl Nodes {
             if failed_senders.contains(&due.sender) {
                 continue;
             }
-            match self.deliver(due).await {
+            match self.deliver(store, due).await {
                 Ok(()) => {
                     cii_kit::metrics::Metrics::count(&self.metrics.deliveries, "DELIVERED");
                     tracing::debug!(recipient = %due.recipient, transfer_id = %due.transfer_id, "delivered");
@@ -443,30 +462,45 @@ fn notices_of(
         .into_iter()
         .map(|(recipient, transfer_ids)| {
             let id = format!("consent-notice:{}", change.sequence);
-            let entry = cii_audit::Entry {
-                time_micros: cii_types::time::micros(now),
-                kind: cii_audit::EntryKind::ConsentNoticeQueued as i32,
-                sender: "gateway".to_owned(),
-                recipient: recipient.clone(),
-                consents: vec![format!("{}@{}", change.consent_id, change.version)],
-                detail: format!("change={kind} notice={id} transfers={}", transfer_ids.len()),
-                ..cii_audit::Entry::default()
+            let notice = node_pb::ConsentNotice {
+                consent_id: change.consent_id.clone(),
+                version: change.version,
+                change: kind.to_owned(),
+                at: change.at,
+                transfer_ids,
             };
+            let entry = notice_entry(&recipient, &id, &notice, now);
             let delivery = node_pb::Delivery {
                 transfer_id: id.clone(),
                 sender: "gateway".to_owned(),
-                notice: Some(node_pb::ConsentNotice {
-                    consent_id: change.consent_id.clone(),
-                    version: change.version,
-                    change: kind.to_owned(),
-                    at: change.at,
-                    transfer_ids,
-                }),
+                notice: Some(notice),
                 ..node_pb::Delivery::default()
             };
             (recipient, id, delivery, entry)
         })
         .collect()
+}
+
+/// The CONSENT_NOTICE_QUEUED entry of a consent notice to `recipient`.
+fn notice_entry(
+    recipient: &str,
+    id: &str,
+    notice: &node_pb::ConsentNotice,
+    now: time::OffsetDateTime,
+) -> cii_audit::Entry {
+    cii_audit::Entry {
+        time_micros: cii_types::time::micros(now),
+        kind: cii_audit::EntryKind::ConsentNoticeQueued as i32,
+        sender: "gateway".to_owned(),
+        recipient: recipient.to_owned(),
+        consents: vec![format!("{}@{}", notice.consent_id, notice.version)],
+        detail: format!(
+            "change={} notice={id} transfers={}",
+            notice.change,
+            notice.transfer_ids.len()
+        ),
+        ..cii_audit::Entry::default()
+    }
 }
 
 /// Adds its entry's canonical bytes to a receipt that lacks them (written by an earlier

@@ -447,6 +447,16 @@ impl Store {
         Ok(())
     }
 
+    /// Rewrites a queued delivery's bytes (a notice of an earlier release given its receipt).
+    pub async fn replace_delivery(&self, seq: i64, delivery: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET delivery = ?2 WHERE seq = ?1")
+            .bind(seq)
+            .bind(delivery)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Forgets the pull answers kept past their time (overwritten: `secure_delete`).
     pub async fn forget_answers(&self, now_micros: i64) -> Result<u64, StoreError> {
         let done =

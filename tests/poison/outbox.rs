@@ -226,3 +226,57 @@ async fn a_delivery_refused_for_good_is_dead_lettered_and_the_next_one_arrives()
         ]
     );
 }
+
+/// A consent notice queued by the earlier release (which neither logged notices nor gave
+/// them receipts) is logged when it is sent and arrives with its receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notice_queued_by_the_earlier_release_is_logged_and_arrives() {
+    let mut net = Network::start(&two()).await;
+    net.restart_gateway(|dir| {
+        let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
+        let delivery = node_pb::Delivery {
+            transfer_id: "consent-notice:7".into(),
+            sender: "gateway".into(),
+            notice: Some(node_pb::ConsentNotice {
+                consent_id: "c-old".into(),
+                version: 2,
+                change: "revoked".into(),
+                transfer_ids: vec!["t-old".into()],
+                ..node_pb::ConsentNotice::default()
+            }),
+            ..node_pb::Delivery::default()
+        }
+        .encode_to_vec();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Runtime::new().expect("runtime");
+                runtime.block_on(async {
+                    let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway db");
+                    sqlx::query(
+                        "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
+                         VALUES ('AI-VS', 'gateway', 'consent-notice:7', ?1, 0)",
+                    )
+                    .bind(delivery)
+                    .execute(&pool)
+                    .await
+                    .expect("plant");
+                    pool.close().await;
+                });
+            });
+        });
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !inbox(&net, 1).await.iter().any(|i| i.transfer_id == "consent-notice:7") {
+        assert!(tokio::time::Instant::now() < deadline, "the old notice did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dir = net.stop().await;
+    let logged: Vec<cii_audit::Entry> = cii_tests::audit_entries(dir.path())
+        .await
+        .into_iter()
+        .filter(|e| e.kind == cii_audit::EntryKind::ConsentNoticeQueued as i32)
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].consents, ["c-old@2"]);
+}

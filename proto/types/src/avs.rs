@@ -67,13 +67,25 @@ pub fn looks_like_avs(text: &str) -> bool {
     prefix == b"756" && digits.count() == 10
 }
 
-/// Whether `text` could carry an AVS number anywhere: its digits, taken in order whatever
-/// separates them, contain 756 followed by at least ten more. Stricter than
-/// [`looks_like_avs`] (which wants the whole text to be one number): for free text that
-/// reaches the log, such as an account name or a purpose, where other digits may surround it.
+/// Whether `text` carries an AVS number anywhere: a run of digits and dots (nothing else
+/// between them) whose digits are 13, begin with 756 and end with a correct check digit.
+/// For free text that reaches the log (an account name, a purpose), where other characters
+/// may surround it; stricter than [`looks_like_avs`] on where the number may sit, and looser
+/// on what counts (the check digit must hold), so account names such as UUIDs or long
+/// numeric ids are not refused by chance.
 pub fn contains_avs(text: &str) -> bool {
-    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).collect();
-    digits.windows(13).any(|w| w.starts_with(b"756"))
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.')).any(|token| {
+        let digits: Vec<u8> = token.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+        match <[u8; 13]>::try_from(digits.as_slice()) {
+            Ok(d) => {
+                d.starts_with(&[7, 5, 6])
+                    && d[..12]
+                        .try_into()
+                        .is_ok_and(|first: [u8; 12]| check_digit(&first) == d[12])
+            }
+            Err(_) => false,
+        }
+    })
 }
 
 impl AvsNumber {
@@ -133,6 +145,28 @@ impl fmt::Debug for AvsNumber {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_avs_number_inside_free_text_is_found_and_other_digits_are_not() {
+        for carrying in [
+            "756.1234.5678.97",
+            "u7561234567897",
+            "Case 1: 756.1234.5678.97",
+            "x-7561234567897-y",
+        ] {
+            assert!(contains_avs(carrying), "{carrying}");
+        }
+        for clean in [
+            "34699f7a-c5f6-43a1-9f3f-59eb65c8a07c",
+            "123756123456789012345",
+            "u756012345678",
+            "756.1234.5678.90",
+            "anna.muster",
+            "early_detection",
+        ] {
+            assert!(!contains_avs(clean), "{clean}");
+        }
+    }
 
     #[test]
     fn the_reference_examples() {
