@@ -44,3 +44,26 @@ async fn enrol_both(net: &cii_tests::Network) {
             .expect("enrol");
     }
 }
+
+/// An early-detection report from ORP-VS to AI-VS about `ORP-VS-1` (permitted: the person
+/// was informed before), carrying `health`.
+fn report(transfer_id: &str, health: &str) -> cii_proto::node::SendRequest {
+    use prost::Message;
+    cii_proto::node::SendRequest {
+        transfer_id: transfer_id.into(),
+        recipient: "AI-VS".into(),
+        local_record_id: "ORP-VS-1".into(),
+        trigger: cii_proto::gateway::Trigger::SpontaneousReport as i32,
+        purpose: "early_detection".into(),
+        payload: Some(prost_types::Any {
+            type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
+            value: cii_proto::exchange::EarlyDetectionReport {
+                health_limitations: health.into(),
+                ..cii_proto::exchange::EarlyDetectionReport::default()
+            }
+            .encode_to_vec(),
+        }),
+        attested_facts: vec!["person_informed_before".into()],
+        ..cii_proto::node::SendRequest::default()
+    }
+}

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use cii_kit::status::error_code;
-use cii_proto::exchange as xt;
 use cii_proto::gateway::{self as gw, ListDeadLettersRequest, ResolveDeadLetterRequest};
 use cii_proto::node::{self as node_pb};
 use cii_tests::{Network, Options, with_token};
@@ -14,40 +13,28 @@ use prost::Message;
 
 use crate::{node, peer, two};
 
-const ANNA: &str = "756.1234.5678.97";
-
-fn report(id: &str, health: String) -> node_pb::SendRequest {
-    node_pb::SendRequest {
-        transfer_id: id.into(),
-        recipient: "AI-VS".into(),
-        local_record_id: "O-ANNA".into(),
-        trigger: gw::Trigger::SpontaneousReport as i32,
-        purpose: "early_detection".into(),
-        payload: Some(prost_types::Any {
-            type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
-            value: xt::EarlyDetectionReport {
-                health_limitations: health,
-                ..xt::EarlyDetectionReport::default()
-            }
-            .encode_to_vec(),
-        }),
-        include_identity: false,
-        attested_facts: vec!["person_informed_before".into()],
-        written_request: String::new(),
-    }
-}
-
-async fn enrol_anna(net: &Network) {
-    node(net, 0)
-        .enrol(with_token(
-            node_pb::EnrolRequest {
-                avs_number: ANNA.into(),
-                local_record_id: "O-ANNA".into(),
-            },
-            &net.token(0, "caseworker.1", &[Role::Caseworker]),
-        ))
-        .await
-        .expect("enrol");
+/// Writes a delivery straight into the gateway's outbox towards AI-VS (what the earlier
+/// release queued), on a runtime of its own: `restart_gateway` calls a synchronous closure.
+fn plant_outbox(dir: &std::path::Path, sender: &str, transfer_id: &str, delivery: Vec<u8>) {
+    let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway db");
+                sqlx::query(
+                    "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
+                     VALUES ('AI-VS', ?1, ?2, ?3, 0)",
+                )
+                .bind(sender)
+                .bind(transfer_id)
+                .bind(delivery)
+                .execute(&pool)
+                .await
+                .expect("plant");
+                pool.close().await;
+            });
+        });
+    });
 }
 
 async fn inbox(net: &Network, i: usize) -> Vec<node_pb::InboxItem> {
@@ -65,11 +52,11 @@ async fn inbox(net: &Network, i: usize) -> Vec<node_pb::InboxItem> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_oversized_push_is_refused_before_any_decision() {
     let net = Network::start(&two()).await;
-    enrol_anna(&net).await;
+    crate::enrol_both(&net).await;
     let size = net.audit_size(&peer(&net, 0)).await;
     let status = node(&net, 0)
         .send(with_token(
-            report("t-big", "x".repeat(2 * 1024 * 1024)),
+            crate::report("t-big", &"x".repeat(2 * 1024 * 1024)),
             &net.token(0, "caseworker.1", &[Role::Caseworker]),
         ))
         .await
@@ -89,11 +76,10 @@ async fn a_delivery_refused_for_good_is_dead_lettered_and_the_next_one_arrives()
         },
     )
     .await;
-    enrol_anna(&net).await;
+    crate::enrol_both(&net).await;
     // A 4.5 MB delivery queued by an earlier release (before the cap): the recipient's node
     // refuses it on every attempt (MESSAGE_TOO_LARGE).
     net.restart_gateway(|dir| {
-        let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
         let delivery = node_pb::Delivery {
             transfer_id: "t-huge".into(),
             sender: "ORP-VS".into(),
@@ -104,28 +90,12 @@ async fn a_delivery_refused_for_good_is_dead_lettered_and_the_next_one_arrives()
             ..node_pb::Delivery::default()
         }
         .encode_to_vec();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let runtime = tokio::runtime::Runtime::new().expect("runtime");
-                runtime.block_on(async {
-                    let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway db");
-                    sqlx::query(
-                        "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
-                         VALUES ('AI-VS', 'ORP-VS', 't-huge', ?1, 0)",
-                    )
-                    .bind(delivery)
-                    .execute(&pool)
-                    .await
-                    .expect("plant");
-                    pool.close().await;
-                });
-            });
-        });
+        plant_outbox(dir, "ORP-VS", "t-huge", delivery);
     })
     .await;
     node(&net, 0)
         .send(with_token(
-            report("t-next", "reduced capacity".into()),
+            crate::report("t-next", "reduced capacity"),
             &net.token(0, "caseworker.1", &[Role::Caseworker]),
         ))
         .await
@@ -233,7 +203,6 @@ async fn a_delivery_refused_for_good_is_dead_lettered_and_the_next_one_arrives()
 async fn a_notice_queued_by_the_earlier_release_is_logged_and_arrives() {
     let mut net = Network::start(&two()).await;
     net.restart_gateway(|dir| {
-        let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
         let delivery = node_pb::Delivery {
             transfer_id: "consent-notice:7".into(),
             sender: "gateway".into(),
@@ -247,23 +216,7 @@ async fn a_notice_queued_by_the_earlier_release_is_logged_and_arrives() {
             ..node_pb::Delivery::default()
         }
         .encode_to_vec();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let runtime = tokio::runtime::Runtime::new().expect("runtime");
-                runtime.block_on(async {
-                    let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway db");
-                    sqlx::query(
-                        "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
-                         VALUES ('AI-VS', 'gateway', 'consent-notice:7', ?1, 0)",
-                    )
-                    .bind(delivery)
-                    .execute(&pool)
-                    .await
-                    .expect("plant");
-                    pool.close().await;
-                });
-            });
-        });
+        plant_outbox(dir, "gateway", "consent-notice:7", delivery);
     })
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

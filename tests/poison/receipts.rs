@@ -5,12 +5,9 @@
 //! provide checks that the entry is this pull's permit.
 
 use cii_kit::status::error_code;
-use cii_proto::exchange as xt;
-use cii_proto::gateway as gw;
 use cii_proto::node::{self as node_pb, node_inbound_client::NodeInboundClient};
 use cii_tests::with_token;
 use cii_types::{PeerIdentity, Role};
-use prost::Message;
 
 use crate::{node, two};
 
@@ -20,23 +17,7 @@ async fn a_receipt_of_another_delivery_is_refused_by_the_node() {
     crate::enrol_both(&net).await;
     let sent = node(&net, 0)
         .send(with_token(
-            node_pb::SendRequest {
-                transfer_id: "t-1".into(),
-                recipient: "AI-VS".into(),
-                local_record_id: "ORP-VS-1".into(),
-                trigger: gw::Trigger::SpontaneousReport as i32,
-                purpose: "early_detection".into(),
-                payload: Some(prost_types::Any {
-                    type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
-                    value: xt::EarlyDetectionReport {
-                        health_limitations: "reduced capacity".into(),
-                        ..xt::EarlyDetectionReport::default()
-                    }
-                    .encode_to_vec(),
-                }),
-                attested_facts: vec!["person_informed_before".into()],
-                ..node_pb::SendRequest::default()
-            },
+            crate::report("t-1", "reduced capacity"),
             &net.token(0, "caseworker.1", &[Role::Caseworker]),
         ))
         .await

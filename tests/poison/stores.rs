@@ -1,12 +1,9 @@
 //! Stores nobody else can read: every database a network's processes create is 0600,
 //! and a node keeps what it sent and received sealed under its store key.
 
-use cii_proto::exchange as xt;
 use cii_proto::gateway as gw;
-use cii_proto::node as node_pb;
 use cii_tests::{Network, with_token};
 use cii_types::Role;
-use prost::Message;
 
 use crate::{node, two};
 
@@ -16,23 +13,7 @@ const HEALTH: &str = "HEALTH-AT-REST-5k";
 async fn stores_are_private_and_payloads_sealed_at_rest() {
     let net = Network::start(&two()).await;
     crate::enrol_both(&net).await;
-    let report = node_pb::SendRequest {
-        transfer_id: "t-rest".into(),
-        recipient: "AI-VS".into(),
-        local_record_id: "ORP-VS-1".into(),
-        trigger: gw::Trigger::SpontaneousReport as i32,
-        purpose: "early_detection".into(),
-        payload: Some(prost_types::Any {
-            type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
-            value: xt::EarlyDetectionReport {
-                health_limitations: HEALTH.into(),
-                ..xt::EarlyDetectionReport::default()
-            }
-            .encode_to_vec(),
-        }),
-        attested_facts: vec!["person_informed_before".into()],
-        ..node_pb::SendRequest::default()
-    };
+    let report = crate::report("t-rest", HEALTH);
     let sent = node(&net, 0)
         .send(with_token(report, &net.token(0, "caseworker.1", &[Role::Caseworker])))
         .await
