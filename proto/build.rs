@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "cii/audit/v1/entry.proto",
     "cii/policy/v1/policy.proto",
     "cii/exchange/v1/catalogue.proto",
+    "cii/witness/v1/witness.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -66,11 +66,47 @@ impl RunningNode {
     }
 }
 
+/// The independent witness of a test network.
+pub const WITNESS: &str = "witness.cii.test";
+
+/// The cosigner name of member `id`'s node in a test network.
+pub fn node_witness_name(id: &InstitutionId) -> String {
+    format!("{}.node.cii.test", id.as_str().to_lowercase())
+}
+
+/// A running independent witness.
+#[derive(Debug)]
+pub struct RunningWitness {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningWitness {
+    fn spawn(config_file: &Path, listener: TcpListener) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let config = cii_node::independent::WitnessConfig::load(config_file).expect("witness config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            cii_node::independent::run(config, listener, None, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("witness run");
+        });
+        (stop, task)
+    }
+}
+
 /// A running network: gateway and nodes.
 #[derive(Debug)]
 pub struct Network {
     /// The members and their inbound ports, as the registry lists them.
     pub registered: Vec<(Member, u16)>,
+    /// The independent witness (none when the network runs without witnesses).
+    pub witness: Option<RunningWitness>,
     /// The temporary folder holding PKI and configs.
     pub dir: tempfile::TempDir,
     /// The gateway's gRPC address.
@@ -112,6 +148,9 @@ pub struct Options {
     pub limits: Option<String>,
     /// A `[store]` section for the gateway (the defaults if absent).
     pub gateway_store: Option<String>,
+    /// No witnesses in the registry: receipts rest on the log's signature alone (the
+    /// behaviour of a registry written before witnesses existed).
+    pub no_witnesses: bool,
 }
 
 /// What a registry version says, beyond the members.
@@ -127,6 +166,8 @@ pub struct RegistrySpec {
     pub extra_keys: Vec<(usize, String, String, PathBuf)>,
     /// Members listed with another type than they started with.
     pub retyped: Vec<(usize, InstitutionType)>,
+    /// The independent witness's port; none: no witnesses at all (nodes included).
+    pub witness_port: Option<u16>,
 }
 
 /// A `[limits]` section far above what a test can send (for tests of something else that flood).
@@ -161,9 +202,20 @@ pub fn write_registry(dir: &Path, members: &[(Member, u16)], spec: &RegistrySpec
         } else {
             ""
         };
+        let witness_vkey = match spec.witness_port {
+            Some(_) => format!(
+                "witness_vkey = \"{}\"\n",
+                cosigner_vkey(
+                    &pki,
+                    &PeerIdentity::Institution(m.id.clone()),
+                    &node_witness_name(&m.id)
+                )
+            ),
+            None => String::new(),
+        };
         registry.push_str(&format!(
             "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id} test\"\n\
-             endpoint = \"https://127.0.0.1:{port}\"\n{revoked}{roles}\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
+             endpoint = \"https://127.0.0.1:{port}\"\n{revoked}{roles}{witness_vkey}\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
              public_key_file = \"pki/institutions/{id}/jwt.pub\"\n",
             id = m.id,
         ));
@@ -174,10 +226,26 @@ pub fn write_registry(dir: &Path, members: &[(Member, u16)], spec: &RegistrySpec
             ));
         }
     }
+    if let Some(port) = spec.witness_port {
+        let name = cii_types::WitnessName::parse("witness", WITNESS).expect("name");
+        registry.push_str(&format!(
+            "\n[[witness]]\nname = \"{WITNESS}\"\nvkey = \"{}\"\nendpoint = \"https://127.0.0.1:{port}\"\n",
+            cosigner_vkey(&pki, &PeerIdentity::Witness(name), WITNESS)
+        ));
+    }
     let file = dir.join("registry.toml");
     std::fs::write(&file, registry).expect("write registry");
     let key = std::fs::read(cii_kit::pki::registry_signing_key(&pki)).expect("registry key");
     cii_kit::registry::signed::sign(&file, &key).expect("sign registry");
+}
+
+/// The vkey of `party`'s cosigning key in the PKI at `pki`, named `name`.
+pub fn cosigner_vkey(pki: &Path, party: &PeerIdentity, name: &str) -> String {
+    let pem = std::fs::read_to_string(cii_kit::pki::cosigning_key(pki, party)).expect("cosigning key");
+    cii_audit::cosignature::Cosigner::from_pem(name, &pem)
+        .expect("cosigner")
+        .verifier()
+        .vkey()
 }
 
 /// The `[registry]` section of a config in the network's folder (poll every second).
@@ -193,9 +261,14 @@ impl Network {
         self.dir.path().join("pki")
     }
 
-    /// Writes and signs a new registry version (every process picks it up within a second or two).
+    /// Writes and signs a new registry version (every process picks it up within a second or
+    /// two); the network's witnesses stay listed.
     pub fn publish_registry(&self, spec: &RegistrySpec) {
-        write_registry(self.dir.path(), &self.registered, spec);
+        let spec = RegistrySpec {
+            witness_port: self.witness.as_ref().map(|w| w.addr.port()),
+            ..spec.clone()
+        };
+        write_registry(self.dir.path(), &self.registered, &spec);
     }
 
     /// Starts a gateway and one node per member.
@@ -208,7 +281,14 @@ impl Network {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
         let ids: Vec<InstitutionId> = members.iter().map(|m| m.id.clone()).collect();
-        cii_kit::pki::init(&pki, &ids, &["localhost".into(), "127.0.0.1".into()]).expect("pki init");
+        let witness_name = cii_types::WitnessName::parse("witness", WITNESS).expect("name");
+        cii_kit::pki::init(
+            &pki,
+            &ids,
+            std::slice::from_ref(&witness_name),
+            &["localhost".into(), "127.0.0.1".into()],
+        )
+        .expect("pki init");
         write_keys(&dir.path().join("keys"), &ids);
         write_vkey(&pki, "cii.test/audit");
 
@@ -219,6 +299,8 @@ impl Network {
         let gateway_metrics = gateway_metrics_listener.local_addr().expect("addr");
         let consent_listener = bind().await;
         let consent = consent_listener.local_addr().expect("addr");
+        let witness_listener = (!options.no_witnesses).then_some(bind().await);
+        let witness_port = witness_listener.as_ref().map(|l| l.local_addr().expect("addr").port());
         let mut node_listeners = Vec::new();
         for _ in members {
             node_listeners.push((bind().await, bind().await, bind().await));
@@ -236,9 +318,35 @@ impl Network {
                 version: 1,
                 revoked: options.revoke_member_certs.clone(),
                 network_roles: options.network_roles.clone(),
+                witness_port,
                 ..RegistrySpec::default()
             },
         );
+        let witness = witness_listener.map(|listener| {
+            let config = dir.path().join("witness.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "name = \"{WITNESS}\"\nlisten = \"{addr}\"\ndatabase = \"sqlite:witness/witness.db\"\n\
+                     verifier_key_file = \"pki/gateway/audit.vkey\"\n\
+                     cosigning_key_file = \"pki/witnesses/{WITNESS}/cosigning.key\"\n\n{registry}\
+                     [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/witnesses/{WITNESS}/cert.pem\"\n\
+                     key = \"pki/witnesses/{WITNESS}/key.pem\"\n",
+                    addr = listener.local_addr().expect("addr"),
+                    registry = registry_section(""),
+                ),
+            )
+            .expect("write witness.toml");
+            std::fs::create_dir_all(dir.path().join("witness")).expect("witness dir");
+            let addr = listener.local_addr().expect("addr");
+            let (stop, task) = RunningWitness::spawn(&config, listener);
+            RunningWitness {
+                addr,
+                config,
+                stop: Some(stop),
+                task: Some(task),
+            }
+        });
         let limits = options.limits.clone().unwrap_or_default();
         let gateway_toml = dir.path().join("gateway.toml");
         std::fs::write(
@@ -246,7 +354,7 @@ impl Network {
             format!(
                 "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\n\n{registry}[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
-                 [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\n\n\
+                 [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\nwitness_wait_seconds = 3\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}{store}\
                  [log]\nlevel = \"debug\"\n",
@@ -327,7 +435,8 @@ impl Network {
                      [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
                      [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
                      [store]\ndatabase = \"sqlite:nodes/{id}/node.db\"\nkey = \"keys/institutions/{id}/store.key\"\n\n\
-                     [audit]\nverifier_key_file = \"pki/gateway/audit.vkey\"\n\n{limits}",
+                     [audit]\nverifier_key_file = \"pki/gateway/audit.vkey\"\n\
+                     cosigning_key_file = \"pki/institutions/{id}/cosigning.key\"\n\n{limits}",
                     id = m.id,
                     gp = gateway.port(),
                     registry = registry_section(""),
@@ -352,6 +461,7 @@ impl Network {
         }
         Network {
             registered,
+            witness,
             dir,
             gateway,
             gateway_metrics,
@@ -471,17 +581,31 @@ impl Network {
         let gateway =
             cii_pseudonym::gateway::Gateway::from_json(&read("gateway/transcryptor.json"), &read("global-public.json"))
                 .expect("transcryptor");
-        let first = &self.nodes[0].member.id;
-        let node = cii_pseudonym::node::NodeKeys::from_json(
-            &read("global-public.json"),
-            &read(&format!("institutions/{first}/session-keys.json")),
-        )
-        .expect("node keys");
         let avs = cii_types::AvsNumber::parse(avs).expect("avs");
-        let ciphertext = gateway.enrol(&node.enrolment_ciphertext(&avs), party);
+        let ciphertext = gateway.enrol(&self.first_node_keys().enrolment_ciphertext(&avs), party);
         cii_proto::common::EncryptedPseudonym {
             ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
         }
+    }
+
+    /// What a node sends the gateway to enrol the person with `avs` (`Gateway/Enrol`'s origin).
+    pub fn enrolment_ciphertext(&self, avs: &str) -> cii_proto::common::EncryptedPseudonym {
+        let avs = cii_types::AvsNumber::parse(avs).expect("avs");
+        cii_proto::common::EncryptedPseudonym {
+            ciphertext: cii_pseudonym::wire::to_bytes(&self.first_node_keys().enrolment_ciphertext(&avs)),
+        }
+    }
+
+    /// The pseudonym keys of the first member's node.
+    fn first_node_keys(&self) -> cii_pseudonym::node::NodeKeys {
+        let keys = self.dir.path().join("keys");
+        let read = |f: &str| std::fs::read_to_string(keys.join(f)).expect("key file");
+        let first = &self.nodes[0].member.id;
+        cii_pseudonym::node::NodeKeys::from_json(
+            &read("global-public.json"),
+            &read(&format!("institutions/{first}/session-keys.json")),
+        )
+        .expect("node keys")
     }
 
     /// A channel to node `i`'s IT-facing API, as the institution's IT system.
@@ -551,8 +675,68 @@ impl Network {
         if let Some(task) = self.consent_task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
+        self.stop_witness().await;
         self.dir
     }
+
+    /// Stops the independent witness and waits until it has closed its store.
+    pub async fn stop_witness(&mut self) {
+        if let Some(witness) = &mut self.witness {
+            if let Some(stop) = witness.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(task) = witness.task.take() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+            }
+        }
+    }
+}
+
+/// A written, recurring consent of a person to ORP-VS passing identity and job-search data to
+/// AI-VS for integration, valid from yesterday for a year.
+pub fn consent_declaration() -> cii_proto::consent::ConsentRecord {
+    use cii_proto::consent as pb;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let at = |days: i64| {
+        Some(prost_types::Timestamp {
+            seconds: now + days * 86_400,
+            nanos: 0,
+        })
+    };
+    pb::ConsentRecord {
+        institutions: vec!["ORP-VS".into(), "AI-VS".into()],
+        directions: vec![pb::Direction {
+            from: "ORP-VS".into(),
+            to: "AI-VS".into(),
+        }],
+        categories: vec!["identity".into(), "job_search".into()],
+        purposes: vec!["integration".into()],
+        valid_from: at(-1),
+        valid_until: at(365),
+        written: true,
+        evidence_sha256: vec![9; 32],
+        evidence_reference: "dms://orp-vs/consents/2026-0042".into(),
+        recurrence: pb::Recurrence::Recurring as i32,
+        information_given: "Purpose, institutions, data and the right to revoke explained; leaflet handed over.".into(),
+        language: "fr".into(),
+        ..pb::ConsentRecord::default()
+    }
+}
+
+/// A valid AVS number (check digit computed), distinct for each `n`.
+pub fn synthetic_avs(n: u64) -> String {
+    let mut digits = [7u8, 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut rest = n + 1;
+    for d in digits.iter_mut().rev().take(8) {
+        *d = u8::try_from(rest % 10).expect("digit");
+        rest /= 10;
+    }
+    let check = cii_types::avs::check_digit(&digits);
+    digits
+        .iter()
+        .chain(std::iter::once(&check))
+        .map(|d| char::from(b'0' + d))
+        .collect()
 }
 
 /// The TLS identity of `party` in the PKI at `pki`.

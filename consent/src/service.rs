@@ -271,9 +271,10 @@ impl ConsentRegistry for ConsentService {
         if !consent.id.is_empty() {
             self.visible_history(&consent.id, &institution).await?;
         }
+        let held = held_of(request.held.as_ref());
         let stored = self
             .store
-            .record(&person, consent, now)
+            .record(&person, consent, now, held.as_ref())
             .await
             .map_err(|e| self.store_error(e))?;
         tracing::info!(consent = %stored.id, version = stored.version, %institution, "consent recorded");
@@ -302,6 +303,7 @@ impl ConsentRegistry for ConsentService {
                     user,
                     channel: request.channel,
                 },
+                held_of(request.held.as_ref()).as_ref(),
             )
             .await
             .map_err(|e| self.store_error(e))?;
@@ -480,6 +482,43 @@ impl ConsentRegistry for ConsentService {
         Ok(Response::new(pb::MarkUsedResponse {}))
     }
 
+    async fn activate_change(
+        &self,
+        request: Request<pb::ActivateChangeRequest>,
+    ) -> Result<Response<pb::ActivateChangeResponse>, Status> {
+        let request = request.into_inner();
+        let was_held = self
+            .store
+            .activate(&request.consent_id, request.version)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        if was_held {
+            tracing::info!(consent_id = %request.consent_id, version = request.version, "held change activated");
+        }
+        Ok(Response::new(pb::ActivateChangeResponse { was_held }))
+    }
+
+    async fn list_held_changes(
+        &self,
+        _request: Request<pb::ListHeldChangesRequest>,
+    ) -> Result<Response<pb::ListHeldChangesResponse>, Status> {
+        let held = self.store.held().await.map_err(|e| self.store_error(e))?;
+        Ok(Response::new(pb::ListHeldChangesResponse {
+            changes: held
+                .into_iter()
+                .map(|c| pb::HeldChangeRecord {
+                    consent_id: c.consent_id,
+                    version: c.version,
+                    held: Some(pb::HeldChange {
+                        log_size: c.held.log_size,
+                        entry_draft: c.held.entry_draft,
+                    }),
+                    held_at: Some(timestamp(c.at)),
+                })
+                .collect(),
+        }))
+    }
+
     async fn list_changes(
         &self,
         request: Request<pb::ListChangesRequest>,
@@ -512,4 +551,12 @@ impl ConsentRegistry for ConsentService {
                 .collect(),
         }))
     }
+}
+
+/// The gateway's note for a change it holds until logged.
+fn held_of(held: Option<&pb::HeldChange>) -> Option<crate::store::Held> {
+    held.map(|h| crate::store::Held {
+        log_size: h.log_size,
+        entry_draft: h.entry_draft.clone(),
+    })
 }

@@ -6,6 +6,11 @@
 //! a change or a revocation is a new version. No cache: every lookup reads
 //! the committed state, so a revocation holds for every lookup that starts
 //! after the revoke call returned.
+//!
+//! A version may be recorded *held* (`consent_held`): written, but not in
+//! force until the gateway has logged it and activates it. Every read sees a
+//! consent at its *effective* version — the newest that is not a held new
+//! consent or new version; a held revocation is effective at once.
 
 use std::str::FromStr;
 
@@ -60,6 +65,34 @@ pub struct Change {
 
 /// A person as the registry knows them: its own domain pseudonym.
 pub type Person = [u8; 32];
+
+/// What the gateway gives with a change it will log before activating it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The audit log's size when the gateway asked.
+    pub log_size: u64,
+    /// The gateway's entry for the change, without the version (opaque here).
+    pub entry_draft: Vec<u8>,
+}
+
+/// A change still held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldChange {
+    /// The consent.
+    pub consent_id: String,
+    /// The held version.
+    pub version: u32,
+    /// What the gateway gave.
+    pub held: Held,
+    /// When it was recorded.
+    pub at: Micros,
+}
+
+/// The newest version of consent `v.consent_id` that is in force: a held version counts only
+/// if it revokes. Used by every read, so a held new consent or new version is invisible.
+const EFFECTIVE: &str = "(SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id \
+     AND (w.revoked = 1 OR NOT EXISTS (SELECT 1 FROM consent_held h \
+     WHERE h.consent_id = w.consent_id AND h.version = w.version)))";
 
 /// The registry's store.
 #[derive(Debug, Clone)]
@@ -160,7 +193,14 @@ impl Store {
 
     /// Records `consent` for `person`: a new consent (empty id) or the next
     /// version of an active one of the same person. Returns it as stored.
-    pub async fn record(&self, person: &Person, mut consent: Consent, now: Micros) -> Result<Consent, StoreError> {
+    /// With `held`, the version is recorded held (see the module's documentation).
+    pub async fn record(
+        &self,
+        person: &Person,
+        mut consent: Consent,
+        now: Micros,
+        held: Option<&Held>,
+    ) -> Result<Consent, StoreError> {
         let mut tx = self.pool.begin().await?;
         if consent.id.is_empty() {
             consent.id = new_id()?;
@@ -178,12 +218,16 @@ impl Store {
         consent.recorded_at = now;
         consent.revocation = None;
         insert_version(&mut tx, person, &consent).await?;
+        if let Some(held) = held {
+            insert_held(&mut tx, &consent, held, now).await?;
+        }
         tx.commit().await.map_err(conflict)?;
         Ok(consent)
     }
 
     /// Revokes the consent `id`: a new version carrying the revocation, and a change in the feed.
-    pub async fn revoke(&self, id: &str, revocation: Revocation) -> Result<Consent, StoreError> {
+    /// With `held`, the revocation is recorded held: in force at once, activated once logged.
+    pub async fn revoke(&self, id: &str, revocation: Revocation, held: Option<&Held>) -> Result<Consent, StoreError> {
         let mut tx = self.pool.begin().await?;
         let (person, mut consent) = latest_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
         if consent.revocation.is_some() {
@@ -196,14 +240,54 @@ impl Store {
         consent.revocation = Some(revocation);
         insert_version(&mut tx, &person, &consent).await?;
         insert_change(&mut tx, &consent, "revoked", consent.recorded_at).await?;
+        if let Some(held) = held {
+            let at = consent.recorded_at;
+            insert_held(&mut tx, &consent, held, at).await?;
+        }
         tx.commit().await.map_err(conflict)?;
         Ok(consent)
+    }
+
+    /// Activates a held change; false if it was not held (any more).
+    pub async fn activate(&self, id: &str, version: u32) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM consent_held WHERE consent_id = $1 AND version = $2")
+            .bind(id)
+            .bind(i64::from(version))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The changes still held, oldest first.
+    pub async fn held(&self) -> Result<Vec<HeldChange>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT consent_id, version, log_size, entry_draft, held_micros FROM consent_held \
+             ORDER BY held_micros, consent_id, version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HeldChange {
+                    consent_id: r.try_get("consent_id")?,
+                    version: u32::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                    held: Held {
+                        log_size: u64::try_from(r.try_get::<i64, _>("log_size")?).unwrap_or(0),
+                        entry_draft: r.try_get("entry_draft")?,
+                    },
+                    at: r.try_get("held_micros")?,
+                })
+            })
+            .collect()
     }
 
     /// Every version of consent `id`, oldest first, with its person.
     pub async fn history(&self, id: &str) -> Result<Option<(Person, Vec<Consent>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT person, body, body_version FROM consent_version WHERE consent_id = $1 ORDER BY version",
+            "SELECT v.person, v.body, v.body_version FROM consent_version v WHERE v.consent_id = $1 \
+             AND v.version <= COALESCE((SELECT MAX(x.version) FROM consent_version x WHERE x.consent_id = $1 \
+             AND (x.revoked = 1 OR NOT EXISTS (SELECT 1 FROM consent_held h \
+             WHERE h.consent_id = x.consent_id AND h.version = x.version))), 0) ORDER BY v.version",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -219,11 +303,11 @@ impl Store {
 
     /// The newest version of every consent of `person`.
     pub async fn for_person(&self, person: &Person) -> Result<Vec<Consent>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT v.body, v.body_version FROM consent_version v WHERE v.person = $1 \
-             AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
-             ORDER BY v.consent_id",
-        )
+             AND v.version = {EFFECTIVE} \
+             ORDER BY v.consent_id"
+        ))
         .bind(person.to_vec())
         .fetch_all(&self.pool)
         .await?;
@@ -290,12 +374,12 @@ impl Store {
 
     /// The newest versions, not revoked, whose validity ends in `from..=until`.
     pub async fn expiring(&self, from: Micros, until: Micros) -> Result<Vec<Consent>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT v.body, v.body_version FROM consent_version v WHERE v.revoked = 0 \
              AND v.valid_until_micros >= $1 AND v.valid_until_micros <= $2 \
-             AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
-             ORDER BY v.valid_until_micros, v.consent_id",
-        )
+             AND v.version = {EFFECTIVE} \
+             ORDER BY v.valid_until_micros, v.consent_id"
+        ))
         .bind(from)
         .bind(until)
         .fetch_all(&self.pool)
@@ -372,11 +456,11 @@ impl Store {
     /// Puts every consent whose period ended before `now` (and that was not
     /// revoked) into the change feed, once. Returns how many were added.
     pub async fn sweep_expired(&self, now: Micros) -> Result<usize, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT v.body, v.body_version FROM consent_version v WHERE v.revoked = 0 AND v.valid_until_micros < $1 \
-             AND v.version = (SELECT MAX(w.version) FROM consent_version w WHERE w.consent_id = v.consent_id) \
-             AND NOT EXISTS (SELECT 1 FROM consent_change c WHERE c.consent_id = v.consent_id AND c.kind = 'expired')",
-        )
+             AND v.version = {EFFECTIVE} \
+             AND NOT EXISTS (SELECT 1 FROM consent_change c WHERE c.consent_id = v.consent_id AND c.kind = 'expired')"
+        ))
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
@@ -439,13 +523,14 @@ fn person_of(row: &sqlx::any::AnyRow) -> Result<Person, StoreError> {
         .map_err(|_| StoreError::Corrupt("person is not 32 bytes".into()))
 }
 
+/// The effective version of consent `id` (a held new version does not count, a held revocation does).
 async fn latest_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: &str,
 ) -> Result<Option<(Person, Consent)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT person, body, body_version FROM consent_version WHERE consent_id = $1 ORDER BY version DESC LIMIT 1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT v.person, v.body, v.body_version FROM consent_version v WHERE v.consent_id = $1 AND v.version = {EFFECTIVE}"
+    ))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
@@ -472,6 +557,26 @@ async fn insert_version(
     .bind(consent.recorded_at)
     .bind(encode(consent)?)
     .bind(BODY_VERSION)
+    .execute(&mut **tx)
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
+
+async fn insert_held(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    consent: &Consent,
+    held: &Held,
+    at: Micros,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO consent_held (consent_id, version, log_size, entry_draft, held_micros) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&consent.id)
+    .bind(i64::from(consent.version))
+    .bind(i64::try_from(held.log_size).unwrap_or(i64::MAX))
+    .bind(held.entry_draft.clone())
+    .bind(at)
     .execute(&mut **tx)
     .await
     .map_err(conflict)?;

@@ -34,6 +34,9 @@ pub struct AuditService {
     retention_days: u32,
     clock: Arc<dyn Clock>,
     metrics: cii_kit::metrics::Metrics,
+    witnessed: crate::cosigning::Witnessed,
+    /// How long `GetWitnessedInclusion` waits for the witnesses.
+    witness_wait: std::time::Duration,
 }
 
 /// What the audit handlers read and write.
@@ -45,6 +48,8 @@ pub struct AuditParts {
     pub operations: crate::store::Store,
     pub retention_days: u32,
     pub metrics: cii_kit::metrics::Metrics,
+    pub witnessed: crate::cosigning::Witnessed,
+    pub witness_wait: std::time::Duration,
 }
 
 impl AuditService {
@@ -71,6 +76,8 @@ impl AuditService {
             operations,
             retention_days,
             metrics,
+            witnessed,
+            witness_wait,
         } = parts;
         AuditService {
             log,
@@ -80,6 +87,8 @@ impl AuditService {
             retention_days,
             clock,
             metrics,
+            witnessed,
+            witness_wait,
         }
     }
 }
@@ -267,6 +276,43 @@ impl Audit for AuditService {
             old_size,
             tree_size,
             hashes: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_witnessed_inclusion(
+        &self,
+        request: Request<pb::WitnessedInclusionRequest>,
+    ) -> Result<Response<pb::WitnessedInclusion>, Status> {
+        let index = request.into_inner().index;
+        if index >= self.log.checkpoint().0 {
+            return Err(
+                GatewayError::ProofOutOfRange(cii_audit::merkle::ProofError::SizeOutOfRange {
+                    size: index + 1,
+                    available: self.log.checkpoint().0,
+                })
+                .into(),
+            );
+        }
+        let cosigned = self
+            .witnessed
+            .covering(index, self.witness_wait)
+            .await
+            .ok_or(GatewayError::NotWitnessed(index))?;
+        let (tree_size, leaf, proof) = self
+            .log
+            .inclusion_proof(index, cosigned.size)
+            .map_err(GatewayError::ProofOutOfRange)?;
+        Ok(Response::new(pb::WitnessedInclusion {
+            checkpoint: Some(pb::Checkpoint {
+                note: cosigned.note.clone(),
+                tree_size,
+            }),
+            proof: Some(pb::InclusionProof {
+                index,
+                tree_size,
+                leaf_hash: leaf.to_vec(),
+                hashes: proof.iter().map(|h| h.to_vec()).collect(),
+            }),
         }))
     }
 

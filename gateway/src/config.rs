@@ -57,6 +57,14 @@ pub struct AuditFile {
     /// How long entry bodies are kept, in days: required, at least [`MIN_RETENTION_DAYS`].
     /// Applied by `cii audit retention` (whole months past the limit are destroyed).
     pub retention_days: u32,
+    /// How long a node's request for a receipt's cosigned checkpoint waits for the witnesses
+    /// before `AUDIT_NOT_WITNESSED` (1–60 s, default 10; the node's call deadline is longer).
+    #[serde(default = "default_witness_wait")]
+    pub witness_wait_seconds: u32,
+}
+
+fn default_witness_wait() -> u32 {
+    10
 }
 
 /// The shortest retention: logs are kept at least one year (nLPD ordinance art. 4 al. 5).
@@ -275,11 +283,11 @@ fn rulebook(path: &Path, file: &GatewayFile, registry: &Registry) -> Result<cii_
     Ok(rulebook)
 }
 
-/// The stores' URLs and limits.
-fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
+/// The audit log's store and limits.
+fn check_audit(path: &Path, audit: &AuditFile) -> Result<(), ConfigError> {
     if !["sqlite:", "postgres://", "postgresql://"]
         .iter()
-        .any(|p| file.audit.store.starts_with(p))
+        .any(|p| audit.store.starts_with(p))
     {
         return Err(ConfigError::invalid(
             path,
@@ -287,14 +295,27 @@ fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
             "must be sqlite:PATH or postgres://…",
         ));
     }
-    config::check_database_tls(path, "audit.store", &file.audit.store)?;
-    if file.audit.retention_days < MIN_RETENTION_DAYS {
+    config::check_database_tls(path, "audit.store", &audit.store)?;
+    if audit.retention_days < MIN_RETENTION_DAYS {
         return Err(ConfigError::invalid(
             path,
             "audit.retention_days",
             format!("must be at least {MIN_RETENTION_DAYS}: logs are kept at least one year (nLPD ordinance art. 4)"),
         ));
     }
+    if !(1..=60).contains(&audit.witness_wait_seconds) {
+        return Err(ConfigError::invalid(
+            path,
+            "audit.witness_wait_seconds",
+            "must be 1 to 60",
+        ));
+    }
+    Ok(())
+}
+
+/// The stores' URLs and limits.
+fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
+    check_audit(path, &file.audit)?;
     if !file.store.database.starts_with("sqlite:") {
         return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
     }

@@ -2,8 +2,15 @@
 //! their relationships in the consent registry through the gateway. The person
 //! is transcrypted from the caller's domain (its certificate) into the
 //! registry's and the audit context; the actor is the caller's institution and
-//! user, never a claim in the request. Every change is an audit entry, written
-//! once the registry has committed it (so the entry names the version).
+//! user, never a claim in the request. Every change is an audit entry.
+//!
+//! Consent changes follow the held pattern: the registry records the change
+//! *held* (a held new consent covers nothing, a held revocation is in force at
+//! once) together with the entry's draft and the log's size; the gateway then
+//! appends the entry, naming the version the registry assigned, and activates
+//! the change. A change left held by a crash or a failed append is completed by
+//! [`complete_held`] — its entry found in the log from that size, or appended —
+//! exactly one entry either way.
 
 use std::sync::Arc;
 
@@ -18,6 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::GatewayError;
+use crate::failpoints::Point;
 use crate::transfer::ciphertext;
 
 /// The consent rpc handlers.
@@ -27,6 +35,22 @@ pub struct ConsentsService {
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
     audit: Log,
     clock: Arc<dyn Clock>,
+    completion: Completion,
+}
+
+/// What completes held consent changes: the registry, the log, and the lock that keeps the
+/// completion of held changes apart from handlers between the registry's commit and activation.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The consent registry.
+    pub registry: ConsentRegistryClient<Channel>,
+    /// The audit log.
+    pub audit: Log,
+    /// Its store, to find an entry already appended.
+    pub audit_store: cii_audit::Store,
+    /// Handlers hold it shared from the registry call to the activation; [`complete_held`]
+    /// holds it alone, so a change it completes is no handler's any more.
+    pub in_flight: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A person as the registry and the audit log receive them.
@@ -54,17 +78,44 @@ fn registry_error(status: Status) -> Status {
 
 impl ConsentsService {
     pub fn new(
-        registry: ConsentRegistryClient<Channel>,
         pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
-        audit: Log,
         clock: Arc<dyn Clock>,
+        completion: Completion,
     ) -> ConsentsService {
         ConsentsService {
-            registry,
+            registry: completion.registry.clone(),
             pseudonyms,
-            audit,
+            audit: completion.audit.clone(),
             clock,
+            completion,
         }
+    }
+
+    /// The entry of a consent change, before the registry names its version.
+    fn draft(&self, caller: &Caller, kind: cii_audit::EntryKind, person: Vec<u8>, detail: String) -> cii_audit::Entry {
+        cii_audit::Entry {
+            kind: kind as i32,
+            time_micros: cii_types::time::micros(self.clock.now()),
+            sender: caller.institution.id.to_string(),
+            acting_user: caller.acting_user(),
+            audit_pseudonym: person,
+            detail,
+            ..cii_audit::Entry::default()
+        }
+    }
+
+    /// What the registry keeps with a held change: the log's size now and the entry's draft.
+    fn held(&self, draft: &cii_audit::Entry) -> Result<registry::HeldChange, Status> {
+        // The draft must be an entry the log accepts: refused here, nothing is held.
+        cii_audit::entry::check(&cii_audit::Entry {
+            consents: vec![format!("{}@1", "x".repeat(32))],
+            ..draft.clone()
+        })
+        .map_err(|e| GatewayError::Audit(cii_audit::LogError::Refused(e)))?;
+        Ok(registry::HeldChange {
+            log_size: self.audit.checkpoint().0,
+            entry_draft: cii_audit::entry::encode(draft),
+        })
     }
 
     fn person(
@@ -84,38 +135,132 @@ impl ConsentsService {
         })
     }
 
-    /// Appends the entry of a change the registry committed.
+    /// Appends the entry of a relationship change the registry committed.
     async fn log(
         &self,
         caller: &Caller,
         kind: cii_audit::EntryKind,
         person: Vec<u8>,
-        consents: Vec<String>,
         detail: String,
     ) -> Result<(), Status> {
-        let entry = cii_audit::Entry {
-            kind: kind as i32,
-            time_micros: cii_types::time::micros(self.clock.now()),
-            sender: caller.institution.id.to_string(),
-            acting_user: caller.acting_user(),
-            consents,
-            audit_pseudonym: person,
-            detail,
-            ..cii_audit::Entry::default()
-        };
-        match self.audit.append(entry).await {
+        match self.audit.append(self.draft(caller, kind, person, detail)).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 // The registry has committed the change; say so, loudly, so it can be reconciled.
-                tracing::error!(code = e.code(), error = %e, kind = ?kind, "consent change committed but not logged");
+                tracing::error!(code = e.code(), error = %e, kind = ?kind, "relationship change committed but not logged");
                 Err(GatewayError::Audit(e).into())
             }
         }
     }
 }
 
-fn version_of(record: &registry::ConsentRecord) -> String {
-    format!("{}@{}", record.consent_id, record.version)
+/// How often held consent changes are looked for (and once at start).
+const COMPLETION_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Completes held consent changes at start and every [`COMPLETION_EVERY`], until `stop` flips.
+pub async fn run_completion(completion: Completion, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let outcome = tokio::select! {
+            outcome = complete_held(&completion) => outcome,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match outcome {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(completed = n, "held consent changes completed"),
+            Err(status) => tracing::warn!(code = ?status.code(), "held consent changes not completed yet"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(COMPLETION_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+impl Completion {
+    /// The completion of held changes through `registry` into `audit`.
+    pub fn new(registry: &ConsentRegistryClient<Channel>, audit: &Log, audit_store: &cii_audit::Store) -> Completion {
+        Completion {
+            registry: registry.clone(),
+            audit: audit.clone(),
+            audit_store: audit_store.clone(),
+            in_flight: Arc::new(tokio::sync::RwLock::new(())),
+        }
+    }
+
+    /// Logs a held change (unless `search_from` finds its entry already in the log) and
+    /// activates it.
+    async fn complete(
+        &self,
+        mut entry: cii_audit::Entry,
+        consent_id: &str,
+        version: u32,
+        search_from: Option<u64>,
+    ) -> Result<(), Status> {
+        entry.consents = vec![format!("{consent_id}@{version}")];
+        let logged = match search_from {
+            Some(from) => crate::transfer::find_logged(&self.audit_store, &entry, from)
+                .await
+                .map_err(|e| GatewayError::Audit(cii_audit::LogError::Store(e)))?,
+            None => None,
+        };
+        let acting_user = entry.acting_user.clone();
+        if logged.is_none() {
+            self.audit.append(entry).await.map_err(|e| {
+                // Held in the registry: completed later by `complete_held`.
+                tracing::error!(code = e.code(), error = %e, consent_id, version, "consent change held, not logged yet");
+                GatewayError::Audit(e)
+            })?;
+        }
+        crate::failpoints::check(Point::ConsentAfterLog, &acting_user)?;
+        self.registry
+            .clone()
+            .activate_change(registry::ActivateChangeRequest {
+                consent_id: consent_id.to_owned(),
+                version,
+            })
+            .await
+            .map_err(registry_error)?;
+        Ok(())
+    }
+}
+
+/// Completes every consent change the registry still holds (left by a crash between its commit
+/// and the log, or an append or activation that failed): each logged exactly once, then
+/// activated. Returns how many were completed.
+pub async fn complete_held(completion: &Completion) -> Result<usize, Status> {
+    let list = || async {
+        Ok::<_, Status>(
+            completion
+                .registry
+                .clone()
+                .list_held_changes(registry::ListHeldChangesRequest {})
+                .await
+                .map_err(registry_error)?
+                .into_inner()
+                .changes,
+        )
+    };
+    // Asked first without the lock (the registry may be slow to answer, and handlers would wait);
+    // then again alone, once the handlers in flight have finished with their changes.
+    if list().await?.is_empty() {
+        return Ok(0);
+    }
+    let _alone = completion.in_flight.write().await;
+    let held = list().await?;
+    let mut completed = 0;
+    for change in held {
+        let Some(note) = change.held else { continue };
+        let Ok(draft) = cii_audit::entry::decode(&note.entry_draft) else {
+            tracing::error!(consent_id = %change.consent_id, version = change.version, "a held change's draft does not decode");
+            continue;
+        };
+        completion
+            .complete(draft, &change.consent_id, change.version, Some(note.log_size))
+            .await?;
+        tracing::info!(consent_id = %change.consent_id, version = change.version, "held consent change completed");
+        completed += 1;
+    }
+    Ok(completed)
 }
 
 #[tonic::async_trait]
@@ -127,6 +272,17 @@ impl Consents for ConsentsService {
         let caller = caller(&request)?;
         let request = request.get_ref();
         let person = self.person(caller, request.person.as_ref())?;
+        let institutions: std::collections::BTreeSet<&str> = request
+            .consent
+            .iter()
+            .flat_map(|c| c.institutions.iter().map(String::as_str))
+            .collect();
+        let detail = format!(
+            "institutions={}",
+            institutions.into_iter().collect::<Vec<_>>().join(",")
+        );
+        let draft = self.draft(caller, cii_audit::EntryKind::ConsentRecorded, person.audit, detail);
+        let _in_flight = self.completion.in_flight.read().await;
         let recorded = self
             .registry
             .clone()
@@ -134,19 +290,15 @@ impl Consents for ConsentsService {
                 actor: actor(caller),
                 person: Some(person.registry),
                 consent: request.consent.clone(),
+                held: Some(self.held(&draft)?),
             })
             .await
             .map_err(registry_error)?
             .into_inner();
-        let detail = format!("institutions={}", recorded.institutions.join(","));
-        self.log(
-            caller,
-            cii_audit::EntryKind::ConsentRecorded,
-            person.audit,
-            vec![version_of(&recorded)],
-            detail,
-        )
-        .await?;
+        crate::failpoints::check(Point::ConsentAfterRegistry, &caller.acting_user())?;
+        self.completion
+            .complete(draft, &recorded.consent_id, recorded.version, None)
+            .await?;
         Ok(Response::new(recorded))
     }
 
@@ -157,6 +309,9 @@ impl Consents for ConsentsService {
         let caller = caller(&request)?;
         let request = request.get_ref();
         let person = self.person(caller, request.person.as_ref())?;
+        let detail = format!("channel={}", request.channel);
+        let draft = self.draft(caller, cii_audit::EntryKind::ConsentRevoked, person.audit, detail);
+        let _in_flight = self.completion.in_flight.read().await;
         let revoked = self
             .registry
             .clone()
@@ -165,18 +320,15 @@ impl Consents for ConsentsService {
                 consent_id: request.consent_id.clone(),
                 channel: request.channel.clone(),
                 person: Some(person.registry),
+                held: Some(self.held(&draft)?),
             })
             .await
             .map_err(registry_error)?
             .into_inner();
-        self.log(
-            caller,
-            cii_audit::EntryKind::ConsentRevoked,
-            person.audit,
-            vec![version_of(&revoked)],
-            format!("channel={}", request.channel),
-        )
-        .await?;
+        crate::failpoints::check(Point::ConsentAfterRegistry, &caller.acting_user())?;
+        self.completion
+            .complete(draft, &revoked.consent_id, revoked.version, None)
+            .await?;
         Ok(Response::new(revoked))
     }
 
@@ -271,14 +423,8 @@ impl ConsentsService {
             )
         };
         let answer = answer.map_err(registry_error)?;
-        self.log(
-            caller,
-            kind,
-            person.audit,
-            Vec::new(),
-            format!("capacity={}", request.capacity),
-        )
-        .await?;
+        self.log(caller, kind, person.audit, format!("capacity={}", request.capacity))
+            .await?;
         Ok(answer)
     }
 }

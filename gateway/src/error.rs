@@ -70,6 +70,9 @@ pub enum GatewayError {
     /// A proof was asked for beyond the log.
     #[error("{0}")]
     ProofOutOfRange(cii_audit::merkle::ProofError),
+    /// No checkpoint covering the entry is cosigned by a quorum of witnesses yet.
+    #[error("entry {0} is not covered by a checkpoint cosigned by a quorum of witnesses yet")]
+    NotWitnessed(u64),
     /// An explain request names something the rulebook does not know.
     #[error("{problem}")]
     ExplainInvalid {
@@ -109,6 +112,7 @@ impl GatewayError {
             E::PeriodInvalid => "PERIOD_INVALID",
             E::FilterInvalid { .. } => "FILTER_INVALID",
             E::ProofOutOfRange(_) => "PROOF_OUT_OF_RANGE",
+            E::NotWitnessed(_) => "AUDIT_NOT_WITNESSED",
             E::ExplainInvalid { .. } => "INVALID_ARGUMENT",
             E::ConsentRegistryUnavailable => "CONSENT_REGISTRY_UNAVAILABLE",
             E::DeadLetterNotFound => "DEAD_LETTER_NOT_FOUND",

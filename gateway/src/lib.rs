@@ -9,6 +9,7 @@
 //! - `consent_service`: `cii.gateway.v1.Consents`, consents and relationships forwarded to the registry.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
 //! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
+//! - `cosigning`: asks the witnesses to cosign every new checkpoint; keeps the newest cosigned by a quorum.
 //! - `transfer`: the transfer pipeline as typed stages (check, consult and decide, seal, log, deliver).
 //! - `status`: the gateway's errors as gRPC statuses (stable code, field at fault), the one place they are built.
 //! - `delivery`: channels to the nodes, the outbox worker, consent-change notices.
@@ -23,6 +24,7 @@
 mod audit_service;
 pub mod config;
 mod consent_service;
+mod cosigning;
 mod dead_letters;
 mod delivery;
 mod error;
@@ -149,6 +151,9 @@ pub async fn run_with_clock(
     .await?;
     activate_rulebook(&config, &audit, clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (witnessed, cosigning) = cosigning::start(audit.clone(), &config, metrics.clone(), stop_rx.clone());
+    let completion = consent_service::Completion::new(&consent_registry, &audit, &audit_store);
     let parts = Parts {
         config: &config,
         clock: &clock,
@@ -157,10 +162,11 @@ pub async fn run_with_clock(
         audit_store: &audit_store,
         store: &store,
         consent_registry: &consent_registry,
+        witnessed: &witnessed,
+        completion: &completion,
     };
     let (overstepping, overstepped) = tokio::sync::mpsc::channel(64);
     let (router, nodes) = services(parts, overstepping).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(log_overstepping(audit.clone(), clock.clone(), overstepped));
     tokio::spawn(watch_registry(
         &config,
@@ -170,27 +176,43 @@ pub async fn run_with_clock(
         &metrics,
         stop_rx.clone(),
     ));
-    let outbox = tokio::spawn(nodes.clone().run_outbox(store.clone(), stop_rx.clone()));
-    let notices = tokio::spawn(delivery::run_consent_notices(
-        consent_registry.clone(),
-        store.clone(),
-        nodes,
-        clock.clone(),
-        stop_rx.clone(),
-    ));
+    let deliveries = spawn_background(nodes, &store, &completion, &clock, &stop_rx);
     serve_metrics(listeners.metrics, &metrics, stop_rx);
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.current().institutions().count(), "gateway serving");
     let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
     let _ = stop_tx.send(true);
-    let _ = outbox.await;
-    let _ = notices.await;
+    for task in deliveries.into_iter().chain([cosigning]) {
+        let _ = task.await;
+    }
     store.close().await;
-    // Every append was checkpointed when its batch committed; wait for the sequencer to drain.
-    drop(audit);
+    // Every append was checkpointed when its batch committed; wait for the sequencer to drain
+    // (it stops when the last handle to the log is gone).
+    drop((audit, completion));
     let _ = sequencer.await;
     audit_store.close().await;
     tracing::info!("gateway stopped");
     Ok(result?)
+}
+
+/// The outbox worker, the consent-notice task and the completion of held consent changes,
+/// until `stop` flips.
+fn spawn_background(
+    nodes: delivery::Nodes,
+    store: &store::Store,
+    completion: &consent_service::Completion,
+    clock: &Arc<dyn Clock>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> [tokio::task::JoinHandle<()>; 3] {
+    let outbox = tokio::spawn(nodes.clone().run_outbox(store.clone(), stop.clone()));
+    let notices = tokio::spawn(delivery::run_consent_notices(
+        completion.registry.clone(),
+        store.clone(),
+        nodes,
+        clock.clone(),
+        stop.clone(),
+    ));
+    let held = tokio::spawn(consent_service::run_completion(completion.clone(), stop.clone()));
+    [outbox, notices, held]
 }
 
 /// Serves `/metrics` on `listener`, if there is one, until `stop` flips.
@@ -369,6 +391,8 @@ fn audit(
                 operations: p.store.clone(),
                 retention_days: p.config.file.audit.retention_days,
                 metrics: p.metrics.clone(),
+                witnessed: p.witnessed.clone(),
+                witness_wait: std::time::Duration::from_secs(u64::from(p.config.file.audit.witness_wait_seconds)),
             },
             p.clock.clone(),
         ),
@@ -401,6 +425,8 @@ struct Parts<'a> {
     audit_store: &'a cii_audit::Store,
     store: &'a store::Store,
     consent_registry: &'a ConsentRegistryClient<tonic::transport::Channel>,
+    witnessed: &'a cosigning::Witnessed,
+    completion: &'a consent_service::Completion,
 }
 
 /// The router with every service, and the nodes' channels (for the background tasks).
@@ -440,12 +466,7 @@ async fn services(
         authenticate.clone(),
     );
     let consents = ConsentsServer::with_interceptor(
-        consent_service::ConsentsService::new(
-            p.consent_registry.clone(),
-            config.pseudonyms.clone(),
-            p.audit.clone(),
-            clock.clone(),
-        ),
+        consent_service::ConsentsService::new(config.pseudonyms.clone(), clock.clone(), p.completion.clone()),
         authenticate.clone(),
     );
     let policy = PolicyServer::with_interceptor(
@@ -462,4 +483,47 @@ async fn services(
         .add_service(policy)
         .add_service(audit);
     Ok((router, nodes))
+}
+
+/// Failpoints for crash tests: with the `failpoints` feature, a test arms one in-process for
+/// one acting user, and that user's next pass through it fails as a crash there would (nothing
+/// outside the process can arm one: no variable, no config). Without the feature they compile
+/// to nothing.
+pub mod failpoints {
+    /// Where a handler can be stopped.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Point {
+        /// A consent change: after the registry's held commit, before the log.
+        ConsentAfterRegistry,
+        /// A consent change: after the log, before the activation.
+        ConsentAfterLog,
+    }
+
+    #[cfg(feature = "failpoints")]
+    static ARMED: std::sync::Mutex<Vec<(Point, String)>> = std::sync::Mutex::new(Vec::new());
+
+    /// Arms `point` for `acting_user`'s next pass (`user@INSTITUTION`).
+    #[cfg(feature = "failpoints")]
+    pub fn arm(point: Point, acting_user: &str) {
+        ARMED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((point, acting_user.to_owned()));
+    }
+
+    /// Fails if `point` is armed for `acting_user` (and disarms it), as the caller of a gateway
+    /// that stopped there would see it: the log unavailable.
+    #[cfg_attr(not(feature = "failpoints"), expect(unused_variables, reason = "compiled out"))]
+    pub(crate) fn check(point: Point, acting_user: &str) -> Result<(), crate::GatewayError> {
+        #[cfg(feature = "failpoints")]
+        {
+            let mut armed = ARMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = armed.iter().position(|(p, u)| *p == point && u == acting_user) {
+                armed.remove(at);
+                tracing::warn!(?point, "failpoint: stopped as a crash would");
+                return Err(crate::GatewayError::Audit(cii_audit::LogError::Closed));
+            }
+        }
+        Ok(())
+    }
 }

@@ -49,8 +49,14 @@ pub mod cii {
             package!("cii.exchange.v1.rs");
         }
     }
+    pub mod witness {
+        pub mod v1 {
+            package!("cii.witness.v1.rs");
+        }
+    }
 }
 
+pub use cii::witness::v1 as witness;
 pub use cii::{audit::v1 as audit, common::v1 as common, consent::v1 as consent};
 pub use cii::{exchange::v1 as exchange, gateway::v1 as gateway, node::v1 as node, policy::v1 as policy};
 

@@ -58,24 +58,7 @@ fn at(offset_days: i64) -> Option<prost_types::Timestamp> {
 
 /// ORP and AI exchange job-search data for integration, ORP → AI only, for a year.
 fn declaration() -> pb::ConsentRecord {
-    pb::ConsentRecord {
-        institutions: vec!["ORP-VS".into(), "AI-VS".into()],
-        directions: vec![pb::Direction {
-            from: "ORP-VS".into(),
-            to: "AI-VS".into(),
-        }],
-        categories: vec!["identity".into(), "job_search".into()],
-        purposes: vec!["integration".into()],
-        valid_from: at(-1),
-        valid_until: at(365),
-        written: true,
-        evidence_sha256: vec![9; 32],
-        evidence_reference: "dms://orp-vs/consents/2026-0042".into(),
-        recurrence: pb::Recurrence::Recurring as i32,
-        information_given: "Purpose, institutions, data and the right to revoke explained; leaflet handed over.".into(),
-        language: "fr".into(),
-        ..pb::ConsentRecord::default()
-    }
+    cii_tests::consent_declaration()
 }
 
 fn lookup(
@@ -106,12 +89,73 @@ fn reasons(answer: &pb::LookupResponse) -> Vec<String> {
     answer.not_covering.iter().flat_map(|n| n.reasons.clone()).collect()
 }
 
+/// A change recorded held is not in force until activated, except a revocation (both stores).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_consent_covers_nothing_until_activated_and_a_held_revocation_counts_at_once() {
+    for (store, net) in networks().await {
+        let mut client = registry(&net);
+        let held = |log_size: u64| {
+            Some(pb::HeldChange {
+                log_size,
+                entry_draft: vec![1, 2, 3],
+            })
+        };
+        let recorded = client
+            .record_consent(pb::RecordConsentRequest {
+                held: held(7),
+                actor: actor("ORP-VS", "anna.meier"),
+                person: Some(net.registry_ciphertext(PERSON)),
+                consent: Some(declaration()),
+            })
+            .await
+            .expect("record held")
+            .into_inner();
+        let covering = |answer: &pb::LookupResponse| answer.consents.len();
+        let ask_now = || ask(&net, lookup(&net, "ORP-VS", "AI-VS", &["job_search"], "integration", 0));
+        assert_eq!(covering(&ask_now().await), 0, "{store}: held covers nothing");
+        let listed = client
+            .list_held_changes(pb::ListHeldChangesRequest {})
+            .await
+            .expect("held")
+            .into_inner()
+            .changes;
+        assert_eq!(listed.len(), 1, "{store}");
+        assert_eq!((listed[0].version, listed[0].held.clone()), (1, held(7)), "{store}");
+        let activate = pb::ActivateChangeRequest {
+            consent_id: recorded.consent_id.clone(),
+            version: 1,
+        };
+        let first = client
+            .activate_change(activate.clone())
+            .await
+            .expect("activate")
+            .into_inner();
+        let again = client.activate_change(activate).await.expect("again").into_inner();
+        assert!(first.was_held && !again.was_held, "{store}");
+        assert_eq!(covering(&ask_now().await), 1, "{store}: active once activated");
+        client
+            .revoke_consent(pb::RevokeConsentRequest {
+                held: held(9),
+                actor: actor("AI-VS", "bruno.rey"),
+                consent_id: recorded.consent_id.clone(),
+                channel: "in_person".into(),
+                person: None,
+            })
+            .await
+            .expect("revoke held");
+        assert_eq!(covering(&ask_now().await), 0, "{store}: a held revocation counts");
+        assert_eq!(reasons(&ask_now().await), vec!["REVOKED".to_owned()], "{store}");
+        net.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consent_covers_its_scope_until_revoked_and_keeps_its_history() {
     for (store, net) in networks().await {
         let mut client = registry(&net);
         let recorded = client
             .record_consent(pb::RecordConsentRequest {
+                held: None,
                 actor: actor("ORP-VS", "anna.meier"),
                 person: Some(net.registry_ciphertext(PERSON)),
                 consent: Some(declaration()),
@@ -185,6 +229,7 @@ async fn a_consent_covers_its_scope_until_revoked_and_keeps_its_history() {
         change.categories.push("health_limitations".into());
         let changed = client
             .record_consent(pb::RecordConsentRequest {
+                held: None,
                 actor: actor("AI-VS", "bruno.rey"),
                 person: Some(net.registry_ciphertext(PERSON)),
                 consent: Some(change.clone()),
@@ -199,6 +244,7 @@ async fn a_consent_covers_its_scope_until_revoked_and_keeps_its_history() {
         // Not for another person.
         let err = client
             .record_consent(pb::RecordConsentRequest {
+                held: None,
                 actor: actor("AI-VS", "bruno.rey"),
                 person: Some(net.registry_ciphertext(OTHER_PERSON)),
                 consent: Some(change.clone()),
@@ -210,6 +256,7 @@ async fn a_consent_covers_its_scope_until_revoked_and_keeps_its_history() {
         // Revoking names the person; another person's revocation does not touch it.
         let err = client
             .revoke_consent(pb::RevokeConsentRequest {
+                held: None,
                 actor: actor("AI-VS", "bruno.rey"),
                 consent_id: recorded.consent_id.clone(),
                 channel: "letter".into(),
@@ -221,6 +268,7 @@ async fn a_consent_covers_its_scope_until_revoked_and_keeps_its_history() {
         // Revoked: the very next lookup says so.
         let revoked = client
             .revoke_consent(pb::RevokeConsentRequest {
+                held: None,
                 actor: actor("AI-VS", "bruno.rey"),
                 consent_id: recorded.consent_id.clone(),
                 channel: "letter".into(),
@@ -246,6 +294,7 @@ async fn a_consent_covers_its_scope_until_revoked_and_keeps_its_history() {
         // A revoked consent cannot be changed or revoked again.
         let err = client
             .record_consent(pb::RecordConsentRequest {
+                held: None,
                 actor: actor("AI-VS", "bruno.rey"),
                 person: Some(net.registry_ciphertext(PERSON)),
                 consent: Some(change),
@@ -316,6 +365,7 @@ async fn expiry_enters_the_change_feed_and_expiring_consents_are_listed() {
         });
         let recorded = client
             .record_consent(pb::RecordConsentRequest {
+                held: None,
                 actor: actor("ORP-VS", "anna.meier"),
                 person: Some(net.registry_ciphertext(PERSON)),
                 consent: Some(short),
@@ -516,6 +566,7 @@ async fn bad_declarations_get_a_stable_code_and_the_field_and_store_nothing() {
         ];
         for (code, field, change) in cases {
             let mut request = pb::RecordConsentRequest {
+                held: None,
                 actor: actor("ORP-VS", "anna.meier"),
                 person: Some(net.registry_ciphertext(PERSON)),
                 consent: Some(declaration()),
@@ -528,6 +579,7 @@ async fn bad_declarations_get_a_stable_code_and_the_field_and_store_nothing() {
         }
         let err = client
             .revoke_consent(pb::RevokeConsentRequest {
+                held: None,
                 actor: actor("ORP-VS", "anna"),
                 consent_id: "c-000".into(),
                 channel: "pigeon".into(),

@@ -28,14 +28,42 @@ fn copy_configs(from: &Path, to: &Path) -> Vec<PathBuf> {
     copied
 }
 
+/// The production example's independent witness.
+const EXAMPLE_WITNESS: &str = "witness.edoeb.example";
+
+/// The production registry names example vkeys (`+00000000+`): replaced by those of the keys
+/// this test's PKI made, as an operator pastes `cii witness vkey`'s output.
+fn use_real_witness_keys(dir: &Path, witness: &cii_types::WitnessName) {
+    let registry = dir.join("registry.toml");
+    let mut text = std::fs::read_to_string(&registry).expect("registry");
+    let pki = dir.join("pki");
+    let orp = cii_types::PeerIdentity::Institution(InstitutionId::parse("id", "ORP-VS").expect("id"));
+    for (party, name) in [
+        (orp, "orp-vs.node.cii.vs.example"),
+        (cii_types::PeerIdentity::Witness(witness.clone()), EXAMPLE_WITNESS),
+    ] {
+        let example = format!("{name}+00000000+BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        text = text.replace(&example, &cii_tests::cosigner_vkey(&pki, &party, name));
+    }
+    std::fs::write(&registry, text).expect("registry");
+}
+
 fn load_all(dir: &Path, institutions: &[&str]) -> usize {
     let ids: Vec<InstitutionId> = institutions
         .iter()
         .map(|i| InstitutionId::parse("id", i).expect("id"))
         .collect();
-    cii_kit::pki::init(&dir.join("pki"), &ids, &["localhost".into()]).expect("pki");
+    let witness = cii_types::WitnessName::parse("w", EXAMPLE_WITNESS).expect("name");
+    cii_kit::pki::init(
+        &dir.join("pki"),
+        &ids,
+        std::slice::from_ref(&witness),
+        &["localhost".into()],
+    )
+    .expect("pki");
     cii_tests::write_keys(&dir.join("keys"), &ids);
     cii_tests::write_vkey(&dir.join("pki"), "cii.example/audit");
+    use_real_witness_keys(dir, &witness);
     // The registry as the network's offline key signs it; its verification key where
     // the production examples read it.
     let registry_key = std::fs::read(cii_kit::pki::registry_signing_key(&dir.join("pki"))).expect("registry key");
@@ -60,6 +88,8 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
             cii_consent::ConsentConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else if name.starts_with("node-") {
             cii_node::NodeConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
+        } else if name.starts_with("witness") {
+            cii_node::independent::WitnessConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else if name == "registry.toml" {
             cii_kit::registry::Registry::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else {
@@ -184,7 +214,8 @@ fn the_systemd_units_are_hardened_and_match_their_configs() {
             "cii-audit-retention.timer",
             "cii-consent.service",
             "cii-gateway.service",
-            "cii-node.service"
+            "cii-node.service",
+            "cii-witness.service"
         ]
     );
     for (name, unit) in &units {
@@ -228,10 +259,10 @@ fn the_systemd_units_are_hardened_and_match_their_configs() {
             assert!(credentials.contains(&"operator-token"), "{name}");
             continue;
         }
-        assert_eq!(args[2], "--config", "{name}");
+        let at = args.iter().position(|a| *a == "--config").expect("--config");
         let config = deploy()
             .join("config")
-            .join(args[3].strip_prefix("/etc/cii/").expect("/etc/cii/"));
+            .join(args[at + 1].strip_prefix("/etc/cii/").expect("/etc/cii/"));
         let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{name}: {}: {e}", config.display()));
         let mut strings = Vec::new();
         toml_strings(
@@ -278,6 +309,7 @@ fn the_systemd_units_are_hardened_and_match_their_configs() {
                 || key.ends_with("session_keys")
                 || key.ends_with("transcryptor")
                 || key.ends_with("signing_key")
+                || key.ends_with("cosigning_key_file")
             {
                 assert!(
                     value.starts_with("/run/credentials/"),
@@ -515,7 +547,7 @@ fn the_production_examples_load() {
         dir.path(),
         &["ORP-VS", "AS-VS", "FP-VS", "AI-VS", "ADDICTION-VS", "SUVA"],
     );
-    assert_eq!(loaded, 4);
+    assert_eq!(loaded, 5);
 }
 
 /// The retention limit is required and at least a year (nLPD ordinance art. 4 al. 5).

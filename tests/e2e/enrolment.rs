@@ -94,9 +94,9 @@ async fn each_institution_gets_its_own_stable_pseudonym_and_every_enrolment_is_l
         .expect("status")
         .into_inner();
     assert!(!status.audit_alarm);
-    assert_eq!(
-        status.audit_checkpoint_size,
-        before + 1,
+    // ORP, one of the witnesses, may have cosigned a checkpoint after its own enrolment too.
+    assert!(
+        (before + 1..=before + 2).contains(&status.audit_checkpoint_size),
         "ORP saw the checkpoint of its own enrolment"
     );
     let dir = net.stop().await;

@@ -758,7 +758,13 @@ async fn a_caller_with_a_valid_certificate_but_a_bad_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
-    let mut net = Network::start(&members()).await;
+    // A registry without witnesses: each node witnesses alone (with witnesses, the rewritten
+    // log gets no cosignature at all: tests/poison/witnesses.rs).
+    let options = cii_tests::Options {
+        no_witnesses: true,
+        ..cii_tests::Options::default()
+    };
+    let mut net = Network::start_with(&members(), options).await;
     enrol_everywhere(&net).await;
     let first = send(&net, ORP, report("rw-1", &["person_informed_before"]))
         .await
@@ -776,7 +782,7 @@ async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
     // The new log grows past what the nodes saw (PC's node has seen nothing yet).
     let pc = 3;
     for n in 0..=seen {
-        let avs = synthetic_avs(n);
+        let avs = cii_tests::synthetic_avs(n);
         node(&net, pc)
             .enrol(with_token(
                 node_pb::EnrolRequest {
@@ -849,22 +855,6 @@ async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
         .collect();
     assert_eq!(ids, ["rw-1", "rw-2", "rw-4"]);
     net.stop().await;
-}
-
-/// A valid AVS number (check digit computed), distinct for each `n`.
-fn synthetic_avs(n: u64) -> String {
-    let mut digits = [7u8, 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    let mut rest = n + 1;
-    for d in digits.iter_mut().rev().take(8) {
-        *d = u8::try_from(rest % 10).expect("digit");
-        rest /= 10;
-    }
-    let check = cii_types::avs::check_digit(&digits);
-    digits
-        .iter()
-        .chain(std::iter::once(&check))
-        .map(|d| char::from(b'0' + d))
-        .collect()
 }
 
 /// The network, everyone enrolled, and the person's one-off consent to ORP's handover to AS.

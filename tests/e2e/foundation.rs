@@ -142,7 +142,7 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let net = Network::start(&two_members()).await;
     let other = tempfile::tempdir().expect("tempdir");
     let orp = net.node(0).member.id.clone();
-    cii_kit::pki::init(other.path(), std::slice::from_ref(&orp), &["127.0.0.1".into()]).expect("other pki");
+    cii_kit::pki::init(other.path(), std::slice::from_ref(&orp), &[], &["127.0.0.1".into()]).expect("other pki");
     // A client trusting our CA for the server, but presenting a certificate of the other CA.
     let foreign =
         identity_in(other.path(), &PeerIdentity::Institution(orp)).with_roots_of(&net.identity(&PeerIdentity::Gateway));

@@ -32,7 +32,8 @@ async fn query_all(net: &Network, i: usize, role: Role) -> (Vec<cii_audit::Entry
     (entries, undecodable)
 }
 
-async fn verify(dir: &std::path::Path) -> cii_audit::verify::Report {
+/// Verifies the log of the test network stopped in `dir`.
+pub(crate) async fn verify(dir: &std::path::Path) -> cii_audit::verify::Report {
     let key = std::fs::read_to_string(cii_kit::pki::audit_signing_key(&dir.join("pki"))).expect("key");
     let verifier = cii_audit::note::Signer::from_pem("cii.test/audit", &key)
         .expect("signer")

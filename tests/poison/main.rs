@@ -3,6 +3,7 @@
 //! block, node stores left readable. Each attack is kept as a test that shows it refused
 //! or harmless; docs/security.md names them.
 
+mod consent_held;
 mod log;
 mod outbox;
 mod pg_roles;
@@ -10,6 +11,7 @@ mod receipts;
 mod replay;
 mod retention;
 mod stores;
+mod witnesses;
 
 use cii_proto::node::node_client::NodeClient;
 use cii_types::{InstitutionType, PeerIdentity};

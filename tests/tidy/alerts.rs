@@ -17,6 +17,7 @@ fn every_metric_an_alert_reads_is_exported() {
         &metrics.auth_refusals,
         &metrics.decisions,
         &metrics.tls_refusals,
+        &metrics.cosigning,
     ] {
         cii_kit::metrics::Metrics::count(family, "X");
     }

@@ -7,6 +7,7 @@
 //! - [`entry`]: the canonical, versioned entry encoding (metadata only).
 //! - [`merkle`]: RFC 6962 hashing, the tree, inclusion and consistency proofs and their verification.
 //! - [`note`]: checkpoints as C2SP signed notes; signer, verifier key (vkey).
+//! - [`cosignature`]: C2SP tlog-cosignature lines of the witnesses, and the quorum that makes a checkpoint trusted.
 //! - [`body`]: entry bodies sealed per retention period (crypto-shredding).
 //! - [`store`]: SQLite and PostgreSQL storage (sqlx; the only I/O besides the sequencer).
 //! - [`sequencer`]: the single writer: group commit, checkpoint, receipts.
@@ -26,6 +27,7 @@
 #[cfg(feature = "store")]
 pub mod bench;
 pub mod body;
+pub mod cosignature;
 pub mod entry;
 pub mod merkle;
 pub mod note;

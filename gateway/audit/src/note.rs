@@ -124,18 +124,10 @@ pub fn generate_key_pem() -> Result<String, NoteError> {
 impl Signer {
     /// Loads a PKCS#8 PEM Ed25519 key; `name` is the key name (conventionally the origin).
     pub fn from_pem(name: &str, pem: &str) -> Result<Signer, NoteError> {
-        if name.is_empty() || name.contains(['+', ' ', '\n']) {
-            return Err(NoteError::Key(
-                "key name must be non-empty, without '+', spaces or newlines",
-            ));
-        }
-        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = STANDARD.decode(b64.trim()).map_err(|_| NoteError::Key("not PEM"))?;
-        let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-            .map_err(|_| NoteError::Key("not an Ed25519 PKCS#8 key"))?;
+        check_key_name(name)?;
         Ok(Signer {
             name: name.to_owned(),
-            key,
+            key: key_pair_from_pem(pem)?,
         })
     }
 
@@ -152,7 +144,7 @@ impl Signer {
     /// Signs `body` as a signed note.
     pub fn sign(&self, body: &str) -> String {
         let signature = self.key.sign(body.as_bytes());
-        let mut blob = key_id(&self.name, &self.verifier().public).to_vec();
+        let mut blob = key_id(&self.name, ED25519_TYPE, &self.verifier().public).to_vec();
         blob.extend_from_slice(signature.as_ref());
         format!("{body}\n\u{2014} {} {}\n", self.name, STANDARD.encode(blob))
     }
@@ -165,16 +157,70 @@ pub struct Verifier {
     public: [u8; 32],
 }
 
-fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+/// An Ed25519 key pair from PKCS#8 PEM.
+pub(crate) fn key_pair_from_pem(pem: &str) -> Result<Ed25519KeyPair, NoteError> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = STANDARD.decode(b64.trim()).map_err(|_| NoteError::Key("not PEM"))?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| NoteError::Key("not an Ed25519 PKCS#8 key"))
+}
+
+/// The signed-note key id: SHA-256(name ‖ "\n" ‖ signature type ‖ public key)[:4].
+pub(crate) fn key_id(name: &str, kind: u8, public: &[u8; 32]) -> [u8; 4] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(name.as_bytes());
     ctx.update(b"\n");
-    ctx.update(&[ED25519_TYPE]);
+    ctx.update(&[kind]);
     ctx.update(public);
     let digest = ctx.finish();
     let mut id = [0u8; 4];
     id.copy_from_slice(digest.as_ref().get(..4).unwrap_or(&[0; 4]));
     id
+}
+
+/// `<name>+<hex key id>+<base64(signature type ‖ public key)>`.
+pub(crate) fn encode_vkey(name: &str, kind: u8, public: &[u8; 32]) -> String {
+    let id = key_id(name, kind, public);
+    let mut typed = vec![kind];
+    typed.extend_from_slice(public);
+    format!(
+        "{name}+{}+{}",
+        id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        STANDARD.encode(typed)
+    )
+}
+
+/// Parses a vkey of signature type `kind`: its name and public key.
+pub(crate) fn decode_vkey(vkey: &str, kind: u8) -> Result<(String, [u8; 32]), NoteError> {
+    let mut parts = vkey.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::Key("vkey is name+id+key"));
+    };
+    check_key_name(name)?;
+    let typed = STANDARD
+        .decode(key)
+        .map_err(|_| NoteError::Key("vkey key is not base64"))?;
+    let (&found, public) = typed.split_first().ok_or(NoteError::Key("vkey key is empty"))?;
+    if found != kind {
+        return Err(NoteError::Key("the vkey's signature type is not the one expected here"));
+    }
+    let public: [u8; 32] = public
+        .try_into()
+        .map_err(|_| NoteError::Key("Ed25519 public keys are 32 bytes"))?;
+    let expected: String = key_id(name, kind, &public).iter().map(|b| format!("{b:02x}")).collect();
+    if expected != id {
+        return Err(NoteError::Key("vkey id does not match its key"));
+    }
+    Ok((name.to_owned(), public))
+}
+
+/// A key name: non-empty, without `+`, spaces or newlines.
+pub(crate) fn check_key_name(name: &str) -> Result<(), NoteError> {
+    if name.is_empty() || name.contains(['+', ' ', '\n']) {
+        return Err(NoteError::Key(
+            "key name must be non-empty, without '+', spaces or newlines",
+        ));
+    }
+    Ok(())
 }
 
 impl Verifier {
@@ -185,42 +231,13 @@ impl Verifier {
 
     /// `<name>+<hex key id>+<base64(0x01 ‖ public key)>`.
     pub fn vkey(&self) -> String {
-        let id = key_id(&self.name, &self.public);
-        let mut typed = vec![ED25519_TYPE];
-        typed.extend_from_slice(&self.public);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            STANDARD.encode(typed)
-        )
+        encode_vkey(&self.name, ED25519_TYPE, &self.public)
     }
 
     /// Parses a vkey string.
     pub fn from_vkey(vkey: &str) -> Result<Verifier, NoteError> {
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::Key("vkey is name+id+key"));
-        };
-        let typed = STANDARD
-            .decode(key)
-            .map_err(|_| NoteError::Key("vkey key is not base64"))?;
-        let (&kind, public) = typed.split_first().ok_or(NoteError::Key("vkey key is empty"))?;
-        if kind != ED25519_TYPE {
-            return Err(NoteError::Key("vkey is not an Ed25519 key"));
-        }
-        let public: [u8; 32] = public
-            .try_into()
-            .map_err(|_| NoteError::Key("Ed25519 public keys are 32 bytes"))?;
-        let verifier = Verifier {
-            name: name.to_owned(),
-            public,
-        };
-        let expected: String = key_id(name, &public).iter().map(|b| format!("{b:02x}")).collect();
-        if expected != id {
-            return Err(NoteError::Key("vkey id does not match its key"));
-        }
-        Ok(verifier)
+        let (name, public) = decode_vkey(vkey, ED25519_TYPE)?;
+        Ok(Verifier { name, public })
     }
 
     /// Verifies a signed note and returns its body. Signatures by other keys
@@ -233,7 +250,7 @@ impl Verifier {
         if sigs.is_empty() || !sigs.ends_with('\n') {
             return Err(NoteError::Format("signature lines must end with a newline"));
         }
-        let id = key_id(&self.name, &self.public);
+        let id = key_id(&self.name, ED25519_TYPE, &self.public);
         let key = UnparsedPublicKey::new(&ED25519, self.public);
         for line in sigs.lines() {
             let rest = line

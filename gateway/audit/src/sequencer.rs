@@ -11,7 +11,7 @@
 //! one replica holds a PostgreSQL advisory lock and runs the sequencer; the
 //! others forward appends to it or wait for the lock. Not built yet.
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::entry::{Entry, encode};
 use crate::merkle::{Hash, Tree, leaf_hash};
@@ -91,6 +91,8 @@ struct Committed {
 pub struct Log {
     tx: mpsc::Sender<Request>,
     committed: std::sync::Arc<std::sync::RwLock<Committed>>,
+    /// The committed size, for those who act on every new checkpoint (the witnesses' cosigning).
+    sizes: watch::Receiver<u64>,
 }
 
 /// Statistics of the sequencer (for benchmarks).
@@ -132,8 +134,14 @@ impl Log {
         let size = tree.size();
         let committed = std::sync::Arc::new(std::sync::RwLock::new(Committed { tree, size, note }));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(store, signer, origin, committed.clone(), rx));
-        Ok((Log { tx, committed }, task))
+        let (size_tx, sizes) = watch::channel(size);
+        let task = tokio::spawn(run(store, signer, origin, committed.clone(), rx, size_tx));
+        Ok((Log { tx, committed, sizes }, task))
+    }
+
+    /// Changes whenever a new checkpoint is committed (its value: the tree size).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sizes.clone()
     }
 
     /// The newest signed checkpoint (empty before the first append) and its size.
@@ -192,6 +200,7 @@ async fn run(
     origin: String,
     committed: std::sync::Arc<std::sync::RwLock<Committed>>,
     mut rx: mpsc::Receiver<Request>,
+    sizes: watch::Sender<u64>,
 ) -> Stats {
     // The sequencer owns a working copy; readers see `committed`, updated after each commit.
     let mut tree = committed
@@ -243,6 +252,7 @@ async fn run(
                     c.size = size;
                     c.note = note.clone();
                 }
+                sizes.send_replace(size);
                 for (
                     request,
                     NewEntry {

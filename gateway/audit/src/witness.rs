@@ -24,6 +24,16 @@ pub enum WitnessError {
     /// A receipt's inclusion proof does not verify.
     #[error("receipt for entry {0} does not verify against its checkpoint")]
     Inclusion(u64),
+    /// The log asked to cosign from another tree size than the one this witness cosigned last
+    /// (tlog-witness's 409 Conflict): the log should retry from `witness_size`.
+    #[error("this witness's newest checkpoint has size {witness_size}")]
+    Conflict {
+        /// The size of the newest checkpoint this witness cosigned or accepted.
+        witness_size: u64,
+    },
+    /// The request does not make sense (a tree smaller than the old size, a proof from nothing).
+    #[error("bad cosigning request: {0}")]
+    BadRequest(&'static str),
     /// An earlier alarm has not been acknowledged.
     #[error("witness in alarm state: an operator must acknowledge before trusting this gateway again")]
     Alarm,
@@ -117,6 +127,44 @@ impl Witness {
         Ok(newer)
     }
 
+    /// A log asks this witness to cosign `cp` (C2SP tlog-witness `add-checkpoint`): `old_size`
+    /// must be the size of the newest checkpoint this witness holds, `proof` the consistency
+    /// proof from it to `cp`. On success `cp` becomes the newest and may be cosigned; a tree
+    /// that does not extend the newest raises the alarm (it is a fork the log signed).
+    pub fn add_checkpoint(&mut self, old_size: u64, cp: Checkpoint, proof: &[Hash]) -> Result<(), WitnessError> {
+        if self.alarm {
+            return Err(WitnessError::Alarm);
+        }
+        let witness_size = self.newest.as_ref().map_or(0, |c| c.size);
+        if old_size != witness_size {
+            return Err(WitnessError::Conflict { witness_size });
+        }
+        if cp.size < old_size {
+            return Err(WitnessError::BadRequest("the checkpoint is smaller than the old size"));
+        }
+        if let Some(old) = &self.newest {
+            let consistent = if old.size == cp.size {
+                old.root == cp.root
+            } else {
+                verify_consistency(old.size, cp.size, &old.root, &cp.root, proof)
+            };
+            if !consistent {
+                self.alarm = true;
+                tracing::error!(seen = old.size, offered = cp.size, "ALARM: audit log forked");
+                return Err(WitnessError::Inconsistent {
+                    old_size: old.size,
+                    new_size: cp.size,
+                });
+            }
+        } else if !proof.is_empty() {
+            return Err(WitnessError::BadRequest(
+                "a consistency proof from an empty tree must be empty",
+            ));
+        }
+        self.newest = Some(cp);
+        Ok(())
+    }
+
     /// Checks a receipt: the entry's leaf hash is included in the checkpoint's tree.
     pub fn check_receipt(
         &self,
@@ -150,6 +198,50 @@ mod tests {
             }
             .body(),
         )
+    }
+
+    #[test]
+    fn a_witness_cosigns_only_what_extends_what_it_cosigned_before() {
+        let signer = Signer::from_pem(ORIGIN, &generate_key_pem().unwrap()).unwrap();
+        let mut witness = Witness::new(signer.verifier(), ORIGIN.into(), None);
+        let mut tree = Tree::new();
+        for i in 0..4u8 {
+            tree.push(leaf_hash(&[i]));
+        }
+        let four = witness.open(&signed(&signer, &tree)).unwrap();
+        assert_eq!(
+            witness.add_checkpoint(3, four.clone(), &[]),
+            Err(WitnessError::Conflict { witness_size: 0 })
+        );
+        assert_eq!(witness.add_checkpoint(0, four.clone(), &[]), Ok(()));
+        // The same tree again is fine (a log that lost its cosignatures asks again).
+        assert_eq!(witness.add_checkpoint(4, four, &[]), Ok(()));
+        for i in 4..9u8 {
+            tree.push(leaf_hash(&[i]));
+        }
+        let nine = witness.open(&signed(&signer, &tree)).unwrap();
+        assert_eq!(
+            witness.add_checkpoint(0, nine.clone(), &[]),
+            Err(WitnessError::Conflict { witness_size: 4 })
+        );
+        let proof = tree.consistency_proof(4, 9).unwrap();
+        assert_eq!(witness.add_checkpoint(4, nine, &proof), Ok(()));
+        // A second branch from size 4, signed with the same key: refused, alarm raised.
+        let mut branch = Tree::new();
+        for i in 0..10u8 {
+            branch.push(leaf_hash(&[if i < 4 { i } else { 100 + i }]));
+        }
+        let forked = witness.open(&signed(&signer, &branch)).unwrap();
+        let proof = branch.consistency_proof(9, 10).unwrap();
+        assert!(matches!(
+            witness.add_checkpoint(9, forked, &proof),
+            Err(WitnessError::Inconsistent { .. })
+        ));
+        assert!(witness.in_alarm());
+        tree.push(leaf_hash(&[9]));
+        let honest = witness.open(&signed(&signer, &tree)).unwrap();
+        let proof = tree.consistency_proof(9, 10).unwrap();
+        assert_eq!(witness.add_checkpoint(9, honest, &proof), Err(WitnessError::Alarm));
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub use decide::Decided;
 pub use error::TransferError;
 pub use log::Logged;
 pub(crate) use log::receipt_to_wire;
+pub(crate) use recovery::find_logged;
 pub(crate) use recovery::recorded;
 pub use seal::Sealed;
 

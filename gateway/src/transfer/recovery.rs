@@ -169,24 +169,33 @@ impl Transfers {
 
     /// The index of `entry` in the log at or after `from`, if it was appended.
     async fn find_logged(&self, entry: &cii_audit::Entry, from: u64) -> Result<Option<u64>, TransferError> {
-        let mut next = from;
-        loop {
-            let batch = self.audit_store.entries(next, 1000).await.inspect_err(|e| {
-                tracing::error!(error = %e, "audit store not readable");
-            })?;
-            let Some(last) = batch.last().map(|e| e.index) else {
-                return Ok(None);
-            };
-            for stored in &batch {
-                if let Some(Ok(mut logged)) = stored.readable().map(cii_audit::entry::decode) {
-                    logged.index = entry.index;
-                    if logged == *entry {
-                        return Ok(Some(stored.index));
-                    }
+        Ok(find_logged(&self.audit_store, entry, from).await?)
+    }
+}
+
+/// The index of `entry` (whatever its index) in the log at or after `from`, if it was appended.
+pub(crate) async fn find_logged(
+    audit_store: &cii_audit::Store,
+    entry: &cii_audit::Entry,
+    from: u64,
+) -> Result<Option<u64>, cii_audit::store::StoreError> {
+    let mut next = from;
+    loop {
+        let batch = audit_store.entries(next, 1000).await.inspect_err(|e| {
+            tracing::error!(error = %e, "audit store not readable");
+        })?;
+        let Some(last) = batch.last().map(|e| e.index) else {
+            return Ok(None);
+        };
+        for stored in &batch {
+            if let Some(Ok(mut logged)) = stored.readable().map(cii_audit::entry::decode) {
+                logged.index = entry.index;
+                if logged == *entry {
+                    return Ok(Some(stored.index));
                 }
             }
-            next = last + 1;
         }
+        next = last + 1;
     }
 }
 

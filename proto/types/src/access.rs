@@ -105,6 +105,7 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.audit.v1.Audit/GetCheckpoint", Access::Peer),
     ("/cii.audit.v1.Audit/GetInclusionProof", Access::Peer),
     ("/cii.audit.v1.Audit/GetConsistencyProof", Access::Peer),
+    ("/cii.audit.v1.Audit/GetWitnessedInclusion", Access::Peer),
     ("/cii.audit.v1.Audit/Query", DPO),
     ("/cii.audit.v1.Audit/LookupPerson", DPO),
     ("/cii.audit.v1.Audit/ApplyRetention", Access::Users(&[Operator])),
@@ -135,6 +136,8 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.node.v1.NodeInbound/Ping", Access::Peer),
     ("/cii.node.v1.NodeInbound/Deliver", Access::Peer),
     ("/cii.node.v1.NodeInbound/Provide", Access::Peer),
+    // A witness of the audit log (a node's inbound API, or an independent witness): the gateway only.
+    ("/cii.witness.v1.Witness/AddCheckpoint", Access::Peer),
     // The consent registry: the gateway only (it names the acting user in each request).
     ("/cii.consent.v1.ConsentRegistry/RecordConsent", Access::Peer),
     ("/cii.consent.v1.ConsentRegistry/RevokeConsent", Access::Peer),
@@ -146,6 +149,8 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.consent.v1.ConsentRegistry/EndRelationship", Access::Peer),
     ("/cii.consent.v1.ConsentRegistry/ListChanges", Access::Peer),
     ("/cii.consent.v1.ConsentRegistry/MarkUsed", Access::Peer),
+    ("/cii.consent.v1.ConsentRegistry/ActivateChange", Access::Peer),
+    ("/cii.consent.v1.ConsentRegistry/ListHeldChanges", Access::Peer),
 ];
 
 /// The services every process also serves to anyone it admits.

@@ -156,6 +156,7 @@ registry! {
     AUDIT_INCONSISTENT: Internal, false, "the audit log disagrees with its own checkpoints";
     AUDIT_KEY: Unavailable, true, "the checkpoint could not be signed; nothing was done";
     AUDIT_ENTRY_REFUSED: InvalidArgument, false, "the entry would hold a value the log does not accept (too long, a control character, an AVS look-alike); nothing was done";
+    AUDIT_NOT_WITNESSED: Unavailable, true, "no checkpoint covering the entry is cosigned by more than half of the witnesses yet (witnesses unreachable or refusing); retry later";
     PROOF_OUT_OF_RANGE: OutOfRange, false, "a proof asked for beyond the log's size";
     DPO_SCOPE: PermissionDenied, false, "a dpo sees the entries of their own institution only";
     DECISION_INVALID: InvalidArgument, false, "the decision filter is `permit` or `deny`";
@@ -204,6 +205,9 @@ registry! {
     RECEIPT_MISMATCH: InvalidArgument, false, "the audit receipt's entry is not about what came with it (another transfer, other parties or categories, other sealed bytes); nothing was stored";
     AUDIT_LOG_ALARM: FailedPrecondition, false, "this node saw the audit log rewritten and stopped exchanging";
     RECEIPT_INVALID: Unavailable, true, "the gateway's receipt does not verify against the log's key; nothing was recorded";
+    RECEIPT_NOT_WITNESSED: Unavailable, true, "the receipt's checkpoint is not cosigned by more than half of the network's witnesses; nothing was recorded (the sender retries)";
+    NOT_A_WITNESS: FailedPrecondition, false, "asked to cosign by a process the registry does not list as a witness with this key";
+    CHECKPOINT_INVALID: InvalidArgument, false, "a checkpoint offered to a witness is not a checkpoint of the audit log signed by its key";
     NONCE_INVALID: InvalidArgument, false, "a sealed payload's nonce is not 12 bytes";
     NO_DATA_PUBLISHED: NotFound, false, "the holder has no data to provide about the person (not enrolled there, or nothing published: one answer, revealing no relationship)";
 }

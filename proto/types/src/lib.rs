@@ -31,7 +31,7 @@ pub mod time;
 pub mod transfer;
 
 pub use avs::{AvsError, AvsNumber};
-pub use identity::PeerIdentity;
+pub use identity::{PeerIdentity, WitnessName};
 pub use institution::{InstitutionId, InstitutionType};
 pub use role::Role;
 pub use transfer::{TransferId, TransferState};

@@ -105,7 +105,7 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
     Bench(bench::BenchArgs),
     /// The mixed load (permitted, refused, malformed) for N minutes, then the books balanced and the log verified.
     Soak(bench::soak::SoakArgs),
-    /// A node's witness of the audit log: status, and clearing the alarm after an investigation.
+    /// Witnesses of the audit log: run an independent one, print a cosigning vkey, status, clearing the alarm.
     #[command(subcommand)]
     Witness(witness::WitnessCommand),
     /// The network operator's dead letters: list them, retry or drop one (each logged).
@@ -163,6 +163,19 @@ pub fn run() -> ExitCode {
         Command::Demo(args) => run_tool(demo::run(args)),
         Command::Enrol(args) => run_tool(enrol::run(args)),
         Command::Audit(command) => run_tool(audit::run(command)),
+        Command::Witness(witness::WitnessCommand::Serve { config }) => {
+            let config = match cii_node::independent::WitnessConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            cii_kit::telemetry::init(&config.file.log);
+            serve(async move {
+                let listener = tokio::net::TcpListener::bind(config.file.listen).await?;
+                let metrics = bind_optional(config.file.metrics_listen).await?;
+                cii_node::independent::run(config, listener, metrics, cii_kit::shutdown::signal()).await?;
+                Ok(())
+            })
+        }
         Command::Witness(command) => run_tool(witness::run(command)),
         Command::Outbox(command) => run_tool(outbox::run(command)),
         Command::Soak(args) => match bench::soak::run(args) {

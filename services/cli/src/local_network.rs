@@ -4,7 +4,8 @@
 //! ports the system chose.
 //!
 //! Layout of DIR: `gateway.toml` and `gateway/` (databases, keys, log),
-//! `consent/`, `nodes/<ID>/`, `dpo/` (the DPO context key and reports), and
+//! `consent/`, `witness/` (the independent witness), `nodes/<ID>/`, `dpo/`
+//! (the DPO context key and reports), and
 //! beside them the network's public files: `ca.pem`, `registry.toml`,
 //! `global-public.json`, `rulebook/`. Secrets are files (mode 0600); the
 //! development CA's private key is deleted once every certificate is issued.
@@ -20,6 +21,11 @@ use crate::keys::write;
 
 /// The audit log's origin of a local network.
 pub const ORIGIN: &str = "cii.local/audit";
+
+/// The independent witness of a local network (in production: run by a party other than the
+/// gateway's operator). With the nodes it makes the witnesses, more than half of whom must
+/// cosign a checkpoint before a node accepts a receipt on it.
+pub const WITNESS: &str = "witness.cii.local";
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +54,7 @@ pub struct Network {
     pub dir: PathBuf,
     pub gateway_port: u16,
     pub nodes: Vec<(InstitutionId, NodePorts)>,
-    /// (log file, process), in start order: consent, gateway, nodes.
+    /// (log file, process), in start order: consent, gateway, witness, nodes.
     children: Vec<(String, Child)>,
 }
 
@@ -80,14 +86,20 @@ pub fn node_dir(dir: &Path, id: &str) -> PathBuf {
 fn write_files(
     dir: &Path,
     spec: &Spec<'_>,
-    gateway_port: u16,
-    consent_port: u16,
+    (gateway_port, consent_port, witness_port): (u16, u16, u16),
     nodes: &[(InstitutionId, NodePorts)],
 ) -> anyhow::Result<()> {
     let ids: Vec<InstitutionId> = nodes.iter().map(|(id, _)| id.clone()).collect();
     // The development PKI, issued in a staging folder, then each party's files moved to its folder.
     let staging = dir.join(".pki");
-    cii_kit::pki::init(&staging, &ids, &["localhost".into(), "127.0.0.1".into()]).context("the development PKI")?;
+    let witness = cii_types::WitnessName::parse("witness", WITNESS)?;
+    cii_kit::pki::init(
+        &staging,
+        &ids,
+        std::slice::from_ref(&witness),
+        &["localhost".into(), "127.0.0.1".into()],
+    )
+    .context("the development PKI")?;
     move_file(&staging.join("ca.pem"), &dir.join("ca.pem"))?;
     for (from, to) in [("gateway", dir.join("gateway")), ("consent", dir.join("consent"))] {
         for file in ["cert.pem", "key.pem"] {
@@ -95,12 +107,18 @@ fn write_files(
         }
     }
     move_file(&staging.join("gateway/audit.key"), &dir.join("gateway/audit.key"))?;
+    for file in ["cert.pem", "key.pem", "cosigning.key"] {
+        move_file(
+            &staging.join("witnesses").join(WITNESS).join(file),
+            &dir.join("witness").join(file),
+        )?;
+    }
     // The registry's signing key would be offline in production; the demo keeps it
     // apart so that a registry change can be tried (`cii pki sign-registry`).
     move_file(&staging.join("registry.key"), &dir.join("offline/registry.key"))?;
     move_file(&staging.join("registry.pub"), &dir.join("registry.pub"))?;
     for id in &ids {
-        for file in ["cert.pem", "key.pem", "jwt.key", "jwt.pub"] {
+        for file in ["cert.pem", "key.pem", "jwt.key", "jwt.pub", "cosigning.key"] {
             move_file(
                 &staging.join("institutions").join(id.as_str()).join(file),
                 &node_dir(dir, id.as_str()).join(file),
@@ -148,13 +166,22 @@ fn write_files(
             .iter()
             .find(|(i, _, _)| *i == id.as_str())
             .context("a member")?;
+        let witness_vkey = vkey(
+            &node_dir(dir, id.as_str()).join("cosigning.key"),
+            &format!("{}.node.cii.local", id.as_str().to_lowercase()),
+        )?;
         registry.push_str(&format!(
             "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{name}\"\n\
-             endpoint = \"https://127.0.0.1:{}\"\n\n[[institution.jwt_keys]]\nkid = \"demo-1\"\n\
-             public_key_file = \"nodes/{id}/jwt.pub\"\n",
+             endpoint = \"https://127.0.0.1:{}\"\nwitness_vkey = \"{witness_vkey}\"\n\n\
+             [[institution.jwt_keys]]\nkid = \"demo-1\"\npublic_key_file = \"nodes/{id}/jwt.pub\"\n",
             ports.inbound
         ));
     }
+    registry.push_str(&format!(
+        "\n# Run by a party independent of the gateway's operator.\n[[witness]]\nname = \"{WITNESS}\"\n\
+         vkey = \"{}\"\nendpoint = \"https://127.0.0.1:{witness_port}\"\n",
+        vkey(&dir.join("witness/cosigning.key"), WITNESS)?
+    ));
     write(&dir.join("registry.toml"), &registry, false)?;
     cii_kit::registry::signed::sign(
         &dir.join("registry.toml"),
@@ -191,6 +218,17 @@ fn write_files(
         ),
         false,
     )?;
+    write(
+        &dir.join("witness/witness.toml"),
+        &format!(
+            "# The demo's independent witness of the audit log.\nname = \"{WITNESS}\"\n\
+             listen = \"127.0.0.1:{witness_port}\"\ndatabase = \"sqlite:witness.db\"\n\
+             verifier_key_file = \"../gateway/audit.vkey\"\ncosigning_key_file = \"cosigning.key\"\n\n\
+             [registry]\nfile = \"../registry.toml\"\nverification_key = \"../registry.pub\"\n\n\
+             [tls]\nca = \"../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[log]\nlevel = \"{level}\"\n"
+        ),
+        false,
+    )?;
     for (id, ports) in nodes {
         write(
             &node_dir(dir, id.as_str()).join("node.toml"),
@@ -202,13 +240,22 @@ fn write_files(
                  [tls]\nca = \"../../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
                  [pseudonym]\nglobal_public = \"../../global-public.json\"\nsession_keys = \"session-keys.json\"\n\n\
                  [store]\ndatabase = \"sqlite:node.db\"\nkey = \"store.key\"\n\n\
-                 [audit]\nverifier_key_file = \"../../gateway/audit.vkey\"\n\n{limits}[log]\nlevel = \"{level}\"\n",
+                 [audit]\nverifier_key_file = \"../../gateway/audit.vkey\"\ncosigning_key_file = \"cosigning.key\"\n\n\
+                 {limits}[log]\nlevel = \"{level}\"\n",
                 ports.api, ports.inbound
             ),
             false,
         )?;
     }
     Ok(())
+}
+
+/// The C2SP vkey of the cosigning key in `key`, named `name`.
+fn vkey(key: &Path, name: &str) -> anyhow::Result<String> {
+    let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    Ok(cii_audit::cosignature::Cosigner::from_pem(name, &pem)?
+        .verifier()
+        .vkey())
 }
 
 impl Network {
@@ -219,7 +266,7 @@ impl Network {
         }
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
-        let (gateway_port, consent_port) = (free_port()?, free_port()?);
+        let (gateway_port, consent_port, witness_port) = (free_port()?, free_port()?, free_port()?);
         let mut nodes = Vec::new();
         for (id, _, _) in spec.institutions {
             nodes.push((
@@ -230,7 +277,7 @@ impl Network {
                 },
             ));
         }
-        write_files(&dir, spec, gateway_port, consent_port, &nodes)?;
+        write_files(&dir, spec, (gateway_port, consent_port, witness_port), &nodes)?;
         let mut network = Network {
             dir: dir.clone(),
             gateway_port,
@@ -245,6 +292,8 @@ impl Network {
         network.wait_for(consent_port, "consent")?;
         network.spawn("gateway", &dir.join("gateway.toml"), &dir.join("gateway/gateway.log"))?;
         network.wait_for(gateway_port, "gateway")?;
+        network.spawn_witness(&dir)?;
+        network.wait_for(witness_port, "witness")?;
         for (id, ports) in network.nodes.clone() {
             let folder = node_dir(&dir, id.as_str());
             network.spawn("node", &folder.join("node.toml"), &folder.join("node.log"))?;
@@ -254,10 +303,19 @@ impl Network {
         Ok(network)
     }
 
+    fn spawn_witness(&mut self, dir: &Path) -> anyhow::Result<()> {
+        self.spawn(
+            "witness serve",
+            &dir.join("witness/witness.toml"),
+            &dir.join("witness/witness.log"),
+        )
+    }
+
     fn spawn(&mut self, command: &str, config: &Path, log: &Path) -> anyhow::Result<()> {
         let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(std::env::current_exe()?)
-            .args([command, "--config"])
+            .args(command.split(' '))
+            .arg("--config")
             .arg(config)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

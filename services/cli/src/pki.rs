@@ -4,18 +4,19 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cii_kit::jwt::{self, TokenSpec};
-use cii_types::{InstitutionId, Role};
+use cii_types::{InstitutionId, Role, WitnessName};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
-    /// Create a development CA and certificates for the gateway, the consent registry and each institution.
+    /// Create a development CA and certificates for the gateway, the consent registry, each institution and each independent witness.
     #[command(
         after_help = "Writes DIR/ca.pem, DIR/registry.key and DIR/registry.pub (the network's registry signing key: keep it \
 offline), DIR/gateway/, DIR/consent/ and DIR/institutions/<ID>/ (cert.pem, \
-key.pem, and jwt.key / jwt.pub, the key that signs the institution's user tokens). Private keys get mode 0600.\n\
-Run it again with more --institution flags to add institutions: an existing CA and existing files are kept.\n\n\
-Example:\n  cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS"
+key.pem, jwt.key / jwt.pub, the key that signs the institution's user tokens, and cosigning.key, the node's \
+key as a witness of the audit log) and DIR/witnesses/<NAME>/ (cert.pem, key.pem, cosigning.key). Private keys get mode 0600.\n\
+Run it again with more --institution or --witness flags to add parties: an existing CA and existing files are kept.\n\n\
+Example:\n  cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS --witness witness.edoeb.example"
     )]
     Init {
         /// Folder to write into (created if missing).
@@ -24,6 +25,9 @@ Example:\n  cii pki init --dir dev/pki --institution ORP-VS --institution AI-VS"
         /// Registry id of an institution to certify (repeat the flag for several).
         #[arg(long = "institution", value_name = "ID")]
         institutions: Vec<String>,
+        /// Name of an independent witness of the audit log to certify (repeat for several).
+        #[arg(long = "witness", value_name = "NAME")]
+        witnesses: Vec<String>,
         /// Host names and IP addresses the certificates are valid for (repeat; default localhost, 127.0.0.1, ::1).
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
@@ -79,6 +83,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Init {
             dir,
             institutions,
+            witnesses,
             hosts,
         } => {
             let ids = institutions
@@ -90,7 +95,11 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             } else {
                 hosts
             };
-            let report = cii_kit::pki::init(&dir, &ids, &hosts)?;
+            let witnesses = witnesses
+                .iter()
+                .map(|s| WitnessName::parse("--witness", s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = cii_kit::pki::init(&dir, &ids, &witnesses, &hosts)?;
             for path in &report.created {
                 eprintln!("created {}", path.display());
             }

@@ -705,6 +705,7 @@ async fn the_consent_registry_holds_no_avs_number_and_no_other_domains_pseudonym
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let request = pb::RecordConsentRequest {
+                held: None,
                 actor: actor.clone(),
                 person: person.clone(),
                 consent: Some(consent.clone()),

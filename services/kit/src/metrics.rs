@@ -49,6 +49,10 @@ pub struct Metrics {
     pub audit_queries: Family<CodeLabels, Counter>,
     /// 1 while this node's witness alarm is raised (nodes only; 0 elsewhere).
     pub witness_alarm: Gauge,
+    /// Cosigning rounds of the gateway, by outcome (`QUORUM`, `NO_QUORUM`, `WITNESS_AHEAD`).
+    pub cosigning: Family<CodeLabels, Counter>,
+    /// The tree size of the newest checkpoint cosigned by a quorum of witnesses (gateway only).
+    pub cosigned_size: Gauge,
 }
 
 impl Metrics {
@@ -63,6 +67,18 @@ impl Metrics {
         let deliveries = Family::<CodeLabels, Counter>::default();
         let audit_queries = Family::<CodeLabels, Counter>::default();
         let witness_alarm = Gauge::default();
+        let cosigning = Family::<CodeLabels, Counter>::default();
+        let cosigned_size = Gauge::default();
+        registry.register(
+            "cosigning",
+            "Rounds of asking the witnesses to cosign a checkpoint, by outcome (QUORUM, NO_QUORUM, WITNESS_AHEAD)",
+            cosigning.clone(),
+        );
+        registry.register(
+            "cosigned_size",
+            "Tree size of the newest audit checkpoint cosigned by more than half of the witnesses",
+            cosigned_size.clone(),
+        );
         registry.register(
             "audit_queries",
             "DPO queries of the audit log, by scope (institution, network)",
@@ -109,6 +125,8 @@ impl Metrics {
             deliveries,
             audit_queries,
             witness_alarm,
+            cosigning,
+            cosigned_size,
         }
     }
 

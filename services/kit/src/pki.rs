@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use cii_types::{InstitutionId, PeerIdentity};
+use cii_types::{InstitutionId, PeerIdentity, WitnessName};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
@@ -91,6 +91,7 @@ fn party_dir(dir: &Path, party: &PeerIdentity) -> PathBuf {
         PeerIdentity::Gateway => dir.join("gateway"),
         PeerIdentity::Consent => dir.join("consent"),
         PeerIdentity::Institution(id) => dir.join("institutions").join(id.as_str()),
+        PeerIdentity::Witness(name) => dir.join("witnesses").join(name.as_str()),
     }
 }
 
@@ -119,9 +120,21 @@ pub fn jwt_public_key(dir: &Path, id: &InstitutionId) -> PathBuf {
     party_dir(dir, &PeerIdentity::Institution(id.clone())).join("jwt.pub")
 }
 
+/// The cosigning key (Ed25519, PKCS#8 PEM) of a witness of the audit log: an institution's node
+/// or an independent witness.
+pub fn cosigning_key(dir: &Path, party: &PeerIdentity) -> PathBuf {
+    party_dir(dir, party).join("cosigning.key")
+}
+
 /// Creates (or completes) a development PKI in `dir` for the gateway, the
-/// consent registry and `institutions`, with certificates valid for `hosts`.
-pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Result<PkiReport, PkiError> {
+/// consent registry, `institutions` and the independent `witnesses`, with
+/// certificates valid for `hosts`.
+pub fn init(
+    dir: &Path,
+    institutions: &[InstitutionId],
+    witnesses: &[WitnessName],
+    hosts: &[String],
+) -> Result<PkiReport, PkiError> {
     let mut report = PkiReport::default();
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let (ca_cert_path, ca_key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
@@ -160,6 +173,7 @@ pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Res
     }
     let mut parties = vec![PeerIdentity::Gateway, PeerIdentity::Consent];
     parties.extend(institutions.iter().cloned().map(PeerIdentity::Institution));
+    parties.extend(witnesses.iter().cloned().map(PeerIdentity::Witness));
     for party in parties {
         let files = party_files(dir, &party);
         if files.cert.exists() && files.key.exists() {
@@ -175,6 +189,14 @@ pub fn init(dir: &Path, institutions: &[InstitutionId], hosts: &[String]) -> Res
         }
         if party == PeerIdentity::Gateway {
             let path = audit_signing_key(dir);
+            if !path.exists() {
+                let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+                write_file(&path, key.serialize_pem().as_bytes(), true)?;
+                report.created.push(path);
+            }
+        }
+        if matches!(party, PeerIdentity::Institution(_) | PeerIdentity::Witness(_)) {
+            let path = cosigning_key(dir, &party);
             if !path.exists() {
                 let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
                 write_file(&path, key.serialize_pem().as_bytes(), true)?;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::Path;
 
-use cii_types::{InstitutionId, InstitutionType, PeerIdentity, Role};
+use cii_types::{InstitutionId, InstitutionType, PeerIdentity, Role, WitnessName};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -38,6 +38,20 @@ struct RegistryFile {
     revoked_serials: Vec<String>,
     #[serde(default)]
     institution: Vec<InstitutionEntry>,
+    /// Witnesses of the audit log run by parties independent of the gateway's operator.
+    #[serde(default)]
+    witness: Vec<WitnessEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessEntry {
+    /// The witness's name: its certificate names `urn:cii:witness:<name>`, its vkey this name.
+    name: String,
+    /// The witness's cosigning key as a C2SP vkey (`cii witness vkey` prints it).
+    vkey: String,
+    /// Where the gateway reaches it (`https://host:port`).
+    endpoint: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +72,9 @@ struct InstitutionEntry {
     /// The roles the institution's tokens may carry (default: [`Role::MEMBER`]).
     #[serde(default)]
     roles: Option<Vec<String>>,
+    /// The node's cosigning key as a C2SP vkey, if the node witnesses the audit log.
+    #[serde(default)]
+    witness_vkey: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +138,17 @@ impl fmt::Debug for JwtKey {
     }
 }
 
+/// A witness of the audit log: a node, or a party independent of the gateway's operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witness {
+    /// Who it is: `Institution` (the node's inbound API serves the witness) or `Witness`.
+    pub identity: PeerIdentity,
+    /// Its cosigning key (C2SP vkey, signature type 0x04; parsed by `cii_audit::cosignature`).
+    pub vkey: String,
+    /// Where the gateway reaches it.
+    pub endpoint: String,
+}
+
 /// The checked registry.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -128,6 +156,29 @@ pub struct Registry {
     version: u64,
     institutions: BTreeMap<InstitutionId, Institution>,
     revoked_serials: HashSet<Vec<u8>>,
+    witnesses: Vec<Witness>,
+}
+
+/// Checks the shape of a cosigner vkey (`name+8 hex digits+base64(0x04 ‖ 32 bytes)`); the key id
+/// is checked where the key is used (`cii_audit::cosignature`). Returns the key's name.
+fn vkey_name(vkey: &str) -> Result<&str, &'static str> {
+    use base64::Engine;
+    const SHAPE: &str = "expected a cosigner vkey: name+8 hex digits+base64 of 0x04 and the 32-byte Ed25519 key \
+(`cii witness vkey` prints it)";
+    let mut parts = vkey.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(SHAPE);
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| SHAPE)?;
+    let ok = !name.is_empty()
+        && !name.contains([' ', '\n'])
+        && id.len() == 8
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && key.len() == 33
+        && key.first() == Some(&0x04);
+    if ok { Ok(name) } else { Err(SHAPE) }
 }
 
 /// The largest network id (the JWT audience).
@@ -172,6 +223,7 @@ impl Registry {
                 .insert(parse_serial(s).map_err(|p| ConfigError::invalid(file, format!("revoked_serials[{i}]"), p))?);
         }
         let mut institutions = BTreeMap::new();
+        let mut witnesses = Vec::new();
         for (i, entry) in raw.institution.into_iter().enumerate() {
             let at = |key: &str| format!("institution[{i}].{key}");
             let invalid = |key: &str, e: &dyn fmt::Display| ConfigError::invalid(file, at(key), e.to_string());
@@ -273,6 +325,14 @@ impl Registry {
                     roles
                 }
             };
+            if let Some(vkey) = entry.witness_vkey {
+                vkey_name(&vkey).map_err(|e| invalid("witness_vkey", &e))?;
+                witnesses.push(Witness {
+                    identity: PeerIdentity::Institution(id.clone()),
+                    vkey,
+                    endpoint: entry.endpoint.clone(),
+                });
+            }
             let institution = Institution {
                 id: id.clone(),
                 kind,
@@ -286,11 +346,48 @@ impl Registry {
                 return Err(invalid("id", &format!("duplicate institution id {id}")));
             }
         }
+        for (i, entry) in raw.witness.into_iter().enumerate() {
+            let at = |key: &str| format!("witness[{i}].{key}");
+            let name = WitnessName::parse("name", &entry.name)
+                .map_err(|e| ConfigError::invalid(file, at("name"), e.to_string()))?;
+            let key_name = vkey_name(&entry.vkey).map_err(|e| ConfigError::invalid(file, at("vkey"), e))?;
+            if key_name != name.as_str() {
+                return Err(ConfigError::invalid(
+                    file,
+                    at("vkey"),
+                    format!("the key is named {key_name}, not {name}"),
+                ));
+            }
+            if !entry.endpoint.starts_with("https://") {
+                return Err(ConfigError::invalid(
+                    file,
+                    at("endpoint"),
+                    "must be an https:// URL (witnesses are reached over mutual TLS)",
+                ));
+            }
+            witnesses.push(Witness {
+                identity: PeerIdentity::Witness(name),
+                vkey: entry.vkey,
+                endpoint: entry.endpoint,
+            });
+        }
+        let mut names = BTreeSet::new();
+        for (i, w) in witnesses.iter().enumerate() {
+            let name = vkey_name(&w.vkey).unwrap_or_default();
+            if !names.insert(name.to_owned()) || witnesses.iter().take(i).any(|o| o.identity == w.identity) {
+                return Err(ConfigError::invalid(
+                    file,
+                    "witness",
+                    format!("two witnesses named {name}: every witness's key has its own name"),
+                ));
+            }
+        }
         Ok(Registry {
             network: raw.network,
             version: raw.version,
             institutions,
             revoked_serials,
+            witnesses,
         })
     }
 
@@ -314,6 +411,13 @@ impl Registry {
         self.institutions.values()
     }
 
+    /// The witnesses of the audit log (nodes first, then independent witnesses). A receipt
+    /// counts only on a checkpoint cosigned by more than half of them; with none, on the
+    /// log's signature alone.
+    pub fn witnesses(&self) -> &[Witness] {
+        &self.witnesses
+    }
+
     /// Whether a certificate serial (big-endian bytes, leading zeros stripped) is revoked.
     pub fn is_revoked(&self, serial: &[u8]) -> bool {
         self.revoked_serials.contains(strip_leading_zeros(serial))
@@ -324,6 +428,7 @@ impl Registry {
         match identity {
             PeerIdentity::Institution(id) => self.institutions.contains_key(id),
             PeerIdentity::Gateway | PeerIdentity::Consent => true,
+            PeerIdentity::Witness(_) => self.witnesses.iter().any(|w| w.identity == *identity),
         }
     }
 }
@@ -361,6 +466,29 @@ mod tests {
         format!(
             "network = \"cii.test\"\nversion = 1\n[[institution]]\nid = \"{id}\"\ntype = \"AC_ORP\"\ncanton = \"VS\"\nname = \"ORP\"\nendpoint = \"https://localhost:1\"\n{extra}\n[[institution.jwt_keys]]\nkid = \"k1\"\npublic_key = \"\"\"{KEY}\"\"\"\n"
         )
+    }
+
+    /// A cosigner vkey named `witness.example` (type 0x04).
+    const VKEY: &str = "witness.example+1a2b3c4d+BBm/RAlphM3+hUG6wWfcO5bIUIaqMLa2ywxcOK1wMWbh";
+
+    #[test]
+    fn witnesses_are_listed_nodes_first() {
+        let text = format!(
+            "{}[[witness]]\nname = \"witness.example\"\nvkey = \"{VKEY}\"\nendpoint = \"https://w:1\"\n",
+            entry(
+                "ORP-VS",
+                &format!("witness_vkey = \"{}\"", VKEY.replace("witness.example", "orp-vs.node"))
+            )
+        );
+        let reg = Registry::parse(Path::new("registry.toml"), &text).unwrap();
+        let ids: Vec<String> = reg.witnesses().iter().map(|w| w.identity.to_uri()).collect();
+        assert_eq!(ids, ["urn:cii:institution:ORP-VS", "urn:cii:witness:witness.example"]);
+        assert_eq!(reg.witnesses()[0].endpoint, "https://localhost:1");
+        let name = WitnessName::parse("name", "witness.example").unwrap();
+        assert!(reg.knows(&PeerIdentity::Witness(name)));
+        assert!(!reg.knows(&PeerIdentity::Witness(
+            WitnessName::parse("name", "other.example").unwrap()
+        )));
     }
 
     #[test]
@@ -422,6 +550,38 @@ mod tests {
             ),
             (entry("ORP-VS", "").replace("version = 1", "version = 0"), "version"),
             (entry("ORP-VS", "").replace("cii.test", "cii test"), "network"),
+            (
+                entry("ORP-VS", "witness_vkey = \"orp+0011aabb+AQ==\""),
+                "institution[0].witness_vkey",
+            ),
+            (
+                format!(
+                    "{}[[witness]]\nname = \"w.example\"\nvkey = \"{VKEY}\"\nendpoint = \"https://w:1\"\n",
+                    entry("ORP-VS", "")
+                ),
+                "witness[0].vkey",
+            ),
+            (
+                format!(
+                    "{}[[witness]]\nname = \"W\"\nvkey = \"{VKEY}\"\nendpoint = \"https://w:1\"\n",
+                    entry("ORP-VS", "")
+                ),
+                "witness[0].name",
+            ),
+            (
+                format!(
+                    "{}[[witness]]\nname = \"witness.example\"\nvkey = \"{VKEY}\"\nendpoint = \"http://w:1\"\n",
+                    entry("ORP-VS", "")
+                ),
+                "witness[0].endpoint",
+            ),
+            (
+                format!(
+                    "{}[[witness]]\nname = \"witness.example\"\nvkey = \"{VKEY}\"\nendpoint = \"https://w:1\"\n",
+                    entry("ORP-VS", &format!("witness_vkey = \"{VKEY}\""))
+                ),
+                "witness",
+            ),
         ];
         for (text, key) in cases {
             let err = Registry::parse(Path::new("registry.toml"), &text).unwrap_err();

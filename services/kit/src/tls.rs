@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn a_tls_key_readable_by_other_accounts_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        crate::pki::init(dir.path(), &[], &["localhost".into()]).unwrap();
+        crate::pki::init(dir.path(), &[], &[], &["localhost".into()]).unwrap();
         let files = TlsFiles {
             ca: dir.path().join("ca.pem"),
             cert: dir.path().join("gateway/cert.pem"),
@@ -556,7 +556,7 @@ mod tests {
     #[tokio::test]
     async fn an_outbound_call_to_a_silent_peer_ends_at_its_deadline() {
         let dir = tempfile::tempdir().unwrap();
-        crate::pki::init(dir.path(), &[], &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        crate::pki::init(dir.path(), &[], &[], &["localhost".into(), "127.0.0.1".into()]).unwrap();
         let files = TlsFiles {
             ca: dir.path().join("ca.pem"),
             cert: dir.path().join("gateway/cert.pem"),

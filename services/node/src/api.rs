@@ -121,7 +121,7 @@ impl NodeApi {
         crate::binding::check(receipt, &expected).map(|_| ())
     }
 
-    async fn witness(&self, receipt: Option<&cii_proto::common::Receipt>) -> Result<(), NodeError> {
+    async fn witness(&self, receipt: Option<&mut cii_proto::common::Receipt>) -> Result<(), NodeError> {
         Ok(self.witness.check_receipt(&self.audit, receipt).await?)
     }
 
@@ -175,14 +175,14 @@ impl NodeApi {
                 request
             }
         };
-        let answer = self
+        let mut answer = self
             .gateway
             .clone()
             .submit_transfer(Self::onward(incoming, request))
             .await
             .inspect_err(|status| tracing::info!(code = ?status.code(), transfer_id, "gateway refused the transfer"))?
             .into_inner();
-        self.witness(answer.receipt.as_ref()).await?;
+        self.witness(answer.receipt.as_mut()).await?;
         Ok(Response::new(answer))
     }
 
@@ -305,7 +305,7 @@ impl Node for NodeApi {
         }
         self.refuse_in_alarm()?;
         let origin = self.keys.enrolment_ciphertext(&avs);
-        let enrolled = self
+        let mut enrolled = self
             .gateway
             .clone()
             .enrol(Self::onward(
@@ -325,7 +325,7 @@ impl Node for NodeApi {
             .map(|p| cii_pseudonym::wire::pseudonym(&p.ciphertext))
             .ok_or_else(|| NodeError::GatewayAnswerInvalid("the gateway answered without a pseudonym".to_owned()))?
             .map_err(|e| NodeError::GatewayAnswerInvalid(e.to_string()))?;
-        self.witness(enrolled.receipt.as_ref()).await?;
+        self.witness(enrolled.receipt.as_mut()).await?;
         let pseudonym = self.keys.decrypt(&ciphertext);
         let now = cii_types::time::micros(self.clock.now());
         match self

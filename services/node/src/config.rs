@@ -80,6 +80,11 @@ pub struct AuditFile {
     /// A file holding the log's verifier key (`cii audit vkey` on the gateway prints it):
     /// every receipt's checkpoint must carry this key's signature.
     pub verifier_key_file: PathBuf,
+    /// The node's own cosigning key as a witness of the log (Ed25519, PKCS#8 PEM; `cii pki
+    /// init` writes `cosigning.key`, `cii witness vkey` prints the vkey the registry lists as
+    /// the institution's `witness_vkey`). Needed when the registry lists one.
+    #[serde(default)]
+    pub cosigning_key_file: Option<PathBuf>,
 }
 
 /// A checked node configuration, ready to run.
@@ -101,6 +106,8 @@ pub struct NodeConfig {
     pub store_key: StoreKey,
     /// The audit log's verifier key.
     pub audit_verifier: cii_audit::note::Verifier,
+    /// The node's cosigning key, if it witnesses the log.
+    pub cosigning_key: Option<crate::witness::CosigningKey>,
 }
 
 /// The store key (never printed; wiped from memory when dropped).
@@ -166,6 +173,7 @@ impl NodeConfig {
             read("audit.verifier_key_file", &file.audit.verifier_key_file)?.trim(),
         )
         .map_err(|e| ConfigError::invalid(path, "audit.verifier_key_file", e.to_string()))?;
+        let cosigning_key = cosigning_key(path, &file.audit, &registry.current(), &id)?;
         Ok(NodeConfig {
             file,
             institution,
@@ -175,6 +183,42 @@ impl NodeConfig {
             database,
             store_key: StoreKey(store_key),
             audit_verifier,
+            cosigning_key,
         })
     }
+}
+
+/// The node's cosigning key, checked against the vkey the registry lists for it.
+fn cosigning_key(
+    path: &Path,
+    audit: &AuditFile,
+    registry: &cii_kit::registry::Registry,
+    id: &InstitutionId,
+) -> Result<Option<crate::witness::CosigningKey>, ConfigError> {
+    let me = PeerIdentity::Institution(id.clone());
+    let listed = registry.witnesses().iter().find(|w| w.identity == me);
+    let Some(file) = &audit.cosigning_key_file else {
+        return match listed {
+            Some(_) => Err(ConfigError::invalid(
+                path,
+                "audit.cosigning_key_file",
+                "the registry lists this node as a witness (witness_vkey): give its cosigning key",
+            )),
+            None => Ok(None),
+        };
+    };
+    let key = crate::witness::CosigningKey(config::read_secret(path, "audit.cosigning_key_file", file)?.to_string());
+    if let Some(listed) = listed {
+        let name = listed.vkey.split('+').next().unwrap_or_default();
+        let matches =
+            cii_audit::cosignature::Cosigner::from_pem(name, &key.0).is_ok_and(|c| c.verifier().vkey() == listed.vkey);
+        if !matches {
+            return Err(ConfigError::invalid(
+                path,
+                "audit.cosigning_key_file",
+                "not the key of the registry's witness_vkey for this institution (`cii witness vkey` prints a key's vkey)",
+            ));
+        }
+    }
+    Ok(Some(key))
 }

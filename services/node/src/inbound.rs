@@ -121,7 +121,7 @@ impl NodeInbound for NodeInboundService {
     /// Checks the receipt (a rewritten log stops the node here), opens the
     /// sealed content, recognises the person, and stores the item once.
     async fn deliver(&self, request: Request<pb::Delivery>) -> Result<Response<pb::DeliveryAck>, Status> {
-        let delivery = request.into_inner();
+        let mut delivery = request.into_inner();
         if delivery.transfer_id.is_empty() || delivery.sender.is_empty() {
             return Err(NodeError::FieldRequired {
                 field: "transfer_id",
@@ -137,7 +137,7 @@ impl NodeInbound for NodeInboundService {
             // The gateway's own notices: a consent change, or a dead-lettered delivery; each
             // logged before it was sent, and checked against its entry here.
             self.witness
-                .check_receipt(&self.audit, delivery.receipt.as_ref())
+                .check_receipt(&self.audit, delivery.receipt.as_mut())
                 .await
                 .map_err(NodeError::from)?;
             let receipt = delivery
@@ -161,7 +161,7 @@ impl NodeInbound for NodeInboundService {
             return Ok(ack);
         }
         self.witness
-            .check_receipt(&self.audit, delivery.receipt.as_ref())
+            .check_receipt(&self.audit, delivery.receipt.as_mut())
             .await
             .map_err(NodeError::from)?;
         let entry = self.bound_entry(&delivery)?;
@@ -201,7 +201,7 @@ impl NodeInbound for NodeInboundService {
     /// Answers a permitted pull from what this institution published; the
     /// gateway filters the answer to the released categories.
     async fn provide(&self, request: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
-        let ask = request.into_inner();
+        let mut ask = request.into_inner();
         if ask.person.is_none() {
             return Err(NodeError::FieldRequired {
                 field: "person",
@@ -210,7 +210,7 @@ impl NodeInbound for NodeInboundService {
             .into());
         }
         self.witness
-            .check_receipt(&self.audit, ask.receipt.as_ref())
+            .check_receipt(&self.audit, ask.receipt.as_mut())
             .await
             .map_err(NodeError::from)?;
         // The receipt's entry is the permit of this pull: this institution discloses these

@@ -7,7 +7,10 @@
 //! - `api`: `cii.node.v1.Node`, for the institution's IT (TLS + JWT).
 //! - `inbound`: `cii.node.v1.NodeInbound`, for the gateway (mutual TLS, gateway only).
 //! - [`store`]: the node's database: enrolled persons, AVS numbers sealed at rest.
-//! - [`witness`]: every receipt checked against the log's key and the checkpoints seen before.
+//! - [`witness`]: every receipt checked against the log's key, the checkpoints seen before and
+//!   the witnesses' quorum; the node's own cosigning of checkpoints.
+//! - [`independent`]: the independent witness process (`cii witness serve`): the witness role alone.
+//! - [`witness_service`]: `cii.witness.v1.Witness` on the inbound API (and in `cii witness serve`).
 //! - `error`, `status`: the node's errors, each with its stable code, and their gRPC statuses (built only there).
 //!
 //! Entry point: [`run`], which `cii node` and the tests call.
@@ -20,10 +23,12 @@ mod binding;
 pub mod config;
 mod error;
 mod inbound;
+pub mod independent;
 mod sealed;
 mod status;
 pub mod store;
 pub mod witness;
+pub mod witness_service;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,7 +79,7 @@ pub enum RunError {
 /// Services of the IT-facing API.
 pub const API_SERVICES: &[&str] = &["cii.node.v1.Node"];
 /// Services of the gateway-facing API.
-pub const INBOUND_SERVICES: &[&str] = &["cii.node.v1.NodeInbound"];
+pub const INBOUND_SERVICES: &[&str] = &["cii.node.v1.NodeInbound", "cii.witness.v1.Witness"];
 
 /// Runs the node until `shutdown` resolves.
 pub async fn run(config: NodeConfig, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
@@ -110,7 +115,18 @@ pub async fn run_with_clock(
     .max_lifetime(i64::from(config.file.registry.max_token_lifetime_seconds))
     .limits(Arc::new(cii_kit::rate_limit::Limits::new(&config.file.limits)));
     let store = Arc::new(store::Store::open(&config.database, &config.store_key.0).await?);
-    let witness = Arc::new(witness::LogWitness::open(config.audit_verifier.clone(), store.clone()).await?);
+    let witness = Arc::new(
+        witness::LogWitness::open(
+            config.audit_verifier.clone(),
+            store.clone(),
+            witness::witnesses_of(config.registry.clone()),
+            config
+                .cosigning_key
+                .clone()
+                .map(|key| (PeerIdentity::Institution(config.institution.id.clone()), key)),
+        )
+        .await?,
+    );
     let api = NodeServer::with_interceptor(
         api::NodeApi::new(
             config.institution.id.clone(),
@@ -149,11 +165,17 @@ pub async fn run_with_clock(
         Authenticate::new(IssuerSource::PeerCertificate, config.registry.clone(), clock.clone())
             .admit(Arc::new(|peer: &PeerIdentity| *peer == PeerIdentity::Gateway)),
     );
+    let cosigning = cii_proto::witness::witness_server::WitnessServer::with_interceptor(
+        witness_service::WitnessService::new(witness.clone()),
+        Authenticate::new(IssuerSource::PeerCertificate, config.registry.clone(), clock.clone())
+            .admit(Arc::new(|peer: &PeerIdentity| *peer == PeerIdentity::Gateway)),
+    );
     let inbound_router = cii_kit::grpc::server(&metrics)
         .add_service(in_health)
         .add_service(in_refl_v1)
         .add_service(in_refl_v1alpha)
-        .add_service(inbound);
+        .add_service(inbound)
+        .add_service(cosigning);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

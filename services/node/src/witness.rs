@@ -6,13 +6,24 @@
 //! exchange until an operator has investigated. The rule itself is
 //! `cii_audit::witness::Witness` (pure); this adds the node's store and the
 //! gateway's consistency proofs.
+//!
+//! When the registry lists witnesses, a receipt counts only on a checkpoint
+//! cosigned by more than half of them (C2SP tlog-cosignature): the node asks
+//! the gateway for the newest such checkpoint covering the entry and checks
+//! the entry's inclusion there, so a gateway showing this node a branch the
+//! other witnesses never saw cannot get a receipt accepted. The node is itself
+//! one of the witnesses: [`LogWitness::add_checkpoint`] is its side of C2SP
+//! tlog-witness, on the same state as its receipt checks.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use cii_audit::cosignature::{Cosigner, Quorum};
 use cii_audit::merkle::Hash;
 use cii_audit::note::Verifier;
 use cii_audit::witness::{Witness, WitnessError};
+use cii_kit::registry::Live;
+use cii_types::PeerIdentity;
 
 use crate::store::{Store, StoreError};
 
@@ -29,6 +40,15 @@ pub enum WitnessFailure {
     /// The gateway did not give the consistency proof.
     #[error("consistency proof unavailable: {0}")]
     ProofUnavailable(String),
+    /// No checkpoint cosigned by a quorum of witnesses covers the entry (yet).
+    #[error("the receipt is not on a checkpoint cosigned by a quorum of witnesses: {0}")]
+    NotWitnessed(String),
+    /// A checkpoint offered for cosigning is not one of the log's.
+    #[error("not a checkpoint of the audit log: {0}")]
+    CheckpointInvalid(String),
+    /// Asked to cosign without being a witness the registry lists with this key.
+    #[error("not a witness of the audit log: {0}")]
+    NotAWitness(&'static str),
     /// The node's store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -41,16 +61,23 @@ impl WitnessFailure {
             WitnessFailure::Alarm(_) => "AUDIT_LOG_ALARM",
             WitnessFailure::BadReceipt(_) => "RECEIPT_INVALID",
             WitnessFailure::ProofUnavailable(_) => "AUDIT_UNAVAILABLE",
+            WitnessFailure::NotWitnessed(_) => "RECEIPT_NOT_WITNESSED",
+            WitnessFailure::CheckpointInvalid(_) => "CHECKPOINT_INVALID",
+            WitnessFailure::NotAWitness(_) => "NOT_A_WITNESS",
             WitnessFailure::Store(_) => "NODE_STORE",
         }
     }
 }
 
-/// The witness of one node.
+/// The witness of one node (or of an independent witness process).
 pub struct LogWitness {
     /// The log's name (for `Debug`).
     log: String,
     store: Arc<Store>,
+    /// Who the network's witnesses are (the active registry's list).
+    witnesses: Witnesses,
+    /// This witness's identity and cosigning key (PKCS#8 PEM), if it cosigns.
+    cosigning: Option<(PeerIdentity, CosigningKey)>,
     /// Serialises checks, so the newest checkpoint only moves forward.
     witness: tokio::sync::Mutex<Witness>,
     /// The stored alarm, mirrored here so the hot path reads no database.
@@ -84,9 +111,42 @@ fn hashes(raw: &[Vec<u8>]) -> Result<Vec<Hash>, WitnessFailure> {
         .collect()
 }
 
+/// The network's witnesses, read at each use (the registry's list, reloaded when it changes).
+pub type Witnesses = Arc<dyn Fn() -> Vec<cii_kit::registry::Witness> + Send + Sync>;
+
+/// The witnesses the active registry lists.
+pub fn witnesses_of(registry: Live) -> Witnesses {
+    Arc::new(move || registry.current().witnesses().to_vec())
+}
+
+/// A cosigning key in PKCS#8 PEM (never printed; wiped from memory when dropped).
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct CosigningKey(pub String);
+
+impl std::fmt::Debug for CosigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CosigningKey(..)")
+    }
+}
+
+/// What a witness answers a log that asks it to cosign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cosigning {
+    /// The cosignature line.
+    Cosigned(String),
+    /// The log started from another size: this witness's newest.
+    WitnessSize(u64),
+}
+
 impl LogWitness {
-    /// Restores the witness from the node's store.
-    pub async fn open(verifier: Verifier, store: Arc<Store>) -> Result<LogWitness, WitnessFailure> {
+    /// Restores the witness from the node's store; `cosigning` is this witness's identity
+    /// and key, if it cosigns.
+    pub async fn open(
+        verifier: Verifier,
+        store: Arc<Store>,
+        witnesses: Witnesses,
+        cosigning: Option<(PeerIdentity, CosigningKey)>,
+    ) -> Result<LogWitness, WitnessFailure> {
         let log = verifier.name().to_owned();
         let mut witness = Witness::new(verifier, log.clone(), None);
         let mut alarm = false;
@@ -103,6 +163,8 @@ impl LogWitness {
         Ok(LogWitness {
             log,
             store,
+            witnesses,
+            cosigning,
             witness: tokio::sync::Mutex::new(witness),
             alarm: std::sync::atomic::AtomicBool::new(alarm),
         })
@@ -170,16 +232,115 @@ impl LogWitness {
 }
 
 impl LogWitness {
+    /// The network's witnesses as the active registry lists them.
+    fn quorum(&self) -> Quorum {
+        let witnesses = (self.witnesses)();
+        let (quorum, problems) = Quorum::from_vkeys(witnesses.iter().map(|w| w.vkey.as_str()));
+        for (vkey, e) in problems {
+            tracing::error!(%vkey, error = %e, "unusable witness key in the registry (counted, never cosigning)");
+        }
+        quorum
+    }
+
+    /// The log asks this witness to cosign `note` (C2SP tlog-witness `add-checkpoint`): it must
+    /// be signed by the log's key and extend the newest checkpoint this witness holds
+    /// (`old_size`, `proof`). A tree that does not extend it raises the alarm and is kept as
+    /// evidence; the witness then cosigns nothing until an operator clears it.
+    pub async fn add_checkpoint(
+        &self,
+        old_size: u64,
+        proof: &[Vec<u8>],
+        note: &str,
+    ) -> Result<Cosigning, WitnessFailure> {
+        let (identity, key) = self
+            .cosigning
+            .as_ref()
+            .ok_or(WitnessFailure::NotAWitness("this process has no cosigning key"))?;
+        let witnesses = (self.witnesses)();
+        let listed = witnesses
+            .iter()
+            .find(|w| w.identity == *identity)
+            .ok_or(WitnessFailure::NotAWitness("the registry does not list this witness"))?;
+        let name = listed.vkey.split('+').next().unwrap_or_default();
+        let cosigner = Cosigner::from_pem(name, &key.0)
+            .ok()
+            .filter(|c| c.verifier().vkey() == listed.vkey)
+            .ok_or(WitnessFailure::NotAWitness(
+                "the cosigning key is not the one the registry lists",
+            ))?;
+        let proof = hashes(proof)?;
+        let mut witness = self.witness.lock().await;
+        if self.in_alarm() {
+            return Err(WitnessFailure::Alarm("alarm raised earlier and not cleared".into()));
+        }
+        let cp = witness
+            .open(note)
+            .map_err(|e| WitnessFailure::CheckpointInvalid(e.to_string()))?;
+        let size = cp.size;
+        let mut next = witness.clone();
+        match next.add_checkpoint(old_size, cp, &proof) {
+            Ok(()) => {
+                // Durable before the cosignature leaves: a restarted witness never cosigns less.
+                self.store.save_checkpoint(size, note).await?;
+                *witness = next;
+                let body = cii_audit::cosignature::split_note(note)
+                    .map_err(|e| WitnessFailure::CheckpointInvalid(e.to_string()))?
+                    .0;
+                let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+                Ok(Cosigning::Cosigned(cosigner.cosign(body, now)))
+            }
+            Err(WitnessError::Conflict { witness_size }) => Ok(Cosigning::WitnessSize(witness_size)),
+            Err(WitnessError::Inconsistent { old_size, new_size }) => {
+                let problem =
+                    format!("offered to cosign: checkpoints of sizes {old_size} and {new_size} are inconsistent");
+                let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+                self.store.raise_alarm(note, &problem, now).await?;
+                self.alarm.store(true, std::sync::atomic::Ordering::SeqCst);
+                *witness = next;
+                Err(WitnessFailure::Alarm(format!("sizes {old_size} and {new_size}")))
+            }
+            Err(WitnessError::Alarm) => Err(WitnessFailure::Alarm("alarm raised earlier and not cleared".into())),
+            Err(e) => Err(WitnessFailure::CheckpointInvalid(e.to_string())),
+        }
+    }
+
     /// Checks a receipt from the gateway, fetching consistency proofs from its
     /// `Audit` service (mutual TLS; proofs carry nothing personal). A failure is a
     /// stable code; after a rewrite it is `AUDIT_LOG_ALARM`.
+    ///
+    /// When the registry lists witnesses, the receipt is moved onto the newest checkpoint
+    /// cosigned by a quorum of them (its `checkpoint` and `inclusion_proof` replaced), and
+    /// counts only there.
     pub async fn check_receipt(
         &self,
         audit: &cii_proto::audit::audit_client::AuditClient<tonic::transport::Channel>,
-        receipt: Option<&cii_proto::common::Receipt>,
+        receipt: Option<&mut cii_proto::common::Receipt>,
     ) -> Result<(), WitnessFailure> {
         let receipt =
             receipt.ok_or_else(|| WitnessFailure::BadReceipt("the gateway sent no audit receipt".to_owned()))?;
+        let quorum = self.quorum();
+        if !quorum.is_empty() {
+            // Fetched before the witness's lock: the gateway may be asking this very node to
+            // cosign while it waits for a quorum.
+            let witnessed = audit
+                .clone()
+                .get_witnessed_inclusion(cii_proto::audit::WitnessedInclusionRequest {
+                    index: receipt.leaf_index,
+                })
+                .await
+                .map_err(|status| WitnessFailure::NotWitnessed(status.message().to_owned()))?
+                .into_inner();
+            let (Some(checkpoint), Some(proof)) = (witnessed.checkpoint, witnessed.proof) else {
+                return Err(WitnessFailure::NotWitnessed(
+                    "the gateway's answer is incomplete".into(),
+                ));
+            };
+            quorum
+                .check(&checkpoint.note)
+                .map_err(|e| WitnessFailure::NotWitnessed(e.to_string()))?;
+            receipt.checkpoint = checkpoint.note;
+            receipt.inclusion_proof = proof.hashes;
+        }
         let parts = ReceiptParts {
             index: receipt.leaf_index,
             leaf_hash: &receipt.leaf_hash,
@@ -270,7 +431,9 @@ mod tests {
         let signer = Signer::from_pem(ORIGIN, &pem).unwrap();
         let node_dir = tempfile::tempdir().unwrap();
         let store = node_store(&node_dir).await;
-        let witness = LogWitness::open(signer.verifier(), store.clone()).await.unwrap();
+        let witness = LogWitness::open(signer.verifier(), store.clone(), Arc::new(Vec::new), None)
+            .await
+            .unwrap();
 
         let a = log(&pem).await;
         let r1 = append(&a.log, "one").await;
@@ -325,7 +488,9 @@ mod tests {
             "AUDIT_LOG_ALARM"
         );
         drop(witness);
-        let restarted = LogWitness::open(signer.verifier(), store).await.unwrap();
+        let restarted = LogWitness::open(signer.verifier(), store, Arc::new(Vec::new), None)
+            .await
+            .unwrap();
         assert!(restarted.in_alarm());
     }
 }

@@ -1,0 +1,282 @@
+//! Cosigning: after every new checkpoint the gateway asks the network's
+//! witnesses — the nodes and the independent witnesses the registry lists — to
+//! cosign it (C2SP tlog-witness carried by `cii.witness.v1.Witness`), and keeps
+//! the newest checkpoint that more than half of them cosigned. Nodes accept a
+//! receipt only on such a checkpoint (`Audit/GetWitnessedInclusion`).
+//!
+//! The gateway only carries cosignatures: it holds no witness key, and a
+//! witness cosigns only a tree that extends the last one it cosigned, so a
+//! gateway showing two histories cannot get both past a quorum.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cii_audit::cosignature::{CosignatureVerifier, Quorum, split_note};
+use cii_kit::metrics::Metrics;
+use cii_kit::registry::{Live, Witness};
+use cii_kit::tls::{self, PeerPolicy, TlsIdentity};
+use cii_proto::witness::add_checkpoint_response::Outcome;
+use cii_proto::witness::witness_client::WitnessClient;
+use cii_proto::witness::{AddCheckpointRequest, AddCheckpointResponse};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// How long one witness may take to answer.
+const WITNESS_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause before asking again after a round without a quorum.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A checkpoint cosigned by a quorum: the log's note with the witnesses' lines appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cosigned {
+    /// Its tree size.
+    pub size: u64,
+    /// The signed note with the cosignature lines.
+    pub note: String,
+}
+
+/// The newest cosigned checkpoint, for those who hand out receipts.
+#[derive(Debug, Clone)]
+pub struct Witnessed {
+    latest: watch::Receiver<Option<Arc<Cosigned>>>,
+}
+
+impl Witnessed {
+    /// The newest cosigned checkpoint covering entry `index`, waiting up to `wait` for one.
+    pub async fn covering(&self, index: u64, wait: Duration) -> Option<Arc<Cosigned>> {
+        let mut latest = self.latest.clone();
+        let found = tokio::time::timeout(wait, latest.wait_for(|c| c.as_ref().is_some_and(|c| c.size > index))).await;
+        match found {
+            Ok(Ok(cosigned)) => cosigned.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Starts the cosigning task (the witnesses the gateway's registry lists, reached with its TLS
+/// identity); it runs until `stop` flips.
+pub fn start(
+    log: cii_audit::Log,
+    config: &crate::GatewayConfig,
+    metrics: Metrics,
+    stop: watch::Receiver<bool>,
+) -> (Witnessed, tokio::task::JoinHandle<()>) {
+    let (tx, latest) = watch::channel(None);
+    let task = Cosigning {
+        log,
+        registry: config.registry.clone(),
+        identity: config.tls.clone(),
+        metrics,
+        channels: HashMap::new(),
+        sizes: HashMap::new(),
+        registry_version: 0,
+    };
+    (Witnessed { latest }, tokio::spawn(task.run(tx, stop)))
+}
+
+struct Cosigning {
+    log: cii_audit::Log,
+    registry: Live,
+    identity: TlsIdentity,
+    metrics: Metrics,
+    /// One channel per witness (dropped when the registry changes).
+    channels: HashMap<String, Channel>,
+    /// The size of each witness's newest checkpoint, as far as the gateway knows (by vkey).
+    sizes: HashMap<String, u64>,
+    registry_version: u64,
+}
+
+impl Cosigning {
+    async fn run(mut self, tx: watch::Sender<Option<Arc<Cosigned>>>, mut stop: watch::Receiver<bool>) {
+        let mut sizes = self.log.subscribe();
+        let mut done = 0u64;
+        loop {
+            let (size, note) = self.log.checkpoint();
+            let mut pause = None;
+            if size > done {
+                // A round waits for the witnesses: stopping does not.
+                let outcome = tokio::select! {
+                    outcome = self.round(size, &note) => outcome,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match outcome {
+                    Ok(cosigned) => {
+                        done = size;
+                        Metrics::count(&self.metrics.cosigning, "QUORUM");
+                        self.metrics.cosigned_size.set(i64::try_from(size).unwrap_or(i64::MAX));
+                        tx.send_replace(Some(Arc::new(cosigned)));
+                    }
+                    Err(problem) => {
+                        tracing::warn!(size, %problem, "checkpoint not cosigned by a quorum of witnesses");
+                        Metrics::count(&self.metrics.cosigning, "NO_QUORUM");
+                        pause = Some(RETRY);
+                    }
+                }
+            }
+            let wait_retry = async {
+                match pause {
+                    Some(p) => tokio::time::sleep(p).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = sizes.changed() => if changed.is_err() { return },
+                () = wait_retry => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One round: every witness asked at once; the note with the valid cosignatures if they reach a quorum.
+    async fn round(&mut self, size: u64, note: &str) -> Result<Cosigned, String> {
+        let registry = self.registry.current();
+        if registry.version() != self.registry_version {
+            self.registry_version = registry.version();
+            self.channels.clear();
+        }
+        let witnesses = registry.witnesses();
+        if witnesses.is_empty() {
+            // No witnesses: receipts rest on the log's signature alone (nodes know it from the registry).
+            return Ok(Cosigned {
+                size,
+                note: note.to_owned(),
+            });
+        }
+        let (body, _) = split_note(note).map_err(|e| e.to_string())?;
+        let (quorum, problems) = Quorum::from_vkeys(witnesses.iter().map(|w| w.vkey.as_str()));
+        for (vkey, e) in problems {
+            // Counted in the quorum's size, never among its cosigners: fail closed.
+            tracing::error!(%vkey, error = %e, "unusable witness key in the registry");
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for witness in witnesses {
+            let Ok(verifier) = CosignatureVerifier::from_vkey(&witness.vkey) else {
+                continue;
+            };
+            let client = match self.client(witness) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(witness = %witness.identity, error = %e, "no channel to witness");
+                    continue;
+                }
+            };
+            let old = self.sizes.get(&witness.vkey).copied().unwrap_or(0);
+            let (log, note, vkey) = (self.log.clone(), note.to_owned(), witness.vkey.clone());
+            asks.spawn(async move {
+                let answer = ask(client, &log, old, size, &note).await;
+                (verifier, vkey, answer)
+            });
+        }
+        let mut cosigned = note.to_owned();
+        while let Some(joined) = asks.join_next().await {
+            let Ok((verifier, vkey, answer)) = joined else { continue };
+            if let Some(line) = self.take(&verifier, vkey, answer, (body, size)) {
+                cosigned.push_str(&line);
+            }
+        }
+        quorum
+            .check(&cosigned)
+            .map(|()| Cosigned { size, note: cosigned })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Records a witness's answer; its cosignature line if it verifies over `body`.
+    fn take(
+        &mut self,
+        verifier: &CosignatureVerifier,
+        vkey: String,
+        answer: Result<(String, u64), Refusal>,
+        (body, size): (&str, u64),
+    ) -> Option<String> {
+        let who = verifier.name();
+        match answer {
+            Ok((line, witness_size)) => {
+                self.sizes.insert(vkey, witness_size);
+                if verifier.find(body, &line).is_some() {
+                    return Some(line);
+                }
+                tracing::error!(witness = %who, "a witness answered with a cosignature that does not verify");
+            }
+            Err(Refusal::Behind(witness_size)) => {
+                self.sizes.insert(vkey, witness_size);
+                Metrics::count(&self.metrics.cosigning, "WITNESS_AHEAD");
+                tracing::error!(witness = %who, witness_size, size, "ALARM: a witness holds a larger tree than this log");
+            }
+            Err(Refusal::Failed(e)) => tracing::warn!(witness = %who, error = %e, "witness did not cosign"),
+        }
+        None
+    }
+
+    fn client(&mut self, witness: &Witness) -> Result<WitnessClient<Channel>, tls::TlsError> {
+        let key = format!("{} {}", witness.identity, witness.endpoint);
+        if let Some(channel) = self.channels.get(&key) {
+            return Ok(WitnessClient::new(channel.clone()));
+        }
+        let registry = self.registry.clone();
+        let config = tls::client_config(
+            &self.identity,
+            PeerPolicy::only(witness.identity.clone(), move |serial: &[u8]| {
+                registry.current().is_revoked(serial)
+            }),
+        )?;
+        let channel = tls::channel_with_deadline(&witness.endpoint, config, WITNESS_DEADLINE)?;
+        self.channels.insert(key, channel.clone());
+        Ok(WitnessClient::new(channel))
+    }
+}
+
+/// Why a witness gave no cosignature.
+enum Refusal {
+    /// The witness holds a tree larger than this log's: this log cannot extend it (a fork, or
+    /// a log restored from an old backup).
+    Behind(u64),
+    /// Unreachable, alarmed, or refusing the checkpoint.
+    Failed(String),
+}
+
+/// Asks one witness to cosign the checkpoint of `size`, starting from `old` and retrying once
+/// from the size the witness names. The cosignature line and the witness's new size.
+async fn ask(
+    mut client: WitnessClient<Channel>,
+    log: &cii_audit::Log,
+    mut old: u64,
+    size: u64,
+    note: &str,
+) -> Result<(String, u64), Refusal> {
+    for _ in 0..2 {
+        if old > size {
+            return Err(Refusal::Behind(old));
+        }
+        let proof = if old == 0 || old == size {
+            Vec::new()
+        } else {
+            let (_, hashes) = log
+                .consistency_proof(old, size)
+                .map_err(|e| Refusal::Failed(e.to_string()))?;
+            hashes.iter().map(|h| h.to_vec()).collect()
+        };
+        let answer = client
+            .add_checkpoint(AddCheckpointRequest {
+                old_size: old,
+                consistency_proof: proof,
+                checkpoint: note.to_owned(),
+            })
+            .await
+            .map_err(|status| Refusal::Failed(format!("{:?}: {}", status.code(), status.message())))?;
+        match answer.into_inner() {
+            AddCheckpointResponse {
+                outcome: Some(Outcome::Cosignature(line)),
+            } => return Ok((line, size)),
+            AddCheckpointResponse {
+                outcome: Some(Outcome::WitnessSize(witness_size)),
+            } => old = witness_size,
+            AddCheckpointResponse { outcome: None } => return Err(Refusal::Failed("empty answer".into())),
+        }
+    }
+    if old > size {
+        Err(Refusal::Behind(old))
+    } else {
+        Err(Refusal::Failed("the witness's size changed twice".into()))
+    }
+}
