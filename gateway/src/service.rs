@@ -143,6 +143,31 @@ impl Gateway for GatewayService {
         Ok(Response::new(crate::transfer::recorded(row)?))
     }
 
+    async fn release_pull_answer(
+        &self,
+        request: Request<pb::ReleasePullAnswerRequest>,
+    ) -> Result<Response<pb::ReleasePullAnswerResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = TransferId::parse(&request.get_ref().transfer_id).map_err(crate::TransferError::from)?;
+        let sender = caller.institution.id.as_str();
+        let row = self
+            .store
+            .transfer(sender, id.as_str())
+            .await
+            .map_err(GatewayError::from)?
+            .ok_or(GatewayError::TransferNotFound)?;
+        // The answer belongs to the user who sent the pull (rows of earlier releases name nobody).
+        if !row.acting_user.is_empty() && row.acting_user != caller.acting_user() {
+            return Err(crate::TransferError::IdReused.into());
+        }
+        let released = self
+            .store
+            .forget_answer(sender, id.as_str())
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(pb::ReleasePullAnswerResponse { released }))
+    }
+
     async fn acknowledge_deliveries(
         &self,
         request: Request<pb::AcknowledgeDeliveriesRequest>,

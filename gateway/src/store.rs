@@ -457,6 +457,20 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the pull answer kept for `sender`'s `transfer_id` (its requester has it); false
+    /// if none was kept any more.
+    pub async fn forget_answer(&self, sender: &str, transfer_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE transfer SET answer = NULL, answer_until_micros = 0 \
+             WHERE sender = ?1 AND transfer_id = ?2 AND answer IS NOT NULL",
+        )
+        .bind(sender)
+        .bind(transfer_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Forgets the pull answers kept past their time (overwritten: `secure_delete`).
     pub async fn forget_answers(&self, now_micros: i64) -> Result<u64, StoreError> {
         let done =

@@ -1,7 +1,7 @@
 //! A replay adds nothing: a permitted pull resent under the same id gets the first
 //! answer's bytes, not the holder's newer data; another user's replay is refused; once
-//! the answer is no longer kept the id says so; new data takes a new transfer, a new
-//! decision and a new entry.
+//! the answer is no longer kept (its time passed, or its requester released it) the id says
+//! so; new data takes a new transfer, a new decision and a new entry.
 
 use cii_kit::status::error_code;
 use cii_proto::exchange as xt;
@@ -93,6 +93,22 @@ async fn a_replayed_pull_gets_the_first_answer_and_nothing_new() {
     let second = pull(&net, "anna", "r-2").await.expect("a new pull");
     assert_eq!(health(&second), NEWER);
     assert_eq!(net.audit_size(&peer(&net, 0)).await, size + 1);
+
+    // The requester releases the answer it has: gone at once, for that user only.
+    let running = &net;
+    let release = |user: &str, id: &str| {
+        let token = running.token(0, user, &[Role::Caseworker]);
+        let request = gw::ReleasePullAnswerRequest { transfer_id: id.into() };
+        async move { node(running, 0).release_pull_answer(with_token(request, &token)).await }
+    };
+    let refused = release("mallory", "r-2").await.expect_err("another user's release");
+    assert_eq!(error_code(&refused).as_deref(), Some("TRANSFER_ID_REUSED"));
+    let unknown = release("anna", "r-404").await.expect_err("unknown id");
+    assert_eq!(error_code(&unknown).as_deref(), Some("TRANSFER_NOT_FOUND"));
+    assert!(release("anna", "r-2").await.expect("release").into_inner().released);
+    assert!(!release("anna", "r-2").await.expect("again").into_inner().released);
+    let released = pull(&net, "anna", "r-2").await.expect_err("released");
+    assert_eq!(error_code(&released).as_deref(), Some("PULL_ANSWER_GONE"));
 
     // Once the answer is no longer kept (here 3 s; an hour by default), the id says so.
     tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;

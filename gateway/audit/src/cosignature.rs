@@ -4,7 +4,7 @@
 //!
 //! A cosignature is a signed-note signature line `— <name> base64(key id ‖
 //! timestamp ‖ signature)`: the key id is SHA-256(name ‖ "\n" ‖ 0x04 ‖ public
-//! key)[:4], the timestamp 8 bytes big-endian (POSIX seconds), the signature an
+//! key)\[:4\], the timestamp 8 bytes big-endian (POSIX seconds), the signature an
 //! Ed25519 signature over `cosignature/v1\ntime <timestamp>\n` followed by the
 //! checkpoint's note body. The witness's verifier key is the vkey
 //! `<name>+<hex key id>+base64(0x04 ‖ public key)`.

@@ -164,7 +164,7 @@ pub(crate) fn key_pair_from_pem(pem: &str) -> Result<Ed25519KeyPair, NoteError> 
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| NoteError::Key("not an Ed25519 PKCS#8 key"))
 }
 
-/// The signed-note key id: SHA-256(name ‖ "\n" ‖ signature type ‖ public key)[:4].
+/// The signed-note key id: the first 4 bytes of SHA-256(name ‖ "\n" ‖ signature type ‖ public key).
 pub(crate) fn key_id(name: &str, kind: u8, public: &[u8; 32]) -> [u8; 4] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(name.as_bytes());

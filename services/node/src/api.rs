@@ -507,6 +507,18 @@ impl Node for NodeApi {
         self.gateway.clone().get_transfer(Self::onward(&request, forward)).await
     }
 
+    async fn release_pull_answer(
+        &self,
+        request: Request<gw::ReleasePullAnswerRequest>,
+    ) -> Result<Response<gw::ReleasePullAnswerResponse>, Status> {
+        caller(&request)?;
+        let forward = request.get_ref().clone();
+        self.gateway
+            .clone()
+            .release_pull_answer(Self::onward(&request, forward))
+            .await
+    }
+
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
         caller(&request)?;
         let publish = request.get_ref();
