@@ -213,7 +213,7 @@ impl Store {
             if latest.revocation.is_some() || now > latest.valid_until {
                 return Err(StoreError::NotActive);
             }
-            consent.version = latest.version + 1;
+            consent.version = next_version(&mut tx, &consent.id).await?;
         }
         consent.recorded_at = now;
         consent.revocation = None;
@@ -233,7 +233,9 @@ impl Store {
         if consent.revocation.is_some() {
             return Err(StoreError::NotActive);
         }
-        consent.version += 1;
+        // After every version written, a held one included: a person can revoke while a new
+        // version waits to be logged.
+        consent.version = next_version(&mut tx, id).await?;
         consent.recorded_at = revocation.at;
         consent.recorded_by = revocation.institution.clone();
         consent.recorded_by_user = revocation.user.clone();
@@ -459,7 +461,8 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT v.body, v.body_version FROM consent_version v WHERE v.revoked = 0 AND v.valid_until_micros < $1 \
              AND v.version = {EFFECTIVE} \
-             AND NOT EXISTS (SELECT 1 FROM consent_change c WHERE c.consent_id = v.consent_id AND c.kind = 'expired')"
+             AND NOT EXISTS (SELECT 1 FROM consent_change c WHERE c.consent_id = v.consent_id AND c.kind = 'expired') \
+             AND NOT EXISTS (SELECT 1 FROM consent_held h WHERE h.consent_id = v.consent_id)"
         ))
         .bind(now)
         .fetch_all(&self.pool)
@@ -521,6 +524,16 @@ fn person_of(row: &sqlx::any::AnyRow) -> Result<Person, StoreError> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt("person is not 32 bytes".into()))
+}
+
+/// The number of the next version of consent `id`: after every version written, held or not.
+async fn next_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> Result<u32, StoreError> {
+    let row = sqlx::query("SELECT MAX(version) AS newest FROM consent_version WHERE consent_id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let newest: Option<i64> = row.try_get("newest")?;
+    Ok(u32::try_from(newest.unwrap_or(0)).unwrap_or(u32::MAX).saturating_add(1))
 }
 
 /// The effective version of consent `id` (a held new version does not count, a held revocation does).

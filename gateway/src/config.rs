@@ -58,13 +58,14 @@ pub struct AuditFile {
     /// Applied by `cii audit retention` (whole months past the limit are destroyed).
     pub retention_days: u32,
     /// How long a node's request for a receipt's cosigned checkpoint waits for the witnesses
-    /// before `AUDIT_NOT_WITNESSED` (1–60 s, default 10; the node's call deadline is longer).
+    /// before `AUDIT_NOT_WITNESSED` (1–8 s, default 5: below the 10 s a delivery attempt may
+    /// take, since a node asks while the gateway waits for its answer).
     #[serde(default = "default_witness_wait")]
     pub witness_wait_seconds: u32,
 }
 
 fn default_witness_wait() -> u32 {
-    10
+    5
 }
 
 /// The shortest retention: logs are kept at least one year (nLPD ordinance art. 4 al. 5).
@@ -303,11 +304,11 @@ fn check_audit(path: &Path, audit: &AuditFile) -> Result<(), ConfigError> {
             format!("must be at least {MIN_RETENTION_DAYS}: logs are kept at least one year (nLPD ordinance art. 4)"),
         ));
     }
-    if !(1..=60).contains(&audit.witness_wait_seconds) {
+    if !(1..=8).contains(&audit.witness_wait_seconds) {
         return Err(ConfigError::invalid(
             path,
             "audit.witness_wait_seconds",
-            "must be 1 to 60",
+            "must be 1 to 8 (below a delivery attempt's 10 s)",
         ));
     }
     Ok(())

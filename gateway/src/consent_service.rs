@@ -104,6 +104,23 @@ impl ConsentsService {
         }
     }
 
+    /// Runs a held change (registry, log, activation) to its end in a task of its own, holding
+    /// the in-flight lock: a caller that gives up (deadline, disconnect) does not release the
+    /// lock while its entry is still queued for the log, where `complete_held` would not find it.
+    async fn held_change<T: Send + 'static>(
+        &self,
+        change: impl std::future::Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<T, Status> {
+        let in_flight = self.completion.in_flight.clone().read_owned().await;
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            change.await
+        })
+        .await
+        // Only a panic ends the task early: the change stays held and is completed later.
+        .unwrap_or_else(|_| Err(GatewayError::Audit(cii_audit::LogError::Closed).into()))
+    }
+
     /// What the registry keeps with a held change: the log's size now and the entry's draft.
     fn held(&self, draft: &cii_audit::Entry) -> Result<registry::HeldChange, Status> {
         // The draft must be an entry the log accepts: refused here, nothing is held.
@@ -247,20 +264,32 @@ pub async fn complete_held(completion: &Completion) -> Result<usize, Status> {
     }
     let _alone = completion.in_flight.write().await;
     let held = list().await?;
-    let mut completed = 0;
+    let (mut completed, mut first_error) = (0, None);
     for change in held {
         let Some(note) = change.held else { continue };
         let Ok(draft) = cii_audit::entry::decode(&note.entry_draft) else {
             tracing::error!(consent_id = %change.consent_id, version = change.version, "a held change's draft does not decode");
             continue;
         };
-        completion
+        // One change that cannot be completed now does not hold back the others.
+        match completion
             .complete(draft, &change.consent_id, change.version, Some(note.log_size))
-            .await?;
-        tracing::info!(consent_id = %change.consent_id, version = change.version, "held consent change completed");
-        completed += 1;
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(consent_id = %change.consent_id, version = change.version, "held consent change completed");
+                completed += 1;
+            }
+            Err(status) => {
+                tracing::warn!(consent_id = %change.consent_id, version = change.version, code = ?status.code(), "held consent change not completed yet");
+                first_error.get_or_insert(status);
+            }
+        }
     }
-    Ok(completed)
+    match first_error {
+        Some(status) if completed == 0 => Err(status),
+        _ => Ok(completed),
+    }
 }
 
 #[tonic::async_trait]
@@ -282,22 +311,26 @@ impl Consents for ConsentsService {
             institutions.into_iter().collect::<Vec<_>>().join(",")
         );
         let draft = self.draft(caller, cii_audit::EntryKind::ConsentRecorded, person.audit, detail);
-        let _in_flight = self.completion.in_flight.read().await;
+        let forward = registry::RecordConsentRequest {
+            actor: actor(caller),
+            person: Some(person.registry),
+            consent: request.consent.clone(),
+            held: Some(self.held(&draft)?),
+        };
+        let (mut client, completion, user) = (self.registry.clone(), self.completion.clone(), caller.acting_user());
         let recorded = self
-            .registry
-            .clone()
-            .record_consent(registry::RecordConsentRequest {
-                actor: actor(caller),
-                person: Some(person.registry),
-                consent: request.consent.clone(),
-                held: Some(self.held(&draft)?),
+            .held_change(async move {
+                let recorded = client
+                    .record_consent(forward)
+                    .await
+                    .map_err(registry_error)?
+                    .into_inner();
+                crate::failpoints::check(Point::ConsentAfterRegistry, &user)?;
+                completion
+                    .complete(draft, &recorded.consent_id, recorded.version, None)
+                    .await?;
+                Ok(recorded)
             })
-            .await
-            .map_err(registry_error)?
-            .into_inner();
-        crate::failpoints::check(Point::ConsentAfterRegistry, &caller.acting_user())?;
-        self.completion
-            .complete(draft, &recorded.consent_id, recorded.version, None)
             .await?;
         Ok(Response::new(recorded))
     }
@@ -311,23 +344,27 @@ impl Consents for ConsentsService {
         let person = self.person(caller, request.person.as_ref())?;
         let detail = format!("channel={}", request.channel);
         let draft = self.draft(caller, cii_audit::EntryKind::ConsentRevoked, person.audit, detail);
-        let _in_flight = self.completion.in_flight.read().await;
+        let forward = registry::RevokeConsentRequest {
+            actor: actor(caller),
+            consent_id: request.consent_id.clone(),
+            channel: request.channel.clone(),
+            person: Some(person.registry),
+            held: Some(self.held(&draft)?),
+        };
+        let (mut client, completion, user) = (self.registry.clone(), self.completion.clone(), caller.acting_user());
         let revoked = self
-            .registry
-            .clone()
-            .revoke_consent(registry::RevokeConsentRequest {
-                actor: actor(caller),
-                consent_id: request.consent_id.clone(),
-                channel: request.channel.clone(),
-                person: Some(person.registry),
-                held: Some(self.held(&draft)?),
+            .held_change(async move {
+                let revoked = client
+                    .revoke_consent(forward)
+                    .await
+                    .map_err(registry_error)?
+                    .into_inner();
+                crate::failpoints::check(Point::ConsentAfterRegistry, &user)?;
+                completion
+                    .complete(draft, &revoked.consent_id, revoked.version, None)
+                    .await?;
+                Ok(revoked)
             })
-            .await
-            .map_err(registry_error)?
-            .into_inner();
-        crate::failpoints::check(Point::ConsentAfterRegistry, &caller.acting_user())?;
-        self.completion
-            .complete(draft, &revoked.consent_id, revoked.version, None)
             .await?;
         Ok(Response::new(revoked))
     }

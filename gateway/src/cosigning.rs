@@ -144,7 +144,7 @@ impl Cosigning {
             });
         }
         let (body, _) = split_note(note).map_err(|e| e.to_string())?;
-        let (quorum, problems) = Quorum::from_vkeys(witnesses.iter().map(|w| w.vkey.as_str()));
+        let (quorum, problems) = Quorum::from_vkeys(witnesses.iter().map(|w| (w.vkey.as_str(), w.is_independent())));
         for (vkey, e) in problems {
             // Counted in the quorum's size, never among its cosigners: fail closed.
             tracing::error!(%vkey, error = %e, "unusable witness key in the registry");
@@ -173,6 +173,11 @@ impl Cosigning {
             let Ok((verifier, vkey, answer)) = joined else { continue };
             if let Some(line) = self.take(&verifier, vkey, answer, (body, size)) {
                 cosigned.push_str(&line);
+                // Published as soon as a quorum cosigned: a slow witness does not hold the
+                // network back (the rest of its round is dropped; it catches up on the next).
+                if quorum.check(&cosigned).is_ok() {
+                    return Ok(Cosigned { size, note: cosigned });
+                }
             }
         }
         quorum
@@ -191,9 +196,10 @@ impl Cosigning {
     ) -> Option<String> {
         let who = verifier.name();
         match answer {
-            Ok((line, witness_size)) => {
+            Ok((answer, witness_size)) => {
                 self.sizes.insert(vkey, witness_size);
-                if verifier.find(body, &line).is_some() {
+                // Only the line that verified, rebuilt: a witness's junk never enters the note.
+                if let Some(line) = verifier.verified_line(body, &answer) {
                     return Some(line);
                 }
                 tracing::error!(witness = %who, "a witness answered with a cosignature that does not verify");

@@ -133,6 +133,27 @@ async fn a_held_consent_covers_nothing_until_activated_and_a_held_revocation_cou
         let again = client.activate_change(activate).await.expect("again").into_inner();
         assert!(first.was_held && !again.was_held, "{store}");
         assert_eq!(covering(&ask_now().await), 1, "{store}: active once activated");
+        // A new version held (not logged yet): the active one still covers, and the person
+        // can still revoke (the revocation numbered after the held version).
+        let amended = client
+            .record_consent(pb::RecordConsentRequest {
+                held: held(8),
+                actor: actor("ORP-VS", "anna.meier"),
+                person: Some(net.registry_ciphertext(PERSON)),
+                consent: Some(pb::ConsentRecord {
+                    consent_id: recorded.consent_id.clone(),
+                    ..declaration()
+                }),
+            })
+            .await
+            .expect("amend held")
+            .into_inner();
+        assert_eq!(amended.version, 2, "{store}");
+        assert_eq!(
+            covering(&ask_now().await),
+            1,
+            "{store}: the active version still covers"
+        );
         client
             .revoke_consent(pb::RevokeConsentRequest {
                 held: held(9),
@@ -142,7 +163,7 @@ async fn a_held_consent_covers_nothing_until_activated_and_a_held_revocation_cou
                 person: None,
             })
             .await
-            .expect("revoke held");
+            .expect("revoke held, a new version held too");
         assert_eq!(covering(&ask_now().await), 0, "{store}: a held revocation counts");
         assert_eq!(reasons(&ask_now().await), vec!["REVOKED".to_owned()], "{store}");
         net.stop().await;

@@ -109,34 +109,51 @@ impl CosignatureVerifier {
         Ok(CosignatureVerifier { name, public })
     }
 
+    /// This witness's valid cosignature among `signatures` over `body`, rebuilt as one
+    /// well-formed line (what a log appends to its note, never the witness's raw answer).
+    pub fn verified_line(&self, body: &str, signatures: &str) -> Option<String> {
+        let id = key_id(&self.name, &self.public);
+        signatures.lines().find_map(|line| {
+            self.verify_line(body, line, &id)?;
+            let blob = STANDARD.decode(line.rsplit_once(' ')?.1).ok()?;
+            Some(format!("\u{2014} {} {}\n", self.name, STANDARD.encode(blob)))
+        })
+    }
+
     /// The timestamp of this witness's valid cosignature among `signatures` (the note's
     /// signature lines) over `body`, if there is one. Other lines are ignored.
     pub fn find(&self, body: &str, signatures: &str) -> Option<u64> {
         let id = key_id(&self.name, &self.public);
-        let key = UnparsedPublicKey::new(&ED25519, self.public);
-        signatures.lines().find_map(|line| {
-            let (name, b64) = line.strip_prefix("\u{2014} ")?.rsplit_once(' ')?;
-            if name != self.name {
-                return None;
-            }
-            let blob = STANDARD.decode(b64).ok()?;
-            if blob.len() != 4 + 8 + 64 || blob.get(..4) != Some(&id[..]) {
-                return None;
-            }
-            let timestamp = u64::from_be_bytes(blob.get(4..12)?.try_into().ok()?);
-            if timestamp > i64::MAX as u64 {
-                return None;
-            }
-            key.verify(signed_message(body, timestamp).as_bytes(), blob.get(12..)?)
-                .ok()
-                .map(|()| timestamp)
-        })
+        signatures.lines().find_map(|line| self.verify_line(body, line, &id))
+    }
+
+    /// The timestamp of `line` if it is this witness's valid cosignature over `body`.
+    fn verify_line(&self, body: &str, line: &str, id: &[u8; 4]) -> Option<u64> {
+        let (name, b64) = line.strip_prefix("\u{2014} ")?.rsplit_once(' ')?;
+        if name != self.name {
+            return None;
+        }
+        let blob = STANDARD.decode(b64).ok()?;
+        if blob.len() != 4 + 8 + 64 || blob.get(..4) != Some(&id[..]) {
+            return None;
+        }
+        let timestamp = u64::from_be_bytes(blob.get(4..12)?.try_into().ok()?);
+        if timestamp > i64::MAX as u64 {
+            return None;
+        }
+        UnparsedPublicKey::new(&ED25519, self.public)
+            .verify(signed_message(body, timestamp).as_bytes(), blob.get(12..)?)
+            .ok()
+            .map(|()| timestamp)
     }
 }
 
 /// Not enough witnesses cosigned a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("checkpoint cosigned by {have} of the network's {of} witnesses; {need} are needed")]
+#[error(
+    "checkpoint cosigned by {have} of the network's {of} witnesses ({need} needed), \
+     {independent_have} of its {independent_of} independent ones ({independent_need} needed)"
+)]
 pub struct NoQuorum {
     /// Valid cosignatures found.
     pub have: usize,
@@ -144,43 +161,58 @@ pub struct NoQuorum {
     pub need: usize,
     /// Witnesses of the network.
     pub of: usize,
+    /// Valid cosignatures of independent witnesses.
+    pub independent_have: usize,
+    /// Needed of them.
+    pub independent_need: usize,
+    /// Independent witnesses of the network.
+    pub independent_of: usize,
 }
 
-/// The network's witnesses and how many must cosign: more than half.
+/// The network's witnesses and who must cosign: more than half of them all, and more than half
+/// of the independent ones (run by parties other than the gateway's operator and the members).
+///
+/// Two quorums of a simple majority share only one witness, so one dishonest member cosigning
+/// both branches would let a gateway show two histories. Any two quorums here share at least
+/// one *independent* witness: a fork needs a dishonest independent witness.
 #[derive(Debug, Clone, Default)]
 pub struct Quorum {
-    witnesses: Vec<CosignatureVerifier>,
-    /// Witnesses listed with a key that does not parse: counted, never cosigning (fail closed).
-    unusable: usize,
+    /// Each witness with whether it is independent.
+    witnesses: Vec<(CosignatureVerifier, bool)>,
+    /// Witnesses listed with a key that does not parse, all and independent: counted, never
+    /// cosigning (fail closed).
+    unusable: (usize, usize),
 }
 
 impl Quorum {
-    /// The quorum of `witnesses` (duplicates by name count once).
-    pub fn majority_of(mut witnesses: Vec<CosignatureVerifier>) -> Quorum {
-        witnesses.sort_by(|a, b| a.name.cmp(&b.name));
-        witnesses.dedup_by(|a, b| a.name == b.name);
-        Quorum { witnesses, unusable: 0 }
+    /// The quorum of `witnesses` (verifier, independent); one key counts once, whatever its name.
+    pub fn of(mut witnesses: Vec<(CosignatureVerifier, bool)>) -> Quorum {
+        witnesses.sort_by_key(|w| w.0.public);
+        witnesses.dedup_by(|a, b| a.0.public == b.0.public);
+        Quorum {
+            witnesses,
+            unusable: (0, 0),
+        }
     }
 
-    /// The quorum of the witnesses whose vkeys the registry lists. A key that does not parse
-    /// still counts among the witnesses (so a broken entry cannot lower the bar) and is returned
-    /// with its problem.
-    pub fn from_vkeys<'a>(vkeys: impl IntoIterator<Item = &'a str>) -> (Quorum, Vec<(String, NoteError)>) {
-        let (mut verifiers, mut problems) = (Vec::new(), Vec::new());
-        for vkey in vkeys {
+    /// The quorum of the witnesses the registry lists (vkey, independent). A key that does not
+    /// parse still counts among the witnesses (so a broken entry cannot lower the bar) and is
+    /// returned with its problem.
+    pub fn from_vkeys<'a>(vkeys: impl IntoIterator<Item = (&'a str, bool)>) -> (Quorum, Vec<(String, NoteError)>) {
+        let (mut verifiers, mut problems, mut unusable) = (Vec::new(), Vec::new(), (0, 0));
+        for (vkey, independent) in vkeys {
             match CosignatureVerifier::from_vkey(vkey) {
-                Ok(v) => verifiers.push(v),
-                Err(e) => problems.push((vkey.to_owned(), e)),
+                Ok(v) => verifiers.push((v, independent)),
+                Err(e) => {
+                    unusable.0 += 1;
+                    unusable.1 += usize::from(independent);
+                    problems.push((vkey.to_owned(), e));
+                }
             }
         }
-        let mut quorum = Quorum::majority_of(verifiers);
-        quorum.unusable = problems.len();
+        let mut quorum = Quorum::of(verifiers);
+        quorum.unusable = unusable;
         (quorum, problems)
-    }
-
-    /// The witnesses.
-    pub fn witnesses(&self) -> &[CosignatureVerifier] {
-        &self.witnesses
     }
 
     /// Whether the network has witnesses at all (without, receipts rest on the log's key alone).
@@ -190,7 +222,12 @@ impl Quorum {
 
     /// How many witnesses the network has.
     pub fn len(&self) -> usize {
-        self.witnesses.len() + self.unusable
+        self.witnesses.len() + self.unusable.0
+    }
+
+    /// How many of them are independent.
+    pub fn independent(&self) -> usize {
+        self.witnesses.iter().filter(|(_, i)| *i).count() + self.unusable.1
     }
 
     /// Cosignatures needed: more than half of the witnesses.
@@ -198,28 +235,43 @@ impl Quorum {
         self.len() / 2 + 1
     }
 
-    /// The witnesses with a valid cosignature on `note` (a checkpoint signed note).
-    pub fn cosigners<'a>(&'a self, note: &str) -> Vec<&'a CosignatureVerifier> {
+    /// Cosignatures of independent witnesses needed: more than half of them (none if none).
+    pub fn needed_independent(&self) -> usize {
+        match self.independent() {
+            0 => 0,
+            n => n / 2 + 1,
+        }
+    }
+
+    /// The witnesses with a valid cosignature on `note` (a checkpoint signed note), each with
+    /// whether it is independent.
+    pub fn cosigners<'a>(&'a self, note: &str) -> Vec<(&'a CosignatureVerifier, bool)> {
         let Ok((body, signatures)) = split_note(note) else {
             return Vec::new();
         };
         self.witnesses
             .iter()
-            .filter(|w| w.find(body, signatures).is_some())
+            .filter(|(w, _)| w.find(body, signatures).is_some())
+            .map(|(w, independent)| (w, *independent))
             .collect()
     }
 
-    /// Checks that more than half of the witnesses cosigned `note`.
+    /// Checks that more than half of the witnesses, and more than half of the independent
+    /// ones, cosigned `note`.
     pub fn check(&self, note: &str) -> Result<(), NoQuorum> {
-        let have = self.cosigners(note).len();
-        if have >= self.needed() {
+        let cosigners = self.cosigners(note);
+        let no = NoQuorum {
+            have: cosigners.len(),
+            need: self.needed(),
+            of: self.len(),
+            independent_have: cosigners.iter().filter(|(_, i)| *i).count(),
+            independent_need: self.needed_independent(),
+            independent_of: self.independent(),
+        };
+        if no.have >= no.need && no.independent_have >= no.independent_need {
             Ok(())
         } else {
-            Err(NoQuorum {
-                have,
-                need: self.needed(),
-                of: self.len(),
-            })
+            Err(no)
         }
     }
 }
@@ -275,9 +327,50 @@ mod tests {
     }
 
     #[test]
+    fn one_dishonest_member_cannot_get_two_branches_past_the_quorum() {
+        // Four nodes and one independent witness; node 3 cosigns whatever it is shown.
+        let nodes: Vec<Cosigner> = (0..4).map(|i| cosigner(&format!("n{i}.example"))).collect();
+        let independent = cosigner("w.example");
+        let mut listed: Vec<(CosignatureVerifier, bool)> = nodes.iter().map(|n| (n.verifier(), false)).collect();
+        listed.push((independent.verifier(), true));
+        let quorum = Quorum::of(listed);
+        assert_eq!((quorum.needed(), quorum.needed_independent()), (3, 1));
+        let cosign = |who: &[&Cosigner], note: &str| {
+            let body = split_note(note).unwrap().0.to_owned();
+            let mut cosigned = note.to_owned();
+            for w in who {
+                cosigned.push_str(&w.cosign(&body, 1));
+            }
+            cosigned
+        };
+        // Branch 1 shown to nodes 0 and 1 (and the dishonest 3), branch 2 to node 2, the
+        // independent witness and node 3: a simple majority each, but only the branch the
+        // independent witness cosigned passes.
+        let one = cosign(&[&nodes[0], &nodes[1], &nodes[3]], &note_of_size(10));
+        let two = cosign(&[&nodes[2], &independent, &nodes[3]], &note_of_size(11));
+        assert!(matches!(
+            quorum.check(&one),
+            Err(NoQuorum {
+                have: 3,
+                independent_have: 0,
+                independent_need: 1,
+                ..
+            })
+        ));
+        assert_eq!(quorum.check(&two), Ok(()));
+        // The log appends a rebuilt line, never the raw answer (a junk line, no final newline).
+        let body = split_note(&one).unwrap().0.to_owned();
+        let raw = format!("junk\n\n{}", nodes[0].cosign(&body, 7).trim_end());
+        assert_eq!(
+            nodes[0].verifier().verified_line(&body, &raw),
+            Some(nodes[0].cosign(&body, 7))
+        );
+    }
+
+    #[test]
     fn a_quorum_is_more_than_half_and_counts_each_witness_once() {
         let ws: Vec<Cosigner> = (0..5).map(|i| cosigner(&format!("w{i}.example"))).collect();
-        let quorum = Quorum::majority_of(ws.iter().map(Cosigner::verifier).collect());
+        let quorum = Quorum::of(ws.iter().map(|w| (w.verifier(), false)).collect());
         assert_eq!(quorum.needed(), 3);
         let mut cosigned = note();
         let body = split_note(&cosigned).unwrap().0.to_owned();
@@ -286,14 +379,15 @@ mod tests {
         }
         // The same witness twice is still one.
         cosigned.push_str(&ws[1].cosign(&body, 2));
-        assert_eq!(
+        assert!(matches!(
             quorum.check(&cosigned),
             Err(NoQuorum {
                 have: 2,
                 need: 3,
-                of: 5
+                of: 5,
+                ..
             })
-        );
+        ));
         cosigned.push_str(&ws[4].cosign(&body, 3));
         assert_eq!(quorum.check(&cosigned), Ok(()));
         // A cosignature copied onto another checkpoint does not count there.
@@ -305,12 +399,17 @@ mod tests {
         }
         assert_eq!(quorum.cosigners(&moved).len(), 0);
         assert_eq!(
-            Quorum::majority_of(vec![ws[0].verifier(), ws[0].verifier()]).needed(),
+            Quorum::of(vec![(ws[0].verifier(), false), (ws[0].verifier(), false)]).needed(),
             1
         );
         // A broken key in the registry counts among the witnesses but never cosigns.
         let vkeys: Vec<String> = ws[..2].iter().map(|w| w.verifier().vkey()).collect();
-        let (q, problems) = Quorum::from_vkeys(vkeys.iter().map(String::as_str).chain(["broken+00+AA=="]));
+        let listed = vkeys
+            .iter()
+            .map(|v| (v.as_str(), false))
+            .chain([("broken+00+AA==", true)]);
+        let (q, problems) = Quorum::from_vkeys(listed);
         assert_eq!((q.len(), q.needed(), problems.len()), (3, 2, 1));
+        assert_eq!((q.independent(), q.needed_independent()), (1, 1));
     }
 }

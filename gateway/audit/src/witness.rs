@@ -110,7 +110,8 @@ impl Witness {
         let consistent = if small.size == large.size {
             small.root == large.root
         } else {
-            verify_consistency(small.size, large.size, &small.root, &large.root, proof)
+            // The empty tree is a prefix of every tree.
+            small.size == 0 || verify_consistency(small.size, large.size, &small.root, &large.root, proof)
         };
         if !consistent {
             self.alarm = true;
@@ -146,7 +147,7 @@ impl Witness {
             let consistent = if old.size == cp.size {
                 old.root == cp.root
             } else {
-                verify_consistency(old.size, cp.size, &old.root, &cp.root, proof)
+                old.size == 0 || verify_consistency(old.size, cp.size, &old.root, &cp.root, proof)
             };
             if !consistent {
                 self.alarm = true;

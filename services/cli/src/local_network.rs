@@ -58,10 +58,32 @@ pub struct Network {
     children: Vec<(String, Child)>,
 }
 
-/// A port the system chose (bound on port 0, then released for the process to bind).
+/// Ports handed to the network's processes: below Linux's ephemeral range (32768–60999), so
+/// that between our check and the process's bind no outgoing connection of this machine takes
+/// the port as its own (port 0 would give an ephemeral one).
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The ports this process handed out.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A free loopback port of [`PORTS`], chosen at random and checked by binding it (then
+/// released for the process to bind).
 fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-    Ok(listener.local_addr()?.port())
+    use ring::rand::SecureRandom;
+    let random = ring::rand::SystemRandom::new();
+    for _ in 0..200 {
+        let mut bytes = [0u8; 2];
+        random.fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let port = PORTS.start + u16::from_be_bytes(bytes) % (PORTS.end - PORTS.start);
+        // Never the same port twice from this process (the ports are released until used).
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {}..{}", PORTS.start, PORTS.end)
 }
 
 fn move_file(from: &Path, to: &Path) -> anyhow::Result<()> {

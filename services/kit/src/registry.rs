@@ -149,6 +149,14 @@ pub struct Witness {
     pub endpoint: String,
 }
 
+impl Witness {
+    /// Whether it is run by a party other than the gateway's operator and the members (a
+    /// quorum needs more than half of these as well).
+    pub fn is_independent(&self) -> bool {
+        matches!(self.identity, PeerIdentity::Witness(_))
+    }
+}
+
 /// The checked registry.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -371,7 +379,7 @@ impl Registry {
                 endpoint: entry.endpoint,
             });
         }
-        let mut names = BTreeSet::new();
+        let (mut names, mut keys) = (BTreeSet::new(), BTreeSet::new());
         for (i, w) in witnesses.iter().enumerate() {
             let name = vkey_name(&w.vkey).unwrap_or_default();
             if !names.insert(name.to_owned()) || witnesses.iter().take(i).any(|o| o.identity == w.identity) {
@@ -379,6 +387,14 @@ impl Registry {
                     file,
                     "witness",
                     format!("two witnesses named {name}: every witness's key has its own name"),
+                ));
+            }
+            // A cosignature does not sign the witness's name: one key under two names would count twice.
+            if !keys.insert(w.vkey.splitn(3, '+').nth(2).unwrap_or_default().to_owned()) {
+                return Err(ConfigError::invalid(
+                    file,
+                    "witness",
+                    format!("the key of witness {name} is listed for another witness too"),
                 ));
             }
         }
@@ -470,15 +486,14 @@ mod tests {
 
     /// A cosigner vkey named `witness.example` (type 0x04).
     const VKEY: &str = "witness.example+1a2b3c4d+BBm/RAlphM3+hUG6wWfcO5bIUIaqMLa2ywxcOK1wMWbh";
+    /// Another key, named `orp-vs.node`.
+    const OTHER_VKEY: &str = "orp-vs.node+5e6f7a8b+BBm/RAlphM3+hUG6wWfcO5bIUIaqMLa2ywxcOK1wMWbi";
 
     #[test]
     fn witnesses_are_listed_nodes_first() {
         let text = format!(
             "{}[[witness]]\nname = \"witness.example\"\nvkey = \"{VKEY}\"\nendpoint = \"https://w:1\"\n",
-            entry(
-                "ORP-VS",
-                &format!("witness_vkey = \"{}\"", VKEY.replace("witness.example", "orp-vs.node"))
-            )
+            entry("ORP-VS", &format!("witness_vkey = \"{OTHER_VKEY}\""))
         );
         let reg = Registry::parse(Path::new("registry.toml"), &text).unwrap();
         let ids: Vec<String> = reg.witnesses().iter().map(|w| w.identity.to_uri()).collect();
@@ -579,6 +594,19 @@ mod tests {
                 format!(
                     "{}[[witness]]\nname = \"witness.example\"\nvkey = \"{VKEY}\"\nendpoint = \"https://w:1\"\n",
                     entry("ORP-VS", &format!("witness_vkey = \"{VKEY}\""))
+                ),
+                "witness",
+            ),
+            (
+                format!(
+                    "{}[[witness]]\nname = \"witness.example\"\nvkey = \"{VKEY}\"\nendpoint = \"https://w:1\"\n",
+                    entry(
+                        "ORP-VS",
+                        &format!(
+                            "witness_vkey = \"{}\"",
+                            VKEY.replace("witness.example+1a2b3c4d", "orp.node+0a0b0c0d")
+                        )
+                    )
                 ),
                 "witness",
             ),

@@ -69,6 +69,9 @@ impl WitnessFailure {
     }
 }
 
+/// How long a receipt check waits for the gateway's consistency proof.
+const PROOF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The witness of one node (or of an independent witness process).
 pub struct LogWitness {
     /// The log's name (for `Debug`).
@@ -201,9 +204,12 @@ impl LogWitness {
                 WitnessFailure::BadReceipt(format!("entry {} is not included in the checkpoint", receipt.index))
             })?;
         let proof = match witness.proof_needed(&cp) {
+            // Bounded: the witness's lock is held meanwhile (the gateway may be asking this
+            // witness to cosign).
             Some((small, large)) => hashes(
-                &consistency(small, large)
+                &tokio::time::timeout(PROOF_DEADLINE, consistency(small, large))
                     .await
+                    .map_err(|_| WitnessFailure::ProofUnavailable("the gateway did not answer in time".into()))?
                     .map_err(WitnessFailure::ProofUnavailable)?,
             )?,
             None => Vec::new(),
@@ -235,7 +241,7 @@ impl LogWitness {
     /// The network's witnesses as the active registry lists them.
     fn quorum(&self) -> Quorum {
         let witnesses = (self.witnesses)();
-        let (quorum, problems) = Quorum::from_vkeys(witnesses.iter().map(|w| w.vkey.as_str()));
+        let (quorum, problems) = Quorum::from_vkeys(witnesses.iter().map(|w| (w.vkey.as_str(), w.is_independent())));
         for (vkey, e) in problems {
             tracing::error!(%vkey, error = %e, "unusable witness key in the registry (counted, never cosigning)");
         }
