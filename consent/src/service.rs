@@ -19,6 +19,8 @@ use crate::store::{Person, Store, StoreError};
 
 /// Most changes per page of the feed.
 const MAX_CHANGES: u32 = 1_000;
+/// Most held changes listed at once (each carries an entry draft).
+const MAX_HELD: u32 = 100;
 
 /// The registry's rpc handlers.
 #[derive(Debug)]
@@ -500,9 +502,13 @@ impl ConsentRegistry for ConsentService {
 
     async fn list_held_changes(
         &self,
-        _request: Request<pb::ListHeldChangesRequest>,
+        request: Request<pb::ListHeldChangesRequest>,
     ) -> Result<Response<pb::ListHeldChangesResponse>, Status> {
-        let held = self.store.held().await.map_err(|e| self.store_error(e))?;
+        let limit = match request.get_ref().limit {
+            0 => MAX_HELD,
+            n => n.min(MAX_HELD),
+        };
+        let held = self.store.held(limit).await.map_err(|e| self.store_error(e))?;
         Ok(Response::new(pb::ListHeldChangesResponse {
             changes: held
                 .into_iter()

@@ -260,12 +260,13 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// The changes still held, oldest first.
-    pub async fn held(&self) -> Result<Vec<HeldChange>, StoreError> {
+    /// The changes still held, oldest first, at most `limit`.
+    pub async fn held(&self, limit: u32) -> Result<Vec<HeldChange>, StoreError> {
         let rows = sqlx::query(
             "SELECT consent_id, version, log_size, entry_draft, held_micros FROM consent_held \
-             ORDER BY held_micros, consent_id, version",
+             ORDER BY held_micros, consent_id, version LIMIT $1",
         )
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -250,7 +250,7 @@ pub async fn complete_held(completion: &Completion) -> Result<usize, Status> {
             completion
                 .registry
                 .clone()
-                .list_held_changes(registry::ListHeldChangesRequest {})
+                .list_held_changes(registry::ListHeldChangesRequest { limit: 0 })
                 .await
                 .map_err(registry_error)?
                 .into_inner()
@@ -263,9 +263,30 @@ pub async fn complete_held(completion: &Completion) -> Result<usize, Status> {
         return Ok(0);
     }
     let _alone = completion.in_flight.write().await;
-    let held = list().await?;
     let (mut completed, mut first_error) = (0, None);
-    for change in held {
+    // Page after page (oldest first), while a page completes something: what fails stays held.
+    loop {
+        let page = list().await?;
+        if page.is_empty() {
+            break;
+        }
+        let (done, error) = complete_page(completion, page).await;
+        completed += done;
+        first_error = first_error.or(error);
+        if done == 0 {
+            break;
+        }
+    }
+    match first_error {
+        Some(status) if completed == 0 => Err(status),
+        _ => Ok(completed),
+    }
+}
+
+/// Completes a page of held changes; how many, and the first failure.
+async fn complete_page(completion: &Completion, page: Vec<registry::HeldChangeRecord>) -> (usize, Option<Status>) {
+    let (mut completed, mut first_error) = (0, None);
+    for change in page {
         let Some(note) = change.held else { continue };
         let Ok(draft) = cii_audit::entry::decode(&note.entry_draft) else {
             tracing::error!(consent_id = %change.consent_id, version = change.version, "a held change's draft does not decode");
@@ -286,10 +307,7 @@ pub async fn complete_held(completion: &Completion) -> Result<usize, Status> {
             }
         }
     }
-    match first_error {
-        Some(status) if completed == 0 => Err(status),
-        _ => Ok(completed),
-    }
+    (completed, first_error)
 }
 
 #[tonic::async_trait]

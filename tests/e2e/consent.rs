@@ -114,7 +114,7 @@ async fn a_held_consent_covers_nothing_until_activated_and_a_held_revocation_cou
         let ask_now = || ask(&net, lookup(&net, "ORP-VS", "AI-VS", &["job_search"], "integration", 0));
         assert_eq!(covering(&ask_now().await), 0, "{store}: held covers nothing");
         let listed = client
-            .list_held_changes(pb::ListHeldChangesRequest {})
+            .list_held_changes(pb::ListHeldChangesRequest { limit: 0 })
             .await
             .expect("held")
             .into_inner()
@@ -166,6 +166,22 @@ async fn a_held_consent_covers_nothing_until_activated_and_a_held_revocation_cou
             .expect("revoke held, a new version held too");
         assert_eq!(covering(&ask_now().await), 0, "{store}: a held revocation counts");
         assert_eq!(reasons(&ask_now().await), vec!["REVOKED".to_owned()], "{store}");
+        // Two held (the new version, the revocation), listed a page at a time, oldest first.
+        let page = |limit| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_held_changes(pb::ListHeldChangesRequest { limit })
+                    .await
+                    .expect("held")
+                    .into_inner()
+                    .changes
+                    .iter()
+                    .map(|c| c.version)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!((page(1).await, page(0).await), (vec![2], vec![2, 3]), "{store}");
         net.stop().await;
     }
 }

@@ -17,7 +17,7 @@ const USER: &str = "consent.officer";
 
 async fn held(net: &cii_tests::Network) -> Vec<registry_pb::HeldChangeRecord> {
     ConsentRegistryClient::new(net.consent_channel_as(&PeerIdentity::Gateway))
-        .list_held_changes(registry_pb::ListHeldChangesRequest {})
+        .list_held_changes(registry_pb::ListHeldChangesRequest { limit: 0 })
         .await
         .expect("held changes")
         .into_inner()
