@@ -9,7 +9,10 @@
 -- keys through `audit_destroy_keys` (SECURITY DEFINER). The key table's trigger refuses a
 -- destruction before the month is due *at the time the caller gives*; a forged later time
 -- passes it, and `cii audit verify` fails on it (a month destroyed after the newest logged
--- retention run, or that no logged run names). What it cannot: TRUNCATE, DROP or ALTER anything, disable a trigger,
+-- retention run, or that no logged run names). An exceptional early shredding goes through
+-- `audit_shred_early` (SECURITY DEFINER), which records the approval's entry with the
+-- destruction; `cii audit verify` fails unless the log holds that approval and its request by
+-- another user and role. What it cannot: TRUNCATE, DROP or ALTER anything, disable a trigger,
 -- UPDATE or DELETE a key row directly.
 CREATE ROLE cii_gateway LOGIN;
 GRANT USAGE ON SCHEMA public TO cii_gateway;
@@ -17,3 +20,5 @@ GRANT SELECT ON _sqlx_migrations TO cii_gateway;
 GRANT SELECT, INSERT ON audit_entry, audit_checkpoint, audit_body_key TO cii_gateway;
 GRANT SELECT, INSERT, UPDATE ON audit_retention TO cii_gateway;
 GRANT EXECUTE ON FUNCTION audit_destroy_keys(TEXT[], BIGINT) TO cii_gateway;
+GRANT EXECUTE ON FUNCTION audit_shred_early(TEXT, BIGINT, BIGINT) TO cii_gateway;
+GRANT SELECT ON audit_early_shredding TO cii_gateway;

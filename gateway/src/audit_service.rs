@@ -279,6 +279,35 @@ impl Audit for AuditService {
         }))
     }
 
+    /// An early shredding: asked for (logged), or approved (logged, then the key destroyed).
+    async fn shred_period(
+        &self,
+        request: Request<pb::ShredPeriodRequest>,
+    ) -> Result<Response<pb::ShredPeriodResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        let request = request.into_inner();
+        let now = cii_types::time::micros(self.clock.now());
+        let approving = request.approve != 0;
+        let entry = if approving {
+            crate::shredding::approval_entry(&self.store, &caller, &request, now).await?
+        } else {
+            crate::shredding::request_entry(&self.store, &caller, &request, now).await?
+        };
+        let receipt = self.log.append(entry).await.map_err(GatewayError::Audit)?;
+        if approving {
+            // Durable approval first; then the key, with the record naming the approval.
+            self.store
+                .destroy_early(&request.period, receipt.index, now)
+                .await
+                .map_err(|e| retention_interrupted(&e))?;
+            tracing::warn!(period = %request.period, audit_index = receipt.index, "month shredded early");
+        }
+        Ok(Response::new(pb::ShredPeriodResponse {
+            index: receipt.index,
+            destroyed: approving,
+        }))
+    }
+
     async fn get_witnessed_inclusion(
         &self,
         request: Request<pb::WitnessedInclusionRequest>,

@@ -70,6 +70,17 @@ pub enum GatewayError {
     /// A proof was asked for beyond the log.
     #[error("{0}")]
     ProofOutOfRange(cii_audit::merkle::ProofError),
+    /// An early shredding's request is not of its form.
+    #[error("{problem}")]
+    ShredInvalid {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// An early shredding's approval does not approve a pending request of another user and role.
+    #[error("{0}")]
+    ShredApprovalInvalid(&'static str),
     /// No checkpoint covering the entry is cosigned by a quorum of witnesses yet.
     #[error("entry {0} is not covered by a checkpoint cosigned by a quorum of witnesses yet")]
     NotWitnessed(u64),
@@ -113,6 +124,8 @@ impl GatewayError {
             E::FilterInvalid { .. } => "FILTER_INVALID",
             E::ProofOutOfRange(_) => "PROOF_OUT_OF_RANGE",
             E::NotWitnessed(_) => "AUDIT_NOT_WITNESSED",
+            E::ShredInvalid { .. } => "SHRED_INVALID",
+            E::ShredApprovalInvalid(_) => "SHRED_APPROVAL_INVALID",
             E::ExplainInvalid { .. } => "INVALID_ARGUMENT",
             E::ConsentRegistryUnavailable => "CONSENT_REGISTRY_UNAVAILABLE",
             E::DeadLetterNotFound => "DEAD_LETTER_NOT_FOUND",
@@ -133,6 +146,8 @@ impl GatewayError {
             E::PeriodInvalid => "until",
             E::FilterInvalid { field, .. } => field,
             E::ExplainInvalid { field, .. } => field,
+            E::ShredInvalid { field, .. } => field,
+            E::ShredApprovalInvalid(_) => "approve",
             E::DeadLetterNotFound => "transfer_id",
             E::ActionRequired => "action",
             _ => return None,

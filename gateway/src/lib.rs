@@ -9,6 +9,7 @@
 //! - `consent_service`: `cii.gateway.v1.Consents`, consents and relationships forwarded to the registry.
 //! - `policy_service`: `cii.policy.v1.Policy`, the active rulebook for jurists.
 //! - `audit_service`: `cii.audit.v1.Audit`, checkpoints and proofs for witnesses.
+//! - `shredding`: the exceptional early shredding of a month, asked for and approved by two roles.
 //! - `cosigning`: asks the witnesses to cosign every new checkpoint; keeps the newest cosigned by a quorum.
 //! - `transfer`: the transfer pipeline as typed stages (check, consult and decide, seal, log, deliver).
 //! - `status`: the gateway's errors as gRPC statuses (stable code, field at fault), the one place they are built.
@@ -30,6 +31,7 @@ mod delivery;
 mod error;
 mod policy_service;
 mod service;
+mod shredding;
 mod status;
 pub mod store;
 mod transfer;

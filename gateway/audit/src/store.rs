@@ -375,6 +375,76 @@ impl Store {
         Ok(())
     }
 
+    /// Destroys the key of `period` before it is due, recording the logged approval
+    /// (`approval_index`, a SHREDDING_APPROVED entry) with it; `verify` checks the log for it.
+    pub async fn destroy_early(&self, period: &str, approval_index: u64, now_micros: i64) -> Result<(), StoreError> {
+        let approval = i64::try_from(approval_index).unwrap_or(i64::MAX);
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("INSERT INTO audit_early_shredding (period, approval_index, at_micros) VALUES (?, ?, ?)")
+                    .bind(period)
+                    .bind(approval)
+                    .bind(now_micros)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE audit_body_key SET key = NULL, destroyed_micros = ? WHERE period = ? AND key IS NOT NULL",
+                )
+                .bind(now_micros)
+                .bind(period)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT audit_shred_early($1, $2, $3)")
+                    .bind(period)
+                    .bind(approval)
+                    .bind(now_micros)
+                    .execute(pool)
+                    .await?;
+                if let Err(e) = sqlx::query("VACUUM FULL audit_body_key").execute(pool).await {
+                    tracing::warn!(error = %e, "VACUUM FULL audit_body_key not run; the table's owner must run it");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The months shredded early, each with the index of the approval it names (none for a
+    /// store of an earlier release, opened read-only and so not migrated).
+    pub async fn early_shreddings(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        const SELECT: &str = "SELECT period, approval_index FROM audit_early_shredding";
+        let rows: Vec<(String, i64)> = match self {
+            Store::Sqlite(pool) => {
+                let table: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_early_shredding'",
+                )
+                .fetch_one(pool)
+                .await?;
+                if table == 0 {
+                    return Ok(Default::default());
+                }
+                sqlx::query_as(SELECT).fetch_all(pool).await?
+            }
+            Store::Postgres(pool) => {
+                let table: bool = sqlx::query_scalar("SELECT to_regclass('audit_early_shredding') IS NOT NULL")
+                    .fetch_one(pool)
+                    .await?;
+                if !table {
+                    return Ok(Default::default());
+                }
+                sqlx::query_as(SELECT).fetch_all(pool).await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(period, index)| (period, u64::try_from(index).unwrap_or(u64::MAX)))
+            .collect())
+    }
+
     /// The stored retention limit, if one was set (a store of an earlier release, opened
     /// read-only and so not migrated, has none).
     pub async fn retention_days(&self) -> Result<Option<u32>, StoreError> {

@@ -125,7 +125,8 @@ pub async fn verify(
         .into_iter()
         .filter_map(|p| p.destroyed_micros.map(|at| (p.period, at)))
         .collect();
-    walk.check_retention(&destroyed)?;
+    let early = store.early_shreddings().await?;
+    walk.check_retention(&destroyed, &early)?;
     progress(entries, entries);
     Ok(Report {
         entries,
@@ -156,6 +157,38 @@ struct Walk {
     first_expired: std::collections::BTreeMap<String, u64>,
     /// The readable retention runs (not dry runs).
     runs: Vec<RetentionRun>,
+    /// The readable early-shredding requests and approvals, by index.
+    shreddings: std::collections::BTreeMap<u64, Shredding>,
+}
+
+/// What a readable SHREDDING_REQUESTED or SHREDDING_APPROVED entry says.
+#[derive(Debug)]
+struct Shredding {
+    approval: bool,
+    time_micros: i64,
+    acting_user: String,
+    period: String,
+    role: String,
+    /// For an approval: the request's index.
+    request: Option<u64>,
+}
+
+impl Shredding {
+    fn of(entry: &crate::Entry) -> Option<Shredding> {
+        let approval = entry.kind == crate::EntryKind::ShreddingApproved as i32;
+        if !approval && entry.kind != crate::EntryKind::ShreddingRequested as i32 {
+            return None;
+        }
+        let value = |key: &str| entry.detail.split_whitespace().find_map(|w| w.strip_prefix(key));
+        Some(Shredding {
+            approval,
+            time_micros: entry.time_micros,
+            acting_user: entry.acting_user.clone(),
+            period: value("period=")?.to_owned(),
+            role: value("role=")?.to_owned(),
+            request: value("request=").and_then(|r| r.parse().ok()),
+        })
+    }
 }
 
 /// What a readable RETENTION_RUN entry says.
@@ -244,7 +277,12 @@ impl Walk {
                             format!("entry stored at {expected} says it is entry {}", entry.index),
                         ));
                     }
-                    Ok(entry) => self.runs.extend(RetentionRun::of(&entry)),
+                    Ok(entry) => {
+                        self.runs.extend(RetentionRun::of(&entry));
+                        if let Some(shredding) = Shredding::of(&entry) {
+                            self.shreddings.insert(expected, shredding);
+                        }
+                    }
                     Err(e) => self.undecodable.push((expected, e.to_string())),
                 }
                 leaf
@@ -270,7 +308,15 @@ impl Walk {
     ///   named an older month may itself be shredded since);
     /// - was destroyed at a time between its due date and the newest logged run (a key
     ///   destroyed with a forged later time, which the store's trigger cannot tell, fails here).
-    fn check_retention(&self, destroyed: &std::collections::BTreeMap<String, i64>) -> Result<(), VerifyError> {
+    ///
+    /// A month shredded early is exempt from these when the store names a readable approval
+    /// for it whose request is for the same month, by another user of the other role, and the
+    /// key was destroyed within an hour of the approval.
+    fn check_retention(
+        &self,
+        destroyed: &std::collections::BTreeMap<String, i64>,
+        early: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), VerifyError> {
         const DAY_MICROS: i64 = 86_400 * 1_000_000;
         // A run destroys its months right after its entry is durable; an hour covers a slow store.
         const RUN_SLACK_MICROS: i64 = 3_600 * 1_000_000;
@@ -279,6 +325,13 @@ impl Walk {
         let latest_run = self.runs.iter().map(|r| r.time_micros).max();
         let newest_named = self.runs.iter().flat_map(|r| r.periods.iter()).max();
         for (period, &index) in &self.first_expired {
+            let at = destroyed.get(period).copied().unwrap_or(i64::MAX);
+            if early
+                .get(period)
+                .is_some_and(|&approval| self.approved_early(period, approval, at, RUN_SLACK_MICROS))
+            {
+                continue;
+            }
             let named = self.runs.iter().any(|r| r.periods.contains(period))
                 || newest_named.is_some_and(|newest| period < newest);
             if !named {
@@ -294,7 +347,6 @@ impl Walk {
                     format!("period {period} was destroyed before it was due under the retention limit"),
                 ));
             }
-            let at = destroyed.get(period).copied().unwrap_or(i64::MAX);
             if latest_run.is_none_or(|run| at > run.saturating_add(RUN_SLACK_MICROS)) {
                 return Err(bad(
                     index,
@@ -303,6 +355,29 @@ impl Walk {
             }
         }
         Ok(())
+    }
+
+    /// Whether the log holds the approval `approval` of an early shredding of `period`, asked
+    /// for by another user of the other role, and the key went at most `slack` after it.
+    fn approved_early(&self, period: &str, approval: u64, destroyed_at: i64, slack: i64) -> bool {
+        let Some(approved) = self
+            .shreddings
+            .get(&approval)
+            .filter(|s| s.approval && s.period == period)
+        else {
+            return false;
+        };
+        let Some(asked) = approved
+            .request
+            .and_then(|r| self.shreddings.get(&r))
+            .filter(|s| !s.approval && s.period == period)
+        else {
+            return false;
+        };
+        asked.acting_user != approved.acting_user
+            && asked.role != approved.role
+            && asked.time_micros <= approved.time_micros
+            && (approved.time_micros..=approved.time_micros.saturating_add(slack)).contains(&destroyed_at)
     }
 
     /// Checks every pending checkpoint the tree has reached: its root, and

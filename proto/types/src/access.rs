@@ -110,6 +110,10 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.audit.v1.Audit/Query", DPO),
     ("/cii.audit.v1.Audit/LookupPerson", DPO),
     ("/cii.audit.v1.Audit/ApplyRetention", Access::Users(&[Operator])),
+    (
+        "/cii.audit.v1.Audit/ShredPeriod",
+        Access::Users(&[Operator, NetworkDpo]),
+    ),
     // A node's API, called by its institution's IT systems.
     ("/cii.node.v1.Node/Status", ANY_USER),
     ("/cii.node.v1.Node/Enrol", CASEWORK),
@@ -125,6 +129,10 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.node.v1.Node/QueryAudit", DPO),
     ("/cii.node.v1.Node/LookupPersonForDpo", DPO),
     ("/cii.node.v1.Node/ApplyAuditRetention", Access::Users(&[Operator])),
+    (
+        "/cii.node.v1.Node/ShredAuditPeriod",
+        Access::Users(&[Operator, NetworkDpo]),
+    ),
     ("/cii.node.v1.Node/ListDeadLetters", Access::Users(&[Operator])),
     ("/cii.node.v1.Node/ResolveDeadLetter", Access::Users(&[Operator])),
     ("/cii.node.v1.Node/RecordConsent", CASEWORK),

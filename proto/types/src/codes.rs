@@ -157,6 +157,8 @@ registry! {
     AUDIT_KEY: Unavailable, true, "the checkpoint could not be signed; nothing was done";
     AUDIT_ENTRY_REFUSED: InvalidArgument, false, "the entry would hold a value the log does not accept (too long, a control character, an AVS look-alike); nothing was done";
     AUDIT_NOT_WITNESSED: Unavailable, true, "no checkpoint covering the entry is cosigned by more than half of the witnesses yet (witnesses unreachable or refusing); retry later";
+    SHRED_INVALID: InvalidArgument, false, "an early shredding names an ended month with a key, an entry of that month and a reason (1–500 characters, no control character, no AVS number)";
+    SHRED_APPROVAL_INVALID: FailedPrecondition, false, "the approval names no pending shredding request of this month, or comes from the requester or the requester's role, or from a user holding both roles";
     PROOF_OUT_OF_RANGE: OutOfRange, false, "a proof asked for beyond the log's size";
     DPO_SCOPE: PermissionDenied, false, "a dpo sees the entries of their own institution only";
     DECISION_INVALID: InvalidArgument, false, "the decision filter is `permit` or `deny`";

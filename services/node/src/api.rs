@@ -211,6 +211,15 @@ impl Node for NodeApi {
     }
 
     /// Forwards the operator's retention run with their token; the gateway checks the role and logs it.
+    async fn shred_audit_period(
+        &self,
+        request: Request<cii_proto::audit::ShredPeriodRequest>,
+    ) -> Result<Response<cii_proto::audit::ShredPeriodResponse>, Status> {
+        caller(&request)?;
+        let forward = request.get_ref().clone();
+        self.audit.clone().shred_period(Self::onward(&request, forward)).await
+    }
+
     async fn apply_audit_retention(
         &self,
         request: Request<cii_proto::audit::ApplyRetentionRequest>,

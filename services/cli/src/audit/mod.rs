@@ -81,6 +81,8 @@ cii audit prove --config gateway.toml --old-size 100 --size 250")]
     UsageReport(usage_report::UsageReportArgs),
     /// Apply the retention limit: shred the bodies of entries past `retention_days` (role operator; logged).
     Retention(retention::RetentionArgs),
+    /// The exception: shred an ended month early, asked for and approved by two roles (both logged).
+    Shred(retention::ShredArgs),
 }
 
 struct Opened {
@@ -158,6 +160,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::SubjectReport(args) => subject_report::run(args).await,
         AuditCommand::UsageReport(args) => usage_report::run(args).await,
         AuditCommand::Retention(args) => retention::run(args).await,
+        AuditCommand::Shred(args) => retention::shred(args).await,
         AuditCommand::Verify(args) => {
             let opened = open(&args).await?;
             let verifier = opened

@@ -58,3 +58,61 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<ExitCode> {
     println!("logged as entry {}", answer.run_index);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cii audit shred`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "For the exception only: an entry of an ended month holds content that must not be \
+kept (e.g. a diagnosis typed into a free-text field). Two people decide: a user of role operator or \
+network_dpo asks, naming the month, the entry and the reason (logged as SHREDDING_REQUESTED, whose \
+index is printed); a user of the other role approves with that index (logged as \
+SHREDDING_APPROVED), and only then is the whole month's key destroyed: every entry of that month \
+becomes unreadable, the tree stays verifiable, and `cii audit verify` accepts the month only with \
+both entries. Each token must carry exactly one of the two roles.\n\n\
+Exit 0: asked or shredded. Exit 2: refused (SHRED_INVALID names the field; \
+SHRED_APPROVAL_INVALID: not another user of the other role, or not a request of this month).\n\n\
+Examples:\n  cii audit shred --node https://127.0.0.1:7100 --ca pki/ca.pem --token-file ops.token \
+--period 2026-11 --entry 48211 --reason \"diagnosis in a free-text field, ticket DPO-7\"\n  \
+cii audit shred --node https://127.0.0.1:7100 --ca pki/ca.pem --token-file dpo.token --period 2026-11 --approve 48230"
+)]
+pub struct ShredArgs {
+    /// The node and the user's token (role `operator` or `network_dpo`, exactly one).
+    #[command(flatten)]
+    pub node: NodeApiArgs,
+    /// The month, YYYY-MM (ended).
+    #[arg(long)]
+    pub period: String,
+    /// Ask: the index of the entry whose content must not be kept.
+    #[arg(long, conflicts_with = "approve", requires = "reason")]
+    pub entry: Option<u64>,
+    /// Ask: why (1–500 characters, no AVS number).
+    #[arg(long, conflicts_with = "approve")]
+    pub reason: Option<String>,
+    /// Approve: the index of the SHREDDING_REQUESTED entry (as the other role).
+    #[arg(long, required_unless_present = "entry")]
+    pub approve: Option<u64>,
+}
+
+#[expect(clippy::print_stdout, reason = "the command's output")]
+pub async fn shred(args: ShredArgs) -> anyhow::Result<ExitCode> {
+    let (mut client, token) = args.node.connect()?;
+    let request = cii_proto::audit::ShredPeriodRequest {
+        period: args.period.clone(),
+        approve: args.approve.unwrap_or(0),
+        entry: args.entry.unwrap_or(0),
+        reason: args.reason.unwrap_or_default(),
+    };
+    let answer = match client.shred_audit_period(authorized(&token, request)?).await {
+        Ok(answer) => answer.into_inner(),
+        Err(status) => return Ok(refused(&status)),
+    };
+    if answer.destroyed {
+        println!("{}: shredded (approval logged as entry {})", args.period, answer.index);
+    } else {
+        println!(
+            "{}: early shredding asked for, logged as entry {}; a user of the other role approves with --approve {}",
+            args.period, answer.index, answer.index
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
