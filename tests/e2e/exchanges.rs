@@ -883,6 +883,25 @@ async fn a_one_off_consent_carries_one_transfer_only() {
     net.stop().await;
 }
 
+/// A request whose entry the log would refuse (here 300 copies of one attested fact) is
+/// refused before anything is consulted: it cannot spend the person's one-off consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_the_log_would_refuse_does_not_spend_a_one_off_consent() {
+    let net = network_with_a_one_off_consent().await;
+    let mut bloated = handover("once-bloated");
+    bloated.attested_facts = vec!["person_informed_before".into(); 300];
+    let refused = send(&net, ORP, bloated).await.expect_err("refused");
+    assert_eq!(code(&refused), "AUDIT_ENTRY_REFUSED");
+    let first = send(&net, ORP, handover("once-1")).await.expect("send");
+    assert_eq!(
+        outcome(&first),
+        Outcome::Permit,
+        "the consent is still there: {:?}",
+        first.decision
+    );
+    net.stop().await;
+}
+
 /// The gateway marks a one-off consent used at the registry before it records the transfer.
 /// When its own store fails in between, the caller is told "nothing was done, retry": the
 /// retry must then be permitted on the same consent (it is this transfer's use), exactly once.

@@ -63,6 +63,24 @@ pub(super) fn transfer_entry(caller: &Caller, decided: &Decided<'_>, sealed: &Se
     }
 }
 
+/// The part of a transfer's entry that the request gives, checked as the log will check it
+/// before anything is consulted or used up: a one-off consent marked used for a transfer whose
+/// entry the log then refused would be spent for nothing.
+pub(super) fn request_part(caller: &Caller, checked: &super::Checked<'_>) -> cii_audit::Entry {
+    cii_audit::Entry {
+        kind: cii_audit::EntryKind::TransferPermitted as i32,
+        transfer_id: checked.id.to_string(),
+        sender: caller.institution.id.to_string(),
+        recipient: checked.counterparty.id.to_string(),
+        acting_user: caller.acting_user(),
+        exchange_type: exchange_type(checked),
+        purpose: checked.purpose.clone(),
+        trigger: checked.trigger.to_string(),
+        attestations: checked.attested.clone(),
+        ..cii_audit::Entry::default()
+    }
+}
+
 /// The message type sent (push) or answered (pull): a DPO selects entries by it.
 fn exchange_type(checked: &super::Checked<'_>) -> String {
     match &checked.direction {

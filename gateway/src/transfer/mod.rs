@@ -161,6 +161,7 @@ impl Transfers {
         if let Some(done) = self.replay(caller, &checked).await? {
             return Ok(done);
         }
+        cii_audit::entry::check(&entry::request_part(caller, &checked)).map_err(cii_audit::LogError::from)?;
         let consulted = self.consult(caller, checked).await?;
         let decided = self.decide(caller, consulted).await?;
         let sealed = self.seal(caller, &decided)?;
