@@ -49,6 +49,15 @@ async fn check_period(store: &cii_audit::Store, period: &str, now_micros: i64) -
     Ok(())
 }
 
+/// The readable entry at `index`, if there is one.
+async fn logged(store: &cii_audit::Store, index: u64) -> Result<Option<cii_audit::Entry>, GatewayError> {
+    let bytes = store
+        .entry_bytes(index)
+        .await
+        .map_err(|_| GatewayError::AuditUnreadable)?;
+    Ok(bytes.and_then(|b| cii_audit::entry::decode(&b).ok()))
+}
+
 /// The reason, checked: 1–500 characters, no control character, no AVS number.
 fn check_reason(reason: &str) -> Result<(), GatewayError> {
     let ok = !reason.trim().is_empty()
@@ -75,13 +84,7 @@ pub(crate) async fn request_entry(
     let role = role_of(caller)?;
     check_period(store, &request.period, now_micros).await?;
     check_reason(&request.reason)?;
-    let named = store
-        .entries(request.entry, 1)
-        .await
-        .map_err(|_| GatewayError::AuditUnreadable)?
-        .into_iter()
-        .find(|e| e.index == request.entry)
-        .and_then(|e| e.readable().and_then(|b| cii_audit::entry::decode(b).ok()));
+    let named = logged(store, request.entry).await?;
     if named.is_none_or(|e| cii_audit::body::period_of(e.time_micros) != request.period) {
         return Err(invalid("entry", "the index of a readable entry of that month"));
     }
@@ -108,13 +111,8 @@ pub(crate) async fn approval_entry(
 ) -> Result<cii_audit::Entry, GatewayError> {
     let role = role_of(caller)?;
     check_period(store, &request.period, now_micros).await?;
-    let asked = store
-        .entries(request.approve, 1)
-        .await
-        .map_err(|_| GatewayError::AuditUnreadable)?
-        .into_iter()
-        .find(|e| e.index == request.approve)
-        .and_then(|e| e.readable().and_then(|b| cii_audit::entry::decode(b).ok()))
+    let asked = logged(store, request.approve)
+        .await?
         .filter(|e| e.kind == pb::EntryKind::ShreddingRequested as i32)
         .ok_or(GatewayError::ShredApprovalInvalid(
             "approve names no early-shredding request",

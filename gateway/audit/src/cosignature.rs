@@ -65,6 +65,15 @@ impl Cosigner {
         })
     }
 
+    /// The key in `pem` as the witness `vkey` names it: its name from the vkey, and `None`
+    /// unless the key is the one the vkey lists (a key file and a registry that disagree).
+    pub fn for_vkey(pem: &str, vkey: &str) -> Option<Cosigner> {
+        let name = vkey.split('+').next()?;
+        Cosigner::from_pem(name, pem)
+            .ok()
+            .filter(|c| c.verifier().vkey() == vkey)
+    }
+
     /// The matching verifier.
     pub fn verifier(&self) -> CosignatureVerifier {
         let mut public = [0u8; 32];

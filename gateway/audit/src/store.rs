@@ -356,7 +356,6 @@ impl Store {
                     .await?;
                 }
                 tx.commit().await?;
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
             }
             Store::Postgres(pool) => {
                 // Through the owner's function: the service role has no UPDATE on the keys.
@@ -365,14 +364,46 @@ impl Store {
                     .bind(now_micros)
                     .execute(pool)
                     .await?;
-                // Rewrites the table so the destroyed keys' bytes go; only the table's owner
-                // may, so under a restricted service role the owner's maintenance does it.
+            }
+        }
+        self.scrub_destroyed_keys().await
+    }
+
+    /// Overwrites the bytes of destroyed keys where the database allows it: SQLite truncates
+    /// its WAL (`secure_delete` covers the file); PostgreSQL rewrites the key table, which only
+    /// its owner may, so under a restricted service role the owner's maintenance does it.
+    async fn scrub_destroyed_keys(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+            }
+            Store::Postgres(pool) => {
                 if let Err(e) = sqlx::query("VACUUM FULL audit_body_key").execute(pool).await {
                     tracing::warn!(error = %e, "VACUUM FULL audit_body_key not run; the table's owner must run it");
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether the table `name` exists (a store of an earlier release, opened read-only and so
+    /// not migrated, lacks the newer ones).
+    async fn has_table(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(pool) => {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?;
+                n > 0
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
     }
 
     /// Destroys the key of `period` before it is due, recording the logged approval
@@ -396,7 +427,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
             }
             Store::Postgres(pool) => {
                 sqlx::query("SELECT audit_shred_early($1, $2, $3)")
@@ -405,39 +435,21 @@ impl Store {
                     .bind(now_micros)
                     .execute(pool)
                     .await?;
-                if let Err(e) = sqlx::query("VACUUM FULL audit_body_key").execute(pool).await {
-                    tracing::warn!(error = %e, "VACUUM FULL audit_body_key not run; the table's owner must run it");
-                }
             }
         }
-        Ok(())
+        self.scrub_destroyed_keys().await
     }
 
     /// The months shredded early, each with the index of the approval it names (none for a
     /// store of an earlier release, opened read-only and so not migrated).
     pub async fn early_shreddings(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         const SELECT: &str = "SELECT period, approval_index FROM audit_early_shredding";
+        if !self.has_table("audit_early_shredding").await? {
+            return Ok(Default::default());
+        }
         let rows: Vec<(String, i64)> = match self {
-            Store::Sqlite(pool) => {
-                let table: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_early_shredding'",
-                )
-                .fetch_one(pool)
-                .await?;
-                if table == 0 {
-                    return Ok(Default::default());
-                }
-                sqlx::query_as(SELECT).fetch_all(pool).await?
-            }
-            Store::Postgres(pool) => {
-                let table: bool = sqlx::query_scalar("SELECT to_regclass('audit_early_shredding') IS NOT NULL")
-                    .fetch_one(pool)
-                    .await?;
-                if !table {
-                    return Ok(Default::default());
-                }
-                sqlx::query_as(SELECT).fetch_all(pool).await?
-            }
+            Store::Sqlite(pool) => sqlx::query_as(SELECT).fetch_all(pool).await?,
+            Store::Postgres(pool) => sqlx::query_as(SELECT).fetch_all(pool).await?,
         };
         Ok(rows
             .into_iter()
@@ -449,27 +461,12 @@ impl Store {
     /// read-only and so not migrated, has none).
     pub async fn retention_days(&self) -> Result<Option<u32>, StoreError> {
         const SELECT: &str = "SELECT retention_days FROM audit_retention WHERE id = 1";
+        if !self.has_table("audit_retention").await? {
+            return Ok(None);
+        }
         let days: Option<i64> = match self {
-            Store::Sqlite(pool) => {
-                let table: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_retention'",
-                )
-                .fetch_one(pool)
-                .await?;
-                if table == 0 {
-                    return Ok(None);
-                }
-                sqlx::query_scalar(SELECT).fetch_optional(pool).await?
-            }
-            Store::Postgres(pool) => {
-                let table: bool = sqlx::query_scalar("SELECT to_regclass('audit_retention') IS NOT NULL")
-                    .fetch_one(pool)
-                    .await?;
-                if !table {
-                    return Ok(None);
-                }
-                sqlx::query_scalar(SELECT).fetch_optional(pool).await?
-            }
+            Store::Sqlite(pool) => sqlx::query_scalar(SELECT).fetch_optional(pool).await?,
+            Store::Postgres(pool) => sqlx::query_scalar(SELECT).fetch_optional(pool).await?,
         };
         Ok(days.and_then(|d| u32::try_from(d).ok()))
     }

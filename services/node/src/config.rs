@@ -208,17 +208,14 @@ fn cosigning_key(
         };
     };
     let key = crate::witness::CosigningKey(config::read_secret(path, "audit.cosigning_key_file", file)?.to_string());
-    if let Some(listed) = listed {
-        let name = listed.vkey.split('+').next().unwrap_or_default();
-        let matches =
-            cii_audit::cosignature::Cosigner::from_pem(name, &key.0).is_ok_and(|c| c.verifier().vkey() == listed.vkey);
-        if !matches {
-            return Err(ConfigError::invalid(
-                path,
-                "audit.cosigning_key_file",
-                "not the key of the registry's witness_vkey for this institution (`cii witness vkey` prints a key's vkey)",
-            ));
-        }
+    if let Some(listed) = listed
+        && cii_audit::cosignature::Cosigner::for_vkey(&key.0, &listed.vkey).is_none()
+    {
+        return Err(ConfigError::invalid(
+            path,
+            "audit.cosigning_key_file",
+            "not the key of the registry's witness_vkey for this institution (`cii witness vkey` prints a key's vkey)",
+        ));
     }
     Ok(Some(key))
 }

@@ -105,9 +105,7 @@ impl WitnessConfig {
         .map_err(|e| ConfigError::invalid(path, "verifier_key_file", e.to_string()))?;
         let cosigning_key =
             CosigningKey(config::read_secret(path, "cosigning_key_file", &file.cosigning_key_file)?.to_string());
-        let matches = cii_audit::cosignature::Cosigner::from_pem(name.as_str(), &cosigning_key.0)
-            .is_ok_and(|c| c.verifier().vkey() == listed.vkey);
-        if !matches {
+        if cii_audit::cosignature::Cosigner::for_vkey(&cosigning_key.0, &listed.vkey).is_none() {
             return Err(ConfigError::invalid(
                 path,
                 "cosigning_key_file",

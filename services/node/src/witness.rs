@@ -267,13 +267,9 @@ impl LogWitness {
             .iter()
             .find(|w| w.identity == *identity)
             .ok_or(WitnessFailure::NotAWitness("the registry does not list this witness"))?;
-        let name = listed.vkey.split('+').next().unwrap_or_default();
-        let cosigner = Cosigner::from_pem(name, &key.0)
-            .ok()
-            .filter(|c| c.verifier().vkey() == listed.vkey)
-            .ok_or(WitnessFailure::NotAWitness(
-                "the cosigning key is not the one the registry lists",
-            ))?;
+        let cosigner = Cosigner::for_vkey(&key.0, &listed.vkey).ok_or(WitnessFailure::NotAWitness(
+            "the cosigning key is not the one the registry lists",
+        ))?;
         let proof = hashes(proof)?;
         let mut witness = self.witness.lock().await;
         if self.in_alarm() {
