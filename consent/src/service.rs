@@ -435,11 +435,12 @@ impl ConsentRegistry for ConsentService {
             .serves(&person, &request.sender, at)
             .await
             .map_err(|e| self.store_error(e))?;
-        answer.recipient_serves_person = self
+        answer.recipient_capacities = self
             .store
-            .serves(&person, &request.recipient, at)
+            .capacities(&person, &request.recipient, at)
             .await
             .map_err(|e| self.store_error(e))?;
+        answer.recipient_serves_person = !answer.recipient_capacities.is_empty();
         tracing::debug!(
             sender = %request.sender,
             recipient = %request.recipient,

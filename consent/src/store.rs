@@ -456,6 +456,20 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// The capacities in which `institution` serves `person` at `at`, sorted, each once.
+    pub async fn capacities(&self, person: &Person, institution: &str, at: Micros) -> Result<Vec<String>, StoreError> {
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT capacity FROM relationship WHERE person = $1 AND institution = $2 \
+             AND since_micros <= $3 AND (until_micros IS NULL OR until_micros > $3) ORDER BY capacity",
+        )
+        .bind(person.to_vec())
+        .bind(institution)
+        .bind(at)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(found)
+    }
+
     /// Puts every consent whose period ended before `now` (and that was not
     /// revoked) into the change feed, once. Returns how many were added.
     pub async fn sweep_expired(&self, now: Micros) -> Result<usize, StoreError> {

@@ -228,6 +228,9 @@ impl GatewayConfig {
             let rulebook = rulebook.clone();
             Arc::new(move |next: &Registry| {
                 cii_policy::fit::check_agreement(&rulebook, |id| next.get(id).map(|m| m.kind))
+                    .and_then(|()| {
+                        cii_policy::fit::check_types(&rulebook, next.institutions().map(|m| (&m.id, m.kind)))
+                    })
                     .map_err(|e| e.to_string())
             })
         });
@@ -280,6 +283,8 @@ fn rulebook(path: &Path, file: &GatewayFile, registry: &Registry) -> Result<cii_
         .map_err(|e| invalid(&e))?;
     let rulebook = cii_policy::fit::load(files, today).map_err(|e| invalid(&e))?;
     cii_policy::fit::check_agreement(&rulebook, |id| registry.get(id).map(|m| m.kind)).map_err(|e| invalid(&e))?;
+    cii_policy::fit::check_types(&rulebook, registry.institutions().map(|m| (&m.id, m.kind)))
+        .map_err(|e| invalid(&e))?;
     cii_policy::fit::check_contract(&rulebook).map_err(|e| invalid(&e))?;
     Ok(rulebook)
 }

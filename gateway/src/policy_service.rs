@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cii_policy::decide::{Facts, Transfer};
-use cii_policy::{Fact, Lang, Rulebook, Trigger};
+use cii_policy::{Lang, Rulebook, Trigger};
 use cii_proto::policy::{self as pb, policy_server::Policy};
 use tonic::{Request, Response, Status};
 
@@ -58,7 +58,9 @@ impl Policy for PolicyService {
         };
         let mut given = Facts::default();
         for (key, value) in &facts {
-            let fact = Fact::parse("fact", key).map_err(|e| invalid("facts", e.to_string()))?;
+            let fact = rb
+                .fact_index(key)
+                .ok_or_else(|| invalid("facts", format!("fact `{key}` is not declared by the rulebook")))?;
             let value = value
                 .parse::<bool>()
                 .map_err(|_| invalid("facts", format!("fact `{key}` must be true or false")))?;
@@ -76,6 +78,8 @@ impl Policy for PolicyService {
             purpose,
             categories,
             persons: 1,
+            // A hypothetical transfer is explained as an individual case.
+            case_reference: Some("explain".to_owned()),
             facts: given,
             consents: Vec::new(),
             date: time::OffsetDateTime::now_utc().date(),

@@ -22,7 +22,7 @@ fn category_id(rb: &Rulebook, i: usize) -> String {
 
 fn reason(rb: &Rulebook, r: &Reason) -> pb::Reason {
     let text = |lang| match r.condition {
-        Some(c) => format!("{}: {}", r.code.as_str(), condition_label(c, lang)),
+        Some(c) => format!("{}: {}", r.code.as_str(), condition_label(rb, c, lang)),
         None => r.code.as_str().to_owned(),
     };
     pb::Reason {

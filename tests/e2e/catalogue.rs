@@ -456,6 +456,7 @@ async fn every_catalogue_exchange_is_permitted_in_its_case_and_refused_outside_i
         let answer = node(c.from)
             .send(with_token(
                 node_pb::SendRequest {
+                    case_reference: "case-1".into(),
                     transfer_id: format!("cat-{n}"),
                     recipient: c.to.into(),
                     local_record_id: if statistics {

@@ -86,6 +86,7 @@ fn early_detection() -> xt::EarlyDetectionReport {
 
 fn report(transfer_id: &str, facts: &[&str]) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        case_reference: "case-1".into(),
         transfer_id: transfer_id.into(),
         recipient: "AI-VS".into(),
         local_record_id: "ORP-VS-1".into(),
@@ -298,6 +299,7 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
 
 fn cost_bearer_request(transfer_id: &str) -> node_pb::RequestRequest {
     node_pb::RequestRequest {
+        case_reference: "case-1".into(),
         transfer_id: transfer_id.into(),
         holder: "AI-VS".into(),
         local_record_id: "ORP-VS-1".into(),
@@ -455,6 +457,7 @@ async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
 
     // LPGA art. 32: the ORP asks the social service; without a written, reasoned request, refused.
     let mut lpga = node_pb::RequestRequest {
+        case_reference: "case-1".into(),
         transfer_id: "lpga-1".into(),
         holder: "AS-VS".into(),
         local_record_id: "ORP-VS-1".into(),
@@ -529,6 +532,7 @@ async fn record_orp_consent(net: &Network, consent: consent_pb::ConsentRecord) -
 
 fn handover(transfer_id: &str) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        case_reference: "case-1".into(),
         transfer_id: transfer_id.into(),
         recipient: "AS-VS".into(),
         local_record_id: "ORP-VS-1".into(),
@@ -560,6 +564,7 @@ async fn a_consent_based_transfer_passes_until_the_revocation_and_the_recipient_
         &net,
         AS,
         node_pb::RequestRequest {
+            case_reference: "case-1".into(),
             transfer_id: "cs-1".into(),
             holder: "ORP-VS".into(),
             local_record_id: "AS-VS-1".into(),
@@ -1027,6 +1032,7 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
         &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
     ));
     let valid = gw::TransferRequest {
+        case_reference: "case-1".into(),
         transfer_id: "bad-1".into(),
         counterparty: "AI-VS".into(),
         direction: gw::transfer_request::Direction::Push as i32,

@@ -18,6 +18,7 @@ const NEWER: &str = "HEALTH-BETA-9z";
 
 fn ask(transfer_id: &str) -> node_pb::RequestRequest {
     node_pb::RequestRequest {
+        case_reference: "case-1".into(),
         transfer_id: transfer_id.into(),
         holder: "AI-VS".into(),
         local_record_id: "ORP-VS-1".into(),

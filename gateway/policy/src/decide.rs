@@ -6,7 +6,8 @@
 //! - `from` is always the institution that discloses the data;
 //! - the trigger only selects the candidate bases; a condition holds only
 //!   through its fact, a rulebook attestation or a consent: a fact not given is false;
-//! - `persons > 1` fails `case_by_case`;
+//! - a basis limited to cantons applies only when the discloser is in one of them;
+//! - `persons > 1`, or no case reference, fails `case_by_case`;
 //! - a category is released if a basis that holds permits it (and, for a basis
 //!   resting on consent, the consent covers it); every other category asked for
 //!   is withheld with its reason; nothing released means Deny;
@@ -18,33 +19,48 @@ use std::sync::Arc;
 use cii_types::{InstitutionId, InstitutionType};
 use time::Date;
 
-use crate::rulebook::{Basis, Rulebook};
-use crate::vocab::{Condition, Fact, ObligationKind, Owner, Regime, Trigger};
+use crate::rulebook::{Basis, Rule, Rulebook};
+use crate::vocab::{Builtin, Owner, Regime, Trigger};
 
-/// A party of a transfer: its type, and its registry id when known.
+/// A party of a transfer: its type, and its registry id and canton when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Party {
     /// Institution type.
     pub kind: InstitutionType,
     /// Registry id (needed for reciprocity and cantonal-release attestations).
     pub id: Option<InstitutionId>,
+    /// Canton (two letters), for bases limited to cantons; else the rulebook's, if it names the institution.
+    pub canton: Option<String>,
 }
 
 impl Party {
     /// A party known only by type.
     pub fn of_type(kind: InstitutionType) -> Party {
-        Party { kind, id: None }
+        Party {
+            kind,
+            id: None,
+            canton: None,
+        }
+    }
+
+    /// A registry member.
+    pub fn member(kind: InstitutionType, id: InstitutionId, canton: Option<String>) -> Party {
+        Party {
+            kind,
+            id: Some(id),
+            canton,
+        }
     }
 }
 
-/// The facts given with a transfer (absent means false).
+/// The facts given with a transfer, by index into the rulebook's facts (absent means false).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Facts(u32);
+pub struct Facts(u64);
 
 impl Facts {
-    /// Sets a fact.
-    pub fn set(&mut self, fact: Fact, value: bool) {
-        let bit = 1u32 << fact_bit(fact);
+    /// Sets fact `i` (an index into `Rulebook::facts`).
+    pub fn set(&mut self, i: usize, value: bool) {
+        let bit = 1u64.checked_shl(i as u32).unwrap_or(0);
         if value {
             self.0 |= bit;
         } else {
@@ -52,14 +68,24 @@ impl Facts {
         }
     }
 
-    /// Whether a fact holds.
-    pub fn get(self, fact: Fact) -> bool {
-        self.0 & (1u32 << fact_bit(fact)) != 0
+    /// Whether fact `i` holds.
+    pub fn get(self, i: usize) -> bool {
+        self.0 & 1u64.checked_shl(i as u32).unwrap_or(0) != 0
     }
-}
 
-fn fact_bit(fact: Fact) -> u32 {
-    Fact::ALL.iter().position(|f| *f == fact).map_or(31, |i| i as u32)
+    /// The facts named, each declared by `rulebook`; the first unknown name is the error.
+    pub fn named<'a>(rulebook: &Rulebook, names: impl IntoIterator<Item = &'a str>) -> Result<Facts, String> {
+        let mut facts = Facts::default();
+        for name in names {
+            facts.set(rulebook.fact_index(name).ok_or_else(|| name.to_owned())?, true);
+        }
+        Ok(facts)
+    }
+
+    /// The indices of the facts given.
+    pub fn indices(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |i| self.get(*i))
+    }
 }
 
 /// A consent the registry found for this sender, recipient and person.
@@ -90,6 +116,8 @@ pub struct Transfer {
     pub categories: Vec<String>,
     /// Number of persons concerned.
     pub persons: u32,
+    /// The case or request reference of the individual case, if given.
+    pub case_reference: Option<String>,
     /// Facts and attestations.
     pub facts: Facts,
     /// Consents found.
@@ -145,6 +173,8 @@ pub enum ReasonCode {
     ConsentDoesNotCover,
     /// The basis never releases medical data.
     MedicalDataExcluded,
+    /// The basis never releases sensitive data.
+    SensitiveDataExcluded,
     /// The transfer is denied: no basis holds.
     NoBasisHolds,
 }
@@ -160,6 +190,7 @@ impl ReasonCode {
             ReasonCode::CategoryNotPermitted => "CATEGORY_NOT_PERMITTED",
             ReasonCode::ConsentDoesNotCover => "CONSENT_DOES_NOT_COVER",
             ReasonCode::MedicalDataExcluded => "MEDICAL_DATA_EXCLUDED",
+            ReasonCode::SensitiveDataExcluded => "SENSITIVE_DATA_EXCLUDED",
             ReasonCode::NoBasisHolds => "NO_BASIS_HOLDS",
         }
     }
@@ -172,8 +203,8 @@ pub struct Reason {
     pub code: ReasonCode,
     /// The basis concerned.
     pub basis: Option<usize>,
-    /// The condition concerned.
-    pub condition: Option<Condition>,
+    /// The condition concerned (index into `Rulebook::conditions`).
+    pub condition: Option<usize>,
 }
 
 /// A category asked for and not released.
@@ -188,8 +219,8 @@ pub struct Withheld {
 /// An obligation created by a permit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Obligation {
-    /// What must be done.
-    pub kind: ObligationKind,
+    /// What must be done (index into `Rulebook::obligation_kinds`).
+    pub kind: usize,
     /// Who must do it (role).
     pub owner: Owner,
     /// Who must do it (the party).
@@ -287,6 +318,8 @@ pub enum BasisOutcome {
     Inactive,
     /// Not in force on the date.
     NotInForce,
+    /// Limited to cantons the discloser is not in.
+    OtherCanton,
     /// Does not cover the trigger.
     TriggerNotCovered,
     /// Does not permit the purpose.
@@ -302,8 +335,8 @@ pub enum BasisOutcome {
 /// How one condition was evaluated (for `explain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionTrace {
-    /// The condition.
-    pub condition: Condition,
+    /// The condition (index into `Rulebook::conditions`).
+    pub condition: usize,
     /// Whether it held.
     pub held: bool,
     /// Where the answer came from.
@@ -313,10 +346,14 @@ pub struct ConditionTrace {
 /// Where a condition's answer came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// The number of persons.
-    Persons(u32),
-    /// A fact as given (or absent).
-    Fact(Fact),
+    /// The number of persons and whether a case reference was given.
+    Persons(u32, bool),
+    /// A fact as given (or absent), by index into `Rulebook::facts`.
+    Fact(usize),
+    /// The conditions it combines, each with whether it held.
+    Combined(Vec<(usize, bool)>),
+    /// A federal duty to disclose (index into `Rulebook::federal_duties`), or none found.
+    Duty(Option<usize>),
     /// A rulebook attestation, with its citation.
     Attestation(InstitutionId, String),
     /// A consent, by reference.
@@ -395,6 +432,15 @@ fn consent_mask(rulebook: &Rulebook, t: &Transfer, written: bool) -> (u64, Optio
     (mask, reference)
 }
 
+/// Whether the stand-in fact `i` (scenarios, `explain`) is given.
+fn standin(t: &Transfer, i: Option<usize>) -> bool {
+    i.is_some_and(|i| t.facts.get(i))
+}
+
+fn standin_source(i: Option<usize>) -> Source {
+    i.map_or(Source::NotApplicable, Source::Fact)
+}
+
 fn reciprocity(rulebook: &Rulebook, t: &Transfer) -> (bool, Source) {
     if let Some(facts) = t.to.id.as_ref().and_then(|id| rulebook.institutions.get(id))
         && let Some(att) = facts
@@ -404,30 +450,60 @@ fn reciprocity(rulebook: &Rulebook, t: &Transfer) -> (bool, Source) {
     {
         return (true, Source::Attestation(facts.id.clone(), att.citation.clone()));
     }
-    (
-        t.facts.get(Fact::RecipientGrantsReciprocity),
-        Source::Fact(Fact::RecipientGrantsReciprocity),
-    )
+    let i = rulebook.standins.reciprocity;
+    (standin(t, i), standin_source(i))
+}
+
+/// A party's formal-law release from secrecy in force on the transfer's date.
+fn release(rulebook: &Rulebook, t: &Transfer, party: &Party) -> (bool, Source) {
+    let facts = party.id.as_ref().and_then(|id| rulebook.institutions.get(id));
+    match facts.and_then(|f| f.cantonal_release.iter().find(|r| r.since <= t.date).map(|r| (f, r))) {
+        Some((f, r)) => (true, Source::Attestation(f.id.clone(), r.citation.clone())),
+        None => {
+            let i = rulebook.standins.release;
+            (standin(t, i), standin_source(i))
+        }
+    }
 }
 
 /// Every party under cantonal data-protection law must have a cantonal formal-law release.
 fn cantonal_release(rulebook: &Rulebook, t: &Transfer) -> (bool, Source) {
     let mut source = Source::NotApplicable;
     for party in [&t.from, &t.to] {
-        let facts = party.id.as_ref().and_then(|id| rulebook.institutions.get(id));
-        let regime = facts
+        let regime = party
+            .id
+            .as_ref()
+            .and_then(|id| rulebook.institutions.get(id))
             .map(|f| f.regime)
             .or_else(|| rulebook.types.get(&party.kind).map(|i| i.regime));
         if regime != Some(Regime::Cantonal) {
             continue;
         }
-        match facts.and_then(|f| f.cantonal_release.iter().find(|r| r.since <= t.date).map(|r| (f, r))) {
-            Some((f, r)) => source = Source::Attestation(f.id.clone(), r.citation.clone()),
-            None if t.facts.get(Fact::CantonalRelease) => source = Source::Fact(Fact::CantonalRelease),
-            None => return (false, Source::Fact(Fact::CantonalRelease)),
+        let (held, from) = release(rulebook, t, party);
+        if !held {
+            return (false, from);
         }
+        source = from;
     }
     (true, source)
+}
+
+/// A fact the rulebook attests about the discloser (`[[institution.status]]`), in force on the date.
+fn status(rulebook: &Rulebook, t: &Transfer, fact: usize) -> Option<Source> {
+    let facts = t.from.id.as_ref().and_then(|id| rulebook.institutions.get(id))?;
+    let st = facts.status.iter().find(|s| s.fact == fact && s.since <= t.date)?;
+    Some(Source::Attestation(facts.id.clone(), st.citation.clone()))
+}
+
+/// The discloser's canton: as the transfer gives it, else as the rulebook records it.
+fn discloser_canton<'a>(rulebook: &'a Rulebook, t: &'a Transfer) -> Option<&'a str> {
+    t.from.canton.as_deref().or_else(|| {
+        t.from
+            .id
+            .as_ref()
+            .and_then(|id| rulebook.institutions.get(id))
+            .and_then(|f| f.canton.as_deref())
+    })
 }
 
 struct BasisResult {
@@ -435,6 +511,89 @@ struct BasisResult {
     allowed: u64,
     consent_cut: u64,
     medical_cut: u64,
+    sensitive_cut: u64,
+}
+
+/// Evaluates the conditions of one basis, narrowing the categories it may release.
+struct ConditionEval<'a> {
+    rulebook: &'a Rulebook,
+    t: &'a Transfer,
+    allowed: u64,
+    consent_cut: u64,
+    medical_cut: u64,
+    sensitive_cut: u64,
+}
+
+impl ConditionEval<'_> {
+    fn category_mask(&self, pick: impl Fn(&crate::rulebook::Category) -> bool) -> u64 {
+        self.rulebook
+            .categories
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| pick(c))
+            .fold(0u64, |m, (i, _)| m | (1 << i))
+    }
+
+    fn condition(&mut self, i: usize) -> (bool, Source) {
+        let Some(decl) = self.rulebook.conditions.get(i) else {
+            return (false, Source::NotApplicable);
+        };
+        match &decl.rule {
+            Rule::Fact(f) => match status(self.rulebook, self.t, *f) {
+                Some(source) => (true, source),
+                None => (self.t.facts.get(*f), Source::Fact(*f)),
+            },
+            Rule::Builtin(b) => self.builtin(*b),
+            Rule::AllOf(list) => {
+                let results: Vec<(usize, bool)> = list.iter().map(|j| (*j, self.condition(*j).0)).collect();
+                (results.iter().all(|(_, held)| *held), Source::Combined(results))
+            }
+            Rule::AnyOf(list) => {
+                let results: Vec<(usize, bool)> = list.iter().map(|j| (*j, self.condition(*j).0)).collect();
+                (results.iter().any(|(_, held)| *held), Source::Combined(results))
+            }
+        }
+    }
+
+    fn builtin(&mut self, b: Builtin) -> (bool, Source) {
+        let t = self.t;
+        match b {
+            Builtin::CaseByCase => {
+                let referenced = t.case_reference.as_deref().is_some_and(|r| !r.trim().is_empty());
+                (t.persons == 1 && referenced, Source::Persons(t.persons, referenced))
+            }
+            Builtin::Consent | Builtin::WrittenConsent => {
+                let (mask, reference) = consent_mask(self.rulebook, t, b == Builtin::WrittenConsent);
+                self.consent_cut |= self.allowed & !mask;
+                self.allowed &= mask;
+                (self.allowed != 0, Source::Consent(reference))
+            }
+            Builtin::Reciprocity => reciprocity(self.rulebook, t),
+            Builtin::CantonalRelease => cantonal_release(self.rulebook, t),
+            Builtin::RecipientFormalRelease => release(self.rulebook, t, &t.to),
+            Builtin::FederalDuty => {
+                let duty = self.rulebook.federal_duties.iter().position(|d| {
+                    d.from.contains(&t.from.kind)
+                        && d.to.contains(&t.to.kind)
+                        && (d.triggers.is_empty() || t.trigger.is_none_or(|tr| d.triggers.contains(&tr)))
+                        && d.facts.iter().all(|f| t.facts.get(*f))
+                });
+                (duty.is_some(), Source::Duty(duty))
+            }
+            Builtin::NoMedicalData => {
+                let medical = self.category_mask(|c| c.medical);
+                self.medical_cut |= self.allowed & medical;
+                self.allowed &= !medical;
+                (true, Source::Restriction)
+            }
+            Builtin::NoSensitiveData => {
+                let sensitive = self.category_mask(|c| c.sensitivity == crate::vocab::Sensitivity::Sensitive);
+                self.sensitive_cut |= self.allowed & sensitive;
+                self.allowed &= !sensitive;
+                (true, Source::Restriction)
+            }
+        }
+    }
 }
 
 fn evaluate_basis(
@@ -443,38 +602,19 @@ fn evaluate_basis(
     t: &Transfer,
     asked: u64,
     trace: Option<&mut Vec<ConditionTrace>>,
-) -> (BasisResult, Vec<Condition>) {
-    let mut allowed = b.category_mask & asked;
-    let (mut consent_cut, mut medical_cut) = (0, 0);
+) -> (BasisResult, Vec<usize>) {
+    let mut eval = ConditionEval {
+        rulebook,
+        t,
+        allowed: b.category_mask & asked,
+        consent_cut: 0,
+        medical_cut: 0,
+        sensitive_cut: 0,
+    };
     let mut failed = Vec::new();
     let mut traces = Vec::new();
     for &condition in &b.conditions {
-        let (held, source) = match condition {
-            Condition::CaseByCase => (t.persons == 1, Source::Persons(t.persons)),
-            Condition::Consent | Condition::WrittenConsent => {
-                let (mask, reference) = consent_mask(rulebook, t, condition == Condition::WrittenConsent);
-                consent_cut |= allowed & !mask;
-                allowed &= mask;
-                (allowed != 0, Source::Consent(reference))
-            }
-            Condition::Reciprocity => reciprocity(rulebook, t),
-            Condition::CantonalRelease => cantonal_release(rulebook, t),
-            Condition::NoMedicalData => {
-                let medical = rulebook
-                    .categories
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.medical)
-                    .fold(0u64, |m, (i, _)| m | (1 << i));
-                medical_cut |= allowed & medical;
-                allowed &= !medical;
-                (true, Source::Restriction)
-            }
-            other => match other.fact() {
-                Some(fact) => (t.facts.get(fact), Source::Fact(fact)),
-                None => (false, Source::NotApplicable),
-            },
-        };
+        let (held, source) = eval.condition(condition);
         if !held {
             failed.push(condition);
         }
@@ -492,9 +632,10 @@ fn evaluate_basis(
     (
         BasisResult {
             held: failed.is_empty(),
-            allowed,
-            consent_cut,
-            medical_cut,
+            allowed: eval.allowed,
+            consent_cut: eval.consent_cut,
+            medical_cut: eval.medical_cut,
+            sensitive_cut: eval.sensitive_cut,
         },
         failed,
     )
@@ -521,7 +662,8 @@ fn evaluate(
         .get(&(t.from.kind, t.to.kind))
         .map_or(&[][..], Vec::as_slice);
 
-    let (mut released, mut consent_cut, mut medical_cut) = (0u64, 0u64, 0u64);
+    let (mut released, mut consent_cut, mut medical_cut, mut sensitive_cut) = (0u64, 0u64, 0u64, 0u64);
+    let canton = discloser_canton(rulebook, t);
     let mut holding = Vec::new();
     let mut reasons = Vec::new();
     let mut trigger_misses = Vec::new();
@@ -543,6 +685,10 @@ fn evaluate(
         }
         if !b.in_force(t.date) {
             record(BasisOutcome::NotInForce, Vec::new());
+            continue;
+        }
+        if !b.cantons.is_empty() && !canton.is_some_and(|c| b.cantons.iter().any(|x| x == c)) {
+            record(BasisOutcome::OtherCanton, Vec::new());
             continue;
         }
         if t.trigger.is_some_and(|tr| !b.triggers.contains(&tr)) {
@@ -572,6 +718,7 @@ fn evaluate(
         }
         consent_cut |= result.consent_cut;
         medical_cut |= result.medical_cut;
+        sensitive_cut |= result.sensitive_cut;
         if result.allowed == 0 {
             reasons.push(Reason {
                 code: ReasonCode::CategoryNotPermitted,
@@ -592,6 +739,8 @@ fn evaluate(
             let bit = 1u64 << category;
             let reason = if medical_cut & bit != 0 {
                 ReasonCode::MedicalDataExcluded
+            } else if sensitive_cut & bit != 0 {
+                ReasonCode::SensitiveDataExcluded
             } else if consent_cut & bit != 0 {
                 ReasonCode::ConsentDoesNotCover
             } else if released == 0 {

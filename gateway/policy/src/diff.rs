@@ -12,7 +12,7 @@ use cii_types::InstitutionType;
 
 use crate::decide::{ConsentFound, Decision, Facts, Party, Transfer, decide};
 use crate::rulebook::{Basis, Rulebook};
-use crate::vocab::{Fact, Trigger};
+use crate::vocab::Trigger;
 
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +80,28 @@ fn changed_fields(old_rb: &Rulebook, a: &Basis, new_rb: &Rulebook, b: &Basis) ->
     if sorted(names(old_rb, &a.categories, true)) != sorted(names(new_rb, &b.categories, true)) {
         fields.push("categories");
     }
-    if a.conditions != b.conditions {
+    let condition_ids = |rb: &Rulebook, v: &[usize]| -> Vec<String> {
+        v.iter()
+            .filter_map(|i| rb.conditions.get(*i))
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    if condition_ids(old_rb, &a.conditions) != condition_ids(new_rb, &b.conditions) {
         fields.push("conditions");
     }
-    if a.obligations != b.obligations {
+    let obligations = |rb: &Rulebook, v: &[crate::rulebook::ObligationSpec]| -> Vec<String> {
+        v.iter()
+            .map(|o| {
+                let kind = rb.obligation_kinds.get(o.kind).map_or("?", |k| k.id.as_str());
+                format!("{kind}/{}/{}", o.owner, o.due_days)
+            })
+            .collect()
+    };
+    if obligations(old_rb, &a.obligations) != obligations(new_rb, &b.obligations) {
         fields.push("obligations");
+    }
+    if a.cantons != b.cantons {
+        fields.push("cantons");
     }
     fields
 }
@@ -135,22 +152,28 @@ pub fn diff(old: &Rulebook, new: &Rulebook, date: Date) -> Vec<Change> {
     let mut purposes: Vec<String> = old.purposes.iter().chain(&new.purposes).map(|p| p.id.clone()).collect();
     purposes.sort();
     purposes.dedup();
-    let mut facts = Facts::default();
-    for f in Fact::ALL {
-        facts.set(*f, true);
-    }
-    for from in InstitutionType::ALL {
-        for to in InstitutionType::ALL {
+    // Every fact of each rulebook given (facts are declared per rulebook, so each has its own set).
+    let all_facts = |rb: &Rulebook| {
+        let mut facts = Facts::default();
+        (0..rb.facts.len()).for_each(|i| facts.set(i, true));
+        facts
+    };
+    let (old_facts, new_facts) = (all_facts(old), all_facts(new));
+    let types: std::collections::BTreeSet<InstitutionType> =
+        old.types.keys().chain(new.types.keys()).copied().collect();
+    for &from in &types {
+        for &to in &types {
             for trigger in Trigger::ALL {
                 for purpose in &purposes {
-                    let transfer = Transfer {
+                    let mut transfer = Transfer {
                         from: Party::of_type(from),
                         to: Party::of_type(to),
                         trigger: Some(*trigger),
                         purpose: purpose.clone(),
                         categories: categories.clone(),
                         persons: 1,
-                        facts,
+                        case_reference: Some("diff".to_owned()),
+                        facts: old_facts,
                         consents: vec![ConsentFound {
                             reference: "diff".to_owned(),
                             categories: categories.clone(),
@@ -159,11 +182,14 @@ pub fn diff(old: &Rulebook, new: &Rulebook, date: Date) -> Vec<Change> {
                         }],
                         date,
                     };
-                    let summarize = |rb: &Rulebook| match decide(rb, &transfer) {
-                        Ok(d) => summary(rb, &d),
-                        Err(e) => format!("not decidable ({e})"),
+                    let mut summarize = |rb: &Rulebook, facts: Facts| {
+                        transfer.facts = facts;
+                        match decide(rb, &transfer) {
+                            Ok(d) => summary(rb, &d),
+                            Err(e) => format!("not decidable ({e})"),
+                        }
                     };
-                    let (a, b) = (summarize(old), summarize(new));
+                    let (a, b) = (summarize(old, old_facts), summarize(new, new_facts));
                     if a != b {
                         changes.push(Change::Decision(format!("{from} → {to}, {trigger}, {purpose}"), a, b));
                     }

@@ -7,8 +7,9 @@ use std::fmt::Write;
 use crate::decide::{
     BasisOutcome, ConditionTrace, Decision, Evaluation, InputError, ReasonCode, Source, Transfer, evaluate_traced,
 };
+use crate::rulebook::Rule;
 use crate::rulebook::Rulebook;
-use crate::vocab::{Condition, Lang, ObligationKind, Status};
+use crate::vocab::{Builtin, Lang, Status};
 
 /// Picks the text of `lang`.
 pub(crate) fn l(lang: Lang, fr: &'static str, de: &'static str, en: &'static str) -> &'static str {
@@ -19,100 +20,9 @@ pub(crate) fn l(lang: Lang, fr: &'static str, de: &'static str, en: &'static str
     }
 }
 
-/// What a condition means, in words.
-pub fn condition_label(c: Condition, lang: Lang) -> &'static str {
-    match c {
-        Condition::CaseByCase => l(
-            lang,
-            "cas d'espèce (une seule personne)",
-            "Einzelfall (eine einzige Person)",
-            "individual case (one person only)",
-        ),
-        Condition::WrittenRequest => l(
-            lang,
-            "demande écrite et motivée",
-            "schriftliches und begründetes Gesuch",
-            "written and reasoned request",
-        ),
-        Condition::Consent => l(
-            lang,
-            "consentement de la personne",
-            "Einwilligung der Person",
-            "consent of the person",
-        ),
-        Condition::WrittenConsent => l(
-            lang,
-            "consentement écrit dans le cas d'espèce",
-            "schriftliche Einwilligung im Einzelfall",
-            "written consent in the individual case",
-        ),
-        Condition::RecipientServesPerson => l(
-            lang,
-            "le destinataire suit la personne",
-            "die Empfängerin betreut die Person",
-            "the recipient serves the person",
-        ),
-        Condition::Reciprocity => l(
-            lang,
-            "le destinataire accorde la réciprocité",
-            "die Empfängerin gewährt Gegenrecht",
-            "the recipient grants reciprocity",
-        ),
-        Condition::CantonalRelease => l(
-            lang,
-            "levée du secret par une loi cantonale formelle",
-            "Entbindung durch ein kantonales formelles Gesetz",
-            "release by a cantonal formal law",
-        ),
-        Condition::CostBearerUnclear => l(
-            lang,
-            "l'organe compétent n'est pas encore clair",
-            "der zuständige Kostenträger ist noch nicht klar",
-            "the competent cost bearer is not yet clear",
-        ),
-        Condition::NoOverridingPrivateInterest => l(
-            lang,
-            "aucun intérêt privé prépondérant ne s'y oppose",
-            "kein überwiegendes Privatinteresse steht entgegen",
-            "no overriding private interest opposes it",
-        ),
-        Condition::PersonInformedBefore => l(
-            lang,
-            "personne informée au préalable",
-            "Person vorgängig informiert",
-            "person informed beforehand",
-        ),
-        Condition::NoMedicalData => l(
-            lang,
-            "aucune donnée médicale",
-            "keine medizinischen Daten",
-            "no medical data",
-        ),
-        Condition::RefugeeOrProvisionallyAdmitted => l(
-            lang,
-            "réfugié reconnu ou admis à titre provisoire",
-            "anerkannter Flüchtling oder vorläufig aufgenommen",
-            "recognised refugee or provisionally admitted",
-        ),
-        Condition::EmployabilityEstablished => l(
-            lang,
-            "employabilité établie",
-            "Arbeitsmarktfähigkeit festgestellt",
-            "employability established",
-        ),
-        Condition::ReceivesSocialAid => l(
-            lang,
-            "perçoit l'aide sociale",
-            "bezieht Sozialhilfe",
-            "receives social assistance",
-        ),
-        Condition::ReceivesPc => l(
-            lang,
-            "perçoit des prestations complémentaires",
-            "bezieht Ergänzungsleistungen",
-            "receives supplementary benefits",
-        ),
-    }
+/// What a condition means, in words (as the rulebook declares it).
+pub fn condition_label(rb: &Rulebook, c: usize, lang: Lang) -> &str {
+    rb.conditions.get(c).map_or("?", |d| d.labels.get(lang))
 }
 
 fn reason_label(code: ReasonCode, lang: Lang) -> &'static str {
@@ -154,6 +64,12 @@ fn reason_label(code: ReasonCode, lang: Lang) -> &'static str {
             "medizinische Daten durch die Grundlage ausgeschlossen",
             "medical data excluded by the basis",
         ),
+        ReasonCode::SensitiveDataExcluded => l(
+            lang,
+            "données sensibles exclues par la base",
+            "besonders schützenswerte Daten durch die Grundlage ausgeschlossen",
+            "sensitive data excluded by the basis",
+        ),
         ReasonCode::NoBasisHolds => l(
             lang,
             "aucune base légale ne s'applique à ce transfert",
@@ -176,34 +92,68 @@ fn status_label(s: Status, lang: Lang) -> &'static str {
     }
 }
 
-fn obligation_label(k: ObligationKind, lang: Lang) -> &'static str {
-    match k {
-        ObligationKind::InformPersonAfter => l(
-            lang,
-            "informer la personne après coup de l'échange et de son contenu",
-            "die Person nachträglich über den Austausch und seinen Inhalt informieren",
-            "inform the person afterwards of the exchange and its content",
-        ),
-        ObligationKind::SendDecisionCopy => l(
-            lang,
-            "envoyer une copie de la décision",
-            "eine Kopie der Verfügung zustellen",
-            "send a copy of the decision",
-        ),
-    }
+fn obligation_label(rb: &Rulebook, k: usize, lang: Lang) -> &str {
+    rb.obligation_kinds.get(k).map_or("?", |d| d.labels.get(lang))
 }
 
 fn source_text(rb: &Rulebook, c: &ConditionTrace, t: &Transfer, lang: Lang) -> String {
     match &c.source {
-        Source::Persons(n) => format!("{} : {n}", l(lang, "personnes", "Personen", "persons"))
-            .replace(" :", if lang == Lang::Fr { " :" } else { ":" }),
-        Source::Fact(f) if c.held => format!("{} `{f}`", l(lang, "fait donné", "Tatsache angegeben", "fact given")),
-        Source::Fact(f) => format!(
-            "{} `{f}`",
-            l(lang, "fait non donné", "Tatsache nicht angegeben", "fact not given")
-        ),
+        Source::Persons(n, referenced) => {
+            let persons = format!("{} : {n}", l(lang, "personnes", "Personen", "persons"))
+                .replace(" :", if lang == Lang::Fr { " :" } else { ":" });
+            if *referenced {
+                persons
+            } else {
+                format!(
+                    "{persons}, {}",
+                    l(
+                        lang,
+                        "aucune référence de dossier",
+                        "kein Aktenzeichen",
+                        "no case reference"
+                    )
+                )
+            }
+        }
+        Source::Fact(f) => {
+            let id = rb.facts.get(*f).map_or("?", |d| d.id.as_str());
+            if c.held {
+                format!("{} `{id}`", l(lang, "fait donné", "Tatsache angegeben", "fact given"))
+            } else {
+                format!(
+                    "{} `{id}`",
+                    l(lang, "fait non donné", "Tatsache nicht angegeben", "fact not given")
+                )
+            }
+        }
+        Source::Duty(Some(i)) => rb.federal_duties.get(*i).map_or_else(String::new, |d| {
+            format!(
+                "{} {} ({})",
+                l(lang, "devoir fédéral", "Bundespflicht", "federal duty"),
+                d.id,
+                d.citation.get(lang)
+            )
+        }),
+        Source::Duty(None) => l(
+            lang,
+            "aucune loi fédérale n'impose de communiquer à ce destinataire",
+            "kein Bundesgesetz verpflichtet zur Bekanntgabe an diese Empfängerin",
+            "no federal act imposes disclosure to this recipient",
+        )
+        .to_owned(),
+        Source::Combined(parts) => {
+            let parts: Vec<String> = parts
+                .iter()
+                .map(|(i, held)| format!("{} {}", if *held { "✓" } else { "✗" }, condition_label(rb, *i, lang)))
+                .collect();
+            parts.join("; ")
+        }
         Source::Attestation(id, citation) => {
-            let what = if c.condition == Condition::Reciprocity {
+            let reciprocity = matches!(
+                rb.conditions.get(c.condition).map(|d| &d.rule),
+                Some(Rule::Builtin(Builtin::Reciprocity))
+            );
+            let what = if reciprocity {
                 format!(
                     "{id} {} {} {}",
                     l(
@@ -215,6 +165,8 @@ fn source_text(rb: &Rulebook, c: &ConditionTrace, t: &Transfer, lang: Lang) -> S
                     t.from.kind,
                     l(lang, "par", "gemäss", "by")
                 )
+            } else if matches!(rb.conditions.get(c.condition).map(|d| &d.rule), Some(Rule::Fact(_))) {
+                format!("{id} : {}", l(lang, "attesté par", "bestätigt durch", "attested by"))
             } else {
                 format!("{id} : {}", l(lang, "levée par", "Entbindung durch", "released by"))
             };
@@ -231,10 +183,20 @@ fn source_text(rb: &Rulebook, c: &ConditionTrace, t: &Transfer, lang: Lang) -> S
         )
         .to_owned(),
         Source::Restriction => {
+            let sensitive = matches!(
+                rb.conditions.get(c.condition).map(|d| &d.rule),
+                Some(Rule::Builtin(Builtin::NoSensitiveData))
+            );
             let medical: Vec<&str> = rb
                 .categories
                 .iter()
-                .filter(|c| c.medical)
+                .filter(|c| {
+                    if sensitive {
+                        c.sensitivity == crate::vocab::Sensitivity::Sensitive
+                    } else {
+                        c.medical
+                    }
+                })
                 .map(|c| c.id.as_str())
                 .collect();
             format!(
@@ -344,6 +306,19 @@ pub fn render(rb: &Rulebook, t: &Transfer, ev: &Evaluation, lang: Lang) -> Strin
                     )
                 );
             }
+            BasisOutcome::OtherCanton => {
+                let _ = writeln!(
+                    out,
+                    "    ✗ {} {}",
+                    l(
+                        lang,
+                        "limitée aux cantons",
+                        "beschränkt auf die Kantone",
+                        "limited to the cantons"
+                    ),
+                    b.cantons.join(", ")
+                );
+            }
             BasisOutcome::NotInForce => {
                 let _ = writeln!(
                     out,
@@ -383,7 +358,7 @@ pub fn render(rb: &Rulebook, t: &Transfer, ev: &Evaluation, lang: Lang) -> Strin
                     let _ = writeln!(
                         out,
                         "    {mark} {}{colon} {}",
-                        condition_label(c.condition, lang),
+                        condition_label(rb, c.condition, lang),
                         source_text(rb, c, t, lang)
                     );
                 }
@@ -449,7 +424,7 @@ pub fn render(rb: &Rulebook, t: &Transfer, ev: &Evaluation, lang: Lang) -> Strin
                 .unwrap_or_default();
             let condition = r
                 .condition
-                .map(|c| format!("{colon} {}", condition_label(c, lang)))
+                .map(|c| format!("{colon} {}", condition_label(rb, c, lang)))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -458,6 +433,20 @@ pub fn render(rb: &Rulebook, t: &Transfer, ev: &Evaluation, lang: Lang) -> Strin
                 reason_label(r.code, lang)
             );
         }
+    }
+    if !ev.decision.is_permit()
+        && let Some(secrecy) = rb.secrecy_of(t.from.kind)
+    {
+        let _ = writeln!(
+            out,
+            "  {}{colon} {secrecy}",
+            l(
+                lang,
+                "Secret applicable",
+                "Anwendbare Schweigepflicht",
+                "Secrecy that applies"
+            )
+        );
     }
     for o in ev.decision.obligations() {
         let basis = rb.bases.get(o.basis).map_or("", |b| b.id.as_str());
@@ -470,7 +459,7 @@ pub fn render(rb: &Rulebook, t: &Transfer, ev: &Evaluation, lang: Lang) -> Strin
             out,
             "  {}{colon} {} — {who}, {} {} ({basis})",
             l(lang, "Obligation", "Pflicht", "Obligation"),
-            obligation_label(o.kind, lang),
+            obligation_label(rb, o.kind, lang),
             l(lang, "délai", "Frist", "within"),
             format_days(o.due_days, lang)
         );

@@ -63,6 +63,24 @@ pub fn check_agreement(
     Ok(())
 }
 
+/// Every registry member's type must be one the rulebook declares: a member of an
+/// undeclared type could never be decided for, and its transfers would all be refused
+/// with a reason no jurist wrote.
+pub fn check_types<'a>(
+    rulebook: &Rulebook,
+    members: impl IntoIterator<Item = (&'a InstitutionId, InstitutionType)>,
+) -> Result<(), FitError> {
+    for (id, kind) in members {
+        if !rulebook.types.contains_key(&kind) {
+            return Err(FitError::Registry {
+                id: id.to_string(),
+                problem: format!("its type {kind} is not an institution type the rulebook declares"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The rulebook's categories against the contract's: every category is carried by some field,
 /// every field's category is in the rulebook (see `cii_types::exchange::disagreements`).
 pub fn contract_disagreements(rulebook: &Rulebook) -> Vec<Disagreement> {

@@ -7,8 +7,9 @@
 //! cites its articles, [`explain()`] renders the full reasoning in FR, DE or EN.
 //!
 //! # Layout
-//! - [`vocab`]: triggers, conditions, facts, obligations: the fixed vocabulary.
-//! - [`rulebook`]: files → checked rulebook, diagnostics, hash.
+//! - [`vocab`]: triggers, built-in conditions, attesters: the words the engine gives a meaning in code.
+//! - [`rulebook`]: files → checked rulebook (types, facts, conditions, obligations, categories,
+//!   purposes and bases all declared there), diagnostics, hash.
 //! - [`mod@decide`]: the engine (deny by default).
 //! - [`mod@explain`]: the reasoning, in three languages.
 //! - [`scenario`]: jurists' test files.
@@ -30,7 +31,7 @@ pub mod vocab;
 pub use decide::{ConsentFound, Decision, Evaluation, Party, Transfer, decide};
 pub use explain::explain;
 pub use rulebook::{CheckReport, Diagnostic, Rulebook, Severity, Source, check, federal_sources, load};
-pub use vocab::{Condition, Fact, Lang, Trigger};
+pub use vocab::{Attester, Builtin, Lang, Trigger};
 
 /// A single value could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -44,13 +44,16 @@ fn rows(rb: &Rulebook, active: bool, lang: Lang) -> Vec<Row> {
                 join(
                     b.conditions
                         .iter()
-                        .map(|c| condition_label(*c, lang).to_owned())
+                        .map(|c| condition_label(rb, *c, lang).to_owned())
                         .collect(),
                 ),
                 join(
                     b.obligations
                         .iter()
-                        .map(|o| format!("{} ({}, {} j)", o.kind, o.owner, o.due_days))
+                        .map(|o| {
+                            let kind = rb.obligation_kinds.get(o.kind).map_or("?", |k| k.id.as_str());
+                            format!("{kind} ({}, {} j)", o.owner, o.due_days)
+                        })
                         .collect(),
                 ),
                 b.status.to_string(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use time::Date;
 
 use crate::parse_date;
-use crate::vocab::{Condition, Lang, ObligationKind, Owner, Regime, Sensitivity, Status, Trigger};
+use crate::vocab::{Attester, Builtin, Lang, Owner, Regime, Sensitivity, Status, Trigger};
 
 /// A rulebook file: its name (for messages and the hash) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub struct Source {
 pub fn federal_sources() -> Vec<Source> {
     const FILES: &[(&str, &str)] = &[
         ("federal/00-core.toml", include_str!("../rulebook/federal/00-core.toml")),
+        (
+            "federal/01-vocabulary.toml",
+            include_str!("../rulebook/federal/01-vocabulary.toml"),
+        ),
         ("federal/10-lpga.toml", include_str!("../rulebook/federal/10-lpga.toml")),
         ("federal/20-laci.toml", include_str!("../rulebook/federal/20-laci.toml")),
         ("federal/30-lai.toml", include_str!("../rulebook/federal/30-lai.toml")),
@@ -62,6 +66,74 @@ struct RawFile {
     basis: Vec<toml::Value>,
     #[serde(default)]
     institution: Vec<RawInstitution>,
+    #[serde(default)]
+    fact: Vec<RawFact>,
+    #[serde(default)]
+    condition: Vec<RawCondition>,
+    #[serde(default)]
+    obligation: Vec<RawObligationKind>,
+    #[serde(default)]
+    federal_duty: Vec<RawDuty>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDuty {
+    id: String,
+    citation: RawCitation,
+    from: Vec<String>,
+    to: Vec<String>,
+    #[serde(default)]
+    triggers: Vec<String>,
+    /// Facts the duty presupposes (e.g. `ai_claim_filed` for LAI 6a al. 2).
+    #[serde(default)]
+    facts: Vec<String>,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFact {
+    id: String,
+    label_fr: String,
+    label_de: String,
+    label_en: String,
+    attested_by: String,
+    /// For a `network` fact: the reference directory says the recipient serves the person in
+    /// this capacity (`*`: in any capacity).
+    #[serde(default)]
+    directory_capacity: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    id: String,
+    label_fr: String,
+    label_de: String,
+    label_en: String,
+    #[serde(default)]
+    fact: Option<String>,
+    #[serde(default)]
+    builtin: Option<String>,
+    #[serde(default)]
+    all_of: Option<Vec<String>>,
+    #[serde(default)]
+    any_of: Option<Vec<String>>,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObligationKind {
+    id: String,
+    label_fr: String,
+    label_de: String,
+    label_en: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +155,9 @@ struct RawType {
     label_de: String,
     label_en: String,
     regime: String,
+    /// The secrecy rule its staff are bound by (LPGA 33, a cantonal act): cited by every denial.
+    #[serde(default)]
+    secrecy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +224,15 @@ struct RawBasis {
     conditions: Vec<String>,
     #[serde(default)]
     obligations: Vec<RawObligation>,
+    /// Only when the discloser is in one of these cantons (a canton's own law).
+    #[serde(default)]
+    cantons: Vec<String>,
+    /// Whether a holder may answer a pull without a caseworker's review.
+    #[serde(default)]
+    automatic_answer: bool,
+    /// Why an `inference` basis is active anyway (legal-review reference).
+    #[serde(default)]
+    active_because: String,
     #[serde(default)]
     note: String,
 }
@@ -164,9 +248,25 @@ struct RawInstitution {
     #[serde(default)]
     regime_citation: Option<String>,
     #[serde(default)]
+    canton: Option<String>,
+    #[serde(default)]
     reciprocity: Vec<RawReciprocity>,
     #[serde(default)]
     cantonal_release: Vec<RawRelease>,
+    /// Facts the network attests about this institution (e.g. `youth_instance`), each with its instrument.
+    #[serde(default)]
+    status: Vec<RawStatus>,
+    /// For a private body with a delegated public task: the act that delegates it.
+    #[serde(default)]
+    delegating_act: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    fact: String,
+    citation: String,
+    since: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +336,59 @@ pub struct TypeInfo {
     pub labels: Labels,
     /// Default data-protection regime.
     pub regime: Regime,
+    /// The secrecy rule its staff are bound by, cited by denials (empty if not declared).
+    pub secrecy: String,
+}
+
+/// A fact: something true or false about a transfer that a party attests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactDecl {
+    /// Id, e.g. `foreign_national`.
+    pub id: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Who may attest it.
+    pub attested_by: Attester,
+    /// For a `network` fact answered by the reference directory: the recipient's
+    /// relationship capacity it stands for (`*`: any capacity).
+    pub directory_capacity: Option<String>,
+    /// A note for jurists (what the attester vouches for).
+    pub note: String,
+}
+
+/// How a condition is evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Holds when the fact (index into `Rulebook::facts`) is given.
+    Fact(usize),
+    /// Evaluated by the engine.
+    Builtin(Builtin),
+    /// Holds when every listed condition holds (indices into `Rulebook::conditions`).
+    AllOf(Vec<usize>),
+    /// Holds when at least one listed condition holds (none of them filters categories).
+    AnyOf(Vec<usize>),
+}
+
+/// A condition a basis may require.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionDecl {
+    /// Id, e.g. `case_by_case`.
+    pub id: String,
+    /// What it means, in words.
+    pub labels: Labels,
+    /// How it is evaluated.
+    pub rule: Rule,
+    /// A note for jurists.
+    pub note: String,
+}
+
+/// A kind of obligation a permit may create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObligationKindDecl {
+    /// Id, e.g. `inform_person_after`.
+    pub id: String,
+    /// What must be done, in words.
+    pub labels: Labels,
 }
 
 /// A data category.
@@ -263,8 +416,8 @@ pub struct Purpose {
 /// An obligation a basis attaches to its permits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObligationSpec {
-    /// What must be done.
-    pub kind: ObligationKind,
+    /// What must be done (index into `Rulebook::obligation_kinds`).
+    pub kind: usize,
     /// Who must do it.
     pub owner: Owner,
     /// Within how many days.
@@ -298,10 +451,16 @@ pub struct Basis {
     pub purposes: Vec<usize>,
     /// Categories it permits (indices into the rulebook's categories).
     pub categories: Vec<usize>,
-    /// Conditions, all of which must hold.
-    pub conditions: Vec<Condition>,
+    /// Conditions, all of which must hold (indices into `Rulebook::conditions`).
+    pub conditions: Vec<usize>,
     /// Obligations of its permits.
     pub obligations: Vec<ObligationSpec>,
+    /// The discloser's cantons it is limited to (empty: everywhere).
+    pub cantons: Vec<String>,
+    /// A holder may answer a pull under it without a caseworker's review.
+    pub automatic_answer: bool,
+    /// Why an `inference` basis is active anyway.
+    pub active_because: String,
     /// A note for jurists.
     pub note: String,
     pub(crate) purpose_mask: u64,
@@ -341,6 +500,36 @@ pub struct CantonalRelease {
     pub since: Date,
 }
 
+/// A fact the network attests about an institution (e.g. `youth_instance`), with its instrument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstitutionStatus {
+    /// The fact (index into `Rulebook::facts`); it holds when this institution discloses.
+    pub fact: usize,
+    /// The instrument (convention, decision) and article.
+    pub citation: String,
+    /// Since when.
+    pub since: Date,
+}
+
+/// A duty to disclose that a federal act imposes, enumerated pair by pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederalDuty {
+    /// Id, e.g. `LAI-6a-2`.
+    pub id: String,
+    /// The act and article that impose it.
+    pub citation: Citation,
+    /// Who must disclose.
+    pub from: Vec<InstitutionType>,
+    /// To whom.
+    pub to: Vec<InstitutionType>,
+    /// The triggers it covers (empty: any).
+    pub triggers: Vec<Trigger>,
+    /// Facts it presupposes (indices into `Rulebook::facts`), all of which must be given.
+    pub facts: Vec<usize>,
+    /// A note for jurists.
+    pub note: String,
+}
+
 /// Legal facts about a registry institution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstitutionFacts {
@@ -352,10 +541,16 @@ pub struct InstitutionFacts {
     pub regime: Regime,
     /// The law that sets the regime, if given.
     pub regime_citation: Option<String>,
+    /// Its canton (two letters), if cantonal.
+    pub canton: Option<String>,
     /// Reciprocity attestations.
     pub reciprocity: Vec<Reciprocity>,
     /// Cantonal formal-law releases.
     pub cantonal_release: Vec<CantonalRelease>,
+    /// Facts the network attests about it.
+    pub status: Vec<InstitutionStatus>,
+    /// For a private body with a delegated public task: the delegating act.
+    pub delegating_act: Option<String>,
 }
 
 /// A checked rulebook, ready for decisions.
@@ -377,8 +572,27 @@ pub struct Rulebook {
     pub bases: Vec<Basis>,
     /// Legal facts about registry institutions.
     pub institutions: BTreeMap<InstitutionId, InstitutionFacts>,
+    /// Facts, in declaration order (at most 64).
+    pub facts: Vec<FactDecl>,
+    /// Conditions, in declaration order; a fact used as a condition gets one of its own.
+    pub conditions: Vec<ConditionDecl>,
+    /// Kinds of obligation, in declaration order.
+    pub obligation_kinds: Vec<ObligationKindDecl>,
+    /// Duties to disclose imposed by federal acts.
+    pub federal_duties: Vec<FederalDuty>,
+    /// The facts that stand in for rulebook attestations in scenarios and `explain`.
+    pub(crate) standins: Standins,
     /// Candidate bases per (sender type, recipient type), by index.
     pub(crate) by_pair: BTreeMap<(InstitutionType, InstitutionType), Vec<usize>>,
+}
+
+/// Facts the built-ins read when no attestation answers (scenarios, `explain`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Standins {
+    /// `recipient_grants_reciprocity`.
+    pub(crate) reciprocity: Option<usize>,
+    /// `cantonal_release`.
+    pub(crate) release: Option<usize>,
 }
 
 /// How bad a diagnostic is.
@@ -525,7 +739,9 @@ fn valid_basis_id(id: &str) -> bool {
         .iter()
         .skip(3)
         .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
-    law_ok && numbered(parts.get(1)) && (parts.len() == 2 || numbered(parts.get(2))) && rest_ok
+    // An article without paragraphs has letters directly (LAVS-153g-a).
+    let letter = |p: Option<&&str>| p.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()));
+    law_ok && numbered(parts.get(1)) && (parts.len() == 2 || numbered(parts.get(2)) || letter(parts.get(2))) && rest_ok
 }
 
 fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today: Date) -> Option<Rulebook> {
@@ -536,6 +752,10 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
     let mut purposes: Vec<Purpose> = Vec::new();
     let mut raw_bases = Vec::new();
     let mut raw_institutions = Vec::new();
+    let mut facts: Vec<FactDecl> = Vec::new();
+    let mut raw_conditions = Vec::new();
+    let mut obligation_kinds: Vec<ObligationKindDecl> = Vec::new();
+    let mut raw_duties = Vec::new();
     for (file, raw) in files {
         if let Some(h) = raw.rulebook {
             if h.version.trim().is_empty() {
@@ -557,24 +777,18 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
             }
         }
         for t in raw.institution_type {
-            let Ok(kind) = InstitutionType::parse("institution_type", &t.id) else {
-                c.error(
-                    "UNKNOWN_TYPE",
-                    file,
-                    format!("institution_type {}", t.id),
-                    "not one of AC_ORP, AC_FUND, AI, AS, PC, FP, MIG, SUVA, OTHER",
-                );
-                continue;
+            let element = format!("institution_type {}", t.id);
+            let kind = match InstitutionType::parse("institution_type", &t.id) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    c.error("INVALID_ID", file, element, e.to_string());
+                    continue;
+                }
             };
             let regime = match Regime::parse("regime", &t.regime) {
                 Ok(r) => r,
                 Err(e) => {
-                    c.error(
-                        "UNKNOWN_VALUE",
-                        file,
-                        format!("institution_type {}", t.id),
-                        e.to_string(),
-                    );
+                    c.error("UNKNOWN_VALUE", file, element, e.to_string());
                     continue;
                 }
             };
@@ -585,15 +799,84 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
                     en: t.label_en,
                 },
                 regime,
+                secrecy: t.secrecy.unwrap_or_default(),
             };
             if types.insert(kind, info).is_some() {
-                c.error(
-                    "DUPLICATE_ID",
-                    file,
-                    format!("institution_type {}", t.id),
-                    "declared twice",
-                );
+                c.error("DUPLICATE_ID", file, element, "declared twice");
             }
+        }
+        for f in raw.fact {
+            let element = format!("fact {}", f.id);
+            if !valid_word(&f.id) {
+                c.error(
+                    "INVALID_ID",
+                    file,
+                    element,
+                    "fact ids are lower-case words joined by `_`",
+                );
+                continue;
+            }
+            if facts.iter().any(|x: &FactDecl| x.id == f.id) {
+                c.error("DUPLICATE_ID", file, element, "declared twice");
+                continue;
+            }
+            if facts.len() >= 64 {
+                c.error("TOO_MANY", file, element, "a rulebook has at most 64 facts");
+                continue;
+            }
+            let attested_by = match Attester::parse("attested_by", &f.attested_by) {
+                Ok(a) => a,
+                Err(e) => {
+                    c.error("UNKNOWN_VALUE", file, element, e.to_string());
+                    continue;
+                }
+            };
+            if f.directory_capacity.is_some() && attested_by != Attester::Network {
+                c.error(
+                    "INVALID_VALUE",
+                    file,
+                    element,
+                    "`directory_capacity` is for facts the network attests (`attested_by = \"network\"`)",
+                );
+                continue;
+            }
+            facts.push(FactDecl {
+                id: f.id,
+                labels: Labels {
+                    fr: f.label_fr,
+                    de: f.label_de,
+                    en: f.label_en,
+                },
+                attested_by,
+                directory_capacity: f.directory_capacity,
+                note: f.note,
+            });
+        }
+        raw_conditions.extend(raw.condition.into_iter().map(|x| (file, x)));
+        raw_duties.extend(raw.federal_duty.into_iter().map(|x| (file, x)));
+        for o in raw.obligation {
+            let element = format!("obligation {}", o.id);
+            if !valid_word(&o.id) {
+                c.error(
+                    "INVALID_ID",
+                    file,
+                    element,
+                    "obligation ids are lower-case words joined by `_`",
+                );
+                continue;
+            }
+            if obligation_kinds.iter().any(|x: &ObligationKindDecl| x.id == o.id) {
+                c.error("DUPLICATE_ID", file, element, "declared twice");
+                continue;
+            }
+            obligation_kinds.push(ObligationKindDecl {
+                id: o.id,
+                labels: Labels {
+                    fr: o.label_fr,
+                    de: o.label_de,
+                    en: o.label_en,
+                },
+            });
         }
         for cat in raw.category {
             let element = format!("category {}", cat.id);
@@ -666,20 +949,38 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
             "no file has a [rulebook] section with a version",
         );
     }
-    for t in InstitutionType::ALL {
-        if !types.contains_key(&t) {
-            c.error(
-                "MISSING_TYPE",
-                "(rulebook)",
-                format!("institution_type {t}"),
-                "every institution type must be declared",
-            );
+    let mut conditions = Vec::new();
+    for (file, raw) in raw_conditions {
+        if let Some(decl) = build_condition(c, file, raw, &facts, &mut conditions) {
+            conditions.push(decl);
         }
     }
+    let mut federal_duties: Vec<FederalDuty> = Vec::new();
+    for (file, d) in raw_duties {
+        if let Some(duty) = build_duty(c, file, d, &types, &facts) {
+            if federal_duties.iter().any(|x| x.id == duty.id) {
+                c.error(
+                    "DUPLICATE_ID",
+                    file,
+                    format!("federal_duty {}", duty.id),
+                    "declared twice",
+                );
+                continue;
+            }
+            federal_duties.push(duty);
+        }
+    }
+    let vocabulary = Vocabulary {
+        types: &types,
+        categories: &categories,
+        purposes: &purposes,
+        facts: &facts,
+        obligation_kinds: &obligation_kinds,
+    };
 
     let mut bases: Vec<Basis> = Vec::new();
     for (file, b) in raw_bases {
-        if let Some(basis) = build_basis(c, file, b, &categories, &purposes) {
+        if let Some(basis) = build_basis(c, file, b, &vocabulary, &mut conditions) {
             if bases.iter().any(|x| x.id == basis.id) {
                 c.error("DUPLICATE_ID", file, format!("basis {}", basis.id), "declared twice");
                 continue;
@@ -698,15 +999,26 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
                 continue;
             }
         };
-        let Ok(kind) = InstitutionType::parse("type", &i.kind) else {
+        let Some(kind) = declared_type(&types, &i.kind) else {
             c.error(
                 "UNKNOWN_TYPE",
                 file,
                 element,
-                format!("type `{}` is not an institution type", i.kind),
+                format!("type `{}` is not a declared institution type", i.kind),
             );
             continue;
         };
+        if let Some(canton) = &i.canton
+            && !valid_canton(canton)
+        {
+            c.error(
+                "INVALID_VALUE",
+                file,
+                &element,
+                format!("canton `{canton}` is not two upper-case letters"),
+            );
+            continue;
+        }
         let regime = match i.regime.as_deref().map(|r| Regime::parse("regime", r)) {
             None => types.get(&kind).map_or(Regime::Cantonal, |t: &TypeInfo| t.regime),
             Some(Ok(r)) => r,
@@ -727,9 +1039,9 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
             }
             let mut grants_to = Vec::new();
             for t in &r.grants_to {
-                match InstitutionType::parse("grants_to", t) {
-                    Ok(t) => grants_to.push(t),
-                    Err(_) => c.error(
+                match declared_type(&types, t) {
+                    Some(t) => grants_to.push(t),
+                    None => c.error(
                         "UNKNOWN_TYPE",
                         file,
                         &element,
@@ -764,24 +1076,61 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
                 Err(e) => c.error("INVALID_DATE", file, &element, format!("cantonal_release since: {e}")),
             }
         }
-        let facts = InstitutionFacts {
+        let mut status = Vec::new();
+        for st in i.status {
+            let Some(fact) = facts
+                .iter()
+                .position(|f| f.id == st.fact && f.attested_by == Attester::Network)
+            else {
+                c.error(
+                    "UNKNOWN_FACT",
+                    file,
+                    &element,
+                    format!("status `{}` is not a declared fact the network attests", st.fact),
+                );
+                continue;
+            };
+            if st.citation.trim().is_empty() {
+                c.error("MISSING_CITATION", file, &element, "a status needs its citation");
+            }
+            match parse_date(&st.since) {
+                Ok(since) => status.push(InstitutionStatus {
+                    fact,
+                    citation: st.citation,
+                    since,
+                }),
+                Err(e) => c.error("INVALID_DATE", file, &element, format!("status since: {e}")),
+            }
+        }
+        if kind.as_str() == "PRIVATE_DELEGATED" && i.delegating_act.as_deref().is_none_or(|a| a.trim().is_empty()) {
+            c.error(
+                "MISSING_CITATION",
+                file,
+                &element,
+                "a private body with a delegated public task names the act that delegates it (`delegating_act`)",
+            );
+        }
+        let facts_of = InstitutionFacts {
             id: id.clone(),
             kind,
             regime,
             regime_citation: i.regime_citation,
+            canton: i.canton,
             reciprocity,
             cantonal_release,
+            status,
+            delegating_act: i.delegating_act,
         };
-        if institutions.insert(id, facts).is_some() {
+        if institutions.insert(id, facts_of).is_some() {
             c.error("DUPLICATE_ID", file, element, "declared twice");
         }
     }
 
-    lint(c, &bases, &categories, &purposes, today);
+    lint(c, &bases, &vocabulary, &conditions, today);
 
     let mut by_pair: BTreeMap<(InstitutionType, InstitutionType), Vec<usize>> = BTreeMap::new();
-    for from in InstitutionType::ALL {
-        for to in InstitutionType::ALL {
+    for &from in types.keys() {
+        for &to in types.keys() {
             let list: Vec<usize> = bases
                 .iter()
                 .enumerate()
@@ -800,17 +1149,235 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
         purposes,
         bases,
         institutions,
+        standins: Standins {
+            reciprocity: facts.iter().position(|f| f.id == "recipient_grants_reciprocity"),
+            release: facts.iter().position(|f| f.id == "cantonal_release"),
+        },
+        facts,
+        conditions,
+        obligation_kinds,
+        federal_duties,
         by_pair,
     })
+}
+
+fn build_duty(
+    c: &mut Checker,
+    file: &str,
+    d: RawDuty,
+    types: &BTreeMap<InstitutionType, TypeInfo>,
+    facts: &[FactDecl],
+) -> Option<FederalDuty> {
+    let element = format!("federal_duty {}", d.id);
+    let errors_before = c.diagnostics.len();
+    if !valid_basis_id(&d.id) {
+        c.error(
+            "INVALID_ID",
+            file,
+            &element,
+            "duty ids are LAW-ARTICLE-PARAGRAPH (e.g. LAI-6a-2)",
+        );
+    }
+    if d.citation.fr.trim().is_empty() || d.citation.de.trim().is_empty() {
+        c.error(
+            "MISSING_CITATION",
+            file,
+            &element,
+            "a duty needs a citation in French and German",
+        );
+    }
+    let mut list = |names: &[String], key: &str| -> Vec<InstitutionType> {
+        let out: Vec<InstitutionType> = names.iter().filter_map(|t| declared_type(types, t)).collect();
+        if out.len() != names.len() || out.is_empty() {
+            c.error(
+                "UNKNOWN_TYPE",
+                file,
+                &element,
+                format!("`{key}` names an undeclared type or none"),
+            );
+        }
+        out
+    };
+    let (from, to) = (list(&d.from, "from"), list(&d.to, "to"));
+    let mut triggers = Vec::new();
+    for t in &d.triggers {
+        match Trigger::parse("trigger", t) {
+            Ok(t) => triggers.push(t),
+            Err(e) => c.error("UNKNOWN_TRIGGER", file, &element, e.to_string()),
+        }
+    }
+    let mut presupposed = Vec::new();
+    for f in &d.facts {
+        match facts.iter().position(|x| x.id == *f) {
+            Some(i) => presupposed.push(i),
+            None => c.error("UNKNOWN_FACT", file, &element, format!("fact `{f}` is not declared")),
+        }
+    }
+    (c.diagnostics.len() == errors_before).then_some(FederalDuty {
+        id: d.id,
+        citation: Citation {
+            fr: d.citation.fr,
+            de: d.citation.de,
+            it: d.citation.it,
+        },
+        from,
+        to,
+        triggers,
+        facts: presupposed,
+        note: d.note,
+    })
+}
+
+/// The declared type named `name`, if any.
+fn declared_type(types: &BTreeMap<InstitutionType, TypeInfo>, name: &str) -> Option<InstitutionType> {
+    types.keys().copied().find(|t| t.as_str() == name)
+}
+
+/// Lower-case words joined by `_` (fact, condition and obligation ids).
+fn valid_word(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn valid_canton(canton: &str) -> bool {
+    canton.len() == 2 && canton.chars().all(|c| c.is_ascii_uppercase())
+}
+
+/// What a basis may name, as declared so far.
+struct Vocabulary<'a> {
+    types: &'a BTreeMap<InstitutionType, TypeInfo>,
+    categories: &'a [Category],
+    purposes: &'a [Purpose],
+    facts: &'a [FactDecl],
+    obligation_kinds: &'a [ObligationKindDecl],
+}
+
+/// A `[[condition]]` entry: exactly one of `fact`, `builtin`, `all_of`, `any_of`; the
+/// conditions it combines are declared before it (so no condition refers to itself).
+fn build_condition(
+    c: &mut Checker,
+    file: &str,
+    raw: RawCondition,
+    facts: &[FactDecl],
+    earlier: &mut Vec<ConditionDecl>,
+) -> Option<ConditionDecl> {
+    let element = format!("condition {}", raw.id);
+    if !valid_word(&raw.id) {
+        c.error(
+            "INVALID_ID",
+            file,
+            element,
+            "condition ids are lower-case words joined by `_`",
+        );
+        return None;
+    }
+    if earlier.iter().any(|x| x.id == raw.id) {
+        c.error("DUPLICATE_ID", file, element, "declared twice");
+        return None;
+    }
+    let given = [
+        raw.fact.is_some(),
+        raw.builtin.is_some(),
+        raw.all_of.is_some(),
+        raw.any_of.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        c.error(
+            "INVALID_CONDITION",
+            file,
+            element,
+            "a condition has exactly one of `fact`, `builtin`, `all_of`, `any_of`",
+        );
+        return None;
+    }
+    let resolve =
+        |c: &mut Checker, earlier: &mut Vec<ConditionDecl>, names: &[String], any: bool| -> Option<Vec<usize>> {
+            let mut out = Vec::new();
+            for name in names {
+                match condition_named(earlier, facts, name) {
+                    Some(i) if any && earlier.get(i).is_some_and(|d| filters(earlier, d)) => {
+                        c.error(
+                            "INVALID_CONDITION",
+                            file,
+                            &element,
+                            format!(
+                                "`{name}` narrows the released categories and cannot be one alternative of `any_of`"
+                            ),
+                        );
+                        return None;
+                    }
+                    Some(i) => out.push(i),
+                    None => {
+                        c.error(
+                            "UNKNOWN_CONDITION",
+                            file,
+                            &element,
+                            format!("`{name}` is neither a fact nor a condition declared before this one"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            if out.is_empty() {
+                c.error("EMPTY", file, &element, "names no condition");
+                return None;
+            }
+            Some(out)
+        };
+    let rule = if let Some(fact) = &raw.fact {
+        match facts.iter().position(|f| f.id == *fact) {
+            Some(i) => Rule::Fact(i),
+            None => {
+                c.error("UNKNOWN_FACT", file, element, format!("fact `{fact}` is not declared"));
+                return None;
+            }
+        }
+    } else if let Some(builtin) = &raw.builtin {
+        match Builtin::parse("builtin", builtin) {
+            Ok(b) => Rule::Builtin(b),
+            Err(e) => {
+                c.error("UNKNOWN_BUILTIN", file, element, e.to_string());
+                return None;
+            }
+        }
+    } else if let Some(all) = &raw.all_of {
+        Rule::AllOf(resolve(c, earlier, all, false)?)
+    } else {
+        Rule::AnyOf(resolve(c, earlier, raw.any_of.as_deref().unwrap_or_default(), true)?)
+    };
+    Some(ConditionDecl {
+        id: raw.id,
+        labels: Labels {
+            fr: raw.label_fr,
+            de: raw.label_de,
+            en: raw.label_en,
+        },
+        rule,
+        note: raw.note,
+    })
+}
+
+/// Whether a condition narrows the released categories (a filtering built-in, alone or combined).
+fn filters(all: &[ConditionDecl], d: &ConditionDecl) -> bool {
+    match &d.rule {
+        Rule::Fact(_) => false,
+        Rule::Builtin(b) => b.filters(),
+        Rule::AllOf(list) | Rule::AnyOf(list) => list.iter().filter_map(|i| all.get(*i)).any(|x| filters(all, x)),
+    }
 }
 
 fn build_basis(
     c: &mut Checker,
     file: &str,
     b: RawBasis,
-    categories: &[Category],
-    purposes: &[Purpose],
+    vocabulary: &Vocabulary<'_>,
+    conditions: &mut Vec<ConditionDecl>,
 ) -> Option<Basis> {
+    let (categories, purposes) = (vocabulary.categories, vocabulary.purposes);
     let element = format!("basis {}", b.id);
     let errors_before = c.diagnostics.len();
     if !valid_basis_id(&b.id) {
@@ -858,13 +1425,13 @@ fn build_basis(
     let mut types = |list: &[String], key: &str| -> Vec<InstitutionType> {
         let mut out = Vec::new();
         for t in list {
-            match InstitutionType::parse("type", t) {
-                Ok(t) => out.push(t),
-                Err(_) => c.error(
+            match declared_type(vocabulary.types, t) {
+                Some(t) => out.push(t),
+                None => c.error(
                     "UNKNOWN_TYPE",
                     file,
                     &element,
-                    format!("{key}: `{t}` is not an institution type"),
+                    format!("{key}: `{t}` is not a declared institution type"),
                 ),
             }
         }
@@ -903,25 +1470,47 @@ fn build_basis(
             ),
         }
     }
-    let mut conditions = Vec::new();
-    for cond in &b.conditions {
-        match Condition::parse("condition", cond) {
-            Ok(cond) => conditions.push(cond),
-            Err(e) => c.error("UNKNOWN_CONDITION", file, &element, e.to_string()),
+    let mut condition_idx = Vec::new();
+    for name in &b.conditions {
+        match condition_named(conditions, vocabulary.facts, name) {
+            Some(i) => condition_idx.push(i),
+            None => c.error(
+                "UNKNOWN_CONDITION",
+                file,
+                &element,
+                format!("`{name}` is neither a declared condition nor a declared fact"),
+            ),
         }
     }
     let mut obligations = Vec::new();
     for o in &b.obligations {
-        let kind = ObligationKind::parse("obligation", &o.kind)
-            .map_err(|e| c.error("UNKNOWN_OBLIGATION", file, &element, e.to_string()));
+        let kind = vocabulary.obligation_kinds.iter().position(|k| k.id == o.kind);
+        if kind.is_none() {
+            c.error(
+                "UNKNOWN_OBLIGATION",
+                file,
+                &element,
+                format!("obligation `{}` is not declared", o.kind),
+            );
+        }
         let owner =
             Owner::parse("owner", &o.owner).map_err(|e| c.error("UNKNOWN_VALUE", file, &element, e.to_string()));
-        if let (Ok(kind), Ok(owner)) = (kind, owner) {
+        if let (Some(kind), Ok(owner)) = (kind, owner) {
             obligations.push(ObligationSpec {
                 kind,
                 owner,
                 due_days: o.due_days.unwrap_or(30),
             });
+        }
+    }
+    for canton in &b.cantons {
+        if !valid_canton(canton) {
+            c.error(
+                "INVALID_VALUE",
+                file,
+                &element,
+                format!("canton `{canton}` is not two upper-case letters"),
+            );
         }
     }
     for (key, empty) in [
@@ -939,7 +1528,16 @@ fn build_basis(
         return None;
     }
     let status = status?;
-    let active = b.active.unwrap_or(status != Status::Open);
+    let active = b.active.unwrap_or(status == Status::Verified);
+    if status == Status::Inference && active && b.active_because.trim().is_empty() {
+        c.error(
+            "INFERENCE_NOT_JUSTIFIED",
+            file,
+            &element,
+            "a basis resting on an inference is active only with `active = true` and `active_because` \
+             naming the reading jurists confirmed (docs/legal-review.md)",
+        );
+    }
     if status == Status::Open && active {
         c.error(
             "OPEN_BASIS_ACTIVE",
@@ -963,17 +1561,39 @@ fn build_basis(
         triggers,
         purposes: purpose_idx,
         categories: category_idx,
-        conditions,
+        conditions: condition_idx,
         obligations,
+        cantons: b.cantons,
+        automatic_answer: b.automatic_answer,
+        active_because: b.active_because,
         note: b.note,
         purpose_mask,
         category_mask,
     })
 }
 
+/// The condition a basis names: a declared condition, or a declared fact (which then
+/// becomes a condition of its own, labelled as the fact).
+fn condition_named(conditions: &mut Vec<ConditionDecl>, facts: &[FactDecl], name: &str) -> Option<usize> {
+    if let Some(i) = conditions.iter().position(|x| x.id == name) {
+        return Some(i);
+    }
+    let fact = facts.iter().position(|f| f.id == name)?;
+    let labels = facts.get(fact)?.labels.clone();
+    conditions.push(ConditionDecl {
+        id: name.to_owned(),
+        labels,
+        rule: Rule::Fact(fact),
+        note: String::new(),
+    });
+    Some(conditions.len() - 1)
+}
+
 /// Rules about the rulebook as a whole.
-fn lint(c: &mut Checker, bases: &[Basis], categories: &[Category], purposes: &[Purpose], today: Date) {
+fn lint(c: &mut Checker, bases: &[Basis], v: &Vocabulary<'_>, conditions: &[ConditionDecl], today: Date) {
+    let (categories, purposes) = (v.categories, v.purposes);
     let file = "(rulebook)";
+    let uses = |b: &Basis, builtin: Builtin| b.conditions.iter().any(|i| uses_builtin(conditions, *i, builtin));
     for b in bases {
         let element = format!("basis {}", b.id);
         if b.active && b.effective_to.is_some_and(|to| to < today) {
@@ -987,7 +1607,7 @@ fn lint(c: &mut Checker, bases: &[Basis], categories: &[Category], purposes: &[P
         if b.effective_to.is_some_and(|to| to < b.effective_from) {
             c.error("INVALID_DATE", file, &element, "effective_to is before effective_from");
         }
-        if b.conditions.contains(&Condition::NoMedicalData)
+        if uses(b, Builtin::NoMedicalData)
             && b.categories
                 .iter()
                 .all(|i| categories.get(*i).is_some_and(|c| c.medical))
@@ -999,13 +1619,30 @@ fn lint(c: &mut Checker, bases: &[Basis], categories: &[Category], purposes: &[P
                 "releases nothing: all its categories are medical and it has `no_medical_data`",
             );
         }
-        if b.conditions.contains(&Condition::Consent) && b.conditions.contains(&Condition::WrittenConsent) {
+        if uses(b, Builtin::Consent) && uses(b, Builtin::WrittenConsent) {
             c.warning(
                 "REDUNDANT",
                 file,
                 &element,
                 "`written_consent` already implies `consent`",
             );
+        }
+        if b.automatic_answer {
+            let weighed = b
+                .conditions
+                .iter()
+                .filter_map(|i| discloser_fact(conditions, v.facts, *i))
+                .next();
+            if let Some(fact) = weighed {
+                c.error(
+                    "AUTOMATIC_ANSWER_WEIGHED",
+                    file,
+                    &element,
+                    format!(
+                        "`automatic_answer` on a basis whose condition `{fact}` the discloser weighs: a holder's caseworker must review"
+                    ),
+                );
+            }
         }
     }
     // Overlaps: an active basis identical in reach to another is a copy that makes
@@ -1022,7 +1659,8 @@ fn lint(c: &mut Checker, bases: &[Basis], categories: &[Category], purposes: &[P
                 && a.triggers.iter().collect::<BTreeSet<_>>() == b.triggers.iter().collect::<BTreeSet<_>>()
                 && a.purpose_mask == b.purpose_mask
                 && a.category_mask == b.category_mask
-                && a.conditions.iter().collect::<BTreeSet<_>>() == b.conditions.iter().collect::<BTreeSet<_>>();
+                && a.conditions.iter().collect::<BTreeSet<_>>() == b.conditions.iter().collect::<BTreeSet<_>>()
+                && a.cantons == b.cantons;
             if same {
                 c.error(
                     "OVERLAP",
@@ -1057,7 +1695,62 @@ fn lint(c: &mut Checker, bases: &[Basis], categories: &[Category], purposes: &[P
     }
 }
 
+/// Whether condition `i` uses `builtin`, itself or through what it combines.
+pub(crate) fn uses_builtin(conditions: &[ConditionDecl], i: usize, builtin: Builtin) -> bool {
+    match conditions.get(i).map(|d| &d.rule) {
+        Some(Rule::Builtin(b)) => *b == builtin,
+        Some(Rule::AllOf(list) | Rule::AnyOf(list)) => list.iter().any(|j| uses_builtin(conditions, *j, builtin)),
+        Some(Rule::Fact(_)) | None => false,
+    }
+}
+
+/// The first fact condition `i` needs that the discloser attests, if any.
+fn discloser_fact<'a>(conditions: &[ConditionDecl], facts: &'a [FactDecl], i: usize) -> Option<&'a str> {
+    match conditions.get(i).map(|d| &d.rule) {
+        Some(Rule::Fact(f)) => facts
+            .get(*f)
+            .filter(|f| f.attested_by == Attester::Discloser)
+            .map(|f| f.id.as_str()),
+        Some(Rule::AllOf(list) | Rule::AnyOf(list)) => list.iter().find_map(|j| discloser_fact(conditions, facts, *j)),
+        Some(Rule::Builtin(_)) | None => None,
+    }
+}
+
 impl Rulebook {
+    /// The index of a fact id.
+    pub fn fact_index(&self, id: &str) -> Option<usize> {
+        self.facts.iter().position(|f| f.id == id)
+    }
+
+    /// The index of a condition id.
+    pub fn condition_index(&self, id: &str) -> Option<usize> {
+        self.conditions.iter().position(|c| c.id == id)
+    }
+
+    /// Whether basis `b` has a condition that uses `builtin`.
+    pub fn basis_uses(&self, b: &Basis, builtin: Builtin) -> bool {
+        b.conditions.iter().any(|i| uses_builtin(&self.conditions, *i, builtin))
+    }
+
+    /// The facts condition `i` reads, itself or through what it combines.
+    pub fn facts_of_condition(&self, i: usize) -> Vec<usize> {
+        match self.conditions.get(i).map(|d| &d.rule) {
+            Some(Rule::Fact(f)) => vec![*f],
+            Some(Rule::AllOf(list) | Rule::AnyOf(list)) => {
+                list.iter().flat_map(|j| self.facts_of_condition(*j)).collect()
+            }
+            Some(Rule::Builtin(_)) | None => Vec::new(),
+        }
+    }
+
+    /// The secrecy rule binding a discloser, which a denial cites: its type's, if declared.
+    pub fn secrecy_of(&self, kind: InstitutionType) -> Option<&str> {
+        self.types
+            .get(&kind)
+            .map(|t| t.secrecy.as_str())
+            .filter(|s| !s.is_empty())
+    }
+
     /// The index of a category id.
     pub fn category_index(&self, id: &str) -> Option<usize> {
         self.categories.iter().position(|c| c.id == id)
@@ -1110,10 +1803,19 @@ mod tests {
             "LAVS-50a-1-e-1",
             "LAVS-153g",
             "LAI-68bis-3-cantonal",
+            "LAVS-153g-a",
         ] {
             assert!(valid_basis_id(ok), "{ok}");
         }
-        for bad in ["laci-85f-2", "LACI", "LACI-f-2", "LACI-85f-", "LACI 85f 2", "LACI--2"] {
+        for bad in [
+            "laci-85f-2",
+            "LACI",
+            "LACI-f-2",
+            "LACI-85f-",
+            "LACI 85f 2",
+            "LACI--2",
+            "LAVS-153g-A",
+        ] {
             assert!(!valid_basis_id(bad), "{bad}");
         }
     }

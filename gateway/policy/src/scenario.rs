@@ -14,8 +14,12 @@
 //! expect = "permit"          # or "deny"
 //! expect_basis = "LAI-3b-2"  # optional: matches an id exactly or as a prefix ending at '-'
 //! expect_obligation = "inform_person_after"   # optional
-//! expect_withheld = ["medical_reports"]       # optional
+//! expect_withheld = ["medical_reports"]       # optional: at least these withheld
+//! expect_released = ["identity"]              # optional: at least these released
 //! date = "2026-01-15"        # optional, default today
+//! case_reference = "AI-2026-0042"             # optional, default a reference; "" for none
+//! from_canton = "VS"         # optional: the discloser's canton (else the rulebook's, for an id)
+//! article = "LAI 3b al. 2"   # optional: the article the scenario tests, for readers
 //! ```
 //! A consent table's `categories` default to the scenario's, `purposes` to its
 //! purpose, `written` to false. A scenario that cannot be loaded fails with
@@ -30,7 +34,7 @@ use time::Date;
 use crate::decide::{ConsentFound, Decision, Facts, Party, Transfer, decide};
 use crate::parse_date;
 use crate::rulebook::Rulebook;
-use crate::vocab::{Fact, ObligationKind, Trigger};
+use crate::vocab::Trigger;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +67,15 @@ struct RawScenario {
     #[serde(default)]
     expect_withheld: Vec<String>,
     #[serde(default)]
+    expect_released: Vec<String>,
+    #[serde(default)]
     date: Option<String>,
+    #[serde(default)]
+    case_reference: Option<String>,
+    #[serde(default)]
+    from_canton: Option<String>,
+    #[serde(default)]
+    article: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,10 +100,14 @@ pub struct Scenario {
     pub expect_permit: bool,
     /// Expected basis (exact id or prefix ending at `-`).
     pub expect_basis: Option<String>,
-    /// Expected obligation.
-    pub expect_obligation: Option<ObligationKind>,
+    /// Expected obligation (index into `Rulebook::obligation_kinds`).
+    pub expect_obligation: Option<usize>,
     /// Categories expected to be withheld.
     pub expect_withheld: Vec<String>,
+    /// Categories expected to be released.
+    pub expect_released: Vec<String>,
+    /// The article it tests, if named.
+    pub article: Option<String>,
 }
 
 /// The result of one scenario.
@@ -114,16 +130,13 @@ impl Outcome {
 
 /// Resolves `from`/`to`: an institution type, or a registry id the rulebook knows.
 pub fn party(rb: &Rulebook, s: &str) -> Result<Party, String> {
-    if let Ok(kind) = InstitutionType::parse("type", s) {
+    if let Some(kind) = rb.types.keys().copied().find(|t: &InstitutionType| t.as_str() == s) {
         return Ok(Party::of_type(kind));
     }
     let id =
         InstitutionId::parse("id", s).map_err(|_| format!("`{s}` is neither an institution type nor a registry id"))?;
     match rb.institutions.get(&id) {
-        Some(facts) => Ok(Party {
-            kind: facts.kind,
-            id: Some(id),
-        }),
+        Some(facts) => Ok(Party::member(facts.kind, id, facts.canton.clone())),
         None => Err(format!(
             "institution `{s}` is not in the rulebook's institutions (give its type instead)"
         )),
@@ -139,7 +152,10 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
     let name_hint = value.get("name").and_then(|n| n.as_str()).map(str::to_owned);
     let raw = RawScenario::deserialize(value).map_err(|e| (name_hint.clone(), e.to_string().trim_end().to_owned()))?;
     let fail = |msg: String| (Some(raw.name.clone()), msg);
-    let from = party(rb, &raw.from).map_err(|e| fail(format!("from: {e}")))?;
+    let mut from = party(rb, &raw.from).map_err(|e| fail(format!("from: {e}")))?;
+    if raw.from_canton.is_some() {
+        from.canton = raw.from_canton.clone();
+    }
     let to = party(rb, &raw.to).map_err(|e| fail(format!("to: {e}")))?;
     let trigger = raw
         .trigger
@@ -150,14 +166,21 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
     if rb.purpose_index(&raw.purpose).is_none() {
         return Err(fail(format!("unknown purpose `{}`", raw.purpose)));
     }
-    for c in raw.categories.iter().chain(&raw.expect_withheld) {
+    for c in raw
+        .categories
+        .iter()
+        .chain(&raw.expect_withheld)
+        .chain(&raw.expect_released)
+    {
         if rb.category_index(c).is_none() {
             return Err(fail(format!("unknown category `{c}`")));
         }
     }
     let mut facts = Facts::default();
     for (key, value) in &raw.facts {
-        let fact = Fact::parse("fact", key).map_err(|e| fail(e.to_string()))?;
+        let fact = rb
+            .fact_index(key)
+            .ok_or_else(|| fail(format!("unknown fact `{key}` (not declared by the rulebook)")))?;
         facts.set(fact, *value);
     }
     let consents = match raw.consent {
@@ -189,12 +212,15 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
         "deny" => false,
         other => return Err(fail(format!("expect `{other}`: use \"permit\" or \"deny\""))),
     };
-    let expect_obligation = raw
-        .expect_obligation
-        .as_deref()
-        .map(|o| ObligationKind::parse("obligation", o))
-        .transpose()
-        .map_err(|e| fail(e.to_string()))?;
+    let expect_obligation = match raw.expect_obligation.as_deref() {
+        None => None,
+        Some(o) => Some(
+            rb.obligation_kinds
+                .iter()
+                .position(|k| k.id == o)
+                .ok_or_else(|| fail(format!("unknown obligation `{o}`")))?,
+        ),
+    };
     let date = match raw.date.as_deref() {
         Some(d) => parse_date(d).map_err(|e| fail(e.to_string()))?,
         None => today,
@@ -207,6 +233,12 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
         purpose: raw.purpose,
         categories: raw.categories,
         persons,
+        // A scenario is an individual case unless it says it has no reference.
+        case_reference: match raw.case_reference {
+            None => Some("scenario".to_owned()),
+            Some(r) if r.trim().is_empty() => None,
+            Some(r) => Some(r),
+        },
         facts,
         consents,
         date,
@@ -218,6 +250,8 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
         expect_basis: raw.expect_basis,
         expect_obligation,
         expect_withheld: raw.expect_withheld,
+        expect_released: raw.expect_released,
+        article: raw.article,
     })
 }
 
@@ -234,7 +268,10 @@ pub fn verify(rb: &Rulebook, s: &Scenario, decision: &Decision) -> Vec<String> {
                     .basis
                     .and_then(|i| rb.bases.get(i))
                     .map_or(String::new(), |b| format!(" {}", b.id));
-                let cond = r.condition.map_or(String::new(), |c| format!(" ({c})"));
+                let cond = r
+                    .condition
+                    .and_then(|c| rb.conditions.get(c))
+                    .map_or(String::new(), |c| format!(" ({})", c.id));
                 format!("{}{basis}{cond}", r.code.as_str())
             })
             .collect();
@@ -266,7 +303,17 @@ pub fn verify(rb: &Rulebook, s: &Scenario, decision: &Decision) -> Vec<String> {
     if let Some(expected) = s.expect_obligation
         && !decision.obligations().iter().any(|o| o.kind == expected)
     {
-        failures.push(format!("expected obligation {expected}, none created"));
+        let id = rb.obligation_kinds.get(expected).map_or("?", |k| k.id.as_str());
+        failures.push(format!("expected obligation {id}, none created"));
+    }
+    for cat in &s.expect_released {
+        let released = decision
+            .released()
+            .iter()
+            .any(|i| rb.categories.get(*i).is_some_and(|c| c.id == *cat));
+        if !released {
+            failures.push(format!("expected {cat} to be released, it was withheld"));
+        }
     }
     for cat in &s.expect_withheld {
         let withheld = decision

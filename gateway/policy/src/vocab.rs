@@ -1,7 +1,8 @@
-//! The fixed vocabulary of the rulebook: triggers, conditions, facts,
-//! obligations, statuses, languages. Categories and purposes are open-ended
-//! (declared in the rulebook); these are not, because the engine gives each a
-//! precise meaning.
+//! The fixed words of the rulebook: triggers, built-in conditions, attesters,
+//! owners, statuses, regimes, languages. Everything else — institution types,
+//! facts, conditions built from facts and built-ins, obligations, categories,
+//! purposes — is declared in the rulebook files; these are fixed because the
+//! engine gives each a precise meaning in code.
 
 use crate::LoadError;
 
@@ -56,80 +57,62 @@ named_enum! {
 }
 
 named_enum! {
-    /// A condition of a legal basis. Each has exactly one meaning, evaluated by
-    /// `decide` (see `Condition::meaning`).
-    Condition {
-        /// One person, never bulk: `persons == 1`.
+    /// A condition the engine evaluates with code, because a fact alone cannot
+    /// say it (a count, a registry lookup, a rulebook attestation, a filter).
+    /// Rulebooks name them in `[[condition]]` entries (`builtin = "consent"`);
+    /// every other condition is a fact or a combination of conditions.
+    Builtin {
+        /// In the individual case: one person (`persons == 1`) and a case or request reference given.
         CaseByCase = "case_by_case",
-        /// A written, reasoned request is present (fact `written_request`).
-        WrittenRequest = "written_request",
         /// A consent found in the registry covers the purpose and the released categories.
         Consent = "consent",
         /// As `consent`, and the consent was given in writing.
         WrittenConsent = "written_consent",
-        /// The recipient has an active relationship with the person (reference directory).
-        RecipientServesPerson = "recipient_serves_person",
-        /// The recipient grants reciprocity to the sender's type (rulebook attestation).
+        /// The recipient grants reciprocity to the sender's type (rulebook attestation; fact
+        /// `recipient_grants_reciprocity` stands in for it in scenarios).
         Reciprocity = "reciprocity",
-        /// Every cantonal party of the transfer has a cantonal formal-law release (rulebook attestation).
+        /// Every party under cantonal data-protection law has a formal-law release (rulebook
+        /// attestation; fact `cantonal_release` stands in for it).
         CantonalRelease = "cantonal_release",
-        /// The sender attests that the competent cost bearer is not yet clear.
-        CostBearerUnclear = "cost_bearer_unclear",
-        /// The sender attests that no overriding private interest opposes the disclosure.
-        NoOverridingPrivateInterest = "no_overriding_private_interest",
-        /// The sender attests that the person was informed before the report.
-        PersonInformedBefore = "person_informed_before",
+        /// The recipient has a formal-law release, whatever its data-protection regime (LAI 68bis
+        /// al. 3: "pour autant que la loi applicable prévoie une base légale déliant …").
+        RecipientFormalRelease = "recipient_formal_release",
         /// Never releases a category marked `medical`.
         NoMedicalData = "no_medical_data",
-        /// The person is a recognised refugee or provisionally admitted (fact).
-        RefugeeOrProvisionallyAdmitted = "refugee_or_provisionally_admitted",
-        /// The person's employability was established by an assessment (fact).
-        EmployabilityEstablished = "employability_established",
-        /// The person receives social assistance (fact).
-        ReceivesSocialAid = "receives_social_aid",
-        /// The person receives annual supplementary benefits (fact).
-        ReceivesPc = "receives_pc",
+        /// Never releases a category marked `sensitive` (nLPD art. 5 let. c).
+        NoSensitiveData = "no_sensitive_data",
+        /// A federal act imposes on the discloser the duty to disclose to the recipient: a
+        /// `[[federal_duty]]` row covers the pair and the trigger (LACI 97a al. 1 let. b,
+        /// LAVS 50a al. 1 let. b, LAA 97 al. 1 let. b, LSE 34a al. 1 let. a).
+        FederalDuty = "federal_duty",
+    }
+}
+
+impl Builtin {
+    /// Whether the builtin narrows the released categories (rather than only holding or not).
+    /// Such a condition cannot sit inside `any_of`: "either" has no meaning for a filter.
+    pub fn filters(self) -> bool {
+        matches!(
+            self,
+            Builtin::Consent | Builtin::WrittenConsent | Builtin::NoMedicalData | Builtin::NoSensitiveData
+        )
     }
 }
 
 named_enum! {
-    /// A fact given with a transfer. In live traffic the gateway derives
-    /// `recipient_serves_person` from the directory and reciprocity and
-    /// cantonal release from the rulebook; in scenarios and `explain`, facts
-    /// stand in for them.
-    Fact {
-        /// A written, reasoned request is present.
-        WrittenRequest = "written_request",
-        /// The recipient serves the person (stands in for the reference directory).
-        RecipientServesPerson = "recipient_serves_person",
-        /// The recipient grants reciprocity (stands in for a rulebook attestation).
-        RecipientGrantsReciprocity = "recipient_grants_reciprocity",
-        /// The cantonal parties have a formal-law release (stands in for rulebook attestations).
-        CantonalRelease = "cantonal_release",
-        /// Sender attestation: the cost bearer is not yet clear.
-        CostBearerUnclear = "cost_bearer_unclear",
-        /// Sender attestation: no overriding private interest.
-        NoOverridingPrivateInterest = "no_overriding_private_interest",
-        /// Sender attestation: the person was informed beforehand.
-        PersonInformedBefore = "person_informed_before",
-        /// The person is a recognised refugee or provisionally admitted.
-        RefugeeOrProvisionallyAdmitted = "refugee_or_provisionally_admitted",
-        /// Employability established.
-        EmployabilityEstablished = "employability_established",
-        /// The person receives social assistance.
-        ReceivesSocialAid = "receives_social_aid",
-        /// The person receives supplementary benefits.
-        ReceivesPc = "receives_pc",
-    }
-}
-
-named_enum! {
-    /// A duty a permit creates.
-    ObligationKind {
-        /// Inform the person afterwards of the exchange and its content (LACI 85f al. 4, LAI 68bis al. 4).
-        InformPersonAfter = "inform_person_after",
-        /// Send a copy of the decision (LAI 68bis al. 5).
-        SendDecisionCopy = "send_decision_copy",
+    /// Who may attest a fact. The gateway takes a fact from a request only if
+    /// the caller is that party; `network` facts come from the directory, the
+    /// registry or the rulebook, never from a request.
+    Attester {
+        /// The institution that submits the transfer (the discloser for a push, the requester for a pull).
+        Sender = "sender",
+        /// The institution that receives the data.
+        Recipient = "recipient",
+        /// The institution that holds and discloses the data: the weighing the law leaves to it
+        /// ("peuvent", "selon les cas"). In a pull, only the holder's reviewer attests it.
+        Discloser = "discloser",
+        /// The network: the reference directory, the registry or the rulebook.
+        Network = "network",
     }
 }
 
@@ -184,28 +167,5 @@ named_enum! {
         De = "de",
         /// English.
         En = "en",
-    }
-}
-
-impl Condition {
-    /// The fact that stands for this condition, if it is a plain fact.
-    pub fn fact(self) -> Option<Fact> {
-        Some(match self {
-            Condition::WrittenRequest => Fact::WrittenRequest,
-            Condition::RecipientServesPerson => Fact::RecipientServesPerson,
-            Condition::CostBearerUnclear => Fact::CostBearerUnclear,
-            Condition::NoOverridingPrivateInterest => Fact::NoOverridingPrivateInterest,
-            Condition::PersonInformedBefore => Fact::PersonInformedBefore,
-            Condition::RefugeeOrProvisionallyAdmitted => Fact::RefugeeOrProvisionallyAdmitted,
-            Condition::EmployabilityEstablished => Fact::EmployabilityEstablished,
-            Condition::ReceivesSocialAid => Fact::ReceivesSocialAid,
-            Condition::ReceivesPc => Fact::ReceivesPc,
-            Condition::CaseByCase
-            | Condition::Consent
-            | Condition::WrittenConsent
-            | Condition::Reciprocity
-            | Condition::CantonalRelease
-            | Condition::NoMedicalData => return None,
-        })
     }
 }

@@ -3,22 +3,21 @@
 //! `UPDATE_SNAPSHOTS=1 cargo test -p cii-policy --test explain`, then review the diff.
 
 use cii_policy::decide::{ConsentFound, Facts, Party, Transfer};
-use cii_policy::{Fact, Lang, Trigger, explain, federal_sources, load};
+use cii_policy::{Lang, Rulebook, Trigger, explain, federal_sources, load};
 use cii_types::InstitutionType;
 
+#[expect(clippy::too_many_arguments, reason = "one line per field of the transfer, read as a table")]
 fn transfer(
+    rb: &Rulebook,
     from: InstitutionType,
     to: InstitutionType,
     trigger: Trigger,
     purpose: &str,
     categories: &[&str],
-    facts: &[Fact],
+    facts: &[&str],
     consents: Vec<ConsentFound>,
 ) -> Transfer {
-    let mut f = Facts::default();
-    for fact in facts {
-        f.set(*fact, true);
-    }
+    let f = Facts::named(rb, facts.iter().copied()).expect("declared facts");
     Transfer {
         from: Party::of_type(from),
         to: Party::of_type(to),
@@ -26,48 +25,52 @@ fn transfer(
         purpose: purpose.to_owned(),
         categories: categories.iter().map(|c| (*c).to_owned()).collect(),
         persons: 1,
+        case_reference: Some("case-1".to_owned()),
         facts: f,
         consents,
         date: time::macros::date!(2026 - 01 - 15),
     }
 }
 
-fn cases() -> Vec<(&'static str, Transfer)> {
-    use InstitutionType::*;
+fn cases(rb: &Rulebook) -> Vec<(&'static str, Transfer)> {
+    use InstitutionType as T;
     vec![
         (
             "early_detection",
             transfer(
-                AcOrp,
-                Ai,
+                rb,
+                T::AcOrp,
+                T::Ai,
                 Trigger::SpontaneousReport,
                 "early_detection",
                 &["identity", "health_limitations", "identity.avs"],
-                &[Fact::PersonInformedBefore],
+                &["person_informed_before", "incapacity_for_work_or_threatened"],
                 vec![],
             ),
         ),
         (
             "cost_bearer_exchange_medical_withheld",
             transfer(
-                Ai,
-                AcOrp,
+                rb,
+                T::Ai,
+                T::AcOrp,
                 Trigger::BilateralExchange,
                 "integration",
                 &["identity", "health_limitations", "medical_reports"],
-                &[Fact::CostBearerUnclear, Fact::NoOverridingPrivateInterest],
+                &["cost_bearer_unclear", "no_overriding_private_interest"],
                 vec![],
             ),
         ),
         (
             "case_access_without_reciprocity",
             transfer(
-                AcOrp,
-                As,
+                rb,
+                T::AcOrp,
+                T::As,
                 Trigger::CaseAccess,
                 "integration",
                 &["identity", "job_search"],
-                &[Fact::RecipientServesPerson],
+                &["recipient_serves_person"],
                 vec![ConsentFound {
                     reference: "consent-7@2".into(),
                     categories: vec!["identity".into(), "job_search".into()],
@@ -85,7 +88,7 @@ fn explanations_match_their_snapshots() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
     let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
     let mut mismatches = Vec::new();
-    for (name, t) in cases() {
+    for (name, t) in cases(&rb) {
         for lang in [Lang::Fr, Lang::De, Lang::En] {
             // The hash and version change with every rulebook edit; the reasoning is what is pinned.
             let text = explain(&rb, &t, lang)

@@ -81,7 +81,7 @@ to = "AI"
 trigger = "spontaneous_report"
 purpose = "early_detection"
 categories = ["identity"]
-facts = { person_informed_before = true }
+facts = { person_informed_before = true, incapacity_for_work_or_threatened = true }
 expect = "permit"
 expect_basis = "LPGA-32-2"
 "#;

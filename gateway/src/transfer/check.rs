@@ -8,8 +8,7 @@
 use std::collections::BTreeSet;
 
 use cii_kit::registry::{Institution, Registry};
-use cii_policy::decide::Facts;
-use cii_policy::vocab::{Fact, Trigger};
+use cii_policy::vocab::Trigger;
 use cii_proto::gateway::{self as pb, transfer_request::Direction as WireDirection};
 use cii_pseudonym::{EncryptedAttribute, EncryptedPseudonym};
 use cii_types::exchange::Catalogue;
@@ -25,18 +24,10 @@ pub(super) const IDENTITY_AVS: &str = "identity.avs";
 /// The one category that concerns no person: a transfer of it alone carries none.
 const ANONYMISED: &str = "anonymised_statistics";
 
-/// Facts a sender may attest. The others come from the directory
-/// (`recipient_serves_person`), the rulebook (reciprocity, cantonal release)
-/// or the request itself (`written_request`).
-const ASSERTABLE: &[Fact] = &[
-    Fact::CostBearerUnclear,
-    Fact::NoOverridingPrivateInterest,
-    Fact::PersonInformedBefore,
-    Fact::RefugeeOrProvisionallyAdmitted,
-    Fact::EmployabilityEstablished,
-    Fact::ReceivesSocialAid,
-    Fact::ReceivesPc,
-];
+/// Most facts one request may attest (the rulebook declares at most 64).
+const MAX_ATTESTED: usize = 64;
+/// Longest case reference, in characters.
+const MAX_CASE_REFERENCE: usize = 128;
 
 /// Who discloses, and what travels.
 #[derive(Debug)]
@@ -96,9 +87,10 @@ pub struct Checked<'r> {
     pub(super) categories: Vec<String>,
     /// Absent only for anonymised statistics (no person concerned).
     pub(super) person: Option<EncryptedPseudonym>,
-    pub(super) facts: Facts,
-    /// The facts the sender attested, by id, for the audit entry.
+    /// The facts the caller attested, by id (resolved against the rulebook in stage 2), for the audit entry.
     pub(super) attested: Vec<String>,
+    /// The case or request reference of the individual case, if given.
+    pub(super) case_reference: Option<String>,
 }
 
 impl Checked<'_> {
@@ -142,10 +134,8 @@ pub fn check_request<'a>(
         None if !pull && r.payload.is_some() => None,
         person => Some(ciphertext("person", person.as_ref())?),
     };
-    let (mut facts, attested) = attested_facts(&r.attested_facts)?;
-    if !r.written_request.trim().is_empty() {
-        facts.set(Fact::WrittenRequest, true);
-    }
+    let attested = attested_facts(&r.attested_facts)?;
+    let case_reference = case_reference(&r.case_reference)?;
     let (direction, categories) = if pull {
         pulled(r)?
     } else {
@@ -161,8 +151,8 @@ pub fn check_request<'a>(
         written_request: r.written_request.clone(),
         categories,
         person,
-        facts,
         attested,
+        case_reference,
     })
 }
 
@@ -214,18 +204,50 @@ pub(crate) fn ciphertext(
     cii_pseudonym::wire::pseudonym(&value.ciphertext).map_err(|e| TransferError::ciphertext(field, e))
 }
 
-fn attested_facts(ids: &[String]) -> Result<(Facts, Vec<String>), TransferError> {
-    let mut facts = Facts::default();
-    let mut attested = Vec::new();
-    for id in ids {
-        let fact = Fact::parse("attested_facts", id).map_err(|_| TransferError::FactUnknown(id.clone()))?;
-        if !ASSERTABLE.contains(&fact) {
-            return Err(TransferError::FactNotAssertable(fact));
-        }
-        facts.set(fact, true);
-        attested.push(fact.to_string());
+/// The fact ids the caller attests, well-formed and each once; whether the rulebook
+/// declares them and lets the caller attest them is decided with the rulebook (stage 2).
+fn attested_facts(ids: &[String]) -> Result<Vec<String>, TransferError> {
+    if ids.len() > MAX_ATTESTED {
+        return Err(TransferError::FactUnknown(format!("more than {MAX_ATTESTED} facts")));
     }
-    Ok((facts, attested))
+    let mut attested: Vec<String> = Vec::new();
+    for id in ids {
+        let well_formed = !id.is_empty()
+            && id.len() <= 64
+            && id.starts_with(|c: char| c.is_ascii_lowercase())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !well_formed {
+            return Err(TransferError::FactUnknown(id.chars().take(64).collect()));
+        }
+        if !attested.contains(id) {
+            attested.push(id.clone());
+        }
+    }
+    Ok(attested)
+}
+
+/// The case or request reference of the individual case: an institution's file number, never
+/// personal data (the same alphabet as a record id), logged with the transfer.
+fn case_reference(value: &str) -> Result<Option<String>, TransferError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".:_/-".contains(c);
+    if value.chars().count() > MAX_CASE_REFERENCE || !value.chars().all(allowed) {
+        return Err(not_allowed(
+            "case_reference",
+            "a case reference is at most 128 characters of A–Z, a–z, 0–9, '.', ':', '_', '/', '-'",
+        ));
+    }
+    if cii_types::avs::contains_avs(value) || cii_types::avs::looks_like_avs(value) {
+        return Err(not_allowed(
+            "case_reference",
+            "a case reference looks like an AVS number; use the institution's own file number",
+        ));
+    }
+    Ok(Some(value.to_owned()))
 }
 
 fn pulled(r: &pb::TransferRequest) -> Result<(Direction, Vec<String>), TransferError> {

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use cii_kit::auth::Caller;
 use cii_kit::registry::Institution;
-use cii_policy::decide::{self, ConsentFound, Decision, Party as PolicyParty};
-use cii_policy::vocab::{Condition, Fact};
+use cii_policy::decide::{self, ConsentFound, Decision, Facts, Party as PolicyParty};
+use cii_policy::vocab::{Attester, Builtin};
 use cii_proto::common as common_pb;
 use cii_proto::consent as registry_pb;
 use cii_pseudonym::EncryptedPseudonym;
@@ -33,6 +33,8 @@ pub struct Consulted<'r> {
     pub(super) audit_person: Option<EncryptedPseudonym>,
     /// The registry's answer: consents and the directory.
     pub(super) lookup: registry_pb::LookupResponse,
+    /// The facts the caller attested, resolved against the rulebook.
+    pub(super) facts: Facts,
 }
 
 /// Stage 3: the decision and what it creates.
@@ -66,6 +68,8 @@ impl Transfers {
         checked: Checked<'r>,
     ) -> Result<Consulted<'r>, TransferError> {
         let now = self.clock.now();
+        // Refused before anything is asked of the registry: a fact the caller may not attest.
+        let facts = self.attested_facts(&checked)?;
         let caller_party = Party::Institution(caller.institution.id.clone());
         let translate = |to: &Party| {
             checked
@@ -92,7 +96,51 @@ impl Transfers {
             now,
             audit_person,
             lookup,
+            facts,
         })
+    }
+
+    /// The facts the caller attests, each declared by the rulebook and attestable by the
+    /// caller in this direction: `sender` facts always; `discloser` facts only when the
+    /// caller discloses (a push); `recipient` facts only when it receives (a pull);
+    /// `network` facts never. The written request's text sets `written_request`.
+    fn attested_facts(&self, checked: &Checked<'_>) -> Result<Facts, TransferError> {
+        let rb = &self.rulebook;
+        let mut facts = Facts::default();
+        for id in &checked.attested {
+            let index = rb
+                .fact_index(id)
+                .ok_or_else(|| TransferError::FactUnknown(id.clone()))?;
+            let attester = rb.facts.get(index).map_or(Attester::Network, |f| f.attested_by);
+            let refused = |why| TransferError::FactNotAssertable {
+                fact: id.clone(),
+                attester: attester.as_str(),
+                why,
+            };
+            match (attester, checked.is_pull()) {
+                (Attester::Sender, _) | (Attester::Discloser, false) | (Attester::Recipient, true) => {}
+                (Attester::Discloser, true) => {
+                    return Err(refused(
+                        "the institution that holds the data weighs it; in a pull only the holder's caseworker attests it",
+                    ));
+                }
+                (Attester::Recipient, false) => {
+                    return Err(refused("only the receiving institution attests it, in a pull"));
+                }
+                (Attester::Network, _) => {
+                    return Err(refused(
+                        "the network establishes it (reference directory, registry, rulebook or the written request's text)",
+                    ));
+                }
+            }
+            facts.set(index, true);
+        }
+        if !checked.written_request.trim().is_empty()
+            && let Some(i) = rb.fact_index("written_request")
+        {
+            facts.set(i, true);
+        }
+        Ok(facts)
     }
 
     async fn lookup(
@@ -132,12 +180,21 @@ impl Transfers {
         caller: &Caller,
         consulted: Consulted<'r>,
     ) -> Result<Decided<'r>, TransferError> {
-        let mut facts = consulted.checked.facts;
-        // Only the directory says whether the recipient serves the person.
-        facts.set(Fact::RecipientServesPerson, consulted.lookup.recipient_serves_person);
-        let party = |i: &Institution| PolicyParty {
-            kind: i.kind,
-            id: Some(i.id.clone()),
+        let mut facts = consulted.facts;
+        // Only the directory says in which capacities the recipient serves the person.
+        for (i, fact) in self.rulebook.facts.iter().enumerate() {
+            if let Some(capacity) = &fact.directory_capacity {
+                let lookup = &consulted.lookup;
+                let serves = match capacity.as_str() {
+                    "*" => lookup.recipient_serves_person,
+                    capacity => lookup.recipient_capacities.iter().any(|c| c == capacity),
+                };
+                facts.set(i, serves);
+            }
+        }
+        let party = |i: &Institution| {
+            let canton = (!i.canton.is_empty()).then(|| i.canton.clone());
+            PolicyParty::member(i.kind, i.id.clone(), canton)
         };
         let mut transfer = decide::Transfer {
             from: party(consulted.from),
@@ -145,7 +202,9 @@ impl Transfers {
             trigger: Some(consulted.checked.trigger),
             purpose: consulted.checked.purpose.clone(),
             categories: consulted.checked.categories.clone(),
+            // One transfer concerns one person (a list exchange is a rulebook basis of its own).
             persons: 1,
+            case_reference: consulted.checked.case_reference.clone(),
             facts,
             consents: consents_found(&consulted.lookup),
             date: consulted.now.date(),
@@ -210,9 +269,7 @@ impl Transfers {
     fn rests_on_consent(&self, decision: &Decision) -> bool {
         decision.bases().iter().any(|i| {
             self.rulebook.bases.get(*i).is_some_and(|b| {
-                b.conditions
-                    .iter()
-                    .any(|c| matches!(c, Condition::Consent | Condition::WrittenConsent))
+                self.rulebook.basis_uses(b, Builtin::Consent) || self.rulebook.basis_uses(b, Builtin::WrittenConsent)
             })
         })
     }

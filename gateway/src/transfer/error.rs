@@ -52,14 +52,19 @@ pub enum TransferError {
         /// Why.
         source: cii_pseudonym::PseudonymError,
     },
-    /// An attested fact the vocabulary does not know.
-    #[error("unknown fact `{0}`")]
+    /// An attested fact the rulebook does not declare.
+    #[error("unknown fact `{0}` (not declared by the rulebook)")]
     FactUnknown(String),
-    /// A fact the network establishes, not the sender.
-    #[error(
-        "`{0}` is established by the network (directory, rulebook or the written request), not attested by the sender"
-    )]
-    FactNotAssertable(cii_policy::vocab::Fact),
+    /// A fact the caller may not attest in this transfer.
+    #[error("`{fact}` is attested by the {attester}, not by the caller of this transfer: {why}")]
+    FactNotAssertable {
+        /// The fact id.
+        fact: String,
+        /// Who attests it (`network`, `discloser`, …).
+        attester: &'static str,
+        /// What the caller can do instead.
+        why: &'static str,
+    },
     /// The payload does not fit the contract.
     #[error("{0}")]
     Payload(cii_types::exchange::ExchangeError),
@@ -148,7 +153,7 @@ impl TransferError {
             E::WrittenRequestTooLong(_) => "WRITTEN_REQUEST_TOO_LONG",
             E::Ciphertext { source, .. } | E::Seal(source) => source.code(),
             E::FactUnknown(_) => "FACT_UNKNOWN",
-            E::FactNotAssertable(_) => "FACT_NOT_ASSERTABLE",
+            E::FactNotAssertable { .. } => "FACT_NOT_ASSERTABLE",
             E::Payload(e) => e.code(),
             E::PayloadEmpty => "PAYLOAD_EMPTY",
             E::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
@@ -181,7 +186,7 @@ impl TransferError {
             E::FieldRequired { field, .. } | E::FieldNotAllowed { field, .. } => field,
             E::WrittenRequestTooLong(_) => "written_request",
             E::Ciphertext { field, .. } => field,
-            E::FactUnknown(_) | E::FactNotAssertable(_) => "attested_facts",
+            E::FactUnknown(_) | E::FactNotAssertable { .. } => "attested_facts",
             E::Payload(_) | E::PayloadEmpty | E::PayloadTooLarge { .. } => "payload",
             E::Undecidable(cii_policy::decide::InputError::UnknownPurpose(_)) => "purpose",
             E::Undecidable(_) => "categories",

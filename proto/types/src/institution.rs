@@ -54,31 +54,40 @@ impl fmt::Debug for InstitutionId {
     }
 }
 
-/// The kinds of institution in interinstitutional collaboration (CII/IIZ).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum InstitutionType {
-    /// Unemployment insurance: regional employment office (ORP/RAV) or cantonal labour office.
-    AcOrp,
-    /// Unemployment insurance: unemployment fund.
-    AcFund,
-    /// Invalidity insurance office.
-    Ai,
-    /// Social assistance (communal or regional social service).
-    As,
-    /// Supplementary benefits.
-    Pc,
-    /// Vocational training and career guidance.
-    Fp,
-    /// Migration and integration office.
-    Mig,
-    /// Swiss accident insurance fund.
-    Suva,
-    /// Any other participant.
-    Other,
-}
+/// The kind of an institution, e.g. `AI` or `AC_ORP`: the name a rulebook
+/// declares under `[[institution_type]]` and the registry gives each member.
+///
+/// The list is open: a canton's rulebook may declare types of its own (an
+/// integration institution, a private body with a delegated public task)
+/// without a code change. A name is 2–32 characters of `A-Z`, `0-9` and `_`,
+/// starting with a letter. Names are interned so that the type stays `Copy`;
+/// they come only from configuration files (registry, rulebook), never from
+/// a request, so the interned set is bounded by what operators write.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstitutionType(&'static str);
 
+#[allow(non_upper_case_globals)] // kept as the former enum's variant names, so existing code reads the same
 impl InstitutionType {
-    /// Every type, in declaration order.
+    /// Unemployment insurance: regional employment office (ORP/RAV) or cantonal labour office.
+    pub const AcOrp: InstitutionType = InstitutionType("AC_ORP");
+    /// Unemployment insurance: unemployment fund.
+    pub const AcFund: InstitutionType = InstitutionType("AC_FUND");
+    /// Invalidity insurance office.
+    pub const Ai: InstitutionType = InstitutionType("AI");
+    /// Social assistance (communal or regional social service).
+    pub const As: InstitutionType = InstitutionType("AS");
+    /// Supplementary benefits.
+    pub const Pc: InstitutionType = InstitutionType("PC");
+    /// Vocational training and career guidance.
+    pub const Fp: InstitutionType = InstitutionType("FP");
+    /// Migration authority (LEI 97 al. 1).
+    pub const Mig: InstitutionType = InstitutionType("MIG");
+    /// Swiss accident insurance fund.
+    pub const Suva: InstitutionType = InstitutionType("SUVA");
+    /// Any other participant.
+    pub const Other: InstitutionType = InstitutionType("OTHER");
+
+    /// The types of the first release, which every rulebook since declares.
     pub const ALL: [InstitutionType; 9] = [
         InstitutionType::AcOrp,
         InstitutionType::AcFund,
@@ -91,33 +100,54 @@ impl InstitutionType {
         InstitutionType::Other,
     ];
 
-    const EXPECTED: &'static str = "AC_ORP, AC_FUND, AI, AS, PC, FP, MIG, SUVA, OTHER";
+    /// Longest accepted name.
+    pub const MAX_LEN: usize = 32;
 
     /// The name used in files and on the wire (`AC_ORP`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            InstitutionType::AcOrp => "AC_ORP",
-            InstitutionType::AcFund => "AC_FUND",
-            InstitutionType::Ai => "AI",
-            InstitutionType::As => "AS",
-            InstitutionType::Pc => "PC",
-            InstitutionType::Fp => "FP",
-            InstitutionType::Mig => "MIG",
-            InstitutionType::Suva => "SUVA",
-            InstitutionType::Other => "OTHER",
-        }
+        self.0
     }
 
-    /// Parses a type name, naming `field` in the error.
+    /// Parses a type name, naming `field` in the error. Only for names read
+    /// from configuration files: a new name is interned for the process's life.
     pub fn parse(field: &'static str, s: &str) -> Result<Self, ParseError> {
-        InstitutionType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or(ParseError::Unknown {
+        if s.is_empty() {
+            return Err(ParseError::Empty { field });
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(ParseError::TooLong {
                 field,
-                expected: Self::EXPECTED,
-            })
+                max: Self::MAX_LEN,
+            });
+        }
+        let mut chars = s.chars();
+        let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_uppercase());
+        let rest_ok = chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !starts_with_letter || !rest_ok || s.len() < 2 || s.ends_with('_') {
+            return Err(ParseError::Invalid {
+                field,
+                rule: "institution types use A-Z, 0-9 and '_', starting with a letter, 2-32 characters (e.g. AC_ORP)",
+            });
+        }
+        Ok(InstitutionType(intern(s)))
     }
+}
+
+/// The one copy of each type name ever parsed.
+fn intern(s: &str) -> &'static str {
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, PoisonError};
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    if let Some(known) = InstitutionType::ALL.iter().find(|t| t.0 == s) {
+        return known.0;
+    }
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = names.get(s) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 impl FromStr for InstitutionType {
@@ -129,7 +159,13 @@ impl FromStr for InstitutionType {
 
 impl fmt::Display for InstitutionType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
+    }
+}
+
+impl fmt::Debug for InstitutionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InstitutionType({})", self.0)
     }
 }
 
@@ -157,8 +193,13 @@ mod tests {
         for t in InstitutionType::ALL {
             assert_eq!(InstitutionType::parse("type", t.as_str()), Ok(t));
         }
-        let err = InstitutionType::parse("type", "ORP").unwrap_err();
-        assert_eq!(err.code(), "UNKNOWN_VALUE");
-        assert_eq!(err.field(), "type");
+        // Open list: a canton's own type parses, and parses to the same value twice.
+        let integration = InstitutionType::parse("type", "INTEGRATION").unwrap();
+        assert_eq!(integration, InstitutionType::parse("type", "INTEGRATION").unwrap());
+        assert_eq!(integration.as_str(), "INTEGRATION");
+        for bad in ["", "ai", "1AI", "A", "AI_", "A-I", "AÏ", &"A".repeat(33)] {
+            let err = InstitutionType::parse("type", bad).unwrap_err();
+            assert_eq!(err.field(), "type", "{bad:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use cii_policy::decide::{ConsentFound, Facts, Transfer};
-use cii_policy::{Fact, Lang, Rulebook, Severity, Trigger};
+use cii_policy::{Lang, Rulebook, Severity, Trigger};
 use clap::{Subcommand, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -97,6 +97,10 @@ Example:\n  cii policy explain --from AC_ORP --to AI --trigger spontaneous_repor
         /// Number of persons concerned.
         #[arg(long, default_value_t = 1)]
         persons: u32,
+        /// Explain the transfer as one without a case reference (`case_by_case` then fails:
+        /// "in the individual case" needs the case or request it belongs to).
+        #[arg(long)]
+        no_case_reference: bool,
         /// Date of the transfer, YYYY-MM-DD (default: today).
         #[arg(long)]
         date: Option<String>,
@@ -202,6 +206,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             consent,
             consent_categories,
             persons,
+            no_case_reference,
             date,
             lang,
         } => {
@@ -221,7 +226,10 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 let value: bool = value
                     .parse()
                     .with_context(|| format!("--fact {f}: the value must be true or false"))?;
-                given.set(Fact::parse("fact", key)?, value);
+                let fact = rb
+                    .fact_index(key)
+                    .with_context(|| format!("--fact {f}: `{key}` is not a fact the rulebook declares"))?;
+                given.set(fact, value);
             }
             let consents = match consent {
                 None => Vec::new(),
@@ -247,6 +255,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 purpose,
                 categories,
                 persons,
+                case_reference: (!no_case_reference).then(|| "explain".to_owned()),
                 facts: given,
                 consents,
                 date,

@@ -391,6 +391,7 @@ impl Node for NodeApi {
                 payload: send.payload.clone(),
                 written_request: send.written_request.clone(),
                 attested_facts: send.attested_facts.clone(),
+                case_reference: send.case_reference.clone(),
             })
         };
         let answer = self
@@ -427,6 +428,7 @@ impl Node for NodeApi {
                 payload: None,
                 written_request: ask.written_request.clone(),
                 attested_facts: ask.attested_facts.clone(),
+                case_reference: ask.case_reference.clone(),
             })
         };
         let mut answer = self

@@ -450,6 +450,7 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
                 include_identity: false,
                 attested_facts: vec!["person_informed_before".into()],
                 written_request: String::new(),
+                case_reference: "bench-case".into(),
             };
             let size = request.encoded_len();
             let call = async move {

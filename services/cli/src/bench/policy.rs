@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use cii_policy::Trigger;
 use cii_policy::decide::{ConsentFound, Facts, Party, Transfer};
-use cii_policy::{Fact, Trigger};
 use cii_types::InstitutionType;
 
 use super::rate;
@@ -13,8 +13,11 @@ use super::rate;
 pub(super) fn policy(phase: Duration) -> anyhow::Result<serde_json::Value> {
     let today = time::OffsetDateTime::now_utc().date();
     let rulebook = cii_policy::fit::load(None, today)?;
-    let mut informed = Facts::default();
-    informed.set(Fact::PersonInformedBefore, true);
+    let informed = Facts::named(
+        &rulebook,
+        ["person_informed_before", "incapacity_for_work_or_threatened"],
+    )
+    .map_err(|f| anyhow::anyhow!("the federal rulebook lacks fact `{f}`"))?;
     let transfer = |to, trigger, purpose: &str, categories: &[&str], facts, consents| Transfer {
         from: Party::of_type(InstitutionType::AcOrp),
         to: Party::of_type(to),
@@ -22,6 +25,7 @@ pub(super) fn policy(phase: Duration) -> anyhow::Result<serde_json::Value> {
         purpose: purpose.to_owned(),
         categories: categories.iter().map(|c| (*c).to_owned()).collect(),
         persons: 1,
+        case_reference: Some("bench".to_owned()),
         facts,
         consents,
         date: today,

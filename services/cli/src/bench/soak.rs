@@ -107,6 +107,7 @@ fn request(id: String, person: u64, kind: Kind) -> node_pb::SendRequest {
             vec!["person_informed_before".into()]
         },
         written_request: String::new(),
+        case_reference: "soak-case".into(),
     }
 }
 

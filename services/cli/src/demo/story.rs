@@ -205,6 +205,7 @@ async fn push(desk: &Desk, step: usize, p: Push) -> anyhow::Result<Row> {
         include_identity: false,
         attested_facts: p.facts.iter().map(|f| (*f).to_owned()).collect(),
         written_request: String::new(),
+        case_reference: format!("demo-case-{step:02}"),
     };
     let answer = client
         .send(authorized(token, request)?)
@@ -480,6 +481,7 @@ async fn pull(desk: &Desk, step: usize, written_request: &str, expected: Expect)
         written_request: written_request.into(),
         trigger: gw::Trigger::WrittenRequest as i32,
         attested_facts: Vec::new(),
+        case_reference: format!("demo-case-{step:02}"),
     };
     let answer = client
         .request(authorized(token, request)?)
