@@ -81,6 +81,7 @@ fn early_detection() -> xt::EarlyDetectionReport {
         medical_reports: vec!["report of Dr X, 2026-09".into()],
         vocational_training: String::new(),
         accident_benefits: "SUVA daily allowance 2025".into(),
+        incapacity_certificate: "Dr X: unable to work 100 % since 2026-08-01".into(),
     }
 }
 

@@ -4,17 +4,15 @@
 use std::hint::black_box;
 
 use cii_policy::decide::{ConsentFound, Facts, Party, Transfer};
-use cii_policy::{Fact, Trigger, decide, federal_sources, load};
+use cii_policy::{Rulebook, Trigger, decide, federal_sources, load};
 use cii_types::InstitutionType;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-fn transfers() -> Vec<(&'static str, Transfer)> {
+fn transfers(rb: &Rulebook) -> Vec<(&'static str, Transfer)> {
     let date = time::macros::date!(2026 - 06 - 01);
-    let mut informed = Facts::default();
-    informed.set(Fact::PersonInformedBefore, true);
-    let mut exchange = Facts::default();
-    exchange.set(Fact::CostBearerUnclear, true);
-    exchange.set(Fact::NoOverridingPrivateInterest, true);
+    let informed =
+        Facts::named(rb, ["person_informed_before", "incapacity_for_work_or_threatened"]).expect("declared facts");
+    let exchange = Facts::named(rb, ["cost_bearer_unclear", "no_overriding_private_interest"]).expect("declared facts");
     let t = |from, to, trigger, purpose: &str, cats: &[&str], facts, consents| Transfer {
         from: Party::of_type(from),
         to: Party::of_type(to),
@@ -22,6 +20,7 @@ fn transfers() -> Vec<(&'static str, Transfer)> {
         purpose: purpose.to_owned(),
         categories: cats.iter().map(|c| (*c).to_owned()).collect(),
         persons: 1,
+        case_reference: Some("bench".to_owned()),
         facts,
         consents,
         date,
@@ -87,7 +86,7 @@ fn transfers() -> Vec<(&'static str, Transfer)> {
 fn bench(c: &mut Criterion) {
     let rulebook = load(&federal_sources(), time::macros::date!(2026 - 06 - 01)).unwrap_or_else(|e| panic!("{e:?}"));
     let mut group = c.benchmark_group("decide");
-    for (name, transfer) in transfers() {
+    for (name, transfer) in transfers(&rulebook) {
         group.bench_function(name, |b| b.iter(|| decide(black_box(&rulebook), black_box(&transfer))));
     }
     group.finish();
