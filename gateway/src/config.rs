@@ -116,6 +116,10 @@ pub struct StoreFile {
     /// PULL_ANSWER_GONE: new data needs a new transfer, a new decision and a new entry.
     #[serde(default = "default_pull_answer_keep")]
     pub pull_answer_keep_seconds: u32,
+    /// How long a pull waits for its holder's review, in seconds (default 5 days: 432000,
+    /// at least 1). Past it the pull is denied (REVIEW_TIMEOUT) and logged.
+    #[serde(default = "default_review_timeout")]
+    pub review_timeout_seconds: u32,
 }
 
 /// The largest payload cap a config may set: a sealed delivery adds the seal, the
@@ -131,6 +135,7 @@ impl Default for StoreFile {
             payload_max_bytes_by_type: std::collections::BTreeMap::new(),
             payload_max_bytes: default_payload_max(),
             pull_answer_keep_seconds: default_pull_answer_keep(),
+            review_timeout_seconds: default_review_timeout(),
         }
     }
 }
@@ -149,6 +154,10 @@ fn default_give_up_days() -> u32 {
 
 fn default_pull_answer_keep() -> u32 {
     3600
+}
+
+fn default_review_timeout() -> u32 {
+    5 * 86_400
 }
 
 fn default_payload_max() -> u32 {
@@ -330,6 +339,13 @@ fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
             path,
             "store.delivery_retry_max_seconds",
             "must be at least 1",
+        ));
+    }
+    if file.store.review_timeout_seconds == 0 {
+        return Err(ConfigError::invalid(
+            path,
+            "store.review_timeout_seconds",
+            "must be at least 1 (a pull waits that long for its holder's review)",
         ));
     }
     if file.store.delivery_give_up_days == 0 {

@@ -182,6 +182,19 @@ impl Nodes {
         Ok(client.provide(request).await?.into_inner())
     }
 
+    /// Puts a pull before the holder's caseworkers for review.
+    pub async fn offer_review(
+        &self,
+        holder: &InstitutionId,
+        request: node_pb::OfferReviewRequest,
+    ) -> Result<(), NodeCallError> {
+        let mut client = self.client(holder)?;
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(ATTEMPT_TIMEOUT);
+        client.offer_review(request).await?;
+        Ok(())
+    }
+
     async fn deliver(&self, store: &Store, due: &Due) -> Result<(), NodeCallError> {
         let recipient = InstitutionId::parse("recipient", &due.recipient).map_err(|_| NodeCallError::Corrupt)?;
         let mut delivery = node_pb::Delivery::decode(due.delivery.as_slice()).map_err(|_| NodeCallError::Corrupt)?;

@@ -364,6 +364,7 @@ fn transfers(p: &Parts<'_>, nodes: delivery::Nodes) -> Result<Arc<transfer::Tran
             by_type: p.config.file.store.payload_max_bytes_by_type.clone(),
         },
         pull_answer_keep: std::time::Duration::from_secs(u64::from(p.config.file.store.pull_answer_keep_seconds)),
+        review_timeout: std::time::Duration::from_secs(u64::from(p.config.file.store.review_timeout_seconds)),
         rulebook: p.config.rulebook.clone(),
         catalogue: Arc::new(cii_types::exchange::Catalogue::load()?),
         pseudonyms: p.config.pseudonyms.clone(),

@@ -72,6 +72,7 @@ impl Policy for PolicyService {
             Lang::parse("lang", &lang).map_err(|e| invalid("lang", e.to_string()))?
         };
         let transfer = Transfer {
+            unreviewed_pull: false,
             from,
             to,
             trigger,

@@ -128,6 +128,16 @@ impl Gateway for GatewayService {
         Ok(Response::new(self.transfers.submit(caller, request.get_ref()).await?))
     }
 
+    async fn answer_review(
+        &self,
+        request: Request<pb::AnswerReviewRequest>,
+    ) -> Result<Response<pb::AnswerReviewResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.transfers.answer_review(caller, request.get_ref()).await?,
+        ))
+    }
+
     async fn get_transfer(
         &self,
         request: Request<pb::GetTransferRequest>,

@@ -7,8 +7,10 @@
 //! `secure_delete` overwrites a row's bytes when it is deleted.
 
 mod dead_letters;
+mod reviews;
 
 pub use dead_letters::{DeadLetterRow, SenderNotice};
+pub use reviews::PendingReview;
 
 use std::str::FromStr;
 

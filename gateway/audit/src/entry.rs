@@ -61,12 +61,19 @@ pub fn check(entry: &Entry) -> Result<(), Refused> {
         ("purpose", &entry.purpose),
         ("trigger", &entry.trigger),
         ("rulebook_hash", &entry.rulebook_hash),
+        ("reviewer", &entry.reviewer),
+        ("case_reference", &entry.case_reference),
     ];
     for (field, value) in singles {
         check_text(field, value, MAX_FIELD_CHARS)?;
     }
     // Free text a member chooses: no AVS number anywhere in it, whatever surrounds it.
-    for (field, value) in [("acting_user", &entry.acting_user), ("purpose", &entry.purpose)] {
+    for (field, value) in [
+        ("acting_user", &entry.acting_user),
+        ("purpose", &entry.purpose),
+        ("reviewer", &entry.reviewer),
+        ("case_reference", &entry.case_reference),
+    ] {
         if cii_types::avs::contains_avs(value) {
             return refuse(field, "looks like an AVS number");
         }
@@ -79,6 +86,9 @@ pub fn check(entry: &Entry) -> Result<(), Refused> {
         ("consents", &entry.consents),
         ("attestations", &entry.attestations),
         ("obligations", &entry.obligations),
+        ("reviewer_attestations", &entry.reviewer_attestations),
+        ("network_facts", &entry.network_facts),
+        ("consents_found", &entry.consents_found),
     ];
     for (field, values) in lists {
         if values.len() > MAX_VALUES {

@@ -14,6 +14,7 @@ fn transfers(rb: &Rulebook) -> Vec<(&'static str, Transfer)> {
         Facts::named(rb, ["person_informed_before", "incapacity_for_work_or_threatened"]).expect("declared facts");
     let exchange = Facts::named(rb, ["cost_bearer_unclear", "no_overriding_private_interest"]).expect("declared facts");
     let t = |from, to, trigger, purpose: &str, cats: &[&str], facts, consents| Transfer {
+        unreviewed_pull: false,
         from: Party::of_type(from),
         to: Party::of_type(to),
         trigger: Some(trigger),

@@ -118,6 +118,9 @@ pub struct Transfer {
     pub persons: u32,
     /// The case or request reference of the individual case, if given.
     pub case_reference: Option<String>,
+    /// A pull its holder has not reviewed: only bases with `automatic_answer` may carry it
+    /// (the others wait for the holder's caseworker, who weighs and attests).
+    pub unreviewed_pull: bool,
     /// Facts and attestations.
     pub facts: Facts,
     /// Consents found.
@@ -177,6 +180,12 @@ pub enum ReasonCode {
     SensitiveDataExcluded,
     /// The transfer is denied: no basis holds.
     NoBasisHolds,
+    /// A pull under a basis that needs the holder's review, not yet reviewed.
+    ReviewRequired,
+    /// The holder's caseworker refused the pull.
+    ReviewRefused,
+    /// The holder did not answer the review in time.
+    ReviewTimeout,
 }
 
 impl ReasonCode {
@@ -192,6 +201,9 @@ impl ReasonCode {
             ReasonCode::MedicalDataExcluded => "MEDICAL_DATA_EXCLUDED",
             ReasonCode::SensitiveDataExcluded => "SENSITIVE_DATA_EXCLUDED",
             ReasonCode::NoBasisHolds => "NO_BASIS_HOLDS",
+            ReasonCode::ReviewRequired => "REVIEW_REQUIRED",
+            ReasonCode::ReviewRefused => "REVIEW_REFUSED",
+            ReasonCode::ReviewTimeout => "REVIEW_TIMEOUT",
         }
     }
 }
@@ -259,6 +271,30 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// A denial that is not the rulebook's: the holder's reviewer refused, or did not
+    /// answer in time (`code`), every category asked for withheld with that reason.
+    pub fn by_review(rulebook: &Rulebook, categories: &[String], code: ReasonCode) -> Result<Decision, InputError> {
+        let asked = mask_of(rulebook, categories)?;
+        Ok(Decision::Deny {
+            reasons: vec![Reason {
+                code,
+                basis: None,
+                condition: None,
+            }],
+            withheld: indices(asked)
+                .into_iter()
+                .map(|category| Withheld { category, reason: code })
+                .collect(),
+            rulebook_hash: Arc::from(rulebook.hash.as_str()),
+        })
+    }
+
+    /// Whether a pull denied only because it was not reviewed would be decided by its holder's
+    /// reviewer: some basis covering it waits for the review.
+    pub fn awaits_review(&self) -> bool {
+        matches!(self, Decision::Deny { reasons, .. } if reasons.iter().any(|r| r.code == ReasonCode::ReviewRequired))
+    }
+
     /// Whether it permits.
     pub fn is_permit(&self) -> bool {
         matches!(self, Decision::Permit { .. })
@@ -324,6 +360,8 @@ pub enum BasisOutcome {
     TriggerNotCovered,
     /// Does not permit the purpose.
     PurposeNotPermitted,
+    /// A pull the holder has not reviewed, and the basis has no automatic answer.
+    ReviewRequired,
     /// A condition failed.
     ConditionsFailed,
     /// Holds but permits none of the categories asked for.
@@ -703,6 +741,15 @@ fn evaluate(
                 condition: None,
             });
             record(BasisOutcome::PurposeNotPermitted, Vec::new());
+            continue;
+        }
+        if t.unreviewed_pull && !b.automatic_answer {
+            reasons.push(Reason {
+                code: ReasonCode::ReviewRequired,
+                basis: Some(i),
+                condition: None,
+            });
+            record(BasisOutcome::ReviewRequired, Vec::new());
             continue;
         }
         let mut conditions = Vec::new();

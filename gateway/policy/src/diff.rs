@@ -166,6 +166,7 @@ pub fn diff(old: &Rulebook, new: &Rulebook, date: Date) -> Vec<Change> {
             for trigger in Trigger::ALL {
                 for purpose in &purposes {
                     let mut transfer = Transfer {
+                        unreviewed_pull: false,
                         from: Party::of_type(from),
                         to: Party::of_type(to),
                         trigger: Some(*trigger),

@@ -70,6 +70,24 @@ fn reason_label(code: ReasonCode, lang: Lang) -> &'static str {
             "besonders schützenswerte Daten durch die Grundlage ausgeschlossen",
             "sensitive data excluded by the basis",
         ),
+        ReasonCode::ReviewRequired => l(
+            lang,
+            "demande en attente de l'examen du détenteur (pas de réponse automatique)",
+            "Anfrage wartet auf die Prüfung der Inhaberin (keine automatische Antwort)",
+            "request waiting for the holder's review (no automatic answer)",
+        ),
+        ReasonCode::ReviewRefused => l(
+            lang,
+            "refusée par le détenteur après examen",
+            "von der Inhaberin nach Prüfung abgelehnt",
+            "refused by the holder after review",
+        ),
+        ReasonCode::ReviewTimeout => l(
+            lang,
+            "le détenteur n'a pas répondu dans le délai d'examen",
+            "die Inhaberin hat nicht innert der Prüfungsfrist geantwortet",
+            "the holder did not answer within the review period",
+        ),
         ReasonCode::NoBasisHolds => l(
             lang,
             "aucune base légale ne s'applique à ce transfert",
@@ -305,6 +323,9 @@ pub fn render(rb: &Rulebook, t: &Transfer, ev: &Evaluation, lang: Lang) -> Strin
                         "inactive (awaiting jurists' confirmation)"
                     )
                 );
+            }
+            BasisOutcome::ReviewRequired => {
+                let _ = writeln!(out, "    ✗ {}", reason_label(ReasonCode::ReviewRequired, lang));
             }
             BasisOutcome::OtherCanton => {
                 let _ = writeln!(

@@ -20,6 +20,8 @@
 //! case_reference = "AI-2026-0042"             # optional, default a reference; "" for none
 //! from_canton = "VS"         # optional: the discloser's canton (else the rulebook's, for an id)
 //! article = "LAI 3b al. 2"   # optional: the article the scenario tests, for readers
+//! pull = true                # optional: a pull its holder has not reviewed (only bases with
+//!                            # `automatic_answer` may carry it; the others wait for review)
 //! ```
 //! A consent table's `categories` default to the scenario's, `purposes` to its
 //! purpose, `written` to false. A scenario that cannot be loaded fails with
@@ -76,6 +78,8 @@ struct RawScenario {
     from_canton: Option<String>,
     #[serde(default)]
     article: Option<String>,
+    #[serde(default)]
+    pull: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +231,7 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
     };
     let persons = raw.persons.unwrap_or(1);
     let transfer = Transfer {
+        unreviewed_pull: raw.pull,
         from,
         to,
         trigger,

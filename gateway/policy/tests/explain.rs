@@ -6,7 +6,10 @@ use cii_policy::decide::{ConsentFound, Facts, Party, Transfer};
 use cii_policy::{Lang, Rulebook, Trigger, explain, federal_sources, load};
 use cii_types::InstitutionType;
 
-#[expect(clippy::too_many_arguments, reason = "one line per field of the transfer, read as a table")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one line per field of the transfer, read as a table"
+)]
 fn transfer(
     rb: &Rulebook,
     from: InstitutionType,
@@ -19,6 +22,7 @@ fn transfer(
 ) -> Transfer {
     let f = Facts::named(rb, facts.iter().copied()).expect("declared facts");
     Transfer {
+        unreviewed_pull: false,
         from: Party::of_type(from),
         to: Party::of_type(to),
         trigger: Some(trigger),

@@ -63,6 +63,7 @@ fn transfer() -> impl Strategy<Value = Transfer> {
                     })
                     .unwrap_or_default();
                 Transfer {
+                    unreviewed_pull: false,
                     from: Party::of_type(f),
                     to: Party::of_type(t),
                     trigger: Some(Trigger::ALL[tr]),

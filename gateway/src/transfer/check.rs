@@ -91,6 +91,8 @@ pub struct Checked<'r> {
     pub(super) attested: Vec<String>,
     /// The case or request reference of the individual case, if given.
     pub(super) case_reference: Option<String>,
+    /// For a pull: its holder's review, once given.
+    pub(super) review: Option<super::review::Review>,
 }
 
 impl Checked<'_> {
@@ -153,6 +155,7 @@ pub fn check_request<'a>(
         person,
         attested,
         case_reference,
+        review: None,
     })
 }
 

@@ -17,8 +17,10 @@ use cii_pseudonym::names::Party;
 use prost::Message;
 use tonic::Code;
 
+use super::review::Verdict;
 use super::{Checked, TransferError, Transfers};
 use crate::store::ObligationRecord;
+use cii_policy::decide::ReasonCode;
 
 /// Stage 2: what the network knows about the transfer besides the request.
 #[derive(Debug)]
@@ -50,6 +52,13 @@ pub struct Decided<'r> {
     pub(super) wire: common_pb::Decision,
     /// The obligations to track.
     pub(super) obligations: Vec<ObligationRecord>,
+    /// A pull no automatic basis carries while some basis waits for the holder's review:
+    /// not decided, held for the review.
+    pub(super) awaits_review: bool,
+    /// The network facts that held (directory capacities), for the entry.
+    pub(super) network_facts: Vec<String>,
+    /// The consents found, as the decision saw them, for the entry.
+    pub(super) consents_found: Vec<String>,
 }
 
 impl Decided<'_> {
@@ -135,6 +144,21 @@ impl Transfers {
             }
             facts.set(index, true);
         }
+        // The holder's reviewer attests, as the discloser, only what the discloser weighs.
+        for id in checked.review.iter().flat_map(|r| r.facts()) {
+            let index = rb
+                .fact_index(id)
+                .ok_or_else(|| TransferError::FactUnknown(id.clone()))?;
+            let attester = rb.facts.get(index).map_or(Attester::Network, |f| f.attested_by);
+            if attester != Attester::Discloser {
+                return Err(TransferError::FactNotAssertable {
+                    fact: id.clone(),
+                    attester: attester.as_str(),
+                    why: "the holder's reviewer attests only the facts the discloser weighs",
+                });
+            }
+            facts.set(index, true);
+        }
         if !checked.written_request.trim().is_empty()
             && let Some(i) = rb.fact_index("written_request")
         {
@@ -205,14 +229,36 @@ impl Transfers {
             // One transfer concerns one person (a list exchange is a rulebook basis of its own).
             persons: 1,
             case_reference: consulted.checked.case_reference.clone(),
+            unreviewed_pull: consulted.checked.is_pull() && consulted.checked.review.is_none(),
             facts,
             consents: consents_found(&consulted.lookup),
             date: consulted.now.date(),
         };
         let reference = cii_types::transfer::reference(&caller.institution.id, &consulted.checked.id);
-        let decision = self
-            .decide_consuming(&mut transfer, &consulted.lookup, &reference)
-            .await?;
+        let refused = consulted.checked.review.as_ref().and_then(|r| match r.verdict {
+            Verdict::Approved(_) => None,
+            Verdict::Refused(_) => Some(ReasonCode::ReviewRefused),
+            Verdict::TimedOut => Some(ReasonCode::ReviewTimeout),
+        });
+        let decision = match refused {
+            Some(code) => {
+                Decision::by_review(&self.rulebook, &transfer.categories, code).map_err(TransferError::Undecidable)?
+            }
+            None => {
+                self.decide_consuming(&mut transfer, &consulted.lookup, &reference)
+                    .await?
+            }
+        };
+        let awaits_review = consulted.checked.review.is_none() && decision.awaits_review();
+        let network_facts = self
+            .rulebook
+            .facts
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| f.attested_by == Attester::Network && transfer.facts.get(*i))
+            .map(|(_, f)| f.id.clone())
+            .collect();
+        let consents_found = transfer.consents.iter().map(consent_found).collect();
         let released: BTreeSet<String> = decision
             .released()
             .iter()
@@ -227,6 +273,9 @@ impl Transfers {
             released,
             wire,
             obligations,
+            awaits_review,
+            network_facts,
+            consents_found,
         })
     }
 
@@ -335,6 +384,17 @@ impl Transfers {
 /// `consent_id@version`, the name the decision and the log give a consent.
 fn consent_reference(record: &registry_pb::ConsentRecord) -> String {
     format!("{}@{}", record.consent_id, record.version)
+}
+
+/// A consent as the decision saw it: `id@version:written|oral:category+…:purpose+…`.
+fn consent_found(c: &ConsentFound) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        c.reference,
+        if c.written { "written" } else { "oral" },
+        c.categories.join("+"),
+        c.purposes.join("+")
+    )
 }
 
 fn consents_found(lookup: &registry_pb::LookupResponse) -> Vec<ConsentFound> {

@@ -59,6 +59,20 @@ pub(super) fn transfer_entry(caller: &Caller, decided: &Decided<'_>, sealed: &Se
             sha256(checked.written_request.as_bytes())
         },
         rulebook_hash: decided.decision.rulebook_hash().to_owned(),
+        reviewer: checked.review.as_ref().map(|r| r.reviewer.clone()).unwrap_or_default(),
+        reviewer_attestations: checked.review.as_ref().map(|r| r.facts().to_vec()).unwrap_or_default(),
+        case_reference: checked.case_reference.clone().unwrap_or_default(),
+        network_facts: decided.network_facts.clone(),
+        consents_found: decided.consents_found.clone(),
+        detail: checked
+            .review
+            .as_ref()
+            .and_then(|r| match &r.verdict {
+                super::review::Verdict::Refused(reason) => Some(format!("review=refused reason={reason}")),
+                super::review::Verdict::TimedOut => Some("review=timed-out".to_owned()),
+                super::review::Verdict::Approved(_) => None,
+            })
+            .unwrap_or_default(),
         ..cii_audit::Entry::default()
     }
 }
@@ -77,6 +91,7 @@ pub(super) fn request_part(caller: &Caller, checked: &super::Checked<'_>) -> cii
         purpose: checked.purpose.clone(),
         trigger: checked.trigger.to_string(),
         attestations: checked.attested.clone(),
+        case_reference: checked.case_reference.clone().unwrap_or_default(),
         ..cii_audit::Entry::default()
     }
 }

@@ -65,6 +65,15 @@ pub enum TransferError {
         /// What the caller can do instead.
         why: &'static str,
     },
+    /// No pull of this requester and id waits for the caller's review.
+    #[error("no pull `{0}` waits for this institution's review")]
+    ReviewNotFound(String),
+    /// The review's deadline passed: the pull was denied (REVIEW_TIMEOUT).
+    #[error("the review period of pull `{0}` has ended; the pull was denied")]
+    ReviewExpired(String),
+    /// A refusal without one of the reason codes.
+    #[error("refusal_reason must be one of: {0}")]
+    RefusalReasonInvalid(&'static str),
     /// The payload does not fit the contract.
     #[error("{0}")]
     Payload(cii_types::exchange::ExchangeError),
@@ -154,6 +163,9 @@ impl TransferError {
             E::Ciphertext { source, .. } | E::Seal(source) => source.code(),
             E::FactUnknown(_) => "FACT_UNKNOWN",
             E::FactNotAssertable { .. } => "FACT_NOT_ASSERTABLE",
+            E::ReviewNotFound(_) => "REVIEW_NOT_FOUND",
+            E::ReviewExpired(_) => "REVIEW_EXPIRED",
+            E::RefusalReasonInvalid(_) => "REFUSAL_REASON_INVALID",
             E::Payload(e) => e.code(),
             E::PayloadEmpty => "PAYLOAD_EMPTY",
             E::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
@@ -187,6 +199,8 @@ impl TransferError {
             E::WrittenRequestTooLong(_) => "written_request",
             E::Ciphertext { field, .. } => field,
             E::FactUnknown(_) | E::FactNotAssertable { .. } => "attested_facts",
+            E::ReviewNotFound(_) | E::ReviewExpired(_) => "transfer_id",
+            E::RefusalReasonInvalid(_) => "refusal_reason",
             E::Payload(_) | E::PayloadEmpty | E::PayloadTooLarge { .. } => "payload",
             E::Undecidable(cii_policy::decide::InputError::UnknownPurpose(_)) => "purpose",
             E::Undecidable(_) => "categories",

@@ -7,6 +7,9 @@
 //!         ─(entry)→ Logged ─deliver→ response (delivered, queued, or the pull's data)
 //! ```
 //!
+//! A pull the rulebook leaves to its holder's review stops after `decide` (nothing
+//! logged) and waits (`review`); the holder's answer runs the rest.
+//!
 //! Push and pull are one path: [`check::Direction`] says who discloses.
 //! Denials are logged like permits.
 //!
@@ -18,6 +21,7 @@
 //! - `log`: log before deliver (held record, durable entry, released record).
 //! - `recovery`: the same transfer id again; held transfers completed after a crash.
 //! - `pull`: the holder's answer to a permitted pull, filtered.
+//! - `review`: pulls held for their holder's review, and the reviewer's answer.
 //! - `error`: [`TransferError`], each variant with its stable code.
 
 mod check;
@@ -27,6 +31,7 @@ mod error;
 mod log;
 mod pull;
 mod recovery;
+mod review;
 mod seal;
 
 use std::collections::HashSet;
@@ -64,6 +69,8 @@ pub struct Parts {
     pub payload_caps: PayloadCaps,
     /// How long a pull's sealed answer is kept for retries of the same request.
     pub pull_answer_keep: std::time::Duration,
+    /// How long a pull waits for its holder's review before it is denied.
+    pub review_timeout: std::time::Duration,
     /// The active rulebook.
     pub rulebook: Arc<Rulebook>,
     /// The exchange catalogue (field categories).
@@ -91,6 +98,7 @@ pub struct Transfers {
     registry: Live,
     payload_caps: PayloadCaps,
     pull_answer_keep: std::time::Duration,
+    review_timeout: std::time::Duration,
     rulebook: Arc<Rulebook>,
     catalogue: Arc<Catalogue>,
     pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
@@ -118,6 +126,7 @@ impl Transfers {
             registry,
             payload_caps,
             pull_answer_keep,
+            review_timeout,
             rulebook,
             catalogue,
             pseudonyms,
@@ -133,6 +142,7 @@ impl Transfers {
             registry,
             payload_caps,
             pull_answer_keep,
+            review_timeout,
             rulebook,
             catalogue,
             pseudonyms,
@@ -161,9 +171,15 @@ impl Transfers {
         if let Some(done) = self.replay(caller, &checked).await? {
             return Ok(done);
         }
+        if let Some(waiting) = self.pending(caller, &checked).await? {
+            return Ok(waiting);
+        }
         cii_audit::entry::check(&entry::request_part(caller, &checked)).map_err(cii_audit::LogError::from)?;
         let consulted = self.consult(caller, checked).await?;
         let decided = self.decide(caller, consulted).await?;
+        if decided.awaits_review {
+            return self.hold_for_review(caller, request, decided.checked()).await;
+        }
         let sealed = self.seal(caller, &decided)?;
         let entry = entry::transfer_entry(caller, &decided, &sealed);
         let logged = self.log(caller, &decided, sealed, entry).await?;

@@ -86,6 +86,8 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.gateway.v1.Gateway/SubmitTransfer", CASEWORK),
     ("/cii.gateway.v1.Gateway/GetTransfer", CASEWORK),
     ("/cii.gateway.v1.Gateway/ReleasePullAnswer", CASEWORK),
+    // The discloser's weighing is a person's: a `system` account (automated IT) cannot review.
+    ("/cii.gateway.v1.Gateway/AnswerReview", Access::Users(&[Caseworker])),
     ("/cii.gateway.v1.Gateway/AcknowledgeDeliveries", CASEWORK),
     ("/cii.gateway.v1.Gateway/ListObligations", OBLIGATIONS),
     ("/cii.gateway.v1.Gateway/FulfilObligation", CASEWORK),
@@ -123,6 +125,8 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.node.v1.Node/Acknowledge", CASEWORK),
     ("/cii.node.v1.Node/GetTransfer", CASEWORK),
     ("/cii.node.v1.Node/ReleasePullAnswer", CASEWORK),
+    ("/cii.node.v1.Node/ListReviews", CASEWORK),
+    ("/cii.node.v1.Node/AnswerReview", Access::Users(&[Caseworker])),
     ("/cii.node.v1.Node/Publish", CASEWORK),
     ("/cii.node.v1.Node/ListObligations", OBLIGATIONS),
     ("/cii.node.v1.Node/FulfilObligation", CASEWORK),
@@ -146,6 +150,7 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/cii.node.v1.NodeInbound/Ping", Access::Peer),
     ("/cii.node.v1.NodeInbound/Deliver", Access::Peer),
     ("/cii.node.v1.NodeInbound/Provide", Access::Peer),
+    ("/cii.node.v1.NodeInbound/OfferReview", Access::Peer),
     // A witness of the audit log (a node's inbound API, or an independent witness): the gateway only.
     ("/cii.witness.v1.Witness/AddCheckpoint", Access::Peer),
     // The consent registry: the gateway only (it names the acting user in each request).

@@ -256,6 +256,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 categories,
                 persons,
                 case_reference: (!no_case_reference).then(|| "explain".to_owned()),
+                unreviewed_pull: false,
                 facts: given,
                 consents,
                 date,

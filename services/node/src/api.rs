@@ -530,6 +530,57 @@ impl Node for NodeApi {
             .await
     }
 
+    async fn list_reviews(
+        &self,
+        request: Request<pb::ListReviewsRequest>,
+    ) -> Result<Response<pb::ListReviewsResponse>, Status> {
+        caller(&request)?;
+        let limit = match request.get_ref().limit {
+            0 => 100,
+            n => n.min(100),
+        };
+        let now = cii_types::time::micros(self.clock.now());
+        let stored = self.store.reviews(now, limit).await.map_err(NodeError::from)?;
+        let reviews = stored
+            .into_iter()
+            .map(|r| {
+                let pull = pb::OfferReviewRequest::decode(r.offer.as_slice())
+                    .map_err(|_| NodeError::StoreCorrupt("a stored review does not decode"))?;
+                Ok(pb::Review {
+                    pull: Some(pb::OfferReviewRequest { person: None, ..pull }),
+                    local_record_id: r.local_record_id,
+                    offered_at: cii_types::time::from_micros(r.offered_micros).map(cii_types::time::timestamp),
+                })
+            })
+            .collect::<Result<Vec<_>, NodeError>>()?;
+        Ok(Response::new(pb::ListReviewsResponse { reviews }))
+    }
+
+    async fn answer_review(
+        &self,
+        request: Request<gw::AnswerReviewRequest>,
+    ) -> Result<Response<gw::AnswerReviewResponse>, Status> {
+        caller(&request)?;
+        let answer = request.get_ref().clone();
+        let (requester, transfer_id) = (answer.requester.clone(), answer.transfer_id.clone());
+        let decided = self.gateway.clone().answer_review(Self::onward(&request, answer)).await;
+        // Answered, or ended at the gateway (expired, unknown): either way no longer waiting here.
+        let ended = match &decided {
+            Ok(_) => true,
+            Err(status) => matches!(
+                cii_kit::status::error_code(status).as_deref(),
+                Some("REVIEW_EXPIRED" | "REVIEW_NOT_FOUND")
+            ),
+        };
+        if ended {
+            self.store
+                .review_answered(&requester, &transfer_id)
+                .await
+                .map_err(NodeError::from)?;
+        }
+        decided
+    }
+
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
         caller(&request)?;
         let publish = request.get_ref();

@@ -200,6 +200,36 @@ impl NodeInbound for NodeInboundService {
 
     /// Answers a permitted pull from what this institution published; the
     /// gateway filters the answer to the released categories.
+    /// A pull for this institution's caseworkers to review. Bounded by what the gateway
+    /// offers (its certificate only reaches here); kept sealed at rest.
+    async fn offer_review(
+        &self,
+        request: Request<pb::OfferReviewRequest>,
+    ) -> Result<Response<pb::OfferReviewResponse>, Status> {
+        let offer = request.into_inner();
+        let requester = InstitutionId::parse("requester", &offer.requester).map_err(|_| NodeError::FieldRequired {
+            field: "requester",
+            what: "requester is a registry id",
+        })?;
+        cii_types::TransferId::parse(&offer.transfer_id).map_err(|_| NodeError::FieldRequired {
+            field: "transfer_id",
+            what: "transfer_id is a transfer id",
+        })?;
+        let (record, _) = self.recognise(offer.person.as_ref()).await?;
+        let deadline = offer.deadline.map_or(0, |d| d.seconds.saturating_mul(1_000_000));
+        let review = crate::store::OfferedReview {
+            requester: requester.to_string(),
+            transfer_id: offer.transfer_id.clone(),
+            offer: offer.encode_to_vec(),
+            local_record_id: record,
+            offered_micros: cii_types::time::micros(self.clock.now()),
+            deadline_micros: deadline,
+        };
+        self.store.offer_review(&review).await.map_err(NodeError::from)?;
+        tracing::info!(requester = %review.requester, transfer_id = %review.transfer_id, "pull offered for review");
+        Ok(Response::new(pb::OfferReviewResponse {}))
+    }
+
     async fn provide(&self, request: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
         let mut ask = request.into_inner();
         if ask.person.is_none() {

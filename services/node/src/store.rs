@@ -449,6 +449,62 @@ impl Store {
             .transpose()
     }
 
+    /// Keeps a pull offered for this institution's review; the same offer again changes nothing.
+    pub async fn offer_review(&self, review: &OfferedReview) -> Result<(), StoreError> {
+        let key = format!("{}/{}", review.requester, review.transfer_id);
+        let sealed = self.seal_with(row_aad("review", &key), review.offer.clone())?;
+        sqlx::query(
+            "INSERT INTO review (requester, transfer_id, offer, local_record_id, offered_micros, deadline_micros) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (requester, transfer_id) DO NOTHING",
+        )
+        .bind(&review.requester)
+        .bind(&review.transfer_id)
+        .bind(sealed)
+        .bind(&review.local_record_id)
+        .bind(review.offered_micros)
+        .bind(review.deadline_micros)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reviews not answered whose deadline is after `now`, oldest first, at most `limit`.
+    pub async fn reviews(&self, now: i64, limit: u32) -> Result<Vec<OfferedReview>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT requester, transfer_id, offer, local_record_id, offered_micros, deadline_micros FROM review \
+             WHERE answered = 0 AND deadline_micros > ? ORDER BY offered_micros, requester, transfer_id LIMIT ?",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let (requester, transfer_id): (String, String) = (r.get(0), r.get(1));
+                let key = format!("{requester}/{transfer_id}");
+                let offer = self.open_with(row_aad("review", &key), r.get::<Vec<u8>, _>(2).as_slice())?;
+                Ok(OfferedReview {
+                    requester,
+                    transfer_id,
+                    offer,
+                    local_record_id: r.get(3),
+                    offered_micros: r.get(4),
+                    deadline_micros: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    /// A caseworker answered the review.
+    pub async fn review_answered(&self, requester: &str, transfer_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE review SET answered = 1 WHERE requester = ? AND transfer_id = ?")
+            .bind(requester)
+            .bind(transfer_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -637,4 +693,21 @@ mod tests {
         assert_eq!(parse_key(&"ab".repeat(31)), None);
         assert_eq!(parse_key(&"zz".repeat(32)), None);
     }
+}
+
+/// A pull offered for this institution's review, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedReview {
+    /// The requester's registry id.
+    pub requester: String,
+    /// The pull's transfer id.
+    pub transfer_id: String,
+    /// The encoded `node.v1.OfferReviewRequest` (opened).
+    pub offer: Vec<u8>,
+    /// This institution's record of the person ('' if not enrolled here).
+    pub local_record_id: String,
+    /// When it was offered.
+    pub offered_micros: i64,
+    /// When the review ends.
+    pub deadline_micros: i64,
 }

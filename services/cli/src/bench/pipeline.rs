@@ -248,6 +248,12 @@ mod relay {
         async fn provide(&self, _: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
             Err(Status::unimplemented("relay benchmark"))
         }
+        async fn offer_review(
+            &self,
+            _: Request<pb::OfferReviewRequest>,
+        ) -> Result<Response<pb::OfferReviewResponse>, Status> {
+            Err(Status::unimplemented("relay benchmark"))
+        }
     }
 
     #[tonic::async_trait]
@@ -259,6 +265,12 @@ mod relay {
             self.0.clone().deliver(request.into_inner()).await
         }
         async fn provide(&self, _: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
+            Err(Status::unimplemented("relay benchmark"))
+        }
+        async fn offer_review(
+            &self,
+            _: Request<pb::OfferReviewRequest>,
+        ) -> Result<Response<pb::OfferReviewResponse>, Status> {
             Err(Status::unimplemented("relay benchmark"))
         }
     }

@@ -26,6 +26,7 @@ pub(super) fn policy(phase: Duration) -> anyhow::Result<serde_json::Value> {
         categories: categories.iter().map(|c| (*c).to_owned()).collect(),
         persons: 1,
         case_reference: Some("bench".to_owned()),
+        unreviewed_pull: false,
         facts,
         consents,
         date: today,
