@@ -65,7 +65,11 @@ pub fn decision(rb: &Rulebook, d: &Decision) -> pb::Decision {
             .iter()
             .map(|o| pb::Obligation {
                 id: String::new(),
-                kind: o.kind.to_string(),
+                kind: rb
+                    .obligation_kinds
+                    .get(o.kind)
+                    .map(|k| k.id.clone())
+                    .unwrap_or_default(),
                 owner: o
                     .party
                     .id

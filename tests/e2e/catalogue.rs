@@ -161,7 +161,11 @@ fn cases() -> Vec<Case> {
             permit,
             basis,
         };
-    const REFUGEE: &[&str] = &["refugee_or_provisionally_admitted", "employability_established"];
+    const REFUGEE: &[&str] = &[
+        "refugee_or_provisionally_admitted",
+        "employability_established",
+        "unemployed",
+    ];
     const UNCLEAR: &[&str] = &["cost_bearer_unclear", "no_overriding_private_interest"];
     const WRITTEN: &str = "Demande écrite et motivée : examen du droit aux prestations (LPGA art. 32).";
     vec![
@@ -195,7 +199,7 @@ fn cases() -> Vec<Case> {
             "AS-VS",
             WrittenRequest,
             "benefit_determination",
-            &[],
+            &["no_overriding_private_interest"],
             WRITTEN,
             &assessment,
             true,
@@ -218,7 +222,7 @@ fn cases() -> Vec<Case> {
             "ORP-VS",
             "AI-VS",
             BilateralExchange,
-            "claim_clarification",
+            "claim_clarification_ac_ai",
             UNCLEAR,
             "",
             &cost_bearer,
@@ -230,7 +234,7 @@ fn cases() -> Vec<Case> {
             "ORP-VS",
             "AI-VS",
             BilateralExchange,
-            "claim_clarification",
+            "claim_clarification_ac_ai",
             &["no_overriding_private_interest"],
             "",
             &cost_bearer,
@@ -243,7 +247,7 @@ fn cases() -> Vec<Case> {
             "AS-VS",
             MandatoryReport,
             "benefit_coordination",
-            &[],
+            &["decision_affects_recipient_benefits"],
             "",
             &decision_copy,
             true,
@@ -286,16 +290,28 @@ fn cases() -> Vec<Case> {
             "",
         ),
         case(
-            "deregistration notice",
+            "deregistration notice the AI asked for, under the LAI's duty",
             "ORP-VS",
-            "PC-VS",
+            "AI-VS",
             MandatoryReport,
             "benefit_determination",
-            &[],
+            &["ai_claim_filed", "no_overriding_private_interest"],
             "",
             &deregistration,
             true,
             "LACI-97a-1-b",
+        ),
+        case(
+            "deregistration notice to the PC: no federal act imposes it",
+            "ORP-VS",
+            "PC-VS",
+            MandatoryReport,
+            "benefit_determination",
+            &["no_overriding_private_interest"],
+            "",
+            &deregistration,
+            false,
+            "",
         ),
         case(
             "deregistration notice to the social service",
@@ -350,7 +366,7 @@ fn cases() -> Vec<Case> {
             "ORP-VS",
             "AI-VS",
             BilateralExchange,
-            "claim_clarification",
+            "claim_clarification_ac_ai",
             UNCLEAR,
             "",
             &oral,
@@ -362,7 +378,7 @@ fn cases() -> Vec<Case> {
             "ORP-VS",
             "AI-VS",
             BilateralExchange,
-            "claim_clarification",
+            "claim_clarification_ac_ai",
             &[],
             "",
             &oral,
@@ -374,8 +390,8 @@ fn cases() -> Vec<Case> {
             "AI-VS",
             "SUVA-VS",
             SpontaneousReport,
-            "statistics",
-            &[],
+            "accident_risk_analysis",
+            &["dataset_limited_to_laa_1a_1c"],
             "",
             &statistics,
             true,
@@ -386,8 +402,8 @@ fn cases() -> Vec<Case> {
             "AI-VS",
             "AS-VS",
             SpontaneousReport,
-            "statistics",
-            &[],
+            "accident_risk_analysis",
+            &["dataset_limited_to_laa_1a_1c"],
             "",
             &statistics,
             false,
@@ -442,6 +458,19 @@ async fn every_catalogue_exchange_is_permitted_in_its_case_and_refused_outside_i
             .await
             .expect("enrol");
     }
+    // The social service supports the person (the reference directory says so): the AI office's
+    // decision copy touches its benefits (LAI art. 68bis al. 5).
+    node("AS-VS")
+        .declare_relationship(with_token(
+            node_pb::RelationshipRequest {
+                local_record_id: "AS-VS-9".into(),
+                capacity: "social_aid".into(),
+                at: None,
+            },
+            &token("AS-VS"),
+        ))
+        .await
+        .expect("relationship");
     let mut cases = cases();
     // The consent-based handover, after the consent is recorded.
     let handover_payload = cases
@@ -575,9 +604,23 @@ async fn every_catalogue_exchange_is_permitted_in_its_case_and_refused_outside_i
     assert_eq!(registration.acting_user, "caseworker.7@AS-VS");
     assert_eq!(
         registration.attestations,
-        ["refugee_or_provisionally_admitted", "employability_established"]
+        [
+            "refugee_or_provisionally_admitted",
+            "employability_established",
+            "unemployed"
+        ]
     );
     assert_eq!(registration.bases, ["LEI-53-5"]);
+    assert_eq!(registration.case_reference, "case-1");
+    // The decision copy's entry keeps what the directory said, for a replay under another rulebook.
+    let copy = entries
+        .iter()
+        .find(|e| e.bases == ["LAI-68bis-5"])
+        .expect("the decision copy's entry");
+    assert!(
+        copy.network_facts.contains(&"recipient_serves_person".to_owned()),
+        "{copy:?}"
+    );
     let written = by_id("cat-2");
     let digest = ring::digest::digest(&ring::digest::SHA256, assessment.written_request.as_bytes());
     assert_eq!(written.written_request_sha256, digest.as_ref());

@@ -111,8 +111,16 @@ async fn dpo_queries(options: Options) {
             .expect("enrol");
     }
     for request in [
-        report("q-1", "O-ANNA", &["person_informed_before"]),
-        report("q-2", "O-LUCA", &["person_informed_before"]),
+        report(
+            "q-1",
+            "O-ANNA",
+            &["person_informed_before", "incapacity_for_work_or_threatened"],
+        ),
+        report(
+            "q-2",
+            "O-LUCA",
+            &["person_informed_before", "incapacity_for_work_or_threatened"],
+        ),
         report("q-3", "O-ANNA", &[]),
     ] {
         node(&net, 0)
@@ -356,7 +364,11 @@ async fn retention(options: Options) {
             .expect("enrol");
     }
     for request in [
-        report("r-1", "O-ANNA", &["person_informed_before"]),
+        report(
+            "r-1",
+            "O-ANNA",
+            &["person_informed_before", "incapacity_for_work_or_threatened"],
+        ),
         report("r-2", "O-ANNA", &[]),
     ] {
         node(&net, 0)

@@ -172,9 +172,13 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     let net = Network::start(&members()).await;
     enrol_everywhere(&net).await;
 
-    let permitted = send(&net, ORP, report("ed-1", &["person_informed_before"]))
-        .await
-        .expect("send");
+    let permitted = send(
+        &net,
+        ORP,
+        report("ed-1", &["person_informed_before", "incapacity_for_work_or_threatened"]),
+    )
+    .await
+    .expect("send");
     assert_eq!(outcome(&permitted), Outcome::Permit);
     let decision = permitted.decision.clone().expect("decision");
     assert_eq!(decision.bases[0].id, "LAI-3b-2-i");
@@ -184,9 +188,19 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
             .as_ref()
             .expect("citation")
             .fr
-            .starts_with("LAI art. 3b al. 2 let. i")
+            .starts_with("LAI art. 3abis al. 2, art. 3b al. 1, al. 2 let. i")
     );
-    assert!(decision.released_categories.contains(&"medical_reports".to_owned()));
+    // LAI 3b al. 1: the report may carry the certificate of incapacity, never the medical file.
+    assert!(
+        decision
+            .released_categories
+            .contains(&"incapacity_certificate".to_owned())
+    );
+    assert!(
+        decision.withheld.iter().any(|w| w.category == "medical_reports"),
+        "{:?}",
+        decision.withheld
+    );
     assert!(
         !decision.released_categories.contains(&"identity.avs".to_owned()),
         "identity.avs withheld"
@@ -211,6 +225,14 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     let payload = item.payload.as_ref().expect("payload");
     let received = xt::EarlyDetectionReport::decode(payload.value.as_slice()).expect("decode");
     assert!(received.accident_benefits.is_empty());
+    assert!(
+        received.medical_reports.is_empty(),
+        "the medical file stays with the ORP"
+    );
+    assert_eq!(
+        received.incapacity_certificate,
+        early_detection().incapacity_certificate
+    );
     assert_eq!(received.health_limitations, early_detection().health_limitations);
     assert_eq!(
         received.encode_to_vec(),
@@ -237,15 +259,19 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     assert_eq!(inbox(&net, AI).await.len(), 1, "the refused transfer arrived nowhere");
 
     // The same transfer again: the same outcome, one delivery.
-    let again = send(&net, ORP, report("ed-1", &["person_informed_before"]))
-        .await
-        .expect("resend");
+    let again = send(
+        &net,
+        ORP,
+        report("ed-1", &["person_informed_before", "incapacity_for_work_or_threatened"]),
+    )
+    .await
+    .expect("resend");
     assert_eq!(
         again.receipt.as_ref().map(|r| r.leaf_index),
         permitted.receipt.as_ref().map(|r| r.leaf_index),
         "the recorded outcome, not a new decision"
     );
-    let mut changed = report("ed-1", &["person_informed_before"]);
+    let mut changed = report("ed-1", &["person_informed_before", "incapacity_for_work_or_threatened"]);
     changed.purpose = "integration".into();
     let reused = send(&net, ORP, changed).await.expect_err("same id, other request");
     assert_eq!(code(&reused), "TRANSFER_ID_REUSED");
@@ -289,7 +315,14 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     let asserted = send(
         &net,
         ORP,
-        report("ed-3", &["person_informed_before", "recipient_serves_person"]),
+        report(
+            "ed-3",
+            &[
+                "person_informed_before",
+                "incapacity_for_work_or_threatened",
+                "recipient_serves_person",
+            ],
+        ),
     )
     .await
     .expect_err("asserted directory fact");
@@ -298,17 +331,35 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     net.stop().await;
 }
 
+/// LPGA art. 32 al. 2: the ORP asks the AI office on a written, reasoned request; insurers
+/// must provide (a duty), so the holder answers without a review.
+fn written_request_to_the_ai(transfer_id: &str) -> node_pb::RequestRequest {
+    node_pb::RequestRequest {
+        case_reference: "case-1".into(),
+        transfer_id: transfer_id.into(),
+        holder: "AI-VS".into(),
+        local_record_id: "ORP-VS-1".into(),
+        purpose: "benefit_determination".into(),
+        categories: vec!["identity".into(), "health_limitations".into(), "medical_reports".into()],
+        written_request: "Benefit determination under LACI art. 15: please state the capacity to work.".into(),
+        trigger: gw::Trigger::WrittenRequest as i32,
+        attested_facts: Vec::new(),
+    }
+}
+
+/// LACI art. 85f al. 3: the ORP asks the AI office while the cost bearer is unclear. The AI
+/// office weighs (no overriding private interest, cost bearer unclear): its review.
 fn cost_bearer_request(transfer_id: &str) -> node_pb::RequestRequest {
     node_pb::RequestRequest {
         case_reference: "case-1".into(),
         transfer_id: transfer_id.into(),
         holder: "AI-VS".into(),
         local_record_id: "ORP-VS-1".into(),
-        purpose: "claim_clarification".into(),
+        purpose: "claim_clarification_ac_ai".into(),
         categories: vec!["identity".into(), "health_limitations".into(), "medical_reports".into()],
         written_request: String::new(),
         trigger: gw::Trigger::BilateralExchange as i32,
-        attested_facts: vec!["cost_bearer_unclear".into(), "no_overriding_private_interest".into()],
+        attested_facts: Vec::new(),
     }
 }
 
@@ -355,7 +406,7 @@ async fn a_pull_answers_the_same_whether_or_not_the_holder_knows_the_person() {
         ))
         .await
         .expect("enrol");
-    let known = pull(&net, ORP, cost_bearer_request("oracle-1"))
+    let known = pull(&net, ORP, written_request_to_the_ai("oracle-1"))
         .await
         .expect_err("nothing published");
     let unknown = pull(
@@ -363,7 +414,7 @@ async fn a_pull_answers_the_same_whether_or_not_the_holder_knows_the_person() {
         ORP,
         node_pb::RequestRequest {
             local_record_id: "ORP-VS-2".into(),
-            ..cost_bearer_request("oracle-2")
+            ..written_request_to_the_ai("oracle-2")
         },
     )
     .await
@@ -377,6 +428,72 @@ async fn a_pull_answers_the_same_whether_or_not_the_holder_knows_the_person() {
     net.stop().await;
 }
 
+/// The holder's caseworker refuses: a logged denial naming the reviewer and the reason code,
+/// which the requester's next call gets; another institution cannot answer the review, and a
+/// refusal without a reason code changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_its_holder_refuses_is_a_logged_denial_naming_the_reviewer() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    publish(&net, AI).await;
+    let waiting = pull(&net, ORP, cost_bearer_request("cb-9")).await.expect("pull");
+    assert_eq!(State::try_from(waiting.state), Ok(State::PendingReview));
+    let answer = |refusal_reason: &str| gw::AnswerReviewRequest {
+        requester: "ORP-VS".into(),
+        transfer_id: "cb-9".into(),
+        approve: false,
+        attested_facts: Vec::new(),
+        refusal_reason: refusal_reason.into(),
+    };
+    // Only the holder reviews: the social service answering the AI office's review finds nothing.
+    let stranger = node(&net, AS)
+        .answer_review(with_token(answer("other"), &token(&net, AS)))
+        .await
+        .expect_err("not the holder");
+    assert_eq!(code(&stranger), "REVIEW_NOT_FOUND");
+    let free_text = node(&net, AI)
+        .answer_review(with_token(answer("the person asked us not to"), &token(&net, AI)))
+        .await
+        .expect_err("free text");
+    assert_eq!(code(&free_text), "REFUSAL_REASON_INVALID");
+    assert_eq!(
+        cii_kit::grpc::error_field(&free_text).as_deref(),
+        Some("refusal_reason")
+    );
+    let refused = node(&net, AI)
+        .answer_review(with_token(answer("overriding_private_interest"), &token(&net, AI)))
+        .await
+        .expect("refusal")
+        .into_inner();
+    assert_eq!(refused.decision.as_ref().map(|d| d.outcome), Some(Outcome::Deny as i32));
+    let entry = cii_tests::audit_entries(net.dir.path())
+        .await
+        .into_iter()
+        .find(|e| e.transfer_id == "cb-9")
+        .expect("the refusal is logged");
+    assert_eq!(entry.kind, cii_audit::EntryKind::TransferDenied as i32);
+    assert_eq!(entry.reviewer, "caseworker.1@AI-VS");
+    assert_eq!(entry.reasons, ["REVIEW_REFUSED"]);
+    assert_eq!(entry.detail, "review=refused reason=overriding_private_interest");
+    let told = pull(&net, ORP, cost_bearer_request("cb-9")).await.expect("pull again");
+    assert_eq!(outcome(&told), Outcome::Deny);
+    assert_eq!(told.decision.expect("decision").reasons[0].code, "REVIEW_REFUSED");
+    // Answered: the review is gone from the holder's list and cannot be answered twice.
+    let reviews = node(&net, AI)
+        .list_reviews(with_token(node_pb::ListReviewsRequest::default(), &token(&net, AI)))
+        .await
+        .expect("reviews")
+        .into_inner()
+        .reviews;
+    assert!(reviews.is_empty(), "{reviews:?}");
+    let twice = node(&net, AI)
+        .answer_review(with_token(answer("other"), &token(&net, AI)))
+        .await
+        .expect_err("answered already");
+    assert_eq!(code(&twice), "REVIEW_NOT_FOUND");
+    net.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
     let net = Network::start(&members()).await;
@@ -384,7 +501,99 @@ async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
     publish(&net, AI).await;
     publish(&net, AS).await;
 
-    // LACI 85f al. 3: the ORP asks the AI office while the cost bearer is unclear; medical data stays out.
+    // LACI 85f al. 3: the ORP asks the AI office while the cost bearer is unclear. Whether
+    // the cost bearer is unclear and no overriding private interest opposes it is the AI
+    // office's weighing: the ORP cannot attest it.
+    let mut self_attested = cost_bearer_request("cb-0");
+    self_attested.attested_facts = vec!["cost_bearer_unclear".into(), "no_overriding_private_interest".into()];
+    let refused = pull(&net, ORP, self_attested)
+        .await
+        .expect_err("the requester weighs for the holder");
+    assert_eq!(code(&refused), "FACT_NOT_ASSERTABLE", "{refused:?}");
+    // The pull waits for the AI office's review: nothing is decided, nothing logged.
+    let waiting = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull");
+    assert_eq!(State::try_from(waiting.state), Ok(State::PendingReview), "{waiting:?}");
+    assert!(waiting.decision.is_none() && waiting.receipt.is_none());
+    let logged = |entries: &[cii_audit::Entry]| entries.iter().any(|e| e.transfer_id == "cb-1");
+    assert!(
+        !logged(&cii_tests::audit_entries(net.dir.path()).await),
+        "no decision before the review"
+    );
+    let again = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull again");
+    assert_eq!(
+        State::try_from(again.state),
+        Ok(State::PendingReview),
+        "a replay while pending answers pending"
+    );
+    // The AI office's caseworker sees what is asked, and weighs.
+    let reviews = node(&net, AI)
+        .list_reviews(with_token(node_pb::ListReviewsRequest::default(), &token(&net, AI)))
+        .await
+        .expect("reviews")
+        .into_inner()
+        .reviews;
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    let review = reviews[0].pull.clone().expect("pull");
+    assert_eq!(
+        (review.requester.as_str(), review.transfer_id.as_str()),
+        ("ORP-VS", "cb-1")
+    );
+    assert_eq!(
+        reviews[0].local_record_id, "AI-VS-1",
+        "the holder recognises its own record"
+    );
+    assert!(
+        review
+            .discloser_facts
+            .contains(&"no_overriding_private_interest".to_owned())
+    );
+    // A `system` account cannot review: the weighing is a person's.
+    let by_system = node(&net, AI)
+        .answer_review(with_token(
+            gw::AnswerReviewRequest {
+                requester: "ORP-VS".into(),
+                transfer_id: "cb-1".into(),
+                approve: true,
+                attested_facts: vec!["cost_bearer_unclear".into(), "no_overriding_private_interest".into()],
+                refusal_reason: String::new(),
+            },
+            &net.token(AI, "batch.job", &[Role::System]),
+        ))
+        .await
+        .expect_err("system account");
+    assert_eq!(by_system.code(), tonic::Code::PermissionDenied, "{by_system:?}");
+    let reviewed = node(&net, AI)
+        .answer_review(with_token(
+            gw::AnswerReviewRequest {
+                requester: "ORP-VS".into(),
+                transfer_id: "cb-1".into(),
+                approve: true,
+                attested_facts: vec!["cost_bearer_unclear".into(), "no_overriding_private_interest".into()],
+                refusal_reason: String::new(),
+            },
+            &net.token(AI, "claire.roth", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("review")
+        .into_inner();
+    assert_eq!(
+        reviewed.decision.as_ref().map(|d| d.outcome),
+        Some(Outcome::Permit as i32),
+        "{reviewed:?}"
+    );
+    let entry = cii_tests::audit_entries(net.dir.path())
+        .await
+        .into_iter()
+        .find(|e| e.transfer_id == "cb-1")
+        .expect("logged once reviewed");
+    assert_eq!(entry.reviewer, "claire.roth@AI-VS", "the entry names the reviewer");
+    assert_eq!(entry.acting_user, "caseworker.1@ORP-VS", "and the requester");
+    assert_eq!(
+        entry.reviewer_attestations,
+        ["cost_bearer_unclear", "no_overriding_private_interest"]
+    );
+    assert_eq!(entry.case_reference, "case-1");
+    // The ORP's next call gets the answer; medical data stays out.
     let answer = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull");
     assert_eq!(outcome(&answer), Outcome::Permit, "{:?}", answer.decision);
     let decision = answer.decision.clone().expect("decision");
@@ -674,9 +883,13 @@ async fn a_recipient_that_is_down_gets_its_transfers_once_and_in_order_when_back
     enrol_everywhere(&net).await;
     net.stop_node(AI).await;
     for id in ["q-1", "q-2", "q-3"] {
-        let queued = send(&net, ORP, report(id, &["person_informed_before"]))
-            .await
-            .expect("send");
+        let queued = send(
+            &net,
+            ORP,
+            report(id, &["person_informed_before", "incapacity_for_work_or_threatened"]),
+        )
+        .await
+        .expect("send");
         assert_eq!(outcome(&queued), Outcome::Permit);
         assert_eq!(
             State::try_from(queued.state),
@@ -772,9 +985,13 @@ async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
     };
     let mut net = Network::start_with(&members(), options).await;
     enrol_everywhere(&net).await;
-    let first = send(&net, ORP, report("rw-1", &["person_informed_before"]))
-        .await
-        .expect("send");
+    let first = send(
+        &net,
+        ORP,
+        report("rw-1", &["person_informed_before", "incapacity_for_work_or_threatened"]),
+    )
+    .await
+    .expect("send");
     assert_eq!(State::try_from(first.state), Ok(State::Delivered));
     let seen = first.receipt.as_ref().expect("receipt").leaf_index + 1;
 
@@ -801,13 +1018,21 @@ async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
             .expect("enrol at PC");
     }
 
-    let noticed = send(&net, ORP, report("rw-2", &["person_informed_before"]))
-        .await
-        .expect_err("the ORP's node checks the receipt");
+    let noticed = send(
+        &net,
+        ORP,
+        report("rw-2", &["person_informed_before", "incapacity_for_work_or_threatened"]),
+    )
+    .await
+    .expect_err("the ORP's node checks the receipt");
     assert_eq!(code(&noticed), "AUDIT_LOG_ALARM");
-    let stopped = send(&net, ORP, report("rw-3", &["person_informed_before"]))
-        .await
-        .expect_err("and sends nothing more");
+    let stopped = send(
+        &net,
+        ORP,
+        report("rw-3", &["person_informed_before", "incapacity_for_work_or_threatened"]),
+    )
+    .await
+    .expect_err("and sends nothing more");
     assert_eq!(code(&stopped), "AUDIT_LOG_ALARM");
     // The AI office's node refused the delivery at its receipt and raised its own alarm.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -849,9 +1074,13 @@ async fn nodes_notice_a_rewritten_log_at_their_next_receipt_and_stop() {
         store.close().await;
         net.restart_node(i).await;
     }
-    let again = send(&net, ORP, report("rw-4", &["person_informed_before"]))
-        .await
-        .expect("send after clearing");
+    let again = send(
+        &net,
+        ORP,
+        report("rw-4", &["person_informed_before", "incapacity_for_work_or_threatened"]),
+    )
+    .await
+    .expect("send after clearing");
     assert_eq!(outcome(&again), Outcome::Permit);
     // The delivery the AI office's node refused in alarm waited in the outbox: it comes first.
     let ids: Vec<String> = inbox_of_size(&net, AI, 3)
@@ -1001,7 +1230,11 @@ async fn undecodable_requests_get_message_malformed_and_unknown_envelope_fields_
             &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
         )),
         payload: Some(any("EarlyDetectionReport", &early_detection())),
-        attested_facts: vec!["person_informed_before".into()],
+        attested_facts: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
+        case_reference: "case-1".into(),
         ..gw::TransferRequest::default()
     };
     let mut body = valid.encode_to_vec();
@@ -1044,7 +1277,10 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
         identity: None,
         payload: Some(any("EarlyDetectionReport", &early_detection())),
         written_request: String::new(),
-        attested_facts: vec!["person_informed_before".into()],
+        attested_facts: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
     };
     // An unknown field (number 99, a string) inside the payload.
     let mut unknown = early_detection().encode_to_vec();
@@ -1204,9 +1440,16 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     let mut net = Network::start(&members()).await;
     enrol_everywhere(&net).await;
     net.stop_node(AI).await;
-    let queued = send(&net, ORP, report("held-1", &["person_informed_before"]))
-        .await
-        .expect("send");
+    let queued = send(
+        &net,
+        ORP,
+        report(
+            "held-1",
+            &["person_informed_before", "incapacity_for_work_or_threatened"],
+        ),
+    )
+    .await
+    .expect("send");
     assert_eq!(State::try_from(queued.state), Ok(State::Queued));
     let refused = send(&net, ORP, report("held-2", &[])).await.expect("send");
     assert_eq!(outcome(&refused), Outcome::Deny);

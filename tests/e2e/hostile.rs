@@ -117,7 +117,10 @@ async fn an_oversized_transfer_is_refused_and_nothing_is_stored() {
                 v
             },
         }),
-        attested_facts: vec!["person_informed_before".into()],
+        attested_facts: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
         ..gw::TransferRequest::default()
     };
     let err = GatewayClient::new(net.gateway_channel_as(&orp))

@@ -28,7 +28,11 @@ async fn jurists_read_the_active_rulebook_and_its_reasoning() {
         trigger: "spontaneous_report".into(),
         purpose: "early_detection".into(),
         categories: vec!["identity".into(), "health_limitations".into()],
-        facts: [("person_informed_before".to_owned(), "true".to_owned())].into(),
+        facts: [
+            ("person_informed_before".to_owned(), "true".to_owned()),
+            ("incapacity_for_work_or_threatened".to_owned(), "true".to_owned()),
+        ]
+        .into(),
         lang: "de".into(),
     };
     let answer = client
@@ -41,7 +45,7 @@ async fn jurists_read_the_active_rulebook_and_its_reasoning() {
     assert_eq!(decision.bases[0].id, "LAI-3b-2-i");
     assert_eq!(
         decision.bases[0].citation.as_ref().expect("citation").de,
-        "IVG Art. 3b Abs. 2 Bst. i und Abs. 3"
+        "IVG Art. 3abis Abs. 2, Art. 3b Abs. 1, Abs. 2 Bst. i und Abs. 3"
     );
     assert_eq!(decision.released_categories, vec!["identity", "health_limitations"]);
     assert_eq!(decision.rulebook_hash, federal.hash);

@@ -27,7 +27,10 @@ fn report(id: &str) -> node_pb::SendRequest {
             .encode_to_vec(),
         }),
         include_identity: false,
-        attested_facts: vec!["person_informed_before".into()],
+        attested_facts: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
         written_request: String::new(),
     }
 }

@@ -65,7 +65,10 @@ fn report(transfer_id: &str, health: &str) -> cii_proto::node::SendRequest {
             }
             .encode_to_vec(),
         }),
-        attested_facts: vec!["person_informed_before".into()],
+        attested_facts: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
         ..cii_proto::node::SendRequest::default()
     }
 }

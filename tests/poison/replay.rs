@@ -22,11 +22,13 @@ fn ask(transfer_id: &str) -> node_pb::RequestRequest {
         transfer_id: transfer_id.into(),
         holder: "AI-VS".into(),
         local_record_id: "ORP-VS-1".into(),
-        purpose: "claim_clarification".into(),
+        // LPGA art. 32 al. 2: insurers provide on a written, reasoned request (a duty, so the
+        // holder answers without a review).
+        purpose: "benefit_determination".into(),
         categories: vec!["health_limitations".into()],
-        written_request: String::new(),
-        trigger: gw::Trigger::BilateralExchange as i32,
-        attested_facts: vec!["cost_bearer_unclear".into(), "no_overriding_private_interest".into()],
+        written_request: "Benefit determination under LACI art. 23: please state the capacity to work.".into(),
+        trigger: gw::Trigger::WrittenRequest as i32,
+        attested_facts: Vec::new(),
     }
 }
 

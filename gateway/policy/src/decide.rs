@@ -744,12 +744,40 @@ fn evaluate(
             continue;
         }
         if t.unreviewed_pull && !b.automatic_answer {
-            reasons.push(Reason {
-                code: ReasonCode::ReviewRequired,
-                basis: Some(i),
-                condition: None,
-            });
-            record(BasisOutcome::ReviewRequired, Vec::new());
+            // The holder weighs only what its review could permit: the basis must hold with
+            // every fact the discloser attests granted, and release something asked for.
+            // Anything else is denied now, with the conditions no review can meet.
+            let mut reviewed = t.clone();
+            reviewed.unreviewed_pull = false;
+            for (f, fact) in rulebook.facts.iter().enumerate() {
+                if fact.attested_by == crate::vocab::Attester::Discloser {
+                    reviewed.facts.set(f, true);
+                }
+            }
+            let mut conditions = Vec::new();
+            let (result, failed) = evaluate_basis(rulebook, b, &reviewed, asked, want_trace.then_some(&mut conditions));
+            if result.held && result.allowed != 0 {
+                reasons.push(Reason {
+                    code: ReasonCode::ReviewRequired,
+                    basis: Some(i),
+                    condition: None,
+                });
+                record(BasisOutcome::ReviewRequired, Vec::new());
+            } else if result.held {
+                reasons.push(Reason {
+                    code: ReasonCode::CategoryNotPermitted,
+                    basis: Some(i),
+                    condition: None,
+                });
+                record(BasisOutcome::NothingToRelease, conditions);
+            } else {
+                reasons.extend(failed.into_iter().map(|c| Reason {
+                    code: ReasonCode::ConditionNotMet,
+                    basis: Some(i),
+                    condition: Some(c),
+                }));
+                record(BasisOutcome::ConditionsFailed, conditions);
+            }
             continue;
         }
         let mut conditions = Vec::new();

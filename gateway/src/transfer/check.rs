@@ -24,8 +24,6 @@ pub(super) const IDENTITY_AVS: &str = "identity.avs";
 /// The one category that concerns no person: a transfer of it alone carries none.
 const ANONYMISED: &str = "anonymised_statistics";
 
-/// Most facts one request may attest (the rulebook declares at most 64).
-const MAX_ATTESTED: usize = 64;
 /// Longest case reference, in characters.
 const MAX_CASE_REFERENCE: usize = 128;
 
@@ -207,12 +205,10 @@ pub(crate) fn ciphertext(
     cii_pseudonym::wire::pseudonym(&value.ciphertext).map_err(|e| TransferError::ciphertext(field, e))
 }
 
-/// The fact ids the caller attests, well-formed and each once; whether the rulebook
-/// declares them and lets the caller attest them is decided with the rulebook (stage 2).
+/// The fact ids the caller attests, well-formed, as given (the log refuses an entry with too
+/// many, before anything is consulted); whether the rulebook declares them and lets the
+/// caller attest them is decided with the rulebook (stage 2).
 fn attested_facts(ids: &[String]) -> Result<Vec<String>, TransferError> {
-    if ids.len() > MAX_ATTESTED {
-        return Err(TransferError::FactUnknown(format!("more than {MAX_ATTESTED} facts")));
-    }
     let mut attested: Vec<String> = Vec::new();
     for id in ids {
         let well_formed = !id.is_empty()
@@ -224,9 +220,7 @@ fn attested_facts(ids: &[String]) -> Result<Vec<String>, TransferError> {
         if !well_formed {
             return Err(TransferError::FactUnknown(id.chars().take(64).collect()));
         }
-        if !attested.contains(id) {
-            attested.push(id.clone());
-        }
+        attested.push(id.clone());
     }
     Ok(attested)
 }

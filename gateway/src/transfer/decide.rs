@@ -364,7 +364,14 @@ impl Transfers {
                 .bases
                 .iter()
                 .find(|b| Some(&b.id) == o.basis.as_ref().map(|r| &r.id))
-                .and_then(|b| b.obligations.iter().find(|s| s.kind.to_string() == o.kind))
+                .and_then(|b| {
+                    b.obligations.iter().find(|s| {
+                        self.rulebook
+                            .obligation_kinds
+                            .get(s.kind)
+                            .is_some_and(|k| k.id == o.kind)
+                    })
+                })
                 .map_or(30, |s| s.due_days);
             let due = c.now + time::Duration::days(i64::from(due_days));
             o.id = format!("{}:{}:{n}", caller.institution.id, c.checked.id);

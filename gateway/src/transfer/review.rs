@@ -164,10 +164,7 @@ impl Transfers {
             case_reference: checked.case_reference.clone().unwrap_or_default(),
             requester_facts: checked.attested.clone(),
             discloser_facts,
-            deadline: Some(prost_types::Timestamp {
-                seconds: pending.deadline_micros.div_euclid(1_000_000),
-                nanos: 0,
-            }),
+            deadline: Some(cii_types::time::timestamp_of_micros(pending.deadline_micros)),
         };
         match self.nodes.offer_review(holder, offer).await {
             Ok(()) => {

@@ -265,7 +265,10 @@ fn report(id: &str, permitted: bool) -> node_pb::SendRequest {
         }),
         include_identity: false,
         attested_facts: if permitted {
-            vec!["person_informed_before".into()]
+            vec![
+                "person_informed_before".into(),
+                "incapacity_for_work_or_threatened".into(),
+            ]
         } else {
             Vec::new()
         },

@@ -102,7 +102,13 @@ fn explain_ends_with_the_decision_in_the_asked_language() {
         "--categories",
         "identity,health_limitations",
     ];
-    let out = cii(&[&base[..], &["--fact", "person_informed_before=true", "--lang", "de"]].concat());
+    let facts = [
+        "--fact",
+        "person_informed_before=true",
+        "--fact",
+        "incapacity_for_work_or_threatened=true",
+    ];
+    let out = cii(&[&base[..], &facts[..], &["--lang", "de"]].concat());
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.trim_end().ends_with("Entscheid: PERMIT"), "{text}");
@@ -119,7 +125,8 @@ fn explain_ends_with_the_decision_in_the_asked_language() {
 fn the_matrix_is_printed_as_markdown_and_html() {
     let md = stdout(&cii(&["policy", "matrix", "--format", "md"]));
     assert!(
-        md.contains("| De → À |") && md.contains("LACI-85f-3 (LACI art. 85f al. 3 et 4)"),
+        md.contains("| De → À |")
+            && md.contains("LACI-85f-3 (LACI art. 85f al. 3 et 4 ; LSE art. 35a al. 1bis et 1ter)"),
         "{md}"
     );
     let html = stdout(&cii(&["policy", "matrix", "--format", "html", "--lang", "de"]));
@@ -139,8 +146,8 @@ fn diff_reports_a_changed_basis_and_the_decisions_it_changes() {
     {
         let text = std::fs::read_to_string(file.path()).expect("read");
         let text = text.replace(
-            "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"medical_reports\"]\nconditions = [\"case_by_case\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
-            "categories = [\"identity\", \"contact\", \"employment_status\"]\nconditions = [\"case_by_case\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+            "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"incapacity_certificate\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+            "categories = [\"identity\", \"contact\", \"employment_status\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
         );
         std::fs::write(dir.path().join(file.file_name()), text).expect("write");
     }

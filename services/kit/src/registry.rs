@@ -534,7 +534,7 @@ mod tests {
                 entry("ORP-VS", "revoked_serials = [\"xyz\"]"),
                 "institution[0].revoked_serials[0]",
             ),
-            (entry("ORP-VS", "").replace("AC_ORP", "ORP"), "institution[0].type"),
+            (entry("ORP-VS", "").replace("AC_ORP", "ac-orp"), "institution[0].type"),
             (
                 entry("ORP-VS", "").replace("https://", "http://"),
                 "institution[0].endpoint",

@@ -182,7 +182,10 @@ impl NodeApi {
             .await
             .inspect_err(|status| tracing::info!(code = ?status.code(), transfer_id, "gateway refused the transfer"))?
             .into_inner();
-        self.witness(answer.receipt.as_mut()).await?;
+        // A pull held for its holder's review is not decided yet: no entry, no receipt.
+        if answer.state != gw::transfer_response::State::PendingReview as i32 {
+            self.witness(answer.receipt.as_mut()).await?;
+        }
         Ok(Response::new(answer))
     }
 
@@ -435,6 +438,10 @@ impl Node for NodeApi {
             .transfer(&request, &ask.transfer_id, &ask.encode_to_vec(), build)
             .await?;
         let response = answer.get_mut();
+        // Held for the holder's review: nothing decided or logged yet, so no receipt to check.
+        if response.state == gw::transfer_response::State::PendingReview as i32 {
+            return Ok(answer);
+        }
         // The receipt's entry is this pull's: the holder discloses to this institution.
         self.check_bound(response, &ask.transfer_id, &ask.holder, self.institution.as_str())?;
         // The holder's answer comes sealed to this institution: opened here, for the IT.
@@ -549,7 +556,7 @@ impl Node for NodeApi {
                 Ok(pb::Review {
                     pull: Some(pb::OfferReviewRequest { person: None, ..pull }),
                     local_record_id: r.local_record_id,
-                    offered_at: cii_types::time::from_micros(r.offered_micros).map(cii_types::time::timestamp),
+                    offered_at: Some(cii_types::time::timestamp_of_micros(r.offered_micros)),
                 })
             })
             .collect::<Result<Vec<_>, NodeError>>()?;
@@ -563,7 +570,11 @@ impl Node for NodeApi {
         caller(&request)?;
         let answer = request.get_ref().clone();
         let (requester, transfer_id) = (answer.requester.clone(), answer.transfer_id.clone());
-        let decided = self.gateway.clone().answer_review(Self::onward(&request, answer)).await;
+        let mut decided = self.gateway.clone().answer_review(Self::onward(&request, answer)).await;
+        if let Ok(answer) = decided.as_mut() {
+            // The review's decision is logged: its receipt is witnessed like every other.
+            self.witness(answer.get_mut().receipt.as_mut()).await?;
+        }
         // Answered, or ended at the gateway (expired, unknown): either way no longer waiting here.
         let ended = match &decided {
             Ok(_) => true,

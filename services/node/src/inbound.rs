@@ -216,7 +216,7 @@ impl NodeInbound for NodeInboundService {
             what: "transfer_id is a transfer id",
         })?;
         let (record, _) = self.recognise(offer.person.as_ref()).await?;
-        let deadline = offer.deadline.map_or(0, |d| d.seconds.saturating_mul(1_000_000));
+        let deadline = offer.deadline.as_ref().map_or(0, cii_types::time::micros_of_timestamp);
         let review = crate::store::OfferedReview {
             requester: requester.to_string(),
             transfer_id: offer.transfer_id.clone(),

@@ -460,7 +460,10 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
                 purpose: "early_detection".into(),
                 payload: Some(payload.clone()),
                 include_identity: false,
-                attested_facts: vec!["person_informed_before".into()],
+                attested_facts: vec![
+                    "person_informed_before".into(),
+                    "incapacity_for_work_or_threatened".into(),
+                ],
                 written_request: String::new(),
                 case_reference: "bench-case".into(),
             };

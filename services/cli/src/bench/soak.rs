@@ -104,7 +104,10 @@ fn request(id: String, person: u64, kind: Kind) -> node_pb::SendRequest {
         attested_facts: if kind == Kind::Refused {
             Vec::new()
         } else {
-            vec!["person_informed_before".into()]
+            vec![
+                "person_informed_before".into(),
+                "incapacity_for_work_or_threatened".into(),
+            ]
         },
         written_request: String::new(),
         case_reference: "soak-case".into(),

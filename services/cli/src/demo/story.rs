@@ -295,7 +295,7 @@ pub async fn play(desk: &Desk) -> anyhow::Result<Vec<Row>> {
                 person: 0,
                 trigger: SpontaneousReport,
                 purpose: "early_detection",
-                facts: &["person_informed_before"],
+                facts: &["person_informed_before", "incapacity_for_work_or_threatened"],
                 exchange: "EarlyDetectionReport",
                 payload: any(
                     "EarlyDetectionReport",
