@@ -69,6 +69,7 @@ fn report(transfer_id: &str, health: &str) -> cii_proto::node::SendRequest {
             "person_informed_before".into(),
             "incapacity_for_work_or_threatened".into(),
         ],
+        case_reference: "case-1".into(),
         ..cii_proto::node::SendRequest::default()
     }
 }

@@ -9,4 +9,5 @@ mod code;
 mod codes;
 mod deps;
 mod files;
+mod legal_review;
 mod source;

@@ -1128,19 +1128,7 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
 
     lint(c, &bases, &vocabulary, &conditions, today);
 
-    let mut by_pair: BTreeMap<(InstitutionType, InstitutionType), Vec<usize>> = BTreeMap::new();
-    for &from in types.keys() {
-        for &to in types.keys() {
-            let list: Vec<usize> = bases
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.covers_pair(from, to))
-                .map(|(i, _)| i)
-                .collect();
-            by_pair.insert((from, to), list);
-        }
-    }
-    Some(Rulebook {
+    let mut rulebook = Rulebook {
         version: versions.join(" + "),
         title,
         hash: hash_sources(sources),
@@ -1157,8 +1145,10 @@ fn build(c: &mut Checker, files: Vec<(&str, RawFile)>, sources: &[Source], today
         conditions,
         obligation_kinds,
         federal_duties,
-        by_pair,
-    })
+        by_pair: BTreeMap::new(),
+    };
+    rulebook.reindex();
+    Some(rulebook)
 }
 
 fn build_duty(
@@ -1717,6 +1707,30 @@ fn discloser_fact<'a>(conditions: &[ConditionDecl], facts: &'a [FactDecl], i: us
 }
 
 impl Rulebook {
+    /// Recomputes what the engine derives from the bases' public fields (their purpose and
+    /// category masks, the candidate bases per pair of types), after a change to them: the
+    /// condition-coverage test mutates a compiled rulebook in memory this way.
+    pub fn reindex(&mut self) {
+        for b in &mut self.bases {
+            b.purpose_mask = b.purposes.iter().fold(0u64, |m, i| m | (1 << i));
+            b.category_mask = b.categories.iter().fold(0u64, |m, i| m | (1 << i));
+        }
+        let mut by_pair = BTreeMap::new();
+        for &from in self.types.keys() {
+            for &to in self.types.keys() {
+                let list: Vec<usize> = self
+                    .bases
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.covers_pair(from, to))
+                    .map(|(i, _)| i)
+                    .collect();
+                by_pair.insert((from, to), list);
+            }
+        }
+        self.by_pair = by_pair;
+    }
+
     /// The index of a fact id.
     pub fn fact_index(&self, id: &str) -> Option<usize> {
         self.facts.iter().position(|f| f.id == id)

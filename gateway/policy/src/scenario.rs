@@ -11,11 +11,12 @@
 //! persons = 1                # optional, default 1
 //! consent = false            # or { categories = [...], purposes = [...], written = true }
 //! facts = { person_informed_before = true }
-//! expect = "permit"          # or "deny"
+//! expect = "permit"          # or "deny", or "any" (only the other expectations are checked)
 //! expect_basis = "LAI-3b-2"  # optional: matches an id exactly or as a prefix ending at '-'
 //! expect_obligation = "inform_person_after"   # optional
 //! expect_withheld = ["medical_reports"]       # optional: at least these withheld
 //! expect_released = ["identity"]              # optional: at least these released
+//! expect_not_basis = "LAI-3b-2-i"             # optional: this basis does not carry the decision
 //! date = "2026-01-15"        # optional, default today
 //! case_reference = "AI-2026-0042"             # optional, default a reference; "" for none
 //! from_canton = "VS"         # optional: the discloser's canton (else the rulebook's, for an id)
@@ -71,6 +72,8 @@ struct RawScenario {
     #[serde(default)]
     expect_released: Vec<String>,
     #[serde(default)]
+    expect_not_basis: Option<String>,
+    #[serde(default)]
     date: Option<String>,
     #[serde(default)]
     case_reference: Option<String>,
@@ -100,8 +103,8 @@ pub struct Scenario {
     pub name: String,
     /// The transfer it describes.
     pub transfer: Transfer,
-    /// `true` for permit.
-    pub expect_permit: bool,
+    /// `Some(true)` for permit, `Some(false)` for deny, `None` for either.
+    pub expect_permit: Option<bool>,
     /// Expected basis (exact id or prefix ending at `-`).
     pub expect_basis: Option<String>,
     /// Expected obligation (index into `Rulebook::obligation_kinds`).
@@ -110,6 +113,8 @@ pub struct Scenario {
     pub expect_withheld: Vec<String>,
     /// Categories expected to be released.
     pub expect_released: Vec<String>,
+    /// A basis expected not to carry the decision (exact id or prefix ending at `-`).
+    pub expect_not_basis: Option<String>,
     /// The article it tests, if named.
     pub article: Option<String>,
 }
@@ -134,6 +139,11 @@ impl Outcome {
 
 /// Resolves `from`/`to`: an institution type, or a registry id the rulebook knows.
 pub fn party(rb: &Rulebook, s: &str) -> Result<Party, String> {
+    // An institution the rulebook describes is more specific than a type of the same name
+    // (the registry id `SUVA` is an institution of type `SUVA`).
+    if let Some((id, facts)) = rb.institutions.iter().find(|(id, _)| id.as_str() == s) {
+        return Ok(Party::member(facts.kind, id.clone(), facts.canton.clone()));
+    }
     if let Some(kind) = rb.types.keys().copied().find(|t: &InstitutionType| t.as_str() == s) {
         return Ok(Party::of_type(kind));
     }
@@ -212,9 +222,11 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
         }
     };
     let expect_permit = match raw.expect.as_str() {
-        "permit" => true,
-        "deny" => false,
-        other => return Err(fail(format!("expect `{other}`: use \"permit\" or \"deny\""))),
+        "permit" => Some(true),
+        "deny" => Some(false),
+        // Only the other expectations are checked (e.g. `expect_not_basis`).
+        "any" => None,
+        other => return Err(fail(format!("expect `{other}`: use \"permit\", \"deny\" or \"any\""))),
     };
     let expect_obligation = match raw.expect_obligation.as_deref() {
         None => None,
@@ -256,6 +268,7 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
         expect_obligation,
         expect_withheld: raw.expect_withheld,
         expect_released: raw.expect_released,
+        expect_not_basis: raw.expect_not_basis,
         article: raw.article,
     })
 }
@@ -264,7 +277,9 @@ fn load_one(rb: &Rulebook, value: toml::Value, today: Date) -> Result<Scenario, 
 pub fn verify(rb: &Rulebook, s: &Scenario, decision: &Decision) -> Vec<String> {
     let mut failures = Vec::new();
     let verdict = |permit: bool| if permit { "permit" } else { "deny" };
-    if decision.is_permit() != s.expect_permit {
+    if let Some(expect_permit) = s.expect_permit
+        && decision.is_permit() != expect_permit
+    {
         let why: Vec<String> = decision
             .reasons()
             .iter()
@@ -287,7 +302,7 @@ pub fn verify(rb: &Rulebook, s: &Scenario, decision: &Decision) -> Vec<String> {
         };
         failures.push(format!(
             "expected {}, got {}{detail}",
-            verdict(s.expect_permit),
+            verdict(expect_permit),
             verdict(decision.is_permit())
         ));
     }
@@ -311,6 +326,18 @@ pub fn verify(rb: &Rulebook, s: &Scenario, decision: &Decision) -> Vec<String> {
         let id = rb.obligation_kinds.get(expected).map_or("?", |k| k.id.as_str());
         failures.push(format!("expected obligation {id}, none created"));
     }
+    if let Some(unexpected) = &s.expect_not_basis
+        && let Some(b) = decision
+            .bases()
+            .iter()
+            .filter_map(|i| rb.bases.get(*i))
+            .find(|b| basis_matches(&b.id, unexpected))
+    {
+        failures.push(format!(
+            "expected basis {unexpected} not to carry the decision, {} did",
+            b.id
+        ));
+    }
     for cat in &s.expect_released {
         let released = decision
             .released()
@@ -330,6 +357,26 @@ pub fn verify(rb: &Rulebook, s: &Scenario, decision: &Decision) -> Vec<String> {
         }
     }
     failures
+}
+
+/// Loads every scenario of one file, or says which one cannot be loaded (for tools that decide
+/// the same scenarios many times, such as the condition-coverage test).
+pub fn load_file(rb: &Rulebook, text: &str, today: Date) -> Result<Vec<Scenario>, String> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    raw.scenario
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            load_one(rb, value, today).map_err(|(name, reason)| {
+                format!("{}: {reason}", name.unwrap_or_else(|| format!("scenario #{}", i + 1)))
+            })
+        })
+        .collect()
+}
+
+/// Whether scenario `s` passes on `rb`.
+pub fn passes(rb: &Rulebook, s: &Scenario) -> bool {
+    decide(rb, &s.transfer).is_ok_and(|d| verify(rb, s, &d).is_empty())
 }
 
 /// Runs every scenario of one file.

@@ -21,6 +21,26 @@ fn the_federal_suite_passes() {
     assert!(outcomes.len() >= 70);
 }
 
+/// The generated suite (one scenario per element of every active basis, docs/tools/element_scenarios.py)
+/// passes too; it is the one the condition-coverage test leans on.
+#[test]
+fn the_element_suite_passes() {
+    let rb = load(&federal_sources(), TODAY).expect("rulebook");
+    let outcomes = run_file(
+        &rb,
+        "federal-elements.toml",
+        include_str!("../scenarios/federal-elements.toml"),
+        TODAY,
+    );
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.passed())
+        .map(|o| format!("{}: {}", o.name, o.failures.join("; ")))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(outcomes.len() >= 200);
+}
+
 #[test]
 fn every_active_basis_has_a_permit_and_a_deny_case() {
     let rb = load(&federal_sources(), TODAY).expect("rulebook");

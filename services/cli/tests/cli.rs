@@ -1231,7 +1231,7 @@ fn the_valais_scenarios_pass() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    assert_eq!(text.lines().last(), Some("12 passed, 0 failed"), "{text}");
+    assert_eq!(text.lines().last(), Some("14 passed, 0 failed"), "{text}");
 }
 
 /// An entry that does not decode, planted in the store under a validly signed checkpoint

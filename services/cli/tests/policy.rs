@@ -112,7 +112,7 @@ fn explain_ends_with_the_decision_in_the_asked_language() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.trim_end().ends_with("Entscheid: PERMIT"), "{text}");
-    assert!(text.contains("IVG Art. 3b"), "{text}");
+    assert!(text.contains("IVG Art. 3abis Abs. 2, Art. 3b"), "{text}");
     let out = cii(&[&base[..], &["--lang", "fr"]].concat());
     assert!(stdout(&out).trim_end().ends_with("Décision : DENY"));
     // An unknown fact is an error naming it, not a silent false.
