@@ -174,6 +174,45 @@ fn broken_rulebooks_fail_naming_the_problem() {
             "TOML",
             "unknown field `colour`",
         ),
+        (
+            GOOD_BASIS.replace("status = \"verified\"", "status = \"inference\"\nactive = true"),
+            "INFERENCE_NOT_JUSTIFIED",
+            "active_because",
+        ),
+        (
+            GOOD_BASIS.replace(
+                "conditions = [\"case_by_case\", \"written_request\"]",
+                "conditions = [\"case_by_case\", \"no_overriding_private_interest\"]\nautomatic_answer = true",
+            ),
+            "AUTOMATIC_ANSWER_WEIGHED",
+            "no_overriding_private_interest",
+        ),
+        (
+            format!(
+                "{GOOD_BASIS}\n[[condition]]\nid = \"either\"\nany_of = [\"consent\", \"written_request\"]\nlabel_fr = \"x\"\nlabel_de = \"x\"\nlabel_en = \"x\"\n"
+            ),
+            "INVALID_CONDITION",
+            "cannot be one alternative",
+        ),
+        (
+            format!(
+                "{GOOD_BASIS}\n[[condition]]\nid = \"loop\"\nall_of = [\"later\"]\nlabel_fr = \"x\"\nlabel_de = \"x\"\nlabel_en = \"x\"\n"
+            ),
+            "UNKNOWN_CONDITION",
+            "`later`",
+        ),
+        (
+            format!(
+                "{GOOD_BASIS}\n[[fact]]\nid = \"gossip\"\nattested_by = \"neighbour\"\nlabel_fr = \"x\"\nlabel_de = \"x\"\nlabel_en = \"x\"\n"
+            ),
+            "UNKNOWN_VALUE",
+            "neighbour",
+        ),
+        (
+            format!("{GOOD_BASIS}\n[[institution]]\nid = \"FONDATION-X\"\ntype = \"PRIVATE_DELEGATED\"\n"),
+            "MISSING_CITATION",
+            "delegating_act",
+        ),
     ];
     for (text, code, needle) in cases {
         let errors = errors_of(&text);
@@ -200,4 +239,115 @@ fn the_hash_changes_with_any_byte_and_is_stable() {
     changed[1].text.push(' ');
     let c = check(&changed, TODAY).rulebook.expect("rb");
     assert_ne!(a.hash, c.hash);
+}
+
+/// A canton's own rulebook file adds a fact, an institution type and a condition built from the
+/// built-ins — with no Rust change — and `decide` and `explain` use them (issue 21).
+#[test]
+fn a_cantons_file_adds_a_fact_a_type_and_a_condition_that_decide_and_explain_use() {
+    let geneva = r#"
+[rulebook]
+version = "GE-test"
+extends = "federal"
+
+[[institution_type]]
+id = "INSERTION_GE"
+label_fr = "Service de réinsertion professionnelle (GE)"
+label_de = "Dienst für berufliche Wiedereingliederung (GE)"
+label_en = "Vocational reintegration service (GE)"
+regime = "cantonal"
+secrecy = "LIASI (GE) art. 8 ; CP art. 320"
+
+[[fact]]
+id = "registered_for_reintegration"
+label_fr = "la personne est inscrite à une mesure de réinsertion"
+label_de = "die Person ist für eine Wiedereingliederungsmassnahme angemeldet"
+label_en = "the person is registered for a reintegration measure"
+attested_by = "recipient"
+
+[[condition]]
+id = "ge_reintegration_case"
+all_of = ["cantonal_release", "registered_for_reintegration", "written_consent"]
+label_fr = "cas de réinsertion libéré par la LIASI, avec consentement écrit"
+label_de = "Wiedereingliederungsfall, durch das LIASI entbunden, mit schriftlicher Einwilligung"
+label_en = "reintegration case released by the LIASI, with written consent"
+
+[[basis]]
+id = "LIASI-8-2"
+citation = { fr = "LIASI (GE) art. 8 al. 2", de = "LIASI (GE) Art. 8 Abs. 2" }
+status = "verified"
+effective_from = "2012-01-01"
+cantons = ["GE"]
+from = ["AS"]
+to = ["INSERTION_GE"]
+triggers = ["written_request"]
+purposes = ["integration"]
+categories = ["identity", "social_aid_benefits"]
+conditions = ["case_by_case", "ge_reintegration_case"]
+
+[[institution]]
+id = "HG-GE"
+type = "AS"
+canton = "GE"
+regime = "cantonal"
+
+[[institution.cantonal_release]]
+citation = "LIASI (GE) art. 8 al. 2"
+since = "2012-01-01"
+
+[[institution]]
+id = "REINSERTION-GE"
+type = "INSERTION_GE"
+canton = "GE"
+
+[[institution.cantonal_release]]
+citation = "LIASI (GE) art. 8 al. 2"
+since = "2012-01-01"
+"#;
+    let sources = cii_policy::rulebook::with_base(vec![Source {
+        name: "ge/00-ge.toml".to_owned(),
+        text: geneva.to_owned(),
+    }]);
+    let rb = cii_policy::load(&sources, TODAY).expect("the canton's rulebook loads");
+    let party = |s: &str| cii_policy::scenario::party(&rb, s).expect("party");
+    let consent = cii_policy::ConsentFound {
+        reference: "c-1@1".into(),
+        categories: vec!["identity".into(), "social_aid_benefits".into()],
+        purposes: vec!["integration".into()],
+        written: true,
+    };
+    let transfer = |from: &str, facts: &[&str]| cii_policy::Transfer {
+        from: party(from),
+        to: party("REINSERTION-GE"),
+        trigger: Some(cii_policy::Trigger::WrittenRequest),
+        purpose: "integration".into(),
+        categories: vec!["identity".into(), "social_aid_benefits".into()],
+        persons: 1,
+        case_reference: Some("HG-2026-17".into()),
+        unreviewed_pull: false,
+        facts: cii_policy::decide::Facts::named(&rb, facts.iter().copied()).expect("declared facts"),
+        consents: vec![consent.clone()],
+        date: TODAY,
+    };
+    let permitted = cii_policy::decide(&rb, &transfer("HG-GE", &["registered_for_reintegration"])).expect("decide");
+    assert!(permitted.is_permit(), "{permitted:?}");
+    assert_eq!(rb.bases[permitted.bases()[0]].id, "LIASI-8-2");
+    // Without the canton's own fact, its condition fails.
+    let without = cii_policy::decide(&rb, &transfer("HG-GE", &[])).expect("decide");
+    assert!(!without.is_permit());
+    // The same social service type in another canton: the basis is Geneva's only.
+    let mut elsewhere = transfer("HG-GE", &["registered_for_reintegration"]);
+    elsewhere.from = cii_policy::Party {
+        canton: Some("VS".into()),
+        ..party("HG-GE")
+    };
+    assert!(!cii_policy::decide(&rb, &elsewhere).expect("decide").is_permit());
+    // explain names the canton's condition, its parts and its fact, in the reader's language.
+    let text = cii_policy::explain(&rb, &transfer("HG-GE", &[]), cii_policy::Lang::Fr).expect("explain");
+    assert!(text.contains("cas de réinsertion libéré par la LIASI, avec consentement écrit"), "{text}");
+    assert!(text.contains("✗ la personne est inscrite à une mesure de réinsertion"), "{text}");
+    // A denial cites the secrecy rule that binds the discloser (H-04).
+    assert!(text.contains("Secret applicable : secret de fonction cantonal"), "{text}");
+    let explained = cii_policy::explain(&rb, &elsewhere, cii_policy::Lang::En).expect("explain");
+    assert!(explained.contains("limited to the cantons GE"), "{explained}");
 }
