@@ -212,6 +212,14 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     );
     assert_eq!(State::try_from(permitted.state), Ok(State::Delivered));
     verify_receipt(&net, permitted.receipt.as_ref().expect("receipt"));
+    // The volume of individual cases per basis and pair is watched (alert CiiCaseVolumeHigh).
+    assert!(
+        cii_tests::metrics_eventually_contain(
+            net.gateway_metrics,
+            r#"cii_permits_by_basis_total{basis="LAI-3b-2-i",sender="ORP-VS",recipient="AI-VS"} 1"#
+        )
+        .await
+    );
 
     let items = inbox(&net, AI).await;
     assert_eq!(items.len(), 1);

@@ -21,6 +21,12 @@ fn every_metric_an_alert_reads_is_exported() {
     ] {
         cii_kit::metrics::Metrics::count(family, "X");
     }
+    let labels = cii_kit::metrics::BasisLabels {
+        basis: "LPGA-32-1".into(),
+        sender: "AS-VS".into(),
+        recipient: "AI-VS".into(),
+    };
+    metrics.permits_by_basis.get_or_create(&labels).inc();
     let exported: BTreeSet<String> = metrics
         .encode()
         .lines()

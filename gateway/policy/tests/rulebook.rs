@@ -344,10 +344,19 @@ since = "2012-01-01"
     assert!(!cii_policy::decide(&rb, &elsewhere).expect("decide").is_permit());
     // explain names the canton's condition, its parts and its fact, in the reader's language.
     let text = cii_policy::explain(&rb, &transfer("HG-GE", &[]), cii_policy::Lang::Fr).expect("explain");
-    assert!(text.contains("cas de réinsertion libéré par la LIASI, avec consentement écrit"), "{text}");
-    assert!(text.contains("✗ la personne est inscrite à une mesure de réinsertion"), "{text}");
+    assert!(
+        text.contains("cas de réinsertion libéré par la LIASI, avec consentement écrit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("✗ la personne est inscrite à une mesure de réinsertion"),
+        "{text}"
+    );
     // A denial cites the secrecy rule that binds the discloser (H-04).
-    assert!(text.contains("Secret applicable : secret de fonction cantonal"), "{text}");
+    assert!(
+        text.contains("Secret applicable : secret de fonction cantonal"),
+        "{text}"
+    );
     let explained = cii_policy::explain(&rb, &elsewhere, cii_policy::Lang::En).expect("explain");
     assert!(explained.contains("limited to the cantons GE"), "{explained}");
 }

@@ -204,36 +204,7 @@ impl Transfers {
         caller: &Caller,
         consulted: Consulted<'r>,
     ) -> Result<Decided<'r>, TransferError> {
-        let mut facts = consulted.facts;
-        // Only the directory says in which capacities the recipient serves the person.
-        for (i, fact) in self.rulebook.facts.iter().enumerate() {
-            if let Some(capacity) = &fact.directory_capacity {
-                let lookup = &consulted.lookup;
-                let serves = match capacity.as_str() {
-                    "*" => lookup.recipient_serves_person,
-                    capacity => lookup.recipient_capacities.iter().any(|c| c == capacity),
-                };
-                facts.set(i, serves);
-            }
-        }
-        let party = |i: &Institution| {
-            let canton = (!i.canton.is_empty()).then(|| i.canton.clone());
-            PolicyParty::member(i.kind, i.id.clone(), canton)
-        };
-        let mut transfer = decide::Transfer {
-            from: party(consulted.from),
-            to: party(consulted.to),
-            trigger: Some(consulted.checked.trigger),
-            purpose: consulted.checked.purpose.clone(),
-            categories: consulted.checked.categories.clone(),
-            // One transfer concerns one person (a list exchange is a rulebook basis of its own).
-            persons: 1,
-            case_reference: consulted.checked.case_reference.clone(),
-            unreviewed_pull: consulted.checked.is_pull() && consulted.checked.review.is_none(),
-            facts,
-            consents: consents_found(&consulted.lookup),
-            date: consulted.now.date(),
-        };
+        let mut transfer = self.policy_transfer(&consulted);
         let reference = cii_types::transfer::reference(&caller.institution.id, &consulted.checked.id);
         let refused = consulted.checked.review.as_ref().and_then(|r| match r.verdict {
             Verdict::Approved(_) => None,
@@ -277,6 +248,41 @@ impl Transfers {
             network_facts,
             consents_found,
         })
+    }
+
+    /// The transfer as the rulebook sees it: the parties with their types and cantons, the
+    /// attested facts and those only the directory establishes, the consents found.
+    fn policy_transfer(&self, consulted: &Consulted<'_>) -> decide::Transfer {
+        let mut facts = consulted.facts;
+        // Only the directory says in which capacities the recipient serves the person.
+        for (i, fact) in self.rulebook.facts.iter().enumerate() {
+            if let Some(capacity) = &fact.directory_capacity {
+                let lookup = &consulted.lookup;
+                let serves = match capacity.as_str() {
+                    "*" => lookup.recipient_serves_person,
+                    capacity => lookup.recipient_capacities.iter().any(|c| c == capacity),
+                };
+                facts.set(i, serves);
+            }
+        }
+        let party = |i: &Institution| {
+            let canton = (!i.canton.is_empty()).then(|| i.canton.clone());
+            PolicyParty::member(i.kind, i.id.clone(), canton)
+        };
+        decide::Transfer {
+            from: party(consulted.from),
+            to: party(consulted.to),
+            trigger: Some(consulted.checked.trigger),
+            purpose: consulted.checked.purpose.clone(),
+            categories: consulted.checked.categories.clone(),
+            // One transfer concerns one person (a list exchange is a rulebook basis of its own).
+            persons: 1,
+            case_reference: consulted.checked.case_reference.clone(),
+            unreviewed_pull: consulted.checked.is_pull() && consulted.checked.review.is_none(),
+            facts,
+            consents: consents_found(&consulted.lookup),
+            date: consulted.now.date(),
+        }
     }
 
     /// Decides; a permit relying on one-off consents marks them used at the

@@ -59,14 +59,21 @@ pub(super) fn transfer_entry(caller: &Caller, decided: &Decided<'_>, sealed: &Se
             sha256(checked.written_request.as_bytes())
         },
         rulebook_hash: decided.decision.rulebook_hash().to_owned(),
-        reviewer: checked.review.as_ref().map(|r| r.reviewer.clone()).unwrap_or_default(),
-        reviewer_attestations: checked.review.as_ref().map(|r| r.facts().to_vec()).unwrap_or_default(),
+        ..replay_part(decided)
+    }
+}
+
+/// What a replay of the decision under another rulebook needs, and who reviewed a pull.
+fn replay_part(decided: &Decided<'_>) -> cii_audit::Entry {
+    let checked = decided.checked();
+    let review = checked.review.as_ref();
+    cii_audit::Entry {
+        reviewer: review.map(|r| r.reviewer.clone()).unwrap_or_default(),
+        reviewer_attestations: review.map(|r| r.facts().to_vec()).unwrap_or_default(),
         case_reference: checked.case_reference.clone().unwrap_or_default(),
         network_facts: decided.network_facts.clone(),
         consents_found: decided.consents_found.clone(),
-        detail: checked
-            .review
-            .as_ref()
+        detail: review
             .and_then(|r| match &r.verdict {
                 super::review::Verdict::Refused(reason) => Some(format!("review=refused reason={reason}")),
                 super::review::Verdict::TimedOut => Some("review=timed-out".to_owned()),

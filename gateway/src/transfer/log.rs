@@ -76,10 +76,26 @@ impl Transfers {
         let response = self
             .release(&caller_id, checked.id.as_str(), response, sealed.delivery, receipt)
             .await?;
-        Metrics::count(&self.metrics.decisions, if permit { "PERMIT" } else { "DENY" });
+        self.count(decided);
         let (from, to) = (&decided.consulted.from.id, &decided.consulted.to.id);
         tracing::info!(transfer_id = %checked.id, sender = %from, recipient = %to, permit, "transfer decided");
         Ok(Logged { response, permit })
+    }
+
+    /// Counts the decision, and a permit under each of its bases between its two institutions
+    /// (the volume of individual cases the DPOs watch).
+    fn count(&self, decided: &Decided<'_>) {
+        let permit = decided.decision.is_permit();
+        Metrics::count(&self.metrics.decisions, if permit { "PERMIT" } else { "DENY" });
+        let (from, to) = (&decided.consulted.from.id, &decided.consulted.to.id);
+        for basis in &decided.wire.bases {
+            let labels = cii_kit::metrics::BasisLabels {
+                basis: basis.id.clone(),
+                sender: from.to_string(),
+                recipient: to.to_string(),
+            };
+            self.metrics.permits_by_basis.get_or_create(&labels).inc();
+        }
     }
 
     /// Adds the receipt to the response and the delivery, and releases the

@@ -29,6 +29,18 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// Labels of the permits counted per legal basis and pair of institutions: registry ids and
+/// rulebook ids only, so the label set is bounded by the configuration, never by requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BasisLabels {
+    /// The basis that carried the permit.
+    pub basis: String,
+    /// The institution that disclosed.
+    pub sender: String,
+    /// The institution that received.
+    pub recipient: String,
+}
+
 /// The metrics of one service process.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -43,6 +55,8 @@ pub struct Metrics {
     pub refusals: Family<CodeLabels, Counter>,
     /// Transfer decisions, by outcome (`PERMIT`, `DENY`).
     pub decisions: Family<CodeLabels, Counter>,
+    /// Permits by basis, sender and recipient: "in the individual case" watched in volume.
+    pub permits_by_basis: Family<BasisLabels, Counter>,
     /// Delivery attempts, by result (`DELIVERED`, `DEAD_LETTERED` or the error code).
     pub deliveries: Family<CodeLabels, Counter>,
     /// DPO queries of the audit log, by scope (`institution`, `network`).
@@ -64,6 +78,7 @@ impl Metrics {
         let tls_refusals = Family::<CodeLabels, Counter>::default();
         let refusals = Family::<CodeLabels, Counter>::default();
         let decisions = Family::<CodeLabels, Counter>::default();
+        let permits_by_basis = Family::<BasisLabels, Counter>::default();
         let deliveries = Family::<CodeLabels, Counter>::default();
         let audit_queries = Family::<CodeLabels, Counter>::default();
         let witness_alarm = Gauge::default();
@@ -90,6 +105,11 @@ impl Metrics {
             witness_alarm.clone(),
         );
         registry.register("decisions", "Transfer decisions, by outcome", decisions.clone());
+        registry.register(
+            "permits_by_basis",
+            "Permitted transfers by legal basis, sender and recipient (the volume of individual cases)",
+            permits_by_basis.clone(),
+        );
         registry.register(
             "deliveries",
             "Delivery attempts to nodes, by result",
@@ -122,6 +142,7 @@ impl Metrics {
             tls_refusals,
             refusals,
             decisions,
+            permits_by_basis,
             deliveries,
             audit_queries,
             witness_alarm,

@@ -54,6 +54,9 @@ pub struct Usage {
     pub by_type: BTreeMap<String, Counts>,
     /// By basis (permits only; a refusal's bases are in its reasons).
     pub by_basis: BTreeMap<String, u64>,
+    /// By basis, sender and recipient (permits only): the volume of individual cases, which the
+    /// DPOs compare with the cases their institution handles (alert `CiiCaseVolumeHigh`).
+    pub by_basis_pair: BTreeMap<(String, String, String), u64>,
     /// By counterpart: (sent to / received from, institution).
     pub by_counterpart: BTreeMap<(String, String), Counts>,
     /// Refusals: (index, when, from, to, type, reasons).
@@ -97,6 +100,8 @@ pub fn usage(entries: &[Entry], institution: &str) -> Usage {
         if permitted {
             for basis in &e.bases {
                 *u.by_basis.entry(basis.clone()).or_default() += 1;
+                let pair = (basis.clone(), e.sender.clone(), e.recipient.clone());
+                *u.by_basis_pair.entry(pair).or_default() += 1;
             }
         } else {
             let when = cii_types::time::from_micros(e.time_micros)
@@ -128,6 +133,9 @@ pub fn csv(u: &Usage, obligations: &[[String; 4]]) -> String {
     }
     for (k, n) in &u.by_basis {
         let _ = writeln!(out, "basis,{},{n},0", csv_field(k));
+    }
+    for ((basis, from, to), n) in &u.by_basis_pair {
+        let _ = writeln!(out, "basis_pair,{},{n},0", csv_field(&format!("{basis} {from}→{to}")));
     }
     for ((direction, other), c) in &u.by_counterpart {
         let _ = writeln!(
@@ -190,6 +198,12 @@ pub fn html(u: &Usage, obligations: &[[String; 4]], institution: &str, month: &s
     page.push_str(&bars("By exchange type", &types));
     let bases: Vec<_> = u.by_basis.iter().map(|(k, n)| (k.clone(), *n, 0)).collect();
     page.push_str(&bars("Permits by legal basis", &bases));
+    let pairs: Vec<_> = u
+        .by_basis_pair
+        .iter()
+        .map(|((b, from, to), n)| (format!("{b} {from} → {to}"), *n, 0))
+        .collect();
+    page.push_str(&bars("Permits by legal basis, sender → recipient", &pairs));
     let counterparts: Vec<_> = u
         .by_counterpart
         .iter()
@@ -386,6 +400,14 @@ mod tests {
             }
         );
         assert_eq!(u.by_basis["LAI-3b-2-i"], 2);
+        assert_eq!(
+            u.by_basis_pair
+                .iter()
+                .map(|(k, n)| (k.0.as_str(), *n))
+                .collect::<Vec<_>>(),
+            u.by_basis.iter().map(|(k, n)| (k.as_str(), *n)).collect::<Vec<_>>(),
+            "one pair per basis here"
+        );
         assert_eq!(
             u.by_counterpart[&("received from".to_owned(), "AS-VS".to_owned())],
             Counts {
