@@ -15,6 +15,7 @@
 //! - [`scenario`]: jurists' test files.
 //! - [`fit`]: whether a rulebook fits the network (registry members, the contract's categories).
 //! - [`matrix`] and [`diff`]: tables for reading and reviewing a rulebook.
+//! - [`replay`]: a changed rulebook run against recorded decisions.
 
 // Security-critical code: no panicking shortcuts outside tests.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -24,6 +25,7 @@ pub mod diff;
 pub mod explain;
 pub mod fit;
 pub mod matrix;
+pub mod replay;
 pub mod rulebook;
 pub mod scenario;
 pub mod vocab;

@@ -360,3 +360,66 @@ since = "2012-01-01"
     let explained = cii_policy::explain(&rb, &elsewhere, cii_policy::Lang::En).expect("explain");
     assert!(explained.contains("limited to the cantons GE"), "{explained}");
 }
+
+/// An entry written before entries kept what a replay needs is reported, never guessed; one
+/// that kept it is decided again and compared.
+#[test]
+fn replay_reports_old_entries_and_decides_new_ones_again() {
+    use cii_policy::replay::{Recorded, Replayed, replay};
+    let rb = cii_policy::load(&federal_sources(), TODAY).expect("rulebook");
+    let party = |id: &str| {
+        let kind = match id {
+            "ORP-VS" => cii_types::InstitutionType::AcOrp,
+            "AI-VS" => cii_types::InstitutionType::Ai,
+            _ => return None,
+        };
+        Some(cii_policy::Party::member(
+            kind,
+            cii_types::InstitutionId::parse("id", id).ok()?,
+            None,
+        ))
+    };
+    let recorded = Recorded {
+        index: 7,
+        transfer_id: "ed-1".into(),
+        permitted: true,
+        bases: vec!["LAI-3b-2-i".into()],
+        released: vec!["identity".into(), "health_limitations".into()],
+        withheld: vec!["medical_reports:CATEGORY_NOT_PERMITTED".into()],
+        sender: "ORP-VS".into(),
+        recipient: "AI-VS".into(),
+        trigger: "spontaneous_report".into(),
+        purpose: "early_detection".into(),
+        attestations: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
+        case_reference: "case-1".into(),
+        date: Some(TODAY),
+        replay_format: 1,
+        ..Recorded::default()
+    };
+    assert_eq!(replay(&rb, &recorded, party), Replayed::Same);
+    let older = Recorded {
+        replay_format: 0,
+        ..recorded.clone()
+    };
+    assert!(matches!(replay(&rb, &older, party), Replayed::CannotReplay(why) if why.contains("written before")));
+    // Without the target-group attestation the same report would now be refused.
+    let before_the_review = Recorded {
+        attestations: vec!["person_informed_before".into()],
+        ..recorded.clone()
+    };
+    match replay(&rb, &before_the_review, party) {
+        Replayed::Changed { recorded, replayed } => {
+            assert!(recorded.permitted && !replayed.permitted);
+            assert_eq!(replayed.to_string(), "DENY");
+        }
+        other => panic!("{other:?}"),
+    }
+    let gone = Recorded {
+        recipient: "AI-XX".into(),
+        ..recorded
+    };
+    assert!(matches!(replay(&rb, &gone, party), Replayed::CannotReplay(why) if why.contains("registry")));
+}

@@ -73,6 +73,7 @@ fn replay_part(decided: &Decided<'_>) -> cii_audit::Entry {
         case_reference: checked.case_reference.clone().unwrap_or_default(),
         network_facts: decided.network_facts.clone(),
         consents_found: decided.consents_found.clone(),
+        replay_format: 1,
         detail: review
             .and_then(|r| match &r.verdict {
                 super::review::Verdict::Refused(reason) => Some(format!("review=refused reason={reason}")),

@@ -23,6 +23,7 @@ mod node_api;
 mod outbox;
 mod pki;
 mod policy;
+mod policy_replay;
 mod witness;
 
 use std::path::PathBuf;

@@ -140,6 +140,27 @@ cii policy diff federal rulebook/vs-draft"
         /// The new rulebook.
         new: String,
     },
+    /// Run a (changed) rulebook against the decisions recorded in an audit log, and print
+    /// each decision it would change, then a summary.
+    #[command(
+        after_help = "Each transfer entry is decided again from what it recorded: the parties (types and cantons from the registry), trigger, purpose, the categories asked for (released and withheld), the facts the sender and the holder's reviewer attested, what the directory said, the consents found and the case reference. Entries written before entries kept those are reported `cannot replay`, never guessed. Read-only: the log is opened read-only and nothing is logged (run it on a copy of the log, or as a DPO on the gateway host).
+
+Example:
+  cii policy replay --log sqlite:gateway/audit.db --registry registry.toml --rulebook amended/"
+    )]
+    Replay {
+        /// The audit log's store (`sqlite:PATH` or `postgres://…`).
+        #[arg(long)]
+        log: String,
+        /// The registry file the log's institutions are in (their types and cantons).
+        #[arg(long)]
+        registry: PathBuf,
+        #[arg(long, help = RULEBOOK_HELP)]
+        rulebook: Option<PathBuf>,
+        /// Also print the decisions it does not change.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn today() -> time::Date {
@@ -302,6 +323,12 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCommand::Replay {
+            log,
+            registry,
+            rulebook,
+            all,
+        } => crate::policy_replay::run(&log, &registry, &load(rulebook.as_deref())?, all),
         PolicyCommand::Diff { old, new } => {
             let open = |s: &str| {
                 if s == "federal" {

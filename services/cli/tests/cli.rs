@@ -1211,6 +1211,63 @@ async fn the_demo_plays_its_story_and_its_table_agrees_with_the_audit_log() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+    // A jurist replays an amended rulebook on the demo's log: LAI 3b al. 2 let. i no longer
+    // carries health limitations, so the early-detection report of step 1 would change.
+    let log = format!("sqlite:{}", demo_dir.join("gateway/audit.db").display());
+    let registry = demo_dir.join("registry.toml");
+    let replay = |rulebook: &std::path::Path| {
+        cii(&[
+            "policy",
+            "replay",
+            "--log",
+            &log,
+            "--registry",
+            &registry.to_string_lossy(),
+            "--rulebook",
+            &rulebook.to_string_lossy(),
+        ])
+    };
+    let unchanged = replay(&demo_dir.join("rulebook"));
+    let text = String::from_utf8_lossy(&unchanged.stdout).into_owned();
+    assert!(
+        unchanged.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&unchanged.stderr)
+    );
+    assert!(
+        text.contains(" 0 changed, 0 cannot be replayed"),
+        "the rulebook that decided replays the same: {text}"
+    );
+    let amended = dir.path().join("amended");
+    std::fs::create_dir_all(&amended).expect("dir");
+    let federal = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway/policy/rulebook/federal");
+    for file in std::fs::read_dir(&federal).expect("federal").flatten() {
+        let text = std::fs::read_to_string(file.path()).expect("read").replace(
+            "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"incapacity_certificate\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+            "categories = [\"identity\", \"contact\", \"employment_status\", \"incapacity_certificate\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+        );
+        std::fs::write(amended.join(file.file_name()), text).expect("write");
+    }
+    let valais = std::fs::read_to_string(demo_dir.join("rulebook/00-canton.toml")).expect("vs");
+    std::fs::write(
+        amended.join("60-vs.toml"),
+        valais.replace("extends = \"federal\"\n", ""),
+    )
+    .expect("write");
+    let changed = replay(&amended);
+    let text = String::from_utf8_lossy(&changed.stdout).into_owned();
+    assert_eq!(
+        changed.status.code(),
+        Some(2),
+        "{text}{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("≠ ") && l.contains("demo-01 ORP-VS → AI-VS") && l.contains("health_limitations")),
+        "{text}"
+    );
+    assert!(text.contains(" 1 changed, 0 cannot be replayed"), "{text}");
     // Everything was stopped: the demo's folder can be reused by nobody else's process.
     let again = cii(&["demo", "--dir", &demo_dir.to_string_lossy()]);
     assert!(!again.status.success(), "a non-empty folder is refused");
