@@ -502,6 +502,72 @@ async fn a_pull_its_holder_refuses_is_a_logged_denial_naming_the_reviewer() {
     net.stop().await;
 }
 
+/// A review the holder does not answer in time: the requester's next call gets a logged denial
+/// (REVIEW_TIMEOUT); the review leaves the holder's list and can no longer be answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_its_holder_does_not_review_in_time_is_a_logged_denial() {
+    let net = Network::start_with(
+        &members(),
+        Options {
+            gateway_store: Some("[store]\nreview_timeout_seconds = 2\n\n".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    enrol_everywhere(&net).await;
+    publish(&net, AI).await;
+    let waiting = pull(&net, ORP, cost_bearer_request("late-1")).await.expect("pull");
+    assert_eq!(State::try_from(waiting.state), Ok(State::PendingReview));
+    let listed = |net: &Network| {
+        let mut client = node(net, AI);
+        let token = token(net, AI);
+        async move {
+            client
+                .list_reviews(with_token(node_pb::ListReviewsRequest::default(), &token))
+                .await
+                .expect("reviews")
+                .into_inner()
+                .reviews
+                .len()
+        }
+    };
+    assert_eq!(listed(&net).await, 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(listed(&net).await, 0, "past its deadline a review is no longer listed");
+    let late = pull(&net, ORP, cost_bearer_request("late-1"))
+        .await
+        .expect("pull again");
+    assert_eq!(outcome(&late), Outcome::Deny);
+    assert_eq!(
+        late.decision.as_ref().expect("decision").reasons[0].code,
+        "REVIEW_TIMEOUT"
+    );
+    verify_receipt(&net, late.receipt.as_ref().expect("the timeout is logged"));
+    let again = pull(&net, ORP, cost_bearer_request("late-1"))
+        .await
+        .expect("pull once more");
+    assert_eq!(again.receipt, late.receipt, "logged once: the same answer again");
+    let answer = node(&net, AI)
+        .answer_review(with_token(
+            gw::AnswerReviewRequest {
+                requester: "ORP-VS".into(),
+                transfer_id: "late-1".into(),
+                approve: true,
+                attested_facts: vec!["cost_bearer_unclear".into(), "no_overriding_private_interest".into()],
+                refusal_reason: String::new(),
+            },
+            &token(&net, AI),
+        ))
+        .await
+        .expect_err("too late");
+    assert_eq!(code(&answer), "REVIEW_NOT_FOUND");
+    let entries = cii_tests::audit_entries(net.dir.path()).await;
+    let logged: Vec<_> = entries.iter().filter(|e| e.transfer_id == "late-1").collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].detail, "review=timed-out");
+    net.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
     let net = Network::start(&members()).await;

@@ -204,6 +204,8 @@ impl Transfers {
             return Err(TransferError::RefusalReasonInvalid(REFUSAL_REASONS_TEXT));
         };
         let requester = self.requester(&pending)?;
+        // The requester's own call for the same pull waits for this one (and then finds it concluded).
+        let _slot = self.claim(&requester, &id)?;
         let expired = cii_types::time::micros(self.clock.now()) >= pending.deadline_micros;
         let review = if expired {
             Review {
@@ -249,6 +251,7 @@ impl Transfers {
 
     /// The rest of the pipeline for a reviewed (or timed-out) pull, under the requester's
     /// name: decide, log, ask the holder; recorded where the requester's next call finds it.
+    /// The caller holds the pull's in-flight slot.
     async fn conclude(
         &self,
         requester: &Caller,
@@ -260,7 +263,6 @@ impl Transfers {
         let registry = self.registry.current();
         let mut checked = check_request(&registry, &self.catalogue, &requester.institution.id, &request)?;
         checked.review = Some(review);
-        let _slot = self.claim(requester, &checked.id)?;
         // Concluded already (the row outlived its entry after a crash): the recorded outcome.
         if let Some(done) = self.replay(requester, &checked).await? {
             self.store
