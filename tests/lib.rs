@@ -148,6 +148,8 @@ pub struct Options {
     pub limits: Option<String>,
     /// A `[store]` section for the gateway (the defaults if absent).
     pub gateway_store: Option<String>,
+    /// A canton's rulebook file (extending the federal one) for the gateway.
+    pub rulebook: Option<String>,
     /// No witnesses in the registry: receipts rest on the log's signature alone (the
     /// behaviour of a registry written before witnesses existed).
     pub no_witnesses: bool,
@@ -352,13 +354,22 @@ impl Network {
         std::fs::write(
             &gateway_toml,
             format!(
-                "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\n\n{registry}[tls]\n\
+                "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\n{rulebook}\n{registry}[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
                  [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\nwitness_wait_seconds = 3\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}{store}\
                  [log]\nlevel = \"debug\"\n",
                 store = options.gateway_store.clone().unwrap_or_default(),
+                rulebook = match &options.rulebook {
+                    Some(text) => {
+                        let dir = dir.path().join("gateway/rulebook");
+                        std::fs::create_dir_all(&dir).expect("rulebook dir");
+                        std::fs::write(dir.join("00-canton.toml"), text).expect("rulebook");
+                        "rulebook = \"gateway/rulebook\"\n"
+                    }
+                    None => "",
+                },
                 consent_port = consent.port(),
                 registry = registry_section(""),
                 audit_store = options

@@ -546,7 +546,7 @@ impl Scan {
                 };
                 sent += 1;
                 let answer = self
-                    .answer(stored.index, body, &entry.audit_pseudonym)
+                    .answer(stored.index, body, &entry.audit_pseudonym, &entry.list_audit_pseudonyms)
                     .map_err(Status::from);
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
@@ -558,7 +558,13 @@ impl Scan {
     }
 
     /// An entry as answered, with its inclusion proof if asked for.
-    fn answer(&self, index: u64, body: Vec<u8>, audit_person: &[u8]) -> Result<pb::Entry, GatewayError> {
+    fn answer(
+        &self,
+        index: u64,
+        body: Vec<u8>,
+        audit_person: &[u8],
+        audit_list: &[Vec<u8>],
+    ) -> Result<pb::Entry, GatewayError> {
         let mut answer = pb::Entry {
             index,
             body,
@@ -568,6 +574,13 @@ impl Scan {
             && let Ok(person) = cii_pseudonym::wire::pseudonym(audit_person)
         {
             answer.dpo_person = cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&person, dpo));
+        }
+        if let Some((pseudonyms, dpo)) = &self.rekey {
+            answer.dpo_list_persons = audit_list
+                .iter()
+                .filter_map(|p| cii_pseudonym::wire::pseudonym(p).ok())
+                .map(|p| cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&p, dpo)))
+                .collect();
         }
         if let Some((size, note)) = &self.proofs {
             let (_, _, proof) = self

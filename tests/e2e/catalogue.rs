@@ -485,6 +485,7 @@ async fn every_catalogue_exchange_is_permitted_in_its_case_and_refused_outside_i
         let answer = node(c.from)
             .send(with_token(
                 node_pb::SendRequest {
+                    list_record_ids: Vec::new(),
                     case_reference: "case-1".into(),
                     transfer_id: format!("cat-{n}"),
                     recipient: c.to.into(),

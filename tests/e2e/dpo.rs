@@ -44,6 +44,7 @@ async fn query(
 
 fn report(id: &str, record: &str, facts: &[&str]) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        list_record_ids: Vec::new(),
         case_reference: "case-1".into(),
         transfer_id: id.into(),
         recipient: "AI-VS".into(),

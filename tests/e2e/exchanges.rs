@@ -87,6 +87,7 @@ fn early_detection() -> xt::EarlyDetectionReport {
 
 fn report(transfer_id: &str, facts: &[&str]) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        list_record_ids: Vec::new(),
         case_reference: "case-1".into(),
         transfer_id: transfer_id.into(),
         recipient: "AI-VS".into(),
@@ -816,6 +817,7 @@ async fn record_orp_consent(net: &Network, consent: consent_pb::ConsentRecord) -
 
 fn handover(transfer_id: &str) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        list_record_ids: Vec::new(),
         case_reference: "case-1".into(),
         transfer_id: transfer_id.into(),
         recipient: "AS-VS".into(),
@@ -1340,6 +1342,7 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
         &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
     ));
     let valid = gw::TransferRequest {
+        list_persons: Vec::new(),
         case_reference: "case-1".into(),
         transfer_id: "bad-1".into(),
         counterparty: "AI-VS".into(),
@@ -1776,4 +1779,126 @@ async fn transfers_racing_an_expiry_are_refused_once_it_has_passed() {
         assert_eq!(logged.len(), 1, "{id}: one entry");
         assert_eq!(logged[0].consents, std::slice::from_ref(&version), "{id}");
     }
+}
+
+/// A recipient list (XT-G6) from the social service to the ORP.
+fn recipient_list(transfer_id: &str, records: &[&str]) -> node_pb::SendRequest {
+    let entries = records
+        .iter()
+        .map(|_| xt::RecipientListEntry {
+            receipt: "social assistance since 2026-03, CHF 2,100 a month".into(),
+        })
+        .collect();
+    node_pb::SendRequest {
+        case_reference: "list-2026-11".into(),
+        transfer_id: transfer_id.into(),
+        recipient: "ORP-VS".into(),
+        local_record_id: String::new(),
+        trigger: gw::Trigger::MandatoryReport as i32,
+        purpose: "integration".into(),
+        payload: Some(any("RecipientList", &xt::RecipientList { entries })),
+        include_identity: false,
+        attested_facts: Vec::new(),
+        written_request: String::new(),
+        list_record_ids: records.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+async fn enrol_second_person_at_the_social_service(net: &Network) {
+    node(net, AS)
+        .enrol(with_token(
+            node_pb::EnrolRequest {
+                avs_number: cii_tests::synthetic_avs(41),
+                local_record_id: "AS-VS-2".into(),
+            },
+            &token(net, AS),
+        ))
+        .await
+        .expect("enrol");
+}
+
+/// Several persons in one transfer are never "the individual case": under the federal rulebook a
+/// recipient list is refused — decided with the real count, logged with every person for the
+/// DPOs, delivered nowhere. A list that does not match its entries is refused before anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recipient_list_is_refused_under_the_federal_rulebook() {
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    enrol_second_person_at_the_social_service(&net).await;
+    let refused = send(&net, AS, recipient_list("list-1", &["AS-VS-1", "AS-VS-2"]))
+        .await
+        .expect("decided");
+    assert_eq!(outcome(&refused), Outcome::Deny, "{:?}", refused.decision);
+    let entry = cii_tests::audit_entries(net.dir.path())
+        .await
+        .into_iter()
+        .find(|e| e.transfer_id == "list-1")
+        .expect("logged");
+    assert_eq!(entry.kind, cii_audit::EntryKind::TransferDenied as i32);
+    assert_eq!(
+        entry.list_audit_pseudonyms.len(),
+        2,
+        "each person of the list, for the DPOs"
+    );
+    assert!(entry.audit_pseudonym.is_empty());
+    let mut short = recipient_list("list-2", &["AS-VS-1", "AS-VS-2"]);
+    short.list_record_ids.pop();
+    let mismatch = send(&net, AS, short).await.expect_err("one entry without its person");
+    assert_eq!(code(&mismatch), "FIELD_NOT_ALLOWED");
+    assert_eq!(cii_kit::grpc::error_field(&mismatch).as_deref(), Some("list_persons"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(inbox(&net, ORP).await.is_empty(), "nothing delivered");
+    net.stop().await;
+}
+
+/// A canton whose law provides a list exchange adds its basis; the list then arrives matched
+/// pseudonymously: the ORP's node finds its own record for each person it knows, none for the
+/// others, and never an AVS number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cantons_list_basis_delivers_the_list_matched_pseudonymously() {
+    const CANTON: &str = r#"
+[rulebook]
+version = "VS-list-test"
+extends = "federal"
+
+[[basis]]
+id = "LIAS-45-2"
+citation = { fr = "LIAS (VS) art. 45 al. 2 (exemple de test)", de = "GES (VS) Art. 45 Abs. 2 (Testbeispiel)" }
+status = "verified"
+effective_from = "2012-01-01"
+from = ["AS"]
+to = ["AC_ORP"]
+triggers = ["mandatory_report"]
+purposes = ["integration"]
+categories = ["social_aid_receipt"]
+conditions = []
+note = "A test basis: a canton's law providing a recipient list."
+"#;
+    let net = Network::start_with(
+        &members(),
+        Options {
+            rulebook: Some(CANTON.to_owned()),
+            ..Options::default()
+        },
+    )
+    .await;
+    enrol_everywhere(&net).await;
+    enrol_second_person_at_the_social_service(&net).await;
+    let permitted = send(&net, AS, recipient_list("list-9", &["AS-VS-1", "AS-VS-2"]))
+        .await
+        .expect("send");
+    assert_eq!(outcome(&permitted), Outcome::Permit, "{:?}", permitted.decision);
+    let items = inbox_of_size(&net, ORP, 1).await;
+    let item = &items[0];
+    assert_eq!(item.transfer_id, "list-9");
+    assert_eq!(
+        item.list_record_ids,
+        ["ORP-VS-1", ""],
+        "matched to the ORP's own record, or to none"
+    );
+    assert!(item.local_record_id.is_empty() && item.avs_number.is_empty());
+    let list = xt::RecipientList::decode(item.payload.as_ref().expect("payload").value.as_slice()).expect("decode");
+    assert_eq!(list.entries.len(), 2);
+    verify_receipt(&net, item.receipt.as_ref().expect("receipt"));
+    net.stop().await;
 }

@@ -12,6 +12,7 @@ const PERSON: &str = "756.1234.5678.97";
 
 fn report(id: &str) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        list_record_ids: Vec::new(),
         case_reference: "case-1".into(),
         transfer_id: id.into(),
         recipient: "AI-VS".into(),

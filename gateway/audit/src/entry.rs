@@ -119,6 +119,12 @@ pub fn check(entry: &Entry) -> Result<(), Refused> {
             return refuse(field, "wrong length");
         }
     }
+    if entry.list_audit_pseudonyms.len() > MAX_VALUES {
+        return refuse("list_audit_pseudonyms", "too many values");
+    }
+    if entry.list_audit_pseudonyms.iter().any(|p| p.len() != 64) {
+        return refuse("list_audit_pseudonyms", "wrong length");
+    }
     // The largest index adds at most 10 bytes of varint and its tag.
     let largest = 1
         + Entry {

@@ -427,6 +427,30 @@ pub fn render(rb: &Rulebook, t: &Transfer, ev: &Evaluation, lang: Lang) -> Strin
         ),
         names(rb, ev.decision.released())
     );
+    let sensitive: Vec<usize> = ev
+        .decision
+        .released()
+        .iter()
+        .copied()
+        .filter(|i| {
+            rb.categories
+                .get(*i)
+                .is_some_and(|c| c.sensitivity == crate::vocab::Sensitivity::Sensitive)
+        })
+        .collect();
+    if !sensitive.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}{colon} {}",
+            l(
+                lang,
+                "Dont données sensibles (nLPD art. 5 let. c)",
+                "Davon besonders schützenswerte Daten (DSG Art. 5 Bst. c)",
+                "Of which sensitive data (nLPD art. 5 let. c)"
+            ),
+            names(rb, &sensitive)
+        );
+    }
     for w in ev.decision.withheld() {
         let id = rb.categories.get(w.category).map_or("?", |c| c.id.as_str());
         let _ = writeln!(

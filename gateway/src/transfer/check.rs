@@ -26,6 +26,10 @@ const ANONYMISED: &str = "anonymised_statistics";
 
 /// Longest case reference, in characters.
 const MAX_CASE_REFERENCE: usize = 128;
+/// Most persons one list exchange names.
+const MAX_LIST_PERSONS: usize = 100;
+/// The list exchange's message: its entries and the persons go in the same order.
+const RECIPIENT_LIST: &str = "type.googleapis.com/cii.exchange.v1.RecipientList";
 
 /// Who discloses, and what travels.
 #[derive(Debug)]
@@ -89,6 +93,8 @@ pub struct Checked<'r> {
     pub(super) attested: Vec<String>,
     /// The case or request reference of the individual case, if given.
     pub(super) case_reference: Option<String>,
+    /// A list exchange: its persons, in the caller's domain (empty otherwise).
+    pub(super) list: Vec<EncryptedPseudonym>,
     /// For a pull: its holder's review, once given.
     pub(super) review: Option<super::review::Review>,
 }
@@ -130,6 +136,7 @@ pub fn check_request<'a>(
     if r.written_request.chars().count() > MAX_WRITTEN_REQUEST {
         return Err(TransferError::WrittenRequestTooLong(MAX_WRITTEN_REQUEST));
     }
+    let list = list_persons(r, pull)?;
     let person = match &r.person {
         None if !pull && r.payload.is_some() => None,
         person => Some(ciphertext("person", person.as_ref())?),
@@ -139,7 +146,7 @@ pub fn check_request<'a>(
     let (direction, categories) = if pull {
         pulled(r)?
     } else {
-        pushed(catalogue, r, person.is_some())?
+        pushed(catalogue, r, person.is_some() || !list.is_empty())?
     };
     Ok(Checked {
         id,
@@ -153,6 +160,7 @@ pub fn check_request<'a>(
         person,
         attested,
         case_reference,
+        list,
         review: None,
     })
 }
@@ -223,6 +231,51 @@ fn attested_facts(ids: &[String]) -> Result<Vec<String>, TransferError> {
         attested.push(id.clone());
     }
     Ok(attested)
+}
+
+/// A list exchange's persons: a push of a `RecipientList` only, naming no single `person`, at
+/// most 100, as many as the list's entries.
+fn list_persons(r: &pb::TransferRequest, pull: bool) -> Result<Vec<EncryptedPseudonym>, TransferError> {
+    let is_list = r.payload.as_ref().is_some_and(|p| p.type_url == RECIPIENT_LIST);
+    if r.list_persons.is_empty() {
+        if is_list {
+            return Err(required(
+                "list_persons",
+                "a recipient list names its persons in list_persons",
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    if pull || !is_list {
+        return Err(not_allowed(
+            "list_persons",
+            "only a pushed cii.exchange.v1.RecipientList names a list of persons",
+        ));
+    }
+    if r.person.is_some() || r.identity.is_some() {
+        return Err(not_allowed(
+            "person",
+            "a list names its persons in list_persons, and never their AVS numbers",
+        ));
+    }
+    if r.list_persons.len() > MAX_LIST_PERSONS {
+        return Err(not_allowed("list_persons", "a list names at most 100 persons"));
+    }
+    let entries = r
+        .payload
+        .as_ref()
+        .and_then(|p| cii_proto::exchange::RecipientList::decode(p.value.as_slice()).ok())
+        .map_or(0, |l| l.entries.len());
+    if entries != r.list_persons.len() {
+        return Err(not_allowed(
+            "list_persons",
+            "a list names as many persons as it has entries, in the same order",
+        ));
+    }
+    r.list_persons
+        .iter()
+        .map(|p| ciphertext("list_persons", Some(p)))
+        .collect()
 }
 
 /// The case or request reference of the individual case: an institution's file number, never

@@ -33,6 +33,8 @@ pub struct Consulted<'r> {
     pub(super) now: time::OffsetDateTime,
     /// The person for the DPO's audit context.
     pub(super) audit_person: Option<EncryptedPseudonym>,
+    /// A list's persons for the DPO's audit context.
+    pub(super) audit_list: Vec<EncryptedPseudonym>,
     /// The registry's answer: consents and the directory.
     pub(super) lookup: registry_pb::LookupResponse,
     /// The facts the caller attested, resolved against the rulebook.
@@ -87,6 +89,11 @@ impl Transfers {
                 .map(|p| self.pseudonyms.translate(p, &caller_party, to))
         };
         let (audit_person, registry_person) = (translate(&Party::Audit), translate(&Party::Registry));
+        let audit_list = checked
+            .list
+            .iter()
+            .map(|p| self.pseudonyms.translate(p, &caller_party, &Party::Audit))
+            .collect();
         // Who discloses and who receives: a pull discloses from the holder to the caller.
         let (from, to) = if checked.is_pull() {
             (checked.counterparty, &caller.institution)
@@ -104,6 +111,7 @@ impl Transfers {
             to,
             now,
             audit_person,
+            audit_list,
             lookup,
             facts,
         })
@@ -275,8 +283,8 @@ impl Transfers {
             trigger: Some(consulted.checked.trigger),
             purpose: consulted.checked.purpose.clone(),
             categories: consulted.checked.categories.clone(),
-            // One transfer concerns one person (a list exchange is a rulebook basis of its own).
-            persons: 1,
+            // The real count: one person, or the persons of a list (never "the individual case").
+            persons: u32::try_from(consulted.checked.list.len().max(1)).unwrap_or(u32::MAX),
             case_reference: consulted.checked.case_reference.clone(),
             unreviewed_pull: consulted.checked.is_pull() && consulted.checked.review.is_none(),
             facts,

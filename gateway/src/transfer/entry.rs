@@ -74,6 +74,12 @@ fn replay_part(decided: &Decided<'_>) -> cii_audit::Entry {
         network_facts: decided.network_facts.clone(),
         consents_found: decided.consents_found.clone(),
         replay_format: 1,
+        list_audit_pseudonyms: decided
+            .consulted
+            .audit_list
+            .iter()
+            .map(cii_pseudonym::wire::to_bytes)
+            .collect(),
         detail: review
             .and_then(|r| match &r.verdict {
                 super::review::Verdict::Refused(reason) => Some(format!("review=refused reason={reason}")),

@@ -67,6 +67,13 @@ impl Transfers {
                 ciphertext: cii_pseudonym::wire::to_bytes(&i),
             }),
             payload: Some(sealed_payload.clone()),
+            list_persons: checked
+                .list
+                .iter()
+                .map(|p| common_pb::EncryptedPseudonym {
+                    ciphertext: cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(p, &caller_party, &recipient)),
+                })
+                .collect(),
             decision: Some(decided.wire.clone()),
             receipt: None,
             notice: None,

@@ -249,6 +249,7 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 /// An early-detection report ORP → AI; without the person informed beforehand, LAI art. 3b refuses.
 fn report(id: &str, permitted: bool) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        list_record_ids: Vec::new(),
         case_reference: "case-1".into(),
         transfer_id: id.into(),
         recipient: "AI-VS".into(),

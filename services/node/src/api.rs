@@ -35,6 +35,8 @@ pub struct NodeApi {
 
 /// Longest local record id accepted.
 pub const MAX_RECORD_ID: usize = 64;
+/// Most persons a list exchange names (the gateway's limit too).
+const MAX_LIST_RECORDS: usize = 100;
 
 /// Checks a local record id: 1–64 characters of `A–Z a–z 0–9 . _ : / -`, and
 /// not an AVS number (the record id travels in logs and answers; the AVS
@@ -187,6 +189,22 @@ impl NodeApi {
             self.witness(answer.receipt.as_mut()).await?;
         }
         Ok(Response::new(answer))
+    }
+
+    /// A list exchange's persons, each as `person` would be (enrolled here, or NOT_ENROLLED naming
+    /// the field); the gateway checks the count against the list's entries.
+    async fn list_persons(&self, records: &[String]) -> Result<Vec<cii_proto::common::EncryptedPseudonym>, NodeError> {
+        let mut persons = Vec::with_capacity(records.len());
+        for record in records.iter().take(MAX_LIST_RECORDS) {
+            persons.push(self.person(record).await?);
+        }
+        if records.len() > MAX_LIST_RECORDS {
+            return Err(NodeError::FieldRequired {
+                field: "list_record_ids",
+                what: "a list names at most 100 persons",
+            });
+        }
+        Ok(persons)
     }
 
     async fn relationship(&self, request: &pb::RelationshipRequest) -> Result<gw::RelationshipRequest, NodeError> {
@@ -395,6 +413,7 @@ impl Node for NodeApi {
                 written_request: send.written_request.clone(),
                 attested_facts: send.attested_facts.clone(),
                 case_reference: send.case_reference.clone(),
+                list_persons: self.list_persons(&send.list_record_ids).await?,
             })
         };
         let answer = self
@@ -432,6 +451,7 @@ impl Node for NodeApi {
                 written_request: ask.written_request.clone(),
                 attested_facts: ask.attested_facts.clone(),
                 case_reference: ask.case_reference.clone(),
+                list_persons: Vec::new(),
             })
         };
         let mut answer = self

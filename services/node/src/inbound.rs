@@ -168,6 +168,11 @@ impl NodeInbound for NodeInboundService {
         let content = self.open(&delivery)?;
         crate::binding::check_content(&entry, content.payload.as_ref())?;
         let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
+        // A list is matched pseudonymously: each person to this institution's record, or ''.
+        let mut list_record_ids = Vec::with_capacity(delivery.list_persons.len());
+        for person in &delivery.list_persons {
+            list_record_ids.push(self.recognise(Some(person)).await?.0);
+        }
         let item = pb::InboxItem {
             id: String::new(),
             transfer_id: delivery.transfer_id.clone(),
@@ -182,6 +187,7 @@ impl NodeInbound for NodeInboundService {
             receipt: delivery.receipt,
             notice: None,
             failure: None,
+            list_record_ids,
         };
         let identity = delivery.identity.map(|i| i.ciphertext);
         self.store

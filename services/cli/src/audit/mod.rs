@@ -280,3 +280,17 @@ fn dpo_person<'a>(item: &'a cii_proto::audit::Entry, entry: &'a cii_audit::Entry
         &item.dpo_person
     }
 }
+
+/// Every person a queried entry concerns, as the caller's DPO key opens them: the one person
+/// ([`dpo_person`]), and each person of a list entry.
+fn dpo_persons<'a>(item: &'a cii_proto::audit::Entry, entry: &'a cii_audit::Entry) -> Vec<&'a [u8]> {
+    let list: Vec<&[u8]> = if item.dpo_list_persons.is_empty() {
+        entry.list_audit_pseudonyms.iter().map(Vec::as_slice).collect()
+    } else {
+        item.dpo_list_persons.iter().map(Vec::as_slice).collect()
+    };
+    std::iter::once(dpo_person(item, entry))
+        .filter(|p| !p.is_empty())
+        .chain(list)
+        .collect()
+}

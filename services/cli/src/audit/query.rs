@@ -228,9 +228,11 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let entry = cii_audit::entry::decode(&item.body).context("an entry does not decode")?;
-        let person_bytes = super::dpo_person(&item, &entry);
-        let pseudonym = match (&keys, person_bytes.is_empty()) {
-            (Some(keys), false) => cii_pseudonym::wire::pseudonym(person_bytes)
+        // The person alone, or each person of a list entry, as the DPO key opens them.
+        let pseudonyms: Vec<String> = match &keys {
+            Some(keys) => super::dpo_persons(&item, &entry)
+                .into_iter()
+                .filter_map(|p| cii_pseudonym::wire::pseudonym(p).ok())
                 .map(|c| {
                     keys.decrypt(&c)
                         .0
@@ -238,12 +240,14 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                         .map(|b| format!("{b:02x}"))
                         .collect::<String>()
                 })
-                .unwrap_or_default(),
-            _ => String::new(),
+                .collect(),
+            None => Vec::new(),
         };
-        if person.as_ref().is_some_and(|p| *p != pseudonym) {
-            continue;
-        }
+        let pseudonym = match &person {
+            Some(p) if !pseudonyms.contains(p) => continue,
+            Some(p) => p.clone(),
+            None => pseudonyms.first().cloned().unwrap_or_default(),
+        };
         if args.limit > 0 && printed >= args.limit {
             break;
         }

@@ -366,9 +366,12 @@ pub async fn run(args: SubjectReportArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let entry = cii_audit::entry::decode(&item.body)?;
-        let about = cii_pseudonym::wire::pseudonym(super::dpo_person(&item, &entry))
-            .map(|c| keys.decrypt(&c) == target)
-            .unwrap_or(false);
+        // The person alone, or one of the persons of a list.
+        let about = super::dpo_persons(&item, &entry).into_iter().any(|p| {
+            cii_pseudonym::wire::pseudonym(p)
+                .map(|c| keys.decrypt(&c) == target)
+                .unwrap_or(false)
+        });
         if about {
             entries.push(entry);
         }

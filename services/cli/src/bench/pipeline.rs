@@ -453,6 +453,7 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
         let payload = report_payload();
         let send = move |client: NodeClient<Channel>, token: String, id: String, person: u64| {
             let request = node_pb::SendRequest {
+                list_record_ids: Vec::new(),
                 transfer_id: id,
                 recipient: "AI-VS".into(),
                 local_record_id: format!("O-{person}"),

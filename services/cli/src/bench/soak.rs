@@ -94,6 +94,7 @@ struct Tally {
 
 fn request(id: String, person: u64, kind: Kind) -> node_pb::SendRequest {
     node_pb::SendRequest {
+        list_record_ids: Vec::new(),
         transfer_id: id,
         recipient: "AI-VS".into(),
         local_record_id: format!("O-{person}"),

@@ -196,6 +196,7 @@ async fn push(desk: &Desk, step: usize, p: Push) -> anyhow::Result<Row> {
     let (mut client, token) = desk.at(p.from)?;
     let id = format!("demo-{step:02}");
     let request = node_pb::SendRequest {
+        list_record_ids: Vec::new(),
         transfer_id: id.clone(),
         recipient: p.to.into(),
         local_record_id: record_of(p.from, p.person).into(),
