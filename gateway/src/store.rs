@@ -10,7 +10,7 @@ mod dead_letters;
 mod reviews;
 
 pub use dead_letters::{DeadLetterRow, SenderNotice};
-pub use reviews::PendingReview;
+pub use reviews::{PendingReview, ReviewAnswer};
 
 use std::str::FromStr;
 

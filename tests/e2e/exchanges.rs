@@ -474,19 +474,29 @@ async fn a_pull_its_holder_refuses_is_a_logged_denial_naming_the_reviewer() {
         .await
         .expect("refusal")
         .into_inner();
-    assert_eq!(refused.decision.as_ref().map(|d| d.outcome), Some(Outcome::Deny as i32));
-    let entry = cii_tests::audit_entries(net.dir.path())
-        .await
-        .into_iter()
-        .find(|e| e.transfer_id == "cb-9")
-        .expect("the refusal is logged");
-    assert_eq!(entry.kind, cii_audit::EntryKind::TransferDenied as i32);
-    assert_eq!(entry.reviewer, "caseworker.1@AI-VS");
-    assert_eq!(entry.reasons, ["REVIEW_REFUSED"]);
-    assert_eq!(entry.detail, "review=refused reason=overriding_private_interest");
+    verify_receipt(&net, refused.receipt.as_ref().expect("the refusal is logged"));
     let told = pull(&net, ORP, cost_bearer_request("cb-9")).await.expect("pull again");
     assert_eq!(outcome(&told), Outcome::Deny);
     assert_eq!(told.decision.expect("decision").reasons[0].code, "REVIEW_REFUSED");
+    let entries: Vec<cii_audit::Entry> = cii_tests::audit_entries(net.dir.path())
+        .await
+        .into_iter()
+        .filter(|e| e.transfer_id == "cb-9")
+        .collect();
+    let kinds: Vec<i32> = entries.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            cii_audit::EntryKind::PullHeldForReview as i32,
+            cii_audit::EntryKind::PullReviewed as i32,
+            cii_audit::EntryKind::TransferDenied as i32
+        ]
+    );
+    assert_eq!(entries[1].detail, "review=refused reason=overriding_private_interest");
+    let entry = &entries[2];
+    assert_eq!(entry.reviewer, "caseworker.1@AI-VS");
+    assert_eq!(entry.reasons, ["REVIEW_REFUSED"]);
+    assert_eq!(entry.detail, "review=refused reason=overriding_private_interest");
     // Answered: the review is gone from the holder's list and cannot be answered twice.
     let reviews = node(&net, AI)
         .list_reviews(with_token(node_pb::ListReviewsRequest::default(), &token(&net, AI)))
@@ -564,8 +574,8 @@ async fn a_pull_its_holder_does_not_review_in_time_is_a_logged_denial() {
     assert_eq!(code(&answer), "REVIEW_NOT_FOUND");
     let entries = cii_tests::audit_entries(net.dir.path()).await;
     let logged: Vec<_> = entries.iter().filter(|e| e.transfer_id == "late-1").collect();
-    assert_eq!(logged.len(), 1, "{logged:?}");
-    assert_eq!(logged[0].detail, "review=timed-out");
+    assert_eq!(logged.len(), 2, "the hold and the denial: {logged:?}");
+    assert_eq!(logged[1].detail, "review=timed-out");
     net.stop().await;
 }
 
@@ -585,15 +595,35 @@ async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
         .await
         .expect_err("the requester weighs for the holder");
     assert_eq!(code(&refused), "FACT_NOT_ASSERTABLE", "{refused:?}");
+    // Nor does anyone attest a written request: only its text, whose hash is logged, makes one.
+    let mut no_text = written_request_to_the_ai("cb-00");
+    no_text.written_request = String::new();
+    no_text.attested_facts = vec!["written_request".into()];
+    let no_text = pull(&net, ORP, no_text)
+        .await
+        .expect_err("a written request without text");
+    assert_eq!(code(&no_text), "FACT_NOT_ASSERTABLE", "{no_text:?}");
     // The pull waits for the AI office's review: nothing is decided, nothing logged.
     let waiting = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull");
     assert_eq!(State::try_from(waiting.state), Ok(State::PendingReview), "{waiting:?}");
     assert!(waiting.decision.is_none() && waiting.receipt.is_none());
-    let logged = |entries: &[cii_audit::Entry]| entries.iter().any(|e| e.transfer_id == "cb-1");
-    assert!(
-        !logged(&cii_tests::audit_entries(net.dir.path()).await),
-        "no decision before the review"
-    );
+    let decided = |entries: &[cii_audit::Entry]| {
+        let kinds = [
+            cii_audit::EntryKind::TransferPermitted as i32,
+            cii_audit::EntryKind::TransferDenied as i32,
+        ];
+        entries
+            .iter()
+            .any(|e| e.transfer_id == "cb-1" && kinds.contains(&e.kind))
+    };
+    let entries = cii_tests::audit_entries(net.dir.path()).await;
+    assert!(!decided(&entries), "no decision before the review");
+    let held = entries
+        .iter()
+        .find(|e| e.transfer_id == "cb-1")
+        .expect("the hold is logged before the holder hears of it");
+    assert_eq!(held.kind, cii_audit::EntryKind::PullHeldForReview as i32);
+    assert_eq!((held.sender.as_str(), held.recipient.as_str()), ("AI-VS", "ORP-VS"));
     let again = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull again");
     assert_eq!(
         State::try_from(again.state),
@@ -651,16 +681,22 @@ async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
         .await
         .expect("review")
         .into_inner();
+    // The answer is logged; the decision waits for the ORP to collect it.
     assert_eq!(
-        reviewed.decision.as_ref().map(|d| d.outcome),
-        Some(Outcome::Permit as i32),
+        State::try_from(reviewed.state),
+        Ok(State::PendingReview),
         "{reviewed:?}"
     );
+    verify_receipt(&net, reviewed.receipt.as_ref().expect("the answer is logged"));
+    assert!(!decided(&cii_tests::audit_entries(net.dir.path()).await));
+    // The ORP's next call gets the decision and the answer; medical data stays out.
+    let answer = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull");
+    assert_eq!(outcome(&answer), Outcome::Permit, "{:?}", answer.decision);
     let entry = cii_tests::audit_entries(net.dir.path())
         .await
         .into_iter()
-        .find(|e| e.transfer_id == "cb-1")
-        .expect("logged once reviewed");
+        .find(|e| e.transfer_id == "cb-1" && e.kind == cii_audit::EntryKind::TransferPermitted as i32)
+        .expect("logged once reviewed and collected");
     assert_eq!(entry.reviewer, "claire.roth@AI-VS", "the entry names the reviewer");
     assert_eq!(entry.acting_user, "caseworker.1@ORP-VS", "and the requester");
     assert_eq!(
@@ -668,9 +704,6 @@ async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
         ["cost_bearer_unclear", "no_overriding_private_interest"]
     );
     assert_eq!(entry.case_reference, "case-1");
-    // The ORP's next call gets the answer; medical data stays out.
-    let answer = pull(&net, ORP, cost_bearer_request("cb-1")).await.expect("pull");
-    assert_eq!(outcome(&answer), Outcome::Permit, "{:?}", answer.decision);
     let decision = answer.decision.clone().expect("decision");
     assert!(decision.withheld.iter().any(|w| w.category == "medical_reports"));
     let provided =
@@ -1384,6 +1417,26 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
             "counterparty",
             gw::TransferRequest {
                 counterparty: "XX-ZZ".into(),
+                ..valid.clone()
+            },
+        ),
+        (
+            // An AVS number disguised by separators in a case reference never reaches the log.
+            "FIELD_NOT_ALLOWED",
+            "case_reference",
+            gw::TransferRequest {
+                case_reference: "A1-756-1234-5678-97".into(),
+                ..valid.clone()
+            },
+        ),
+        (
+            "FIELD_NOT_ALLOWED",
+            "list_persons",
+            gw::TransferRequest {
+                list_persons: vec![net.ciphertext_for(
+                    PERSON,
+                    &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
+                )],
                 ..valid.clone()
             },
         ),

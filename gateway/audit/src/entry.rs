@@ -72,11 +72,14 @@ pub fn check(entry: &Entry) -> Result<(), Refused> {
         ("acting_user", &entry.acting_user),
         ("purpose", &entry.purpose),
         ("reviewer", &entry.reviewer),
-        ("case_reference", &entry.case_reference),
     ] {
         if cii_types::avs::contains_avs(value) {
             return refuse(field, "looks like an AVS number");
         }
+    }
+    // A case reference is an identifier: separators must not disguise a number in it.
+    if cii_types::avs::hides_avs(&entry.case_reference) {
+        return refuse("case_reference", "looks like an AVS number");
     }
     let lists = [
         ("bases", &entry.bases),

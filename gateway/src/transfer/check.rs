@@ -291,7 +291,7 @@ fn case_reference(value: &str) -> Result<Option<String>, TransferError> {
             "a case reference is at most 128 characters of A–Z, a–z, 0–9, '.', ':', '_', '/', '-'",
         ));
     }
-    if cii_types::avs::contains_avs(value) || cii_types::avs::looks_like_avs(value) {
+    if cii_types::avs::hides_avs(value) || cii_types::avs::looks_like_avs(value) {
         return Err(not_allowed(
             "case_reference",
             "a case reference looks like an AVS number; use the institution's own file number",

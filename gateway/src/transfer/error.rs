@@ -68,9 +68,9 @@ pub enum TransferError {
     /// No pull of this requester and id waits for the caller's review.
     #[error("no pull `{0}` waits for this institution's review")]
     ReviewNotFound(String),
-    /// The review's deadline passed: the pull was denied (REVIEW_TIMEOUT).
-    #[error("the review period of pull `{0}` has ended; the pull was denied")]
-    ReviewExpired(String),
+    /// Too many of the caller's pulls wait for reviews or their collection.
+    #[error("{0} of this institution's pulls already wait for their holders' review; collect their answers first")]
+    ReviewQueueFull(u64),
     /// A refusal without one of the reason codes.
     #[error("refusal_reason must be one of: {0}")]
     RefusalReasonInvalid(&'static str),
@@ -164,7 +164,7 @@ impl TransferError {
             E::FactUnknown(_) => "FACT_UNKNOWN",
             E::FactNotAssertable { .. } => "FACT_NOT_ASSERTABLE",
             E::ReviewNotFound(_) => "REVIEW_NOT_FOUND",
-            E::ReviewExpired(_) => "REVIEW_EXPIRED",
+            E::ReviewQueueFull(_) => "REVIEW_QUEUE_FULL",
             E::RefusalReasonInvalid(_) => "REFUSAL_REASON_INVALID",
             E::Payload(e) => e.code(),
             E::PayloadEmpty => "PAYLOAD_EMPTY",
@@ -199,7 +199,7 @@ impl TransferError {
             E::WrittenRequestTooLong(_) => "written_request",
             E::Ciphertext { field, .. } => field,
             E::FactUnknown(_) | E::FactNotAssertable { .. } => "attested_facts",
-            E::ReviewNotFound(_) | E::ReviewExpired(_) => "transfer_id",
+            E::ReviewNotFound(_) | E::ReviewQueueFull(_) => "transfer_id",
             E::RefusalReasonInvalid(_) => "refusal_reason",
             E::Payload(_) | E::PayloadEmpty | E::PayloadTooLarge { .. } => "payload",
             E::Undecidable(cii_policy::decide::InputError::UnknownPurpose(_)) => "purpose",

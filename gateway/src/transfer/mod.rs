@@ -166,23 +166,30 @@ impl Transfers {
         // One snapshot of the registry for the whole transfer.
         let registry = self.registry.current();
         self.payload_caps.check(request)?;
-        let checked = check_request(&registry, &self.catalogue, &caller.institution.id, request)?;
+        let mut checked = check_request(&registry, &self.catalogue, &caller.institution.id, request)?;
         let _slot = self.claim(caller, &checked.id)?;
         if let Some(done) = self.replay(caller, &checked).await? {
             return Ok(done);
         }
-        if let Some(waiting) = self.pending(caller, &checked).await? {
-            return Ok(waiting);
+        match self.pending(caller, &checked).await? {
+            review::Held::No => {}
+            review::Held::Waiting(response) => return Ok(response),
+            review::Held::Reviewed(review) => checked.review = Some(review),
         }
         cii_audit::entry::check(&entry::request_part(caller, &checked)).map_err(cii_audit::LogError::from)?;
         let consulted = self.consult(caller, checked).await?;
         let decided = self.decide(caller, consulted).await?;
         if decided.awaits_review {
-            return self.hold_for_review(caller, request, decided.checked()).await;
+            return self.hold_for_review(caller, decided.checked()).await;
         }
         let sealed = self.seal(caller, &decided)?;
         let entry = entry::transfer_entry(caller, &decided, &sealed);
         let logged = self.log(caller, &decided, sealed, entry).await?;
+        if decided.checked().review.is_some() {
+            // Decided and recorded: the requester's next call finds the transfer's record.
+            let id = decided.checked().id.as_str();
+            self.store.review_concluded(caller.institution.id.as_str(), id).await?;
+        }
         self.deliver(caller, &decided, logged).await
     }
 

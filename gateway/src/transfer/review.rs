@@ -1,31 +1,31 @@
 //! Pulls the holder reviews: the discloser weighs (issue 21).
 //!
-//! A pull that no basis with `automatic_answer` carries, while some basis covering it
-//! waits for a review, is not decided: it is held (`pending_review`) and offered to the
-//! holder's node, and the requester gets PENDING_REVIEW — for the same request again too.
-//! The holder's caseworker answers (`Gateway/AnswerReview`): approving, with the facts only
-//! the discloser may attest, or refusing with a reason code. Only then does the gateway
-//! run the rest of the pipeline for the pull — decide, log (the entry names the reviewer),
-//! ask the holder, seal the answer — exactly as the requester's own call would have, and
-//! record the outcome under the requester's id, where its next call finds it. A review not
-//! answered by its deadline is a logged denial (REVIEW_TIMEOUT).
+//! A pull that no basis with `automatic_answer` carries, while some basis covering it waits
+//! for a review, is not decided: it is held (`pending_review`, the request's hash only), the
+//! hold is logged (PULL_HELD_FOR_REVIEW) before the holder's node is told, and the requester
+//! gets PENDING_REVIEW — for the same request again too. The holder's caseworker answers
+//! (`Gateway/AnswerReview`): approving, with the facts only the discloser may attest, or
+//! refusing with a reason code; the answer is logged (PULL_REVIEWED). The requester's next call
+//! with the same request runs the rest of the pipeline — decide, log (the entry names the
+//! reviewer), ask the holder, seal the answer — so the holder's data leave only when the
+//! requester collects them. Past the review period a pull not answered is a logged denial
+//! (REVIEW_TIMEOUT) when its requester calls again.
 //!
 //! INVARIANT (the-discloser-weighs): in a pull, a fact the rulebook leaves to the discloser
 //! is never taken from the requester (`decide::attested_facts`); a basis without an
 //! automatic answer carries a pull only once the holder's reviewer has answered.
 
 use cii_kit::auth::Caller;
-use cii_kit::jwt::User;
 use cii_policy::vocab::Attester;
 use cii_proto::common as common_pb;
 use cii_proto::gateway as pb;
 use cii_proto::node as node_pb;
 use cii_pseudonym::names::Party;
-use cii_types::{InstitutionId, Role, TransferId};
-use prost::Message;
+use cii_types::TransferId;
 
-use super::{Checked, TransferError, Transfers, check_request};
-use crate::store::PendingReview;
+use super::check::sha256;
+use super::{Checked, TransferError, Transfers};
+use crate::store::{PendingReview, ReviewAnswer};
 
 /// The refusal reasons a reviewer may give: codes, never free text (they are logged).
 const REFUSAL_REASONS: &[&str] = &[
@@ -38,6 +38,12 @@ const REFUSAL_REASONS: &[&str] = &[
 ];
 const REFUSAL_REASONS_TEXT: &str =
     "overriding_private_interest, not_necessary, request_not_reasoned, not_in_individual_case, no_data, other";
+/// Most pulls one requester may have waiting for reviews or for their collection.
+const MAX_PENDING_PER_REQUESTER: u64 = 1000;
+/// Most facts a reviewer attests at once.
+const MAX_REVIEWER_FACTS: usize = 64;
+/// How long after its review period a held pull is forgotten (7 days).
+const FORGET_AFTER_MICROS: i64 = 7 * 86_400 * 1_000_000;
 
 /// The holder's review of a pull.
 #[derive(Debug, Clone)]
@@ -78,58 +84,129 @@ fn pending_response(transfer_id: &str) -> pb::TransferResponse {
 }
 
 impl Transfers {
-    /// Stage 3½ of a pull the rulebook leaves to its holder: held, offered to the holder,
-    /// answered PENDING_REVIEW. Nothing is decided or logged.
+    /// A pull the rulebook leaves to its holder: held, logged, offered to the holder, answered
+    /// PENDING_REVIEW. Nothing is decided.
     pub(super) async fn hold_for_review(
         &self,
         caller: &Caller,
-        request: &pb::TransferRequest,
         checked: &Checked<'_>,
     ) -> Result<pb::TransferResponse, TransferError> {
+        let requester = caller.institution.id.to_string();
         let now = cii_types::time::micros(self.clock.now());
+        // Pulls whose review period ended a week ago are forgotten: their hold and any answer
+        // are logged, and a requester calling again after that starts over.
+        self.store
+            .forget_reviews_before(now.saturating_sub(FORGET_AFTER_MICROS))
+            .await?;
+        if self.store.pending_reviews_of(&requester).await? >= MAX_PENDING_PER_REQUESTER {
+            return Err(TransferError::ReviewQueueFull(MAX_PENDING_PER_REQUESTER));
+        }
         let wait = i64::try_from(self.review_timeout.as_micros()).unwrap_or(i64::MAX);
         let pending = PendingReview {
-            requester: caller.institution.id.to_string(),
+            requester,
             transfer_id: checked.id.to_string(),
             holder: checked.counterparty.id.to_string(),
             subject: caller.user.subject.clone(),
-            request: request.encode_to_vec(),
             request_sha256: checked.request_sha256.clone(),
             created_micros: now,
             deadline_micros: now.saturating_add(wait),
+            held_entry: None,
             offered: false,
+            answer: None,
         };
         self.store.hold_for_review(&pending).await?;
-        self.offer(caller, checked, &pending).await;
+        self.announce(caller, checked, &pending).await?;
         tracing::info!(transfer_id = %checked.id, holder = %checked.counterparty.id, "pull held for the holder's review");
         Ok(pending_response(checked.id.as_str()))
     }
 
-    /// The same pull again while it waits: PENDING_REVIEW (offered again if the holder's node
-    /// did not have it), or — past the deadline — its logged denial.
-    pub(super) async fn pending(
-        &self,
-        caller: &Caller,
-        checked: &Checked<'_>,
-    ) -> Result<Option<pb::TransferResponse>, TransferError> {
-        let caller_id = caller.institution.id.to_string();
-        let Some(pending) = self.store.pending_review(&caller_id, checked.id.as_str()).await? else {
-            return Ok(None);
+    /// The same pull again: PENDING_REVIEW while it waits (logged and offered if that did not
+    /// happen yet); decided once the holder answered, or once its review period is over.
+    pub(super) async fn pending(&self, caller: &Caller, checked: &Checked<'_>) -> Result<Held, TransferError> {
+        let requester = caller.institution.id.to_string();
+        let Some(pending) = self.store.pending_review(&requester, checked.id.as_str()).await? else {
+            return Ok(Held::No);
         };
         if pending.request_sha256 != checked.request_sha256 || pending.subject != caller.user.subject {
             return Err(TransferError::IdReused);
         }
+        if let Some(answer) = pending.answer {
+            let verdict = if answer.approved {
+                Verdict::Approved(answer.facts)
+            } else {
+                Verdict::Refused(answer.refusal_reason)
+            };
+            return Ok(Held::Reviewed(Review {
+                reviewer: answer.reviewer,
+                verdict,
+            }));
+        }
         if cii_types::time::micros(self.clock.now()) >= pending.deadline_micros {
-            let review = Review {
+            return Ok(Held::Reviewed(Review {
                 reviewer: String::new(),
                 verdict: Verdict::TimedOut,
-            };
-            return self.conclude(caller, &pending, review).await.map(Some);
+            }));
+        }
+        self.announce(caller, checked, &pending).await?;
+        Ok(Held::Waiting(pending_response(checked.id.as_str())))
+    }
+
+    /// Logs the hold (before anyone is told) and offers it to the holder's node, each once.
+    async fn announce(
+        &self,
+        caller: &Caller,
+        checked: &Checked<'_>,
+        pending: &PendingReview,
+    ) -> Result<(), TransferError> {
+        if pending.held_entry.is_none() {
+            let entry = self.held_entry(caller, checked, pending);
+            let receipt = self.audit.append(entry).await?;
+            self.store
+                .review_held(&pending.requester, &pending.transfer_id, receipt.index)
+                .await?;
         }
         if !pending.offered {
-            self.offer(caller, checked, &pending).await;
+            self.offer(caller, checked, pending).await;
         }
-        Ok(Some(pending_response(checked.id.as_str())))
+        Ok(())
+    }
+
+    /// PULL_HELD_FOR_REVIEW: what reached the holder, before it does.
+    fn held_entry(&self, caller: &Caller, checked: &Checked<'_>, pending: &PendingReview) -> cii_audit::Entry {
+        let audit_person = checked
+            .person
+            .as_ref()
+            .map(|p| {
+                let from = Party::Institution(caller.institution.id.clone());
+                cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(p, &from, &Party::Audit))
+            })
+            .unwrap_or_default();
+        cii_audit::Entry {
+            kind: cii_audit::EntryKind::PullHeldForReview as i32,
+            time_micros: pending.created_micros,
+            transfer_id: pending.transfer_id.clone(),
+            sender: pending.holder.clone(),
+            recipient: pending.requester.clone(),
+            acting_user: caller.acting_user(),
+            purpose: checked.purpose.clone(),
+            trigger: checked.trigger.to_string(),
+            withheld: checked
+                .categories
+                .iter()
+                .map(|c| format!("{c}:REVIEW_REQUIRED"))
+                .collect(),
+            attestations: checked.attested.clone(),
+            case_reference: checked.case_reference.clone().unwrap_or_default(),
+            audit_pseudonym: audit_person,
+            written_request_sha256: if checked.written_request.is_empty() {
+                Vec::new()
+            } else {
+                sha256(checked.written_request.as_bytes())
+            },
+            rulebook_hash: self.rulebook.hash.clone(),
+            detail: format!("deadline={}", pending.deadline_micros),
+            ..cii_audit::Entry::default()
+        }
     }
 
     /// The holder's node gets the review (best effort: the requester's next call offers it
@@ -182,103 +259,118 @@ impl Transfers {
         }
     }
 
-    /// The holder's caseworker answers a review.
+    /// The holder's caseworker answers a review: the answer is checked, logged (PULL_REVIEWED)
+    /// and kept for the requester's next call, which decides.
     pub async fn answer_review(
         &self,
         reviewer: &Caller,
         answer: &pb::AnswerReviewRequest,
     ) -> Result<pb::AnswerReviewResponse, TransferError> {
         let id = TransferId::parse(&answer.transfer_id)?;
+        let holder = reviewer.institution.id.to_string();
         let not_found = || TransferError::ReviewNotFound(id.to_string());
+        // The same answer for an unknown pull, another institution's, or one answered already.
         let pending = self
             .store
             .pending_review(&answer.requester, id.as_str())
             .await?
-            .filter(|p| p.holder == reviewer.institution.id.as_str())
+            .filter(|p| p.holder == holder && p.answer.is_none())
             .ok_or_else(not_found)?;
-        let verdict = if answer.approve {
-            Verdict::Approved(answer.attested_facts.clone())
-        } else if REFUSAL_REASONS.contains(&answer.refusal_reason.as_str()) {
-            Verdict::Refused(answer.refusal_reason.clone())
-        } else {
-            return Err(TransferError::RefusalReasonInvalid(REFUSAL_REASONS_TEXT));
+        let kept = ReviewAnswer {
+            reviewer: reviewer.acting_user(),
+            approved: answer.approve,
+            facts: if answer.approve {
+                self.reviewer_facts(&answer.attested_facts)?
+            } else {
+                Vec::new()
+            },
+            refusal_reason: if answer.approve {
+                String::new()
+            } else if REFUSAL_REASONS.contains(&answer.refusal_reason.as_str()) {
+                answer.refusal_reason.clone()
+            } else {
+                return Err(TransferError::RefusalReasonInvalid(REFUSAL_REASONS_TEXT));
+            },
         };
-        let requester = self.requester(&pending)?;
-        // The requester's own call for the same pull waits for this one (and then finds it concluded).
-        let _slot = self.claim(&requester, &id)?;
-        let expired = cii_types::time::micros(self.clock.now()) >= pending.deadline_micros;
-        let review = if expired {
-            Review {
-                reviewer: String::new(),
-                verdict: Verdict::TimedOut,
-            }
-        } else {
-            Review {
-                reviewer: reviewer.acting_user(),
-                verdict,
-            }
-        };
-        let response = self.conclude(&requester, &pending, review).await?;
-        if expired {
-            return Err(TransferError::ReviewExpired(id.to_string()));
+        let now = cii_types::time::micros(self.clock.now());
+        if now >= pending.deadline_micros {
+            return Err(not_found());
+        }
+        let entry = reviewed_entry(&pending, &kept, now, &self.rulebook.hash);
+        // Logged first: an answer the log could not record is not kept (the caseworker retries).
+        let receipt = self.audit.append(entry).await?;
+        if !self
+            .store
+            .answer_review(&pending.requester, id.as_str(), &holder, &kept, now)
+            .await?
+        {
+            // Answered meanwhile by another caseworker, or its period ended just now.
+            return Err(not_found());
         }
         Ok(pb::AnswerReviewResponse {
-            state: response.state,
-            decision: response.decision,
-            receipt: response.receipt,
+            state: pb::transfer_response::State::PendingReview as i32,
+            decision: None,
+            receipt: Some(super::receipt_to_wire(&receipt)),
         })
     }
 
-    /// The requester as it called: its institution from the registry, its user from the
-    /// held row (a caseworker: only caseworkers submit pulls).
-    fn requester(&self, pending: &PendingReview) -> Result<Caller, TransferError> {
-        let id = InstitutionId::parse("requester", &pending.requester).map_err(TransferError::Counterparty)?;
-        let institution = self
-            .registry
-            .current()
-            .get(&id)
-            .cloned()
-            .ok_or(TransferError::CounterpartyUnknown(id.clone()))?;
-        Ok(Caller {
-            institution,
-            user: User {
-                institution: id,
-                subject: pending.subject.clone(),
-                roles: [Role::Caseworker].into_iter().collect(),
-            },
-        })
-    }
-
-    /// The rest of the pipeline for a reviewed (or timed-out) pull, under the requester's
-    /// name: decide, log, ask the holder; recorded where the requester's next call finds it.
-    /// The caller holds the pull's in-flight slot.
-    async fn conclude(
-        &self,
-        requester: &Caller,
-        pending: &PendingReview,
-        review: Review,
-    ) -> Result<pb::TransferResponse, TransferError> {
-        let request = pb::TransferRequest::decode(pending.request.as_slice())
-            .map_err(|_| TransferError::StoreCorrupt("a held pull does not decode"))?;
-        let registry = self.registry.current();
-        let mut checked = check_request(&registry, &self.catalogue, &requester.institution.id, &request)?;
-        checked.review = Some(review);
-        // Concluded already (the row outlived its entry after a crash): the recorded outcome.
-        if let Some(done) = self.replay(requester, &checked).await? {
-            self.store
-                .review_concluded(&pending.requester, &pending.transfer_id)
-                .await?;
-            return Ok(done);
+    /// The facts a reviewer attests: declared by the rulebook, the discloser's, each once, at
+    /// most 64 (the log refuses an entry with too many; the consent would be spent first).
+    fn reviewer_facts(&self, ids: &[String]) -> Result<Vec<String>, TransferError> {
+        let mut facts: Vec<String> = Vec::new();
+        for id in ids {
+            let fact = self
+                .rulebook
+                .facts
+                .iter()
+                .find(|f| f.id == *id)
+                .ok_or_else(|| TransferError::FactUnknown(id.chars().take(64).collect()))?;
+            if fact.attested_by != Attester::Discloser {
+                return Err(TransferError::FactNotAssertable {
+                    fact: fact.id.clone(),
+                    attester: fact.attested_by.as_str(),
+                    why: "the holder's reviewer attests only the facts the discloser weighs",
+                });
+            }
+            if !facts.contains(&fact.id) {
+                facts.push(fact.id.clone());
+            }
         }
-        let consulted = self.consult(requester, checked).await?;
-        let decided = self.decide(requester, consulted).await?;
-        let sealed = self.seal(requester, &decided)?;
-        let entry = super::entry::transfer_entry(requester, &decided, &sealed);
-        let logged = self.log(requester, &decided, sealed, entry).await?;
-        // Logged and recorded: from here on the requester's call finds the transfer row.
-        self.store
-            .review_concluded(&pending.requester, &pending.transfer_id)
-            .await?;
-        self.deliver(requester, &decided, logged).await
+        if facts.len() > MAX_REVIEWER_FACTS {
+            return Err(TransferError::FactUnknown("more than 64 facts".to_owned()));
+        }
+        Ok(facts)
     }
+}
+
+/// PULL_REVIEWED: the holder's answer, naming the reviewer.
+fn reviewed_entry(pending: &PendingReview, answer: &ReviewAnswer, now: i64, rulebook_hash: &str) -> cii_audit::Entry {
+    cii_audit::Entry {
+        kind: cii_audit::EntryKind::PullReviewed as i32,
+        time_micros: now,
+        transfer_id: pending.transfer_id.clone(),
+        sender: pending.holder.clone(),
+        recipient: pending.requester.clone(),
+        acting_user: format!("{}@{}", pending.subject, pending.requester),
+        reviewer: answer.reviewer.clone(),
+        reviewer_attestations: answer.facts.clone(),
+        rulebook_hash: rulebook_hash.to_owned(),
+        detail: if answer.approved {
+            "review=approved".to_owned()
+        } else {
+            format!("review=refused reason={}", answer.refusal_reason)
+        },
+        ..cii_audit::Entry::default()
+    }
+}
+
+/// Where a pull stands with its holder's review.
+#[derive(Debug)]
+pub enum Held {
+    /// Not held: decide it now.
+    No,
+    /// Still waiting: PENDING_REVIEW.
+    Waiting(pb::TransferResponse),
+    /// Reviewed (or its period over): decide it with this review.
+    Reviewed(Review),
 }

@@ -88,6 +88,19 @@ pub fn contains_avs(text: &str) -> bool {
     })
 }
 
+/// Whether `text` hides an AVS number among other characters: its digits, read in order with
+/// everything else dropped, contain 13 in a row that begin with 756 and end with a correct check
+/// digit. For identifiers a member chooses and the log keeps (a case reference), where
+/// separators (`A1-756-1234-5678-97`) must not disguise the number.
+pub fn hides_avs(text: &str) -> bool {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+    digits.windows(13).any(|w| {
+        w.starts_with(&[7, 5, 6])
+            && w.split_last()
+                .is_some_and(|(last, first)| <[u8; 12]>::try_from(first).is_ok_and(|f| check_digit(&f) == *last))
+    })
+}
+
 impl AvsNumber {
     /// Parses `756.1234.5678.97` or `7561234567897`.
     pub fn parse(text: &str) -> Result<AvsNumber, AvsError> {
@@ -143,6 +156,21 @@ impl fmt::Debug for AvsNumber {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_number_hidden_among_separators_is_found() {
+        for hidden in [
+            "A1-756-1234-5678-97",
+            "case 7561234567897",
+            "x756.1234.5678.97y",
+            "1-7-5-6-1-2-3-4-5-6-7-8-9-7",
+        ] {
+            assert!(hides_avs(hidden), "{hidden}");
+        }
+        for clean in ["ORP-2026-0417", "A1-756-1234-5678-98", "7561234", "HG-2026-17"] {
+            assert!(!hides_avs(clean), "{clean}");
+        }
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -127,8 +127,8 @@ registry! {
     WRITTEN_REQUEST_TOO_LONG: InvalidArgument, false, "the written request is longer than 20,000 characters";
     FACT_UNKNOWN: InvalidArgument, false, "an attested fact the vocabulary does not know";
     FACT_NOT_ASSERTABLE: InvalidArgument, false, "a fact the caller may not attest in this transfer: the network establishes it, or the discloser weighs it (in a pull, only the holder's reviewer), or only the recipient attests it";
-    REVIEW_NOT_FOUND: NotFound, false, "no pull of this requester and id waits for the caller's institution's review";
-    REVIEW_EXPIRED: FailedPrecondition, false, "the review period of the pull ended; the pull was denied (REVIEW_TIMEOUT)";
+    REVIEW_NOT_FOUND: NotFound, false, "no pull of this requester and id waits for the caller's institution's review (unknown, answered already, or its review period ended)";
+    REVIEW_QUEUE_FULL: ResourceExhausted, true, "too many of the institution's pulls wait for their holders' review or for their answers to be collected";
     REFUSAL_REASON_INVALID: InvalidArgument, false, "a refused review names one of the refusal reason codes";
     PAYLOAD_EMPTY: InvalidArgument, false, "the payload carries no field";
     PULL_ANSWER_GONE: FailedPrecondition, false, "the answer of this pull is no longer kept; new data needs a new request with a new transfer id (a new decision)";

@@ -598,10 +598,7 @@ impl Node for NodeApi {
         // Answered, or ended at the gateway (expired, unknown): either way no longer waiting here.
         let ended = match &decided {
             Ok(_) => true,
-            Err(status) => matches!(
-                cii_kit::status::error_code(status).as_deref(),
-                Some("REVIEW_EXPIRED" | "REVIEW_NOT_FOUND")
-            ),
+            Err(status) => matches!(cii_kit::status::error_code(status).as_deref(), Some("REVIEW_NOT_FOUND")),
         };
         if ended {
             self.store

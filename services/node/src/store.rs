@@ -196,7 +196,14 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(sent + received)
+        // Reviews answered, or whose review period ended, before the cutoff.
+        let reviews =
+            sqlx::query("DELETE FROM review WHERE (answered = 1 AND offered_micros < ?1) OR deadline_micros < ?1")
+                .bind(cutoff_micros)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(sent + received + reviews)
     }
 
     /// The person under `record`: pseudonym and AVS number.
