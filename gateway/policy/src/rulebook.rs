@@ -1519,6 +1519,15 @@ fn build_basis(
     }
     let status = status?;
     let active = b.active.unwrap_or(status == Status::Verified);
+    if status == Status::Inference && b.active.is_none() {
+        c.warning(
+            "INFERENCE_INACTIVE",
+            file,
+            &element,
+            "rests on an inference and is inactive until jurists confirm the reading \
+             (`active = true` with `active_because`)",
+        );
+    }
     if status == Status::Inference && active && b.active_because.trim().is_empty() {
         c.error(
             "INFERENCE_NOT_JUSTIFIED",
@@ -1788,19 +1797,38 @@ impl Rulebook {
 
 /// The full source set of a rulebook directory: its files, preceded by the
 /// built-in federal rulebook when one of them declares `extends = "federal"`.
+///
+/// A file set that extends nothing and declares no fact, condition or obligation was written
+/// before the vocabulary was data (release 2026.11 and earlier): it gets the built-in federal
+/// vocabulary (`federal/01-vocabulary.toml`), so it loads and decides as it did.
 pub fn with_base(files: Vec<Source>) -> Vec<Source> {
-    let extends = files.iter().any(|s| {
-        toml::from_str::<toml::Value>(&s.text)
-            .ok()
-            .and_then(|v| v.get("rulebook")?.get("extends")?.as_str().map(|e| e == "federal"))
-            .unwrap_or(false)
+    let parsed: Vec<Option<toml::Value>> = files
+        .iter()
+        .map(|s| toml::from_str::<toml::Value>(&s.text).ok())
+        .collect();
+    let extends = parsed.iter().flatten().any(|v| {
+        v.get("rulebook")
+            .and_then(|r| r.get("extends"))
+            .and_then(toml::Value::as_str)
+            .is_some_and(|e| e == "federal")
     });
+    let declares_vocabulary = parsed
+        .iter()
+        .flatten()
+        .any(|v| ["fact", "condition", "obligation"].iter().any(|k| v.get(k).is_some()));
     if extends {
         let mut all = federal_sources();
         all.extend(files);
         all
-    } else {
+    } else if declares_vocabulary {
         files
+    } else {
+        let mut all: Vec<Source> = federal_sources()
+            .into_iter()
+            .filter(|s| s.name == "federal/01-vocabulary.toml")
+            .collect();
+        all.extend(files);
+        all
     }
 }
 

@@ -423,3 +423,55 @@ fn replay_reports_old_entries_and_decides_new_ones_again() {
     };
     assert!(matches!(replay(&rb, &gone, party), Replayed::CannotReplay(why) if why.contains("registry")));
 }
+
+/// A rulebook written by the release before the vocabulary was data (the federal rulebook
+/// `federal-2026.11`, checked in as it was) still loads and decides as it did: it gets the
+/// built-in vocabulary, and its inference rows stay inactive with a warning until justified.
+#[test]
+fn a_rulebook_written_by_the_previous_release_still_loads_and_decides() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rulebook-federal-2026.11");
+    let mut files: Vec<Source> = std::fs::read_dir(&dir)
+        .expect("fixture")
+        .flatten()
+        .map(|e| Source {
+            name: format!("old/{}", e.file_name().to_string_lossy()),
+            text: std::fs::read_to_string(e.path()).expect("read"),
+        })
+        .collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let report = check(&cii_policy::rulebook::with_base(files), TODAY);
+    assert!(!report.has_errors(), "{:#?}", report.diagnostics);
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.code == "INFERENCE_INACTIVE" && d.element == "basis LAVS-153g"),
+        "{:#?}",
+        report.diagnostics
+    );
+    let rb = report.rulebook.expect("rulebook");
+    assert_eq!(rb.version, "federal-2026.11");
+    let early_detection = cii_policy::Transfer {
+        from: cii_policy::Party::of_type(cii_types::InstitutionType::AcOrp),
+        to: cii_policy::Party::of_type(cii_types::InstitutionType::Ai),
+        trigger: Some(cii_policy::Trigger::SpontaneousReport),
+        purpose: "early_detection".into(),
+        categories: vec!["identity".into(), "health_limitations".into(), "medical_reports".into()],
+        persons: 1,
+        case_reference: Some("case-1".into()),
+        unreviewed_pull: false,
+        facts: cii_policy::decide::Facts::named(&rb, ["person_informed_before"]).expect("fact"),
+        consents: Vec::new(),
+        date: TODAY,
+    };
+    let decision = cii_policy::decide(&rb, &early_detection).expect("decide");
+    assert!(decision.is_permit());
+    // As that release decided: the medical reports went with the report (the defect F-01 the
+    // current federal rulebook fixes).
+    let released: Vec<&str> = decision
+        .released()
+        .iter()
+        .map(|i| rb.categories[*i].id.as_str())
+        .collect();
+    assert_eq!(released, ["identity", "health_limitations", "medical_reports"]);
+}

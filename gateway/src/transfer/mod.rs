@@ -173,7 +173,7 @@ impl Transfers {
         }
         match self.pending(caller, &checked).await? {
             review::Held::No => {}
-            review::Held::Waiting(response) => return Ok(response),
+            review::Held::Waiting(response) => return Ok(*response),
             review::Held::Reviewed(review) => checked.review = Some(review),
         }
         cii_audit::entry::check(&entry::request_part(caller, &checked)).map_err(cii_audit::LogError::from)?;

@@ -148,7 +148,7 @@ impl Transfers {
             }));
         }
         self.announce(caller, checked, &pending).await?;
-        Ok(Held::Waiting(pending_response(checked.id.as_str())))
+        Ok(Held::Waiting(Box::new(pending_response(checked.id.as_str()))))
     }
 
     /// Logs the hold (before anyone is told) and offers it to the holder's node, each once.
@@ -370,7 +370,7 @@ pub enum Held {
     /// Not held: decide it now.
     No,
     /// Still waiting: PENDING_REVIEW.
-    Waiting(pb::TransferResponse),
+    Waiting(Box<pb::TransferResponse>),
     /// Reviewed (or its period over): decide it with this review.
     Reviewed(Review),
 }
