@@ -14,6 +14,15 @@ fn parse_ids(values: &[&str]) {
     }
 }
 
+/// The federal rulebook, whose facts an attested fact id is looked up in.
+fn federal() -> &'static cii_policy::Rulebook {
+    static RULEBOOK: std::sync::OnceLock<cii_policy::Rulebook> = std::sync::OnceLock::new();
+    RULEBOOK.get_or_init(|| {
+        cii_policy::load(&cii_policy::federal_sources(), time::macros::date!(2026 - 11 - 28))
+            .unwrap_or_else(|e| panic!("the federal rulebook: {e:?}"))
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
@@ -26,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
                     let _ = cii_pseudonym::wire::pseudonym(&p.ciphertext);
                 }
                 for f in &r.attested_facts {
-                    let _ = cii_policy::Fact::parse("attested_facts", f);
+                    let _ = federal().fact_index(f);
+                }
+                let _ = cii_types::avs::hides_avs(&r.case_reference);
+                for p in &r.list_persons {
+                    let _ = cii_pseudonym::wire::pseudonym(&p.ciphertext);
                 }
             }
         }
