@@ -107,12 +107,13 @@ def main() -> int:
                 purpose="early_detection",
                 payload=payload,
                 attested_facts=facts,
+                case_reference="ORP-2026-0417",
             ),
             metadata=metadata,
             timeout=30,
         )
 
-    permitted = send("py-1", ["person_informed_before"])
+    permitted = send("py-1", ["person_informed_before", "incapacity_for_work_or_threatened"])
     refused = send("py-2", [])
     result = {
         "permitted": permitted.decision.Outcome.Name(permitted.decision.outcome),
