@@ -294,3 +294,30 @@ fn dpo_persons<'a>(item: &'a cii_proto::audit::Entry, entry: &'a cii_audit::Entr
         .chain(list)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list entry concerns each of its persons: a DPO's query and subject report look at all
+    /// of them (rekeyed by the gateway for a `dpo`, the entry's own for a `network_dpo`).
+    #[test]
+    fn every_person_of_a_list_entry_is_looked_at() {
+        let entry = cii_audit::Entry {
+            list_audit_pseudonyms: vec![vec![1; 64], vec![2; 64]],
+            ..cii_audit::Entry::default()
+        };
+        let network_dpo = cii_proto::audit::Entry::default();
+        assert_eq!(dpo_persons(&network_dpo, &entry), [&[1u8; 64][..], &[2u8; 64][..]]);
+        let dpo = cii_proto::audit::Entry {
+            dpo_list_persons: vec![vec![3; 64], vec![4; 64]],
+            ..cii_proto::audit::Entry::default()
+        };
+        assert_eq!(dpo_persons(&dpo, &entry), [&[3u8; 64][..], &[4u8; 64][..]]);
+        let single = cii_audit::Entry {
+            audit_pseudonym: vec![5; 64],
+            ..cii_audit::Entry::default()
+        };
+        assert_eq!(dpo_persons(&network_dpo, &single), [&[5u8; 64][..]]);
+    }
+}
