@@ -30,6 +30,7 @@ mod dead_letters;
 mod delivery;
 mod error;
 mod policy_service;
+pub mod replay;
 mod service;
 mod shredding;
 mod status;
@@ -473,7 +474,13 @@ async fn services(
         authenticate.clone(),
     );
     let policy = PolicyServer::with_interceptor(
-        policy_service::PolicyService::new(config.rulebook.clone()),
+        policy_service::PolicyService::new(
+            config.rulebook.clone(),
+            config.registry.clone(),
+            p.audit.clone(),
+            p.audit_store.clone(),
+            p.clock.clone(),
+        ),
         authenticate.clone(),
     );
     let audit = audit(&p, authenticate);

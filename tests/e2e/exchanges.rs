@@ -1955,3 +1955,78 @@ note = "A test basis: a canton's law providing a recipient list."
     verify_receipt(&net, item.receipt.as_ref().expect("receipt"));
     net.stop().await;
 }
+
+/// A jurist replays a changed rulebook on the decisions recorded for their institution
+/// (`Policy/Replay`, logged first): the early-detection report would change if LAI 3b al. 2
+/// let. i no longer carried health limitations; another institution's jurist sees none of the
+/// ORP's decisions; a caseworker may not replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jurist_replays_an_amended_rulebook_on_their_institutions_decisions() {
+    use cii_proto::policy::{ReplayRequest, RulebookFile, policy_client::PolicyClient};
+    let net = Network::start(&members()).await;
+    enrol_everywhere(&net).await;
+    let permitted = send(
+        &net,
+        ORP,
+        report("rp-1", &["person_informed_before", "incapacity_for_work_or_threatened"]),
+    )
+    .await
+    .expect("send");
+    assert_eq!(outcome(&permitted), Outcome::Permit);
+    let amended: Vec<RulebookFile> = cii_policy::federal_sources()
+        .into_iter()
+        .map(|s| RulebookFile {
+            name: s.name.replace("federal/", ""),
+            text: s.text.replace(
+                "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"incapacity_certificate\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+                "categories = [\"identity\", \"contact\", \"employment_status\", \"incapacity_certificate\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
+            ),
+        })
+        .collect();
+    let client =
+        |i: usize| PolicyClient::new(net.gateway_channel_as(&PeerIdentity::Institution(net.node(i).member.id.clone())));
+    let request = ReplayRequest {
+        files: amended,
+        limit: 0,
+    };
+    let answer = client(ORP)
+        .replay(with_token(
+            request.clone(),
+            &net.token(ORP, "lea.jurist", &[Role::Jurist]),
+        ))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!((answer.changed, answer.cannot_replay), (1, 0), "{answer:?}");
+    let change = &answer.changes[0];
+    assert_eq!(
+        (change.transfer_id.as_str(), change.sender.as_str()),
+        ("rp-1", "ORP-VS")
+    );
+    assert!(change.recorded.contains("health_limitations") && !change.replayed.contains("health_limitations"));
+    let elsewhere = client(AS)
+        .replay(with_token(
+            request.clone(),
+            &net.token(AS, "max.jurist", &[Role::Jurist]),
+        ))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(
+        elsewhere.changed + elsewhere.unchanged,
+        0,
+        "only its own institution's decisions"
+    );
+    let caseworker = client(ORP)
+        .replay(with_token(request, &token(&net, ORP)))
+        .await
+        .expect_err("a caseworker");
+    assert_eq!(caseworker.code(), Code::PermissionDenied);
+    let logged = cii_tests::audit_entries(net.dir.path())
+        .await
+        .into_iter()
+        .filter(|e| e.kind == cii_audit::EntryKind::AuditQuery as i32 && e.detail.starts_with("policy-replay"))
+        .count();
+    assert_eq!(logged, 2, "each replay is logged");
+    net.stop().await;
+}

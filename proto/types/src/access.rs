@@ -105,6 +105,7 @@ pub const RPCS: &[(&str, Access)] = &[
         Access::Users(&[Jurist, Dpo, NetworkDpo]),
     ),
     ("/cii.policy.v1.Policy/Explain", Access::Users(&[Jurist])),
+    ("/cii.policy.v1.Policy/Replay", Access::Users(&[Jurist])),
     ("/cii.audit.v1.Audit/GetCheckpoint", Access::Peer),
     ("/cii.audit.v1.Audit/GetInclusionProof", Access::Peer),
     ("/cii.audit.v1.Audit/GetConsistencyProof", Access::Peer),
