@@ -34,7 +34,7 @@ impl Family {
             "RecordConsent" | "RevokeConsent" | "DeclareRelationship" | "EndRelationship" => {
                 Some(Family::ConsentChanges)
             }
-            "Query" | "LookupPerson" | "QueryAudit" | "LookupPersonForDpo" => Some(Family::Queries),
+            "Query" | "LookupPerson" | "QueryAudit" | "LookupPersonForDpo" | "Replay" => Some(Family::Queries),
             _ => None,
         }
     }
@@ -215,5 +215,17 @@ mod tests {
         assert!(inbox.admits(&roles(&[Jurist, Caseworker])));
         let send = rpc("/cii.node.v1.Node/Send").map(|(_, a)| a).unwrap();
         assert!(!send.admits(&roles(&[Dpo, NetworkDpo, Operator])));
+    }
+
+    #[test]
+    fn a_replay_is_a_query_and_only_a_person_reviews() {
+        assert_eq!(Family::of("/cii.policy.v1.Policy/Replay"), Some(Family::Queries));
+        let roles = |r: &[Role]| r.iter().copied().collect();
+        let review = rpc("/cii.gateway.v1.Gateway/AnswerReview").map(|(_, a)| a).unwrap();
+        assert!(review.admits(&roles(&[Caseworker])));
+        assert!(
+            !review.admits(&roles(&[System])),
+            "the discloser's weighing is a person's"
+        );
     }
 }
