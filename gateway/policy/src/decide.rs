@@ -533,6 +533,19 @@ fn status(rulebook: &Rulebook, t: &Transfer, fact: usize) -> Option<Source> {
     Some(Source::Attestation(facts.id.clone(), st.citation.clone()))
 }
 
+/// The transfer as the holder's review would weigh it: answered, with every fact the
+/// discloser attests granted (built once per unreviewed pull, not once per basis).
+fn as_reviewed(rulebook: &Rulebook, t: &Transfer) -> Transfer {
+    let mut reviewed = t.clone();
+    reviewed.unreviewed_pull = false;
+    for (f, fact) in rulebook.facts.iter().enumerate() {
+        if fact.attested_by == crate::vocab::Attester::Discloser {
+            reviewed.facts.set(f, true);
+        }
+    }
+    reviewed
+}
+
 /// The discloser's canton: as the transfer gives it, else as the rulebook records it.
 fn discloser_canton<'a>(rulebook: &'a Rulebook, t: &'a Transfer) -> Option<&'a str> {
     t.from.canton.as_deref().or_else(|| {
@@ -706,6 +719,7 @@ fn evaluate(
     let mut reasons = Vec::new();
     let mut trigger_misses = Vec::new();
     let want_trace = trace.is_some();
+    let reviewed = t.unreviewed_pull.then(|| as_reviewed(rulebook, t));
     for &i in candidates {
         let Some(b) = rulebook.bases.get(i) else { continue };
         let mut record = |outcome: BasisOutcome, conditions: Vec<ConditionTrace>| {
@@ -743,19 +757,14 @@ fn evaluate(
             record(BasisOutcome::PurposeNotPermitted, Vec::new());
             continue;
         }
-        if t.unreviewed_pull && !b.automatic_answer {
+        if let Some(reviewed) = &reviewed
+            && !b.automatic_answer
+        {
             // The holder weighs only what its review could permit: the basis must hold with
             // every fact the discloser attests granted, and release something asked for.
             // Anything else is denied now, with the conditions no review can meet.
-            let mut reviewed = t.clone();
-            reviewed.unreviewed_pull = false;
-            for (f, fact) in rulebook.facts.iter().enumerate() {
-                if fact.attested_by == crate::vocab::Attester::Discloser {
-                    reviewed.facts.set(f, true);
-                }
-            }
             let mut conditions = Vec::new();
-            let (result, failed) = evaluate_basis(rulebook, b, &reviewed, asked, want_trace.then_some(&mut conditions));
+            let (result, failed) = evaluate_basis(rulebook, b, reviewed, asked, want_trace.then_some(&mut conditions));
             if result.held && result.allowed != 0 {
                 reasons.push(Reason {
                     code: ReasonCode::ReviewRequired,
