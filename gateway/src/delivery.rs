@@ -322,8 +322,10 @@ impl Nodes {
                 return;
             }
         };
-        // A notice about a notice would have no one to read it.
-        let notice = (due.sender != "gateway").then(|| crate::store::SenderNotice {
+        // A notice about a notice would have no one to read it; a sender not told the
+        // decision is not told it was permitted either.
+        let told = due.sender != "gateway" && !undisclosed_to_sender(store, due).await;
+        let notice = told.then(|| crate::store::SenderNotice {
             id: format!("delivery-failed:{}", due.seq),
             delivery: node_pb::Delivery {
                 transfer_id: format!("delivery-failed:{}", due.seq),
@@ -518,6 +520,21 @@ fn notice_entry(
 
 /// Adds its entry's canonical bytes to a receipt that lacks them (written by an earlier
 /// release), from the log; left as is if the log cannot give them.
+/// Whether `due`'s sender was not told its decision (`transfer::undisclosed`). A store that
+/// cannot say counts as not told: the notice is a courtesy, the operator sees every dead letter.
+async fn undisclosed_to_sender(store: &Store, due: &Due) -> bool {
+    match store.transfer(&due.sender, &due.transfer_id).await {
+        Ok(Some(row)) => cii_proto::gateway::TransferResponse::decode(row.response.as_slice()).map_or(true, |r| {
+            r.state == cii_proto::gateway::transfer_response::State::Undisclosed as i32
+        }),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "gateway store not readable; the dead letter is not noticed");
+            true
+        }
+    }
+}
+
 pub(crate) async fn fill_entry(audit_store: &cii_audit::Store, receipt: &mut cii_proto::common::Receipt) {
     if !receipt.entry.is_empty() {
         return;

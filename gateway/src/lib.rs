@@ -376,6 +376,10 @@ fn transfers(p: &Parts<'_>, nodes: delivery::Nodes) -> Result<Arc<transfer::Tran
         nodes,
         clock: p.clock.clone(),
         metrics: p.metrics.clone(),
+        relationship_pushes: cii_kit::rate_limit::RateLimit::new(
+            p.config.file.limits.relationship_pushes.per_minute,
+            p.config.file.limits.relationship_pushes.burst,
+        ),
     })))
 }
 

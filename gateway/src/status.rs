@@ -17,7 +17,13 @@ impl From<TransferError> for Status {
             TransferError::Seal(cause) => tracing::error!(error = %cause, "payload not sealed"),
             _ => {}
         }
-        cii_kit::status::refusal(e.code(), e.to_string(), e.field())
+        let mut status = cii_kit::status::refusal(e.code(), e.to_string(), e.field());
+        if let TransferError::RelationshipPushesLimited { wait_ms } = e
+            && let Ok(value) = wait_ms.to_string().parse()
+        {
+            status.metadata_mut().insert(cii_kit::status::RETRY_AFTER_MS, value);
+        }
+        status
     }
 }
 

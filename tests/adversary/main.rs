@@ -443,3 +443,171 @@ async fn every_rpc_refuses_exactly_the_roles_the_table_excludes() {
     assert!(checked > 200, "{checked}");
     net.stop().await;
 }
+
+/// The AI office's decision copy (LAI art. 68bis al. 5) goes only to an institution that
+/// serves the person. Pushed for a person the social service serves and for one it does
+/// not, the AI office is told the same thing both times, at once and later; only the
+/// served person's copy arrives; the log holds the truth; the denial is counted for the
+/// DPOs' alert; and a sender pushing such copies too fast is stopped before anything is
+/// decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_push_answers_the_same_whether_or_not_the_recipient_serves_the_person() {
+    use cii_proto::exchange as xt;
+    use gw::transfer_response::State;
+    use prost::Message;
+    let members = [
+        member("AI-VS", InstitutionType::Ai),
+        member("AS-VS", InstitutionType::As),
+    ];
+    let net = Network::start_with(
+        &members,
+        Options {
+            limits: Some("[limits]\nrelationship_pushes = { per_minute = 1, burst = 3 }\n\n".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (ai, social) = (0, 1);
+    let token = |i: usize| net.token(i, "caseworker.1", &[Role::Caseworker]);
+    let persons = [cii_tests::synthetic_avs(1), cii_tests::synthetic_avs(2)];
+    for (n, avs) in persons.iter().enumerate() {
+        for i in [ai, social] {
+            node(&net, i)
+                .enrol(with_token(
+                    pb::EnrolRequest {
+                        avs_number: avs.clone(),
+                        local_record_id: format!("p{n}"),
+                    },
+                    &token(i),
+                ))
+                .await
+                .expect("enrol");
+        }
+    }
+    // The social service serves the first person only (the reference directory says so).
+    node(&net, social)
+        .declare_relationship(with_token(
+            pb::RelationshipRequest {
+                local_record_id: "p0".into(),
+                capacity: "social_aid".into(),
+                at: None,
+            },
+            &token(social),
+        ))
+        .await
+        .expect("relationship");
+    let copy = prost_types::Any {
+        type_url: "type.googleapis.com/cii.exchange.v1.DecisionCopy".into(),
+        value: xt::DecisionCopy {
+            person: None,
+            decision: "quarter pension from 2026-10".into(),
+        }
+        .encode_to_vec(),
+    };
+    let send = |n: usize, id: &str| {
+        with_token(
+            pb::SendRequest {
+                transfer_id: id.into(),
+                recipient: "AS-VS".into(),
+                local_record_id: format!("p{n}"),
+                case_reference: "case-1".into(),
+                trigger: gw::Trigger::MandatoryReport as i32,
+                purpose: "benefit_coordination".into(),
+                payload: Some(copy.clone()),
+                attested_facts: vec!["decision_affects_recipient_benefits".into()],
+                ..pb::SendRequest::default()
+            },
+            &token(ai),
+        )
+    };
+    // What the sender may compare: everything but the id and the receipt's place.
+    let seen = |mut answer: gw::TransferResponse| {
+        let receipt = answer.receipt.take().expect("receipt");
+        assert!(
+            receipt.entry.is_empty() && !receipt.leaf_hash.is_empty(),
+            "the entry is withheld"
+        );
+        answer.transfer_id.clear();
+        answer
+    };
+    let served = node(&net, ai).send(send(0, "copy-0")).await.expect("push").into_inner();
+    let unserved = node(&net, ai).send(send(1, "copy-1")).await.expect("push").into_inner();
+    assert_eq!(State::try_from(served.state), Ok(State::Undisclosed));
+    assert!(served.entry_withheld);
+    let told = seen(served.clone());
+    assert_eq!(told, seen(unserved.clone()), "the same answer served or not");
+    let reasons = &told.decision.as_ref().expect("decision").reasons;
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].code, "DECISION_UNDISCLOSED");
+
+    // Only the served person's copy arrives.
+    let inbox = || async {
+        node(&net, social)
+            .list_inbox(with_token(pb::ListInboxRequest { limit: 10 }, &token(social)))
+            .await
+            .expect("inbox")
+            .into_inner()
+            .items
+    };
+    assert!(
+        eventually(|| async { !inbox().await.is_empty() }).await,
+        "the copy arrives"
+    );
+    let items = inbox().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].local_record_id, "p0");
+
+    // Read again, delivered or not, and retried: the same.
+    let get = |id: &str| with_token(gw::GetTransferRequest { transfer_id: id.into() }, &token(ai));
+    let again = node(&net, ai)
+        .get_transfer(get("copy-0"))
+        .await
+        .expect("get")
+        .into_inner();
+    let other = node(&net, ai)
+        .get_transfer(get("copy-1"))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(seen(again), seen(other.clone()));
+    assert_eq!(State::try_from(other.state), Ok(State::Undisclosed));
+    let retried = node(&net, ai)
+        .send(send(0, "copy-0"))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(seen(retried), told);
+    // No obligation a permit alone would create is put on the sender.
+    let obligations = node(&net, ai)
+        .list_obligations(with_token(gw::ListObligationsRequest::default(), &token(ai)))
+        .await
+        .expect("obligations")
+        .into_inner()
+        .obligations;
+    assert!(obligations.is_empty(), "{obligations:?}");
+
+    // The log holds the truth, for the DPOs.
+    let permitted = entries_of_kind(&net, cii_audit::EntryKind::TransferPermitted).await;
+    let denied = entries_of_kind(&net, cii_audit::EntryKind::TransferDenied).await;
+    assert!(permitted.iter().any(|e| e.transfer_id == "copy-0"));
+    assert!(denied.iter().any(|e| e.transfer_id == "copy-1"));
+    let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
+    for outcome in ["PERMIT", "DENY"] {
+        let line = format!("cii_undisclosed_decisions_total{{sender=\"AI-VS\",outcome=\"{outcome}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    // Two of the burst of three are spent (the retry answered from the record, deciding
+    // nothing): a third copy passes, the fourth waits, and nothing of it is logged.
+    node(&net, ai).send(send(1, "copy-2")).await.expect("third");
+    let size = net.audit_size(&peer(&net, ai)).await;
+    let err = node(&net, ai).send(send(1, "copy-3")).await.expect_err("limited");
+    assert_eq!(error_code(&err).as_deref(), Some("RATE_LIMITED"));
+    assert!(err.metadata().get(cii_kit::status::RETRY_AFTER_MS).is_some());
+    assert_eq!(
+        net.audit_size(&peer(&net, ai)).await,
+        size,
+        "a refused probe logs nothing"
+    );
+    net.stop().await;
+}

@@ -27,6 +27,11 @@ fn every_metric_an_alert_reads_is_exported() {
         recipient: "AI-VS".into(),
     };
     metrics.permits_by_basis.get_or_create(&labels).inc();
+    let undisclosed = cii_kit::metrics::UndisclosedLabels {
+        sender: "AI-VS".into(),
+        outcome: "DENY".into(),
+    };
+    metrics.undisclosed.get_or_create(&undisclosed).inc();
     let exported: BTreeSet<String> = metrics
         .encode()
         .lines()

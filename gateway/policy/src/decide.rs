@@ -427,6 +427,55 @@ pub fn decide(rulebook: &Rulebook, transfer: &Transfer) -> Result<Decision, Inpu
     evaluate(rulebook, transfer, None)
 }
 
+/// How many hidden facts [`disclosure`] enumerates; beyond, it answers `Undisclosed`.
+pub const MAX_HIDDEN_FACTS: usize = 12;
+
+/// What the caller may be told of a decision that facts it may not learn could change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disclosure {
+    /// The decision is the same whatever the hidden facts: it can be told as decided.
+    Decided,
+    /// Denied whatever the hidden facts, for reasons that would hold even if every hidden
+    /// fact held: this denial (never naming a hidden fact as failed) can be told.
+    DeniedAnyway(Decision),
+    /// Permitted for some values of the hidden facts and denied for others (or more than
+    /// [`MAX_HIDDEN_FACTS`] of them): the outcome itself would tell them.
+    Undisclosed,
+}
+
+/// What the decision on `transfer` would tell a caller who may not learn the facts
+/// `hidden` (indices into `Rulebook::facts`): the engine decides every combination of
+/// their values, whatever they are in `transfer`. The gateway asks it about the facts
+/// only the reference directory knows (whether the recipient serves the person) before
+/// it answers a sender: a decision that turns on them would tell the sender a
+/// relationship it may not learn.
+pub fn disclosure(rulebook: &Rulebook, transfer: &Transfer, hidden: &[usize]) -> Result<Disclosure, InputError> {
+    if hidden.is_empty() {
+        return Ok(Disclosure::Decided);
+    }
+    if hidden.len() > MAX_HIDDEN_FACTS {
+        return Ok(Disclosure::Undisclosed);
+    }
+    let (mut same, mut permits) = (true, false);
+    let mut last = None;
+    let mut probe = transfer.clone();
+    // The last combination sets every hidden fact: its denial names none of them as failed.
+    for combination in 0u32..(1 << hidden.len()) {
+        for (bit, fact) in hidden.iter().enumerate() {
+            probe.facts.set(*fact, combination & (1 << bit) != 0);
+        }
+        let decision = decide(rulebook, &probe)?;
+        permits |= decision.is_permit();
+        same &= last.as_ref().is_none_or(|l| *l == decision);
+        last = Some(decision);
+    }
+    Ok(match (same, permits, last) {
+        (true, _, _) => Disclosure::Decided,
+        (false, false, Some(denied)) => Disclosure::DeniedAnyway(denied),
+        _ => Disclosure::Undisclosed,
+    })
+}
+
 /// Decides and records the reasoning.
 pub fn evaluate_traced(rulebook: &Rulebook, transfer: &Transfer) -> Result<Evaluation, InputError> {
     let mut trace = Vec::new();

@@ -1740,6 +1740,17 @@ impl Rulebook {
         self.by_pair = by_pair;
     }
 
+    /// The facts only the reference directory establishes (a `directory_capacity`): the
+    /// recipient's relationships with the person, which a sender may not learn.
+    pub fn directory_facts(&self) -> Vec<usize> {
+        self.facts
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.directory_capacity.is_some())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// The index of a fact id.
     pub fn fact_index(&self, id: &str) -> Option<usize> {
         self.facts.iter().position(|f| f.id == id)

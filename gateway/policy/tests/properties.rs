@@ -165,3 +165,85 @@ proptest! {
         prop_assert!(d.released().iter().all(|c| *c == anonymised), "{:?}", d);
     }
 }
+
+/// The decision copy of LAI 68bis al. 5 goes only to a recipient that serves the person:
+/// whether it is permitted depends on the directory, and the gateway must not tell the sender.
+/// Denied whatever the directory says, it is told with the reasons that hold anyway.
+#[test]
+fn a_decision_that_turns_on_the_directory_is_not_disclosed() {
+    use decide::Disclosure;
+    let rb = federal();
+    let hidden = rb.directory_facts();
+    assert_eq!(hidden.len(), 4, "the federal directory facts: {hidden:?}");
+    let copy = Transfer {
+        unreviewed_pull: false,
+        from: Party::of_type(InstitutionType::Ai),
+        to: Party::of_type(InstitutionType::As),
+        trigger: Some(Trigger::MandatoryReport),
+        purpose: "benefit_coordination".into(),
+        categories: vec!["identity".into(), "benefit_decision".into()],
+        persons: 1,
+        case_reference: Some("case-1".into()),
+        facts: Facts::named(rb, ["decision_affects_recipient_benefits"]).expect("facts"),
+        consents: Vec::new(),
+        date: time::macros::date!(2026 - 12 - 07),
+    };
+    assert_eq!(decide::disclosure(rb, &copy, &hidden), Ok(Disclosure::Undisclosed));
+    // Whatever the directory says in the transfer itself.
+    let serves = rb.fact_index("recipient_serves_person").expect("fact");
+    let mut served = copy.clone();
+    served.facts.set(serves, true);
+    assert!(decide::decide(rb, &served).expect("decides").is_permit());
+    assert_eq!(decide::disclosure(rb, &served, &hidden), Ok(Disclosure::Undisclosed));
+    // Without the decision touching the recipient's benefits it is denied anyway, and the
+    // denial told names no directory fact.
+    let untouched = Transfer {
+        facts: Facts::default(),
+        ..copy
+    };
+    let Ok(Disclosure::DeniedAnyway(denied)) = decide::disclosure(rb, &untouched, &hidden) else {
+        panic!("denied whatever the directory says");
+    };
+    assert!(!denied.is_permit());
+    let serves_condition = rb.condition_index("recipient_serves_person").expect("condition");
+    let names = |d: &decide::Decision| d.reasons().iter().any(|r| r.condition == Some(serves_condition));
+    assert!(
+        names(&decide::decide(rb, &untouched).expect("decides")),
+        "the real denial names it"
+    );
+    assert!(!names(&denied), "{denied:?}");
+    // No hidden fact: nothing to hide.
+    assert_eq!(decide::disclosure(rb, &served, &[]), Ok(Disclosure::Decided));
+}
+
+proptest! {
+    /// `disclosure` agrees with deciding every combination of the directory facts by hand.
+    #[test]
+    fn disclosure_agrees_with_brute_force(t in transfer()) {
+        use decide::Disclosure;
+        let rb = federal();
+        let hidden = rb.directory_facts();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut permits = false;
+        for bits in 0u32..16 {
+            let mut probe = t.clone();
+            for (b, f) in hidden.iter().enumerate() {
+                probe.facts.set(*f, bits & (1 << b) != 0);
+            }
+            let decision = decide::decide(rb, &probe).expect("decides");
+            permits |= decision.is_permit();
+            seen.insert(format!("{decision:?}"));
+        }
+        let expected = match (seen.len(), permits) {
+            (1, _) => "decided",
+            (_, false) => "denied anyway",
+            _ => "undisclosed",
+        };
+        let got = match decide::disclosure(rb, &t, &hidden).expect("decides") {
+            Disclosure::Decided => "decided",
+            Disclosure::DeniedAnyway(_) => "denied anyway",
+            Disclosure::Undisclosed => "undisclosed",
+        };
+        prop_assert_eq!(got, expected);
+    }
+}

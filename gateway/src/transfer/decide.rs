@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use cii_kit::auth::Caller;
 use cii_kit::registry::Institution;
-use cii_policy::decide::{self, ConsentFound, Decision, Facts, Party as PolicyParty};
+use cii_policy::decide::{self, ConsentFound, Decision, Disclosure, Facts, Party as PolicyParty};
 use cii_policy::vocab::{Attester, Builtin};
 use cii_proto::common as common_pb;
 use cii_proto::consent as registry_pb;
@@ -61,6 +61,8 @@ pub struct Decided<'r> {
     pub(super) network_facts: Vec<String>,
     /// The consents found, as the decision saw them, for the entry.
     pub(super) consents_found: Vec<String>,
+    /// What the sender may be told (a push whose decision turns on the directory: not all).
+    pub(super) disclosure: Disclosure,
 }
 
 impl Decided<'_> {
@@ -219,11 +221,14 @@ impl Transfers {
             Verdict::Refused(_) => Some(ReasonCode::ReviewRefused),
             Verdict::TimedOut => Some(ReasonCode::ReviewTimeout),
         });
+        let mut disclosure = Disclosure::Decided;
         let decision = match refused {
             Some(code) => {
                 Decision::by_review(&self.rulebook, &transfer.categories, code).map_err(TransferError::Undecidable)?
             }
             None => {
+                // Before a one-off consent is used: a probe refused here spends nothing.
+                disclosure = self.disclosure(caller, &consulted, &transfer)?;
                 self.decide_consuming(&mut transfer, &consulted.lookup, &reference)
                     .await?
             }
@@ -244,7 +249,11 @@ impl Transfers {
             .filter_map(|i| self.rulebook.categories.get(*i).map(|c| c.id.clone()))
             .collect();
         let mut wire = crate::wire::decision(&self.rulebook, &decision);
-        let obligations = self.obligations(&mut wire, caller, &consulted);
+        let mut obligations = self.obligations(&mut wire, caller, &consulted);
+        if disclosure != Disclosure::Decided {
+            // A sender not told the outcome cannot be held to what only a permit asks of it.
+            obligations.retain(|o| o.owner != caller.institution.id.as_str());
+        }
         Ok(Decided {
             consulted,
             decision,
@@ -255,6 +264,7 @@ impl Transfers {
             awaits_review,
             network_facts,
             consents_found,
+            disclosure,
         })
     }
 

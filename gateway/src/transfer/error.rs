@@ -141,6 +141,13 @@ pub enum TransferError {
     /// The holder's answer does not fit the contract.
     #[error("{0}")]
     HolderAnswerInvalid(cii_types::exchange::ExchangeError),
+    /// The sender pushes faster than its limit of pushes whose decision turns on the
+    /// recipient's relationship with the person (each could probe for it).
+    #[error("the relationship_pushes rate limit of the institution is reached; retry in {wait_ms} ms")]
+    RelationshipPushesLimited {
+        /// How long until one is free.
+        wait_ms: u128,
+    },
     /// A lock was poisoned by a panic elsewhere.
     #[error("in-flight set poisoned")]
     Poisoned,
@@ -183,6 +190,7 @@ impl TransferError {
             E::HolderUnavailable { .. } => "HOLDER_UNAVAILABLE",
             E::HolderAnswerEmpty => "HOLDER_ANSWER_EMPTY",
             E::HolderAnswerInvalid(_) => "HOLDER_ANSWER_INVALID",
+            E::RelationshipPushesLimited { .. } => "RATE_LIMITED",
             E::Poisoned => "INTERNAL",
         }
     }

@@ -40,10 +40,13 @@ impl Transfers {
         } else {
             TransferState::Denied
         };
+        // The sender is told what it may learn (`undisclosed`); the record keeps that answer.
+        let told = self.told(decided);
         let response = pb::TransferResponse {
             transfer_id: checked.id.to_string(),
-            decision: Some(decided.wire.clone()),
-            state: state.code(),
+            decision: Some(told.decision),
+            state: told.state,
+            entry_withheld: told.entry_withheld,
             ..pb::TransferResponse::default()
         };
         let consents = consents_relied_on(decided);
@@ -108,7 +111,12 @@ impl Transfers {
         mut delivery: Option<node_pb::Delivery>,
         receipt: common_pb::Receipt,
     ) -> Result<pb::TransferResponse, TransferError> {
-        response.receipt = Some(receipt.clone());
+        let mut told = receipt.clone();
+        if response.entry_withheld {
+            // The leaf hash and the proof still show an entry at that index.
+            told.entry.clear();
+        }
+        response.receipt = Some(told);
         if let Some(d) = delivery.as_mut() {
             d.receipt = Some(receipt);
         }

@@ -22,6 +22,8 @@
 //! - `recovery`: the same transfer id again; held transfers completed after a crash.
 //! - `pull`: the holder's answer to a permitted pull, filtered.
 //! - `review`: pulls held for their holder's review, and the reviewer's answer.
+//! - `undisclosed`: what a sender is told of a decision that turns on the recipient's
+//!   relationship with the person (which it may not learn).
 //! - `error`: [`TransferError`], each variant with its stable code.
 
 mod check;
@@ -33,6 +35,7 @@ mod pull;
 mod recovery;
 mod review;
 mod seal;
+mod undisclosed;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -91,6 +94,8 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     /// Decision counts.
     pub metrics: Metrics,
+    /// Per sender: pushes whose decision turns on the recipient's relationship with the person.
+    pub relationship_pushes: cii_kit::rate_limit::RateLimit,
 }
 
 /// The transfer pipeline.
@@ -109,6 +114,9 @@ pub struct Transfers {
     nodes: Nodes,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    relationship_pushes: cii_kit::rate_limit::RateLimit,
+    /// The facts only the reference directory knows, which a sender is never told (`undisclosed`).
+    hidden_facts: Vec<usize>,
     /// (caller, transfer id) being decided now: a concurrent duplicate is refused, retryably.
     in_flight: Mutex<HashSet<(String, TransferId)>>,
 }
@@ -137,8 +145,10 @@ impl Transfers {
             nodes,
             clock,
             metrics,
+            relationship_pushes,
         } = parts;
         Transfers {
+            hidden_facts: rulebook.directory_facts(),
             registry,
             payload_caps,
             pull_answer_keep,
@@ -153,6 +163,7 @@ impl Transfers {
             nodes,
             clock,
             metrics,
+            relationship_pushes,
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -208,6 +219,9 @@ impl Transfers {
         }
         if checked.is_pull() {
             self.provide(caller, checked, &decided.released, &mut response).await?;
+        } else if decided.disclosure != cii_policy::decide::Disclosure::Decided {
+            // Not delivered while the sender waits: the answer's timing would tell.
+            self.nodes.wake.notify_one();
         } else if self
             .nodes
             .deliver_now(&self.store, caller.institution.id.as_str(), checked.id.as_str())

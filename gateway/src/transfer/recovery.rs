@@ -62,7 +62,7 @@ impl Transfers {
             response
         } else {
             let mut response = recorded(row)?;
-            if let Some(receipt) = response.receipt.as_mut() {
+            if let Some(receipt) = response.receipt.as_mut().filter(|_| !response.entry_withheld) {
                 // Recorded by an earlier release, whose receipts did not carry their entry.
                 crate::delivery::fill_entry(&self.audit_store, receipt).await;
             }
@@ -203,9 +203,7 @@ pub(crate) async fn find_logged(
 pub(crate) fn recorded(row: TransferRow) -> Result<pb::TransferResponse, TransferError> {
     let mut response = pb::TransferResponse::decode(row.response.as_slice())
         .map_err(|_| TransferError::StoreCorrupt("a recorded transfer does not decode"))?;
-    response.state = row.state.code();
-    response.delivery_attempts = row.attempts;
-    response.last_delivery_error = row.last_error;
+    super::undisclosed::as_told(&mut response, row.state.code(), row.attempts, row.last_error);
     Ok(response)
 }
 

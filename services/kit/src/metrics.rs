@@ -41,6 +41,16 @@ pub struct BasisLabels {
     pub recipient: String,
 }
 
+/// Labels of the decisions a sender was not told (they turned on the recipient's
+/// relationship with the person): registry ids and the outcome only.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UndisclosedLabels {
+    /// The institution that pushed.
+    pub sender: String,
+    /// `PERMIT` or `DENY`, as logged.
+    pub outcome: String,
+}
+
 /// The metrics of one service process.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -57,6 +67,9 @@ pub struct Metrics {
     pub decisions: Family<CodeLabels, Counter>,
     /// Permits by basis, sender and recipient: "in the individual case" watched in volume.
     pub permits_by_basis: Family<BasisLabels, Counter>,
+    /// Pushes whose decision turned on the recipient's relationship with the person, by sender
+    /// and outcome: many denials from one sender look like probing for relationships.
+    pub undisclosed: Family<UndisclosedLabels, Counter>,
     /// Delivery attempts, by result (`DELIVERED`, `DEAD_LETTERED` or the error code).
     pub deliveries: Family<CodeLabels, Counter>,
     /// DPO queries of the audit log, by scope (`institution`, `network`).
@@ -80,6 +93,7 @@ impl Metrics {
         let decisions = Family::<CodeLabels, Counter>::default();
         let permits_by_basis = Family::<BasisLabels, Counter>::default();
         let deliveries = Family::<CodeLabels, Counter>::default();
+        let undisclosed = Family::<UndisclosedLabels, Counter>::default();
         let audit_queries = Family::<CodeLabels, Counter>::default();
         let witness_alarm = Gauge::default();
         let cosigning = Family::<CodeLabels, Counter>::default();
@@ -109,6 +123,11 @@ impl Metrics {
             "permits_by_basis",
             "Permitted transfers by legal basis, sender and recipient (the volume of individual cases)",
             permits_by_basis.clone(),
+        );
+        registry.register(
+            "undisclosed_decisions",
+            "Pushes whose decision turned on the recipient's relationship with the person (the sender was not told), by sender and outcome",
+            undisclosed.clone(),
         );
         registry.register(
             "deliveries",
@@ -143,6 +162,7 @@ impl Metrics {
             refusals,
             decisions,
             permits_by_basis,
+            undisclosed,
             deliveries,
             audit_queries,
             witness_alarm,

@@ -37,6 +37,9 @@ pub struct LimitsFile {
     pub consent_changes: Rate,
     /// Audit-log queries and DPO lookups.
     pub queries: Rate,
+    /// Gateway only: pushes whose decision turns on whether the recipient serves the person
+    /// (the sender is not told it; each one could be a probe for that relationship).
+    pub relationship_pushes: Rate,
 }
 
 impl Default for LimitsFile {
@@ -53,6 +56,12 @@ impl Default for LimitsFile {
             queries: Rate {
                 per_minute: 60,
                 burst: 10,
+            },
+            // A decision copy per decision an AI office takes: an office's daily batch, not
+            // a search through the population.
+            relationship_pushes: Rate {
+                per_minute: 120,
+                burst: 60,
             },
         }
     }

@@ -106,6 +106,19 @@ impl NodeApi {
         recipient: &str,
     ) -> Result<(), NodeError> {
         let Some(receipt) = &answer.receipt else { return Ok(()) };
+        if answer.entry_withheld {
+            // The entry would tell whether the recipient serves the person (the gateway's
+            // `undisclosed`): only a push's answer without data, not a permit told, may go
+            // without it. The leaf hash and proof, witnessed, still show an entry.
+            use gw::transfer_response::State;
+            let told = answer.state == State::Undisclosed as i32 || answer.state == State::Denied as i32;
+            if !told || answer.provided_sealed.is_some() || !receipt.entry.is_empty() {
+                return Err(NodeError::ReceiptMismatch(
+                    "an entry is withheld only from an undisclosed or denied answer without data",
+                ));
+            }
+            return Ok(());
+        }
         let released = answer
             .decision
             .as_ref()
