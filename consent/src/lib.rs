@@ -125,6 +125,13 @@ pub async fn run_with_clock(
             .clone()
             .watch(config.file.registry.poll(), metrics.clone(), |_| {}, stop_rx.clone()),
     );
+    // The process's own certificate, renewed on the same beat.
+    tokio::spawn(
+        config
+            .tls
+            .clone()
+            .watch_renewal(config.file.registry.poll(), metrics.clone(), stop_rx.clone()),
+    );
     if let Some(listener) = listeners.metrics {
         let mut stop = stop_rx.clone();
         tokio::spawn(cii_kit::metrics::serve(listener, metrics.clone(), async move {

@@ -281,6 +281,7 @@ async fn activate_rulebook(
 
 /// Reloads the registry when its file changes; each activation is logged, and the
 /// channels to nodes are dropped (an endpoint may have moved, a certificate been revoked).
+/// The gateway's own TLS certificate is renewed on the same beat.
 fn watch_registry(
     config: &GatewayConfig,
     audit: &cii_audit::Log,
@@ -289,6 +290,9 @@ fn watch_registry(
     metrics: &Metrics,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + use<> {
+    // The gateway's own certificate, renewed on the same beat.
+    let renewal = config.tls.clone();
+    tokio::spawn(renewal.watch_renewal(config.file.registry.poll(), metrics.clone(), stop.clone()));
     let (audit, clock, nodes) = (audit.clone(), clock.clone(), nodes.clone());
     let activated = move |registry: Arc<cii_kit::registry::Registry>| {
         nodes.forget_channels();

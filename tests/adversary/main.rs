@@ -611,3 +611,64 @@ async fn the_same_push_answers_the_same_whether_or_not_the_recipient_serves_the_
     );
     net.stop().await;
 }
+
+/// An institution's certificate is re-issued (`cii pki init` after removing the old pair):
+/// its running node presents the new one to the next connection within the poll interval,
+/// without a restart, and exchanges go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_presented_without_a_restart() {
+    let net = Network::start(&two()).await;
+    let orp = peer(&net, 0);
+    let presented = || async {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let record = seen.clone();
+        let policy = cii_kit::tls::PeerPolicy::new(
+            |_| true,
+            move |serial| {
+                *record.lock().expect("lock") = cii_kit::registry::serial_hex(serial);
+                false
+            },
+        );
+        let config = cii_kit::tls::client_config(&net.identity(&PeerIdentity::Gateway), policy).expect("config");
+        let tcp = tokio::net::TcpStream::connect(net.node(0).inbound)
+            .await
+            .expect("connect");
+        tokio_rustls::TlsConnector::from(config)
+            .connect(rustls::pki_types::ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("handshake");
+        seen.lock().expect("lock").clone()
+    };
+    let files = cii_kit::pki::party_files(&net.pki(), &orp);
+    let old = cii_tests::cert_serial(&files.cert);
+    assert_eq!(presented().await, old);
+    std::fs::remove_file(&files.cert).expect("remove");
+    std::fs::remove_file(&files.key).expect("remove");
+    let PeerIdentity::Institution(id) = &orp else {
+        unreachable!()
+    };
+    cii_kit::pki::init(
+        &net.pki(),
+        std::slice::from_ref(id),
+        &[],
+        &["localhost".into(), "127.0.0.1".into()],
+    )
+    .expect("re-issued");
+    let new = cii_tests::cert_serial(&files.cert);
+    assert_ne!(new, old);
+    let renewed = || async { presented().await == new };
+    assert!(eventually(renewed).await, "the new certificate is presented");
+    // The node still exchanges: its IT's call goes through the gateway.
+    let token = net.token(0, "caseworker.1", &[Role::Caseworker]);
+    node(&net, 0)
+        .enrol(with_token(
+            pb::EnrolRequest {
+                avs_number: cii_tests::synthetic_avs(7),
+                local_record_id: "r7".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("enrol after the renewal");
+    net.stop().await;
+}

@@ -95,6 +95,7 @@ registry! {
     REGISTRY_INVALID: FailedPrecondition, false, "the registry file is signed but not valid; the active registry stays";
     REGISTRY_VERSION_LOWER: FailedPrecondition, false, "the registry's version is lower than the active one (an old file replayed); the active registry stays";
     REGISTRY_VERSION_REUSED: FailedPrecondition, false, "the registry changed without a new version; the active registry stays";
+    TLS_RENEWAL_REFUSED: FailedPrecondition, false, "the replaced TLS certificate or key is unusable, names another party or does not chain to the network CA; the current certificate stays";
     INTERNAL: Internal, false, "an internal fault; nothing personal is reported";
     // Shared field checks.
     FIELD_REQUIRED: InvalidArgument, false, "a required field is missing";

@@ -50,6 +50,9 @@ pub async fn health_and_reflection(
     Ok((reporter, health, v1, v1alpha))
 }
 
+/// How long a server keeps a connection before asking its client to reconnect.
+pub const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A tonic server with the settings every service shares: request spans that
 /// carry the rpc name only, per-rpc call counts, limits, and stable codes on
 /// requests refused before any handler (oversized, undecodable).
@@ -69,6 +72,10 @@ pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server<Lay
         .timeout(std::time::Duration::from_secs(30))
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        // Every connection is re-established within this age (a graceful GOAWAY; clients
+        // reconnect on their next call): a client's renewed certificate is then presented
+        // everywhere, and the old one can be revoked without cutting anyone off.
+        .max_connection_age(MAX_CONNECTION_AGE)
         .layer(NameCodecRefusals(metrics.clone()))
 }
 

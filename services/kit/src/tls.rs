@@ -80,80 +80,205 @@ fn load_roots(ca: &std::path::Path) -> Result<RootCertStore, TlsError> {
 }
 
 /// This party's certificate chain and key, and the network CA.
+///
+/// Every TLS configuration built from it presents the pair through one shared
+/// [`Presented`], so a renewed certificate ([`TlsIdentity::renew`]) is presented at the
+/// next handshake, in both directions, without a restart.
 #[derive(Clone)]
 pub struct TlsIdentity {
     roots: Arc<RootCertStore>,
-    chain: Vec<CertificateDer<'static>>,
-    key: Arc<PrivateKeyDer<'static>>,
+    presented: Arc<Presented>,
+    files: TlsFiles,
 }
 
 impl fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // INVARIANT (no-secrets-in-logs): the private key is never printed.
         f.debug_struct("TlsIdentity")
-            .field("chain_len", &self.chain.len())
+            .field("chain_len", &self.presented.current().cert.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The certificate and key presented now, shared by every configuration of one identity.
+#[derive(Debug)]
+pub struct Presented(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl Presented {
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        // A poisoned lock still holds the last pair written whole.
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Presented {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for Presented {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Reads a certificate chain and its key; the key comes from `CII_TLS_KEY_PEM` when that is set.
+fn read_pair(files: &TlsFiles) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let pem_err = |what: &'static str, file: &std::path::Path, problem: String| TlsError::Pem {
+        what,
+        file: file.display().to_string(),
+        problem,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_err("certificate", &files.cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem_err("certificate", &files.cert, "no certificate found".to_owned()));
+    }
+    let key = match std::env::var(ENV_TLS_KEY_PEM) {
+        Ok(pem) => PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
+            pem_err(
+                "private key",
+                std::path::Path::new(ENV_TLS_KEY_PEM),
+                "not a PEM private key".to_owned(),
+            )
+        })?,
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt;
+            // INVARIANT (secret-files-0600): a key other accounts can read is refused.
+            if let Ok(meta) = std::fs::metadata(&files.key)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                return Err(pem_err(
+                    "private key",
+                    &files.key,
+                    format!(
+                        "readable by other accounts (mode {:o}); run chmod 600 on it",
+                        meta.permissions().mode() & 0o777
+                    ),
+                ));
+            }
+            PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_err("private key", &files.key, e.to_string()))?
+        }
+    };
+    let pair = rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        pem_err(
+            "private key",
+            &files.key,
+            format!("does not match the certificate: {e}"),
+        )
+    })?;
+    Ok(pair)
 }
 
 impl TlsIdentity {
     /// Loads the files; the key comes from `CII_TLS_KEY_PEM` when that is set.
     pub fn load(files: &TlsFiles) -> Result<TlsIdentity, TlsError> {
-        let pem_err = |what: &'static str, file: &std::path::Path, problem: String| TlsError::Pem {
-            what,
-            file: file.display().to_string(),
-            problem,
-        };
         let roots = load_roots(&files.ca)?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| pem_err("certificate", &files.cert, e.to_string()))?;
-        if chain.is_empty() {
-            return Err(pem_err("certificate", &files.cert, "no certificate found".to_owned()));
-        }
-        let key = match std::env::var(ENV_TLS_KEY_PEM) {
-            Ok(pem) => PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
-                pem_err(
-                    "private key",
-                    std::path::Path::new(ENV_TLS_KEY_PEM),
-                    "not a PEM private key".to_owned(),
-                )
-            })?,
-            Err(_) => {
-                use std::os::unix::fs::PermissionsExt;
-                // INVARIANT (secret-files-0600): a key other accounts can read is refused.
-                if let Ok(meta) = std::fs::metadata(&files.key)
-                    && meta.permissions().mode() & 0o077 != 0
-                {
-                    return Err(pem_err(
-                        "private key",
-                        &files.key,
-                        format!(
-                            "readable by other accounts (mode {:o}); run chmod 600 on it",
-                            meta.permissions().mode() & 0o777
-                        ),
-                    ));
-                }
-                PrivateKeyDer::from_pem_file(&files.key)
-                    .map_err(|e| pem_err("private key", &files.key, e.to_string()))?
-            }
-        };
+        let pair = read_pair(files)?;
         Ok(TlsIdentity {
             roots: Arc::new(roots),
-            chain,
-            key: Arc::new(key),
+            presented: Arc::new(Presented(std::sync::RwLock::new(Arc::new(pair)))),
+            files: files.clone(),
         })
     }
 
     /// This party's own identity, read from its certificate.
     pub fn identity(&self) -> Result<PeerIdentity, TlsError> {
-        let leaf = self
-            .chain
+        let current = self.presented.current();
+        let leaf = current
+            .cert
             .first()
             .ok_or_else(|| TlsError::Verifier("empty certificate chain".to_owned()))?;
         inspect(leaf)
             .map(|c| c.identity)
             .map_err(|e| TlsError::Verifier(e.to_string()))
+    }
+
+    /// Reads the certificate and key files again and, if they hold a new certificate,
+    /// presents it from the next handshake on: `Ok(Some(serial))`. The new pair must
+    /// match, chain to the network CA and name the same party (a renewal never changes
+    /// who a process is); otherwise the current pair stays and the error says why.
+    pub fn renew(&self) -> Result<Option<String>, TlsError> {
+        let pair = read_pair(&self.files)?;
+        let current = self.presented.current();
+        if pair.cert == current.cert {
+            return Ok(None);
+        }
+        let refused = |problem: String| TlsError::Pem {
+            what: "certificate",
+            file: self.files.cert.display().to_string(),
+            problem,
+        };
+        let leaf = pair
+            .cert
+            .first()
+            .ok_or_else(|| refused("no certificate found".to_owned()))?;
+        let info = inspect(leaf).map_err(|e| refused(e.to_string()))?;
+        let own = self.identity()?;
+        if info.identity != own {
+            return Err(refused(format!(
+                "names {}, not {own}: a renewal keeps the party",
+                info.identity
+            )));
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        verifier
+            .verify_client_cert(leaf, pair.cert.get(1..).unwrap_or_default(), UnixTime::now())
+            .map_err(|e| refused(format!("not valid under the network CA: {e}")))?;
+        *self
+            .presented
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pair);
+        Ok(Some(info.serial.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// Renews every `interval` until `stop` flips (the registry's poll interval): an
+    /// operator replaces the files and every process presents the new certificate
+    /// within one interval. A refused renewal is logged and counted once per cause.
+    pub async fn watch_renewal(
+        self,
+        interval: Duration,
+        metrics: crate::metrics::Metrics,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut last_refusal = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match self.renew() {
+                Ok(None) => last_refusal = None,
+                Ok(Some(serial)) => {
+                    last_refusal = None;
+                    tracing::info!(serial, "TLS certificate renewed; presented from the next handshake");
+                }
+                Err(e) => {
+                    let cause = e.to_string();
+                    if last_refusal.as_ref() != Some(&cause) {
+                        tracing::error!(code = "TLS_RENEWAL_REFUSED", error = %e, "renewed TLS files refused; the current certificate stays");
+                        metrics.count_refusal("TLS_RENEWAL_REFUSED");
+                        last_refusal = Some(cause);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -371,7 +496,7 @@ pub fn server_config(id: &TlsIdentity, client_auth: ClientAuth) -> Result<Arc<ru
         }
         ClientAuth::None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    let mut config = builder.with_cert_resolver(id.presented.clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -386,7 +511,7 @@ pub fn client_config(id: &TlsIdentity, server: PeerPolicy) -> Result<Arc<rustls:
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ServerVerifier { inner, policy: server }))
-        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
+        .with_client_cert_resolver(id.presented.clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -550,6 +675,91 @@ mod tests {
             err.contains("key.pem") && err.contains("readable by other accounts"),
             "{err}"
         );
+    }
+
+    /// The serials a server and a client present to each other on a new connection.
+    async fn presented_serials(server: &TlsIdentity, client: &TlsIdentity) -> (Vec<u8>, Vec<u8>) {
+        let recorder = || {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let record = seen.clone();
+            let policy = PeerPolicy::new(
+                |_| true,
+                move |serial| {
+                    *record.lock().unwrap() = serial.to_vec();
+                    false
+                },
+            );
+            (seen, policy)
+        };
+        let (client_seen, client_policy) = recorder();
+        let (server_seen, server_policy) = recorder();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = TlsAcceptor::from(server_config(server, ClientAuth::Required(client_policy)).unwrap());
+        let accepting = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            acceptor.accept(socket).await.map(|_| ())
+        });
+        let connector = TlsConnector::from(client_config(client, server_policy).unwrap());
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("handshake");
+        accepting.await.unwrap().expect("accepted");
+        let (server_serial, client_serial) = (server_seen.lock().unwrap().clone(), client_seen.lock().unwrap().clone());
+        (server_serial, client_serial)
+    }
+
+    /// Re-issued files are presented from the next handshake; files that name another
+    /// party, or a key that does not match, are refused and the current pair stays.
+    #[tokio::test]
+    async fn a_renewed_certificate_is_presented_without_a_restart_and_a_foreign_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let orp = cii_types::InstitutionId::parse("id", "ORP-VS").unwrap();
+        let hosts = ["localhost".to_owned()];
+        crate::pki::init(dir.path(), std::slice::from_ref(&orp), &[], &hosts).unwrap();
+        let files = crate::pki::party_files(dir.path(), &PeerIdentity::Gateway);
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: files.cert,
+            key: files.key,
+        };
+        let gateway = TlsIdentity::load(&files).unwrap();
+        let client = TlsIdentity::load(&TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: crate::pki::party_files(dir.path(), &PeerIdentity::Institution(orp.clone())).cert,
+            key: crate::pki::party_files(dir.path(), &PeerIdentity::Institution(orp.clone())).key,
+        })
+        .unwrap();
+        let before = presented_serials(&gateway, &client).await.0;
+        assert_eq!(gateway.renew().unwrap(), None, "unchanged files renew nothing");
+
+        // Re-issued by the network CA: presented by the configs built before.
+        std::fs::remove_file(&files.cert).unwrap();
+        std::fs::remove_file(&files.key).unwrap();
+        crate::pki::init(dir.path(), std::slice::from_ref(&orp), &[], &hosts).unwrap();
+        let serial = gateway.renew().unwrap().expect("renewed");
+        let after = presented_serials(&gateway, &client).await.0;
+        assert_ne!(after, before);
+        assert_eq!(crate::registry::serial_hex(&after), serial);
+        // And as a client, to the servers it calls.
+        assert_eq!(presented_serials(&client, &gateway).await.1, after);
+
+        // Another party's certificate and key: refused, the renewed pair stays.
+        let other = crate::pki::party_files(dir.path(), &PeerIdentity::Institution(orp));
+        std::fs::copy(&other.cert, &files.cert).unwrap();
+        std::fs::copy(&other.key, &files.key).unwrap();
+        let err = gateway.renew().unwrap_err().to_string();
+        assert!(err.contains("a renewal keeps the party"), "{err}");
+        // A key that does not match the certificate.
+        std::fs::remove_file(&files.cert).unwrap();
+        std::fs::remove_file(&files.key).unwrap();
+        crate::pki::init(dir.path(), &[], &[], &hosts).unwrap();
+        std::fs::copy(&other.key, &files.key).unwrap();
+        let err = gateway.renew().unwrap_err().to_string();
+        assert!(err.contains("does not match the certificate"), "{err}");
+        assert_eq!(presented_serials(&gateway, &client).await.0, after);
     }
 
     /// A peer that accepts the connection and then says nothing does not hold the caller.

@@ -178,6 +178,13 @@ pub async fn run(
             .clone()
             .watch(config.file.registry.poll(), metrics.clone(), |_| {}, stop_rx.clone()),
     );
+    // The process's own certificate, renewed on the same beat.
+    tokio::spawn(
+        config
+            .tls
+            .clone()
+            .watch_renewal(config.file.registry.poll(), metrics.clone(), stop_rx.clone()),
+    );
     tokio::spawn(crate::mirror_witness_alarm(witness, metrics.clone(), stop_rx.clone()));
     if let Some(listener) = metrics_listener {
         let mut stop = stop_rx.clone();

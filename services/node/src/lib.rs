@@ -187,6 +187,13 @@ pub async fn run_with_clock(
             .clone()
             .watch(config.file.registry.poll(), metrics.clone(), |_| {}, stop_rx.clone()),
     );
+    // The process's own certificate, renewed on the same beat.
+    tokio::spawn(
+        config
+            .tls
+            .clone()
+            .watch_renewal(config.file.registry.poll(), metrics.clone(), stop_rx.clone()),
+    );
     tokio::spawn(mirror_witness_alarm(witness.clone(), metrics.clone(), stop_rx.clone()));
     tokio::spawn(forget_old_items(
         store.clone(),
