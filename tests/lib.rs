@@ -144,6 +144,9 @@ pub struct Options {
     pub audit_store: Option<String>,
     /// Members the registry designates for the network's roles (`network_dpo`, `operator`).
     pub network_roles: Vec<usize>,
+    /// Members listed as parties that exchange nothing (`[[party]]`, roles `network_dpo`
+    /// and `operator`); their nodes run all the same.
+    pub parties: Vec<usize>,
     /// A `[limits]` section for the gateway and the nodes (the defaults if absent).
     pub limits: Option<String>,
     /// A `[store]` section for the gateway (the defaults if absent).
@@ -164,6 +167,8 @@ pub struct RegistrySpec {
     pub revoked: Vec<usize>,
     /// Members designated for the network's roles.
     pub network_roles: Vec<usize>,
+    /// Members listed as parties that exchange nothing.
+    pub parties: Vec<usize>,
     /// Further JWT keys: (member, kid, algorithm, SPKI PEM file).
     pub extra_keys: Vec<(usize, String, String, PathBuf)>,
     /// Members listed with another type than they started with.
@@ -215,6 +220,15 @@ pub fn write_registry(dir: &Path, members: &[(Member, u16)], spec: &RegistrySpec
             ),
             None => String::new(),
         };
+        if spec.parties.contains(&i) {
+            registry.push_str(&format!(
+                "\n[[party]]\nid = \"{id}\"\nname = \"{id} (network operator)\"\n{revoked}\
+                 roles = [\"network_dpo\", \"operator\"]\n\n[[party.jwt_keys]]\nkid = \"dev-1\"\n\
+                 public_key_file = \"pki/institutions/{id}/jwt.pub\"\n",
+                id = m.id,
+            ));
+            continue;
+        }
         registry.push_str(&format!(
             "\n[[institution]]\nid = \"{id}\"\ntype = \"{kind}\"\ncanton = \"VS\"\nname = \"{id} test\"\n\
              endpoint = \"https://127.0.0.1:{port}\"\n{revoked}{roles}{witness_vkey}\n[[institution.jwt_keys]]\nkid = \"dev-1\"\n\
@@ -320,6 +334,7 @@ impl Network {
                 version: 1,
                 revoked: options.revoke_member_certs.clone(),
                 network_roles: options.network_roles.clone(),
+                parties: options.parties.clone(),
                 witness_port,
                 ..RegistrySpec::default()
             },

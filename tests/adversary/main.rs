@@ -672,3 +672,84 @@ async fn a_renewed_certificate_is_presented_without_a_restart() {
         .expect("enrol after the renewal");
     net.stop().await;
 }
+
+/// The network's operator is a party that exchanges nothing: its own certificate, identity
+/// provider and node, only the network's roles. Its network DPO reads the whole log and its
+/// operator lists dead letters; a token of it claiming a member's role is refused and logged;
+/// nobody can send it anything, and it can send nobody anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_that_exchanges_nothing_holds_only_the_network_roles() {
+    use tokio_stream::StreamExt;
+    let members = [
+        member("ORP-VS", InstitutionType::AcOrp),
+        member("AI-VS", InstitutionType::Ai),
+        member("OPS-VS", InstitutionType::Other),
+    ];
+    let net = Network::start_with(
+        &members,
+        Options {
+            parties: vec![2],
+            ..Options::default()
+        },
+    )
+    .await;
+    let ops = 2;
+    // Its network DPO reads every entry, its operator the dead letters.
+    let dpo = net.token(ops, "dpo.1", &[Role::NetworkDpo]);
+    let mut stream = node(&net, ops)
+        .query_audit(with_token(QueryRequest::default(), &dpo))
+        .await
+        .expect("network query")
+        .into_inner();
+    let mut entries = 0;
+    while let Some(item) = stream.next().await {
+        item.expect("entry");
+        entries += 1;
+    }
+    assert!(entries >= 2, "the registry activation and more: {entries}");
+    let operator = net.token(ops, "ops.1", &[Role::Operator]);
+    node(&net, ops)
+        .list_dead_letters(with_token(gw::ListDeadLettersRequest::default(), &operator))
+        .await
+        .expect("dead letters");
+    // A member's role is never granted to it: refused and logged as a refused access.
+    let caseworker = net.token(ops, "mallory", &[Role::Caseworker]);
+    let err = node(&net, ops)
+        .send(with_token(pb::SendRequest::default(), &caseworker))
+        .await
+        .expect_err("no caseworker");
+    assert_eq!(error_code(&err).as_deref(), Some("ROLE_NOT_GRANTED"));
+    let mut gateway = GatewayClient::new(net.gateway_channel_as(&peer(&net, ops)));
+    let err = gateway
+        .submit_transfer(with_token(gw::TransferRequest::default(), &caseworker))
+        .await
+        .expect_err("no caseworker at the gateway either");
+    assert_eq!(error_code(&err).as_deref(), Some("ROLE_NOT_GRANTED"));
+    assert!(
+        eventually(|| async {
+            entries_of_kind(&net, cii_audit::EntryKind::AccessRefused)
+                .await
+                .iter()
+                .any(|e| e.detail.contains("OPS-VS") || e.sender == "OPS-VS")
+        })
+        .await,
+        "the refused access is on record"
+    );
+    // Nothing goes to it: it is no counterparty.
+    let token = net.token(0, "caseworker.1", &[Role::Caseworker]);
+    let mut orp = GatewayClient::new(net.gateway_channel_as(&peer(&net, 0)));
+    let err = orp
+        .submit_transfer(with_token(
+            gw::TransferRequest {
+                transfer_id: "to-ops".into(),
+                counterparty: "OPS-VS".into(),
+                direction: gw::transfer_request::Direction::Push as i32,
+                ..gw::TransferRequest::default()
+            },
+            &token,
+        ))
+        .await
+        .expect_err("no such recipient");
+    assert_eq!(error_code(&err).as_deref(), Some("COUNTERPARTY_UNKNOWN"), "{err:?}");
+    net.stop().await;
+}

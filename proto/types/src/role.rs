@@ -26,6 +26,10 @@ impl Role {
     /// The roles every member's tokens may carry unless its registry entry says otherwise;
     /// `network_dpo` and `operator` are granted only by name, to the parties the network designates.
     pub const MEMBER: [Role; 4] = [Role::Caseworker, Role::System, Role::Dpo, Role::Jurist];
+
+    /// The roles a party that exchanges nothing (the network's operator, an oversight body)
+    /// may be granted: never a caseworker's, a machine client's or an institution's DPO's.
+    pub const NETWORK_PARTY: [Role; 3] = [Role::NetworkDpo, Role::Operator, Role::Jurist];
 }
 
 impl Role {

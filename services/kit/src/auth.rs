@@ -238,7 +238,7 @@ impl Authenticate {
             return Ok(None);
         };
         let institution = institution
-            .and_then(|id| registry.get(&id).cloned())
+            .and_then(|id| registry.caller(&id).cloned())
             .ok_or(AuthError::InstitutionUnknown)?;
         let header = req.metadata().get(jwt::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
         let token = jwt::bearer(header)?;

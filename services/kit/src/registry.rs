@@ -38,6 +38,9 @@ struct RegistryFile {
     revoked_serials: Vec<String>,
     #[serde(default)]
     institution: Vec<InstitutionEntry>,
+    /// Parties that exchange nothing: the network's operator, an oversight body.
+    #[serde(default)]
+    party: Vec<PartyEntry>,
     /// Witnesses of the audit log run by parties independent of the gateway's operator.
     #[serde(default)]
     witness: Vec<WitnessEntry>,
@@ -75,6 +78,24 @@ struct InstitutionEntry {
     /// The node's cosigning key as a C2SP vkey, if the node witnesses the audit log.
     #[serde(default)]
     witness_vkey: Option<String>,
+}
+
+/// A party that exchanges nothing (no type, no canton, never a sender or recipient): it holds a
+/// certificate naming `urn:cii:institution:<id>`, its identity provider's keys and only the
+/// network's roles; its users reach the gateway through a node of its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartyEntry {
+    id: String,
+    name: String,
+    /// Where its node listens, for the record (the gateway delivers nothing to it).
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    revoked_serials: Vec<String>,
+    jwt_keys: Vec<JwtKeyEntry>,
+    /// Among [`Role::NETWORK_PARTY`]; required.
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +184,8 @@ pub struct Registry {
     network: String,
     version: u64,
     institutions: BTreeMap<InstitutionId, Institution>,
+    /// Parties that exchange nothing: callers, never senders or recipients.
+    parties: BTreeMap<InstitutionId, Institution>,
     revoked_serials: HashSet<Vec<u8>>,
     witnesses: Vec<Witness>,
 }
@@ -265,73 +288,10 @@ impl Registry {
                 let serial = parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?;
                 revoked_serials.insert(serial);
             }
-            if entry.jwt_keys.is_empty() {
-                return Err(invalid(
-                    "jwt_keys",
-                    &"at least one key is needed to verify the institution's users",
-                ));
-            }
-            let mut jwt_keys = Vec::new();
-            for (j, k) in entry.jwt_keys.into_iter().enumerate() {
-                if k.kid.is_empty() {
-                    return Err(invalid(&format!("jwt_keys[{j}].kid"), &"must not be empty"));
-                }
-                let (key_name, pem) = match (k.public_key, k.public_key_file) {
-                    (Some(pem), None) => ("public_key", pem),
-                    (None, Some(path)) => {
-                        let path = config::resolve(file, &path);
-                        let pem = std::fs::read_to_string(&path).map_err(|e| {
-                            invalid(
-                                &format!("jwt_keys[{j}].public_key_file"),
-                                &format!("cannot read {}: {e}", path.display()),
-                            )
-                        })?;
-                        ("public_key_file", pem)
-                    }
-                    _ => {
-                        return Err(invalid(
-                            &format!("jwt_keys[{j}]"),
-                            &"give exactly one of public_key and public_key_file",
-                        ));
-                    }
-                };
-                let algorithm = match k.algorithm.as_deref() {
-                    None | Some("EdDSA") => Algorithm::EdDSA,
-                    Some("ES256") => Algorithm::ES256,
-                    Some("RS256") => Algorithm::RS256,
-                    Some(_) => {
-                        return Err(invalid(
-                            &format!("jwt_keys[{j}].algorithm"),
-                            &"expected EdDSA, ES256 or RS256",
-                        ));
-                    }
-                };
-                let key = match algorithm {
-                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
-                    Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
-                    _ => DecodingKey::from_ed_pem(pem.as_bytes()),
-                }
-                .map_err(|_| {
-                    invalid(
-                        &format!("jwt_keys[{j}].{key_name}"),
-                        &format!("not a {algorithm:?} public key in PEM (SubjectPublicKeyInfo)"),
-                    )
-                })?;
-                jwt_keys.push(JwtKey {
-                    kid: k.kid,
-                    algorithm,
-                    key,
-                });
-            }
+            let jwt_keys = jwt_keys(file, &at, entry.jwt_keys)?;
             let roles = match entry.roles {
                 None => Role::MEMBER.into_iter().collect(),
-                Some(names) => {
-                    let mut roles = BTreeSet::new();
-                    for (j, name) in names.iter().enumerate() {
-                        roles.insert(Role::parse("roles", name).map_err(|e| invalid(&format!("roles[{j}]"), &e))?);
-                    }
-                    roles
-                }
+                Some(names) => roles(file, &at, &names, &Role::ALL)?,
             };
             if let Some(vkey) = entry.witness_vkey {
                 vkey_name(&vkey).map_err(|e| invalid("witness_vkey", &e))?;
@@ -353,6 +313,18 @@ impl Registry {
             if institutions.insert(id.clone(), institution).is_some() {
                 return Err(invalid("id", &format!("duplicate institution id {id}")));
             }
+        }
+        let mut parties = BTreeMap::new();
+        for (i, entry) in raw.party.into_iter().enumerate() {
+            let party = party(file, i, entry, &mut revoked_serials)?;
+            if institutions.contains_key(&party.id) || parties.contains_key(&party.id) {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("party[{i}].id"),
+                    format!("duplicate id {}", party.id),
+                ));
+            }
+            parties.insert(party.id.clone(), party);
         }
         for (i, entry) in raw.witness.into_iter().enumerate() {
             let at = |key: &str| format!("witness[{i}].{key}");
@@ -402,6 +374,7 @@ impl Registry {
             network: raw.network,
             version: raw.version,
             institutions,
+            parties,
             revoked_serials,
             witnesses,
         })
@@ -417,9 +390,19 @@ impl Registry {
         self.version
     }
 
-    /// The institution with this id.
+    /// The member with this id: an institution that exchanges (never a party).
     pub fn get(&self, id: &InstitutionId) -> Option<&Institution> {
         self.institutions.get(id)
+    }
+
+    /// Whoever may call with this id: a member, or a party that exchanges nothing.
+    pub fn caller(&self, id: &InstitutionId) -> Option<&Institution> {
+        self.institutions.get(id).or_else(|| self.parties.get(id))
+    }
+
+    /// Whether `id` is a party that exchanges nothing.
+    pub fn is_party(&self, id: &InstitutionId) -> bool {
+        self.parties.contains_key(id)
     }
 
     /// Every institution, ordered by id.
@@ -442,11 +425,139 @@ impl Registry {
     /// Whether `identity` is a member allowed to hold a certificate.
     pub fn knows(&self, identity: &PeerIdentity) -> bool {
         match identity {
-            PeerIdentity::Institution(id) => self.institutions.contains_key(id),
+            PeerIdentity::Institution(id) => self.institutions.contains_key(id) || self.parties.contains_key(id),
             PeerIdentity::Gateway | PeerIdentity::Consent => true,
             PeerIdentity::Witness(_) => self.witnesses.iter().any(|w| w.identity == *identity),
         }
     }
+}
+
+/// The type every party that exchanges nothing carries: no rulebook declares it, so no
+/// basis ever names it.
+pub const PARTY_TYPE: &str = "NETWORK_PARTY";
+
+/// A party that exchanges nothing, checked.
+fn party(
+    file: &Path,
+    i: usize,
+    entry: PartyEntry,
+    revoked_serials: &mut HashSet<Vec<u8>>,
+) -> Result<Institution, ConfigError> {
+    let at = |key: &str| format!("party[{i}].{key}");
+    let invalid = |key: &str, e: &dyn fmt::Display| ConfigError::invalid(file, at(key), e.to_string());
+    let id = InstitutionId::parse("id", &entry.id).map_err(|e| invalid("id", &e))?;
+    if entry.name.trim().is_empty() {
+        return Err(invalid("name", &"must not be empty"));
+    }
+    if entry.endpoint.as_ref().is_some_and(|e| !e.starts_with("https://")) {
+        return Err(invalid("endpoint", &"must be an https:// URL"));
+    }
+    for (j, s) in entry.revoked_serials.iter().enumerate() {
+        revoked_serials.insert(parse_serial(s).map_err(|p| invalid(&format!("revoked_serials[{j}]"), &p))?);
+    }
+    if entry.roles.is_empty() {
+        return Err(invalid(
+            "roles",
+            &"name the network roles the party holds (network_dpo, operator, jurist)",
+        ));
+    }
+    Ok(Institution {
+        id,
+        kind: InstitutionType::parse("type", PARTY_TYPE).map_err(|e| invalid("id", &e))?,
+        canton: "CH".to_owned(),
+        name: entry.name,
+        endpoint: entry.endpoint.unwrap_or_default(),
+        jwt_keys: jwt_keys(file, &at, entry.jwt_keys)?,
+        roles: roles(file, &at, &entry.roles, &Role::NETWORK_PARTY)?,
+    })
+}
+
+/// The JWT keys of a registry entry (`at` names its keys in errors).
+fn jwt_keys(file: &Path, at: &dyn Fn(&str) -> String, entries: Vec<JwtKeyEntry>) -> Result<Vec<JwtKey>, ConfigError> {
+    let invalid = |key: &str, e: &dyn fmt::Display| ConfigError::invalid(file, at(key), e.to_string());
+    if entries.is_empty() {
+        return Err(invalid(
+            "jwt_keys",
+            &"at least one key is needed to verify the institution's users",
+        ));
+    }
+    let mut jwt_keys = Vec::new();
+    for (j, k) in entries.into_iter().enumerate() {
+        if k.kid.is_empty() {
+            return Err(invalid(&format!("jwt_keys[{j}].kid"), &"must not be empty"));
+        }
+        let (key_name, pem) = match (k.public_key, k.public_key_file) {
+            (Some(pem), None) => ("public_key", pem),
+            (None, Some(path)) => {
+                let path = config::resolve(file, &path);
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    invalid(
+                        &format!("jwt_keys[{j}].public_key_file"),
+                        &format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                ("public_key_file", pem)
+            }
+            _ => {
+                return Err(invalid(
+                    &format!("jwt_keys[{j}]"),
+                    &"give exactly one of public_key and public_key_file",
+                ));
+            }
+        };
+        let algorithm = match k.algorithm.as_deref() {
+            None | Some("EdDSA") => Algorithm::EdDSA,
+            Some("ES256") => Algorithm::ES256,
+            Some("RS256") => Algorithm::RS256,
+            Some(_) => {
+                return Err(invalid(
+                    &format!("jwt_keys[{j}].algorithm"),
+                    &"expected EdDSA, ES256 or RS256",
+                ));
+            }
+        };
+        let key = match algorithm {
+            Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+            _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+        }
+        .map_err(|_| {
+            invalid(
+                &format!("jwt_keys[{j}].{key_name}"),
+                &format!("not a {algorithm:?} public key in PEM (SubjectPublicKeyInfo)"),
+            )
+        })?;
+        jwt_keys.push(JwtKey {
+            kid: k.kid,
+            algorithm,
+            key,
+        });
+    }
+    Ok(jwt_keys)
+}
+
+/// The roles of a registry entry, each among `allowed`.
+fn roles(
+    file: &Path,
+    at: &dyn Fn(&str) -> String,
+    names: &[String],
+    allowed: &[Role],
+) -> Result<BTreeSet<Role>, ConfigError> {
+    let mut roles = BTreeSet::new();
+    for (j, name) in names.iter().enumerate() {
+        let at = at(&format!("roles[{j}]"));
+        let role = Role::parse("roles", name).map_err(|e| ConfigError::invalid(file, at.clone(), e.to_string()))?;
+        if !allowed.contains(&role) {
+            let allowed: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+            return Err(ConfigError::invalid(
+                file,
+                at,
+                format!("{role} is not for this kind of party; allowed: {}", allowed.join(", ")),
+            ));
+        }
+        roles.insert(role);
+    }
+    Ok(roles)
 }
 
 /// Parses a serial written in hex, with optional `:` separators (as `openssl x509 -serial` prints it).
@@ -488,6 +599,43 @@ mod tests {
     const VKEY: &str = "witness.example+1a2b3c4d+BBm/RAlphM3+hUG6wWfcO5bIUIaqMLa2ywxcOK1wMWbh";
     /// Another key, named `orp-vs.node`.
     const OTHER_VKEY: &str = "orp-vs.node+5e6f7a8b+BBm/RAlphM3+hUG6wWfcO5bIUIaqMLa2ywxcOK1wMWbi";
+
+    fn party(id: &str, roles: &str) -> String {
+        format!(
+            "\n[[party]]\nid = \"{id}\"\nname = \"Network operator\"\nroles = [{roles}]\n[[party.jwt_keys]]\nkid = \"k1\"\npublic_key = \"\"\"{KEY}\"\"\"\n"
+        )
+    }
+
+    /// A party calls (its certificate is known, its users verified) but is no member: no
+    /// transfer names it, and it holds only the network's roles.
+    #[test]
+    fn a_party_calls_but_exchanges_nothing() {
+        let file = Path::new("registry.toml");
+        let text = format!(
+            "{}{}",
+            entry("ORP-VS", ""),
+            party("OPS-VS", "\"network_dpo\", \"operator\"")
+        );
+        let reg = Registry::parse(file, &text).unwrap();
+        let ops = InstitutionId::parse("id", "OPS-VS").unwrap();
+        assert!(reg.knows(&PeerIdentity::Institution(ops.clone())));
+        assert!(reg.get(&ops).is_none() && reg.is_party(&ops));
+        let caller = reg.caller(&ops).expect("a caller");
+        assert_eq!(caller.roles, [Role::NetworkDpo, Role::Operator].into_iter().collect());
+        assert_eq!(reg.institutions().count(), 1, "not among the members");
+        for (roles, problem) in [
+            ("\"caseworker\"", "party[0].roles[0]"),
+            ("\"network_dpo\", \"dpo\"", "party[0].roles[1]"),
+            ("", "party[0].roles"),
+        ] {
+            let text = format!("{}{}", entry("ORP-VS", ""), party("OPS-VS", roles));
+            let err = Registry::parse(file, &text).unwrap_err().to_string();
+            assert!(err.contains(problem), "{roles}: {err}");
+        }
+        let twice = format!("{}{}", entry("ORP-VS", ""), party("ORP-VS", "\"operator\""));
+        let err = Registry::parse(file, &twice).unwrap_err().to_string();
+        assert!(err.contains("duplicate id"), "{err}");
+    }
 
     #[test]
     fn witnesses_are_listed_nodes_first() {

@@ -127,9 +127,10 @@ impl NodeConfig {
         let id = InstitutionId::parse("institution", &file.institution)
             .map_err(|e| ConfigError::invalid(path, "institution", e.to_string()))?;
         let registry = file.registry.open(path)?;
+        // A party that exchanges nothing runs a node too: its users' way to the gateway.
         let institution = registry
             .current()
-            .get(&id)
+            .caller(&id)
             .cloned()
             .ok_or_else(|| ConfigError::invalid(path, "institution", format!("{id} is not in the registry")))?;
         if !file.gateway_url.starts_with("https://") {
