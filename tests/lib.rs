@@ -807,10 +807,13 @@ pub fn write_vkey(pki: &Path, origin: &str) {
 /// store key per institution (as `cii keys store-key` does on each node).
 pub fn write_keys(dir: &Path, institutions: &[InstitutionId]) {
     let ceremony = cii_pseudonym::ceremony::Ceremony::new();
-    for (name, contents, secret) in ceremony.key_files(institutions, 1, false).expect("key files") {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        write_file(&path, &contents, secret);
+    // Epoch 1 in use; epoch 2 of the same ceremony under `epoch-2/`, for rotation tests.
+    for (epoch, folder) in [(1, dir.to_owned()), (2, dir.join("epoch-2"))] {
+        for (name, contents, secret) in ceremony.key_files(institutions, epoch, false).expect("key files") {
+            let path = folder.join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            write_file(&path, &contents, secret);
+        }
     }
     for id in institutions {
         use ring::rand::SecureRandom;

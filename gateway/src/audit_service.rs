@@ -368,6 +368,7 @@ impl Audit for AuditService {
             sender: caller.institution.id.to_string(),
             acting_user: caller.acting_user(),
             audit_pseudonym: bytes,
+            key_epoch: self.pseudonyms.epoch(),
             detail: "subject access".to_owned(),
             ..cii_audit::Entry::default()
         };
@@ -545,9 +546,7 @@ impl Scan {
                     }
                 };
                 sent += 1;
-                let answer = self
-                    .answer(stored.index, body, &entry.audit_pseudonym, &entry.list_audit_pseudonyms)
-                    .map_err(Status::from);
+                let answer = self.answer(stored.index, body, &entry).map_err(Status::from);
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     return; // the caller went away, or the proof failed
@@ -558,13 +557,10 @@ impl Scan {
     }
 
     /// An entry as answered, with its inclusion proof if asked for.
-    fn answer(
-        &self,
-        index: u64,
-        body: Vec<u8>,
-        audit_person: &[u8],
-        audit_list: &[Vec<u8>],
-    ) -> Result<pb::Entry, GatewayError> {
+    fn answer(&self, index: u64, body: Vec<u8>, entry: &cii_audit::Entry) -> Result<pb::Entry, GatewayError> {
+        // Entries written before the epoch was recorded were all written in epoch 1.
+        let written_in = entry.key_epoch.max(1);
+        let (audit_person, audit_list) = (&entry.audit_pseudonym, &entry.list_audit_pseudonyms);
         let mut answer = pb::Entry {
             index,
             body,
@@ -573,13 +569,13 @@ impl Scan {
         if let Some((pseudonyms, dpo)) = &self.rekey
             && let Ok(person) = cii_pseudonym::wire::pseudonym(audit_person)
         {
-            answer.dpo_person = cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&person, dpo));
+            answer.dpo_person = cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&person, written_in, dpo));
         }
         if let Some((pseudonyms, dpo)) = &self.rekey {
             answer.dpo_list_persons = audit_list
                 .iter()
                 .filter_map(|p| cii_pseudonym::wire::pseudonym(p).ok())
-                .map(|p| cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&p, dpo)))
+                .map(|p| cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&p, written_in, dpo)))
                 .collect();
         }
         if let Some((size, note)) = &self.proofs {

@@ -99,6 +99,7 @@ impl ConsentsService {
             sender: caller.institution.id.to_string(),
             acting_user: caller.acting_user(),
             audit_pseudonym: person,
+            key_epoch: self.pseudonyms.epoch(),
             detail,
             ..cii_audit::Entry::default()
         }

@@ -85,6 +85,7 @@ impl Gateway for GatewayService {
             sender: institution.to_string(),
             acting_user: user,
             audit_pseudonym: cii_pseudonym::wire::to_bytes(&audit_pseudonym),
+            key_epoch: self.pseudonyms.epoch(),
             ..cii_audit::Entry::default()
         };
         let receipt = self.audit.append(entry).await.map_err(|e| {

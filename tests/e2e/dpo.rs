@@ -454,3 +454,77 @@ async fn retention(options: Options) {
     assert_eq!(report.entries, stored.len() as u64);
     audit_store.close().await;
 }
+
+/// A rotation of the pseudonym keys (a new ceremony epoch: the gateway's transcryptor moves
+/// to epoch 2, each DPO gets its epoch-2 key): entries written before it still open for the
+/// institution's new DPO key, to the same person as before, entries written after it too;
+/// the old key no longer opens what the gateway answers; every entry says its epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_dpo_key_opens_the_persons_of_entries_written_before_and_after() {
+    let mut net = Network::start(&[
+        member("ORP-VS", InstitutionType::AcOrp),
+        member("AI-VS", InstitutionType::Ai),
+    ])
+    .await;
+    node(&net, 0)
+        .enrol(with_token(
+            node_pb::EnrolRequest {
+                avs_number: ANNA.into(),
+                local_record_id: "O-ANNA".into(),
+            },
+            &net.token(0, "caseworker.2", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("enrol");
+    let read = |net: &Network, f: &str| std::fs::read_to_string(net.dir.path().join("keys").join(f)).expect("key file");
+    let key = |net: &Network, file: &str| {
+        cii_pseudonym::node::NodeKeys::from_json(&read(net, "global-public.json"), &read(net, file)).expect("dpo keys")
+    };
+    let (old_key, new_key) = (
+        key(&net, "dpo/ORP-VS/session-keys.json"),
+        key(&net, "epoch-2/dpo/ORP-VS/session-keys.json"),
+    );
+    let open = |keys: &cii_pseudonym::node::NodeKeys, e: &cii_audit::Entry| {
+        keys.decrypt(&cii_pseudonym::wire::pseudonym(&e.audit_pseudonym).expect("ct"))
+            .0
+    };
+    let enrolment = |entries: Vec<cii_audit::Entry>| {
+        entries
+            .into_iter()
+            .find(|e| e.kind == EntryKind::Enrolment as i32)
+            .expect("the enrolment")
+    };
+    let before = enrolment(query(&net, 0, Role::Dpo, QueryRequest::default()).await.expect("query"));
+    assert_eq!(before.key_epoch, 1, "the entry says its epoch");
+    let anna = open(&old_key, &before);
+
+    // The rotation: the gateway's transcryptor moves to epoch 2 (same secrets).
+    net.restart_gateway(|dir| {
+        let file = dir.join("keys/gateway/transcryptor.json");
+        let text = std::fs::read_to_string(&file).expect("transcryptor");
+        cii_tests::write_file(&file, &text.replace("\"epoch\":1", "\"epoch\":2"), true);
+    })
+    .await;
+    let entries = query(&net, 0, Role::Dpo, QueryRequest::default()).await.expect("query");
+    let after = enrolment(entries);
+    assert_eq!(open(&new_key, &after), anna, "the same person under the new key");
+    assert_ne!(open(&old_key, &after), anna, "the old key opens nothing new");
+    // A subject-access lookup after the rotation is written in epoch 2, and opens the same.
+    node(&net, 0)
+        .lookup_person_for_dpo(with_token(
+            node_pb::DpoLookupRequest {
+                local_record_id: "O-ANNA".into(),
+            },
+            &net.token(0, "dpo.1", &[Role::Dpo]),
+        ))
+        .await
+        .expect("lookup");
+    let entries = query(&net, 0, Role::Dpo, QueryRequest::default()).await.expect("query");
+    let lookup = entries
+        .iter()
+        .rfind(|e| !e.audit_pseudonym.is_empty() && e.kind != EntryKind::Enrolment as i32)
+        .expect("the lookup's entry");
+    assert_eq!(lookup.key_epoch, 2);
+    assert_eq!(open(&new_key, lookup), anna);
+    net.stop().await;
+}

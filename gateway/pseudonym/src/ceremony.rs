@@ -52,6 +52,62 @@ impl Ceremony {
     }
 }
 
+impl Ceremony {
+    /// The ceremony again, from what a first one kept offline: the global public and secret
+    /// keys (`--keep-global-secret`) and the gateway's transcryptor file. A later epoch's
+    /// session keys (a rotation) or a new institution's come from it; pseudonyms stay.
+    pub fn resume(
+        global_public: &str,
+        global_secret: &str,
+        transcryptor: &str,
+    ) -> Result<Ceremony, crate::PseudonymError> {
+        use libpep::elgamal::arithmetic::scalars::ScalarNonZero;
+        use libpep::keys::{
+            AttributeGlobalSecretKey, PseudonymGlobalPublicKey, PseudonymGlobalSecretKey, PublicKey, SecretKey,
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SecretFile {
+            pseudonym: String,
+            attribute: String,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TranscryptorFile {
+            #[allow(dead_code)]
+            epoch: u32,
+            pseudonymisation_secret: String,
+            rekeying_secret: String,
+        }
+        let key_error = crate::PseudonymError::Key;
+        let global_public: GlobalPublicKeys = serde_json::from_str(global_public)
+            .map_err(|_| key_error("global public key file is not the ceremony's JSON"))?;
+        let secret: SecretFile = serde_json::from_str(global_secret)
+            .map_err(|_| key_error("global secret key file is not the ceremony's JSON"))?;
+        let scalar =
+            |hex: &str| ScalarNonZero::from_hex(hex).ok_or(key_error("global secret key is not a scalar in hex"));
+        let global_secret = GlobalSecretKeys {
+            pseudonym: PseudonymGlobalSecretKey::from_scalar(scalar(&secret.pseudonym)?),
+            attribute: AttributeGlobalSecretKey::from_scalar(scalar(&secret.attribute)?),
+        };
+        let derived: PseudonymGlobalPublicKey = global_secret.pseudonym.public_key();
+        if derived.value() != global_public.pseudonym.value() {
+            return Err(key_error(
+                "the global secret key does not belong to the global public key",
+            ));
+        }
+        let file: TranscryptorFile = serde_json::from_str(transcryptor)
+            .map_err(|_| key_error("transcryptor file is not the ceremony's JSON"))?;
+        let bytes = |hex: &str| crate::hex_decode(hex).ok_or(key_error("transcryptor secret is not hex"));
+        Ok(Ceremony {
+            global_public,
+            global_secret,
+            pseudonymisation_secret: bytes(&file.pseudonymisation_secret)?,
+            rekeying_secret: bytes(&file.rekeying_secret)?,
+        })
+    }
+}
+
 impl Default for Ceremony {
     fn default() -> Ceremony {
         Ceremony::new()

@@ -127,17 +127,31 @@ impl Gateway {
     }
 
     /// A person as the audit log stores it (the audit domain, encrypted for the audit
-    /// context of the current epoch) into `to`'s domain and context: an institution's
-    /// DPO reads its query answers under its own key and pseudonym.
-    pub fn from_audit_context(&self, ciphertext: &EncryptedPseudonym, to: &Party) -> EncryptedPseudonym {
+    /// context of `written_in`, the epoch of the entry) into `to`'s domain and the context
+    /// of the current epoch: an institution's DPO reads its query answers under its own key
+    /// and pseudonym, entries written before a rotation included.
+    pub fn from_audit_context(
+        &self,
+        ciphertext: &EncryptedPseudonym,
+        written_in: u32,
+        to: &Party,
+    ) -> EncryptedPseudonym {
         let info = self.transcryptor.transcryption_info(
             &Party::Audit.domain(),
             &to.domain(),
-            &Party::Audit.context(self.epoch),
+            &Party::Audit.context(written_in),
             &to.context(self.epoch),
         );
-        self.transcryptor
-            .transcrypt(ciphertext, &info, &self.audit_pseudonym_key, &mut rand::rng())
+        let key = if written_in == self.epoch {
+            self.audit_pseudonym_key
+        } else {
+            let factor = libpep::factors::make_pseudonym_rekey_factor(
+                self.transcryptor.rekeying_secret(),
+                &Party::Audit.context(written_in),
+            );
+            PseudonymSessionPublicKey::from_point(factor.scalar() * *self.global_pseudonym_key.value())
+        };
+        self.transcryptor.transcrypt(ciphertext, &info, &key, &mut rand::rng())
     }
 
     /// A transfer: from `caller`'s domain (its certificate identity) into `to`'s.

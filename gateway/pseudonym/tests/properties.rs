@@ -303,14 +303,98 @@ fn persons_rekeyed_from_the_audit_context_open_for_that_institutions_dpo_only() 
     // Two log entries about Anna, as the pipeline writes them.
     let logged = || gateway.translate(&orp_node.encrypt_own(&local).unwrap(), &orp, &Party::Audit);
     let (first, second) = (logged(), logged());
-    let seen = |e| orp_dpo.decrypt(&gateway.from_audit_context(e, &orp_dpo_party));
+    let seen = |e| orp_dpo.decrypt(&gateway.from_audit_context(e, 1, &orp_dpo_party));
     assert_eq!(seen(&first), seen(&second), "one pseudonym per person for ORP's DPO");
     // ORP's own lookup (from its record) reaches the same value.
     let lookup = gateway.translate(&orp_node.encrypt_own(&local).unwrap(), &orp, &orp_dpo_party);
     assert_eq!(orp_dpo.decrypt(&lookup), seen(&first));
     // AI's DPO key does not open what was rekeyed for ORP's.
     assert_ne!(
-        ai_dpo.decrypt(&gateway.from_audit_context(&first, &orp_dpo_party)),
+        ai_dpo.decrypt(&gateway.from_audit_context(&first, 1, &orp_dpo_party)),
         seen(&first)
     );
+}
+
+/// A rotation: the gateway moves to key epoch 2 (same secrets, new contexts) and the
+/// ceremony issues epoch-2 DPO keys. An entry written in epoch 1 still opens for ORP's
+/// epoch-2 DPO key, to the same pseudonym as an entry written in epoch 2 and as before the
+/// rotation; the epoch-1 DPO key no longer opens what the gateway answers now; and reading
+/// an epoch-1 entry as if it were of epoch 2 gives another value (so the entry must say).
+#[test]
+fn a_rotated_dpo_key_opens_entries_of_both_epochs_and_the_old_key_stops() {
+    let c = Ceremony::new();
+    let at = |epoch| {
+        Gateway::new(
+            c.pseudonymisation_secret.clone(),
+            c.rekeying_secret.clone(),
+            &c.global_public,
+            epoch,
+        )
+    };
+    let (before, after) = (at(1), at(2));
+    let orp = Party::Institution(InstitutionId::parse("id", "ORP-VS").unwrap());
+    let dpo = Party::Dpo(InstitutionId::parse("id", "ORP-VS").unwrap());
+    let node = |epoch| NodeKeys::new(c.global_public, c.session_keys(&orp, epoch));
+    let dpo_key = |epoch| NodeKeys::new(c.global_public, c.session_keys(&dpo, epoch));
+    let anna = AvsNumber::parse("756.1234.5678.97").unwrap();
+    let local = node(1).decrypt(&before.enrol(&node(1).enrolment_ciphertext(&anna), &orp));
+    let old_entry = before.translate(&node(1).encrypt_own(&local).unwrap(), &orp, &Party::Audit);
+    let new_entry = after.translate(&node(2).encrypt_own(&local).unwrap(), &orp, &Party::Audit);
+    let before_rotation = dpo_key(1).decrypt(&before.from_audit_context(&old_entry, 1, &dpo));
+    let old_now = dpo_key(2).decrypt(&after.from_audit_context(&old_entry, 1, &dpo));
+    let new_now = dpo_key(2).decrypt(&after.from_audit_context(&new_entry, 2, &dpo));
+    assert_eq!(old_now, new_now, "one pseudonym across the rotation");
+    assert_eq!(old_now, before_rotation, "the same as before it");
+    assert_ne!(
+        dpo_key(1).decrypt(&after.from_audit_context(&new_entry, 2, &dpo)),
+        new_now
+    );
+    assert_ne!(
+        dpo_key(2).decrypt(&after.from_audit_context(&old_entry, 2, &dpo)),
+        new_now
+    );
+}
+
+/// A rotation's keys come from what the first ceremony kept offline: resumed from the global
+/// keys and the transcryptor file, the ceremony issues the same session keys for epoch 2 as
+/// the first one would have; a global secret of another ceremony is refused.
+#[test]
+fn a_resumed_ceremony_issues_the_next_epochs_keys() {
+    let c = Ceremony::new();
+    let orp = InstitutionId::parse("id", "ORP-VS").unwrap();
+    let files = c.key_files(std::slice::from_ref(&orp), 1, true).unwrap();
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map(|(_, text, _)| text.clone())
+            .unwrap()
+    };
+    let (public, secret, transcryptor) = (
+        file("global-public.json"),
+        file("global-secret.json"),
+        file("gateway/transcryptor.json"),
+    );
+    let resumed = Ceremony::resume(&public, &secret, &transcryptor).unwrap();
+    let of = |c: &Ceremony| {
+        let next = c.key_files(std::slice::from_ref(&orp), 2, false).unwrap();
+        next.into_iter().map(|(n, text, _)| (n, text)).collect::<Vec<_>>()
+    };
+    assert_eq!(of(&resumed), of(&c), "the same epoch-2 files");
+    assert_ne!(
+        of(&c),
+        c.key_files(std::slice::from_ref(&orp), 1, false)
+            .unwrap()
+            .into_iter()
+            .map(|(n, t, _)| (n, t))
+            .collect::<Vec<_>>()
+    );
+    let other = Ceremony::new().key_files(&[], 1, true).unwrap();
+    let other_secret = other
+        .iter()
+        .find(|(n, ..)| n == "global-secret.json")
+        .unwrap()
+        .1
+        .clone();
+    assert!(Ceremony::resume(&public, &other_secret, &transcryptor).is_err());
 }

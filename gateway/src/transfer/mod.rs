@@ -194,7 +194,9 @@ impl Transfers {
             return self.hold_for_review(caller, decided.checked()).await;
         }
         let sealed = self.seal(caller, &decided)?;
-        let entry = entry::transfer_entry(caller, &decided, &sealed);
+        let mut entry = entry::transfer_entry(caller, &decided, &sealed);
+        // The audit context the entry's persons are encrypted for (a rotation changes it).
+        entry.key_epoch = self.pseudonyms.epoch();
         let logged = self.log(caller, &decided, sealed, entry).await?;
         if decided.checked().review.is_some() {
             // Decided and recorded: the requester's next call finds the transfer's record.

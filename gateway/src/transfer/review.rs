@@ -198,6 +198,7 @@ impl Transfers {
             attestations: checked.attested.clone(),
             case_reference: checked.case_reference.clone().unwrap_or_default(),
             audit_pseudonym: audit_person,
+            key_epoch: self.pseudonyms.epoch(),
             written_request_sha256: if checked.written_request.is_empty() {
                 Vec::new()
             } else {

@@ -34,6 +34,37 @@ Example:\n  cii keys init --dir /secure/ceremony-2026 --registry /etc/cii/regist
         #[arg(long, value_name = "FILE")]
         keep_global_secret: Option<PathBuf>,
     },
+    /// Issue every party's keys for a new key epoch (a rotation), from what the first ceremony kept.
+    #[command(
+        after_help = "Reads, offline, the first ceremony's global-public.json and gateway/transcryptor.json (FROM)
+and the global secret it kept (--keep-global-secret). Writes into DIR the same files as `init`, for
+--epoch: the pseudonyms stay (the secrets do), the encryption contexts and so every session key and
+DPO key change. Deploy the new transcryptor to the gateway together with the new session keys to
+every node and the consent registry; entries written before stay readable (each says its epoch):
+the gateway rekeys them for the institutions' new DPO keys, and the network DPO keeps the previous
+epoch's audit key for them.
+
+Example:
+  cii keys rotate --from /secure/ceremony-2026 --global-secret /media/offline/global-secret.json \
+    --registry /etc/cii/registry.toml --epoch 2 --dir /secure/ceremony-2027"
+    )]
+    Rotate {
+        /// The first ceremony's folder (its global-public.json and gateway/transcryptor.json).
+        #[arg(long)]
+        from: PathBuf,
+        /// The global secret key the first ceremony kept.
+        #[arg(long, value_name = "FILE")]
+        global_secret: PathBuf,
+        /// The registry file: every institution in it gets session keys.
+        #[arg(long)]
+        registry: PathBuf,
+        /// The new key epoch (higher than the one in use).
+        #[arg(long)]
+        epoch: u32,
+        /// Folder to write into (must not hold a previous ceremony).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Make a node's store key: 32 random bytes (hex) that seal AVS numbers in its database.
     #[command(
         after_help = "Run it on the node's machine; the key never needs to leave it. Written with mode 0600,
@@ -85,6 +116,13 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             eprintln!("created {} (0600)", out.display());
             Ok(())
         }
+        KeysCommand::Rotate {
+            from,
+            global_secret,
+            registry,
+            epoch,
+            dir,
+        } => rotate(&from, &global_secret, &registry, epoch, &dir),
         KeysCommand::Init {
             dir,
             registry,
@@ -118,4 +156,31 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `cii keys rotate`: the first ceremony resumed, every party's keys for `epoch`.
+fn rotate(from: &Path, global_secret: &Path, registry: &Path, epoch: u32, dir: &Path) -> anyhow::Result<()> {
+    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+    let transcryptor = read(&from.join("gateway/transcryptor.json"))?;
+    let current: serde_json::Value = serde_json::from_str(&transcryptor).context("the transcryptor file")?;
+    let in_use = current.get("epoch").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    if u64::from(epoch) <= in_use {
+        bail!("--epoch {epoch} is not after the epoch in use ({in_use}): a rotation moves forward");
+    }
+    if dir.join("global-public.json").exists() {
+        bail!("{} already holds a ceremony", dir.display());
+    }
+    let ceremony = cii_pseudonym::ceremony::Ceremony::resume(
+        &read(&from.join("global-public.json"))?,
+        &read(global_secret)?,
+        &transcryptor,
+    )?;
+    let registry = cii_kit::registry::Registry::load(registry)?;
+    let ids: Vec<_> = registry.institutions().map(|i| i.id.clone()).collect();
+    for (name, contents, secret) in ceremony.key_files(&ids, epoch, false)? {
+        let path = dir.join(&name);
+        write(&path, &contents, secret)?;
+        eprintln!("created {}{}", path.display(), if secret { " (0600)" } else { "" });
+    }
+    Ok(())
 }

@@ -1346,3 +1346,90 @@ async fn verify_lists_an_undecodable_entry_checks_the_rest_and_exits_3() {
         "{text}"
     );
 }
+
+/// A rotation from what `keys init --keep-global-secret` kept: every file for the new epoch,
+/// the gateway's secrets unchanged (pseudonyms stay), new session and DPO keys; an epoch that
+/// does not move forward is refused.
+#[test]
+fn keys_rotate_issues_the_next_epoch_from_the_kept_global_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dir = dir.path();
+    let pki = dir.join("pki").to_string_lossy().into_owned();
+    let out = cii(&[
+        "pki",
+        "init",
+        "--dir",
+        &pki,
+        "--institution",
+        "ORP-VS",
+        "--institution",
+        "AI-VS",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        dir.join("registry.toml"),
+        registry(&[("ORP-VS", "AC_ORP", 1), ("AI-VS", "AI", 2)]),
+    )
+    .expect("registry");
+    let (first, second, secret) = (dir.join("keys-1"), dir.join("keys-2"), dir.join("global-secret.json"));
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let out = cii(&[
+        "keys",
+        "init",
+        "--dir",
+        &s(&first),
+        "--registry",
+        &s(&dir.join("registry.toml")),
+        "--keep-global-secret",
+        &s(&secret),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rotate = |epoch: &str| {
+        cii(&[
+            "keys",
+            "rotate",
+            "--from",
+            &s(&first),
+            "--global-secret",
+            &s(&secret),
+            "--registry",
+            &s(&dir.join("registry.toml")),
+            "--epoch",
+            epoch,
+            "--dir",
+            &s(&second),
+        ])
+    };
+    let refused = rotate("1");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("moves forward"));
+    let out = rotate("2");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).expect("file");
+    let json = |p: std::path::PathBuf| serde_json::from_str::<serde_json::Value>(&read(p)).expect("json");
+    let (old, new) = (
+        json(first.join("gateway/transcryptor.json")),
+        json(second.join("gateway/transcryptor.json")),
+    );
+    assert_eq!(new["epoch"], 2);
+    assert_eq!(new["rekeying_secret"], old["rekeying_secret"]);
+    assert_eq!(new["pseudonymisation_secret"], old["pseudonymisation_secret"]);
+    assert_eq!(
+        read(second.join("global-public.json")),
+        read(first.join("global-public.json"))
+    );
+    for file in [
+        "dpo/ORP-VS/session-keys.json",
+        "institutions/AI-VS/session-keys.json",
+        "dpo/audit-session-keys.json",
+    ] {
+        assert_ne!(read(second.join(file)), read(first.join(file)), "{file} changes");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(second.join(file)).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} is secret");
+    }
+    assert!(
+        !second.join("global-secret.json").exists(),
+        "the global secret stays offline"
+    );
+}
