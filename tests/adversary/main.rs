@@ -416,7 +416,7 @@ async fn every_rpc_refuses_exactly_the_roles_the_table_excludes() {
     )
     .await;
     let mut checked = 0;
-    for (path, access) in RPCS {
+    for cii_types::access::Row { path, access, .. } in RPCS {
         let Access::Users(needed) = access else {
             continue;
         };

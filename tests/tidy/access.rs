@@ -24,7 +24,7 @@ fn rpcs_of_the_contract() -> BTreeSet<String> {
 fn every_rpc_of_the_contract_has_exactly_one_row_of_the_access_table() {
     let contract = rpcs_of_the_contract();
     assert!(contract.len() > 50, "{contract:?}");
-    let table: BTreeSet<String> = cii_types::access::RPCS.iter().map(|(p, _)| (*p).to_owned()).collect();
+    let table: BTreeSet<String> = cii_types::access::RPCS.iter().map(|r| r.path.to_owned()).collect();
     assert_eq!(table.len(), cii_types::access::RPCS.len(), "a path twice in the table");
     let missing: Vec<&String> = contract.difference(&table).collect();
     assert!(
@@ -43,13 +43,14 @@ fn every_rpc_of_the_contract_has_exactly_one_row_of_the_access_table() {
 fn the_security_guide_prints_the_access_table() {
     let doc =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/security.md")).expect("docs/security.md");
-    for (path, access) in cii_types::access::RPCS {
+    for cii_types::access::Row { path, access, family } in cii_types::access::RPCS {
         let who = match access {
             cii_types::access::Access::Public => "anyone admitted".to_owned(),
             cii_types::access::Access::Peer => "peer certificate".to_owned(),
             cii_types::access::Access::Users(roles) => roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
         };
-        let row = format!("| `{path}` | {who} |");
+        let limit = family.map_or("—", |f| f.as_str());
+        let row = format!("| `{path}` | {who} | {limit} |");
         assert!(doc.contains(&row), "docs/security.md lacks the row {row}");
     }
 }

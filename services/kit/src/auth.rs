@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use cii_types::access::Access;
+use cii_types::access::{Access, Row};
 use cii_types::{InstitutionId, PeerIdentity};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -24,17 +24,6 @@ pub struct Caller {
     pub institution: Institution,
     /// The acting user (from the JWT the institution issued).
     pub user: User,
-}
-
-/// The rpc a request is for, with its row of the access table
-/// ([`cii_types::access::RPCS`]); put into the request by the server layer
-/// ([`crate::grpc::server`]) from the matched path.
-#[derive(Debug, Clone, Copy)]
-pub struct Rpc {
-    /// `/package.Service/Method`.
-    pub path: &'static str,
-    /// What calling it needs.
-    pub access: Access,
 }
 
 /// Where the institution that must have issued the JWT comes from.
@@ -213,7 +202,8 @@ impl Authenticate {
 
     /// Authenticates and authorizes the call `req` is for.
     pub fn check<T>(&self, req: &Request<T>) -> Result<Option<Caller>, AuthError> {
-        let rpc = *req.extensions().get::<Rpc>().ok_or(AuthError::RpcNotListed)?;
+        // The row the server layer put on the request from the matched path (`grpc::server`).
+        let rpc = *req.extensions().get::<Row>().ok_or(AuthError::RpcNotListed)?;
         let registry = self.registry.current();
         let institution = match &self.issuer {
             IssuerSource::PeerCertificate => match self.peer(req, &registry)? {
@@ -267,7 +257,7 @@ impl Authenticate {
             let names: Vec<&str> = needed.iter().map(|r| r.as_str()).collect();
             return Err(AuthError::RoleRequired(names.join(", ")));
         }
-        if let (Some(limits), Some(family)) = (&self.limits, cii_types::access::Family::of(rpc.path))
+        if let (Some(limits), Some(family)) = (&self.limits, rpc.family)
             && let Err(wait) = limits.take(family, &institution.id, std::time::Instant::now())
         {
             tracing::warn!(institution = %institution.id, family = family.as_str(), "rate limit reached");

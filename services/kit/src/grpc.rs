@@ -63,7 +63,7 @@ pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server<Lay
             // INVARIANT (bounded-labels): the label is a path of the access table or
             // `unlisted`, never the path a caller sent: any client that reaches the
             // port could otherwise grow the metric families without bound.
-            let rpc = cii_types::access::rpc(req.uri().path()).map_or("unlisted", |(path, _)| path);
+            let rpc = cii_types::access::rpc(req.uri().path()).map_or("unlisted", |row| row.path);
             calls
                 .get_or_create(&crate::metrics::RpcLabels { rpc: rpc.to_owned() })
                 .inc();
@@ -123,8 +123,8 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // The access table's row for this path, read by the `Authenticate`
         // interceptor before anything else (an unlisted path gets none and is refused).
-        if let Some((path, access)) = cii_types::access::rpc(request.uri().path()) {
-            request.extensions_mut().insert(crate::auth::Rpc { path, access });
+        if let Some(row) = cii_types::access::rpc(request.uri().path()) {
+            request.extensions_mut().insert(row);
         }
         let (response, metrics) = (self.inner.call(request), self.metrics.clone());
         Box::pin(async move { Ok(name_codec_refusal(&metrics, response.await?)) })
