@@ -1015,7 +1015,7 @@ pub async fn plant_audit_entries(url: &str, signing_key_pem: &str, entries: &[Ve
         root: tree.root(),
     };
     store
-        .append(&rows, (tree.size(), &signer.sign(&checkpoint.body())))
+        .append(&rows, &[], (tree.size(), &signer.sign(&checkpoint.body())))
         .await
         .expect("plant");
     store.close().await;

@@ -17,7 +17,7 @@
 CREATE ROLE cii_gateway LOGIN;
 GRANT USAGE ON SCHEMA public TO cii_gateway;
 GRANT SELECT ON _sqlx_migrations TO cii_gateway;
-GRANT SELECT, INSERT ON audit_entry, audit_checkpoint, audit_body_key TO cii_gateway;
+GRANT SELECT, INSERT ON audit_entry, audit_checkpoint, audit_body_key, audit_node TO cii_gateway;
 GRANT SELECT, INSERT, UPDATE ON audit_retention TO cii_gateway;
 GRANT EXECUTE ON FUNCTION audit_destroy_keys(TEXT[], BIGINT) TO cii_gateway;
 GRANT EXECUTE ON FUNCTION audit_shred_early(TEXT, BIGINT, BIGINT) TO cii_gateway;

@@ -254,7 +254,8 @@ impl Audit for AuditService {
         let (tree_size, leaf, proof) = self
             .log
             .inclusion_proof(index, tree_size)
-            .map_err(GatewayError::ProofOutOfRange)?;
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(pb::InclusionProof {
             index,
             tree_size,
@@ -271,7 +272,8 @@ impl Audit for AuditService {
         let (tree_size, proof) = self
             .log
             .consistency_proof(old_size, tree_size)
-            .map_err(GatewayError::ProofOutOfRange)?;
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(pb::ConsistencyProof {
             old_size,
             tree_size,
@@ -330,7 +332,8 @@ impl Audit for AuditService {
         let (tree_size, leaf, proof) = self
             .log
             .inclusion_proof(index, cosigned.size)
-            .map_err(GatewayError::ProofOutOfRange)?;
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(pb::WitnessedInclusion {
             checkpoint: Some(pb::Checkpoint {
                 note: cosigned.note.clone(),
@@ -546,7 +549,7 @@ impl Scan {
                     }
                 };
                 sent += 1;
-                let answer = self.answer(stored.index, body, &entry).map_err(Status::from);
+                let answer = self.answer(stored.index, body, &entry).await.map_err(Status::from);
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     return; // the caller went away, or the proof failed
@@ -557,7 +560,7 @@ impl Scan {
     }
 
     /// An entry as answered, with its inclusion proof if asked for.
-    fn answer(&self, index: u64, body: Vec<u8>, entry: &cii_audit::Entry) -> Result<pb::Entry, GatewayError> {
+    async fn answer(&self, index: u64, body: Vec<u8>, entry: &cii_audit::Entry) -> Result<pb::Entry, GatewayError> {
         // Entries written before the epoch was recorded were all written in epoch 1.
         let written_in = entry.key_epoch.max(1);
         let (audit_person, audit_list) = (&entry.audit_pseudonym, &entry.list_audit_pseudonyms);
@@ -582,7 +585,8 @@ impl Scan {
             let (_, _, proof) = self
                 .log
                 .inclusion_proof(index, *size)
-                .map_err(GatewayError::ProofOutOfRange)?;
+                .await
+                .map_err(GatewayError::from)?;
             answer.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
             answer.checkpoint = note.clone();
         }

@@ -259,6 +259,7 @@ async fn ask(
         } else {
             let (_, hashes) = log
                 .consistency_proof(old, size)
+                .await
                 .map_err(|e| Refusal::Failed(e.to_string()))?;
             hashes.iter().map(|h| h.to_vec()).collect()
         };

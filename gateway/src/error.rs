@@ -154,3 +154,15 @@ impl GatewayError {
         })
     }
 }
+
+impl From<cii_audit::sequencer::ReadError> for GatewayError {
+    fn from(e: cii_audit::sequencer::ReadError) -> GatewayError {
+        match e {
+            cii_audit::sequencer::ReadError::Proof(p) => GatewayError::ProofOutOfRange(p),
+            other => {
+                tracing::warn!(error = %other, "audit store not readable for a proof");
+                GatewayError::AuditUnreadable
+            }
+        }
+    }
+}

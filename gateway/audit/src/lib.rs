@@ -36,6 +36,8 @@ pub mod sequencer;
 #[cfg(feature = "store")]
 pub mod store;
 #[cfg(feature = "store")]
+pub mod subtrees;
+#[cfg(feature = "store")]
 pub mod verify;
 pub mod witness;
 

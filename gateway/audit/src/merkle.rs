@@ -120,6 +120,14 @@ impl Tree {
         }
     }
 
+    /// The hash of the complete perfect subtree `k` at `level` (leaves are level 0), if any.
+    pub fn node(&self, level: u32, k: u64) -> Option<Hash> {
+        self.levels
+            .get(level as usize)
+            .and_then(|row| row.get(usize::try_from(k).ok()?))
+            .copied()
+    }
+
     /// The leaf hash at `index`.
     pub fn leaf(&self, index: u64) -> Option<Hash> {
         self.levels
@@ -128,21 +136,19 @@ impl Tree {
             .copied()
     }
 
-    /// MTH of leaves [start, end) (end > start), from perfect subtrees.
+    /// MTH of leaves [start, end) (end > start), from its perfect pieces.
     fn range_hash(&self, start: u64, end: u64) -> Hash {
-        let n = end - start;
-        if n.is_power_of_two() && start.is_multiple_of(n) {
-            let level = n.trailing_zeros() as usize;
-            let k = usize::try_from(start >> level).unwrap_or(usize::MAX);
-            if let Some(h) = self.levels.get(level).and_then(|row| row.get(k)) {
-                return *h;
-            }
-        }
-        if n == 1 {
-            return self.leaf(start).unwrap_or([0; 32]);
-        }
-        let k = split(n);
-        node_hash(&self.range_hash(start, start + k), &self.range_hash(start + k, end))
+        let hashes: Vec<Hash> = pieces(start, end)
+            .into_iter()
+            .map(|(level, k)| {
+                self.levels
+                    .get(level as usize)
+                    .and_then(|row| row.get(usize::try_from(k).ok()?))
+                    .copied()
+                    .unwrap_or([0; 32])
+            })
+            .collect();
+        fold(&hashes)
     }
 
     /// The root of the tree of the first `size` leaves.
@@ -167,70 +173,122 @@ impl Tree {
 
     /// RFC 6962 `PATH(index, D[0:size])`.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        self.in_range(size)?;
+        Ok(inclusion_ranges(index, size)?
+            .into_iter()
+            .map(|(start, end)| self.range_hash(start, end))
+            .collect())
+    }
+
+    /// RFC 6962 `PROOF(old, D[0:new])`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProofError> {
+        self.in_range(new)?;
+        Ok(consistency_ranges(old, new)?
+            .into_iter()
+            .map(|(start, end)| self.range_hash(start, end))
+            .collect())
+    }
+
+    fn in_range(&self, size: u64) -> Result<(), ProofError> {
         if size > self.size() {
             return Err(ProofError::SizeOutOfRange {
                 size,
                 available: self.size(),
             });
         }
-        if index >= size {
-            return Err(ProofError::IndexOutOfRange { index, size });
-        }
-        let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
-        Ok(proof)
+        Ok(())
     }
+}
 
-    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if n <= 1 {
-            return;
-        }
-        let k = split(n);
+/// A range of leaves `[start, end)` whose MTH a proof needs.
+pub type Range = (u64, u64);
+
+/// The ranges whose MTHs make RFC 6962 `PATH(index, D[0:size])`, in proof order. A log that
+/// keeps only some subtree hashes in memory computes a proof from these (see [`pieces`]).
+pub fn inclusion_ranges(index: u64, size: u64) -> Result<Vec<Range>, ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
+    let mut out = Vec::new();
+    let (mut m, mut start, mut end) = (index, 0, size);
+    // PATH recursion, unrolled: the sibling of each step is pushed, innermost first.
+    let mut siblings = Vec::new();
+    while end - start > 1 {
+        let k = split(end - start);
         if m < k {
-            self.path(m, start, start + k, out);
-            out.push(self.range_hash(start + k, end));
+            siblings.push((start + k, end));
+            end = start + k;
         } else {
-            self.path(m - k, start + k, end, out);
-            out.push(self.range_hash(start, start + k));
+            siblings.push((start, start + k));
+            m -= k;
+            start += k;
         }
     }
+    out.extend(siblings.into_iter().rev());
+    Ok(out)
+}
 
-    /// RFC 6962 `PROOF(old, D[0:new])`.
-    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProofError> {
-        if new > self.size() {
-            return Err(ProofError::SizeOutOfRange {
-                size: new,
-                available: self.size(),
-            });
-        }
-        if old == 0 || old > new {
-            return Err(ProofError::BadOldSize { old, new });
-        }
-        let mut proof = Vec::new();
-        if old < new {
-            self.subproof(old, 0, new, true, &mut proof);
-        }
-        Ok(proof)
+/// The ranges whose MTHs make RFC 6962 `PROOF(old, D[0:new])`, in proof order.
+pub fn consistency_ranges(old: u64, new: u64) -> Result<Vec<Range>, ProofError> {
+    if old == 0 || old > new {
+        return Err(ProofError::BadOldSize { old, new });
     }
-
-    fn subproof(&self, m: u64, start: u64, end: u64, complete: bool, out: &mut Vec<Hash>) {
+    if old == new {
+        return Ok(Vec::new());
+    }
+    // SUBPROOF recursion, unrolled: (m, start, end, complete) down to m == n.
+    let (mut m, mut start, mut end, mut complete) = (old, 0, new, true);
+    let mut siblings = Vec::new();
+    let mut innermost = None;
+    loop {
         let n = end - start;
         if m == n {
             if !complete {
-                out.push(self.range_hash(start, end));
+                innermost = Some((start, end));
             }
-            return;
+            break;
         }
         let k = split(n);
         if m <= k {
-            self.subproof(m, start, start + k, complete, out);
-            out.push(self.range_hash(start + k, end));
+            siblings.push((start + k, end));
+            end = start + k;
         } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.range_hash(start, start + k));
+            siblings.push((start, start + k));
+            m -= k;
+            start += k;
+            complete = false;
         }
     }
+    Ok(innermost.into_iter().chain(siblings.into_iter().rev()).collect())
+}
+
+/// The perfect subtrees `(level, index)` of `[start, end)` — its binary decomposition, left
+/// to right, largest first — whose hashes [`fold`] into the range's MTH. Ranges that proofs
+/// ask for start aligned to their largest piece, so every piece is an aligned subtree.
+pub fn pieces(start: u64, end: u64) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let n = end - at;
+        // The largest power of two that fits and keeps `at` aligned.
+        let mut level = 63 - n.leading_zeros();
+        if at != 0 {
+            level = level.min(at.trailing_zeros());
+        }
+        out.push((level, at >> level));
+        at += 1 << level;
+    }
+    out
+}
+
+/// The MTH of a range from its pieces' hashes (RFC 6962 splits the largest power of two off
+/// the left, so the pieces combine from the right).
+pub fn fold(hashes: &[Hash]) -> Hash {
+    let mut iter = hashes.iter().rev();
+    let Some(last) = iter.next() else {
+        return empty_root();
+    };
+    iter.fold(*last, |right, left| node_hash(left, &right))
 }
 
 /// Verifies an inclusion proof (RFC 9162 §2.1.3.2).

@@ -13,10 +13,13 @@
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use std::sync::Arc;
+
 use crate::entry::{Entry, encode};
-use crate::merkle::{Hash, Tree, leaf_hash};
+use crate::merkle::{Hash, ProofError, consistency_ranges, inclusion_ranges, leaf_hash};
 use crate::note::{Checkpoint, NoteError, Signer};
-use crate::store::{NewEntry, Store, StoreError};
+use crate::store::{NewEntry, Node, Store, StoreError};
+use crate::subtrees::{self, Recent};
 
 /// Most entries written in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -79,18 +82,32 @@ struct Request {
 /// What readers may see: the tree up to the newest committed checkpoint.
 #[derive(Debug, Default)]
 struct Committed {
-    tree: Tree,
+    /// The recent part of the committed tree (the rest is in the store).
+    recent: Arc<Recent>,
     /// Size of the newest durable, signed checkpoint; leaves beyond it are in flight.
     size: u64,
     /// That checkpoint's signed note.
     note: String,
 }
 
+/// A proof could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The sizes or the index are not in the log.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A handle to the log's sequencer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Log {
     tx: mpsc::Sender<Request>,
-    committed: std::sync::Arc<std::sync::RwLock<Committed>>,
+    committed: Arc<std::sync::RwLock<Committed>>,
+    store: Store,
     /// The committed size, for those who act on every new checkpoint (the witnesses' cosigning).
     sizes: watch::Receiver<u64>,
 }
@@ -105,38 +122,61 @@ pub struct Stats {
 }
 
 impl Log {
-    /// Opens the log: rebuilds the tree from the store, checks it against the
-    /// newest signed checkpoint, and starts the sequencer task.
+    /// Opens the log: reads the recent part of the tree from the store (storing the subtree
+    /// hashes a log of an earlier release lacks), checks its root against the newest signed
+    /// checkpoint, and starts the sequencer task.
     pub async fn open(
         store: Store,
-        signer: std::sync::Arc<Signer>,
+        signer: Arc<Signer>,
         origin: String,
     ) -> Result<(Log, tokio::task::JoinHandle<Stats>), LogError> {
-        let mut tree = Tree::new();
-        for leaf in store.leaf_hashes().await? {
-            tree.push(leaf);
+        let size = store.size().await?;
+        let filled = subtrees::backfill(&store, size).await?;
+        if filled > 0 {
+            tracing::info!(
+                nodes = filled,
+                "audit log: subtree hashes of an earlier release's entries stored"
+            );
         }
+        let recent = Recent::load(&store, size).await?;
         let verifier = signer.verifier();
-        if let Some((size, note)) = store.latest_checkpoint().await? {
-            let cp = verifier
-                .open_checkpoint(&note, &origin)
-                .map_err(|e| LogError::Inconsistent(format!("newest checkpoint: {e}")))?;
-            if cp.size != size || size != tree.size() || tree.root_at(size).ok() != Some(cp.root) {
-                return Err(LogError::Inconsistent(format!(
-                    "the store holds {} entries but its newest checkpoint covers {size}: run `cii audit verify`",
-                    tree.size()
-                )));
+        let note = match store.latest_checkpoint().await? {
+            Some((checkpointed, note)) => {
+                let cp = verifier
+                    .open_checkpoint(&note, &origin)
+                    .map_err(|e| LogError::Inconsistent(format!("newest checkpoint: {e}")))?;
+                let root = if size == 0 {
+                    crate::merkle::empty_root()
+                } else {
+                    subtrees::hash_of(&recent, &store, 0, size).await?
+                };
+                if cp.size != checkpointed || checkpointed != size || root != cp.root {
+                    return Err(LogError::Inconsistent(format!(
+                        "the store holds {size} entries but its newest checkpoint covers {checkpointed}: run `cii audit verify`"
+                    )));
+                }
+                note
             }
-        } else if tree.size() != 0 {
-            return Err(LogError::Inconsistent("entries without any checkpoint".to_owned()));
-        }
-        let note = store.latest_checkpoint().await?.map(|(_, n)| n).unwrap_or_default();
-        let size = tree.size();
-        let committed = std::sync::Arc::new(std::sync::RwLock::new(Committed { tree, size, note }));
+            None if size != 0 => return Err(LogError::Inconsistent("entries without any checkpoint".to_owned())),
+            None => String::new(),
+        };
+        let committed = Arc::new(std::sync::RwLock::new(Committed {
+            recent: Arc::new(recent),
+            size,
+            note,
+        }));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let (size_tx, sizes) = watch::channel(size);
-        let task = tokio::spawn(run(store, signer, origin, committed.clone(), rx, size_tx));
-        Ok((Log { tx, committed, sizes }, task))
+        let task = tokio::spawn(run(store.clone(), signer, origin, committed.clone(), rx, size_tx));
+        Ok((
+            Log {
+                tx,
+                committed,
+                store,
+                sizes,
+            },
+            task,
+        ))
     }
 
     /// Changes whenever a new checkpoint is committed (its value: the tree size).
@@ -150,31 +190,47 @@ impl Log {
         (c.size, c.note.clone())
     }
 
-    /// An inclusion proof in the committed tree of `size` (0: the newest checkpoint's), with the leaf hash.
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<(u64, Hash, Vec<Hash>), crate::merkle::ProofError> {
+    /// The committed part the readers see: its recent tree and size.
+    fn snapshot(&self) -> (Arc<Recent>, u64) {
         let c = self.committed.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let size = if size == 0 { c.size } else { size };
-        if size > c.size {
-            return Err(crate::merkle::ProofError::SizeOutOfRange {
+        (c.recent.clone(), c.size)
+    }
+
+    /// An inclusion proof in the committed tree of `size` (0: the newest checkpoint's), with the leaf hash.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<(u64, Hash, Vec<Hash>), ReadError> {
+        let (recent, committed) = self.snapshot();
+        let size = if size == 0 { committed } else { size };
+        if size > committed {
+            return Err(ProofError::SizeOutOfRange {
                 size,
-                available: c.size,
-            });
+                available: committed,
+            }
+            .into());
         }
-        let proof = c.tree.inclusion_proof(index, size)?;
-        Ok((size, c.tree.leaf(index).unwrap_or_default(), proof))
+        let ranges = inclusion_ranges(index, size)?;
+        let proof = hashes_of(&recent, &self.store, &ranges).await?;
+        let leaf = subtrees::node(&recent, &self.store, 0, index).await?;
+        Ok((size, leaf, proof))
     }
 
     /// A consistency proof between committed sizes (`new` 0: the newest checkpoint's).
-    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<(u64, Vec<Hash>), crate::merkle::ProofError> {
-        let c = self.committed.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let new = if new == 0 { c.size } else { new };
-        if new > c.size {
-            return Err(crate::merkle::ProofError::SizeOutOfRange {
+    pub async fn consistency_proof(&self, old: u64, new: u64) -> Result<(u64, Vec<Hash>), ReadError> {
+        let (recent, committed) = self.snapshot();
+        let new = if new == 0 { committed } else { new };
+        if new > committed {
+            return Err(ProofError::SizeOutOfRange {
                 size: new,
-                available: c.size,
-            });
+                available: committed,
+            }
+            .into());
         }
-        Ok((new, c.tree.consistency_proof(old, new)?))
+        let ranges = consistency_ranges(old, new)?;
+        Ok((new, hashes_of(&recent, &self.store, &ranges).await?))
+    }
+
+    /// How many tree hashes the log holds in memory (bounded whatever its size).
+    pub fn hashes_in_memory(&self) -> usize {
+        self.snapshot().0.hashes_held()
     }
 
     /// Appends `entry` (its `index` is assigned here) and returns once it is durable.
@@ -194,19 +250,28 @@ impl Log {
     }
 }
 
+/// The MTH of each range, in order.
+async fn hashes_of(recent: &Recent, store: &Store, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, StoreError> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        out.push(subtrees::hash_of(recent, store, *start, *end).await?);
+    }
+    Ok(out)
+}
+
 async fn run(
     store: Store,
-    signer: std::sync::Arc<Signer>,
+    signer: Arc<Signer>,
     origin: String,
-    committed: std::sync::Arc<std::sync::RwLock<Committed>>,
+    committed: Arc<std::sync::RwLock<Committed>>,
     mut rx: mpsc::Receiver<Request>,
     sizes: watch::Sender<u64>,
 ) -> Stats {
-    // The sequencer owns a working copy; readers see `committed`, updated after each commit.
-    let mut tree = committed
+    // The sequencer's own copy of the recent tree; readers see `committed`, replaced after each commit.
+    let mut recent: Recent = (*committed
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .tree
+        .recent)
         .clone();
     let mut stats = Stats::default();
     while let Some(first) = rx.recv().await {
@@ -217,13 +282,16 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let start = tree.size();
+        // The batch goes into a copy (blocks are shared, only the newest is copied), kept
+        // only once the batch is durable.
+        let mut next = recent.clone();
+        let (start, mut nodes) = (next.size(), Vec::<Node>::new());
         let mut rows = Vec::with_capacity(batch.len());
         for (i, request) in batch.iter_mut().enumerate() {
             request.entry.index = start + i as u64;
             let bytes = encode(&request.entry);
             let leaf = leaf_hash(&bytes);
-            tree.push(leaf);
+            next.push(leaf, &mut nodes);
             rows.push(NewEntry {
                 index: request.entry.index,
                 leaf_hash: leaf,
@@ -231,59 +299,141 @@ async fn run(
                 time_micros: request.entry.time_micros,
             });
         }
-        let size = tree.size();
-        let note = signer.sign(
-            &Checkpoint {
-                origin: origin.clone(),
-                size,
-                root: tree.root(),
-            }
-            .body(),
-        );
-        match store.append(&rows, (size, &note)).await {
-            Ok(()) => {
-                stats.batches += 1;
-                stats.entries += rows.len() as u64;
-                {
-                    let mut c = committed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for row in &rows {
-                        c.tree.push(row.leaf_hash);
-                    }
-                    c.size = size;
-                    c.note = note.clone();
-                }
-                sizes.send_replace(size);
-                for (
-                    request,
-                    NewEntry {
-                        index,
-                        leaf_hash: leaf,
-                        bytes,
-                        ..
-                    },
-                ) in batch.into_iter().zip(rows)
-                {
-                    let inclusion_proof = tree.inclusion_proof(index, size).unwrap_or_default();
-                    let receipt = Receipt {
-                        index,
-                        leaf_hash: leaf,
-                        checkpoint: note.clone(),
-                        tree_size: size,
-                        inclusion_proof,
-                        entry: bytes,
-                    };
-                    let _ = request.reply.send(Ok(receipt));
-                }
-            }
+        let size = next.size();
+        let committing = commit(&store, &signer, &origin, &next, &rows, &nodes).await;
+        let note = match committing {
+            Ok(note) => note,
             Err(e) => {
                 // Nothing was appended: forget the batch and tell every caller.
                 tracing::error!(error = %e, entries = rows.len(), "audit append failed");
-                tree.truncate(start);
                 for request in batch {
                     let _ = request.reply.send(Err(e.to_string()));
                 }
+                continue;
             }
+        };
+        stats.batches += 1;
+        stats.entries += rows.len() as u64;
+        recent = next;
+        {
+            let mut c = committed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.recent = Arc::new(recent.clone());
+            c.size = size;
+            c.note = note.clone();
+        }
+        sizes.send_replace(size);
+        for (request, row) in batch.into_iter().zip(rows) {
+            let receipt = receipt(&recent, &store, row, size, &note).await;
+            let _ = request.reply.send(receipt.map_err(|e| e.to_string()));
         }
     }
     stats
+}
+
+/// Signs the checkpoint of `next` and writes the batch, its completed subtrees and the
+/// checkpoint in one transaction; the signed note.
+async fn commit(
+    store: &Store,
+    signer: &Signer,
+    origin: &str,
+    next: &Recent,
+    rows: &[NewEntry],
+    nodes: &[Node],
+) -> Result<String, StoreError> {
+    let size = next.size();
+    let root = subtrees::hash_of(next, store, 0, size).await?;
+    let note = signer.sign(
+        &Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+        }
+        .body(),
+    );
+    store.append(rows, nodes, (size, &note)).await?;
+    Ok(note)
+}
+
+/// The receipt of a committed entry: its proof from the recent tree (in memory for a new entry).
+async fn receipt(recent: &Recent, store: &Store, row: NewEntry, size: u64, note: &str) -> Result<Receipt, StoreError> {
+    let ranges = inclusion_ranges(row.index, size).unwrap_or_default();
+    Ok(Receipt {
+        index: row.index,
+        leaf_hash: row.leaf_hash,
+        checkpoint: note.to_owned(),
+        tree_size: size,
+        inclusion_proof: hashes_of(recent, store, &ranges).await?,
+        entry: row.bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log's memory does not grow with it: after thousands of appends it holds the same
+    /// bounded window of hashes, and its proofs about the oldest entries (read from the store)
+    /// still verify against the newest checkpoint — also after a restart.
+    #[tokio::test]
+    async fn memory_stays_flat_and_old_proofs_come_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("log.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let pem = crate::note::generate_key_pem().unwrap();
+        let signer = Arc::new(crate::note::Signer::from_pem("test/flat", &pem).unwrap());
+        let (log, _task) = Log::open(store.clone(), signer.clone(), "test/flat".into())
+            .await
+            .unwrap();
+        let append = |log: Log, n: u64| async move {
+            let mut handles = Vec::new();
+            for i in 0..n {
+                let log = log.clone();
+                handles.push(tokio::spawn(async move {
+                    log.append(Entry {
+                        time_micros: 1_700_000_000_000_000 + i as i64,
+                        kind: crate::EntryKind::TransferPermitted as i32,
+                        transfer_id: format!("t-{i}"),
+                        ..Entry::default()
+                    })
+                    .await
+                    .unwrap()
+                }));
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        };
+        append(log.clone(), 2_000).await;
+        let held = log.hashes_in_memory();
+        append(log.clone(), 8_000).await;
+        let bound = 3 * crate::subtrees::WINDOW_BLOCKS * 2 * 256;
+        assert!(log.hashes_in_memory() <= bound, "{} > {bound}", log.hashes_in_memory());
+        assert!(held <= bound);
+        let (size, note) = log.checkpoint();
+        assert_eq!(size, 10_000);
+        let root = signer.verifier().open_checkpoint(&note, "test/flat").unwrap().root;
+        let check = |log: Log| async move {
+            for index in [0, 1, 255, 256, 4_097, 9_999] {
+                let (_, leaf, proof) = log.inclusion_proof(index, 0).await.unwrap();
+                assert!(
+                    crate::merkle::verify_inclusion(&leaf, index, size, &proof, &root),
+                    "{index}"
+                );
+            }
+            let (_, proof) = log.consistency_proof(3, 0).await.unwrap();
+            let old = store_root(&log, 3).await;
+            assert!(crate::merkle::verify_consistency(3, size, &old, &root, &proof));
+        };
+        check(log.clone()).await;
+        drop(log);
+        let (reopened, _task) = Log::open(store.clone(), signer, "test/flat".into()).await.unwrap();
+        check(reopened).await;
+    }
+
+    async fn store_root(log: &Log, size: u64) -> Hash {
+        let leaves = log.store.hashes(0, 0, size).await.unwrap();
+        let mut tree = crate::merkle::Tree::new();
+        leaves.into_iter().for_each(|l| tree.push(l));
+        tree.root()
+    }
 }

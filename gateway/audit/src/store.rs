@@ -109,6 +109,17 @@ pub struct Period {
     pub entries: u64,
 }
 
+/// A stored subtree hash: the perfect subtree `index` at `level` (a multiple of 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    /// Its level (leaves are level 0).
+    pub level: u32,
+    /// Its index at that level.
+    pub index: u64,
+    /// Its hash.
+    pub hash: Hash,
+}
+
 /// The audit store.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -189,7 +200,9 @@ impl Store {
 
     /// Appends a batch and its covering checkpoint in one transaction, each
     /// body sealed under its period's key (created with the period's first entry).
-    pub async fn append(&self, rows: &[NewEntry], checkpoint: (u64, &str)) -> Result<(), StoreError> {
+    /// `nodes` are the perfect subtrees the batch completes at the stored levels (see
+    /// [`crate::subtrees`]), written in the same transaction.
+    pub async fn append(&self, rows: &[NewEntry], nodes: &[Node], checkpoint: (u64, &str)) -> Result<(), StoreError> {
         let mut keys = std::collections::BTreeMap::new();
         for row in rows {
             keys.entry(body::period_of(row.time_micros)).or_insert(None);
@@ -202,6 +215,7 @@ impl Store {
                 }
                 let sealed = seal_all(rows, &keys)?;
                 sqlite_insert(&mut tx, &sealed, checkpoint).await?;
+                sqlite_nodes(&mut tx, nodes).await?;
                 tx.commit().await?;
             }
             Store::Postgres(pool) => {
@@ -211,6 +225,7 @@ impl Store {
                 }
                 let sealed = seal_all(rows, &keys)?;
                 postgres_insert(&mut tx, &sealed, checkpoint).await?;
+                postgres_nodes(&mut tx, nodes).await?;
                 tx.commit().await?;
             }
         }
@@ -316,6 +331,102 @@ impl Store {
                 out.push(leaf.try_into().map_err(|_| StoreError::Row(expected))?);
             }
         }
+    }
+
+    /// The number of entries (one past the highest index; 0 for an empty log).
+    pub async fn size(&self) -> Result<u64, StoreError> {
+        const SELECT: &str = "SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entry";
+        let size: i64 = match self {
+            Store::Sqlite(pool) => sqlx::query_scalar(SELECT).fetch_one(pool).await?,
+            Store::Postgres(pool) => sqlx::query_scalar(SELECT).fetch_one(pool).await?,
+        };
+        Ok(u64::try_from(size).unwrap_or(0))
+    }
+
+    /// The hashes at `level` of indices `[from, to)`: leaf hashes at level 0, stored subtree
+    /// hashes at the stored levels ([`crate::subtrees::STORED_EVERY`]). Every one must exist.
+    pub async fn hashes(&self, level: u32, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = match (self, level) {
+            (Store::Sqlite(pool), 0) => {
+                sqlx::query_as("SELECT idx, leaf_hash FROM audit_entry WHERE idx >= ? AND idx < ? ORDER BY idx")
+                    .bind(to_i64(from))
+                    .bind(to_i64(to))
+                    .fetch_all(pool)
+                    .await?
+            }
+            (Store::Postgres(pool), 0) => {
+                sqlx::query_as("SELECT idx, leaf_hash FROM audit_entry WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                    .bind(to_i64(from))
+                    .bind(to_i64(to))
+                    .fetch_all(pool)
+                    .await?
+            }
+            (Store::Sqlite(pool), level) => {
+                sqlx::query_as("SELECT idx, hash FROM audit_node WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx")
+                    .bind(i64::from(level))
+                    .bind(to_i64(from))
+                    .bind(to_i64(to))
+                    .fetch_all(pool)
+                    .await?
+            }
+            (Store::Postgres(pool), level) => {
+                sqlx::query_as(
+                    "SELECT idx, hash FROM audit_node WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+                )
+                .bind(i32::try_from(level).unwrap_or(i32::MAX))
+                .bind(to_i64(from))
+                .bind(to_i64(to))
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (expected, (idx, hash)) in (from..to).zip(rows.iter()) {
+            if u64::try_from(*idx).ok() != Some(expected) {
+                return Err(StoreError::Row(expected));
+            }
+            out.push(hash.clone().try_into().map_err(|_| StoreError::Row(expected))?);
+        }
+        if out.len() as u64 != to.saturating_sub(from) {
+            return Err(StoreError::Row(from + out.len() as u64));
+        }
+        Ok(out)
+    }
+
+    /// How many subtree hashes are stored at `level` (they are written in index order).
+    pub async fn node_count(&self, level: u32) -> Result<u64, StoreError> {
+        let count: i64 = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_node WHERE level = ?")
+                    .bind(i64::from(level))
+                    .fetch_one(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_node WHERE level = $1")
+                    .bind(i32::try_from(level).unwrap_or(i32::MAX))
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Stores subtree hashes a log written before `audit_node` existed lacks (at its start).
+    pub async fn insert_nodes(&self, nodes: &[Node]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlite_nodes(&mut tx, nodes).await?;
+                tx.commit().await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                postgres_nodes(&mut tx, nodes).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Every period with its key's state and its number of entries, oldest first.
@@ -643,6 +754,41 @@ async fn sqlite_insert(
     sqlx::query("INSERT INTO audit_checkpoint (tree_size, note) VALUES (?, ?)")
         .bind(to_i64(checkpoint.0))
         .bind(checkpoint.1)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn sqlite_nodes(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, nodes: &[Node]) -> Result<(), StoreError> {
+    for chunk in nodes.chunks(1000) {
+        let mut sql = String::from("INSERT INTO audit_node (level, idx, hash) VALUES ");
+        sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
+        let mut q = sqlx::query(&sql);
+        for node in chunk {
+            q = q
+                .bind(i64::from(node.level))
+                .bind(to_i64(node.index))
+                .bind(&node.hash[..]);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn postgres_nodes(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, nodes: &[Node]) -> Result<(), StoreError> {
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let levels: Vec<i32> = nodes
+        .iter()
+        .map(|n| i32::try_from(n.level).unwrap_or(i32::MAX))
+        .collect();
+    let idx: Vec<i64> = nodes.iter().map(|n| to_i64(n.index)).collect();
+    let hashes: Vec<Vec<u8>> = nodes.iter().map(|n| n.hash.to_vec()).collect();
+    sqlx::query("INSERT INTO audit_node (level, idx, hash) SELECT * FROM UNNEST($1::int[], $2::bigint[], $3::bytea[])")
+        .bind(&levels)
+        .bind(&idx)
+        .bind(&hashes)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -143,7 +143,7 @@ impl Transfers {
             None => None,
         };
         let receipt = match self.find_logged(&entry, held.log_size_before).await? {
-            Some(index) => self.receipt_of(index, &entry)?,
+            Some(index) => self.receipt_of(index, &entry).await?,
             None => receipt_to_wire(&self.audit.append(entry).await?),
         };
         tracing::info!(transfer_id = %held.transfer_id, audit_index = receipt.leaf_index, "held transfer completed");
@@ -152,11 +152,12 @@ impl Transfers {
     }
 
     /// The receipt of `entry`, found at `index`, against the newest checkpoint.
-    fn receipt_of(&self, index: u64, entry: &cii_audit::Entry) -> Result<common_pb::Receipt, TransferError> {
+    async fn receipt_of(&self, index: u64, entry: &cii_audit::Entry) -> Result<common_pb::Receipt, TransferError> {
         let (size, note) = self.audit.checkpoint();
         let (_, leaf, proof) = self
             .audit
             .inclusion_proof(index, size)
+            .await
             .map_err(|e| TransferError::AuditInconsistent(e.to_string()))?;
         Ok(common_pb::Receipt {
             leaf_index: index,

@@ -1334,7 +1334,7 @@ async fn verify_lists_an_undecodable_entry_checks_the_rest_and_exits_3() {
             }
             .body(),
         );
-        store.append(&[row], (tree.size(), &note)).await.expect("append");
+        store.append(&[row], &[], (tree.size(), &note)).await.expect("append");
     }
     store.close().await;
     let out = cii(&["audit", "verify", "--store", &url, "--vkey", &vkey]);

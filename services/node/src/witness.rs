@@ -413,6 +413,7 @@ mod tests {
         witness
             .check(&p, |old, new| async move {
                 log.consistency_proof(old, new)
+                    .await
                     .map(|(_, hashes)| hashes.iter().map(|h| h.to_vec()).collect())
                     .map_err(|e| e.to_string())
             })
