@@ -1069,6 +1069,13 @@ fn bench_prints_its_headline_and_a_json_last_line() {
         last["pipeline"]["errors"].as_object().expect("errors").is_empty(),
         "{text}"
     );
+    // The open loop: half the answered rate offered, its latencies measured from each call's due time.
+    let open = &last["pipeline"]["open_loop"];
+    let answered = last["pipeline"]["answered_per_s"].as_f64().expect("answered");
+    let offered = open["offered_per_s"].as_f64().expect("offered");
+    assert!(((answered / 2.0).max(1.0) - offered).abs() < 1e-6, "{text}");
+    assert!(open["p99_ms"].as_f64().expect("p99") > 0.0, "{text}");
+    assert_eq!(open["failed"].as_u64(), Some(0), "{text}");
     assert!(last["gateway"]["peak_rss_mb"].as_f64().expect("rss") > 1.0, "{text}");
 }
 
