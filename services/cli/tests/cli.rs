@@ -1077,6 +1077,10 @@ fn bench_prints_its_headline_and_a_json_last_line() {
     assert!(open["p99_ms"].as_f64().expect("p99") > 0.0, "{text}");
     assert_eq!(open["failed"].as_u64(), Some(0), "{text}");
     assert!(last["gateway"]["peak_rss_mb"].as_f64().expect("rss") > 1.0, "{text}");
+    for key in ["rss_start_mb", "rss_end_mb"] {
+        assert!(last["gateway"][key].as_f64().expect(key) > 1.0, "{key}: {text}");
+    }
+    assert!(last["gateway"]["entries"].as_u64().expect("entries") > 0, "{text}");
 }
 
 /// `cii soak`, briefly: the mixed load answered as each kind must be, the books balanced (every

@@ -137,6 +137,8 @@ pub struct Authenticate {
     admit: AdmitPeer,
     overstepped: Option<tokio::sync::mpsc::Sender<RoleNotGranted>>,
     limits: Option<Arc<crate::rate_limit::Limits>>,
+    /// Tokens verified under the active registry version (shared by the clones tonic makes).
+    verified: Arc<jwt::Verified>,
 }
 
 impl std::fmt::Debug for Authenticate {
@@ -158,6 +160,7 @@ impl Authenticate {
             admit: Arc::new(|_| true),
             overstepped: None,
             limits: None,
+            verified: Arc::new(jwt::Verified::default()),
         }
     }
 
@@ -236,7 +239,10 @@ impl Authenticate {
             audience: registry.network().to_owned(),
             max_lifetime_secs: self.max_lifetime_secs,
         };
-        let user = match jwt::verify(token, &institution, &rules, self.clock.now()) {
+        let user = match self
+            .verified
+            .verify(token, &institution, &rules, self.clock.now(), registry.version())
+        {
             Ok(user) => user,
             Err(JwtError::RoleNotGranted) => {
                 tracing::warn!(institution = %institution.id, rpc = rpc.path, "token claims a role not granted to its institution");

@@ -168,6 +168,16 @@ pub fn bearer(value: Option<&str>) -> Result<&str, JwtError> {
 
 /// Verifies `token` as issued by `issuer` (the institution the certificate names) at time `now`.
 pub fn verify(token: &str, issuer: &Institution, rules: &Rules, now: OffsetDateTime) -> Result<User, JwtError> {
+    verify_until(token, issuer, rules, now).map(|(user, _)| user)
+}
+
+/// [`verify`], with the token's `exp`.
+fn verify_until(
+    token: &str,
+    issuer: &Institution,
+    rules: &Rules,
+    now: OffsetDateTime,
+) -> Result<(User, i64), JwtError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
     // The issuer is compared before any signature check, so that a genuine
     // token of another institution is reported as what it is. Nothing else is
@@ -252,11 +262,83 @@ pub fn verify(token: &str, issuer: &Institution, rules: &Rules, now: OffsetDateT
     if !roles.is_subset(&issuer.roles) {
         return Err(JwtError::RoleNotGranted);
     }
-    Ok(User {
-        institution: issuer.id.clone(),
-        subject: claims.sub,
-        roles,
-    })
+    Ok((
+        User {
+            institution: issuer.id.clone(),
+            subject: claims.sub,
+            roles,
+        },
+        claims.exp,
+    ))
+}
+
+/// The most tokens [`Verified`] remembers; beyond, it starts again empty.
+pub const CACHE_MAX: usize = 10_000;
+
+/// Tokens already verified, by (the institution that must have issued them, SHA-256 of the
+/// token): a user's next call with the same token skips the signature (a node's IT sends
+/// many calls with one token). `exp` is still checked on every use; everything is
+/// forgotten when another registry version is active (keys, roles or the network may have
+/// changed) and when the cache is full. Only successes are kept.
+#[derive(Debug, Default)]
+pub struct Verified {
+    cache: std::sync::Mutex<VerifiedCache>,
+}
+
+#[derive(Debug, Default)]
+struct VerifiedCache {
+    registry_version: u64,
+    tokens: std::collections::HashMap<(InstitutionId, [u8; 32]), (User, i64)>,
+    hits: u64,
+}
+
+impl Verified {
+    /// [`verify`], or the same answer remembered for this token under this registry version.
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &Institution,
+        rules: &Rules,
+        now: OffsetDateTime,
+        registry_version: u64,
+    ) -> Result<User, JwtError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest.as_ref());
+        let key = (issuer.id.clone(), hash);
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.registry_version != registry_version {
+                cache.tokens.clear();
+                cache.registry_version = registry_version;
+            }
+            if let Some((user, exp)) = cache.tokens.get(&key).cloned() {
+                if exp + LEEWAY_SECS < now.unix_timestamp() {
+                    cache.tokens.remove(&key);
+                    return Err(JwtError::Expired);
+                }
+                cache.hits += 1;
+                return Ok(user);
+            }
+        }
+        let (user, exp) = verify_until(token, issuer, rules, now)?;
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.registry_version == registry_version {
+            if cache.tokens.len() >= CACHE_MAX {
+                cache.tokens.clear();
+            }
+            cache.tokens.insert(key, (user.clone(), exp));
+        }
+        Ok(user)
+    }
+
+    /// How many calls were answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hits
+    }
 }
 
 /// What a minted token says.
@@ -295,4 +377,77 @@ pub fn mint(private_key_pem: &[u8], spec: &TokenSpec<'_>) -> Result<String, JwtE
         roles: spec.roles.iter().map(|r| r.as_str().to_owned()).collect(),
     };
     jsonwebtoken::encode(&header, &claims, &key).map_err(|_| JwtError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn institution(roles: &[Role]) -> (Institution, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let id = InstitutionId::parse("id", "ORP-VS").unwrap();
+        let institution = Institution {
+            id,
+            kind: cii_types::InstitutionType::AcOrp,
+            canton: "VS".into(),
+            name: "ORP".into(),
+            endpoint: "https://localhost:1".into(),
+            jwt_keys: vec![crate::registry::JwtKey {
+                kid: "k1".into(),
+                algorithm: Algorithm::EdDSA,
+                key: jsonwebtoken::DecodingKey::from_ed_pem(key.public_key_pem().as_bytes()).unwrap(),
+            }],
+            roles: roles.iter().copied().collect(),
+        };
+        (institution, key.serialize_pem().into_bytes())
+    }
+
+    /// The same token again is answered from the cache, but never past its `exp`, never
+    /// under another registry version (where its role may be gone), never for another
+    /// institution's certificate.
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires_or_the_registry_changes() {
+        let (orp, pem) = institution(&[Role::Caseworker]);
+        let now = OffsetDateTime::now_utc();
+        let token = mint(
+            &pem,
+            &TokenSpec {
+                issuer: &orp.id,
+                audience: "cii.test",
+                subject: "anna",
+                roles: &[Role::Caseworker],
+                kid: "k1",
+                issued_at: now,
+                ttl: time::Duration::minutes(10),
+            },
+        )
+        .unwrap();
+        let rules = Rules {
+            audience: "cii.test".into(),
+            max_lifetime_secs: 3600,
+        };
+        let cache = Verified::default();
+        assert_eq!(cache.verify(&token, &orp, &rules, now, 1).unwrap().subject, "anna");
+        assert_eq!(cache.hits(), 0);
+        cache.verify(&token, &orp, &rules, now, 1).unwrap();
+        assert_eq!(cache.hits(), 1, "the second call skips the signature");
+        // Past exp (and the leeway): refused although remembered.
+        let later = now + time::Duration::minutes(12);
+        assert_eq!(cache.verify(&token, &orp, &rules, later, 1), Err(JwtError::Expired));
+        // A new registry version that no longer grants the role: verified again, refused.
+        let (mut demoted, _) = institution(&[Role::Jurist]);
+        demoted.jwt_keys = orp.jwt_keys.clone();
+        cache.verify(&token, &orp, &rules, now, 1).unwrap();
+        assert_eq!(
+            cache.verify(&token, &demoted, &rules, now, 2),
+            Err(JwtError::RoleNotGranted)
+        );
+        // Another institution presenting the same token misses the cache (and fails on iss).
+        let mut other = orp.clone();
+        other.id = InstitutionId::parse("id", "AI-VS").unwrap();
+        assert_eq!(
+            cache.verify(&token, &other, &rules, now, 2),
+            Err(JwtError::IssuerMismatch)
+        );
+    }
 }

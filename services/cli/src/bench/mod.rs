@@ -93,7 +93,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .as_object_mut()
             .and_then(|o| o.remove("gateway_peak_rss_mb"))
             .unwrap_or_default();
-        report.insert("gateway".into(), serde_json::json!({ "peak_rss_mb": peak }));
+        // Flat memory: RSS once warmed up (a tenth into the load, at most a minute) against
+        // RSS at the end, with the entries the load appended in between.
+        let samples: Vec<f64> = r["gateway_rss_mb_samples"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default();
+        let warm = usize::try_from((load.as_secs() / 10).min(60)).unwrap_or(0);
+        let start = samples.get(warm).or(samples.first()).copied().unwrap_or_default();
+        let end = samples.last().copied().unwrap_or_default();
+        report.insert(
+            "gateway".into(),
+            serde_json::json!({
+                "peak_rss_mb": peak,
+                "rss_start_mb": start,
+                "rss_start_at_s": warm.min(samples.len().saturating_sub(1)),
+                "rss_end_mb": end,
+                "entries": r["answered"],
+            }),
+        );
         report.insert("pipeline".into(), r);
     }
     if run(Section::Pseudonyms) {

@@ -583,7 +583,8 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
         // steady pace (today's saturation p99 is mostly queueing).
         let offered = (pipeline.per_s / 2.0).max(1.0);
         let (client, bearer) = (orp_open.clone(), token_open.clone());
-        let open = open_loop(offered, load_phase, move |n| {
+        // (For `--seconds`, as the baselines: a soak's long load is for memory, not latency.)
+        let open = open_loop(offered, phase, move |n| {
             send_open(client.clone(), bearer.clone(), format!("o-{n}"), n % persons).1
         })
         .await;
