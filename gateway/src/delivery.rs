@@ -26,9 +26,15 @@ use crate::store::{Due, Store};
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many of one recipient's waiting deliveries go out before they are marked delivered
-/// together (and the other recipients get their turn).
-const RUN_LIMIT: u32 = 64;
+/// How many of one recipient's waiting deliveries go out in one round: one call (or a few,
+/// see `BATCH_BYTES`) and one write marking them delivered, before the other recipients get
+/// their turn.
+const RUN_LIMIT: u32 = 128;
+/// Largest batch call, in encoded bytes: below the nodes' decoding limit, with room for the
+/// framing. A delivery larger than this alone goes alone.
+const BATCH_BYTES: usize = cii_kit::grpc::MAX_REQUEST_BYTES - (64 << 10);
+/// How long a sender's call waits for its delivery's round before it answers QUEUED.
+const DELIVER_NOW_WAIT: Duration = ATTEMPT_TIMEOUT;
 /// How often pull answers past their keeping time are forgotten.
 const ANSWER_SWEEP: Duration = Duration::from_secs(60);
 /// First retry delay; doubled per failed attempt up to the configured maximum.
@@ -42,6 +48,8 @@ pub struct Nodes {
     channels: Arc<Mutex<HashMap<InstitutionId, Channel>>>,
     /// Wakes the outbox worker.
     pub wake: Arc<Notify>,
+    /// Senders' calls waiting for their delivery's round (`deliver_now`).
+    waiting: Arc<Mutex<Waiting>>,
     policy: RetryPolicy,
     metrics: cii_kit::metrics::Metrics,
     /// Dead letters are logged before they leave the outbox.
@@ -66,7 +74,7 @@ impl std::fmt::Debug for Nodes {
 }
 
 /// Why a call to a node did not go through.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeCallError {
     /// The node refused or could not be reached (its status, as it answered).
     #[error("{}", .0.message())]
@@ -74,6 +82,12 @@ pub enum NodeCallError {
     /// No channel could be made (not in the registry, TLS configuration).
     #[error("{0}")]
     NoChannel(String),
+    /// The node refused one item of a batch (its answer for that item).
+    #[error("{}", .0.message)]
+    Item(node_pb::DeliveryOutcome),
+    /// The node's answer to a batch does not match the batch (transient: tried again).
+    #[error("the node's answer does not match the batch")]
+    Mismatch,
     /// An outbox row does not decode.
     #[error("an outbox row does not decode")]
     Corrupt,
@@ -87,11 +101,25 @@ impl NodeCallError {
     /// into another institution's answers.
     pub fn code(&self) -> String {
         match self {
-            NodeCallError::Refused(status) => cii_kit::status::error_code(status)
-                .filter(|c| cii_types::codes::lookup(c).is_some())
-                .unwrap_or_else(|| format!("{:?}", status.code())),
+            NodeCallError::Refused(_) | NodeCallError::Item(_) => {
+                let (status, code) = self.answered().unwrap_or((tonic::Code::Unknown, None));
+                code.filter(|c| cii_types::codes::lookup(c).is_some())
+                    .unwrap_or_else(|| format!("{status:?}"))
+            }
             NodeCallError::NoChannel(_) => "Unavailable".to_owned(),
-            NodeCallError::Corrupt => "Internal".to_owned(),
+            NodeCallError::Mismatch | NodeCallError::Corrupt => "Internal".to_owned(),
+        }
+    }
+
+    /// What the node answered, if it did: the gRPC status code and the stable code.
+    fn answered(&self) -> Option<(tonic::Code, Option<String>)> {
+        match self {
+            NodeCallError::Refused(status) => Some((status.code(), cii_kit::status::error_code(status))),
+            NodeCallError::Item(outcome) => Some((
+                tonic::Code::from_i32(outcome.status_code),
+                Some(outcome.error_code.clone()).filter(|c| !c.is_empty()),
+            )),
+            _ => None,
         }
     }
 
@@ -102,11 +130,11 @@ impl NodeCallError {
     pub fn is_permanent(&self) -> bool {
         match self {
             NodeCallError::Corrupt => true,
-            NodeCallError::NoChannel(_) => false,
-            NodeCallError::Refused(status) => {
-                matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange)
-                    || cii_kit::status::error_code(status).as_deref() == Some("SEALED_PAYLOAD_UNREADABLE")
-            }
+            NodeCallError::NoChannel(_) | NodeCallError::Mismatch => false,
+            NodeCallError::Refused(_) | NodeCallError::Item(_) => self.answered().is_some_and(|(status, code)| {
+                matches!(status, tonic::Code::InvalidArgument | tonic::Code::OutOfRange)
+                    || code.as_deref() == Some("SEALED_PAYLOAD_UNREADABLE")
+            }),
         }
     }
 
@@ -129,6 +157,7 @@ impl Nodes {
             identity,
             channels: Arc::new(Mutex::new(HashMap::new())),
             wake: Arc::new(Notify::new()),
+            waiting: Arc::new(Mutex::new(Waiting::default())),
             policy,
             metrics,
             log,
@@ -195,8 +224,9 @@ impl Nodes {
         Ok(())
     }
 
-    async fn deliver(&self, store: &Store, due: &Due) -> Result<(), NodeCallError> {
-        let recipient = InstitutionId::parse("recipient", &due.recipient).map_err(|_| NodeCallError::Corrupt)?;
+    /// The delivery as it goes out: a receipt queued by an earlier release gets its entry,
+    /// a notice queued by an earlier release its entry and receipt.
+    async fn prepare(&self, store: &Store, due: &Due) -> Result<node_pb::Delivery, NodeCallError> {
         let mut delivery = node_pb::Delivery::decode(due.delivery.as_slice()).map_err(|_| NodeCallError::Corrupt)?;
         if let Some(receipt) = delivery.receipt.as_mut() {
             // Queued by an earlier release, whose receipts did not carry their entry.
@@ -221,52 +251,41 @@ impl Nodes {
                 .await
                 .map_err(|e| NodeCallError::NoChannel(e.to_string()))?;
         }
-        let mut request = tonic::Request::new(delivery);
-        request.set_timeout(ATTEMPT_TIMEOUT);
-        self.client(&recipient)?.deliver(request).await?;
-        Ok(())
+        Ok(delivery)
     }
 
-    /// Tries a just-recorded delivery at once, unless older deliveries of the same
-    /// sender to the same recipient are waiting (order is kept). True if delivered.
-    pub async fn deliver_now(&self, store: &Store, sender: &str, transfer_id: &str) -> bool {
-        let head = match store.head_for(sender, transfer_id).await {
-            Ok(Some(due)) => due,
-            Ok(None) => return false,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox not readable");
-                return false;
-            }
-        };
-        self.attempt(store, &head).await
+    /// Waits for the round of the outbox that carries the just-released delivery of
+    /// (sender, transfer id). True if it was delivered; false if it waits behind older
+    /// deliveries of its pair, failed, or the round took longer than `DELIVER_NOW_WAIT`
+    /// (it stays queued).
+    pub async fn deliver_now(&self, sender: &str, transfer_id: &str) -> bool {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            let round = waiting.started + 1;
+            waiting
+                .calls
+                .insert((sender.to_owned(), transfer_id.to_owned()), (round, tell));
+        }
+        self.wake.notify_one();
+        matches!(tokio::time::timeout(DELIVER_NOW_WAIT, told).await, Ok(Ok(true)))
     }
 
-    /// One attempt; the outcome is recorded. True if delivered.
-    async fn attempt(&self, store: &Store, due: &Due) -> bool {
-        self.deliver_run(store, std::slice::from_ref(due)).await > 0
-    }
-
-    /// Delivers `run` (one recipient's due deliveries, oldest first): a failure holds
-    /// back only the rest of its own sender's deliveries. Marks the delivered ones in
-    /// one write; schedules each failed one's retry or dead-letters it. How many were
-    /// delivered.
-    async fn deliver_run(&self, store: &Store, run: &[Due]) -> usize {
+    /// Delivers `run` (one recipient's due deliveries, oldest first) in batches: a
+    /// failure holds back only the rest of its own sender's deliveries. Marks the
+    /// delivered ones in one write; schedules each failed one's retry or dead-letters it.
+    /// The (sender, transfer id) of those delivered.
+    async fn deliver_run(&self, store: &Store, run: &[Due]) -> Vec<(String, String)> {
+        let outcomes = self.send_run(store, run).await;
         let mut done = Vec::new();
-        let mut failed_senders = std::collections::HashSet::new();
-        for due in run {
-            if failed_senders.contains(&due.sender) {
-                continue;
-            }
-            match self.deliver(store, due).await {
-                Ok(()) => {
+        for (due, outcome) in run.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Delivered => {
                     cii_kit::metrics::Metrics::count(&self.metrics.deliveries, "DELIVERED");
                     tracing::debug!(recipient = %due.recipient, transfer_id = %due.transfer_id, "delivered");
                     done.push(due.clone());
                 }
-                Err(e) => {
-                    failed_senders.insert(due.sender.clone());
-                    self.failed(store, due, &e).await;
-                }
+                Outcome::Refused(e) => self.failed(store, due, &e).await,
+                Outcome::HeldBack => {}
             }
         }
         if !done.is_empty()
@@ -276,7 +295,98 @@ impl Nodes {
             // (idempotent on sender and transfer id).
             tracing::error!(error = %e, "deliveries not marked");
         }
-        done.len()
+        done.into_iter().map(|d| (d.sender, d.transfer_id)).collect()
+    }
+
+    /// Sends `run` to its recipient in batches of at most `BATCH_BYTES`; what became of each.
+    async fn send_run(&self, store: &Store, run: &[Due]) -> Vec<Outcome> {
+        let mut tally = Tally::new(run);
+        let Some(recipient) = run
+            .first()
+            .and_then(|due| InstitutionId::parse("recipient", &due.recipient).ok())
+        else {
+            tally.refuse_all(&(0..run.len()).collect::<Vec<_>>(), &NodeCallError::Corrupt);
+            return tally.outcomes;
+        };
+        let mut batch: Vec<(usize, node_pb::Delivery)> = Vec::new();
+        let mut bytes = 0;
+        for (index, due) in run.iter().enumerate() {
+            if tally.held_back(index) {
+                continue;
+            }
+            let delivery = match self.prepare(store, due).await {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    tally.refuse(index, e);
+                    continue;
+                }
+            };
+            let size = delivery.encoded_len();
+            if !batch.is_empty() && bytes + size > BATCH_BYTES {
+                self.send_batch(&recipient, std::mem::take(&mut batch), &mut tally)
+                    .await;
+                bytes = 0;
+                if tally.held_back(index) {
+                    continue;
+                }
+            }
+            bytes += size;
+            batch.push((index, delivery));
+        }
+        if !batch.is_empty() {
+            self.send_batch(&recipient, batch, &mut tally).await;
+        }
+        tally.outcomes
+    }
+
+    /// One batch call, its answer per item tallied. A node that does not know the batch
+    /// call (an earlier release) gets the items one by one, and so does a batch refused as
+    /// a whole for good (too large, say): each item then fails or passes on its own.
+    async fn send_batch(
+        &self,
+        recipient: &InstitutionId,
+        batch: Vec<(usize, node_pb::Delivery)>,
+        tally: &mut Tally<'_>,
+    ) {
+        let (indices, deliveries): (Vec<usize>, Vec<node_pb::Delivery>) = batch.into_iter().unzip();
+        let mut client = match self.client(recipient) {
+            Ok(client) => client,
+            Err(e) => return tally.refuse_all(&indices, &e),
+        };
+        let mut request = tonic::Request::new(node_pb::DeliveryBatch {
+            deliveries: deliveries.clone(),
+        });
+        request.set_timeout(ATTEMPT_TIMEOUT);
+        match client.deliver_batch(request).await.map(tonic::Response::into_inner) {
+            Ok(ack) if ack.outcomes.len() == indices.len() => {
+                for ((index, sent), outcome) in indices.into_iter().zip(&deliveries).zip(ack.outcomes) {
+                    tally.answer(index, sent, outcome);
+                }
+            }
+            Ok(_) => tally.refuse_all(&indices, &NodeCallError::Mismatch),
+            Err(status)
+                if status.code() == tonic::Code::Unimplemented
+                    || (indices.len() > 1 && NodeCallError::Refused(status.clone()).is_permanent()) =>
+            {
+                for (index, delivery) in indices.into_iter().zip(deliveries) {
+                    if !tally.held_back(index) {
+                        match self.deliver_one(recipient, delivery).await {
+                            Ok(()) => tally.set(index, Outcome::Delivered),
+                            Err(e) => tally.refuse(index, e),
+                        }
+                    }
+                }
+            }
+            Err(status) => tally.refuse_all(&indices, &NodeCallError::Refused(status)),
+        }
+    }
+
+    /// One delivery in its own call (`Deliver`).
+    async fn deliver_one(&self, recipient: &InstitutionId, delivery: node_pb::Delivery) -> Result<(), NodeCallError> {
+        let mut request = tonic::Request::new(delivery);
+        request.set_timeout(ATTEMPT_TIMEOUT);
+        self.client(recipient)?.deliver(request).await?;
+        Ok(())
     }
 
     /// Records a failed attempt: a retry with backoff, or a dead letter when the failure
@@ -373,10 +483,13 @@ impl Nodes {
                 tracing::warn!(error = %e, "outbox not readable");
                 Vec::new()
             });
-            let mut progressed = false;
+            let round = self.begin_round();
+            let mut delivered = std::collections::HashSet::new();
             for run in &runs {
-                progressed |= self.deliver_run(&store, run).await > 0;
+                delivered.extend(self.deliver_run(&store, run).await);
             }
+            let progressed = !delivered.is_empty();
+            self.end_round(round, &delivered);
             if progressed {
                 continue;
             }
@@ -385,6 +498,115 @@ impl Nodes {
                 _ = tokio::time::sleep(FIRST_RETRY) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+        }
+    }
+}
+
+impl Nodes {
+    /// A round of the outbox begins: the calls waiting now learn their fate at its end.
+    fn begin_round(&self) -> u64 {
+        self.waiting.lock().map_or(0, |mut waiting| {
+            waiting.started += 1;
+            waiting.started
+        })
+    }
+
+    /// Tells each call that waited for `round` (or an earlier one) whether its delivery went.
+    /// A call that came during the round waits for the next: its row may have been read
+    /// before it was released.
+    fn end_round(&self, round: u64, delivered: &std::collections::HashSet<(String, String)>) {
+        let Ok(mut waiting) = self.waiting.lock() else { return };
+        let calls = std::mem::take(&mut waiting.calls);
+        for (key, (wanted, tell)) in calls {
+            if delivered.contains(&key) {
+                let _ = tell.send(true);
+            } else if wanted <= round {
+                let _ = tell.send(false);
+            } else {
+                waiting.calls.insert(key, (wanted, tell));
+            }
+        }
+    }
+}
+
+/// The senders' calls waiting for a round of the outbox (`Nodes::deliver_now`).
+#[derive(Default)]
+struct Waiting {
+    /// The number of the last round begun.
+    started: u64,
+    /// (sender, transfer id) → (the first round that will have read its row, the answer).
+    calls: HashMap<(String, String), (u64, tokio::sync::oneshot::Sender<bool>)>,
+}
+
+/// What became of one delivery of a run.
+enum Outcome {
+    Delivered,
+    Refused(NodeCallError),
+    /// Not tried: an earlier delivery of its sender was refused (order is kept).
+    HeldBack,
+}
+
+/// What became of each delivery of a run so far, and the senders already refused in it
+/// (their later deliveries are held back: the order per pair is kept).
+struct Tally<'a> {
+    run: &'a [Due],
+    outcomes: Vec<Outcome>,
+    refused: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(run: &'a [Due]) -> Tally<'a> {
+        Tally {
+            run,
+            outcomes: run.iter().map(|_| Outcome::HeldBack).collect(),
+            refused: std::collections::HashSet::new(),
+        }
+    }
+
+    fn sender(&self, index: usize) -> Option<&'a str> {
+        self.run.get(index).map(|due| due.sender.as_str())
+    }
+
+    /// Whether the delivery at `index` waits behind a refused one of its sender.
+    fn held_back(&self, index: usize) -> bool {
+        self.sender(index).is_some_and(|sender| self.refused.contains(sender))
+    }
+
+    fn set(&mut self, index: usize, outcome: Outcome) {
+        if let Some(slot) = self.outcomes.get_mut(index) {
+            *slot = outcome;
+        }
+    }
+
+    fn refuse(&mut self, index: usize, e: NodeCallError) {
+        if let Some(sender) = self.sender(index) {
+            self.refused.insert(sender);
+        }
+        self.set(index, Outcome::Refused(e));
+    }
+
+    /// The items at `indices` were refused together: each sender's first one carries the
+    /// failure (an attempt counted, a retry scheduled), its later ones are held back.
+    fn refuse_all(&mut self, indices: &[usize], e: &NodeCallError) {
+        for &index in indices {
+            if !self.held_back(index) {
+                self.refuse(index, e.clone());
+            }
+        }
+    }
+
+    /// The node's answer for the item at `index`, which went out as `sent`.
+    fn answer(&mut self, index: usize, sent: &node_pb::Delivery, outcome: node_pb::DeliveryOutcome) {
+        if outcome.transfer_id != sent.transfer_id || outcome.sender != sent.sender {
+            self.refuse(index, NodeCallError::Mismatch);
+        } else if outcome.held_back {
+            if let Some(sender) = self.sender(index) {
+                self.refused.insert(sender);
+            }
+        } else if outcome.status_code == 0 {
+            self.set(index, Outcome::Delivered);
+        } else {
+            self.refuse(index, NodeCallError::Item(outcome));
         }
     }
 }
@@ -548,7 +770,112 @@ pub(crate) async fn fill_entry(audit_store: &cii_audit::Store, receipt: &mut cii
 
 #[cfg(test)]
 mod tests {
-    use super::NodeCallError;
+    use super::{NodeCallError, Outcome, Tally};
+    use crate::store::Due;
+    use cii_proto::node as node_pb;
+
+    fn due(sender: &str, transfer_id: &str) -> Due {
+        Due {
+            seq: 0,
+            recipient: "AI-VS".into(),
+            sender: sender.into(),
+            transfer_id: transfer_id.into(),
+            delivery: Vec::new(),
+            attempts: 0,
+            queued_micros: 0,
+        }
+    }
+
+    fn sent(due: &Due) -> node_pb::Delivery {
+        node_pb::Delivery {
+            transfer_id: due.transfer_id.clone(),
+            sender: due.sender.clone(),
+            ..node_pb::Delivery::default()
+        }
+    }
+
+    fn outcome(due: &Due, status_code: i32, held_back: bool) -> node_pb::DeliveryOutcome {
+        node_pb::DeliveryOutcome {
+            transfer_id: due.transfer_id.clone(),
+            sender: due.sender.clone(),
+            error_code: if status_code == 0 {
+                String::new()
+            } else {
+                "SEALED_PAYLOAD_UNREADABLE".into()
+            },
+            status_code,
+            held_back,
+            ..node_pb::DeliveryOutcome::default()
+        }
+    }
+
+    fn names(tally: &Tally<'_>) -> Vec<&'static str> {
+        tally
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Delivered => "delivered",
+                Outcome::Refused(e) if e.is_permanent() => "refused for good",
+                Outcome::Refused(_) => "refused",
+                Outcome::HeldBack => "held back",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_item_holds_back_only_its_own_senders_later_items() {
+        let run = [
+            due("ORP-VS", "o1"),
+            due("AS-VS", "s1"),
+            due("ORP-VS", "o2"),
+            due("AS-VS", "s2"),
+        ];
+        let mut tally = Tally::new(&run);
+        tally.answer(
+            0,
+            &sent(&run[0]),
+            outcome(&run[0], tonic::Code::Unavailable as i32, false),
+        );
+        tally.answer(1, &sent(&run[1]), outcome(&run[1], 0, false));
+        // The node held o2 back (o1 refused); AS-VS's items go on.
+        tally.answer(2, &sent(&run[2]), outcome(&run[2], 0, true));
+        tally.answer(3, &sent(&run[3]), outcome(&run[3], 0, false));
+        assert_eq!(
+            names(&tally),
+            ["refused for good", "delivered", "held back", "delivered"]
+        );
+        assert!(tally.held_back(2) && !tally.held_back(3));
+    }
+
+    #[test]
+    fn an_answer_for_another_item_is_a_transient_refusal() {
+        let run = [due("ORP-VS", "o1"), due("ORP-VS", "o2")];
+        let mut tally = Tally::new(&run);
+        tally.answer(0, &sent(&run[0]), outcome(&run[1], 0, false));
+        assert_eq!(names(&tally), ["refused", "held back"]);
+        assert_eq!(
+            tally
+                .outcomes
+                .first()
+                .map(|o| matches!(o, Outcome::Refused(NodeCallError::Mismatch))),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn a_batch_refused_as_a_whole_charges_each_senders_first_item() {
+        let run = [due("ORP-VS", "o1"), due("ORP-VS", "o2"), due("AS-VS", "s1")];
+        let mut tally = Tally::new(&run);
+        tally.refuse_all(&[0, 1, 2], &NodeCallError::NoChannel("down".into()));
+        assert_eq!(names(&tally), ["refused", "held back", "refused"]);
+        let item = NodeCallError::Item(outcome(&run[0], tonic::Code::InvalidArgument as i32, false));
+        assert!(item.is_permanent());
+        assert_eq!(item.code(), "SEALED_PAYLOAD_UNREADABLE");
+        // A node chooses its answers: an unregistered code never reaches a label or a sender.
+        let mut made_up = outcome(&run[0], tonic::Code::InvalidArgument as i32, false);
+        made_up.error_code = "ANY TEXT A NODE LIKES".into();
+        assert_eq!(NodeCallError::Item(made_up).code(), "InvalidArgument");
+    }
 
     #[test]
     fn only_a_refusal_of_the_delivery_itself_is_permanent() {

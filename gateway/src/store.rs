@@ -411,21 +411,6 @@ impl Store {
         Ok(runs)
     }
 
-    /// The delivery of (sender, transfer id) if it is the oldest waiting one of its
-    /// (sender, recipient) pair.
-    pub async fn head_for(&self, sender: &str, transfer_id: &str) -> Result<Option<Due>, StoreError> {
-        let row = sqlx::query(
-            "SELECT seq, recipient, sender, transfer_id, delivery, attempts, queued_micros FROM outbox o \
-             WHERE sender = ?1 AND transfer_id = ?2 AND held = 0 \
-             AND seq = (SELECT MIN(seq) FROM outbox h WHERE h.recipient = o.recipient AND h.sender = o.sender)",
-        )
-        .bind(sender)
-        .bind(transfer_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(due_row))
-    }
-
     /// A permitted pull was answered: the answer (sealed to the requester) is kept until
     /// `until_micros`, for the same request's retries.
     pub async fn provided(
@@ -750,10 +735,11 @@ mod tests {
         assert_eq!(run(&store, 64).await, ["s1"]);
         // A dead letter leaves the outbox and frees its pair.
         release(&store, "o1").await;
-        let head = store
-            .head_for("ORP-VS", "o1")
-            .await
-            .expect("read")
+        let runs = store.due_runs(&["AI-VS".to_owned()], 1_000, 64).await.expect("runs");
+        let head = runs
+            .into_iter()
+            .flatten()
+            .find(|d| d.transfer_id == "o1")
             .expect("o1 is its pair's head");
         store
             .dead_letter(&head, "MESSAGE_TOO_LARGE", 10, None)

@@ -233,3 +233,139 @@ async fn a_notice_queued_by_the_earlier_release_is_logged_and_arrives() {
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(logged[0].consents, ["c-old@2"]);
 }
+
+/// A batch is answered item by item: a delivery the node refuses for good, sent in one call
+/// with the deliveries queued behind it, is dead-lettered alone at that refusal; its sender's
+/// later deliveries in the call are held back by the node (not tried, no attempt counted) and
+/// arrive at the next round, in their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refused_item_of_a_batch_is_dead_lettered_alone_and_the_rest_arrive_in_order() {
+    let mut net = Network::start_with(
+        &two(),
+        Options {
+            network_roles: vec![0],
+            ..Options::default()
+        },
+    )
+    .await;
+    crate::enrol_both(&net).await;
+    net.stop_node(1).await;
+    net.restart_gateway(|dir| {
+        // Queued by an earlier release without a transfer id inside: refused for good (FIELD_REQUIRED).
+        let delivery = node_pb::Delivery {
+            sender: "ORP-VS".into(),
+            ..node_pb::Delivery::default()
+        }
+        .encode_to_vec();
+        plant_outbox(dir, "ORP-VS", "t-bad", delivery);
+    })
+    .await;
+    let sent = ["t-1", "t-2", "t-3"];
+    for id in sent {
+        let answer = node(&net, 0)
+            .send(with_token(
+                crate::report(id, "reduced capacity"),
+                &net.token(0, "caseworker.1", &[Role::Caseworker]),
+            ))
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(
+            answer.state,
+            gw::transfer_response::State::Queued as i32,
+            "{id}: the recipient is down"
+        );
+    }
+    net.restart_node(1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let arrived = loop {
+        let arrived: Vec<String> = inbox(&net, 1).await.into_iter().map(|i| i.transfer_id).collect();
+        if arrived.len() >= sent.len() {
+            break arrived;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "arrived only {arrived:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        arrived, sent,
+        "in the order they were sent, the refused one not among them"
+    );
+    let operator = net.token(0, "operator.1", &[Role::Operator]);
+    let dead = node(&net, 0)
+        .list_dead_letters(with_token(ListDeadLettersRequest { limit: 0 }, &operator))
+        .await
+        .expect("list")
+        .into_inner()
+        .dead_letters;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].transfer_id.as_str(), dead[0].error_code.as_str()),
+        ("t-bad", "FIELD_REQUIRED")
+    );
+    let dir = net.stop().await;
+    let url = format!("sqlite:{}", dir.path().join("gateway/gateway.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway db");
+    for id in sent {
+        let attempts: i64 =
+            sqlx::query_scalar("SELECT attempts FROM transfer WHERE sender = 'ORP-VS' AND transfer_id = ?1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("row");
+        assert_eq!(attempts, 1, "{id} was tried once: held back, not refused, behind t-bad");
+    }
+    pool.close().await;
+}
+
+/// Order within a batch: a delivery refused for now (its receipt does not verify) and its
+/// sender's next delivery go out in one call once both are due; the node tries the first,
+/// holds the second back, stores neither, and the second stays queued behind the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_refused_for_now_holds_back_its_senders_next_one_in_the_same_batch() {
+    let mut net = Network::start(&two()).await;
+    crate::enrol_both(&net).await;
+    net.restart_gateway(|dir| {
+        // Queued by an earlier release without a receipt: refused for now (RECEIPT_INVALID), retried.
+        let delivery = node_pb::Delivery {
+            transfer_id: "t-stuck".into(),
+            sender: "ORP-VS".into(),
+            ..node_pb::Delivery::default()
+        }
+        .encode_to_vec();
+        plant_outbox(dir, "ORP-VS", "t-stuck", delivery);
+    })
+    .await;
+    let caseworker = net.token(0, "caseworker.1", &[Role::Caseworker]);
+    let answer = node(&net, 0)
+        .send(with_token(crate::report("t-next", "reduced capacity"), &caseworker))
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(
+        answer.state,
+        gw::transfer_response::State::Queued as i32,
+        "behind t-stuck"
+    );
+    // t-stuck is retried after 0.25, 0.5, 1 and 2 s; from its second retry on, t-next rides in the same call.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        inbox(&net, 1).await.is_empty(),
+        "t-next must not overtake t-stuck: the node holds it back"
+    );
+    let state = node(&net, 0)
+        .get_transfer(with_token(
+            gw::GetTransferRequest {
+                transfer_id: "t-next".into(),
+            },
+            &caseworker,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(state.state, gw::transfer_response::State::Queued as i32);
+    assert_eq!(
+        state.delivery_attempts, 0,
+        "held back: never charged with t-stuck's refusal"
+    );
+    net.stop().await;
+}

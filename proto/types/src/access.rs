@@ -185,6 +185,7 @@ pub const RPCS: &[Row] = &[
     // A node's inbound API: the gateway only (its certificate, checked by TLS).
     row("/cii.node.v1.NodeInbound/Ping", Access::Peer),
     row("/cii.node.v1.NodeInbound/Deliver", Access::Peer),
+    row("/cii.node.v1.NodeInbound/DeliverBatch", Access::Peer),
     row("/cii.node.v1.NodeInbound/Provide", Access::Peer),
     row("/cii.node.v1.NodeInbound/OfferReview", Access::Peer),
     // A witness of the audit log (a node's inbound API, or an independent witness): the gateway only.

@@ -91,6 +91,76 @@ impl NodeInboundService {
         )
     }
 
+    /// A delivery checked and opened, ready to store: its receipt against the checkpoints
+    /// this node witnessed (a rewritten log stops the node here), its entry bound to it, its
+    /// content opened, its person recognised. A notice of the gateway's own (a consent change,
+    /// a dead letter) is checked against its entry the same way.
+    async fn accept(&self, mut delivery: pb::Delivery) -> Result<crate::store::Received, Status> {
+        if delivery.transfer_id.is_empty() || delivery.sender.is_empty() {
+            return Err(NodeError::FieldRequired {
+                field: "transfer_id",
+                what: "transfer_id and sender are required",
+            }
+            .into());
+        }
+        self.witness
+            .check_receipt(&self.audit, delivery.receipt.as_mut())
+            .await
+            .map_err(NodeError::from)?;
+        if delivery.notice.is_some() || delivery.failure.is_some() {
+            let receipt = delivery
+                .receipt
+                .as_ref()
+                .ok_or(NodeError::ReceiptMismatch("no receipt"))?;
+            crate::binding::check_notice(receipt, self.institution.as_str(), &delivery)?;
+            let item = pb::InboxItem {
+                transfer_id: delivery.transfer_id.clone(),
+                sender: "gateway".to_owned(),
+                delivered_at: Some(cii_types::time::timestamp(self.clock.now())),
+                notice: delivery.notice,
+                failure: delivery.failure,
+                ..pb::InboxItem::default()
+            };
+            return Ok(crate::store::Received {
+                sender: "gateway".to_owned(),
+                transfer_id: delivery.transfer_id,
+                item: item.encode_to_vec(),
+                identity: None,
+            });
+        }
+        let entry = self.bound_entry(&delivery)?;
+        let content = self.open(&delivery)?;
+        crate::binding::check_content(&entry, content.payload.as_ref())?;
+        let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
+        // A list is matched pseudonymously: each person to this institution's record, or ''.
+        let mut list_record_ids = Vec::with_capacity(delivery.list_persons.len());
+        for person in &delivery.list_persons {
+            list_record_ids.push(self.recognise(Some(person)).await?.0);
+        }
+        let item = pb::InboxItem {
+            id: String::new(),
+            transfer_id: delivery.transfer_id.clone(),
+            sender: delivery.sender.clone(),
+            local_record_id,
+            payload: content.payload,
+            delivered_at: Some(cii_types::time::timestamp(self.clock.now())),
+            decision: delivery.decision,
+            written_request: content.written_request,
+            pseudonym,
+            avs_number: String::new(),
+            receipt: delivery.receipt,
+            notice: None,
+            failure: None,
+            list_record_ids,
+        };
+        Ok(crate::store::Received {
+            sender: delivery.sender,
+            transfer_id: delivery.transfer_id,
+            item: item.encode_to_vec(),
+            identity: delivery.identity.map(|i| i.ciphertext),
+        })
+    }
+
     /// The person's local record id, if enrolled here, and the pseudonym in hex.
     async fn recognise(
         &self,
@@ -121,87 +191,62 @@ impl NodeInbound for NodeInboundService {
     /// Checks the receipt (a rewritten log stops the node here), opens the
     /// sealed content, recognises the person, and stores the item once.
     async fn deliver(&self, request: Request<pb::Delivery>) -> Result<Response<pb::DeliveryAck>, Status> {
-        let mut delivery = request.into_inner();
-        if delivery.transfer_id.is_empty() || delivery.sender.is_empty() {
-            return Err(NodeError::FieldRequired {
-                field: "transfer_id",
-                what: "transfer_id and sender are required",
+        let delivery = request.into_inner();
+        let transfer_id = delivery.transfer_id.clone();
+        let received = self.accept(delivery).await?;
+        let now = cii_types::time::micros(self.clock.now());
+        self.store
+            .receive(std::slice::from_ref(&received), now)
+            .await
+            .map_err(NodeError::from)?;
+        received.log();
+        Ok(Response::new(pb::DeliveryAck { transfer_id }))
+    }
+
+    /// Each item checked as `deliver` checks it, the accepted ones stored in one
+    /// transaction, an answer per item. A sender's items after its first refused one are
+    /// held back, not tried: stored, they would overtake the refused one.
+    async fn deliver_batch(
+        &self,
+        request: Request<pb::DeliveryBatch>,
+    ) -> Result<Response<pb::DeliveryBatchAck>, Status> {
+        let deliveries = request.into_inner().deliveries;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut accepted = Vec::with_capacity(deliveries.len());
+        let mut refused_senders = std::collections::HashSet::new();
+        for delivery in deliveries {
+            let mut outcome = pb::DeliveryOutcome {
+                transfer_id: delivery.transfer_id.clone(),
+                sender: delivery.sender.clone(),
+                ..pb::DeliveryOutcome::default()
+            };
+            if refused_senders.contains(&delivery.sender) {
+                outcome.held_back = true;
+            } else {
+                match self.accept(delivery).await {
+                    Ok(received) => accepted.push((outcomes.len(), received)),
+                    Err(status) => {
+                        refused_senders.insert(outcome.sender.clone());
+                        refuse(&mut outcome, &status);
+                    }
+                }
             }
-            .into());
+            outcomes.push(outcome);
         }
         let now = cii_types::time::micros(self.clock.now());
-        let ack = Response::new(pb::DeliveryAck {
-            transfer_id: delivery.transfer_id.clone(),
-        });
-        if delivery.notice.is_some() || delivery.failure.is_some() {
-            // The gateway's own notices: a consent change, or a dead-lettered delivery; each
-            // logged before it was sent, and checked against its entry here.
-            self.witness
-                .check_receipt(&self.audit, delivery.receipt.as_mut())
-                .await
-                .map_err(NodeError::from)?;
-            let receipt = delivery
-                .receipt
-                .as_ref()
-                .ok_or(NodeError::ReceiptMismatch("no receipt"))?;
-            crate::binding::check_notice(receipt, self.institution.as_str(), &delivery)?;
-            let item = pb::InboxItem {
-                transfer_id: delivery.transfer_id.clone(),
-                sender: "gateway".to_owned(),
-                delivered_at: Some(cii_types::time::timestamp(self.clock.now())),
-                notice: delivery.notice,
-                failure: delivery.failure,
-                ..pb::InboxItem::default()
-            };
-            self.store
-                .receive("gateway", &delivery.transfer_id, &item.encode_to_vec(), None, now)
-                .await
-                .map_err(NodeError::from)?;
-            tracing::info!(notice = %delivery.transfer_id, "notice received");
-            return Ok(ack);
+        let items: Vec<_> = accepted.iter().map(|(_, r)| r.clone()).collect();
+        if let Err(e) = self.store.receive(&items, now).await {
+            // Nothing of the batch was stored: every accepted item is refused with the store's error.
+            let status = Status::from(NodeError::from(e));
+            for (index, _) in &accepted {
+                if let Some(outcome) = outcomes.get_mut(*index) {
+                    refuse(outcome, &status);
+                }
+            }
+        } else {
+            items.iter().for_each(crate::store::Received::log);
         }
-        self.witness
-            .check_receipt(&self.audit, delivery.receipt.as_mut())
-            .await
-            .map_err(NodeError::from)?;
-        let entry = self.bound_entry(&delivery)?;
-        let content = self.open(&delivery)?;
-        crate::binding::check_content(&entry, content.payload.as_ref())?;
-        let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
-        // A list is matched pseudonymously: each person to this institution's record, or ''.
-        let mut list_record_ids = Vec::with_capacity(delivery.list_persons.len());
-        for person in &delivery.list_persons {
-            list_record_ids.push(self.recognise(Some(person)).await?.0);
-        }
-        let item = pb::InboxItem {
-            id: String::new(),
-            transfer_id: delivery.transfer_id.clone(),
-            sender: delivery.sender.clone(),
-            local_record_id,
-            payload: content.payload,
-            delivered_at: Some(cii_types::time::timestamp(self.clock.now())),
-            decision: delivery.decision,
-            written_request: content.written_request,
-            pseudonym,
-            avs_number: String::new(),
-            receipt: delivery.receipt,
-            notice: None,
-            failure: None,
-            list_record_ids,
-        };
-        let identity = delivery.identity.map(|i| i.ciphertext);
-        self.store
-            .receive(
-                &delivery.sender,
-                &delivery.transfer_id,
-                &item.encode_to_vec(),
-                identity.as_deref(),
-                now,
-            )
-            .await
-            .map_err(NodeError::from)?;
-        tracing::info!(sender = %delivery.sender, transfer_id = %delivery.transfer_id, "delivery received");
-        Ok(ack)
+        Ok(Response::new(pb::DeliveryBatchAck { outcomes }))
     }
 
     /// Answers a permitted pull from what this institution published; the
@@ -281,4 +326,11 @@ impl NodeInbound for NodeInboundService {
         tracing::info!(requester = %ask.requester, transfer_id = %ask.transfer_id, "data provided");
         Ok(Response::new(pb::ProvideResponse { payload: Some(payload) }))
     }
+}
+
+/// A batch item's refusal, as `Deliver` would have answered it.
+fn refuse(outcome: &mut pb::DeliveryOutcome, status: &Status) {
+    outcome.error_code = cii_kit::status::error_code(status).unwrap_or_default();
+    outcome.status_code = status.code() as i32;
+    outcome.message = status.message().to_owned();
 }

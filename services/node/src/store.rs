@@ -55,6 +55,37 @@ pub enum Recorded {
     PersonUnderOtherRecord(String),
 }
 
+/// A delivery checked and opened, ready to store in the inbox.
+#[derive(Clone)]
+pub struct Received {
+    /// The sender (`gateway` for the gateway's notices).
+    pub sender: String,
+    /// The sender's transfer id (or the notice id).
+    pub transfer_id: String,
+    /// The encoded inbox item (sealed with the store key when stored).
+    pub item: Vec<u8>,
+    /// The AVS number sealed to this node, when released.
+    pub identity: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // INVARIANT (no-plaintext-in-logs): the item holds the opened payload.
+        write!(f, "Received({}/{})", self.sender, self.transfer_id)
+    }
+}
+
+impl Received {
+    /// The log line of a stored delivery (ids only).
+    pub fn log(&self) {
+        if self.sender == "gateway" {
+            tracing::info!(notice = %self.transfer_id, "notice received");
+        } else {
+            tracing::info!(sender = %self.sender, transfer_id = %self.transfer_id, "delivery received");
+        }
+    }
+}
+
 /// The node's store.
 pub struct Store {
     pool: SqlitePool,
@@ -379,27 +410,26 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a delivery; a repeat of (sender, transfer id) changes nothing.
-    pub async fn receive(
-        &self,
-        sender: &str,
-        transfer_id: &str,
-        item: &[u8],
-        identity: Option<&[u8]>,
-        at_micros: i64,
-    ) -> Result<(), StoreError> {
-        let sealed = self.seal_with(row_aad("inbox", &format!("{sender}/{transfer_id}")), item.to_vec())?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO inbox (sender, transfer_id, item, identity, received_micros, sealed) \
-             VALUES (?, ?, ?, ?, ?, 1)",
-        )
-        .bind(sender)
-        .bind(transfer_id)
-        .bind(sealed)
-        .bind(identity)
-        .bind(at_micros)
-        .execute(&self.pool)
-        .await?;
+    /// Stores delivered items in one transaction, each once: a delivery sent again (the
+    /// gateway retries until it knows it was stored) is ignored.
+    pub async fn receive(&self, items: &[Received], at_micros: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for received in items {
+            let aad = row_aad("inbox", &format!("{}/{}", received.sender, received.transfer_id));
+            let sealed = self.seal_with(aad, received.item.clone())?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO inbox (sender, transfer_id, item, identity, received_micros, sealed) \
+                 VALUES (?, ?, ?, ?, ?, 1)",
+            )
+            .bind(&received.sender)
+            .bind(&received.transfer_id)
+            .bind(sealed)
+            .bind(received.identity.as_deref())
+            .bind(at_micros)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -609,7 +639,15 @@ mod tests {
         let store = open(&dir, [7; 32]).await;
         store.save_outgoing("t-1", &[1; 32], b"SENT-PLAINTEXT-1").await.unwrap();
         store
-            .receive("AI-VS", "t-9", b"RECEIVED-PLAINTEXT-9", None, 5)
+            .receive(
+                &[Received {
+                    sender: "AI-VS".into(),
+                    transfer_id: "t-9".into(),
+                    item: b"RECEIVED-PLAINTEXT-9".to_vec(),
+                    identity: None,
+                }],
+                5,
+            )
             .await
             .unwrap();
         store.publish("R-1", b"PUBLISHED-PLAINTEXT-1").await.unwrap();

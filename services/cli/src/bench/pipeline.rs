@@ -294,6 +294,9 @@ mod relay {
         async fn provide(&self, _: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
             Err(Status::unimplemented("relay benchmark"))
         }
+        async fn deliver_batch(&self, _: Request<pb::DeliveryBatch>) -> Result<Response<pb::DeliveryBatchAck>, Status> {
+            Err(Status::unimplemented("relay benchmark"))
+        }
         async fn offer_review(
             &self,
             _: Request<pb::OfferReviewRequest>,
@@ -311,6 +314,9 @@ mod relay {
             self.0.clone().deliver(request.into_inner()).await
         }
         async fn provide(&self, _: Request<pb::ProvideRequest>) -> Result<Response<pb::ProvideResponse>, Status> {
+            Err(Status::unimplemented("relay benchmark"))
+        }
+        async fn deliver_batch(&self, _: Request<pb::DeliveryBatch>) -> Result<Response<pb::DeliveryBatchAck>, Status> {
             Err(Status::unimplemented("relay benchmark"))
         }
         async fn offer_review(
