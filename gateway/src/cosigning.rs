@@ -43,6 +43,16 @@ pub struct Witnessed {
 }
 
 impl Witnessed {
+    /// Changes whenever a newer checkpoint is cosigned.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Cosigned>>> {
+        self.latest.clone()
+    }
+
+    /// The newest cosigned checkpoint if it already covers entry `index` (no waiting).
+    pub fn covering_now(&self, index: u64) -> Option<Arc<Cosigned>> {
+        self.latest.borrow().as_ref().filter(|c| c.size > index).cloned()
+    }
+
     /// The newest cosigned checkpoint covering entry `index`, waiting up to `wait` for one.
     pub async fn covering(&self, index: u64, wait: Duration) -> Option<Arc<Cosigned>> {
         let mut latest = self.latest.clone();

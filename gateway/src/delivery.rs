@@ -8,7 +8,7 @@
 //! refusal, and one it cannot reach leaves after `give_up`; while it waits it
 //! holds back only its own pair's later deliveries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,8 @@ pub struct Nodes {
     log: cii_audit::Log,
     /// Read for the entry bytes of receipts an earlier release queued without them.
     audit_store: cii_audit::Store,
+    /// The newest checkpoint a quorum of witnesses cosigned: receipts go out on it.
+    witnessed: crate::cosigning::Witnessed,
 }
 
 /// How long deliveries are retried.
@@ -150,7 +152,7 @@ impl Nodes {
         identity: TlsIdentity,
         policy: RetryPolicy,
         metrics: cii_kit::metrics::Metrics,
-        (log, audit_store): (cii_audit::Log, cii_audit::Store),
+        (log, audit_store, witnessed): (cii_audit::Log, cii_audit::Store, crate::cosigning::Witnessed),
     ) -> Nodes {
         Nodes {
             registry,
@@ -162,6 +164,7 @@ impl Nodes {
             metrics,
             log,
             audit_store,
+            witnessed,
         }
     }
 
@@ -226,7 +229,9 @@ impl Nodes {
 
     /// The delivery as it goes out: a receipt queued by an earlier release gets its entry,
     /// a notice queued by an earlier release its entry and receipt.
-    async fn prepare(&self, store: &Store, due: &Due) -> Result<node_pb::Delivery, NodeCallError> {
+    /// `None` while no checkpoint a quorum of witnesses cosigned covers its entry: the node
+    /// would only wait for one (or refuse the receipt), holding up the whole round.
+    async fn prepare(&self, store: &Store, due: &Due) -> Result<Option<node_pb::Delivery>, NodeCallError> {
         let mut delivery = node_pb::Delivery::decode(due.delivery.as_slice()).map_err(|_| NodeCallError::Corrupt)?;
         if let Some(receipt) = delivery.receipt.as_mut() {
             // Queued by an earlier release, whose receipts did not carry their entry.
@@ -251,7 +256,27 @@ impl Nodes {
                 .await
                 .map_err(|e| NodeCallError::NoChannel(e.to_string()))?;
         }
-        Ok(delivery)
+        if let Some(receipt) = delivery.receipt.as_mut()
+            && !self.witnessed_receipt(receipt).await
+        {
+            return Ok(None);
+        }
+        Ok(Some(delivery))
+    }
+
+    /// Moves a receipt onto the newest checkpoint a quorum of witnesses cosigned, if one
+    /// covers the entry yet (false if none does): the node checks the cosignatures and the
+    /// proof itself, without asking back (`Audit/GetWitnessedInclusion`, still there for a
+    /// receipt that comes otherwise).
+    async fn witnessed_receipt(&self, receipt: &mut cii_proto::common::Receipt) -> bool {
+        let Some(cosigned) = self.witnessed.covering_now(receipt.leaf_index) else {
+            return false;
+        };
+        if let Ok((_, _, proof)) = self.log.inclusion_proof(receipt.leaf_index, cosigned.size).await {
+            receipt.checkpoint.clone_from(&cosigned.note);
+            receipt.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
+        }
+        true
     }
 
     /// Waits for the round of the outbox that carries the just-released delivery of
@@ -273,10 +298,11 @@ impl Nodes {
     /// Delivers `run` (one recipient's due deliveries, oldest first) in batches: a
     /// failure holds back only the rest of its own sender's deliveries. Marks the
     /// delivered ones in one write; schedules each failed one's retry or dead-letters it.
-    /// The (sender, transfer id) of those delivered.
-    async fn deliver_run(&self, store: &Store, run: &[Due]) -> Vec<(String, String)> {
+    /// The (sender, transfer id) of those delivered, and of those not witnessed yet.
+    async fn deliver_run(&self, store: &Store, run: &[Due]) -> (Vec<(String, String)>, Vec<(String, String)>) {
         let outcomes = self.send_run(store, run).await;
         let mut done = Vec::new();
+        let mut unwitnessed = Vec::new();
         for (due, outcome) in run.iter().zip(outcomes) {
             match outcome {
                 Outcome::Delivered => {
@@ -285,6 +311,7 @@ impl Nodes {
                     done.push(due.clone());
                 }
                 Outcome::Refused(e) => self.failed(store, due, &e).await,
+                Outcome::Unwitnessed => unwitnessed.push((due.sender.clone(), due.transfer_id.clone())),
                 Outcome::HeldBack => {}
             }
         }
@@ -295,7 +322,10 @@ impl Nodes {
             // (idempotent on sender and transfer id).
             tracing::error!(error = %e, "deliveries not marked");
         }
-        done.into_iter().map(|d| (d.sender, d.transfer_id)).collect()
+        (
+            done.into_iter().map(|d| (d.sender, d.transfer_id)).collect(),
+            unwitnessed,
+        )
     }
 
     /// Sends `run` to its recipient in batches of at most `BATCH_BYTES`; what became of each.
@@ -315,7 +345,11 @@ impl Nodes {
                 continue;
             }
             let delivery = match self.prepare(store, due).await {
-                Ok(delivery) => delivery,
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => {
+                    tally.unwitnessed(index);
+                    continue;
+                }
                 Err(e) => {
                     tally.refuse(index, e);
                     continue;
@@ -463,6 +497,8 @@ impl Nodes {
     /// The outbox worker: delivers each recipient's waiting items, oldest first,
     /// when they are due, until `stop` is set.
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+        // A new cosigned checkpoint makes the deliveries it covers ready.
+        let mut cosigned = self.witnessed.subscribe();
         let mut swept = tokio::time::Instant::now();
         loop {
             let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
@@ -479,22 +515,26 @@ impl Nodes {
                 .institutions()
                 .map(|i| i.id.to_string())
                 .collect();
+            // Begun before the read: a call that waits for this round has its row in it.
+            let round = self.begin_round();
             let runs = store.due_runs(&recipients, now, RUN_LIMIT).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "outbox not readable");
                 Vec::new()
             });
-            let round = self.begin_round();
-            let mut delivered = std::collections::HashSet::new();
+            let (mut delivered, mut unwitnessed) = (HashSet::new(), HashSet::new());
             for run in &runs {
-                delivered.extend(self.deliver_run(&store, run).await);
+                let (done, waiting) = self.deliver_run(&store, run).await;
+                delivered.extend(done);
+                unwitnessed.extend(waiting);
             }
             let progressed = !delivered.is_empty();
-            self.end_round(round, &delivered);
+            self.end_round(round, &delivered, &unwitnessed);
             if progressed {
                 continue;
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
+                Ok(()) = cosigned.changed() => {}
                 _ = tokio::time::sleep(FIRST_RETRY) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
@@ -512,15 +552,15 @@ impl Nodes {
     }
 
     /// Tells each call that waited for `round` (or an earlier one) whether its delivery went.
-    /// A call that came during the round waits for the next: its row may have been read
-    /// before it was released.
-    fn end_round(&self, round: u64, delivered: &std::collections::HashSet<(String, String)>) {
+    /// A call that came during the round waits for the next (its row may have been read
+    /// before it was released), and so does one whose entry was not witnessed yet.
+    fn end_round(&self, round: u64, delivered: &HashSet<(String, String)>, unwitnessed: &HashSet<(String, String)>) {
         let Ok(mut waiting) = self.waiting.lock() else { return };
         let calls = std::mem::take(&mut waiting.calls);
         for (key, (wanted, tell)) in calls {
             if delivered.contains(&key) {
                 let _ = tell.send(true);
-            } else if wanted <= round {
+            } else if wanted <= round && !unwitnessed.contains(&key) {
                 let _ = tell.send(false);
             } else {
                 waiting.calls.insert(key, (wanted, tell));
@@ -542,7 +582,9 @@ struct Waiting {
 enum Outcome {
     Delivered,
     Refused(NodeCallError),
-    /// Not tried: an earlier delivery of its sender was refused (order is kept).
+    /// Not tried yet: no checkpoint a quorum of witnesses cosigned covers its entry.
+    Unwitnessed,
+    /// Not tried: an earlier delivery of its sender was refused or is not ready (order is kept).
     HeldBack,
 }
 
@@ -576,6 +618,14 @@ impl<'a> Tally<'a> {
         if let Some(slot) = self.outcomes.get_mut(index) {
             *slot = outcome;
         }
+    }
+
+    /// The delivery at `index` waits for its entry to be witnessed; its sender's later ones wait behind it.
+    fn unwitnessed(&mut self, index: usize) {
+        if let Some(sender) = self.sender(index) {
+            self.refused.insert(sender);
+        }
+        self.set(index, Outcome::Unwitnessed);
     }
 
     fn refuse(&mut self, index: usize, e: NodeCallError) {
@@ -817,6 +867,7 @@ mod tests {
                 Outcome::Delivered => "delivered",
                 Outcome::Refused(e) if e.is_permanent() => "refused for good",
                 Outcome::Refused(_) => "refused",
+                Outcome::Unwitnessed => "unwitnessed",
                 Outcome::HeldBack => "held back",
             })
             .collect()

@@ -457,7 +457,7 @@ async fn services(
         config.tls.clone(),
         retry_policy(&config.file.store),
         p.metrics.clone(),
-        (p.audit.clone(), p.audit_store.clone()),
+        (p.audit.clone(), p.audit_store.clone(), p.witnessed.clone()),
     );
     let transfers = transfers(&p, nodes.clone())?;
     // Transfers decided but not known to be logged when the gateway last stopped.

@@ -7,6 +7,7 @@
 //! `secure_delete` overwrites a row's bytes when it is deleted.
 
 mod dead_letters;
+mod group;
 mod reviews;
 
 pub use dead_letters::{DeadLetterRow, SenderNotice};
@@ -31,6 +32,9 @@ pub enum StoreError {
     /// A stored value this release cannot read.
     #[error("gateway database: {0} holds a value this release does not know")]
     Corrupt(&'static str),
+    /// The group commit carrying a write failed (the database's error, shared by the group).
+    #[error("gateway database: {0}")]
+    Group(String),
 }
 
 /// A transfer as recorded.
@@ -168,35 +172,42 @@ pub struct Store {
     /// contending for SQLite's lock, whose busy handler sleeps and retries and can
     /// starve one writer (the outbox worker) behind many (the senders' transfers).
     writer: SqlitePool,
+    /// The transfers' own writes, committed in groups on `writer`.
+    group: group::Committer,
 }
 
-async fn insert_obligation(
-    tx: &mut sqlx::SqliteConnection,
-    obligation: &ObligationRecord,
-    sender: &str,
-    recipient: &str,
-    transfer_id: &str,
-) -> Result<(), StoreError> {
-    let ObligationRecord {
-        id,
-        owner,
-        due_micros,
-        wire,
-    } = obligation;
-    sqlx::query(
-        "INSERT INTO obligation (id, owner, sender, recipient, transfer_id, due_micros, wire) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .bind(id)
-    .bind(owner)
-    .bind(sender)
-    .bind(recipient)
-    .bind(transfer_id)
-    .bind(due_micros)
-    .bind(wire)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// The statements recording a transfer's obligations and the consents it relied on.
+fn obligations_and_consents(d: &TransferRecord<'_>) -> Vec<group::Statement> {
+    use group::{Statement, Value};
+    let text = |v: &str| Value::Text(v.to_owned());
+    let mut out = Vec::new();
+    let (sender, recipient) = if d.pull {
+        (d.counterparty, d.caller)
+    } else {
+        (d.caller, d.counterparty)
+    };
+    for o in d.obligations {
+        out.push(Statement::new(
+            "INSERT INTO obligation (id, owner, sender, recipient, transfer_id, due_micros, wire) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            vec![
+                text(&o.id),
+                text(&o.owner),
+                text(sender),
+                text(recipient),
+                text(d.transfer_id),
+                Value::Int(o.due_micros),
+                Value::Blob(o.wire.clone()),
+            ],
+        ));
+    }
+    for consent in d.consents {
+        out.push(Statement::new(
+            "INSERT OR IGNORE INTO consent_use (consent_id, sender, transfer_id, recipient) VALUES (?1, ?2, ?3, ?4)",
+            vec![text(consent), text(d.caller), text(d.transfer_id), text(recipient)],
+        ));
+    }
+    out
 }
 
 /// A stored state; a value this release does not know is a corrupt row.
@@ -234,7 +245,8 @@ impl Store {
         let writer = pool_of(1).await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let pool = pool_of(4).await?;
-        Ok(Store { pool, writer })
+        let group = group::Committer::start(writer.clone());
+        Ok(Store { pool, writer, group })
     }
 
     /// Closes the pools.
@@ -301,79 +313,63 @@ impl Store {
         response: &[u8],
         delivery: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE transfer SET held = 0, entry = NULL, response = ?3 WHERE sender = ?1 AND transfer_id = ?2")
-            .bind(caller)
-            .bind(transfer_id)
-            .bind(response)
-            .execute(&mut *tx)
-            .await?;
+        use group::{Statement, Value};
+        let key_and = |bytes: &[u8]| {
+            vec![
+                Value::Text(caller.to_owned()),
+                Value::Text(transfer_id.to_owned()),
+                Value::Blob(bytes.to_vec()),
+            ]
+        };
+        let mut statements = vec![Statement::new(
+            "UPDATE transfer SET held = 0, entry = NULL, response = ?3 WHERE sender = ?1 AND transfer_id = ?2",
+            key_and(response),
+        )];
         if let Some(delivery) = delivery {
-            sqlx::query("UPDATE outbox SET held = 0, delivery = ?3 WHERE sender = ?1 AND transfer_id = ?2")
-                .bind(caller)
-                .bind(transfer_id)
-                .bind(delivery)
-                .execute(&mut *tx)
-                .await?;
+            statements.push(Statement::new(
+                "UPDATE outbox SET held = 0, delivery = ?3 WHERE sender = ?1 AND transfer_id = ?2",
+                key_and(delivery),
+            ));
         }
-        tx.commit().await?;
-        Ok(())
+        self.group.write(statements).await
     }
 
     /// Records a decided transfer with its outbox row, obligations and consent uses.
     pub async fn record(&self, d: &TransferRecord<'_>) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
+        use group::{Statement, Value};
+        let text = |v: &str| Value::Text(v.to_owned());
+        let mut statements = vec![Statement::new(
             "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros, \
              held, entry, log_size_before, acting_user) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11)",
-        )
-        .bind(d.caller)
-        .bind(d.transfer_id)
-        .bind(d.request_sha256)
-        .bind(d.counterparty)
-        .bind(i64::from(d.pull))
-        .bind(d.response)
-        .bind(i64::from(d.state.code()))
-        .bind(d.now_micros)
-        .bind(d.entry)
-        .bind(i64::try_from(d.log_size_before).unwrap_or(i64::MAX))
-        .bind(d.acting_user)
-        .execute(&mut *tx)
-        .await?;
+            vec![
+                text(d.caller),
+                text(d.transfer_id),
+                Value::Blob(d.request_sha256.to_vec()),
+                text(d.counterparty),
+                Value::Int(i64::from(d.pull)),
+                Value::Blob(d.response.to_vec()),
+                Value::Int(i64::from(d.state.code())),
+                Value::Int(d.now_micros),
+                Value::Blob(d.entry.to_vec()),
+                Value::Int(i64::try_from(d.log_size_before).unwrap_or(i64::MAX)),
+                text(d.acting_user),
+            ],
+        )];
         if let Some(delivery) = d.delivery {
-            sqlx::query(
+            statements.push(Statement::new(
                 "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, held, queued_micros) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 1, ?5)",
-            )
-            .bind(d.counterparty)
-            .bind(d.caller)
-            .bind(d.transfer_id)
-            .bind(delivery)
-            .bind(d.now_micros)
-            .execute(&mut *tx)
-            .await?;
+                vec![
+                    text(d.counterparty),
+                    text(d.caller),
+                    text(d.transfer_id),
+                    Value::Blob(delivery.to_vec()),
+                    Value::Int(d.now_micros),
+                ],
+            ));
         }
-        let (sender, recipient) = if d.pull {
-            (d.counterparty, d.caller)
-        } else {
-            (d.caller, d.counterparty)
-        };
-        for obligation in d.obligations {
-            insert_obligation(&mut tx, obligation, sender, recipient, d.transfer_id).await?;
-        }
-        for consent in d.consents {
-            sqlx::query(
-                "INSERT OR IGNORE INTO consent_use (consent_id, sender, transfer_id, recipient) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(consent)
-            .bind(d.caller)
-            .bind(d.transfer_id)
-            .bind(recipient)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        statements.extend(obligations_and_consents(d));
+        self.group.write(statements).await
     }
 
     /// For each recipient, its due deliveries in order, at most `limit`. Order is kept per
@@ -690,6 +686,18 @@ mod tests {
     }
 
     async fn record_from(store: &Store, caller: &str, id: &str) {
+        try_record(store, caller, id, &format!("{caller}:{id}:0"))
+            .await
+            .expect("record");
+    }
+
+    async fn try_record(store: &Store, caller: &str, id: &str, obligation: &str) -> Result<(), StoreError> {
+        let obligations = [ObligationRecord {
+            id: obligation.to_owned(),
+            owner: "AI-VS".into(),
+            due_micros: 5,
+            wire: b"obligation".to_vec(),
+        }];
         store
             .record(&TransferRecord {
                 caller,
@@ -701,14 +709,56 @@ mod tests {
                 response: b"answer",
                 state: TransferState::Queued,
                 delivery: Some(b"sealed"),
-                obligations: &[],
+                obligations: &obligations,
                 consents: &[],
                 now_micros: 0,
                 entry: b"entry",
                 log_size_before: 0,
             })
             .await
-            .expect("record");
+    }
+
+    /// Writes queued together commit together; one that fails is undone alone (its transfer
+    /// and outbox rows with it, though they were written before the failing statement), and
+    /// the others are all there.
+    #[tokio::test]
+    async fn writes_committed_as_a_group_fail_alone() {
+        let (_dir, store) = store().await;
+        record(&store, "t0").await;
+        let writes: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    // In the middle of the group, a write whose last statement fails: t0's obligation id.
+                    let id = format!("g{i}");
+                    let obligation = if i == 16 {
+                        "ORP-VS:t0:0".to_owned()
+                    } else {
+                        format!("ORP-VS:{id}:0")
+                    };
+                    try_record(&store, "ORP-VS", &id, &obligation).await
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for write in writes {
+            results.push(write.await.expect("task").is_ok());
+        }
+        assert_eq!(results.iter().filter(|ok| !**ok).count(), 1, "{results:?}");
+        assert!(!results[16], "the duplicate obligation fails");
+        for i in 0..32 {
+            let row = store.transfer("ORP-VS", &format!("g{i}")).await.expect("read");
+            assert_eq!(row.is_some(), i != 16, "g{i}");
+        }
+        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE transfer_id = 'g16'")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        let obligations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM obligation")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!((outbox, obligations), (0, 32), "nothing of the failed write stays");
     }
 
     async fn release(store: &Store, id: &str) {

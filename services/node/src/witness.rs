@@ -321,7 +321,9 @@ impl LogWitness {
         let receipt =
             receipt.ok_or_else(|| WitnessFailure::BadReceipt("the gateway sent no audit receipt".to_owned()))?;
         let quorum = self.quorum();
-        if !quorum.is_empty() {
+        // The gateway sends a receipt on a checkpoint a quorum cosigned when it has one (its
+        // outbox does); else the newest such checkpoint covering the entry is asked for.
+        if !quorum.is_empty() && quorum.check(&receipt.checkpoint).is_err() {
             // Fetched before the witness's lock: the gateway may be asking this very node to
             // cosign while it waits for a quorum.
             let witnessed = audit
