@@ -4,8 +4,8 @@
 //! `synchronous=FULL` commit (one WAL sync, each page written once) serves many transfers,
 //! as the audit log's own batches do.
 //!
-//! Each write runs in its own savepoint: a write that fails is undone alone and its caller
-//! alone gets the error; the others commit.
+//! A write that fails is undone alone and its caller alone gets the error; the others
+//! commit (the group is then done again write by write: see `commit`).
 
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
@@ -84,26 +84,40 @@ async fn run(writer: SqlitePool, mut queue: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-/// One transaction for `jobs`, each in a savepoint; the result of each.
+/// One transaction for `jobs`; the result of each. If a statement fails, the transaction
+/// is rolled back and each write is done again in its own transaction, so that only the
+/// failing one fails (rare: a write that breaks a constraint, a full disk).
 async fn commit(writer: &SqlitePool, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
-    let failed_all = |e: &sqlx::Error| jobs.iter().map(|_| Err(StoreError::Group(e.to_string()))).collect();
-    let mut tx = match writer.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return failed_all(&e),
+    let together = async {
+        let mut tx = writer.begin().await?;
+        for job in jobs {
+            apply(&mut tx, &job.statements).await?;
+        }
+        tx.commit().await
     };
-    let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        results.push(apply(&mut tx, &job.statements).await);
+    match together.await {
+        Ok(()) => jobs.iter().map(|_| Ok(())).collect(),
+        Err(_) if jobs.len() > 1 => {
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                results.push(alone(writer, &job.statements).await);
+            }
+            results
+        }
+        Err(e) => vec![Err(StoreError::Group(e.to_string()))],
     }
-    if let Err(e) = tx.commit().await {
-        return failed_all(&e);
-    }
-    results
 }
 
-/// One write in a savepoint of `tx`: undone alone if a statement fails.
-async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, statements: &[Statement]) -> Result<(), StoreError> {
-    let mut savepoint = sqlx::Acquire::begin(&mut **tx).await?;
+/// One write in its own transaction.
+async fn alone(writer: &SqlitePool, statements: &[Statement]) -> Result<(), StoreError> {
+    let mut tx = writer.begin().await?;
+    apply(&mut tx, statements).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A write's statements, in `tx`.
+async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, statements: &[Statement]) -> Result<(), sqlx::Error> {
     for statement in statements {
         let mut query = sqlx::query(statement.sql);
         for value in &statement.values {
@@ -113,8 +127,7 @@ async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, statements: &[State
                 Value::Blob(v) => query.bind(v.as_slice()),
             };
         }
-        query.execute(&mut *savepoint).await?;
+        query.execute(&mut **tx).await?;
     }
-    savepoint.commit().await?;
     Ok(())
 }
