@@ -469,20 +469,31 @@ impl Store {
     /// the senders', and one write per delivery would leave the outbox a small share of them.
     pub async fn delivered(&self, deliveries: &[Due]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for due in deliveries {
-            sqlx::query("DELETE FROM outbox WHERE seq = ?1")
-                .bind(due.seq)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE transfer SET state = ?3, attempts = attempts + 1, last_error = '' \
-                 WHERE sender = ?1 AND transfer_id = ?2 AND state < ?3",
-            )
-            .bind(&due.sender)
-            .bind(&due.transfer_id)
-            .bind(i64::from(TransferState::Delivered.code()))
-            .execute(&mut *tx)
-            .await?;
+        // Two statements per chunk, not two per delivery (each is a round trip to sqlx's
+        // connection thread); 3 variables per row stay far below SQLite's limit.
+        for chunk in deliveries.chunks(256) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let delete = format!("DELETE FROM outbox WHERE seq IN ({marks})");
+            let mut query = sqlx::query(&delete);
+            for due in chunk {
+                query = query.bind(due.seq);
+            }
+            query.execute(&mut *tx).await?;
+            // Numbered, all of them: sqlx counts anonymous `?` from 1 whatever `?1` took.
+            let pairs: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(?{}, ?{})", 2 * i + 2, 2 * i + 3))
+                .collect();
+            let pairs = pairs.join(", ");
+            let update = format!(
+                "UPDATE transfer SET state = ?1, attempts = attempts + 1, last_error = '' \
+                 FROM (VALUES {pairs}) AS d \
+                 WHERE transfer.sender = d.column1 AND transfer.transfer_id = d.column2 AND transfer.state < ?1"
+            );
+            let mut query = sqlx::query(&update).bind(i64::from(TransferState::Delivered.code()));
+            for due in chunk {
+                query = query.bind(&due.sender).bind(&due.transfer_id);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -874,7 +885,15 @@ mod tests {
                 .len(),
             2
         );
-        let row = store.transfer("ORP-VS", "t1").await.expect("read").expect("t1");
-        assert_eq!(row.state, TransferState::Delivered, "marked delivered");
+        for id in ["t1", "t2"] {
+            let row = store.transfer("ORP-VS", id).await.expect("read").expect(id);
+            assert_eq!(
+                (row.state, row.attempts),
+                (TransferState::Delivered, 1),
+                "{id} marked delivered"
+            );
+        }
+        let t3 = store.transfer("ORP-VS", "t3").await.expect("read").expect("t3");
+        assert_eq!(t3.state, TransferState::Queued, "not among those delivered");
     }
 }
