@@ -268,7 +268,7 @@ impl Nodes {
     /// covers the entry yet (false if none does): the node checks the cosignatures and the
     /// proof itself, without asking back (`Audit/GetWitnessedInclusion`, still there for a
     /// receipt that comes otherwise).
-    async fn witnessed_receipt(&self, receipt: &mut cii_proto::common::Receipt) -> bool {
+    pub(crate) async fn witnessed_receipt(&self, receipt: &mut cii_proto::common::Receipt) -> bool {
         let Some(cosigned) = self.witnessed.covering_now(receipt.leaf_index) else {
             return false;
         };

@@ -173,6 +173,15 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     let net = Network::start(&members()).await;
     enrol_everywhere(&net).await;
 
+    let asked_back = || async {
+        let metrics = cii_tests::fetch_metrics(net.gateway_metrics).await;
+        let line = r#"cii_rpc_calls_total{rpc="/cii.audit.v1.Audit/GetWitnessedInclusion"} "#;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .map_or(0, |n| n.trim().parse::<u64>().expect("count"))
+    };
+    let before = asked_back().await;
     let permitted = send(
         &net,
         ORP,
@@ -181,6 +190,9 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     .await
     .expect("send");
     assert_eq!(outcome(&permitted), Outcome::Permit);
+    // The delivery and the sender's answer come on a checkpoint the witnesses cosigned:
+    // neither node asks the gateway back for one.
+    assert_eq!(asked_back().await, before, "no node called GetWitnessedInclusion");
     let decision = permitted.decision.clone().expect("decision");
     assert_eq!(decision.bases[0].id, "LAI-3b-2-i");
     assert!(

@@ -215,12 +215,26 @@ impl Transfers {
         logged: Logged,
     ) -> Result<pb::TransferResponse, TransferError> {
         let Logged { mut response, permit } = logged;
-        let checked = decided.checked();
-        if !permit {
-            return Ok(response);
+        if permit {
+            self.deliver_permit(caller, decided, &mut response).await?;
         }
+        // On a checkpoint the witnesses cosigned, if one covers the entry by now: the sender's
+        // node checks it without asking back.
+        if let Some(receipt) = response.receipt.as_mut() {
+            self.nodes.witnessed_receipt(receipt).await;
+        }
+        Ok(response)
+    }
+
+    async fn deliver_permit(
+        &self,
+        caller: &Caller,
+        decided: &Decided<'_>,
+        response: &mut pb::TransferResponse,
+    ) -> Result<(), TransferError> {
+        let checked = decided.checked();
         if checked.is_pull() {
-            self.provide(caller, checked, &decided.released, &mut response).await?;
+            self.provide(caller, checked, &decided.released, response).await?;
         } else if decided.disclosure != cii_policy::decide::Disclosure::Decided {
             // Not delivered while the sender waits: the answer's timing would tell.
             self.nodes.wake.notify_one();
@@ -231,7 +245,7 @@ impl Transfers {
         {
             response.state = TransferState::Delivered.code();
         }
-        Ok(response)
+        Ok(())
     }
 
     fn claim(&self, caller: &Caller, id: &TransferId) -> Result<Slot<'_>, TransferError> {
