@@ -39,12 +39,20 @@ pub enum WitnessError {
     Alarm,
 }
 
+/// How many recently accepted checkpoints a witness remembers (size and root).
+const RECENT: usize = 64;
+
 /// The witness state of one institution for one log.
 #[derive(Debug, Clone)]
 pub struct Witness {
     verifier: Verifier,
     origin: String,
     newest: Option<Checkpoint>,
+    /// Checkpoints accepted lately, oldest first: each was proved consistent with the newest of
+    /// its time, so with the newest now (consistency is transitive along one history). A receipt
+    /// on one of them needs no proof again — under load every receipt of a batch, and every
+    /// answer, comes on a checkpoint a witness has just accepted or cosigned.
+    recent: std::collections::VecDeque<(u64, Hash)>,
     alarm: bool,
 }
 
@@ -55,6 +63,7 @@ impl Witness {
             verifier,
             origin,
             newest,
+            recent: std::collections::VecDeque::new(),
             alarm: false,
         }
     }
@@ -72,7 +81,22 @@ impl Witness {
     /// The operator has investigated the alarm; `trusted` becomes the new reference.
     pub fn acknowledge(&mut self, trusted: Checkpoint) {
         self.alarm = false;
+        self.recent.clear();
         self.newest = Some(trusted);
+    }
+
+    /// The root accepted lately for a tree of `size`, if any.
+    fn recently(&self, size: u64) -> Option<&Hash> {
+        self.recent.iter().rev().find(|(s, _)| *s == size).map(|(_, root)| root)
+    }
+
+    fn remember(&mut self, cp: &Checkpoint) {
+        if self.recently(cp.size).is_none() {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((cp.size, cp.root));
+        }
     }
 
     /// Raises the alarm (restored from storage: an alarm survives restarts).
@@ -89,6 +113,9 @@ impl Witness {
     /// larger size) of the newest accepted tree and `cp`'s; `None` if none is needed.
     pub fn proof_needed(&self, cp: &Checkpoint) -> Option<(u64, u64)> {
         let old = self.newest.as_ref()?;
+        if self.recently(cp.size) == Some(&cp.root) {
+            return None;
+        }
         (old.size != cp.size).then(|| (old.size.min(cp.size), old.size.max(cp.size)))
     }
 
@@ -103,11 +130,15 @@ impl Witness {
             return Err(WitnessError::Alarm);
         }
         let Some(old) = &self.newest else {
+            self.remember(&cp);
             self.newest = Some(cp);
             return Ok(true);
         };
         let (small, large) = if cp.size >= old.size { (old, &cp) } else { (&cp, old) };
-        let consistent = if small.size == large.size {
+        let consistent = if let Some(root) = self.recently(cp.size) {
+            // Accepted lately: the same root again, or two roots for one size.
+            *root == cp.root
+        } else if small.size == large.size {
             small.root == large.root
         } else {
             // The empty tree is a prefix of every tree.
@@ -122,6 +153,7 @@ impl Witness {
             });
         }
         let newer = cp.size > old.size;
+        self.remember(&cp);
         if newer {
             self.newest = Some(cp);
         }
@@ -162,6 +194,7 @@ impl Witness {
                 "a consistency proof from an empty tree must be empty",
             ));
         }
+        self.remember(&cp);
         self.newest = Some(cp);
         Ok(())
     }
@@ -243,6 +276,41 @@ mod tests {
         let honest = witness.open(&signed(&signer, &tree)).unwrap();
         let proof = tree.consistency_proof(9, 10).unwrap();
         assert_eq!(witness.add_checkpoint(9, honest, &proof), Err(WitnessError::Alarm));
+    }
+
+    /// A checkpoint accepted lately is accepted again without a proof (the proof was checked
+    /// once); another root for one of those sizes is a fork, and raises the alarm.
+    #[test]
+    fn a_checkpoint_accepted_lately_needs_no_proof_again_and_a_second_root_for_its_size_is_a_fork() {
+        let signer = Signer::from_pem(ORIGIN, &generate_key_pem().unwrap()).unwrap();
+        let mut witness = Witness::new(signer.verifier(), ORIGIN.into(), None);
+        let mut tree = Tree::new();
+        let mut checkpoints = Vec::new();
+        for size in 1..=4u8 {
+            tree.push(leaf_hash(&[size]));
+            let cp = witness.open(&signed(&signer, &tree)).unwrap();
+            let proof = if size == 1 {
+                Vec::new()
+            } else {
+                tree.consistency_proof(u64::from(size) - 1, u64::from(size)).unwrap()
+            };
+            assert_eq!(witness.add_checkpoint(u64::from(size) - 1, cp.clone(), &proof), Ok(()));
+            checkpoints.push(cp);
+        }
+        // A receipt on the tree of size 2, cosigned earlier: no proof needed, accepted as is.
+        assert_eq!(witness.proof_needed(&checkpoints[1]), None);
+        assert_eq!(witness.observe(checkpoints[1].clone(), &[]), Ok(false));
+        // A tree of size 2 with another root, signed by the same key: the alarm.
+        let mut other = Tree::new();
+        other.push(leaf_hash(&[1]));
+        other.push(leaf_hash(&[99]));
+        let forked = witness.open(&signed(&signer, &other)).unwrap();
+        assert_eq!(witness.proof_needed(&forked), Some((2, 4)));
+        assert!(matches!(
+            witness.observe(forked, &[]),
+            Err(WitnessError::Inconsistent { .. })
+        ));
+        assert!(witness.in_alarm());
     }
 
     #[test]

@@ -222,7 +222,8 @@ impl LogWitness {
                 self.store.save_checkpoint(size, receipt.checkpoint).await?;
                 *witness = next;
             }
-            Ok(false) => {}
+            // Not newer: nothing to store, but remembered as accepted (`Witness::recent`).
+            Ok(false) => *witness = next,
             Err(WitnessError::Inconsistent { old_size, new_size }) => {
                 let problem = format!("checkpoints of sizes {old_size} and {new_size} are inconsistent");
                 let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
