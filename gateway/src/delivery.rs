@@ -647,11 +647,14 @@ impl<'a> Tally<'a> {
 
     /// The node's answer for the item at `index`, which went out as `sent`.
     fn answer(&mut self, index: usize, sent: &node_pb::Delivery, outcome: node_pb::DeliveryOutcome) {
+        // A node may hold an item back only behind a refused one of its sender: one that holds
+        // back everything would otherwise have its items sent again every round, never charged,
+        // never dead-lettered.
         if outcome.transfer_id != sent.transfer_id || outcome.sender != sent.sender {
             self.refuse(index, NodeCallError::Mismatch);
         } else if outcome.held_back {
-            if let Some(sender) = self.sender(index) {
-                self.refused.insert(sender);
+            if !self.held_back(index) {
+                self.refuse(index, NodeCallError::Mismatch);
             }
         } else if outcome.status_code == 0 {
             self.set(index, Outcome::Delivered);
@@ -896,6 +899,19 @@ mod tests {
             ["refused for good", "delivered", "held back", "delivered"]
         );
         assert!(tally.held_back(2) && !tally.held_back(3));
+    }
+
+    #[test]
+    fn an_item_held_back_behind_nothing_is_a_transient_refusal() {
+        let run = [due("ORP-VS", "o1"), due("ORP-VS", "o2")];
+        let mut tally = Tally::new(&run);
+        tally.answer(0, &sent(&run[0]), outcome(&run[0], 0, true));
+        tally.answer(1, &sent(&run[1]), outcome(&run[1], 0, true));
+        assert_eq!(
+            names(&tally),
+            ["refused", "held back"],
+            "charged: retried with backoff, dead-lettered in time"
+        );
     }
 
     #[test]
