@@ -90,6 +90,9 @@ pub enum NodeCallError {
     /// The node's answer to a batch does not match the batch (transient: tried again).
     #[error("the node's answer does not match the batch")]
     Mismatch,
+    /// No checkpoint a quorum of witnesses cosigned covers the entry (yet).
+    #[error("the entry is not covered by a cosigned checkpoint")]
+    Unwitnessed,
     /// An outbox row does not decode.
     #[error("an outbox row does not decode")]
     Corrupt,
@@ -109,6 +112,7 @@ impl NodeCallError {
                     .unwrap_or_else(|| format!("{status:?}"))
             }
             NodeCallError::NoChannel(_) => "Unavailable".to_owned(),
+            NodeCallError::Unwitnessed => "RECEIPT_NOT_WITNESSED".to_owned(),
             NodeCallError::Mismatch | NodeCallError::Corrupt => "Internal".to_owned(),
         }
     }
@@ -132,7 +136,7 @@ impl NodeCallError {
     pub fn is_permanent(&self) -> bool {
         match self {
             NodeCallError::Corrupt => true,
-            NodeCallError::NoChannel(_) | NodeCallError::Mismatch => false,
+            NodeCallError::NoChannel(_) | NodeCallError::Mismatch | NodeCallError::Unwitnessed => false,
             NodeCallError::Refused(_) | NodeCallError::Item(_) => self.answered().is_some_and(|(status, code)| {
                 matches!(status, tonic::Code::InvalidArgument | tonic::Code::OutOfRange)
                     || code.as_deref() == Some("SEALED_PAYLOAD_UNREADABLE")
@@ -283,13 +287,15 @@ impl Nodes {
     /// (sender, transfer id). True if it was delivered; false if it waits behind older
     /// deliveries of its pair, failed, or the round took longer than `DELIVER_NOW_WAIT`
     /// (it stays queued).
-    pub async fn deliver_now(&self, sender: &str, transfer_id: &str) -> bool {
+    pub async fn deliver_now(&self, sender: &str, transfer_id: &str, recipient: &str) -> bool {
         let (tell, told) = tokio::sync::oneshot::channel();
         if let Ok(mut waiting) = self.waiting.lock() {
-            let round = waiting.started + 1;
-            waiting
-                .calls
-                .insert((sender.to_owned(), transfer_id.to_owned()), (round, tell));
+            let call = Call {
+                round: waiting.started + 1,
+                recipient: recipient.to_owned(),
+                tell,
+            };
+            waiting.calls.insert((sender.to_owned(), transfer_id.to_owned()), call);
         }
         self.wake.notify_one();
         matches!(tokio::time::timeout(DELIVER_NOW_WAIT, told).await, Ok(Ok(true)))
@@ -301,6 +307,15 @@ impl Nodes {
     /// The (sender, transfer id) of those delivered, and of those not witnessed yet.
     async fn deliver_run(&self, store: &Store, run: &[Due]) -> (Vec<(String, String)>, Vec<(String, String)>) {
         let outcomes = self.send_run(store, run).await;
+        // Senders whose head waits for witnessing: their held-back items wait with it.
+        let waiting: HashSet<&str> = run
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| matches!(o, Outcome::Unwitnessed))
+            .map(|(due, _)| due.sender.as_str())
+            .collect();
+        let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+        let give_up = i64::try_from(self.policy.give_up.as_micros()).unwrap_or(i64::MAX);
         let mut done = Vec::new();
         let mut unwitnessed = Vec::new();
         for (due, outcome) in run.iter().zip(outcomes) {
@@ -311,7 +326,14 @@ impl Nodes {
                     done.push(due.clone());
                 }
                 Outcome::Refused(e) => self.failed(store, due, &e).await,
+                // Not charged while the witnesses cosign, but not kept beyond `give_up` either.
+                Outcome::Unwitnessed if due.queued_micros > 0 && now.saturating_sub(due.queued_micros) >= give_up => {
+                    self.failed(store, due, &NodeCallError::Unwitnessed).await;
+                }
                 Outcome::Unwitnessed => unwitnessed.push((due.sender.clone(), due.transfer_id.clone())),
+                Outcome::HeldBack if waiting.contains(due.sender.as_str()) => {
+                    unwitnessed.push((due.sender.clone(), due.transfer_id.clone()));
+                }
                 Outcome::HeldBack => {}
             }
         }
@@ -400,7 +422,9 @@ impl Nodes {
             Ok(_) => tally.refuse_all(&indices, &NodeCallError::Mismatch),
             Err(status)
                 if status.code() == tonic::Code::Unimplemented
-                    || (indices.len() > 1 && NodeCallError::Refused(status.clone()).is_permanent()) =>
+                    || (indices.len() > 1
+                        && (status.code() == tonic::Code::DeadlineExceeded
+                            || NodeCallError::Refused(status.clone()).is_permanent())) =>
             {
                 for (index, delivery) in indices.into_iter().zip(deliveries) {
                     if !tally.held_back(index) {
@@ -495,55 +519,81 @@ impl Nodes {
     }
 
     /// The outbox worker: delivers each recipient's waiting items, oldest first,
-    /// when they are due, until `stop` is set.
+    /// when they are due, until `stop` is set. Each recipient's run goes in a task of its
+    /// own, and a recipient whose run is still out is left out of the next rounds: a slow or
+    /// unreachable node holds up only its own deliveries, never the others'.
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
         // A new cosigned checkpoint makes the deliveries it covers ready.
         let mut cosigned = self.witnessed.subscribe();
         let mut swept = tokio::time::Instant::now();
+        let mut runs = tokio::task::JoinSet::new();
+        // Recipients with a run out, by the run's task (a task that panicked frees its recipient too).
+        let mut busy = Busy::default();
         loop {
-            let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+            while let Some(finished) = runs.try_join_next_with_id() {
+                busy.finished(finished);
+            }
             if swept.elapsed() >= ANSWER_SWEEP {
-                // Pull answers past their keeping time go (they are sealed; still, keep nothing longer).
                 swept = tokio::time::Instant::now();
-                if let Err(e) = store.forget_answers(now).await {
-                    tracing::warn!(error = %e, "kept pull answers not swept");
-                }
+                forget_answers(&store).await;
             }
-            let recipients: Vec<String> = self
-                .registry
-                .current()
-                .institutions()
-                .map(|i| i.id.to_string())
-                .collect();
-            // Begun before the read: a call that waits for this round has its row in it.
+            // Begun before the read (and its time taken after): a call that waits for this
+            // round has its row in it.
             let round = self.begin_round();
-            let runs = store.due_runs(&recipients, now, RUN_LIMIT).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "outbox not readable");
-                Vec::new()
-            });
-            let (mut delivered, mut unwitnessed) = (HashSet::new(), HashSet::new());
-            for run in &runs {
-                let (done, waiting) = self.deliver_run(&store, run).await;
-                delivered.extend(done);
-                unwitnessed.extend(waiting);
+            for run in self.due(&store, &busy).await {
+                let Some(recipient) = run.first().map(|d| d.recipient.clone()) else {
+                    continue;
+                };
+                let (nodes, store, out) = (self.clone(), store.clone(), recipient.clone());
+                let task = runs.spawn(async move {
+                    let (done, unwitnessed) = nodes.deliver_run(&store, &run).await;
+                    nodes.settle(round, &run, &done, &unwitnessed);
+                    if !done.is_empty() {
+                        // More may be waiting behind these.
+                        nodes.wake.notify_one();
+                    }
+                    out
+                });
+                busy.started(task.id(), recipient);
             }
-            let progressed = !delivered.is_empty();
-            self.end_round(round, &delivered, &unwitnessed);
-            if progressed {
-                continue;
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                Ok(()) = cosigned.changed() => {}
-                _ = tokio::time::sleep(FIRST_RETRY) => {}
-                _ = stop.wait_for(|s| *s) => return,
+            self.end_round(round, &busy);
+            let stopping = tokio::select! {
+                _ = self.wake.notified() => false,
+                Ok(()) = cosigned.changed() => false,
+                Some(finished) = runs.join_next_with_id() => {
+                    busy.finished(finished);
+                    false
+                }
+                _ = tokio::time::sleep(FIRST_RETRY) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                // Runs out now finish (each is bounded by its calls' deadlines).
+                while runs.join_next().await.is_some() {}
+                return;
             }
         }
     }
 }
 
 impl Nodes {
-    /// A round of the outbox begins: the calls waiting now learn their fate at its end.
+    /// Each recipient's due deliveries, but for those with a run out.
+    async fn due(&self, store: &Store, busy: &Busy) -> Vec<Vec<Due>> {
+        let recipients: Vec<String> = self
+            .registry
+            .current()
+            .institutions()
+            .map(|i| i.id.to_string())
+            .filter(|id| !busy.contains(id))
+            .collect();
+        let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+        store.due_runs(&recipients, now, RUN_LIMIT).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "outbox not readable");
+            Vec::new()
+        })
+    }
+
+    /// A round of the outbox begins: the calls waiting now have their rows in it.
     fn begin_round(&self) -> u64 {
         self.waiting.lock().map_or(0, |mut waiting| {
             waiting.started += 1;
@@ -551,21 +601,78 @@ impl Nodes {
         })
     }
 
-    /// Tells each call that waited for `round` (or an earlier one) whether its delivery went.
-    /// A call that came during the round waits for the next (its row may have been read
-    /// before it was released), and so does one whose entry was not witnessed yet.
-    fn end_round(&self, round: u64, delivered: &HashSet<(String, String)>, unwitnessed: &HashSet<(String, String)>) {
+    /// Tells the calls waiting for `run`'s deliveries, read in `round`, what became of
+    /// them: delivered; still waiting for witnessing (they wait on); or not (QUEUED). A
+    /// call that came during the round waits for the next unless its delivery went.
+    fn settle(&self, round: u64, run: &[Due], delivered: &[(String, String)], unwitnessed: &[(String, String)]) {
         let Ok(mut waiting) = self.waiting.lock() else { return };
-        let calls = std::mem::take(&mut waiting.calls);
-        for (key, (wanted, tell)) in calls {
+        for due in run {
+            let key = (due.sender.clone(), due.transfer_id.clone());
+            let Some(call) = waiting.calls.remove(&key) else {
+                continue;
+            };
             if delivered.contains(&key) {
-                let _ = tell.send(true);
-            } else if wanted <= round && !unwitnessed.contains(&key) {
-                let _ = tell.send(false);
+                let _ = call.tell.send(true);
+            } else if call.round <= round && !unwitnessed.contains(&key) {
+                let _ = call.tell.send(false);
             } else {
-                waiting.calls.insert(key, (wanted, tell));
+                waiting.calls.insert(key, call);
             }
         }
+    }
+
+    /// After `round`'s read: a call waiting for it whose recipient has no run out had its
+    /// delivery not due (held back behind an earlier one of its pair): QUEUED. Calls to a
+    /// recipient with a run out wait for that run, or for a round that reads their row.
+    fn end_round(&self, round: u64, busy: &Busy) {
+        let Ok(mut waiting) = self.waiting.lock() else { return };
+        let calls = std::mem::take(&mut waiting.calls);
+        for (key, call) in calls {
+            if call.round <= round && !busy.contains(&call.recipient) {
+                let _ = call.tell.send(false);
+            } else {
+                waiting.calls.insert(key, call);
+            }
+        }
+    }
+}
+
+/// Pull answers past their keeping time go (they are sealed; still, keep nothing longer).
+async fn forget_answers(store: &Store) {
+    let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
+    if let Err(e) = store.forget_answers(now).await {
+        tracing::warn!(error = %e, "kept pull answers not swept");
+    }
+}
+
+/// The recipients with a run out, and the task of each.
+#[derive(Default)]
+struct Busy {
+    recipients: HashSet<String>,
+    tasks: HashMap<tokio::task::Id, String>,
+}
+
+impl Busy {
+    fn started(&mut self, task: tokio::task::Id, recipient: String) {
+        self.recipients.insert(recipient.clone());
+        self.tasks.insert(task, recipient);
+    }
+
+    fn finished(&mut self, joined: Result<(tokio::task::Id, String), tokio::task::JoinError>) {
+        let task = match joined {
+            Ok((task, _)) => task,
+            Err(e) => {
+                tracing::error!(error = %e, "a delivery run ended abnormally");
+                e.id()
+            }
+        };
+        if let Some(recipient) = self.tasks.remove(&task) {
+            self.recipients.remove(&recipient);
+        }
+    }
+
+    fn contains(&self, recipient: &str) -> bool {
+        self.recipients.contains(recipient)
     }
 }
 
@@ -574,8 +681,16 @@ impl Nodes {
 struct Waiting {
     /// The number of the last round begun.
     started: u64,
-    /// (sender, transfer id) → (the first round that will have read its row, the answer).
-    calls: HashMap<(String, String), (u64, tokio::sync::oneshot::Sender<bool>)>,
+    /// (sender, transfer id) → the call waiting for that delivery.
+    calls: HashMap<(String, String), Call>,
+}
+
+/// A sender's call waiting for its delivery.
+struct Call {
+    /// The first round that reads its row.
+    round: u64,
+    recipient: String,
+    tell: tokio::sync::oneshot::Sender<bool>,
 }
 
 /// What became of one delivery of a run.

@@ -16,6 +16,10 @@ use crate::{node, peer, two};
 /// Writes a delivery straight into the gateway's outbox towards AI-VS (what the earlier
 /// release queued), on a runtime of its own: `restart_gateway` calls a synchronous closure.
 fn plant_outbox(dir: &std::path::Path, sender: &str, transfer_id: &str, delivery: Vec<u8>) {
+    plant_outbox_to(dir, "AI-VS", sender, transfer_id, delivery);
+}
+
+fn plant_outbox_to(dir: &std::path::Path, recipient: &str, sender: &str, transfer_id: &str, delivery: Vec<u8>) {
     let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -23,11 +27,12 @@ fn plant_outbox(dir: &std::path::Path, sender: &str, transfer_id: &str, delivery
                 let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway db");
                 sqlx::query(
                     "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros) \
-                     VALUES ('AI-VS', ?1, ?2, ?3, 0)",
+                     VALUES (?4, ?1, ?2, ?3, 0)",
                 )
                 .bind(sender)
                 .bind(transfer_id)
                 .bind(delivery)
+                .bind(recipient)
                 .execute(&pool)
                 .await
                 .expect("plant");
@@ -367,5 +372,60 @@ async fn a_delivery_refused_for_now_holds_back_its_senders_next_one_in_the_same_
         state.delivery_attempts, 0,
         "held back: never charged with t-stuck's refusal"
     );
+    net.stop().await;
+}
+
+/// A recipient whose node takes connections and never answers holds up only its own
+/// deliveries: another recipient's delivery goes at once, and its sender is told DELIVERED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_never_answers_holds_up_only_its_own_deliveries() {
+    let members = [
+        cii_tests::member("ORP-VS", cii_types::InstitutionType::AcOrp),
+        cii_tests::member("AI-VS", cii_types::InstitutionType::Ai),
+        cii_tests::member("AS-VS", cii_types::InstitutionType::As),
+    ];
+    let mut net = Network::start(&members).await;
+    crate::enrol_both(&net).await;
+    // AS-VS's node goes; in its place, a listener that takes connections and says nothing.
+    net.stop_node(2).await;
+    let silent = tokio::net::TcpListener::bind(net.node(2).inbound).await.expect("bind");
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    net.restart_gateway(|dir| {
+        let delivery = node_pb::Delivery {
+            transfer_id: "t-to-silent".into(),
+            sender: "ORP-VS".into(),
+            ..node_pb::Delivery::default()
+        }
+        .encode_to_vec();
+        plant_outbox_to(dir, "AS-VS", "ORP-VS", "t-to-silent", delivery);
+    })
+    .await;
+    // The outbox's run to AS-VS is out now, waiting for an answer that never comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = tokio::time::Instant::now();
+    let answer = node(&net, 0)
+        .send(with_token(
+            crate::report("t-to-ai", "reduced capacity"),
+            &net.token(0, "caseworker.1", &[Role::Caseworker]),
+        ))
+        .await
+        .expect("send")
+        .into_inner();
+    let took = started.elapsed();
+    assert_eq!(
+        answer.state,
+        gw::transfer_response::State::Delivered as i32,
+        "{answer:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the answer took {took:?}: held up behind AS-VS"
+    );
+    hold.abort();
     net.stop().await;
 }

@@ -240,7 +240,11 @@ impl Transfers {
             self.nodes.wake.notify_one();
         } else if self
             .nodes
-            .deliver_now(caller.institution.id.as_str(), checked.id.as_str())
+            .deliver_now(
+                caller.institution.id.as_str(),
+                checked.id.as_str(),
+                checked.counterparty.id.as_str(),
+            )
             .await
         {
             response.state = TransferState::Delivered.code();
