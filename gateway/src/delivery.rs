@@ -315,7 +315,6 @@ impl Nodes {
             .map(|(due, _)| due.sender.as_str())
             .collect();
         let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
-        let give_up = i64::try_from(self.policy.give_up.as_micros()).unwrap_or(i64::MAX);
         let mut done = Vec::new();
         let mut unwitnessed = Vec::new();
         for (due, outcome) in run.iter().zip(outcomes) {
@@ -327,7 +326,7 @@ impl Nodes {
                 }
                 Outcome::Refused(e) => self.failed(store, due, &e).await,
                 // Not charged while the witnesses cosign, but not kept beyond `give_up` either.
-                Outcome::Unwitnessed if due.queued_micros > 0 && now.saturating_sub(due.queued_micros) >= give_up => {
+                Outcome::Unwitnessed if self.expired(due, now) => {
                     self.failed(store, due, &NodeCallError::Unwitnessed).await;
                 }
                 Outcome::Unwitnessed => unwitnessed.push((due.sender.clone(), due.transfer_id.clone())),
@@ -447,15 +446,19 @@ impl Nodes {
         Ok(())
     }
 
+    /// Whether `due` has waited `give_up` since it was queued.
+    fn expired(&self, due: &Due, now: i64) -> bool {
+        let give_up = i64::try_from(self.policy.give_up.as_micros()).unwrap_or(i64::MAX);
+        due.queued_micros > 0 && now.saturating_sub(due.queued_micros) >= give_up
+    }
+
     /// Records a failed attempt: a retry with backoff, or a dead letter when the failure
     /// is permanent or the delivery has waited longer than `give_up`.
     async fn failed(&self, store: &Store, due: &Due, e: &NodeCallError) {
         let code = e.code();
         cii_kit::metrics::Metrics::count(&self.metrics.deliveries, &code);
         let now = cii_types::time::micros(time::OffsetDateTime::now_utc());
-        let give_up = i64::try_from(self.policy.give_up.as_micros()).unwrap_or(i64::MAX);
-        let expired = due.queued_micros > 0 && now.saturating_sub(due.queued_micros) >= give_up;
-        if e.is_permanent() || expired {
+        if e.is_permanent() || self.expired(due, now) {
             self.dead_letter(store, due, &code, now).await;
             return;
         }

@@ -48,6 +48,26 @@ pub struct Load {
     pub errors: BTreeMap<String, u64>,
 }
 
+impl Load {
+    /// The phase's figures from its latencies (µs), its length and its failures.
+    fn of(mut latencies: Vec<u32>, elapsed: f64, errors: BTreeMap<String, u64>) -> Load {
+        latencies.sort_unstable();
+        let quantile = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or(0.0, |us| f64::from(*us) / 1000.0)
+        };
+        Load {
+            completed: latencies.len() as u64,
+            elapsed,
+            per_s: latencies.len() as f64 / elapsed,
+            p50_ms: quantile(0.50),
+            p99_ms: quantile(0.99),
+            errors,
+        }
+    }
+}
+
 /// Runs `call(task, n)` from `concurrency` tasks for `phase`; throughput and latency.
 async fn drive<F, Fut>(concurrency: usize, phase: Duration, call: F) -> Load
 where
@@ -83,21 +103,7 @@ where
             }
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |us| f64::from(*us) / 1000.0)
-    };
-    Load {
-        completed: latencies.len() as u64,
-        elapsed,
-        per_s: latencies.len() as f64 / elapsed,
-        p50_ms: quantile(0.50),
-        p99_ms: quantile(0.99),
-        errors,
-    }
+    Load::of(latencies, start.elapsed().as_secs_f64(), errors)
 }
 
 /// Calls `call(n)` at `rate` per second for `phase`, whether or not earlier calls returned (an
@@ -129,21 +135,7 @@ where
             Err(_) => *errors.entry("PANICKED".to_owned()).or_default() += 1,
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |us| f64::from(*us) / 1000.0)
-    };
-    Load {
-        completed: latencies.len() as u64,
-        elapsed,
-        per_s: latencies.len() as f64 / elapsed,
-        p50_ms: quantile(0.50),
-        p99_ms: quantile(0.99),
-        errors,
-    }
+    Load::of(latencies, start.elapsed().as_secs_f64(), errors)
 }
 
 pub(super) fn code_of(status: &tonic::Status) -> String {
