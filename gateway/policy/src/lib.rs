@@ -25,9 +25,11 @@ pub mod diff;
 pub mod explain;
 pub mod fit;
 pub mod matrix;
+pub mod prove;
 pub mod replay;
 pub mod rulebook;
 pub mod scenario;
+pub mod space;
 pub mod vocab;
 
 pub use decide::{ConsentFound, Decision, Evaluation, Party, Transfer, decide};

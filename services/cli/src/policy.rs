@@ -140,6 +140,21 @@ cii policy diff federal rulebook/vs-draft"
         /// The new rulebook.
         new: String,
     },
+    /// Check the rulebook's invariants over every situation it can tell apart; print each
+    /// violation as a scenario ready to paste into a suite.
+    #[command(
+        after_help = "The invariants are the jurists' statements that must always hold (see docs/jurist-guide.md): the built-in federal ones, and those in RULEBOOK/invariants/*.toml. Every situation is decided by the engine itself: each discloser and recipient (types, cantons, the rulebook's institutions), trigger, purpose and category, every combination of the facts the bases involved read, no/oral/written consent, individual case or not, reviewed pull or not, today and every later day a basis or an attestation changes.\n\nExit code 1 if an invariant is violated.\n\nExample:\n  cii policy prove --rulebook deploy/rulebook/vs"
+    )]
+    Prove {
+        #[arg(long, help = RULEBOOK_HELP)]
+        rulebook: Option<PathBuf>,
+        /// Counterexamples printed per violated invariant.
+        #[arg(long, default_value_t = 3)]
+        limit: usize,
+        /// The first day considered, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        date: Option<String>,
+    },
     /// Run a (changed) rulebook against the decisions recorded in an audit log, and print
     /// each decision it would change, then a summary.
     #[command(
@@ -329,6 +344,13 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             rulebook,
             all,
         } => crate::policy_replay::run(&log, &registry, &load(rulebook.as_deref())?, all),
+        PolicyCommand::Prove { rulebook, limit, date } => {
+            let date = match date {
+                Some(d) => cii_policy::parse_date(&d).context("--date")?,
+                None => today(),
+            };
+            prove(rulebook.as_deref(), limit, date)
+        }
         PolicyCommand::Diff { old, new } => {
             let open = |s: &str| {
                 if s == "federal" {
@@ -354,4 +376,77 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The invariants that apply to the rulebook of `dir`: the federal ones when it is (or extends)
+/// the federal rulebook, and those of `dir/invariants/`.
+fn invariant_files(dir: Option<&std::path::Path>) -> anyhow::Result<Vec<(String, String)>> {
+    let sources = cii_policy::fit::sources(files(dir)?);
+    let mut out = Vec::new();
+    if sources.iter().any(|s| s.name.starts_with("federal/")) {
+        out.extend(cii_policy::prove::federal_invariants());
+    }
+    if let Some(sub) = dir.map(|d| d.join("invariants")).filter(|d| d.is_dir()) {
+        let name = |n: String| format!("{}/{n}", sub.display());
+        out.extend(
+            cii_kit::config::toml_files(&sub)?
+                .into_iter()
+                .map(|(n, text)| (name(n), text)),
+        );
+    }
+    Ok(out)
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+fn prove(dir: Option<&std::path::Path>, limit: usize, date: time::Date) -> anyhow::Result<ExitCode> {
+    let rb = load(dir)?;
+    let files = invariant_files(dir)?;
+    if files.is_empty() {
+        bail!(
+            "no invariants: write them in {}/invariants/*.toml (see docs/jurist-guide.md)",
+            dir.map_or_else(|| "RULEBOOK".to_owned(), |d| d.display().to_string())
+        );
+    }
+    let invariants = cii_policy::prove::load(&rb, &files).map_err(|errors| {
+        anyhow::anyhow!(
+            "{} invariant error(s):\n{}",
+            errors.len(),
+            errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let started = std::time::Instant::now();
+    let report = cii_policy::prove::prove(&rb, &invariants, date, limit)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut violated = 0;
+    for v in &report.verdicts {
+        let inv = &v.invariant;
+        if v.violations == 0 {
+            println!("holds     {} ({} checked)", inv.id, v.checked);
+            continue;
+        }
+        violated += 1;
+        println!(
+            "VIOLATED  {} in {} of {} checked\n          {}\n          {}",
+            inv.id, v.violations, v.checked, inv.citation, inv.reason
+        );
+        for example in &v.examples {
+            println!(
+                "\n# {} released under {}; paste into a scenario suite:\n{}",
+                example.category,
+                example.basis,
+                example.scenario(inv)
+            );
+        }
+    }
+    println!(
+        "rulebook {}: {} invariant(s), {violated} violated; {} situations decided in {seconds:.1} s",
+        rb.version,
+        report.verdicts.len(),
+        report.situations
+    );
+    Ok(if violated > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -143,6 +143,7 @@ fn diff_reports_a_changed_basis_and_the_decisions_it_changes() {
     for file in std::fs::read_dir(root().join("gateway/policy/rulebook/federal"))
         .expect("dir")
         .flatten()
+        .filter(|f| f.path().is_file())
     {
         let text = std::fs::read_to_string(file.path()).expect("read");
         let text = text.replace(
