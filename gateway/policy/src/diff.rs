@@ -1,18 +1,16 @@
 //! What changed between two rulebooks: the bases themselves, and every
-//! decision that comes out differently.
+//! release that comes out differently.
 //!
-//! Decisions are compared over the whole grid of sender type × recipient
-//! type × trigger × purpose, asking for every category both rulebooks know,
-//! with every fact true and a written consent covering everything — the most
-//! permissive situation, so that any basis that could carry is seen.
+//! Releases are compared over every situation either rulebook can tell apart (the union of
+//! their spaces, see [`crate::space`]): every discloser, recipient, trigger, purpose, day and
+//! category, every combination of the facts the bases involved read, each consent state, an
+//! individual case or not, a reviewed pull or not. A change that opens a transfer only when
+//! a fact is false is seen, as is one that lets a basis carry without the consent it needed.
 
 use time::Date;
 
-use cii_types::InstitutionType;
-
-use crate::decide::{ConsentFound, Decision, Facts, Party, Transfer, decide};
 use crate::rulebook::{Basis, Rulebook};
-use crate::vocab::Trigger;
+use crate::space::{self, Consent, Situation, TooManyFacts, party_name};
 
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +21,6 @@ pub enum Change {
     Removed(String),
     /// A basis in both, with these fields changed.
     Modified(String, Vec<&'static str>),
-    /// A decision that differs: the situation, then old and new summaries.
-    Decision(String, String, String),
 }
 
 impl std::fmt::Display for Change {
@@ -33,7 +29,6 @@ impl std::fmt::Display for Change {
             Change::Added(id) => write!(f, "+ basis {id}"),
             Change::Removed(id) => write!(f, "- basis {id}"),
             Change::Modified(id, fields) => write!(f, "~ basis {id}: {}", fields.join(", ")),
-            Change::Decision(what, old, new) => write!(f, "≠ {what}: {old} → {new}"),
         }
     }
 }
@@ -106,97 +101,146 @@ fn changed_fields(old_rb: &Rulebook, a: &Basis, new_rb: &Rulebook, b: &Basis) ->
     fields
 }
 
-fn summary(rb: &Rulebook, d: &Decision) -> String {
-    match d {
-        Decision::Permit { bases, released, .. } => {
-            let bases: Vec<&str> = bases
-                .iter()
-                .filter_map(|i| rb.bases.get(*i))
-                .map(|b| b.id.as_str())
-                .collect();
-            format!(
-                "PERMIT [{}] ({})",
-                names(rb, released, true).join(", "),
-                bases.join(", ")
-            )
-        }
-        Decision::Deny { .. } => "DENY".to_owned(),
+/// A category whose release changes in one situation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionChange {
+    /// The situation.
+    pub situation: Situation,
+    /// The category asked for.
+    pub category: String,
+    /// The bases that release it under the old rulebook (empty: withheld).
+    pub old: Vec<String>,
+    /// The bases that release it under the new rulebook (empty: withheld).
+    pub new: Vec<String>,
+}
+
+impl DecisionChange {
+    /// Whether the new rulebook releases what the old one withheld.
+    pub fn widens(&self) -> bool {
+        self.old.is_empty() && !self.new.is_empty()
+    }
+
+    /// The bases it is grouped under: those that release under the new rulebook, else the old.
+    pub fn group(&self) -> String {
+        if self.new.is_empty() { &self.old } else { &self.new }.join(" + ")
     }
 }
 
-/// Every difference between `old` and `new`, as of `date`.
-pub fn diff(old: &Rulebook, new: &Rulebook, date: Date) -> Vec<Change> {
-    let mut changes = Vec::new();
+impl std::fmt::Display for DecisionChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.situation;
+        let side = |bases: &[String]| {
+            if bases.is_empty() {
+                "withheld".to_owned()
+            } else {
+                format!("released ({})", bases.join(", "))
+            }
+        };
+        let mut given: Vec<String> = s
+            .facts
+            .iter()
+            .map(|(f, v)| if *v { f.clone() } else { format!("!{f}") })
+            .collect();
+        given.push(
+            match s.consent {
+                Consent::None => "no consent",
+                Consent::Oral => "oral consent",
+                Consent::Written => "written consent",
+            }
+            .to_owned(),
+        );
+        if !s.individual_case {
+            given.push("several persons".to_owned());
+        }
+        if s.pull {
+            given.push("unreviewed pull".to_owned());
+        }
+        let canton = match (&s.from.id, &s.from.canton) {
+            (None, Some(c)) => format!(" ({c})"),
+            _ => String::new(),
+        };
+        write!(
+            f,
+            "≠ {}{canton} → {}, {}, {}, {} [{}; {}]: {} → {}",
+            party_name(&s.from),
+            party_name(&s.to),
+            s.trigger,
+            s.purpose,
+            self.category,
+            given.join(", "),
+            space::date_text(s.date),
+            side(&self.old),
+            side(&self.new)
+        )
+    }
+}
+
+/// What changed between two rulebooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// The bases added, removed or modified.
+    pub bases: Vec<Change>,
+    /// Every situation and category whose release (or the bases releasing it) changes.
+    pub decisions: Vec<DecisionChange>,
+    /// Situations decided (by each rulebook).
+    pub situations: u64,
+}
+
+impl Diff {
+    /// The decision changes grouped by the bases that release.
+    pub fn by_basis(&self) -> std::collections::BTreeMap<String, Vec<&DecisionChange>> {
+        let mut groups: std::collections::BTreeMap<String, Vec<&DecisionChange>> = Default::default();
+        for c in &self.decisions {
+            groups.entry(c.group()).or_default().push(c);
+        }
+        groups
+    }
+}
+
+/// Every difference between `old` and `new`, from `today` on: the bases, then every
+/// situation of the union of both rulebooks' spaces (see [`crate::space`]) in which a
+/// category is released differently.
+pub fn diff(old: &Rulebook, new: &Rulebook, today: Date) -> Result<Diff, TooManyFacts> {
+    let mut bases = Vec::new();
     for b in &new.bases {
         match old.basis(&b.id) {
-            None => changes.push(Change::Added(b.id.clone())),
+            None => bases.push(Change::Added(b.id.clone())),
             Some(a) => {
                 let fields = changed_fields(old, a, new, b);
                 if !fields.is_empty() {
-                    changes.push(Change::Modified(b.id.clone(), fields));
+                    bases.push(Change::Modified(b.id.clone(), fields));
                 }
             }
         }
     }
     for a in &old.bases {
         if new.basis(&a.id).is_none() {
-            changes.push(Change::Removed(a.id.clone()));
+            bases.push(Change::Removed(a.id.clone()));
         }
     }
-    let categories: Vec<String> = old
-        .categories
-        .iter()
-        .filter(|c| new.category_index(&c.id).is_some())
-        .map(|c| c.id.clone())
-        .collect();
-    let mut purposes: Vec<String> = old.purposes.iter().chain(&new.purposes).map(|p| p.id.clone()).collect();
-    purposes.sort();
-    purposes.dedup();
-    // Every fact of each rulebook given (facts are declared per rulebook, so each has its own set).
-    let all_facts = |rb: &Rulebook| {
-        let mut facts = Facts::default();
-        (0..rb.facts.len()).for_each(|i| facts.set(i, true));
-        facts
-    };
-    let (old_facts, new_facts) = (all_facts(old), all_facts(new));
-    let types: std::collections::BTreeSet<InstitutionType> =
-        old.types.keys().chain(new.types.keys()).copied().collect();
-    for &from in &types {
-        for &to in &types {
-            for trigger in Trigger::ALL {
-                for purpose in &purposes {
-                    let mut transfer = Transfer {
-                        unreviewed_pull: false,
-                        from: Party::of_type(from),
-                        to: Party::of_type(to),
-                        trigger: Some(*trigger),
-                        purpose: purpose.clone(),
-                        categories: categories.clone(),
-                        persons: 1,
-                        case_reference: Some("diff".to_owned()),
-                        facts: old_facts,
-                        consents: vec![ConsentFound {
-                            reference: "diff".to_owned(),
-                            categories: categories.clone(),
-                            purposes: vec![purpose.clone()],
-                            written: true,
-                        }],
-                        date,
-                    };
-                    let mut summarize = |rb: &Rulebook, facts: Facts| {
-                        transfer.facts = facts;
-                        match decide(rb, &transfer) {
-                            Ok(d) => summary(rb, &d),
-                            Err(e) => format!("not decidable ({e})"),
-                        }
-                    };
-                    let (a, b) = (summarize(old, old_facts), summarize(new, new_facts));
-                    if a != b {
-                        changes.push(Change::Decision(format!("{from} → {to}, {trigger}, {purpose}"), a, b));
-                    }
-                }
+    let (mut decisions, mut situations) = (Vec::new(), 0u64);
+    space::for_each(&[old, new], today, |s| {
+        situations += 1;
+        let (before, after) = (s.releases(old), s.releases(new));
+        if before == after {
+            return;
+        }
+        let categories: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        for category in categories {
+            let (o, n) = (before.get(category), after.get(category));
+            if o != n {
+                decisions.push(DecisionChange {
+                    situation: s.clone(),
+                    category: category.clone(),
+                    old: o.cloned().unwrap_or_default(),
+                    new: n.cloned().unwrap_or_default(),
+                });
             }
         }
-    }
-    changes
+    })?;
+    Ok(Diff {
+        bases,
+        decisions,
+        situations,
+    })
 }

@@ -1,11 +1,14 @@
 //! The situation space of `cii policy prove` and `cii policy diff` against brute force: on a
 //! small rulebook, every transfer the vocabulary allows — every fact, consent, number of
 //! persons, case reference, pull, day and single category — decided on its own gives what
-//! the space's situation standing for it says, so no relevant combination is skipped.
+//! the space's situation standing for it says, so no relevant combination is skipped. Then
+//! invariants over that rulebook: what each statement means, days after today, facts a
+//! statement names, and the errors of a file that names what the rulebook does not declare.
 
 use std::collections::{BTreeSet, HashMap};
 
 use cii_policy::decide::{ConsentFound, Facts, Party, Transfer};
+use cii_policy::prove::{self, Statement};
 use cii_policy::space::{self, Consent, Releases, Situation};
 use cii_policy::{Rulebook, Source, Trigger, decide, load};
 use time::macros::date;
@@ -229,4 +232,133 @@ fn transfer(
         consents,
         date,
     }
+}
+
+fn invariant(id: &str, body: &str) -> String {
+    format!("[[invariant]]\nid = \"{id}\"\ncitation = \"Art. 1\"\nreason = \"Because.\"\n{body}\n")
+}
+
+/// The ids of the violated invariants, and each one's first counterexample's basis and day.
+fn violated(rb: &Rulebook, text: &str) -> Vec<(String, String, String)> {
+    let invariants = prove::load(rb, &[("test.toml".into(), text.to_owned())]).expect("invariants");
+    let report = prove::prove(rb, &invariants, date!(2026 - 12 - 01), 1).expect("prove");
+    assert!(
+        report.verdicts.iter().all(|v| v.checked > 0),
+        "every invariant speaks of some situation"
+    );
+    report
+        .verdicts
+        .iter()
+        .filter(|v| v.violations > 0)
+        .map(|v| {
+            let e = v.examples.first().expect("example");
+            (
+                v.invariant.id.clone(),
+                e.basis.clone(),
+                cii_policy::space::date_text(e.situation.date),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_statement_is_checked_over_every_day_fact_and_consent() {
+    let rb = small();
+    let text = [
+        // LX-5 releases medical reports to the AI from 2031: a later day is a situation too.
+        invariant(
+            "no-medical-to-ai",
+            "statement = \"never_release\"\ncategories = [\"medical_reports\"]\nto = [\"AI\"]",
+        ),
+        // LX-5 needs the claim filed: where it is not, nothing medical goes.
+        invariant(
+            "no-medical-without-claim",
+            "statement = \"never_release\"\ncategories = [\"medical_reports\"]\nfacts = { claim_filed = false }",
+        ),
+        // LX-3 (to private bodies) rests on written consent: without consent, only LX-4 could.
+        invariant(
+            "private-needs-consent",
+            "statement = \"consent_or\"\nto = [\"PRIVATE\"]\nbases = [\"LX-4\"]",
+        ),
+        // ... and an oral consent is not enough.
+        invariant(
+            "private-not-on-oral-consent",
+            "statement = \"never_release\"\nto = [\"PRIVATE\"]\nconsent = [\"none\", \"oral\"]",
+        ),
+        // Only LX-3 and LX-4 carry anything from the AI.
+        invariant(
+            "ai-only-under",
+            "statement = \"only_under\"\nfrom = [\"AI\"]\nbases = [\"LX-3\", \"LX-4\"]",
+        ),
+        // LX-1-a is the only basis the AC reports under: LX-3 breaks this one.
+        invariant(
+            "ac-reports-only-under-lx-1",
+            "statement = \"only_under\"\nfrom = [\"AC_ORP\"]\ntrigger = [\"spontaneous_report\"]\nbases = [\"LX-1\"]",
+        ),
+    ]
+    .concat();
+    assert_eq!(
+        violated(&rb, &text),
+        vec![
+            (
+                "no-medical-to-ai".to_owned(),
+                "LX-5".to_owned(),
+                "2031-01-01".to_owned()
+            ),
+            (
+                "ac-reports-only-under-lx-1".to_owned(),
+                "LX-3".to_owned(),
+                "2026-12-01".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_file_naming_what_the_rulebook_does_not_declare_is_refused_with_every_error() {
+    let rb = small();
+    let text = [
+        invariant("a", "statement = \"never_release\"\ncategories = [\"tax_records\"]"),
+        invariant("b", "statement = \"only_under\""),
+        invariant("c", "statement = \"only_under\"\nbases = [\"LPGA-32\"]"),
+        invariant("d", "statement = \"always\""),
+        invariant("e", "statement = \"never_release\"\nfacts = { rich = true }"),
+        invariant("f", "statement = \"never_release\"\nto = [\"NOBODY-XX\"]"),
+        invariant("g", "statement = \"never_release\"\nconsent = [\"implied\"]"),
+        invariant("a", "statement = \"never_release\""),
+    ]
+    .concat();
+    let errors = prove::load(&rb, &[("inv.toml".into(), text)]).expect_err("refused");
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    for expected in [
+        "inv.toml: invariant `a`: categories: unknown category `tax_records`",
+        "inv.toml: invariant `b`: bases: only_under needs the bases it allows",
+        "inv.toml: invariant `c`: bases: `LPGA-32` names no basis of the rulebook",
+        "inv.toml: invariant `d`: statement `always`: use never_release, only_under or consent_or",
+        "inv.toml: invariant `e`: facts: unknown fact `rich`",
+        "inv.toml: invariant `f`: to: institution `NOBODY-XX` is not in the rulebook's institutions",
+        "inv.toml: invariant `g`: consent `implied`: use none, oral or written",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "{expected}\nin {messages:#?}"
+        );
+    }
+    // The second `a` is refused as a duplicate only once the first one was valid: here it was not.
+    assert_eq!(errors.len(), 7, "{messages:#?}");
+    let ok = invariant("x", "statement = \"never_release\"") + &invariant("x", "statement = \"never_release\"");
+    let dup = prove::load(&rb, &[("inv.toml".into(), ok)]).expect_err("duplicate");
+    assert_eq!(dup.first().map(|e| e.message.as_str()), Some("id: declared twice"));
+    let one = prove::load(
+        &rb,
+        &[(
+            "inv.toml".into(),
+            invariant("y", "statement = \"only_under\"\nbases = [\"LX-1\"]"),
+        )],
+    )
+    .expect("loads");
+    assert_eq!(
+        one.first().map(|i| &i.statement),
+        Some(&Statement::OnlyUnder(vec!["LX-1".into()]))
+    );
 }

@@ -129,16 +129,30 @@ cii policy test --scenarios gateway/policy/scenarios/federal.toml")]
         #[arg(long, value_enum, default_value = "fr")]
         lang: LangArg,
     },
-    /// What changed between two rulebooks, basis by basis and decision by decision.
+    /// What changed between two rulebooks: the bases, then every situation in which a category
+    /// is released differently, grouped by the bases that release it.
     #[command(
-        after_help = "OLD and NEW are rulebook directories, or `federal` for the built-in one.\n\nExample:\n  \
-cii policy diff federal rulebook/vs-draft"
+        after_help = "OLD and NEW are rulebook directories, or `federal` for the built-in one. Every situation either \
+rulebook can tell apart is decided by both (the space `cii policy prove` checks: each discloser and recipient, \
+trigger, purpose, category and day, every combination of the facts the bases involved read, each consent state, \
+individual case or not, reviewed pull or not).\n\nWith --only-narrows the exit code is 1 if NEW releases, in any \
+situation, a category OLD withheld: an amendment meant to narrow that widens anywhere fails.\n\nExample:\n  \
+cii policy diff federal rulebook/vs-draft --only-narrows"
     )]
     Diff {
         /// The old rulebook.
         old: String,
         /// The new rulebook.
         new: String,
+        /// Fail (exit code 1) if the new rulebook widens anything.
+        #[arg(long)]
+        only_narrows: bool,
+        /// Situations printed per group of bases (0: all).
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        /// The first day considered, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        date: Option<String>,
     },
     /// Check the rulebook's invariants over every situation it can tell apart; print each
     /// violation as a scenario ready to paste into a suite.
@@ -351,29 +365,18 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             };
             prove(rulebook.as_deref(), limit, date)
         }
-        PolicyCommand::Diff { old, new } => {
-            let open = |s: &str| {
-                if s == "federal" {
-                    load(None)
-                } else {
-                    load(Some(std::path::Path::new(s)))
-                }
+        PolicyCommand::Diff {
+            old,
+            new,
+            only_narrows,
+            limit,
+            date,
+        } => {
+            let date = match date {
+                Some(d) => cii_policy::parse_date(&d).context("--date")?,
+                None => today(),
             };
-            let (old_rb, new_rb) = (
-                open(&old).with_context(|| format!("old rulebook {old}"))?,
-                open(&new).with_context(|| format!("new rulebook {new}"))?,
-            );
-            let changes = cii_policy::diff::diff(&old_rb, &new_rb, today());
-            for c in &changes {
-                println!("{c}");
-            }
-            println!(
-                "{} change(s) between {} and {}",
-                changes.len(),
-                old_rb.version,
-                new_rb.version
-            );
-            Ok(ExitCode::SUCCESS)
+            diff(&old, &new, only_narrows, limit, date)
         }
     }
 }
@@ -449,4 +452,54 @@ fn prove(dir: Option<&std::path::Path>, limit: usize, date: time::Date) -> anyho
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+fn diff(old: &str, new: &str, only_narrows: bool, limit: usize, date: time::Date) -> anyhow::Result<ExitCode> {
+    let open = |s: &str| {
+        if s == "federal" {
+            load(None)
+        } else {
+            load(Some(std::path::Path::new(s)))
+        }
+    };
+    let (old_rb, new_rb) = (
+        open(old).with_context(|| format!("old rulebook {old}"))?,
+        open(new).with_context(|| format!("new rulebook {new}"))?,
+    );
+    let started = std::time::Instant::now();
+    let diff = cii_policy::diff::diff(&old_rb, &new_rb, date)?;
+    for c in &diff.bases {
+        println!("{c}");
+    }
+    for (group, changes) in diff.by_basis() {
+        let widen = changes.iter().filter(|c| c.widens()).count();
+        println!("\n{group}: {} situation(s), {widen} widen", changes.len());
+        let shown = if limit == 0 { changes.len() } else { limit };
+        // The widenings first: they are what a reviewer must see.
+        let mut ordered = changes.clone();
+        ordered.sort_by_key(|c| !c.widens());
+        for c in ordered.iter().take(shown) {
+            println!("  {c}");
+        }
+        if changes.len() > shown {
+            println!("  … {} more (--limit 0 prints all)", changes.len() - shown);
+        }
+    }
+    let widenings = diff.decisions.iter().filter(|c| c.widens()).count();
+    println!(
+        "{} change(s) between {} and {} ({} basis, {} release, {widenings} widening) over {} situations in {:.1} s",
+        diff.bases.len() + diff.decisions.len(),
+        old_rb.version,
+        new_rb.version,
+        diff.bases.len(),
+        diff.decisions.len(),
+        diff.situations,
+        started.elapsed().as_secs_f64()
+    );
+    if only_narrows && widenings > 0 {
+        println!("--only-narrows: the new rulebook widens in {widenings} situation(s)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

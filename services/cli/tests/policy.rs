@@ -152,7 +152,14 @@ fn diff_reports_a_changed_basis_and_the_decisions_it_changes() {
         );
         std::fs::write(dir.path().join(file.file_name()), text).expect("write");
     }
-    let out = cii(&["policy", "diff", "federal", &dir.path().to_string_lossy()]);
+    let out = cii(&[
+        "policy",
+        "diff",
+        "federal",
+        &dir.path().to_string_lossy(),
+        "--limit",
+        "0",
+    ]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("~ basis LAI-3b-2-i: categories"), "{text}");
@@ -179,4 +186,173 @@ fn check_fails_when_the_rulebook_names_a_category_no_payload_field_carries() {
         "{text}"
     );
     assert!(text.contains("1 error(s)"), "{text}");
+}
+
+/// A complete copy of the federal rulebook (files and invariants) in a temporary folder, with
+/// `edit` applied to the text of each file.
+fn federal_copy(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let federal = root().join("gateway/policy/rulebook/federal");
+    for (from, to) in [
+        (federal.clone(), dir.path().to_owned()),
+        (federal.join("invariants"), dir.path().join("invariants")),
+    ] {
+        std::fs::create_dir_all(&to).expect("dir");
+        for file in std::fs::read_dir(&from)
+            .expect("dir")
+            .flatten()
+            .filter(|f| f.path().is_file())
+        {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let text = edit(&name, std::fs::read_to_string(file.path()).expect("read"));
+            std::fs::write(to.join(&name), text).expect("write");
+        }
+    }
+    dir
+}
+
+/// The treating-doctor basis (AI → treating doctor, medical reports) also naming private bodies.
+fn medical_reports_to_private_bodies(name: &str, text: String) -> String {
+    if name != "30-lai.toml" {
+        return text;
+    }
+    let start = text.find("id = \"LAI-66a-1-cbis\"").expect("basis");
+    let to = start + text[start..].find("to = [\"HEALTH_PROVIDER\"]").expect("to");
+    format!(
+        "{}to = [\"HEALTH_PROVIDER\", \"PRIVATE\"]{}",
+        &text[..to],
+        &text[to + "to = [\"HEALTH_PROVIDER\"]".len()..]
+    )
+}
+
+#[test]
+fn prove_holds_on_the_shipped_rulebooks() {
+    for args in [
+        vec!["policy", "prove"],
+        vec!["policy", "prove", "--rulebook", "deploy/rulebook/vs"],
+    ] {
+        let out = cii(&args);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(text.contains(" 0 violated; ") && !text.contains("VIOLATED"), "{text}");
+        assert!(text.contains("holds     no-medical-data-to-private-bodies"), "{text}");
+    }
+}
+
+#[test]
+fn prove_finds_a_planted_defect_and_its_scenario_fails_on_it_and_passes_on_the_real_rulebook() {
+    let defective = federal_copy(medical_reports_to_private_bodies);
+    let dir = defective.path().to_string_lossy().into_owned();
+    let out = cii(&["policy", "prove", "--rulebook", &dir, "--limit", "1"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("VIOLATED  no-medical-data-to-private-bodies"), "{text}");
+    assert!(
+        text.contains("holds     avs-number-only-where-a-provision-names-it"),
+        "{text}"
+    );
+    // The counterexample of that invariant, pasted as it is into a suite.
+    let at = text
+        .find("VIOLATED  no-medical-data-to-private-bodies")
+        .expect("verdict");
+    let block = &text[at..];
+    let start = block.find("[[scenario]]").expect("scenario");
+    let end = block[start..].find("\n\n").map_or(block.len(), |e| start + e);
+    let scenario = &block[start..end];
+    assert!(
+        scenario.contains("to = \"PRIVATE\"") && scenario.contains("expect_withheld = [\"medical_reports\"]"),
+        "{scenario}"
+    );
+    let suite = tempfile::NamedTempFile::new().expect("suite");
+    std::fs::write(suite.path(), scenario).expect("write");
+    let suite = suite.path().to_string_lossy().into_owned();
+    let on_defective = cii(&["policy", "test", "--rulebook", &dir, "--scenarios", &suite]);
+    assert_eq!(on_defective.status.code(), Some(1), "{}", stdout(&on_defective));
+    assert!(stdout(&on_defective).contains("0 passed, 1 failed"));
+    let on_real = cii(&["policy", "test", "--scenarios", &suite]);
+    assert!(on_real.status.success(), "{}", stdout(&on_real));
+    assert!(stdout(&on_real).contains("1 passed, 0 failed"));
+}
+
+#[test]
+fn prove_refuses_an_invariant_naming_what_the_rulebook_does_not_declare() {
+    let dir = federal_copy(|name, text| {
+        if name == "federal.toml" {
+            text.replace(
+                "categories = [\"social_aid_receipt\", \"pc_receipt\"]",
+                "categories = [\"social_aid_receipt\", \"tax_records\"]",
+            )
+        } else {
+            text
+        }
+    });
+    let out = cii(&["policy", "prove", "--rulebook", &dir.path().to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("invariant `migration-hears-of-benefits-only-about-foreign-nationals`: categories: unknown category `tax_records`"),
+        "{err}"
+    );
+}
+
+/// LAI-3b-2-i with "the person was informed beforehand" (LAI 3b al. 3) made an alternative of
+/// "no overriding private interest": with every fact true — all the former diff looked at —
+/// nothing changes; with the person not informed, the report now goes.
+fn informed_or_no_interest(name: &str, text: String) -> String {
+    if name != "30-lai.toml" {
+        return text;
+    }
+    let old = "conditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC";
+    assert!(text.contains(old));
+    text.replace(
+        old,
+        "conditions = [\"case_by_case\", \"early_detection_target_group\", \"informed_or_no_interest\"]\nnote = \"Written early-detection report by the AC",
+    ) + "\n[[condition]]\nid = \"informed_or_no_interest\"\nany_of = [\"person_informed_before\", \"no_overriding_private_interest\"]\n\
+         label_fr = \"informée ou aucun intérêt\"\nlabel_de = \"informiert oder kein Interesse\"\nlabel_en = \"informed or no interest\"\n"
+}
+
+#[test]
+fn diff_only_narrows_fails_on_a_widening_of_one_fact_combination_and_passes_on_a_narrowing() {
+    let widened = federal_copy(informed_or_no_interest);
+    let out = cii(&[
+        "policy",
+        "diff",
+        "federal",
+        &widened.path().to_string_lossy(),
+        "--only-narrows",
+        "--limit",
+        "0",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("~ basis LAI-3b-2-i: conditions"), "{text}");
+    assert!(
+        text.contains("≠ AC_ORP → AI, spontaneous_report, early_detection, health_limitations [")
+            && text.contains("!person_informed_before")
+            && text.contains("withheld → released (LAI-3b-2-i)"),
+        "{text}"
+    );
+    assert!(text.contains("--only-narrows: the new rulebook widens"), "{text}");
+
+    let narrowed = federal_copy(|name, text| {
+        if name == "30-lai.toml" {
+            text.replacen(
+                "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"incapacity_certificate\"]",
+                "categories = [\"identity\", \"contact\", \"employment_status\"]",
+                1,
+            )
+        } else {
+            text
+        }
+    });
+    let out = cii(&[
+        "policy",
+        "diff",
+        "federal",
+        &narrowed.path().to_string_lossy(),
+        "--only-narrows",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(", 0 widening)") && text.contains("→ withheld"), "{text}");
 }
