@@ -1,10 +1,17 @@
 //! `cii bench audit`: durable appends through the sequencer against raw inserts of the same
 //! batches with the same durability, on SQLite (and PostgreSQL with `--postgres`).
 
-/// Appends per second through the sequencer, and raw inserts, on one store kind.
-async fn audit_store(url_for: impl Fn(&str) -> String, concurrency: usize) -> anyhow::Result<(f64, f64, f64)> {
+/// Appends per second through the sequencer, and raw inserts, on one store kind: about
+/// 10,000 entries per second of the phase (at least 12,800), so that a run lasts long enough
+/// for the figure to mean something (a PostgreSQL sequencer takes 30,000 a second).
+async fn audit_store(
+    url_for: impl Fn(&str) -> String,
+    concurrency: usize,
+    phase: std::time::Duration,
+) -> anyhow::Result<(f64, f64, f64)> {
     let writers = concurrency.max(1) as u64;
-    let per_writer = (12_800 / writers).max(10);
+    let entries = (phase.as_secs() * 10_000).clamp(12_800, 400_000);
+    let per_writer = (entries / writers).max(10);
     let (appends, batch) = cii_audit::bench::sequencer_rate(&url_for("seq"), writers, per_writer).await?;
     let raw = cii_audit::bench::raw_rate(&url_for("raw"), batch.round() as usize, writers, per_writer).await?;
     Ok((appends, raw, batch))
@@ -20,7 +27,11 @@ async fn postgres_database(base: &str, tag: &str) -> anyhow::Result<String> {
 }
 
 #[expect(clippy::print_stdout, reason = "the section's table")]
-pub(super) fn audit(concurrency: usize, postgres: Option<&str>) -> anyhow::Result<serde_json::Value> {
+pub(super) fn audit(
+    concurrency: usize,
+    postgres: Option<&str>,
+    phase: std::time::Duration,
+) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let dir = tempfile::tempdir()?;
@@ -28,6 +39,7 @@ pub(super) fn audit(concurrency: usize, postgres: Option<&str>) -> anyhow::Resul
         let (appends, raw, batch) = audit_store(
             |tag| format!("sqlite:{}", path.join(format!("{tag}.db")).display()),
             concurrency,
+            phase,
         )
         .await?;
         println!("\naudit (SQLite, synchronous=FULL, {concurrency} writers)");
@@ -43,6 +55,7 @@ pub(super) fn audit(concurrency: usize, postgres: Option<&str>) -> anyhow::Resul
             let (appends, raw, batch) = audit_store(
                 |tag| if tag == "seq" { seq.clone() } else { raw_db.clone() },
                 concurrency,
+                phase,
             )
             .await?;
             println!("audit (PostgreSQL)");

@@ -131,7 +131,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if run(Section::Audit) {
         report.insert(
             "audit".into(),
-            audit::audit(args.concurrency, args.postgres.as_deref())?,
+            audit::audit(args.concurrency, args.postgres.as_deref(), phase)?,
         );
     }
     if run(Section::Policy) {
