@@ -21,6 +21,10 @@ pub enum Change {
     Removed(String),
     /// A basis in both, with these fields changed.
     Modified(String, Vec<&'static str>),
+    /// An institution's legal facts (attestations, regime, canton) added, removed or changed.
+    Institution(String, &'static str),
+    /// A basis whose obligations the new rulebook drops or delays: `kind/owner` each.
+    ObligationsLoosened(String, Vec<String>),
 }
 
 impl std::fmt::Display for Change {
@@ -29,6 +33,10 @@ impl std::fmt::Display for Change {
             Change::Added(id) => write!(f, "+ basis {id}"),
             Change::Removed(id) => write!(f, "- basis {id}"),
             Change::Modified(id, fields) => write!(f, "~ basis {id}: {}", fields.join(", ")),
+            Change::Institution(id, what) => write!(f, "~ institution {id}: {what}"),
+            Change::ObligationsLoosened(id, lost) => {
+                write!(f, "~ basis {id}: obligations dropped or delayed: {}", lost.join(", "))
+            }
         }
     }
 }
@@ -101,6 +109,20 @@ fn changed_fields(old_rb: &Rulebook, a: &Basis, new_rb: &Rulebook, b: &Basis) ->
     fields
 }
 
+/// The obligations of `a` (old) that `b` (new) drops or gives more days: `kind/owner`.
+fn loosened(old_rb: &Rulebook, a: &Basis, new_rb: &Rulebook, b: &Basis) -> Vec<String> {
+    let kind = |rb: &Rulebook, k: usize| rb.obligation_kinds.get(k).map_or("?", |o| o.id.as_str()).to_owned();
+    a.obligations
+        .iter()
+        .filter(|o| {
+            !b.obligations
+                .iter()
+                .any(|n| kind(new_rb, n.kind) == kind(old_rb, o.kind) && n.owner == o.owner && n.due_days <= o.due_days)
+        })
+        .map(|o| format!("{}/{}", kind(old_rb, o.kind), o.owner))
+        .collect()
+}
+
 /// A category whose release changes in one situation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionChange {
@@ -155,10 +177,7 @@ impl std::fmt::Display for DecisionChange {
         if s.pull {
             given.push("unreviewed pull".to_owned());
         }
-        let canton = match (&s.from.id, &s.from.canton) {
-            (None, Some(c)) => format!(" ({c})"),
-            _ => String::new(),
-        };
+        let canton = s.from.canton.as_ref().map_or_else(String::new, |c| format!(" ({c})"));
         write!(
             f,
             "≠ {}{canton} → {}, {}, {}, {} [{}; {}]: {} → {}",
@@ -178,7 +197,7 @@ impl std::fmt::Display for DecisionChange {
 /// What changed between two rulebooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diff {
-    /// The bases added, removed or modified.
+    /// The bases and institutions added, removed or modified.
     pub bases: Vec<Change>,
     /// Every situation and category whose release (or the bases releasing it) changes.
     pub decisions: Vec<DecisionChange>,
@@ -187,6 +206,17 @@ pub struct Diff {
 }
 
 impl Diff {
+    /// The changes that widen: a category released where it was withheld, an obligation
+    /// dropped or delayed.
+    pub fn widenings(&self) -> usize {
+        self.decisions.iter().filter(|c| c.widens()).count()
+            + self
+                .bases
+                .iter()
+                .filter(|c| matches!(c, Change::ObligationsLoosened(..)))
+                .count()
+    }
+
     /// The decision changes grouped by the bases that release.
     pub fn by_basis(&self) -> std::collections::BTreeMap<String, Vec<&DecisionChange>> {
         let mut groups: std::collections::BTreeMap<String, Vec<&DecisionChange>> = Default::default();
@@ -214,9 +244,26 @@ pub fn diff(old: &Rulebook, new: &Rulebook, today: Date) -> Result<Diff, TooMany
         }
     }
     for a in &old.bases {
-        if new.basis(&a.id).is_none() {
-            bases.push(Change::Removed(a.id.clone()));
+        match new.basis(&a.id) {
+            None => bases.push(Change::Removed(a.id.clone())),
+            Some(b) => {
+                let lost = loosened(old, a, new, b);
+                if !lost.is_empty() {
+                    bases.push(Change::ObligationsLoosened(a.id.clone(), lost));
+                }
+            }
         }
+    }
+    for (id, facts) in &old.institutions {
+        let what = match new.institutions.get(id) {
+            None => "removed",
+            Some(f) if f != facts => "attestations, regime or canton changed",
+            Some(_) => continue,
+        };
+        bases.push(Change::Institution(id.to_string(), what));
+    }
+    for id in new.institutions.keys().filter(|id| !old.institutions.contains_key(*id)) {
+        bases.push(Change::Institution(id.to_string(), "added"));
     }
     let (mut decisions, mut situations) = (Vec::new(), 0u64);
     space::for_each(&[old, new], today, |s| {

@@ -16,7 +16,9 @@
 //! - `only_under` with `bases = [...]`: every basis that releases one of them is listed;
 //! - `consent_or` with `bases = [...]`: released without any consent, only under a listed basis.
 //!
-//! A basis is listed by its id, or by a prefix ending at `-` (`LAI-3b` lists `LAI-3b-2-i`).
+//! A basis is listed by its exact id, or by a prefix ending in `-*` (`LAI-3b-*` lists
+//! `LAI-3b-2-i`): exact by default, because a prefix also lists any basis a canton's
+//! extension adds under a similar id.
 //! Each situation of [`crate::space`] is decided once by the engine itself and every
 //! invariant read against what it released; a violation comes back as a scenario that fails
 //! on the rulebook that breaks the invariant.
@@ -29,7 +31,7 @@ use time::Date;
 
 use crate::decide::Party;
 use crate::rulebook::Rulebook;
-use crate::scenario::{basis_matches, party};
+use crate::scenario::party;
 use crate::space::{self, Consent, Releases, Situation, TooManyFacts, party_name};
 use crate::vocab::Trigger;
 
@@ -165,7 +167,10 @@ fn checked(rb: &Rulebook, r: RawInvariant) -> Result<Invariant, (String, String)
         }
     };
     for b in &r.bases {
-        if !rb.bases.iter().any(|basis| basis_matches(&basis.id, b)) {
+        if b.ends_with('*') && !b.ends_with("-*") {
+            return Err(fail(format!("bases: `{b}`: a prefix ends in `-*` (e.g. LACI-97a-*)")));
+        }
+        if !rb.bases.iter().any(|basis| listed(&basis.id, b)) {
             return Err(fail(format!("bases: `{b}` names no basis of the rulebook")));
         }
     }
@@ -213,6 +218,14 @@ fn checked(rb: &Rulebook, r: RawInvariant) -> Result<Invariant, (String, String)
     })
 }
 
+/// Whether basis `id` is listed by `entry`: its exact id, or a prefix ending in `-*`.
+fn listed(id: &str, entry: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => id.starts_with(prefix),
+        None => id == entry,
+    }
+}
+
 /// Whether `name` (a type or a registry id, as in scenarios) designates `p`.
 fn designates(name: &str, p: &Party) -> bool {
     p.id.as_ref().is_some_and(|id| id.as_str() == name) || p.kind.as_str() == name
@@ -236,12 +249,7 @@ impl Invariant {
     /// `Some(basis)` names the basis at fault.
     fn broken_by(&self, s: &Situation, category: &str, released: &Releases) -> Option<String> {
         let bases = released.get(category)?;
-        let unlisted = |allowed: &[String]| {
-            bases
-                .iter()
-                .find(|b| !allowed.iter().any(|a| basis_matches(b, a)))
-                .cloned()
-        };
+        let unlisted = |allowed: &[String]| bases.iter().find(|b| !allowed.iter().any(|a| listed(b, a))).cloned();
         match &self.statement {
             Statement::NeverRelease => bases.first().cloned(),
             Statement::OnlyUnder(allowed) => unlisted(allowed),
@@ -282,6 +290,12 @@ pub struct Report {
     pub verdicts: Vec<Verdict>,
     /// Situations decided.
     pub situations: u64,
+}
+
+/// How many situations [`prove`] would decide.
+pub fn size(rb: &Rulebook, invariants: &[Invariant], today: Date) -> Result<u64, TooManyFacts> {
+    let extra = Extra::of(invariants);
+    space::count(&[rb], today, &extra.facts, extra.consent)
 }
 
 /// Checks every invariant over every situation of `rb`'s space from `today` on (see
@@ -388,7 +402,7 @@ impl Counterexample {
         );
         let _ = writeln!(out, "article = {}", quoted(&invariant.citation));
         let _ = writeln!(out, "from = {}", quoted(&party_name(&s.from)));
-        if let (None, Some(canton)) = (&s.from.id, &s.from.canton) {
+        if let Some(canton) = &s.from.canton {
             let _ = writeln!(out, "from_canton = {}", quoted(canton));
         }
         let _ = writeln!(out, "to = {}", quoted(&party_name(&s.to)));

@@ -6,7 +6,9 @@
 //! the transfers, made finite by what the engine can tell apart:
 //! - the discloser and the recipient: every institution type of the rulebooks (known by type
 //!   only, the discloser in each canton a basis is limited to and in none) and every
-//!   institution the rulebooks describe (their attestations, regime and canton);
+//!   institution the rulebooks describe (their attestations, regime and canton; as discloser
+//!   in each canton a basis is limited to and in one no basis names, since the engine reads
+//!   the canton the registry gives);
 //! - every trigger, every purpose;
 //! - the day: today, and each later day on which a basis enters into force or lapses or an
 //!   attestation starts (decisions are constant between two such days);
@@ -14,7 +16,9 @@
 //!   by the conditions of the bases the engine goes on to evaluate (active, in force, in the
 //!   discloser's canton, covering trigger and purpose), the stand-ins of the attestations they
 //!   need and the facts of the federal duties — in every combination; a fact no such basis
-//!   reads is never looked at, so its value cannot change the decision;
+//!   reads is never looked at, so its value cannot change the decision; a fact the rulebooks
+//!   attest of the discloser (`[[institution.status]]`) holds whatever is given, so it is
+//!   taken as holding;
 //! - no consent, an oral one, a written one (each covering the categories and the purpose),
 //!   when such a basis rests on consent; an individual case (one person, a case reference) or
 //!   not, when such a basis needs `case_by_case`; a pull its holder has reviewed or not;
@@ -131,8 +135,10 @@ impl Situation {
     }
 }
 
-/// The parties of the rulebooks: each type (the discloser also in each canton a basis is
-/// limited to), each institution described.
+/// The parties of the rulebooks: each type and each institution described. A discloser is
+/// also taken in each canton a basis is limited to and in none: the engine reads the canton
+/// the transfer gives (the registry's), which for an institution may differ from the one the
+/// rulebook records.
 fn parties(rbs: &[&Rulebook], as_discloser: bool) -> Vec<Party> {
     let mut cantons: BTreeSet<Option<String>> = BTreeSet::from([None]);
     if as_discloser {
@@ -153,15 +159,42 @@ fn parties(rbs: &[&Rulebook], as_discloser: bool) -> Vec<Party> {
             });
         }
     }
+    // An institution without a canton given is in the rulebook's: its variants are the cantons
+    // bases name and one they do not.
+    let mut theirs: BTreeSet<Option<String>> = cantons.iter().flatten().cloned().map(Some).collect();
+    theirs.insert(Some(other_canton(rbs)));
     let mut seen = BTreeSet::new();
     for rb in rbs {
         for (id, facts) in &rb.institutions {
-            if seen.insert(id.clone()) {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if as_discloser {
+                for canton in &theirs {
+                    out.push(Party::member(facts.kind, id.clone(), canton.clone()));
+                }
+            } else {
                 out.push(Party::member(facts.kind, id.clone(), facts.canton.clone()));
             }
         }
     }
     out
+}
+
+/// A canton no basis of `rbs` is limited to: it stands for all of them.
+pub fn other_canton(rbs: &[&Rulebook]) -> String {
+    const CANTONS: [&str; 26] = [
+        "ZH", "BE", "LU", "UR", "SZ", "OW", "NW", "GL", "ZG", "FR", "SO", "BS", "BL", "SH", "AR", "AI", "SG", "GR",
+        "AG", "TG", "TI", "VD", "VS", "NE", "GE", "JU",
+    ];
+    let named = |c: &str| {
+        rbs.iter()
+            .any(|rb| rb.bases.iter().any(|b| b.cantons.iter().any(|x| x == c)))
+    };
+    CANTONS
+        .iter()
+        .find(|c| !named(c))
+        .map_or_else(|| "XX".to_owned(), |c| (*c).to_owned())
 }
 
 /// Today, and each later day on which some basis or attestation changes.
@@ -306,6 +339,47 @@ pub fn for_each_with(
     extra_consent: bool,
     mut visit: impl FnMut(&Situation),
 ) -> Result<(), TooManyFacts> {
+    walk(rbs, today, extra_facts, extra_consent, |situation, reads| match reads {
+        None => visit(situation),
+        Some(reads) => combinations(reads, situation, &mut visit),
+    })
+}
+
+/// How many situations [`for_each_with`] would visit (counted, not decided: a rulebook whose
+/// space is too large to go through is refused before the work starts).
+pub fn count(rbs: &[&Rulebook], today: Date, extra_facts: &[String], extra_consent: bool) -> Result<u64, TooManyFacts> {
+    let mut total = 0u64;
+    walk(rbs, today, extra_facts, extra_consent, |_, reads| {
+        let n = reads.map_or(1, |r| {
+            (1u64 << r.facts.len()) * if r.consent { 3 } else { 1 } * if r.case { 2 } else { 1 } * 2
+        });
+        total = total.saturating_add(n);
+    })?;
+    Ok(total)
+}
+
+/// Whether every rulebook attests fact `id` of the discloser on `date` (`[[institution.status]]`):
+/// the engine then takes it as holding whatever the transfer says.
+fn attested(rbs: &[&Rulebook], from: &Party, id: &str, date: Date) -> bool {
+    rbs.iter().all(|rb| {
+        let fact = rb.fact_index(id);
+        from.id
+            .as_ref()
+            .and_then(|i| rb.institutions.get(i))
+            .is_some_and(|f| f.status.iter().any(|s| Some(s.fact) == fact && s.since <= date))
+    })
+}
+
+/// Goes through every (discloser, recipient, trigger, purpose, day) with what the bases the
+/// engine evaluates there read (`None`: no basis is evaluated, nothing else is read). The
+/// situation passed carries the facts the discloser is attested fixed to true.
+fn walk(
+    rbs: &[&Rulebook],
+    today: Date,
+    extra_facts: &[String],
+    extra_consent: bool,
+    mut each: impl FnMut(&mut Situation, Option<&Reads>),
+) -> Result<(), TooManyFacts> {
     let (senders, recipients) = (parties(rbs, true), parties(rbs, false));
     let purposes: BTreeSet<String> = rbs
         .iter()
@@ -317,8 +391,6 @@ pub fn for_each_with(
                 for &trigger in Trigger::ALL {
                     for purpose in &purposes {
                         let mut reads = Reads::default();
-                        reads.facts.extend(extra_facts.iter().cloned());
-                        reads.consent = extra_consent;
                         for rb in rbs {
                             let Some(p) = rb.purpose_index(purpose) else { continue };
                             for b in evaluated(rb, from, to, trigger, p, date) {
@@ -340,9 +412,21 @@ pub fn for_each_with(
                             date,
                         };
                         if !reads.any_basis {
-                            // No basis is evaluated: nothing else is read.
-                            visit(&situation);
+                            each(&mut situation, None);
                             continue;
+                        }
+                        reads.facts.extend(extra_facts.iter().cloned());
+                        reads.consent |= extra_consent;
+                        // A fact the rulebooks attest of this discloser holds whatever is given.
+                        let fixed: Vec<String> = reads
+                            .facts
+                            .iter()
+                            .filter(|f| from.id.is_some() && attested(rbs, from, f, date))
+                            .cloned()
+                            .collect();
+                        for f in fixed {
+                            reads.facts.remove(&f);
+                            situation.facts.insert(f, true);
                         }
                         if reads.facts.len() > MAX_RELEVANT_FACTS {
                             return Err(TooManyFacts {
@@ -353,7 +437,7 @@ pub fn for_each_with(
                                 facts: reads.facts.len(),
                             });
                         }
-                        combinations(&reads, &mut situation, &mut visit);
+                        each(&mut situation, Some(&reads));
                     }
                 }
             }
@@ -371,11 +455,9 @@ fn combinations(reads: &Reads, situation: &mut Situation, visit: &mut impl FnMut
     };
     let cases: &[bool] = if reads.case { &[true, false] } else { &[true] };
     for bits in 0u64..(1u64 << facts.len()) {
-        situation.facts = facts
-            .iter()
-            .enumerate()
-            .map(|(i, f)| ((*f).clone(), bits & (1 << i) != 0))
-            .collect();
+        for (i, f) in facts.iter().enumerate() {
+            situation.facts.insert((*f).clone(), bits & (1 << i) != 0);
+        }
         for &consent in consents {
             for &individual_case in cases {
                 for pull in [false, true] {

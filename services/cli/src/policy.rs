@@ -136,7 +136,8 @@ cii policy test --scenarios gateway/policy/scenarios/federal.toml")]
 rulebook can tell apart is decided by both (the space `cii policy prove` checks: each discloser and recipient, \
 trigger, purpose, category and day, every combination of the facts the bases involved read, each consent state, \
 individual case or not, reviewed pull or not).\n\nWith --only-narrows the exit code is 1 if NEW releases, in any \
-situation, a category OLD withheld: an amendment meant to narrow that widens anywhere fails.\n\nExample:\n  \
+situation, a category OLD withheld, or drops or delays an obligation of a basis: an amendment meant to narrow that \
+widens anywhere fails.\n\nExample:\n  \
 cii policy diff federal rulebook/vs-draft --only-narrows"
     )]
     Diff {
@@ -153,6 +154,9 @@ cii policy diff federal rulebook/vs-draft --only-narrows"
         /// The first day considered, YYYY-MM-DD (default: today).
         #[arg(long)]
         date: Option<String>,
+        /// Refuse a space of more situations than this (counted before any is decided).
+        #[arg(long, default_value_t = MAX_SITUATIONS)]
+        max_situations: u64,
     },
     /// Check the rulebook's invariants over every situation it can tell apart; print each
     /// violation as a scenario ready to paste into a suite.
@@ -168,6 +172,9 @@ cii policy diff federal rulebook/vs-draft --only-narrows"
         /// The first day considered, YYYY-MM-DD (default: today).
         #[arg(long)]
         date: Option<String>,
+        /// Refuse a space of more situations than this (counted before any is decided).
+        #[arg(long, default_value_t = MAX_SITUATIONS)]
+        max_situations: u64,
     },
     /// Run a (changed) rulebook against the decisions recorded in an audit log, and print
     /// each decision it would change, then a summary.
@@ -190,6 +197,21 @@ Example:
         #[arg(long)]
         all: bool,
     },
+}
+
+/// The largest space `prove` and `diff` go through by default: about a minute on one core
+/// (the federal rulebook's is 285,000 situations, decided in about a second).
+const MAX_SITUATIONS: u64 = 50_000_000;
+
+/// Refuses a space larger than `max` before any situation is decided.
+fn within(size: u64, max: u64) -> anyhow::Result<()> {
+    if size > max {
+        bail!(
+            "the space has {size} situations, more than --max-situations {max}: the bases of some pair read too many facts \
+             (see docs/jurist-guide.md, \"Invariants\"); raise the limit to go through it anyway"
+        );
+    }
+    Ok(())
 }
 
 fn today() -> time::Date {
@@ -358,12 +380,17 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             rulebook,
             all,
         } => crate::policy_replay::run(&log, &registry, &load(rulebook.as_deref())?, all),
-        PolicyCommand::Prove { rulebook, limit, date } => {
+        PolicyCommand::Prove {
+            rulebook,
+            limit,
+            date,
+            max_situations,
+        } => {
             let date = match date {
                 Some(d) => cii_policy::parse_date(&d).context("--date")?,
                 None => today(),
             };
-            prove(rulebook.as_deref(), limit, date)
+            prove(rulebook.as_deref(), limit, date, max_situations)
         }
         PolicyCommand::Diff {
             old,
@@ -371,12 +398,13 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             only_narrows,
             limit,
             date,
+            max_situations,
         } => {
             let date = match date {
                 Some(d) => cii_policy::parse_date(&d).context("--date")?,
                 None => today(),
             };
-            diff(&old, &new, only_narrows, limit, date)
+            diff(&old, &new, only_narrows, limit, date, max_situations)
         }
     }
 }
@@ -401,7 +429,7 @@ fn invariant_files(dir: Option<&std::path::Path>) -> anyhow::Result<Vec<(String,
 }
 
 #[expect(clippy::print_stdout, reason = "the report is the command's output")]
-fn prove(dir: Option<&std::path::Path>, limit: usize, date: time::Date) -> anyhow::Result<ExitCode> {
+fn prove(dir: Option<&std::path::Path>, limit: usize, date: time::Date, max: u64) -> anyhow::Result<ExitCode> {
     let rb = load(dir)?;
     let files = invariant_files(dir)?;
     if files.is_empty() {
@@ -417,6 +445,7 @@ fn prove(dir: Option<&std::path::Path>, limit: usize, date: time::Date) -> anyho
             errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
         )
     })?;
+    within(cii_policy::prove::size(&rb, &invariants, date)?, max)?;
     let started = std::time::Instant::now();
     let report = cii_policy::prove::prove(&rb, &invariants, date, limit)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -455,7 +484,14 @@ fn prove(dir: Option<&std::path::Path>, limit: usize, date: time::Date) -> anyho
 }
 
 #[expect(clippy::print_stdout, reason = "the report is the command's output")]
-fn diff(old: &str, new: &str, only_narrows: bool, limit: usize, date: time::Date) -> anyhow::Result<ExitCode> {
+fn diff(
+    old: &str,
+    new: &str,
+    only_narrows: bool,
+    limit: usize,
+    date: time::Date,
+    max: u64,
+) -> anyhow::Result<ExitCode> {
     let open = |s: &str| {
         if s == "federal" {
             load(None)
@@ -467,6 +503,7 @@ fn diff(old: &str, new: &str, only_narrows: bool, limit: usize, date: time::Date
         open(old).with_context(|| format!("old rulebook {old}"))?,
         open(new).with_context(|| format!("new rulebook {new}"))?,
     );
+    within(cii_policy::space::count(&[&old_rb, &new_rb], date, &[], false)?, max)?;
     let started = std::time::Instant::now();
     let diff = cii_policy::diff::diff(&old_rb, &new_rb, date)?;
     for c in &diff.bases {
@@ -486,7 +523,7 @@ fn diff(old: &str, new: &str, only_narrows: bool, limit: usize, date: time::Date
             println!("  … {} more (--limit 0 prints all)", changes.len() - shown);
         }
     }
-    let widenings = diff.decisions.iter().filter(|c| c.widens()).count();
+    let widenings = diff.widenings();
     println!(
         "{} change(s) between {} and {} ({} basis, {} release, {widenings} widening) over {} situations in {:.1} s",
         diff.bases.len() + diff.decisions.len(),

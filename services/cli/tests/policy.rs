@@ -356,3 +356,52 @@ fn diff_only_narrows_fails_on_a_widening_of_one_fact_combination_and_passes_on_a
     assert!(out.status.success(), "{text}");
     assert!(text.contains(", 0 widening)") && text.contains("→ withheld"), "{text}");
 }
+
+#[test]
+fn diff_only_narrows_fails_when_an_obligation_is_dropped_and_reports_institution_changes() {
+    let loosened = federal_copy(|name, text| {
+        if name == "20-laci.toml" {
+            let start = text.find("id = \"LACI-85f-3\"").expect("basis");
+            let at = start
+                + text[start..]
+                    .find("obligations = [{ kind = \"inform_person_after\", owner = \"sender\" }]\n")
+                    .expect("obligation");
+            format!(
+                "{}{}",
+                &text[..at],
+                &text[at + "obligations = [{ kind = \"inform_person_after\", owner = \"sender\" }]\n".len()..]
+            )
+        } else {
+            text
+        }
+    });
+    let out = cii(&[
+        "policy",
+        "diff",
+        "federal",
+        &loosened.path().to_string_lossy(),
+        "--only-narrows",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("~ basis LACI-85f-3: obligations dropped or delayed: inform_person_after/sender"),
+        "{text}"
+    );
+    // The Valais extension against the federal rulebook: its institutions are reported.
+    let out = cii(&["policy", "diff", "federal", "deploy/rulebook/vs", "--limit", "1"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("~ institution ORP-VS: added"), "{text}");
+}
+
+#[test]
+fn prove_refuses_a_space_larger_than_its_limit_before_deciding_anything() {
+    let out = cii(&["policy", "prove", "--max-situations", "1000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("situations, more than --max-situations 1000") && stdout(&out).is_empty(),
+        "{err}"
+    );
+}
