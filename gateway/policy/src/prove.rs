@@ -32,7 +32,7 @@ use time::Date;
 use crate::decide::Party;
 use crate::rulebook::Rulebook;
 use crate::scenario::party;
-use crate::space::{self, Consent, Releases, Situation, TooManyFacts, party_name};
+use crate::space::{self, Consent, Extra, Releases, Situation, TooManyFacts, party_name};
 use crate::vocab::Trigger;
 
 /// What an invariant says.
@@ -232,12 +232,17 @@ fn designates(name: &str, p: &Party) -> bool {
 }
 
 impl Invariant {
-    /// Whether the invariant speaks of situation `s`.
-    fn speaks_of(&self, s: &Situation) -> bool {
+    /// Whether the invariant may speak of situation `s`, by its parties, trigger and purpose.
+    fn may_speak_of(&self, s: &Situation) -> bool {
         (self.from.is_empty() || self.from.iter().any(|n| designates(n, &s.from)))
             && (self.to.is_empty() || self.to.iter().any(|n| designates(n, &s.to)))
             && (self.triggers.is_empty() || self.triggers.contains(&s.trigger))
             && (self.purposes.is_empty() || self.purposes.contains(&s.purpose))
+    }
+
+    /// Whether the invariant speaks of situation `s`.
+    fn speaks_of(&self, s: &Situation) -> bool {
+        self.may_speak_of(s)
             && (self.consent.is_empty() || self.consent.contains(&s.consent))
             && self
                 .facts
@@ -294,8 +299,7 @@ pub struct Report {
 
 /// How many situations [`prove`] would decide.
 pub fn size(rb: &Rulebook, invariants: &[Invariant], today: Date) -> Result<u64, TooManyFacts> {
-    let extra = Extra::of(invariants);
-    space::count(&[rb], today, &extra.facts, extra.consent)
+    space::count(&[rb], today, &|s| extra(invariants, s))
 }
 
 /// Checks every invariant over every situation of `rb`'s space from `today` on (see
@@ -311,9 +315,8 @@ pub fn prove(rb: &Rulebook, invariants: &[Invariant], today: Date, limit: usize)
         })
         .collect();
     let all: Vec<String> = rb.categories.iter().map(|c| c.id.clone()).collect();
-    let extra = Extra::of(invariants);
     let mut situations = 0u64;
-    space::for_each_with(&[rb], today, &extra.facts, extra.consent, |s| {
+    space::for_each_with(&[rb], today, &|s| extra(invariants, s), |s| {
         situations += 1;
         let speaking: Vec<usize> = (0..verdicts.len())
             .filter(|i| verdicts.get(*i).is_some_and(|v| v.invariant.speaks_of(s)))
@@ -347,25 +350,17 @@ pub fn prove(rb: &Rulebook, invariants: &[Invariant], today: Date, limit: usize)
     Ok(Report { verdicts, situations })
 }
 
-/// What the invariants speak of that the space must enumerate even where no basis reads it:
-/// the facts they name, and consent.
-struct Extra {
-    facts: Vec<String>,
-    consent: bool,
-}
-
-impl Extra {
-    fn of(invariants: &[Invariant]) -> Extra {
-        let mut facts: Vec<String> = invariants.iter().flat_map(|i| i.facts.keys().cloned()).collect();
-        facts.sort();
-        facts.dedup();
-        Extra {
-            facts,
-            consent: invariants
-                .iter()
-                .any(|i| !i.consent.is_empty() || matches!(i.statement, Statement::ConsentOr(_))),
-        }
+/// What the invariants that may speak of situation `s` (by its parties, trigger and purpose)
+/// name, which the space must enumerate even where no basis reads it: their facts, consent.
+fn extra(invariants: &[Invariant], s: &Situation) -> Extra {
+    let mut out = Extra::default();
+    for i in invariants.iter().filter(|i| i.may_speak_of(s)) {
+        out.facts.extend(i.facts.keys().cloned());
+        out.consent |= !i.consent.is_empty() || matches!(i.statement, Statement::ConsentOr(_));
     }
+    out.facts.sort();
+    out.facts.dedup();
+    out
 }
 
 fn quoted(s: &str) -> String {

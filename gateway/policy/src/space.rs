@@ -326,20 +326,28 @@ pub fn date_text(d: Date) -> String {
 /// Calls `visit` with every situation of the space of `rbs` (see the module's documentation),
 /// from `today` on. One rulebook for `prove`, two for `diff` (the union of both spaces).
 pub fn for_each(rbs: &[&Rulebook], today: Date, visit: impl FnMut(&Situation)) -> Result<(), TooManyFacts> {
-    for_each_with(rbs, today, &[], false, visit)
+    for_each_with(rbs, today, &|_| Extra::default(), visit)
 }
 
-/// [`for_each`], also enumerating, wherever a basis is evaluated, the facts `extra_facts` and
-/// (if `extra_consent`) the consent states, which no basis may read but a statement about
-/// the situations names (elsewhere nothing is released, whatever they are).
+/// What a statement about the situations names, to be enumerated even where no basis reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Facts.
+    pub facts: Vec<String>,
+    /// Whether the consent states are.
+    pub consent: bool,
+}
+
+/// [`for_each`], also enumerating, wherever a basis is evaluated, what `extra` says a
+/// statement about that discloser, recipient, trigger, purpose and day names — facts no basis
+/// may read, the consent states (elsewhere nothing is released, whatever they are).
 pub fn for_each_with(
     rbs: &[&Rulebook],
     today: Date,
-    extra_facts: &[String],
-    extra_consent: bool,
+    extra: &dyn Fn(&Situation) -> Extra,
     mut visit: impl FnMut(&Situation),
 ) -> Result<(), TooManyFacts> {
-    walk(rbs, today, extra_facts, extra_consent, |situation, reads| match reads {
+    walk(rbs, today, extra, |situation, reads| match reads {
         None => visit(situation),
         Some(reads) => combinations(reads, situation, &mut visit),
     })
@@ -347,9 +355,9 @@ pub fn for_each_with(
 
 /// How many situations [`for_each_with`] would visit (counted, not decided: a rulebook whose
 /// space is too large to go through is refused before the work starts).
-pub fn count(rbs: &[&Rulebook], today: Date, extra_facts: &[String], extra_consent: bool) -> Result<u64, TooManyFacts> {
+pub fn count(rbs: &[&Rulebook], today: Date, extra: &dyn Fn(&Situation) -> Extra) -> Result<u64, TooManyFacts> {
     let mut total = 0u64;
-    walk(rbs, today, extra_facts, extra_consent, |_, reads| {
+    walk(rbs, today, extra, |_, reads| {
         let n = reads.map_or(1, |r| {
             (1u64 << r.facts.len()) * if r.consent { 3 } else { 1 } * if r.case { 2 } else { 1 } * 2
         });
@@ -376,8 +384,7 @@ fn attested(rbs: &[&Rulebook], from: &Party, id: &str, date: Date) -> bool {
 fn walk(
     rbs: &[&Rulebook],
     today: Date,
-    extra_facts: &[String],
-    extra_consent: bool,
+    extra: &dyn Fn(&Situation) -> Extra,
     mut each: impl FnMut(&mut Situation, Option<&Reads>),
 ) -> Result<(), TooManyFacts> {
     let (senders, recipients) = (parties(rbs, true), parties(rbs, false));
@@ -415,8 +422,9 @@ fn walk(
                             each(&mut situation, None);
                             continue;
                         }
-                        reads.facts.extend(extra_facts.iter().cloned());
-                        reads.consent |= extra_consent;
+                        let named = extra(&situation);
+                        reads.facts.extend(named.facts);
+                        reads.consent |= named.consent;
                         // A fact the rulebooks attest of this discloser holds whatever is given.
                         let fixed: Vec<String> = reads
                             .facts

@@ -503,7 +503,10 @@ fn diff(
         open(old).with_context(|| format!("old rulebook {old}"))?,
         open(new).with_context(|| format!("new rulebook {new}"))?,
     );
-    within(cii_policy::space::count(&[&old_rb, &new_rb], date, &[], false)?, max)?;
+    within(
+        cii_policy::space::count(&[&old_rb, &new_rb], date, &|_| Default::default())?,
+        max,
+    )?;
     let started = std::time::Instant::now();
     let diff = cii_policy::diff::diff(&old_rb, &new_rb, date)?;
     for c in &diff.bases {

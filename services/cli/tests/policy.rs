@@ -235,7 +235,10 @@ fn prove_holds_on_the_shipped_rulebooks() {
         let text = stdout(&out);
         assert!(out.status.success(), "{args:?}: {text}");
         assert!(text.contains(" 0 violated; ") && !text.contains("VIOLATED"), "{text}");
-        assert!(text.contains("holds     no-medical-data-to-private-bodies"), "{text}");
+        assert!(
+            text.contains("holds     no-medical-data-outside-the-insurers-and-the-treating-doctor"),
+            "{text}"
+        );
     }
 }
 
@@ -246,14 +249,17 @@ fn prove_finds_a_planted_defect_and_its_scenario_fails_on_it_and_passes_on_the_r
     let out = cii(&["policy", "prove", "--rulebook", &dir, "--limit", "1"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("VIOLATED  no-medical-data-to-private-bodies"), "{text}");
+    assert!(
+        text.contains("VIOLATED  no-medical-data-outside-the-insurers-and-the-treating-doctor"),
+        "{text}"
+    );
     assert!(
         text.contains("holds     avs-number-only-where-a-provision-names-it"),
         "{text}"
     );
     // The counterexample of that invariant, pasted as it is into a suite.
     let at = text
-        .find("VIOLATED  no-medical-data-to-private-bodies")
+        .find("VIOLATED  no-medical-data-outside-the-insurers-and-the-treating-doctor")
         .expect("verdict");
     let block = &text[at..];
     let start = block.find("[[scenario]]").expect("scenario");
