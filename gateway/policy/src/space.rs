@@ -2,7 +2,7 @@
 //! checks invariants over and `cii policy diff` compares two rulebooks over.
 //!
 //! # How the space is bounded
-//! A decision reads nothing but the transfer (see [`crate::decide`]), so the situations are
+//! A decision reads nothing but the transfer (see [`mod@crate::decide`]), so the situations are
 //! the transfers, made finite by what the engine can tell apart:
 //! - the discloser and the recipient: every institution type of the rulebooks (known by type
 //!   only, the discloser in each canton a basis is limited to and in none) and every
