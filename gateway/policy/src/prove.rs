@@ -363,12 +363,16 @@ fn extra(invariants: &[Invariant], s: &Situation) -> Extra {
     out
 }
 
+/// `s` as a TOML basic string (a citation may hold quotes, backslashes or line breaks).
 fn quoted(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -437,4 +441,38 @@ pub fn federal_invariants() -> Vec<(String, String)> {
         "federal/invariants/federal.toml".to_owned(),
         include_str!("../rulebook/federal/invariants/federal.toml").to_owned(),
     )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counterexample_is_a_scenario_file_whatever_its_citation_holds() {
+        let rb = crate::load(&crate::federal_sources(), time::macros::date!(2026 - 12 - 01)).expect("federal");
+        let text = "[[invariant]]\nid = \"odd\"\nstatement = \"never_release\"\ncategories = [\"identity\"]\n\
+                    citation = \"Art. \\\"1\\\" \\\\ al.\\n2\\t\\u0001\"\nreason = \"r\"\n";
+        let invariants = load(&rb, &[("odd.toml".into(), text.into())]).expect("loads");
+        let report = prove(&rb, &invariants, time::macros::date!(2026 - 12 - 01), 1).expect("prove");
+        let verdict = report.verdicts.first().expect("verdict");
+        let example = verdict.examples.first().expect("identity is released somewhere");
+        let scenario = example.scenario(&verdict.invariant);
+        let outcomes = crate::scenario::run_file(&rb, "pasted.toml", &scenario, time::macros::date!(2026 - 12 - 01));
+        assert_eq!(outcomes.len(), 1, "{scenario}");
+        let outcome = outcomes.first().expect("one");
+        // It loads, and fails on the rulebook that breaks the invariant, for that reason only.
+        assert!(
+            outcome.name.starts_with("invariant odd: identity"),
+            "{scenario}\n{outcome:?}"
+        );
+        assert!(
+            outcome.failures.len() == 1 && outcome.failures.iter().all(|f| f.contains("identity")),
+            "{scenario}\n{:?}",
+            outcome.failures
+        );
+        assert!(
+            scenario.contains("article = \"Art. \\\"1\\\" \\\\ al.\\n2\\t\\u0001\""),
+            "{scenario}"
+        );
+    }
 }
