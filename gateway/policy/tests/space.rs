@@ -171,8 +171,14 @@ fn standing_for<'a>(situations: &'a [(Situation, Releases)], rb: &Rulebook, t: &
         }
     };
     let individual = t.persons == 1 && t.case_reference.is_some();
+    // What the space enumerates here (a dimension it does not is not read).
+    let consent = consent_of(t);
+    let consent_read = situations.iter().any(|(o, _)| o.consent != Consent::None);
+    let case_read = situations.iter().any(|(o, _)| !o.individual_case);
     let matching: Vec<_> = situations
         .iter()
+        .filter(|(s, _)| s.pull == t.unreviewed_pull)
+        .filter(|(s, _)| (!consent_read || s.consent == consent) && (!case_read || s.individual_case == individual))
         .filter(|(s, _)| {
             s.facts.iter().all(|(f, v)| {
                 // A fact the rulebook attests of the discloser holds whatever the transfer says.
@@ -187,9 +193,7 @@ fn standing_for<'a>(situations: &'a [(Situation, Releases)], rb: &Rulebook, t: &
                             .any(|st| Some(st.fact) == rb.fact_index(f) && st.since <= t.date)
                     });
                 rb.fact_index(f).is_some_and(|i| t.facts.get(i) || attested) == *v
-            }) && (s.consent == consent_of(t) || situations.iter().all(|(o, _)| o.consent == Consent::None))
-                && (s.individual_case == individual || situations.iter().all(|(o, _)| o.individual_case))
-                && s.pull == t.unreviewed_pull
+            })
         })
         .collect();
     assert!(
