@@ -8,6 +8,7 @@ use cii_kit::status::error_code;
 use cii_proto::gateway::{self as gw, ListDeadLettersRequest, ResolveDeadLetterRequest};
 use cii_proto::node::{self as node_pb};
 use cii_tests::{Network, Options, with_token};
+use cii_types::PeerIdentity;
 use cii_types::Role;
 use prost::Message;
 
@@ -427,5 +428,94 @@ async fn a_node_that_never_answers_holds_up_only_its_own_deliveries() {
         "the answer took {took:?}: held up behind AS-VS"
     );
     hold.abort();
+    net.stop().await;
+}
+
+/// A node of the release before `DeliverBatch`: it knows `Deliver` only.
+struct EarlierNode {
+    delivered: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    batch_calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl node_pb::node_inbound_server::NodeInbound for EarlierNode {
+    async fn ping(
+        &self,
+        _: tonic::Request<node_pb::PingRequest>,
+    ) -> Result<tonic::Response<node_pb::PingResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("earlier release"))
+    }
+    async fn deliver(
+        &self,
+        request: tonic::Request<node_pb::Delivery>,
+    ) -> Result<tonic::Response<node_pb::DeliveryAck>, tonic::Status> {
+        let transfer_id = request.into_inner().transfer_id;
+        self.delivered.lock().expect("lock").push(transfer_id.clone());
+        Ok(tonic::Response::new(node_pb::DeliveryAck { transfer_id }))
+    }
+    async fn provide(
+        &self,
+        _: tonic::Request<node_pb::ProvideRequest>,
+    ) -> Result<tonic::Response<node_pb::ProvideResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("earlier release"))
+    }
+    async fn deliver_batch(
+        &self,
+        _: tonic::Request<node_pb::DeliveryBatch>,
+    ) -> Result<tonic::Response<node_pb::DeliveryBatchAck>, tonic::Status> {
+        self.batch_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(tonic::Status::unimplemented("earlier release"))
+    }
+    async fn offer_review(
+        &self,
+        _: tonic::Request<node_pb::OfferReviewRequest>,
+    ) -> Result<tonic::Response<node_pb::OfferReviewResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("earlier release"))
+    }
+}
+
+/// A recipient node of the earlier release answers the batch call `Unimplemented`: the
+/// gateway sends it the same deliveries one by one, and they arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_the_earlier_release_gets_its_deliveries_one_by_one() {
+    let mut net = Network::start(&two()).await;
+    crate::enrol_both(&net).await;
+    // AI-VS's node goes; in its place, one that knows `Deliver` only, with AI-VS's certificate.
+    net.stop_node(1).await;
+    let listener = tokio::net::TcpListener::bind(net.node(1).inbound).await.expect("bind");
+    let admit = cii_kit::tls::PeerPolicy::new(|p: &PeerIdentity| *p == PeerIdentity::Gateway, |_| false);
+    let config = cii_kit::tls::server_config(&net.identity(&peer(&net, 1)), cii_kit::tls::ClientAuth::Required(admit))
+        .expect("server config");
+    let (delivered, batch_calls) = (std::sync::Arc::default(), std::sync::Arc::default());
+    let earlier = EarlierNode {
+        delivered: std::sync::Arc::clone(&delivered),
+        batch_calls: std::sync::Arc::clone(&batch_calls),
+    };
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(node_pb::node_inbound_server::NodeInboundServer::new(earlier))
+            .serve_with_incoming(cii_kit::tls::incoming(listener, config, |_| {})),
+    );
+    let caseworker = net.token(0, "caseworker.1", &[Role::Caseworker]);
+    for id in ["t-earlier-1", "t-earlier-2"] {
+        node(&net, 0)
+            .send(with_token(crate::report(id, "reduced capacity"), &caseworker))
+            .await
+            .expect("send");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while delivered.lock().expect("lock").len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        *delivered.lock().expect("lock"),
+        vec!["t-earlier-1".to_owned(), "t-earlier-2".to_owned()],
+        "each delivery arrives once, in order"
+    );
+    assert!(
+        batch_calls.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the batch call was tried first"
+    );
+    server.abort();
     net.stop().await;
 }
