@@ -395,8 +395,9 @@ impl Nodes {
     }
 
     /// One batch call, its answer per item tallied. A node that does not know the batch
-    /// call (an earlier release) gets the items one by one, and so does a batch refused as
-    /// a whole for good (too large, say): each item then fails or passes on its own.
+    /// call (an earlier release) gets the items one by one, and so does a batch of several
+    /// refused as a whole for good (too large, say) or past its deadline: each item then
+    /// fails or passes on its own.
     async fn send_batch(
         &self,
         recipient: &InstitutionId,
@@ -419,10 +420,12 @@ impl Nodes {
                 }
             }
             Ok(_) => tally.refuse_all(&indices, &NodeCallError::Mismatch),
+            // Past its deadline: tonic reports our own timeout as `Cancelled` ("Timeout
+            // expired"), a server that enforced it as `DeadlineExceeded`.
             Err(status)
                 if status.code() == tonic::Code::Unimplemented
                     || (indices.len() > 1
-                        && (status.code() == tonic::Code::DeadlineExceeded
+                        && (matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
                             || NodeCallError::Refused(status.clone()).is_permanent())) =>
             {
                 for (index, delivery) in indices.into_iter().zip(deliveries) {

@@ -431,10 +431,12 @@ async fn a_node_that_never_answers_holds_up_only_its_own_deliveries() {
     net.stop().await;
 }
 
-/// A node of the release before `DeliverBatch`: it knows `Deliver` only.
+/// A node of the release before `DeliverBatch`: it knows `Deliver` only. With `batch_hangs`,
+/// a node that takes the batch call and never answers it (yet answers `Deliver`).
 struct EarlierNode {
     delivered: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     batch_calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    batch_hangs: bool,
 }
 
 #[tonic::async_trait]
@@ -464,6 +466,9 @@ impl node_pb::node_inbound_server::NodeInbound for EarlierNode {
         _: tonic::Request<node_pb::DeliveryBatch>,
     ) -> Result<tonic::Response<node_pb::DeliveryBatchAck>, tonic::Status> {
         self.batch_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.batch_hangs {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
         Err(tonic::Status::unimplemented("earlier release"))
     }
     async fn offer_review(
@@ -474,28 +479,50 @@ impl node_pb::node_inbound_server::NodeInbound for EarlierNode {
     }
 }
 
-/// A recipient node of the earlier release answers the batch call `Unimplemented`: the
-/// gateway sends it the same deliveries one by one, and they arrive.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_of_the_earlier_release_gets_its_deliveries_one_by_one() {
-    let mut net = Network::start(&two()).await;
-    crate::enrol_both(&net).await;
-    // AI-VS's node goes; in its place, one that knows `Deliver` only, with AI-VS's certificate.
+/// In place of AI-VS's node, an [`EarlierNode`] with AI-VS's certificate: what it received by
+/// `Deliver`, and how many batch calls it took.
+type Received = (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+);
+
+async fn replace_ai_node(net: &mut Network, batch_hangs: bool) -> Received {
     net.stop_node(1).await;
     let listener = tokio::net::TcpListener::bind(net.node(1).inbound).await.expect("bind");
     let admit = cii_kit::tls::PeerPolicy::new(|p: &PeerIdentity| *p == PeerIdentity::Gateway, |_| false);
-    let config = cii_kit::tls::server_config(&net.identity(&peer(&net, 1)), cii_kit::tls::ClientAuth::Required(admit))
+    let config = cii_kit::tls::server_config(&net.identity(&peer(net, 1)), cii_kit::tls::ClientAuth::Required(admit))
         .expect("server config");
     let (delivered, batch_calls) = (std::sync::Arc::default(), std::sync::Arc::default());
     let earlier = EarlierNode {
         delivered: std::sync::Arc::clone(&delivered),
         batch_calls: std::sync::Arc::clone(&batch_calls),
+        batch_hangs,
     };
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(node_pb::node_inbound_server::NodeInboundServer::new(earlier))
             .serve_with_incoming(cii_kit::tls::incoming(listener, config, |_| {})),
     );
+    (delivered, batch_calls, server)
+}
+
+/// Waits up to `within` for `delivered` to hold `expected`, and returns what it holds.
+async fn received(delivered: &std::sync::Mutex<Vec<String>>, expected: usize, within: Duration) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    while delivered.lock().expect("lock").len() < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    delivered.lock().expect("lock").clone()
+}
+
+/// A recipient node of the earlier release answers the batch call `Unimplemented`: the
+/// gateway sends it the same deliveries one by one, and they arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_the_earlier_release_gets_its_deliveries_one_by_one() {
+    let mut net = Network::start(&two()).await;
+    crate::enrol_both(&net).await;
+    let (delivered, batch_calls, server) = replace_ai_node(&mut net, false).await;
     let caseworker = net.token(0, "caseworker.1", &[Role::Caseworker]);
     for id in ["t-earlier-1", "t-earlier-2"] {
         node(&net, 0)
@@ -503,18 +530,48 @@ async fn a_node_of_the_earlier_release_gets_its_deliveries_one_by_one() {
             .await
             .expect("send");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while delivered.lock().expect("lock").len() < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(
-        *delivered.lock().expect("lock"),
+        received(&delivered, 2, Duration::from_secs(20)).await,
         vec!["t-earlier-1".to_owned(), "t-earlier-2".to_owned()],
         "each delivery arrives once, in order"
     );
     assert!(
         batch_calls.load(std::sync::atomic::Ordering::SeqCst) >= 1,
         "the batch call was tried first"
+    );
+    server.abort();
+    net.stop().await;
+}
+
+/// A batch of several deliveries that runs past its deadline (a node that takes the batch
+/// call and hangs) is sent again one by one at once, not retried whole later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_past_its_deadline_is_sent_again_one_by_one() {
+    let mut net = Network::start(&two()).await;
+    crate::enrol_both(&net).await;
+    // Both queued while AI-VS is down, so that they go out together in one batch.
+    net.stop_node(1).await;
+    let caseworker = net.token(0, "caseworker.1", &[Role::Caseworker]);
+    for id in ["t-slow-1", "t-slow-2"] {
+        node(&net, 0)
+            .send(with_token(crate::report(id, "reduced capacity"), &caseworker))
+            .await
+            .expect("send");
+    }
+    let (delivered, batch_calls, server) = replace_ai_node(&mut net, true).await;
+    // One batch call (10 s deadline), then each by `Deliver`; a retry of the batch would only
+    // come after the backoff, and hang again.
+    let got = received(&delivered, 2, Duration::from_secs(40)).await;
+    assert_eq!(
+        got,
+        vec!["t-slow-1".to_owned(), "t-slow-2".to_owned()],
+        "both arrive one by one after the batch's deadline ({} batch calls)",
+        batch_calls.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(
+        batch_calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one batch call, not retried"
     );
     server.abort();
     net.stop().await;
