@@ -576,9 +576,9 @@ fn cantonal_release(rulebook: &Rulebook, t: &Transfer) -> (bool, Source) {
 }
 
 /// A fact the rulebook attests about the discloser (`[[institution.status]]`), in force on the date.
-fn status(rulebook: &Rulebook, t: &Transfer, fact: usize) -> Option<Source> {
-    let facts = t.from.id.as_ref().and_then(|id| rulebook.institutions.get(id))?;
-    let st = facts.status.iter().find(|s| s.fact == fact && s.since <= t.date)?;
+pub(crate) fn status(rulebook: &Rulebook, from: &Party, fact: usize, date: Date) -> Option<Source> {
+    let facts = from.id.as_ref().and_then(|id| rulebook.institutions.get(id))?;
+    let st = facts.status.iter().find(|s| s.fact == fact && s.since <= date)?;
     Some(Source::Attestation(facts.id.clone(), st.citation.clone()))
 }
 
@@ -596,10 +596,9 @@ fn as_reviewed(rulebook: &Rulebook, t: &Transfer) -> Transfer {
 }
 
 /// The discloser's canton: as the transfer gives it, else as the rulebook records it.
-fn discloser_canton<'a>(rulebook: &'a Rulebook, t: &'a Transfer) -> Option<&'a str> {
-    t.from.canton.as_deref().or_else(|| {
-        t.from
-            .id
+pub(crate) fn discloser_canton<'a>(rulebook: &'a Rulebook, from: &'a Party) -> Option<&'a str> {
+    from.canton.as_deref().or_else(|| {
+        from.id
             .as_ref()
             .and_then(|id| rulebook.institutions.get(id))
             .and_then(|f| f.canton.as_deref())
@@ -639,7 +638,7 @@ impl ConditionEval<'_> {
             return (false, Source::NotApplicable);
         };
         match &decl.rule {
-            Rule::Fact(f) => match status(self.rulebook, self.t, *f) {
+            Rule::Fact(f) => match status(self.rulebook, &self.t.from, *f, self.t.date) {
                 Some(source) => (true, source),
                 None => (self.t.facts.get(*f), Source::Fact(*f)),
             },
@@ -763,7 +762,7 @@ fn evaluate(
         .map_or(&[][..], Vec::as_slice);
 
     let (mut released, mut consent_cut, mut medical_cut, mut sensitive_cut) = (0u64, 0u64, 0u64, 0u64);
-    let canton = discloser_canton(rulebook, t);
+    let canton = discloser_canton(rulebook, &t.from);
     let mut holding = Vec::new();
     let mut reasons = Vec::new();
     let mut trigger_misses = Vec::new();

@@ -187,7 +187,7 @@ impl std::fmt::Display for DecisionChange {
             s.purpose,
             self.category,
             given.join(", "),
-            space::date_text(s.date),
+            crate::date_text(s.date),
             side(&self.old),
             side(&self.new)
         )

@@ -56,6 +56,11 @@ pub enum LoadError {
     Date(String),
 }
 
+/// `YYYY-MM-DD`, as [`parse_date`] reads it.
+pub fn date_text(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 /// Parses `YYYY-MM-DD`.
 pub fn parse_date(s: &str) -> Result<time::Date, LoadError> {
     let format = time::macros::format_description!("[year]-[month]-[day]");

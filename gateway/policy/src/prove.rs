@@ -421,7 +421,7 @@ impl Counterexample {
         if s.pull {
             out.push_str("pull = true\n");
         }
-        let _ = writeln!(out, "date = \"{}\"", space::date_text(s.date));
+        let _ = writeln!(out, "date = \"{}\"", crate::date_text(s.date));
         out.push_str("expect = \"any\"\n");
         match invariant.statement {
             Statement::NeverRelease => {

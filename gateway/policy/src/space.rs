@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use cii_types::InstitutionType;
 use time::Date;
 
-use crate::decide::{BasisOutcome, ConsentFound, Facts, Party, Transfer, evaluate_traced};
+use crate::decide::{BasisOutcome, ConsentFound, Facts, Party, Transfer, discloser_canton, evaluate_traced, status};
 use crate::rulebook::{Basis, Rule, Rulebook};
 use crate::vocab::{Builtin, Trigger};
 
@@ -225,15 +225,6 @@ struct Reads {
     any_basis: bool,
 }
 
-fn discloser_canton<'a>(rb: &'a Rulebook, from: &'a Party) -> Option<&'a str> {
-    from.canton.as_deref().or_else(|| {
-        from.id
-            .as_ref()
-            .and_then(|id| rb.institutions.get(id))
-            .and_then(|f| f.canton.as_deref())
-    })
-}
-
 /// The bases `rb` goes on to evaluate (past the filters that read no fact).
 fn evaluated<'a>(
     rb: &'a Rulebook,
@@ -318,11 +309,6 @@ pub fn party_name(party: &Party) -> String {
         .map_or_else(|| party.kind.to_string(), ToString::to_string)
 }
 
-/// `YYYY-MM-DD`.
-pub fn date_text(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
 /// Calls `visit` with every situation of the space of `rbs` (see the module's documentation),
 /// from `today` on. One rulebook for `prove`, two for `diff` (the union of both spaces).
 pub fn for_each(rbs: &[&Rulebook], today: Date, visit: impl FnMut(&Situation)) -> Result<(), TooManyFacts> {
@@ -369,13 +355,8 @@ pub fn count(rbs: &[&Rulebook], today: Date, extra: &dyn Fn(&Situation) -> Extra
 /// Whether every rulebook attests fact `id` of the discloser on `date` (`[[institution.status]]`):
 /// the engine then takes it as holding whatever the transfer says.
 fn attested(rbs: &[&Rulebook], from: &Party, id: &str, date: Date) -> bool {
-    rbs.iter().all(|rb| {
-        let fact = rb.fact_index(id);
-        from.id
-            .as_ref()
-            .and_then(|i| rb.institutions.get(i))
-            .is_some_and(|f| f.status.iter().any(|s| Some(s.fact) == fact && s.since <= date))
-    })
+    rbs.iter()
+        .all(|rb| rb.fact_index(id).is_some_and(|f| status(rb, from, f, date).is_some()))
 }
 
 /// Goes through every (discloser, recipient, trigger, purpose, day) with what the bases the

@@ -282,7 +282,7 @@ fn violated(rb: &Rulebook, text: &str) -> Vec<(String, String, String)> {
             (
                 v.invariant.id.clone(),
                 e.basis.clone(),
-                cii_policy::space::date_text(e.situation.date),
+                cii_policy::date_text(e.situation.date),
             )
         })
         .collect()

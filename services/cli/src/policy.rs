@@ -47,6 +47,17 @@ pub enum ConsentArg {
 
 const RULEBOOK_HELP: &str = "Rulebook directory (TOML files; a file with `[rulebook] extends = \"federal\"` adds to the built-in federal rulebook). Default: the built-in federal rulebook.";
 
+/// The situations `prove` and `diff` go through.
+#[derive(Debug, clap::Args)]
+pub struct SpaceArgs {
+    /// The first day considered, YYYY-MM-DD (default: today).
+    #[arg(long)]
+    date: Option<String>,
+    /// Refuse a space of more situations than this (counted before any is decided).
+    #[arg(long, default_value_t = MAX_SITUATIONS)]
+    max_situations: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Lint a rulebook: errors (exit 1) and warnings.
@@ -151,12 +162,8 @@ cii policy diff federal rulebook/vs-draft --only-narrows"
         /// Situations printed per group of bases (0: all).
         #[arg(long, default_value_t = 5)]
         limit: usize,
-        /// The first day considered, YYYY-MM-DD (default: today).
-        #[arg(long)]
-        date: Option<String>,
-        /// Refuse a space of more situations than this (counted before any is decided).
-        #[arg(long, default_value_t = MAX_SITUATIONS)]
-        max_situations: u64,
+        #[command(flatten)]
+        space: SpaceArgs,
     },
     /// Check the rulebook's invariants over every situation it can tell apart; print each
     /// violation as a scenario ready to paste into a suite.
@@ -169,12 +176,8 @@ cii policy diff federal rulebook/vs-draft --only-narrows"
         /// Counterexamples printed per violated invariant.
         #[arg(long, default_value_t = 3)]
         limit: usize,
-        /// The first day considered, YYYY-MM-DD (default: today).
-        #[arg(long)]
-        date: Option<String>,
-        /// Refuse a space of more situations than this (counted before any is decided).
-        #[arg(long, default_value_t = MAX_SITUATIONS)]
-        max_situations: u64,
+        #[command(flatten)]
+        space: SpaceArgs,
     },
     /// Run a (changed) rulebook against the decisions recorded in an audit log, and print
     /// each decision it would change, then a summary.
@@ -212,6 +215,14 @@ fn within(size: u64, max: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The day `--date` gives, or today.
+fn day(date: Option<String>) -> anyhow::Result<time::Date> {
+    match date {
+        Some(d) => Ok(cii_policy::parse_date(&d).context("--date")?),
+        None => Ok(today()),
+    }
 }
 
 fn today() -> time::Date {
@@ -316,10 +327,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                     written: matches!(kind, ConsentArg::Written),
                 }],
             };
-            let date = match date {
-                Some(d) => cii_policy::parse_date(&d).context("--date")?,
-                None => today(),
-            };
+            let date = day(date)?;
             let transfer = Transfer {
                 from,
                 to,
@@ -380,32 +388,16 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             rulebook,
             all,
         } => crate::policy_replay::run(&log, &registry, &load(rulebook.as_deref())?, all),
-        PolicyCommand::Prove {
-            rulebook,
-            limit,
-            date,
-            max_situations,
-        } => {
-            let date = match date {
-                Some(d) => cii_policy::parse_date(&d).context("--date")?,
-                None => today(),
-            };
-            prove(rulebook.as_deref(), limit, date, max_situations)
+        PolicyCommand::Prove { rulebook, limit, space } => {
+            prove(rulebook.as_deref(), limit, day(space.date)?, space.max_situations)
         }
         PolicyCommand::Diff {
             old,
             new,
             only_narrows,
             limit,
-            date,
-            max_situations,
-        } => {
-            let date = match date {
-                Some(d) => cii_policy::parse_date(&d).context("--date")?,
-                None => today(),
-            };
-            diff(&old, &new, only_narrows, limit, date, max_situations)
-        }
+            space,
+        } => diff(&old, &new, only_narrows, limit, day(space.date)?, space.max_situations),
     }
 }
 

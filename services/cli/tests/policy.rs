@@ -138,20 +138,15 @@ fn the_matrix_is_printed_as_markdown_and_html() {
 
 #[test]
 fn diff_reports_a_changed_basis_and_the_decisions_it_changes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // A complete copy of the federal rulebook in which LAI-3b-2-i no longer covers health limitations.
-    for file in std::fs::read_dir(root().join("gateway/policy/rulebook/federal"))
-        .expect("dir")
-        .flatten()
-        .filter(|f| f.path().is_file())
-    {
-        let text = std::fs::read_to_string(file.path()).expect("read");
-        let text = text.replace(
-            "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"incapacity_certificate\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
-            "categories = [\"identity\", \"contact\", \"employment_status\"]\nconditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC",
-        );
-        std::fs::write(dir.path().join(file.file_name()), text).expect("write");
-    }
+    // A complete copy of the federal rulebook in which LAI-3b-2-i no longer covers health data.
+    let dir = federal_copy("30-lai.toml", |text| {
+        in_basis(
+            &text,
+            "LAI-3b-2-i",
+            ", \"health_limitations\", \"incapacity_certificate\"",
+            "",
+        )
+    });
     let out = cii(&[
         "policy",
         "diff",
@@ -189,8 +184,8 @@ fn check_fails_when_the_rulebook_names_a_category_no_payload_field_carries() {
 }
 
 /// A complete copy of the federal rulebook (files and invariants) in a temporary folder, with
-/// `edit` applied to the text of each file.
-fn federal_copy(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+/// `edit` applied to the text of the file named `edited`.
+fn federal_copy(edited: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let federal = root().join("gateway/policy/rulebook/federal");
     for (from, to) in [
@@ -204,24 +199,28 @@ fn federal_copy(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
             .filter(|f| f.path().is_file())
         {
             let name = file.file_name().to_string_lossy().into_owned();
-            let text = edit(&name, std::fs::read_to_string(file.path()).expect("read"));
+            let text = std::fs::read_to_string(file.path()).expect("read");
+            let text = if name == edited { edit(text) } else { text };
             std::fs::write(to.join(&name), text).expect("write");
         }
     }
     dir
 }
 
+/// `text` with the first `old` after basis `id`'s declaration replaced by `new`.
+fn in_basis(text: &str, id: &str, old: &str, new: &str) -> String {
+    let start = text.find(&format!("id = \"{id}\"")).expect("basis");
+    let at = start + text[start..].find(old).expect("in the basis");
+    format!("{}{new}{}", &text[..at], &text[at + old.len()..])
+}
+
 /// The treating-doctor basis (AI → treating doctor, medical reports) also naming private bodies.
-fn medical_reports_to_private_bodies(name: &str, text: String) -> String {
-    if name != "30-lai.toml" {
-        return text;
-    }
-    let start = text.find("id = \"LAI-66a-1-cbis\"").expect("basis");
-    let to = start + text[start..].find("to = [\"HEALTH_PROVIDER\"]").expect("to");
-    format!(
-        "{}to = [\"HEALTH_PROVIDER\", \"PRIVATE\"]{}",
-        &text[..to],
-        &text[to + "to = [\"HEALTH_PROVIDER\"]".len()..]
+fn medical_reports_to_private_bodies(text: String) -> String {
+    in_basis(
+        &text,
+        "LAI-66a-1-cbis",
+        "to = [\"HEALTH_PROVIDER\"]",
+        "to = [\"HEALTH_PROVIDER\", \"PRIVATE\"]",
     )
 }
 
@@ -244,7 +243,7 @@ fn prove_holds_on_the_shipped_rulebooks() {
 
 #[test]
 fn prove_finds_a_planted_defect_and_its_scenario_fails_on_it_and_passes_on_the_real_rulebook() {
-    let defective = federal_copy(medical_reports_to_private_bodies);
+    let defective = federal_copy("30-lai.toml", medical_reports_to_private_bodies);
     let dir = defective.path().to_string_lossy().into_owned();
     let out = cii(&["policy", "prove", "--rulebook", &dir, "--limit", "1"]);
     let text = stdout(&out);
@@ -282,15 +281,11 @@ fn prove_finds_a_planted_defect_and_its_scenario_fails_on_it_and_passes_on_the_r
 
 #[test]
 fn prove_refuses_an_invariant_naming_what_the_rulebook_does_not_declare() {
-    let dir = federal_copy(|name, text| {
-        if name == "federal.toml" {
-            text.replace(
-                "categories = [\"social_aid_receipt\", \"pc_receipt\"]",
-                "categories = [\"social_aid_receipt\", \"tax_records\"]",
-            )
-        } else {
-            text
-        }
+    let dir = federal_copy("federal.toml", |text| {
+        text.replace(
+            "categories = [\"social_aid_receipt\", \"pc_receipt\"]",
+            "categories = [\"social_aid_receipt\", \"tax_records\"]",
+        )
     });
     let out = cii(&["policy", "prove", "--rulebook", &dir.path().to_string_lossy()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -304,10 +299,7 @@ fn prove_refuses_an_invariant_naming_what_the_rulebook_does_not_declare() {
 /// LAI-3b-2-i with "the person was informed beforehand" (LAI 3b al. 3) made an alternative of
 /// "no overriding private interest": with every fact true — all the former diff looked at —
 /// nothing changes; with the person not informed, the report now goes.
-fn informed_or_no_interest(name: &str, text: String) -> String {
-    if name != "30-lai.toml" {
-        return text;
-    }
+fn informed_or_no_interest(text: String) -> String {
     let old = "conditions = [\"case_by_case\", \"early_detection_target_group\", \"person_informed_before\"]\nnote = \"Written early-detection report by the AC";
     assert!(text.contains(old));
     text.replace(
@@ -319,7 +311,7 @@ fn informed_or_no_interest(name: &str, text: String) -> String {
 
 #[test]
 fn diff_only_narrows_fails_on_a_widening_of_one_fact_combination_and_passes_on_a_narrowing() {
-    let widened = federal_copy(informed_or_no_interest);
+    let widened = federal_copy("30-lai.toml", informed_or_no_interest);
     let out = cii(&[
         "policy",
         "diff",
@@ -340,16 +332,13 @@ fn diff_only_narrows_fails_on_a_widening_of_one_fact_combination_and_passes_on_a
     );
     assert!(text.contains("--only-narrows: the new rulebook widens"), "{text}");
 
-    let narrowed = federal_copy(|name, text| {
-        if name == "30-lai.toml" {
-            text.replacen(
-                "categories = [\"identity\", \"contact\", \"employment_status\", \"health_limitations\", \"incapacity_certificate\"]",
-                "categories = [\"identity\", \"contact\", \"employment_status\"]",
-                1,
-            )
-        } else {
-            text
-        }
+    let narrowed = federal_copy("30-lai.toml", |text| {
+        in_basis(
+            &text,
+            "LAI-3b-2-i",
+            ", \"health_limitations\", \"incapacity_certificate\"",
+            "",
+        )
     });
     let out = cii(&[
         "policy",
@@ -365,21 +354,13 @@ fn diff_only_narrows_fails_on_a_widening_of_one_fact_combination_and_passes_on_a
 
 #[test]
 fn diff_only_narrows_fails_when_an_obligation_is_dropped_and_reports_institution_changes() {
-    let loosened = federal_copy(|name, text| {
-        if name == "20-laci.toml" {
-            let start = text.find("id = \"LACI-85f-3\"").expect("basis");
-            let at = start
-                + text[start..]
-                    .find("obligations = [{ kind = \"inform_person_after\", owner = \"sender\" }]\n")
-                    .expect("obligation");
-            format!(
-                "{}{}",
-                &text[..at],
-                &text[at + "obligations = [{ kind = \"inform_person_after\", owner = \"sender\" }]\n".len()..]
-            )
-        } else {
-            text
-        }
+    let loosened = federal_copy("20-laci.toml", |text| {
+        in_basis(
+            &text,
+            "LACI-85f-3",
+            "obligations = [{ kind = \"inform_person_after\", owner = \"sender\" }]\n",
+            "",
+        )
     });
     let out = cii(&[
         "policy",
