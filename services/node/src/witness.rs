@@ -85,6 +85,46 @@ pub struct LogWitness {
     witness: tokio::sync::Mutex<Witness>,
     /// The stored alarm, mirrored here so the hot path reads no database.
     alarm: std::sync::atomic::AtomicBool,
+    /// Checkpoint notes already verified (see [`VerifiedNotes`]).
+    verified: std::sync::Mutex<VerifiedNotes>,
+}
+
+/// How many verified checkpoint notes a witness remembers, of each kind.
+const VERIFIED_NOTES: usize = 64;
+
+/// Checkpoint notes already verified, by SHA-256 of the whole note text (body and every
+/// signature line): under load every receipt of a delivery batch, and every answer settled by
+/// one cosigning round, comes on the same note, and checking it again costs one Ed25519
+/// verification per signature (the log's, and each witness's). A note that differs in any byte
+/// is verified afresh. What a quorum cosigned is forgotten when the registry's witness list
+/// changes (a witness removed or its key replaced may no longer count); what the log's key
+/// signed stays true for this process's life (the log's key is fixed at start). Only successes
+/// are kept, in bounded queues.
+#[derive(Debug, Default)]
+struct VerifiedNotes {
+    /// The witness list (vkey, independent) the quorum and `cosigned` are for.
+    listed: Vec<(String, bool)>,
+    quorum: Quorum,
+    /// Notes a quorum of `listed` cosigned.
+    cosigned: std::collections::VecDeque<[u8; 32]>,
+    /// Notes the log's key signed, with their content.
+    signed: std::collections::VecDeque<([u8; 32], cii_audit::note::Checkpoint)>,
+    /// How many checks were answered from memory.
+    hits: u64,
+}
+
+fn note_digest(note: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, note.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn remember<T>(queue: &mut std::collections::VecDeque<T>, item: T) {
+    if queue.len() >= VERIFIED_NOTES {
+        queue.pop_front();
+    }
+    queue.push_back(item);
 }
 
 impl std::fmt::Debug for LogWitness {
@@ -170,6 +210,7 @@ impl LogWitness {
             cosigning,
             witness: tokio::sync::Mutex::new(witness),
             alarm: std::sync::atomic::AtomicBool::new(alarm),
+            verified: std::sync::Mutex::default(),
         })
     }
 
@@ -195,7 +236,7 @@ impl LogWitness {
             return Err(WitnessFailure::Alarm("alarm raised earlier and not cleared".into()));
         }
         let bad = |e: WitnessError| WitnessFailure::BadReceipt(e.to_string());
-        let cp = witness.open(receipt.checkpoint).map_err(bad)?;
+        let cp = self.open_note(&witness, receipt.checkpoint).map_err(bad)?;
         let leaf = Hash::try_from(receipt.leaf_hash)
             .map_err(|_| WitnessFailure::BadReceipt("leaf hash is not 32 bytes".into()))?;
         witness
@@ -239,14 +280,74 @@ impl LogWitness {
 }
 
 impl LogWitness {
-    /// The network's witnesses as the active registry lists them.
-    fn quorum(&self) -> Quorum {
-        let witnesses = (self.witnesses)();
-        let (quorum, problems) = Quorum::from_vkeys(witnesses.iter().map(|w| (w.vkey.as_str(), w.is_independent())));
-        for (vkey, e) in problems {
-            tracing::error!(%vkey, error = %e, "unusable witness key in the registry (counted, never cosigning)");
+    fn verified(&self) -> std::sync::MutexGuard<'_, VerifiedNotes> {
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a quorum of the witnesses the active registry lists cosigned `note`; `None` if
+    /// the registry lists no witnesses (receipts then rest on the log's key alone).
+    fn cosigned(&self, note: &str) -> Option<Result<(), cii_audit::cosignature::NoQuorum>> {
+        let listed: Vec<(String, bool)> = (self.witnesses)()
+            .iter()
+            .map(|w| (w.vkey.clone(), w.is_independent()))
+            .collect();
+        let digest = note_digest(note);
+        let quorum = {
+            let mut verified = self.verified();
+            if verified.listed != listed || verified.quorum.is_empty() != listed.is_empty() {
+                let (quorum, problems) = Quorum::from_vkeys(listed.iter().map(|(vkey, i)| (vkey.as_str(), *i)));
+                for (vkey, e) in problems {
+                    tracing::error!(%vkey, error = %e, "unusable witness key in the registry (counted, never cosigning)");
+                }
+                verified.quorum = quorum;
+                verified.listed = listed.clone();
+                verified.cosigned.clear();
+            }
+            if verified.quorum.is_empty() {
+                return None;
+            }
+            if verified.cosigned.contains(&digest) {
+                verified.hits += 1;
+                return Some(Ok(()));
+            }
+            verified.quorum.clone()
+        };
+        // Verified outside the lock: other receipts' checks go on meanwhile.
+        let result = quorum.check(note);
+        if result.is_ok() {
+            let mut verified = self.verified();
+            // Kept only if the witness list did not change while this was verified.
+            if verified.listed == listed {
+                remember(&mut verified.cosigned, digest);
+            }
         }
-        quorum
+        Some(result)
+    }
+
+    /// Opens a checkpoint note of the log (its signature and origin), or recalls it if this
+    /// very note was opened before.
+    fn open_note(&self, witness: &Witness, note: &str) -> Result<cii_audit::note::Checkpoint, WitnessError> {
+        let digest = note_digest(note);
+        {
+            let mut verified = self.verified();
+            if let Some(cp) = verified
+                .signed
+                .iter()
+                .find(|(d, _)| *d == digest)
+                .map(|(_, cp)| cp.clone())
+            {
+                verified.hits += 1;
+                return Ok(cp);
+            }
+        }
+        let cp = witness.open(note)?;
+        remember(&mut self.verified().signed, (digest, cp.clone()));
+        Ok(cp)
+    }
+
+    /// How many signature checks were answered from the notes already verified.
+    pub fn verified_hits(&self) -> u64 {
+        self.verified().hits
     }
 
     /// The log asks this witness to cosign `note` (C2SP tlog-witness `add-checkpoint`): it must
@@ -321,10 +422,9 @@ impl LogWitness {
     ) -> Result<(), WitnessFailure> {
         let receipt =
             receipt.ok_or_else(|| WitnessFailure::BadReceipt("the gateway sent no audit receipt".to_owned()))?;
-        let quorum = self.quorum();
         // The gateway sends a receipt on a checkpoint a quorum cosigned when it has one (its
         // outbox does); else the newest such checkpoint covering the entry is asked for.
-        if !quorum.is_empty() && quorum.check(&receipt.checkpoint).is_err() {
+        if let Some(Err(_)) = self.cosigned(&receipt.checkpoint) {
             // Fetched before the witness's lock: the gateway may be asking this very node to
             // cosign while it waits for a quorum.
             let witnessed = audit
@@ -340,9 +440,9 @@ impl LogWitness {
                     "the gateway's answer is incomplete".into(),
                 ));
             };
-            quorum
-                .check(&checkpoint.note)
-                .map_err(|e| WitnessFailure::NotWitnessed(e.to_string()))?;
+            if let Some(Err(e)) = self.cosigned(&checkpoint.note) {
+                return Err(WitnessFailure::NotWitnessed(e.to_string()));
+            }
             receipt.checkpoint = checkpoint.note;
             receipt.inclusion_proof = proof.hashes;
         }
@@ -498,5 +598,96 @@ mod tests {
             .await
             .unwrap();
         assert!(restarted.in_alarm());
+    }
+
+    /// A registry's witness list that the test can change.
+    fn listed(witnesses: &[(&cii_audit::cosignature::Cosigner, &str)]) -> Vec<cii_kit::registry::Witness> {
+        witnesses
+            .iter()
+            .map(|(cosigner, name)| cii_kit::registry::Witness {
+                identity: PeerIdentity::Witness(cii_types::identity::WitnessName::parse("test", name).unwrap()),
+                vkey: cosigner.verifier().vkey(),
+                endpoint: "https://127.0.0.1:1".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_note_verified_once_is_recalled_until_the_witness_list_changes() {
+        use cii_audit::cosignature::Cosigner;
+        let pem = generate_key_pem().unwrap();
+        let signer = Signer::from_pem(ORIGIN, &pem).unwrap();
+        let w: Vec<Cosigner> = (0..3)
+            .map(|i| Cosigner::from_pem(&format!("w{i}.example"), &generate_key_pem().unwrap()).unwrap())
+            .collect();
+        let names = ["w0.example", "w1.example", "w2.example"];
+        let registry = Arc::new(std::sync::Mutex::new(listed(&[
+            (&w[0], names[0]),
+            (&w[1], names[1]),
+            (&w[2], names[2]),
+        ])));
+        let current = registry.clone();
+        let node_dir = tempfile::tempdir().unwrap();
+        let witness = LogWitness::open(
+            signer.verifier(),
+            node_store(&node_dir).await,
+            Arc::new(move || current.lock().unwrap().clone()),
+            None,
+        )
+        .await
+        .unwrap();
+
+        let a = log(&pem).await;
+        let r = append(&a.log, "one").await;
+        let body = cii_audit::cosignature::split_note(&r.checkpoint).unwrap().0.to_owned();
+        let cosigned = format!("{}{}{}", r.checkpoint, w[0].cosign(&body, 1), w[1].cosign(&body, 1));
+        assert_eq!(witness.cosigned(&cosigned).map(|r| r.is_ok()), Some(true));
+        assert_eq!(witness.verified_hits(), 0);
+        assert_eq!(witness.cosigned(&cosigned).map(|r| r.is_ok()), Some(true));
+        assert_eq!(
+            witness.verified_hits(),
+            1,
+            "the same note is recalled, not verified again"
+        );
+        // One byte of a cosignature changed: another note, verified afresh (and short of a quorum).
+        let at = cosigned.trim_end().len() - 2;
+        let swapped = if cosigned.as_bytes()[at] == b'A' { "B" } else { "A" };
+        let tampered = format!("{}{}{}", &cosigned[..at], swapped, &cosigned[at + 1..]);
+        assert_eq!(witness.cosigned(&tampered).map(|r| r.is_ok()), Some(false));
+        assert_eq!(witness.verified_hits(), 1);
+        // w1's key replaced in the registry: its cosignature no longer counts, and the note
+        // recalled a moment ago is short of a quorum now.
+        let replaced = Cosigner::from_pem(names[1], &generate_key_pem().unwrap()).unwrap();
+        *registry.lock().unwrap() = listed(&[(&w[0], names[0]), (&replaced, names[1]), (&w[2], names[2])]);
+        assert_eq!(witness.cosigned(&cosigned).map(|r| r.is_ok()), Some(false));
+        // No witnesses listed: none needed.
+        registry.lock().unwrap().clear();
+        assert!(witness.cosigned(&cosigned).is_none());
+
+        // The log's signature: a receipt's note opened once is recalled; a forged one is not.
+        check(&witness, &a.log, &r).await.unwrap();
+        let hits = witness.verified_hits();
+        check(&witness, &a.log, &r).await.unwrap();
+        assert_eq!(witness.verified_hits(), hits + 1);
+        let foreign = Signer::from_pem(ORIGIN, &generate_key_pem().unwrap()).unwrap();
+        let forged = foreign.sign(
+            &cii_audit::note::Checkpoint {
+                origin: ORIGIN.into(),
+                size: r.tree_size,
+                root: [0; 32],
+            }
+            .body(),
+        );
+        let forged_parts = ReceiptParts {
+            index: r.index,
+            leaf_hash: &r.leaf_hash,
+            checkpoint: &forged,
+            inclusion_proof: &[],
+        };
+        let err = witness
+            .check(&forged_parts, |_, _| async { Ok(Vec::new()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "RECEIPT_INVALID");
     }
 }
