@@ -76,7 +76,7 @@ pub fn server(metrics: &crate::metrics::Metrics) -> tonic::transport::Server<Lay
         // reconnect on their next call): a client's renewed certificate is then presented
         // everywhere, and the old one can be revoked without cutting anyone off.
         .max_connection_age(MAX_CONNECTION_AGE)
-        .layer(NameCodecRefusals(metrics.clone()))
+        .layer(NameCodecRefusals(std::sync::Arc::new(metrics.clone())))
 }
 
 /// The layers of [`server`].
@@ -87,7 +87,7 @@ type GrpcResponse = http::Response<tonic::body::Body>;
 /// The layer that marks each request with its row of the access table, and gives tonic's codec refusals (oversized, undecodable requests) our stable
 /// codes `MESSAGE_TOO_LARGE` and `MESSAGE_MALFORMED`, and counts them.
 #[derive(Clone)]
-pub struct NameCodecRefusals(crate::metrics::Metrics);
+pub struct NameCodecRefusals(std::sync::Arc<crate::metrics::Metrics>);
 
 impl<S> tower::Layer<S> for NameCodecRefusals {
     type Service = NameCodecRefusalsService<S>;
@@ -104,7 +104,8 @@ impl<S> tower::Layer<S> for NameCodecRefusals {
 #[derive(Clone)]
 pub struct NameCodecRefusalsService<S> {
     inner: S,
-    metrics: crate::metrics::Metrics,
+    /// Shared: cloned for every call (one reference count, not one per metric family).
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for NameCodecRefusalsService<S>
