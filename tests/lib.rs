@@ -125,6 +125,8 @@ pub struct Network {
     gateway_clock: Arc<dyn Clock>,
     /// The gateway's audit store URL (as configured; SQLite paths relative to `dir`).
     pub audit_store: String,
+    /// The gateway's operational store URL (as configured; SQLite paths relative to `dir`).
+    pub gateway_store: String,
 }
 
 /// Options of a test network.
@@ -151,6 +153,9 @@ pub struct Options {
     pub limits: Option<String>,
     /// A `[store]` section for the gateway (the defaults if absent).
     pub gateway_store: Option<String>,
+    /// The gateway's operational store (default: SQLite in the network's folder); with
+    /// `gateway_store`, the section's other settings are kept.
+    pub gateway_database: Option<String>,
     /// A canton's rulebook file (extending the federal one) for the gateway.
     pub rulebook: Option<String>,
     /// No witnesses in the registry: receipts rest on the log's signature alone (the
@@ -375,7 +380,7 @@ impl Network {
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}{store}\
                  [log]\nlevel = \"debug\"\n",
-                store = options.gateway_store.clone().unwrap_or_default(),
+                store = store_section(&options),
                 rulebook = match &options.rulebook {
                     Some(text) => {
                         let dir = dir.path().join("gateway/rulebook");
@@ -503,6 +508,10 @@ impl Network {
                 .audit_store
                 .clone()
                 .unwrap_or_else(|| "sqlite:gateway/audit.db".to_owned()),
+            gateway_store: options
+                .gateway_database
+                .clone()
+                .unwrap_or_else(|| "sqlite:gateway/gateway.db".to_owned()),
         }
     }
 
@@ -904,6 +913,26 @@ pub async fn fetch_metrics(addr: SocketAddr) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.expect("read");
     text
+}
+
+/// The gateway's `[store]` section of `options`.
+fn store_section(options: &Options) -> String {
+    let section = options.gateway_store.clone().unwrap_or_default();
+    match &options.gateway_database {
+        Some(url) => {
+            let rest: Vec<&str> = section.lines().filter(|l| l.trim() != "[store]").collect();
+            format!("[store]\ndatabase = \"{url}\"\n{}\n", rest.join("\n"))
+        }
+        None => section,
+    }
+}
+
+/// A store URL as configured, with a relative SQLite path resolved in the network folder `dir`.
+pub fn store_url(dir: &Path, configured: &str) -> String {
+    match configured.strip_prefix("sqlite:") {
+        Some(path) => format!("sqlite:{}", dir.join(path).display()),
+        None => configured.to_owned(),
+    }
 }
 
 /// The entries of the audit log of the network folder `dir` (SQLite), in order, decoded.

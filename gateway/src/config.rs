@@ -90,8 +90,9 @@ impl AuditFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
-    /// `sqlite:PATH` (relative to the config file's folder) of the operational store:
-    /// transfers by id, the outbox, obligations. Default `sqlite:gateway/gateway.db`.
+    /// `sqlite:PATH` (relative to the config file's folder) or `postgres://…` of the
+    /// operational store: transfers by id, the outbox, obligations, pending reviews, dead
+    /// letters. Default `sqlite:gateway/gateway.db`.
     #[serde(default = "default_store")]
     pub database: String,
     /// Longest wait between two delivery attempts to a node that is down, in seconds (default 30).
@@ -298,19 +299,20 @@ fn rulebook(path: &Path, file: &GatewayFile, registry: &Registry) -> Result<cii_
     Ok(rulebook)
 }
 
-/// The audit log's store and limits.
-fn check_audit(path: &Path, audit: &AuditFile) -> Result<(), ConfigError> {
+/// A database URL: SQLite, or PostgreSQL (over TLS unless on loopback: `check_database_tls`).
+fn check_database(path: &Path, field: &'static str, url: &str) -> Result<(), ConfigError> {
     if !["sqlite:", "postgres://", "postgresql://"]
         .iter()
-        .any(|p| audit.store.starts_with(p))
+        .any(|scheme| url.starts_with(scheme))
     {
-        return Err(ConfigError::invalid(
-            path,
-            "audit.store",
-            "must be sqlite:PATH or postgres://…",
-        ));
+        return Err(ConfigError::invalid(path, field, "must be sqlite:PATH or postgres://…"));
     }
-    config::check_database_tls(path, "audit.store", &audit.store)?;
+    config::check_database_tls(path, field, url)
+}
+
+/// The audit log's store and limits.
+fn check_audit(path: &Path, audit: &AuditFile) -> Result<(), ConfigError> {
+    check_database(path, "audit.store", &audit.store)?;
     if audit.retention_days < MIN_RETENTION_DAYS {
         return Err(ConfigError::invalid(
             path,
@@ -331,9 +333,7 @@ fn check_audit(path: &Path, audit: &AuditFile) -> Result<(), ConfigError> {
 /// The stores' URLs and limits.
 fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
     check_audit(path, &file.audit)?;
-    if !file.store.database.starts_with("sqlite:") {
-        return Err(ConfigError::invalid(path, "store.database", "must be sqlite:PATH"));
-    }
+    check_database(path, "store.database", &file.store.database)?;
     if file.store.delivery_retry_max_seconds == 0 {
         return Err(ConfigError::invalid(
             path,

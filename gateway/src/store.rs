@@ -1,4 +1,5 @@
-//! The gateway's operational store (SQLite): transfers by id (idempotency and
+//! The gateway's operational store (SQLite, or PostgreSQL through sqlx's `Any` driver: one
+//! set of statements, written in the SQL both accept): transfers by id (idempotency and
 //! state), the outbox, obligations, and which transfers relied on which consent.
 //!
 //! Architecture Invariant (no-plaintext-at-gateway): nothing here is personal
@@ -16,8 +17,8 @@ pub use reviews::{PendingReview, ReviewAnswer};
 use std::str::FromStr;
 
 use cii_types::TransferState;
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
 
 /// The store failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,12 +167,12 @@ pub struct ObligationRow {
 /// The gateway's operational store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// Reads (WAL: they never wait for the writer).
-    pool: SqlitePool,
+    /// Reads (SQLite in WAL mode and PostgreSQL: they never wait for the writer).
+    pool: AnyPool,
     /// Every write, on one connection: writers queue here, in order, instead of
     /// contending for SQLite's lock, whose busy handler sleeps and retries and can
     /// starve one writer (the outbox worker) behind many (the senders' transfers).
-    writer: SqlitePool,
+    writer: AnyPool,
     /// The transfers' own writes, committed in groups on `writer`.
     group: group::Committer,
 }
@@ -189,7 +190,7 @@ fn obligations_and_consents(d: &TransferRecord<'_>) -> Vec<group::Statement> {
     for o in d.obligations {
         out.push(Statement::new(
             "INSERT INTO obligation (id, owner, sender, recipient, transfer_id, due_micros, wire) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             vec![
                 text(&o.id),
                 text(&o.owner),
@@ -203,7 +204,8 @@ fn obligations_and_consents(d: &TransferRecord<'_>) -> Vec<group::Statement> {
     }
     for consent in d.consents {
         out.push(Statement::new(
-            "INSERT OR IGNORE INTO consent_use (consent_id, sender, transfer_id, recipient) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO consent_use (consent_id, sender, transfer_id, recipient) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
             vec![text(consent), text(d.caller), text(d.transfer_id), text(recipient)],
         ));
     }
@@ -220,18 +222,21 @@ fn count(n: i64) -> u32 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `url`.
+    /// Opens (creating if needed) the SQLite database at `sqlite:PATH`, or the PostgreSQL
+    /// database at `postgres://…`, and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        cii_kit::config::prepare_sqlite_file(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            // Deleted outbox rows are overwritten, not left in free pages.
-            .pragma("secure_delete", "ON")
-            .busy_timeout(std::time::Duration::from_secs(10));
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite {
+            cii_kit::config::prepare_sqlite_file(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+            format!("sqlite:{}?mode=rwc", path.split('?').next().unwrap_or(""))
+        } else {
+            url.to_owned()
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
         let pool_of = |connections| {
-            SqlitePoolOptions::new()
+            AnyPoolOptions::new()
                 .max_connections(connections)
                 // A transaction whose statement failed on a full disk may have been rolled back
                 // by SQLite itself; sqlx's own rollback then fails and the connection would carry
@@ -240,11 +245,32 @@ impl Store {
                 // closed instead (also one merely rolling back after an error: the pool opens a
                 // fresh one).
                 .after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if sqlite {
+                            // Durable commits, concurrent readers, deleted outbox rows
+                            // overwritten (not left in free pages), waiting on a busy file.
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = FULL",
+                                "PRAGMA secure_delete = ON",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
                 .connect_with(options.clone())
         };
         let writer = pool_of(1).await?;
-        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
-        let pool = pool_of(4).await?;
+        if sqlite {
+            sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        } else {
+            sqlx::migrate!("migrations/postgres").run(&writer).await?;
+        }
+        let pool = pool_of(if sqlite { 4 } else { 8 }).await?;
         let group = group::Committer::start(writer.clone());
         Ok(Store { pool, writer, group })
     }
@@ -259,7 +285,7 @@ impl Store {
     pub async fn transfer(&self, caller: &str, transfer_id: &str) -> Result<Option<TransferRow>, StoreError> {
         let row = sqlx::query(
             "SELECT request_sha256, response, state, attempts, last_error, pull, held, acting_user, created_micros, \
-             answer, answer_until_micros FROM transfer WHERE sender = ?1 AND transfer_id = ?2",
+             answer, answer_until_micros FROM transfer WHERE sender = $1 AND transfer_id = $2",
         )
         .bind(caller)
         .bind(transfer_id)
@@ -322,12 +348,12 @@ impl Store {
             ]
         };
         let mut statements = vec![Statement::new(
-            "UPDATE transfer SET held = 0, entry = NULL, response = ?3 WHERE sender = ?1 AND transfer_id = ?2",
+            "UPDATE transfer SET held = 0, entry = NULL, response = $3 WHERE sender = $1 AND transfer_id = $2",
             key_and(response),
         )];
         if let Some(delivery) = delivery {
             statements.push(Statement::new(
-                "UPDATE outbox SET held = 0, delivery = ?3 WHERE sender = ?1 AND transfer_id = ?2",
+                "UPDATE outbox SET held = 0, delivery = $3 WHERE sender = $1 AND transfer_id = $2",
                 key_and(delivery),
             ));
         }
@@ -340,7 +366,7 @@ impl Store {
         let text = |v: &str| Value::Text(v.to_owned());
         let mut statements = vec![Statement::new(
             "INSERT INTO transfer (sender, transfer_id, request_sha256, recipient, pull, response, state, created_micros, \
-             held, entry, log_size_before, acting_user) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11)",
+             held, entry, log_size_before, acting_user) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11)",
             vec![
                 text(d.caller),
                 text(d.transfer_id),
@@ -358,7 +384,7 @@ impl Store {
         if let Some(delivery) = d.delivery {
             statements.push(Statement::new(
                 "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, held, queued_micros) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?5)",
+                 VALUES ($1, $2, $3, $4, $5, 1, $5)",
                 vec![
                     text(d.counterparty),
                     text(d.caller),
@@ -388,10 +414,10 @@ impl Store {
         for recipient in recipients {
             let rows = sqlx::query(
                 "SELECT seq, recipient, sender, transfer_id, delivery, attempts, queued_micros FROM outbox o \
-                 WHERE recipient = ?1 AND held = 0 AND next_attempt_micros <= ?2 \
+                 WHERE recipient = $1 AND held = 0 AND next_attempt_micros <= $2 \
                  AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.recipient = o.recipient AND b.sender = o.sender \
-                     AND b.seq < o.seq AND (b.held = 1 OR b.next_attempt_micros > ?2)) \
-                 ORDER BY seq LIMIT ?3",
+                     AND b.seq < o.seq AND (b.held = 1 OR b.next_attempt_micros > $2)) \
+                 ORDER BY seq LIMIT $3",
             )
             .bind(recipient)
             .bind(now_micros)
@@ -417,8 +443,8 @@ impl Store {
         until_micros: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE transfer SET state = MAX(state, ?3), answer = ?4, answer_until_micros = ?5 \
-             WHERE sender = ?1 AND transfer_id = ?2",
+            "UPDATE transfer SET state = CASE WHEN state > $3 THEN state ELSE $3 END, answer = $4, answer_until_micros = $5 \
+             WHERE sender = $1 AND transfer_id = $2",
         )
         .bind(caller)
         .bind(transfer_id)
@@ -432,7 +458,7 @@ impl Store {
 
     /// Rewrites a queued delivery's bytes (a notice of an earlier release given its receipt).
     pub async fn replace_delivery(&self, seq: i64, delivery: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET delivery = ?2 WHERE seq = ?1")
+        sqlx::query("UPDATE outbox SET delivery = $2 WHERE seq = $1")
             .bind(seq)
             .bind(delivery)
             .execute(&self.writer)
@@ -445,7 +471,7 @@ impl Store {
     pub async fn forget_answer(&self, sender: &str, transfer_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE transfer SET answer = NULL, answer_until_micros = 0 \
-             WHERE sender = ?1 AND transfer_id = ?2 AND answer IS NOT NULL",
+             WHERE sender = $1 AND transfer_id = $2 AND answer IS NOT NULL",
         )
         .bind(sender)
         .bind(transfer_id)
@@ -457,7 +483,7 @@ impl Store {
     /// Forgets the pull answers kept past their time (overwritten: `secure_delete`).
     pub async fn forget_answers(&self, now_micros: i64) -> Result<u64, StoreError> {
         let done =
-            sqlx::query("UPDATE transfer SET answer = NULL WHERE answer IS NOT NULL AND answer_until_micros <= ?1")
+            sqlx::query("UPDATE transfer SET answer = NULL WHERE answer IS NOT NULL AND answer_until_micros <= $1")
                 .bind(now_micros)
                 .execute(&self.writer)
                 .await?;
@@ -469,25 +495,25 @@ impl Store {
     /// the senders', and one write per delivery would leave the outbox a small share of them.
     pub async fn delivered(&self, deliveries: &[Due]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        // Two statements per chunk, not two per delivery (each is a round trip to sqlx's
-        // connection thread); 3 variables per row stay far below SQLite's limit.
+        // Two statements per chunk, not two per delivery (each is a round trip to the
+        // database); 3 variables per row stay far below SQLite's and PostgreSQL's limits.
         for chunk in deliveries.chunks(256) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let marks = marks.join(", ");
             let delete = format!("DELETE FROM outbox WHERE seq IN ({marks})");
             let mut query = sqlx::query(&delete);
             for due in chunk {
                 query = query.bind(due.seq);
             }
             query.execute(&mut *tx).await?;
-            // Numbered, all of them: sqlx counts anonymous `?` from 1 whatever `?1` took.
             let pairs: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(?{}, ?{})", 2 * i + 2, 2 * i + 3))
+                .map(|i| format!("(${}, ${})", 2 * i + 2, 2 * i + 3))
                 .collect();
             let pairs = pairs.join(", ");
             let update = format!(
-                "UPDATE transfer SET state = ?1, attempts = attempts + 1, last_error = '' \
+                "UPDATE transfer SET state = $1, attempts = attempts + 1, last_error = '' \
                  FROM (VALUES {pairs}) AS d \
-                 WHERE transfer.sender = d.column1 AND transfer.transfer_id = d.column2 AND transfer.state < ?1"
+                 WHERE transfer.sender = d.column1 AND transfer.transfer_id = d.column2 AND transfer.state < $1"
             );
             let mut query = sqlx::query(&update).bind(i64::from(TransferState::Delivered.code()));
             for due in chunk {
@@ -503,8 +529,8 @@ impl Store {
     pub async fn attempt_failed(&self, due: &Due, error_code: &str, next_micros: i64) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_micros = ?2, \
-             queued_micros = CASE WHEN queued_micros = 0 THEN ?3 ELSE queued_micros END WHERE seq = ?1",
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_micros = $2, \
+             queued_micros = CASE WHEN queued_micros = 0 THEN $3 ELSE queued_micros END WHERE seq = $1",
         )
         .bind(due.seq)
         .bind(next_micros)
@@ -512,7 +538,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE transfer SET attempts = attempts + 1, last_error = ?3 WHERE sender = ?1 AND transfer_id = ?2",
+            "UPDATE transfer SET attempts = attempts + 1, last_error = $3 WHERE sender = $1 AND transfer_id = $2",
         )
         .bind(&due.sender)
         .bind(&due.transfer_id)
@@ -526,8 +552,8 @@ impl Store {
     /// The recipient acknowledged that it processed (sender, transfer id): ACKNOWLEDGED.
     pub async fn acknowledge(&self, recipient: &str, sender: &str, transfer_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE transfer SET state = ?4 WHERE sender = ?1 AND transfer_id = ?2 AND recipient = ?3 \
-             AND pull = 0 AND state < ?4 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sender = ?1 AND o.transfer_id = ?2)",
+            "UPDATE transfer SET state = $4 WHERE sender = $1 AND transfer_id = $2 AND recipient = $3 \
+             AND pull = 0 AND state < $4 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sender = $1 AND o.transfer_id = $2)",
         )
         .bind(sender)
         .bind(transfer_id)
@@ -542,7 +568,7 @@ impl Store {
     pub async fn obligations(&self, owner: &str, include_fulfilled: bool) -> Result<Vec<ObligationRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT wire, sender, recipient, transfer_id, due_micros, fulfilled_micros FROM obligation \
-             WHERE owner = ?1 AND (?2 OR fulfilled_micros IS NULL) ORDER BY due_micros, id",
+             WHERE owner = $1 AND ($2 OR fulfilled_micros IS NULL) ORDER BY due_micros, id",
         )
         .bind(owner)
         .bind(include_fulfilled)
@@ -555,7 +581,7 @@ impl Store {
     pub async fn obligation(&self, owner: &str, id: &str) -> Result<Option<ObligationRow>, StoreError> {
         let row = sqlx::query(
             "SELECT wire, sender, recipient, transfer_id, due_micros, fulfilled_micros FROM obligation \
-             WHERE owner = ?1 AND id = ?2",
+             WHERE owner = $1 AND id = $2",
         )
         .bind(owner)
         .bind(id)
@@ -567,7 +593,7 @@ impl Store {
     /// Marks an obligation fulfilled; false if it already was.
     pub async fn fulfil(&self, owner: &str, id: &str, now_micros: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE obligation SET fulfilled_micros = ?3 WHERE owner = ?1 AND id = ?2 AND fulfilled_micros IS NULL",
+            "UPDATE obligation SET fulfilled_micros = $3 WHERE owner = $1 AND id = $2 AND fulfilled_micros IS NULL",
         )
         .bind(owner)
         .bind(id)
@@ -582,9 +608,9 @@ impl Store {
     /// before it — counted, and deleted unless `dry_run`. The consent uses stay:
     /// a revocation must still reach whoever received data under the consent.
     pub async fn forget_before(&self, cutoff_micros: i64, dry_run: bool) -> Result<(u64, u64), StoreError> {
-        const SETTLED: &str = "FROM transfer WHERE created_micros < ?1 AND held = 0 AND NOT EXISTS \
+        const SETTLED: &str = "FROM transfer WHERE created_micros < $1 AND held = 0 AND NOT EXISTS \
              (SELECT 1 FROM outbox o WHERE o.sender = transfer.sender AND o.transfer_id = transfer.transfer_id)";
-        const FULFILLED: &str = "FROM obligation WHERE fulfilled_micros IS NOT NULL AND fulfilled_micros < ?1";
+        const FULFILLED: &str = "FROM obligation WHERE fulfilled_micros IS NOT NULL AND fulfilled_micros < $1";
         let mut tx = self.writer.begin().await?;
         let mut counts = [0u64; 2];
         for (count, from) in counts.iter_mut().zip([SETTLED, FULFILLED]) {
@@ -619,7 +645,7 @@ impl Store {
     /// The recipients and transfers that relied on `consent_id`, by recipient.
     pub async fn consent_uses(&self, consent_id: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT recipient, transfer_id FROM consent_use WHERE consent_id = ?1 ORDER BY recipient, transfer_id",
+            "SELECT recipient, transfer_id FROM consent_use WHERE consent_id = $1 ORDER BY recipient, transfer_id",
         )
         .bind(consent_id)
         .fetch_all(&self.pool)
@@ -637,8 +663,8 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         for (recipient, id, delivery) in notices {
             sqlx::query(
-                "INSERT OR IGNORE INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, queued_micros) \
-                 VALUES (?1, 'gateway', ?2, ?3, ?4, ?4)",
+                "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, queued_micros) \
+                 VALUES ($1, 'gateway', $2, $3, $4, $4) ON CONFLICT DO NOTHING",
             )
             .bind(recipient)
             .bind(id)
@@ -647,7 +673,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE consent_feed SET after = ?1 WHERE id = 1")
+        sqlx::query("UPDATE consent_feed SET after = $1 WHERE id = 1")
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
@@ -656,7 +682,7 @@ impl Store {
     }
 }
 
-fn due_row(r: sqlx::sqlite::SqliteRow) -> Due {
+fn due_row(r: sqlx::any::AnyRow) -> Due {
     Due {
         seq: r.get(0),
         recipient: r.get(1),
@@ -668,7 +694,7 @@ fn due_row(r: sqlx::sqlite::SqliteRow) -> Due {
     }
 }
 
-fn obligation_row(r: sqlx::sqlite::SqliteRow) -> ObligationRow {
+fn obligation_row(r: sqlx::any::AnyRow) -> ObligationRow {
     ObligationRow {
         wire: r.get(0),
         sender: r.get(1),
@@ -676,224 +702,5 @@ fn obligation_row(r: sqlx::sqlite::SqliteRow) -> ObligationRow {
         transfer_id: r.get(3),
         due_micros: r.get(4),
         fulfilled_micros: r.get(5),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&format!("sqlite:{}", dir.path().join("gateway.db").display()))
-            .await
-            .expect("open");
-        (dir, store)
-    }
-
-    /// Records a permitted push ORP → AI, held until `release`.
-    async fn record(store: &Store, id: &str) {
-        record_from(store, "ORP-VS", id).await;
-    }
-
-    async fn record_from(store: &Store, caller: &str, id: &str) {
-        try_record(store, caller, id, &format!("{caller}:{id}:0"))
-            .await
-            .expect("record");
-    }
-
-    async fn try_record(store: &Store, caller: &str, id: &str, obligation: &str) -> Result<(), StoreError> {
-        let obligations = [ObligationRecord {
-            id: obligation.to_owned(),
-            owner: "AI-VS".into(),
-            due_micros: 5,
-            wire: b"obligation".to_vec(),
-        }];
-        store
-            .record(&TransferRecord {
-                caller,
-                transfer_id: id,
-                acting_user: "anna@ORP-VS",
-                request_sha256: &[0; 32],
-                counterparty: "AI-VS",
-                pull: false,
-                response: b"answer",
-                state: TransferState::Queued,
-                delivery: Some(b"sealed"),
-                obligations: &obligations,
-                consents: &[],
-                now_micros: 0,
-                entry: b"entry",
-                log_size_before: 0,
-            })
-            .await
-    }
-
-    /// Writes queued together commit together; one that fails is undone alone (its transfer
-    /// and outbox rows with it, though they were written before the failing statement), and
-    /// the others are all there.
-    #[tokio::test]
-    async fn writes_committed_as_a_group_fail_alone() {
-        let (_dir, store) = store().await;
-        record(&store, "t0").await;
-        let writes: Vec<_> = (0..32)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    // In the middle of the group, a write whose last statement fails: t0's obligation id.
-                    let id = format!("g{i}");
-                    let obligation = if i == 16 {
-                        "ORP-VS:t0:0".to_owned()
-                    } else {
-                        format!("ORP-VS:{id}:0")
-                    };
-                    try_record(&store, "ORP-VS", &id, &obligation).await
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for write in writes {
-            results.push(write.await.expect("task").is_ok());
-        }
-        assert_eq!(results.iter().filter(|ok| !**ok).count(), 1, "{results:?}");
-        assert!(!results[16], "the duplicate obligation fails");
-        for i in 0..32 {
-            let row = store.transfer("ORP-VS", &format!("g{i}")).await.expect("read");
-            assert_eq!(row.is_some(), i != 16, "g{i}");
-        }
-        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE transfer_id = 'g16'")
-            .fetch_one(&store.pool)
-            .await
-            .expect("count");
-        let obligations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM obligation")
-            .fetch_one(&store.pool)
-            .await
-            .expect("count");
-        assert_eq!((outbox, obligations), (0, 32), "nothing of the failed write stays");
-    }
-
-    async fn release(store: &Store, id: &str) {
-        release_from(store, "ORP-VS", id).await;
-    }
-
-    async fn release_from(store: &Store, caller: &str, id: &str) {
-        store
-            .release(caller, id, b"answer", Some(b"sealed"))
-            .await
-            .expect("release");
-    }
-
-    #[tokio::test]
-    async fn a_waiting_delivery_holds_back_only_its_own_sender() {
-        let (_dir, store) = store().await;
-        record(&store, "o1").await;
-        record(&store, "o2").await;
-        record_from(&store, "AS-VS", "s1").await;
-        for (caller, id) in [("ORP-VS", "o2"), ("AS-VS", "s1")] {
-            release_from(&store, caller, id).await;
-        }
-        // o1 is held: o2 waits behind it, AS-VS's s1 to the same recipient goes.
-        assert_eq!(run(&store, 64).await, ["s1"]);
-        // A dead letter leaves the outbox and frees its pair.
-        release(&store, "o1").await;
-        let runs = store.due_runs(&["AI-VS".to_owned()], 1_000, 64).await.expect("runs");
-        let head = runs
-            .into_iter()
-            .flatten()
-            .find(|d| d.transfer_id == "o1")
-            .expect("o1 is its pair's head");
-        store
-            .dead_letter(&head, "MESSAGE_TOO_LARGE", 10, None)
-            .await
-            .expect("dead letter");
-        assert_eq!(run(&store, 64).await, ["o2", "s1"]);
-        let dead = store.dead_letters(10).await.expect("list");
-        assert_eq!((dead.len(), dead[0].transfer_id.as_str()), (1, "o1"));
-        let row = store.transfer("ORP-VS", "o1").await.expect("read").expect("o1");
-        assert_eq!(row.state, TransferState::DeadLettered);
-        assert!(store.retry_dead_letter("ORP-VS", "o1", 20).await.expect("retry"));
-        assert_eq!(
-            run(&store, 64).await,
-            ["o2", "s1", "o1"],
-            "back in the outbox, behind its pair"
-        );
-        let row = store.transfer("ORP-VS", "o1").await.expect("read").expect("o1");
-        assert_eq!(row.state, TransferState::Queued);
-        assert!(
-            !store.drop_dead_letter("ORP-VS", "o1").await.expect("drop"),
-            "no longer a dead letter"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_sender_holding_back_more_rows_than_a_run_takes_blocks_nobody_else() {
-        let (_dir, store) = store().await;
-        record(&store, "held").await; // never released: held
-        for i in 0..70 {
-            let id = format!("o{i}");
-            record(&store, &id).await;
-            release(&store, &id).await;
-        }
-        record_from(&store, "AS-VS", "s1").await;
-        release_from(&store, "AS-VS", "s1").await;
-        assert_eq!(
-            run(&store, 64).await,
-            ["s1"],
-            "70 rows behind a held one, and AS-VS still goes"
-        );
-    }
-
-    async fn run(store: &Store, limit: u32) -> Vec<String> {
-        let runs = store.due_runs(&["AI-VS".to_owned()], 1_000, limit).await.expect("runs");
-        runs.into_iter().flatten().map(|d| d.transfer_id).collect()
-    }
-
-    #[tokio::test]
-    async fn a_run_keeps_the_order_and_stops_at_a_held_or_waiting_delivery() {
-        let (_dir, store) = store().await;
-        for id in ["t1", "t2", "t3", "t4"] {
-            record(&store, id).await;
-        }
-        for id in ["t1", "t2", "t4"] {
-            release(&store, id).await;
-        }
-        // t3 is not logged yet: t4 must not overtake it.
-        assert_eq!(run(&store, 64).await, ["t1", "t2"]);
-        assert_eq!(run(&store, 1).await, ["t1"]);
-        let due = store.due_runs(&["AI-VS".to_owned()], 1_000, 64).await.expect("runs");
-        store.delivered(&due.concat()).await.expect("delivered");
-        assert_eq!(run(&store, 64).await, Vec::<String>::new(), "t3 is held");
-        release(&store, "t3").await;
-        assert_eq!(run(&store, 64).await, ["t3", "t4"]);
-        // t3 failed and waits for its retry: nothing behind it goes either.
-        let due = store
-            .due_runs(&["AI-VS".to_owned()], 1_000, 1)
-            .await
-            .expect("runs")
-            .concat();
-        store
-            .attempt_failed(due.first().expect("t3"), "UNAVAILABLE", 5_000)
-            .await
-            .expect("failed");
-        assert_eq!(run(&store, 64).await, Vec::<String>::new(), "t3 waits until 5000");
-        assert_eq!(
-            store
-                .due_runs(&["AI-VS".to_owned()], 5_000, 64)
-                .await
-                .expect("runs")
-                .concat()
-                .len(),
-            2
-        );
-        for id in ["t1", "t2"] {
-            let row = store.transfer("ORP-VS", id).await.expect("read").expect(id);
-            assert_eq!(
-                (row.state, row.attempts),
-                (TransferState::Delivered, 1),
-                "{id} marked delivered"
-            );
-        }
-        let t3 = store.transfer("ORP-VS", "t3").await.expect("read").expect("t3");
-        assert_eq!(t3.state, TransferState::Queued, "not among those delivered");
     }
 }

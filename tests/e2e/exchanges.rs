@@ -49,6 +49,26 @@ fn code(status: &tonic::Status) -> String {
 }
 
 /// Enrols PERSON at each of the first three institutions under `<ID>-1`.
+/// The gateway's operational store as configured (SQLite in the network folder `dir`, or
+/// PostgreSQL), for a test to look into or edit.
+async fn gateway_store(dir: &std::path::Path, configured: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&cii_tests::store_url(dir, configured))
+        .await
+        .expect("gateway store")
+}
+
+/// Options putting the gateway's operational store and its audit log on a real PostgreSQL
+/// (a database each, in the tests' throwaway cluster).
+async fn on_postgres() -> Options {
+    let store = cii_tests::pg::fresh_database().await;
+    Options {
+        audit_store: Some(cii_tests::pg::fresh_database().await),
+        gateway_database: Some(store),
+        ..Options::default()
+    }
+}
+
 async fn enrol_everywhere(net: &Network) {
     for i in [ORP, AI, AS] {
         node(net, i)
@@ -170,7 +190,17 @@ fn verify_receipt(net: &Network, receipt: &Receipt) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused_one_arrives_nowhere() {
-    let net = Network::start(&members()).await;
+    permitted_push_and_refused_one(Options::default()).await;
+}
+
+/// The same with the gateway's operational store and audit log on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused_one_arrives_nowhere_on_postgres() {
+    permitted_push_and_refused_one(on_postgres().await).await;
+}
+
+async fn permitted_push_and_refused_one(options: Options) {
+    let net = Network::start_with(&members(), options).await;
     enrol_everywhere(&net).await;
 
     let asked_back = || async {
@@ -1000,7 +1030,17 @@ fn no_avs_number_in(dir: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recipient_that_is_down_gets_its_transfers_once_and_in_order_when_back() {
-    let mut net = Network::start(&members()).await;
+    recipient_down_then_back(Options::default()).await;
+}
+
+/// The same with the gateway's operational store and audit log on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recipient_that_is_down_gets_its_transfers_once_and_in_order_when_back_on_postgres() {
+    recipient_down_then_back(on_postgres().await).await;
+}
+
+async fn recipient_down_then_back(options: Options) {
+    let mut net = Network::start_with(&members(), options).await;
     enrol_everywhere(&net).await;
     net.stop_node(AI).await;
     for id in ["q-1", "q-2", "q-3"] {
@@ -1039,10 +1079,10 @@ async fn a_recipient_that_is_down_gets_its_transfers_once_and_in_order_when_back
     assert_eq!(ids, ["q-1", "q-2", "q-3"], "delivered in submission order");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(inbox(&net, AI).await.len(), 3, "delivered once");
+    let configured = net.gateway_store.clone();
     let dir = net.stop().await;
     // Delivered rows leave the outbox.
-    let url = format!("sqlite:{}", dir.path().join("gateway/gateway.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway store");
+    let pool = gateway_store(dir.path(), &configured).await;
     let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
         .fetch_one(&pool)
         .await
@@ -1579,7 +1619,17 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_entry() {
-    let mut net = Network::start(&members()).await;
+    held_by_a_crash(Options::default()).await;
+}
+
+/// The same with the gateway's operational store and audit log on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_entry_on_postgres() {
+    held_by_a_crash(on_postgres().await).await;
+}
+
+async fn held_by_a_crash(options: Options) {
+    let mut net = Network::start_with(&members(), options).await;
     enrol_everywhere(&net).await;
     net.stop_node(AI).await;
     let queued = send(
@@ -1599,7 +1649,9 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     // Bring the store back to where a crash would have left it: held-1 after its entry
     // was appended (found in the log), held-2 before (its entry, as recorded, is not).
     let root = net.dir.path().to_path_buf();
-    let entries = cii_tests::audit_entries(&root).await;
+    let audit = cii_tests::store_url(&root, &net.audit_store);
+    let configured = net.gateway_store.clone();
+    let entries = cii_tests::audit_entries_at(&audit).await;
     let logged = |id: &str| {
         let mut e = entries.iter().find(|e| e.transfer_id == id).expect("entry").clone();
         e.index = 0;
@@ -1611,12 +1663,12 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     let second = cii_audit::entry::encode(&unlogged);
     let size_before = entries.len();
     net.restart_gateway(move |dir| {
-        let url = format!("sqlite:{}", dir.join("gateway/gateway.db").display());
+        let dir = dir.to_path_buf();
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new().expect("runtime").block_on(async {
-                let pool = sqlx::SqlitePool::connect(&url).await.expect("gateway store");
+                let pool = gateway_store(&dir, &configured).await;
                 for (id, entry) in [("held-1", first), ("held-2", second)] {
-                    sqlx::query("UPDATE transfer SET held = 1, entry = ?2, log_size_before = 0 WHERE transfer_id = ?1")
+                    sqlx::query("UPDATE transfer SET held = 1, entry = $2, log_size_before = 0 WHERE transfer_id = $1")
                         .bind(id)
                         .bind(entry)
                         .execute(&pool)
@@ -1647,17 +1699,15 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
 
     // Held while the gateway keeps running (an append that failed): the sender's retry completes it.
     send(&net, ORP, report("held-3", &[])).await.expect("send");
-    let mut third = cii_tests::audit_entries(&root)
+    let mut third = cii_tests::audit_entries_at(&audit)
         .await
         .into_iter()
         .find(|e| e.transfer_id == "held-3")
         .expect("entry");
     third.index = 0;
     third.time_micros += 1;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", root.join("gateway/gateway.db").display()))
-        .await
-        .expect("gateway store");
-    sqlx::query("UPDATE transfer SET held = 1, entry = ?1, log_size_before = 0 WHERE transfer_id = 'held-3'")
+    let pool = gateway_store(&root, &net.gateway_store).await;
+    sqlx::query("UPDATE transfer SET held = 1, entry = $1, log_size_before = 0 WHERE transfer_id = 'held-3'")
         .bind(cii_audit::entry::encode(&third))
         .execute(&pool)
         .await
@@ -1667,8 +1717,8 @@ async fn a_transfer_held_by_a_crash_is_completed_at_restart_with_exactly_one_ent
     assert_eq!(outcome(&completed), Outcome::Deny);
     verify_receipt(&net, completed.receipt.as_ref().expect("the completed entry's receipt"));
 
-    let dir = net.stop().await;
-    let entries = cii_tests::audit_entries(dir.path()).await;
+    let _dir = net.stop().await;
+    let entries = cii_tests::audit_entries_at(&audit).await;
     let count = |id: &str| entries.iter().filter(|e| e.transfer_id == id).count();
     assert_eq!(
         count("held-3"),

@@ -51,8 +51,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT OR REPLACE INTO dead_letter (seq, recipient, sender, transfer_id, delivery, attempts, error_code, dead_micros) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO dead_letter (seq, recipient, sender, transfer_id, delivery, attempts, error_code, dead_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sender, transfer_id, recipient) DO UPDATE SET \
+             seq = excluded.seq, delivery = excluded.delivery, attempts = excluded.attempts, \
+             error_code = excluded.error_code, dead_micros = excluded.dead_micros",
         )
         .bind(due.seq)
         .bind(&due.recipient)
@@ -64,13 +66,13 @@ impl Store {
         .bind(now_micros)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM outbox WHERE seq = ?1")
+        sqlx::query("DELETE FROM outbox WHERE seq = $1")
             .bind(due.seq)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "UPDATE transfer SET state = ?3, attempts = attempts + 1, last_error = ?4 \
-             WHERE sender = ?1 AND transfer_id = ?2 AND state < ?5",
+            "UPDATE transfer SET state = $3, attempts = attempts + 1, last_error = $4 \
+             WHERE sender = $1 AND transfer_id = $2 AND state < $5",
         )
         .bind(&due.sender)
         .bind(&due.transfer_id)
@@ -81,8 +83,8 @@ impl Store {
         .await?;
         if let Some(notice) = notice {
             sqlx::query(
-                "INSERT OR IGNORE INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, queued_micros) \
-                 VALUES (?1, 'gateway', ?2, ?3, ?4, ?4)",
+                "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, queued_micros) \
+                 VALUES ($1, 'gateway', $2, $3, $4, $4) ON CONFLICT DO NOTHING",
             )
             .bind(&due.sender)
             .bind(&notice.id)
@@ -99,7 +101,7 @@ impl Store {
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT sender, transfer_id, recipient, error_code, attempts, dead_micros, length(delivery) \
-             FROM dead_letter ORDER BY dead_micros, seq LIMIT ?1",
+             FROM dead_letter ORDER BY dead_micros, seq LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -111,7 +113,7 @@ impl Store {
     pub async fn dead_letter_of(&self, sender: &str, transfer_id: &str) -> Result<Option<DeadLetterRow>, StoreError> {
         let row = sqlx::query(
             "SELECT sender, transfer_id, recipient, error_code, attempts, dead_micros, length(delivery) \
-             FROM dead_letter WHERE sender = ?1 AND transfer_id = ?2",
+             FROM dead_letter WHERE sender = $1 AND transfer_id = $2",
         )
         .bind(sender)
         .bind(transfer_id)
@@ -130,7 +132,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         let moved = sqlx::query(
             "INSERT INTO outbox (recipient, sender, transfer_id, delivery, next_attempt_micros, queued_micros) \
-             SELECT recipient, sender, transfer_id, delivery, ?3, ?3 FROM dead_letter WHERE sender = ?1 AND transfer_id = ?2",
+             SELECT recipient, sender, transfer_id, delivery, $3, $3 FROM dead_letter WHERE sender = $1 AND transfer_id = $2",
         )
         .bind(sender)
         .bind(transfer_id)
@@ -138,12 +140,12 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("DELETE FROM dead_letter WHERE sender = ?1 AND transfer_id = ?2")
+        sqlx::query("DELETE FROM dead_letter WHERE sender = $1 AND transfer_id = $2")
             .bind(sender)
             .bind(transfer_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE transfer SET state = ?3 WHERE sender = ?1 AND transfer_id = ?2 AND state = ?4")
+        sqlx::query("UPDATE transfer SET state = $3 WHERE sender = $1 AND transfer_id = $2 AND state = $4")
             .bind(sender)
             .bind(transfer_id)
             .bind(i64::from(TransferState::Queued.code()))
@@ -156,7 +158,7 @@ impl Store {
 
     /// Removes a dead letter for good (its transfer stays DEAD_LETTERED).
     pub async fn drop_dead_letter(&self, sender: &str, transfer_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM dead_letter WHERE sender = ?1 AND transfer_id = ?2")
+        let done = sqlx::query("DELETE FROM dead_letter WHERE sender = $1 AND transfer_id = $2")
             .bind(sender)
             .bind(transfer_id)
             .execute(&self.writer)
@@ -166,7 +168,7 @@ impl Store {
     }
 }
 
-fn dead_letter_row(r: sqlx::sqlite::SqliteRow) -> DeadLetterRow {
+fn dead_letter_row(r: sqlx::any::AnyRow) -> DeadLetterRow {
     DeadLetterRow {
         sender: r.get(0),
         transfer_id: r.get(1),

@@ -1,13 +1,13 @@
 //! Group commit for the writes every transfer makes (its held record, its release): each
 //! caller hands its statements to one committer and waits for the commit that carries them;
 //! the writes queued while one transaction commits go together in the next. Under load one
-//! `synchronous=FULL` commit (one WAL sync, each page written once) serves many transfers,
+//! durable commit (one WAL sync: SQLite `synchronous=FULL`, PostgreSQL's WAL flush) serves many transfers,
 //! as the audit log's own batches do.
 //!
 //! A write that fails is undone alone and its caller alone gets the error; the others
 //! commit (the group is then done again write by write: see `commit`).
 
-use sqlx::sqlite::SqlitePool;
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -50,7 +50,7 @@ pub(super) struct Committer {
 
 impl Committer {
     /// Starts the committer on `writer` (the store's one writing connection).
-    pub fn start(writer: SqlitePool) -> Committer {
+    pub fn start(writer: AnyPool) -> Committer {
         let (queue, jobs) = mpsc::unbounded_channel();
         tokio::spawn(run(writer, jobs));
         Committer { queue }
@@ -68,7 +68,7 @@ impl Committer {
     }
 }
 
-async fn run(writer: SqlitePool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(writer: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_LIMIT {
@@ -87,7 +87,7 @@ async fn run(writer: SqlitePool, mut queue: mpsc::UnboundedReceiver<Job>) {
 /// One transaction for `jobs`; the result of each. If a statement fails, the transaction
 /// is rolled back and each write is done again in its own transaction, so that only the
 /// failing one fails (rare: a write that breaks a constraint, a full disk).
-async fn commit(writer: &SqlitePool, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+async fn commit(writer: &AnyPool, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
     let together = async {
         let mut tx = writer.begin().await?;
         for job in jobs {
@@ -109,7 +109,7 @@ async fn commit(writer: &SqlitePool, jobs: &[Job]) -> Vec<Result<(), StoreError>
 }
 
 /// One write in its own transaction.
-async fn alone(writer: &SqlitePool, statements: &[Statement]) -> Result<(), StoreError> {
+async fn alone(writer: &AnyPool, statements: &[Statement]) -> Result<(), StoreError> {
     let mut tx = writer.begin().await?;
     apply(&mut tx, statements).await?;
     tx.commit().await?;
@@ -117,7 +117,7 @@ async fn alone(writer: &SqlitePool, statements: &[Statement]) -> Result<(), Stor
 }
 
 /// A write's statements, in `tx`.
-async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, statements: &[Statement]) -> Result<(), sqlx::Error> {
+async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Any>, statements: &[Statement]) -> Result<(), sqlx::Error> {
     for statement in statements {
         let mut query = sqlx::query(statement.sql);
         for value in &statement.values {

@@ -49,7 +49,7 @@ impl Store {
     pub async fn hold_for_review(&self, p: &PendingReview) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO pending_review (requester, transfer_id, holder, subject, request_sha256, created_micros, \
-             deadline_micros) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (requester, transfer_id) DO NOTHING",
+             deadline_micros) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (requester, transfer_id) DO NOTHING",
         )
         .bind(&p.requester)
         .bind(&p.transfer_id)
@@ -66,7 +66,7 @@ impl Store {
 
     /// How many pulls of `requester` wait for a review or for their collection.
     pub async fn pending_reviews_of(&self, requester: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_review WHERE requester = ?1")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_review WHERE requester = $1")
             .bind(requester)
             .fetch_one(&self.pool)
             .await?;
@@ -82,7 +82,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT requester, transfer_id, holder, subject, request_sha256, created_micros, deadline_micros, \
              held_entry, offered, reviewer, approved, reviewer_facts, refusal_reason \
-             FROM pending_review WHERE requester = ?1 AND transfer_id = ?2",
+             FROM pending_review WHERE requester = $1 AND transfer_id = $2",
         )
         .bind(requester)
         .bind(transfer_id)
@@ -115,7 +115,7 @@ impl Store {
 
     /// The hold is logged as entry `index`.
     pub async fn review_held(&self, requester: &str, transfer_id: &str, index: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE pending_review SET held_entry = ?3 WHERE requester = ?1 AND transfer_id = ?2")
+        sqlx::query("UPDATE pending_review SET held_entry = $3 WHERE requester = $1 AND transfer_id = $2")
             .bind(requester)
             .bind(transfer_id)
             .bind(i64::try_from(index).unwrap_or(i64::MAX))
@@ -126,7 +126,7 @@ impl Store {
 
     /// The holder's node has the review.
     pub async fn review_offered(&self, requester: &str, transfer_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE pending_review SET offered = 1 WHERE requester = ?1 AND transfer_id = ?2")
+        sqlx::query("UPDATE pending_review SET offered = 1 WHERE requester = $1 AND transfer_id = $2")
             .bind(requester)
             .bind(transfer_id)
             .execute(&self.writer)
@@ -145,8 +145,8 @@ impl Store {
         now_micros: i64,
     ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
-            "UPDATE pending_review SET reviewer = ?4, approved = ?5, reviewer_facts = ?6, refusal_reason = ?7 \
-             WHERE requester = ?1 AND transfer_id = ?2 AND holder = ?3 AND reviewer IS NULL AND deadline_micros > ?8",
+            "UPDATE pending_review SET reviewer = $4, approved = $5, reviewer_facts = $6, refusal_reason = $7 \
+             WHERE requester = $1 AND transfer_id = $2 AND holder = $3 AND reviewer IS NULL AND deadline_micros > $8",
         )
         .bind(requester)
         .bind(transfer_id)
@@ -164,7 +164,7 @@ impl Store {
 
     /// The pull is decided (its entry logged and its record written): the row goes.
     pub async fn review_concluded(&self, requester: &str, transfer_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM pending_review WHERE requester = ?1 AND transfer_id = ?2")
+        sqlx::query("DELETE FROM pending_review WHERE requester = $1 AND transfer_id = $2")
             .bind(requester)
             .bind(transfer_id)
             .execute(&self.writer)
@@ -175,7 +175,7 @@ impl Store {
     /// Forgets held pulls whose review period ended before `before` (their hold and any answer
     /// are logged; a requester calling again after that starts over). How many.
     pub async fn forget_reviews_before(&self, before_micros: i64) -> Result<u64, StoreError> {
-        let gone = sqlx::query("DELETE FROM pending_review WHERE deadline_micros < ?1")
+        let gone = sqlx::query("DELETE FROM pending_review WHERE deadline_micros < $1")
             .bind(before_micros)
             .execute(&self.writer)
             .await?
