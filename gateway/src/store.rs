@@ -36,6 +36,18 @@ pub enum StoreError {
     /// The group commit carrying a write failed (the database's error, shared by the group).
     #[error("gateway database: {0}")]
     Group(String),
+    /// The transfer is recorded already: the same (sender, transfer id) decided by another
+    /// call, on this gateway or another replica on the same database. The database's unique
+    /// keys are the arbiter across replicas; the caller's retry gets the recorded outcome.
+    #[error("gateway database: this sender's transfer id is recorded already")]
+    Duplicate,
+}
+
+impl StoreError {
+    /// A unique key refused the write.
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
 }
 
 /// A transfer as recorded.
@@ -360,7 +372,8 @@ impl Store {
         self.group.write(statements).await
     }
 
-    /// Records a decided transfer with its outbox row, obligations and consent uses.
+    /// Records a decided transfer with its outbox row, obligations and consent uses;
+    /// [`StoreError::Duplicate`] if this sender's transfer id is recorded already.
     pub async fn record(&self, d: &TransferRecord<'_>) -> Result<(), StoreError> {
         use group::{Statement, Value};
         let text = |v: &str| Value::Text(v.to_owned());
@@ -395,7 +408,15 @@ impl Store {
             ));
         }
         statements.extend(obligations_and_consents(d));
-        self.group.write(statements).await
+        // Every unique key a record writes derives from (sender, transfer id): the transfer's,
+        // its outbox row's, its obligations' ids.
+        self.group.write(statements).await.map_err(|e| {
+            if e.is_unique_violation() {
+                StoreError::Duplicate
+            } else {
+                e
+            }
+        })
     }
 
     /// For each recipient, its due deliveries in order, at most `limit`. Order is kept per

@@ -42,6 +42,7 @@ on_both!(
     a_run_keeps_the_order_and_stops_at_a_held_or_waiting_delivery,
     every_other_statement_reads_back_what_it_wrote,
     pulls_held_for_review_read_back_alike,
+    the_same_transfer_recorded_through_two_handles_at_once_is_recorded_once,
 );
 
 /// Records a permitted push ORP → AI, held until `release`.
@@ -530,4 +531,31 @@ async fn pulls_held_for_review_read_back_alike(store: Store, _url: String) {
     );
     assert_eq!(store.forget_reviews_before(1_000).await.expect("sweep"), 0);
     assert_eq!(store.forget_reviews_before(1_001).await.expect("sweep"), 1);
+}
+
+/// Two gateway processes on one database (two handles here), the same sender's transfer id
+/// recorded by both at once: one record, the other told it is a duplicate (which the pipeline
+/// answers TRANSFER_IN_PROGRESS, appending nothing) — the database's keys are the arbiter, not
+/// a process's memory.
+async fn the_same_transfer_recorded_through_two_handles_at_once_is_recorded_once(store: Store, url: String) {
+    let other = Store::open(&url).await.expect("a second handle");
+    for round in 0..8 {
+        let id = format!("twice-{round}");
+        let obligation = format!("ORP-VS:{id}:0");
+        let (a, b) = tokio::join!(
+            try_record(&store, "ORP-VS", &id, &obligation),
+            try_record(&other, "ORP-VS", &id, &obligation),
+        );
+        let outcomes = [a, b];
+        assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "{outcomes:?}");
+        assert!(
+            outcomes.iter().any(|r| matches!(r, Err(StoreError::Duplicate))),
+            "{outcomes:?}"
+        );
+        let again = try_record(&other, "ORP-VS", &id, &obligation).await;
+        assert!(matches!(again, Err(StoreError::Duplicate)), "{again:?}");
+    }
+    let due = store.held().await.expect("held");
+    assert_eq!(due.len(), 8, "one held record per id");
+    other.close().await;
 }

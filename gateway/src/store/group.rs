@@ -104,7 +104,7 @@ async fn commit(writer: &AnyPool, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
             }
             results
         }
-        Err(e) => vec![Err(StoreError::Group(e.to_string()))],
+        Err(e) => vec![Err(StoreError::Db(e))],
     }
 }
 

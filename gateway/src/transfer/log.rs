@@ -71,7 +71,13 @@ impl Transfers {
                 entry: &cii_audit::entry::encode(&entry),
                 log_size_before: self.audit.checkpoint().0,
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Decided by another call meanwhile (another replica: this one's in-flight
+                // claim cannot see it). Nothing was logged here; the retry gets its outcome.
+                crate::store::StoreError::Duplicate => TransferError::InProgress,
+                e => e.into(),
+            })?;
         let receipt = self.audit.append(entry).await.inspect_err(|e| {
             tracing::error!(code = e.code(), error = %e, "transfer not logged");
         })?;
