@@ -22,3 +22,9 @@ GRANT SELECT, INSERT, UPDATE ON audit_retention TO cii_gateway;
 GRANT EXECUTE ON FUNCTION audit_destroy_keys(TEXT[], BIGINT) TO cii_gateway;
 GRANT EXECUTE ON FUNCTION audit_shred_early(TEXT, BIGINT, BIGINT) TO cii_gateway;
 GRANT SELECT ON audit_early_shredding TO cii_gateway;
+-- The sequencer's lease (several replicas on one database): through its functions only.
+GRANT EXECUTE ON FUNCTION audit_lease_acquire(TEXT, DOUBLE PRECISION) TO cii_gateway;
+GRANT EXECUTE ON FUNCTION audit_lease_renew(TEXT, BIGINT, DOUBLE PRECISION) TO cii_gateway;
+GRANT EXECUTE ON FUNCTION audit_lease_release(TEXT, BIGINT) TO cii_gateway;
+GRANT EXECUTE ON FUNCTION audit_fence(BIGINT) TO cii_gateway;
+GRANT SELECT ON audit_lease TO cii_gateway;

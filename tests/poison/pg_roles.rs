@@ -1,7 +1,8 @@
 //! On PostgreSQL the gateway's service role appends and reads the log and nothing more:
 //! `deploy/postgres/audit-roles.sql` applied to a real server, then the role's attempts to
-//! truncate, drop a trigger, disable triggers or touch keys directly, refused; its
-//! ordinary work (append, read, retention through the owner's function) done.
+//! truncate, drop a trigger, disable triggers or touch keys or the sequencer's lease directly,
+//! refused; its ordinary work (the lease through its functions, append under it, read,
+//! retention through the owner's function) done.
 
 use cii_audit::note::{Signer, generate_key_pem};
 use cii_audit::{Entry, EntryKind, Log, Store};
@@ -45,7 +46,12 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
         .await
         .expect("the service role opens the migrated log");
     store.set_retention_days(365).await.expect("the limit");
-    let (log, task) = Log::open(store.clone(), std::sync::Arc::new(signer), origin.into())
+    // As one of several replicas would: under the sequencer's lease, through its functions.
+    let lease = cii_audit::lease::Lease::acquire(&store, "replica-1", std::time::Duration::from_secs(30))
+        .await
+        .expect("the service role acquires the lease")
+        .expect("free");
+    let (log, task) = Log::open_leased(store.clone(), std::sync::Arc::new(signer), origin.into(), &lease)
         .await
         .expect("log");
     for time_micros in [
@@ -79,6 +85,8 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
         "{periods:?}"
     );
     assert_eq!(store.entries(0, 10).await.expect("read").len(), 2);
+    assert!(lease.renew().await.expect("the service role renews"));
+    lease.release().await.expect("and releases");
     store.close().await;
 
     // What it may not do.
@@ -91,6 +99,8 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
         "UPDATE audit_body_key SET key = NULL",
         "DELETE FROM audit_body_key",
         "DELETE FROM audit_retention",
+        "UPDATE audit_lease SET epoch = epoch + 1",
+        "UPDATE audit_lease SET expires_at = 'infinity'",
     ] {
         let error = execute(&service_url, attempt).await.expect_err(attempt).to_string();
         assert!(

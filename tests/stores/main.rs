@@ -3,6 +3,8 @@
 //! `cii_tests::pg`). A statement one database accepts and the other refuses, or reads
 //! differently, fails here.
 
+mod lease;
+
 use cii_gateway::store::{
     ObligationRecord, PendingReview, ReviewAnswer, SenderNotice, Store, StoreError, TransferRecord,
 };

@@ -29,6 +29,7 @@ pub mod bench;
 pub mod body;
 pub mod cosignature;
 pub mod entry;
+pub mod lease;
 pub mod merkle;
 pub mod note;
 #[cfg(feature = "store")]

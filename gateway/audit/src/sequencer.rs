@@ -130,6 +130,29 @@ impl Log {
         signer: Arc<Signer>,
         origin: String,
     ) -> Result<(Log, tokio::task::JoinHandle<Stats>), LogError> {
+        Log::open_with(store, signer, origin, None).await
+    }
+
+    /// [`Log::open`] for a PostgreSQL log several replicas share, by the holder of `lease`
+    /// (acquired before: the log is read after the last batch of any earlier holder). Every
+    /// batch is appended under the lease's epoch; once the lease is lost every append fails
+    /// with nothing written, and this `Log` stays stale: a replica that acquires the lease
+    /// again opens the log again.
+    pub async fn open_leased(
+        store: Store,
+        signer: Arc<Signer>,
+        origin: String,
+        lease: &crate::lease::Lease,
+    ) -> Result<(Log, tokio::task::JoinHandle<Stats>), LogError> {
+        Log::open_with(store, signer, origin, Some(lease.epoch())).await
+    }
+
+    async fn open_with(
+        store: Store,
+        signer: Arc<Signer>,
+        origin: String,
+        epoch: Option<i64>,
+    ) -> Result<(Log, tokio::task::JoinHandle<Stats>), LogError> {
         let size = store.size().await?;
         let filled = subtrees::backfill(&store, size).await?;
         if filled > 0 {
@@ -167,7 +190,13 @@ impl Log {
         }));
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let (size_tx, sizes) = watch::channel(size);
-        let task = tokio::spawn(run(store.clone(), signer, origin, committed.clone(), rx, size_tx));
+        let sequencer = Sequencer {
+            store: store.clone(),
+            signer,
+            origin,
+            epoch,
+        };
+        let task = tokio::spawn(run(sequencer, committed.clone(), rx, size_tx));
         Ok((
             Log {
                 tx,
@@ -259,10 +288,17 @@ async fn hashes_of(recent: &Recent, store: &Store, ranges: &[(u64, u64)]) -> Res
     Ok(out)
 }
 
-async fn run(
+/// What the sequencer task writes with: the store, the checkpoint key, the log's origin, and
+/// the lease's epoch when replicas share the store.
+struct Sequencer {
     store: Store,
     signer: Arc<Signer>,
     origin: String,
+    epoch: Option<i64>,
+}
+
+async fn run(
+    sequencer: Sequencer,
     committed: Arc<std::sync::RwLock<Committed>>,
     mut rx: mpsc::Receiver<Request>,
     sizes: watch::Sender<u64>,
@@ -300,7 +336,7 @@ async fn run(
             });
         }
         let size = next.size();
-        let committing = commit(&store, &signer, &origin, &next, &rows, &nodes).await;
+        let committing = commit(&sequencer, &next, &rows, &nodes).await;
         let note = match committing {
             Ok(note) => note,
             Err(e) => {
@@ -323,7 +359,7 @@ async fn run(
         }
         sizes.send_replace(size);
         for (request, row) in batch.into_iter().zip(rows) {
-            let receipt = receipt(&recent, &store, row, size, &note).await;
+            let receipt = receipt(&recent, &sequencer.store, row, size, &note).await;
             let _ = request.reply.send(receipt.map_err(|e| e.to_string()));
         }
     }
@@ -332,25 +368,21 @@ async fn run(
 
 /// Signs the checkpoint of `next` and writes the batch, its completed subtrees and the
 /// checkpoint in one transaction; the signed note.
-async fn commit(
-    store: &Store,
-    signer: &Signer,
-    origin: &str,
-    next: &Recent,
-    rows: &[NewEntry],
-    nodes: &[Node],
-) -> Result<String, StoreError> {
+async fn commit(sequencer: &Sequencer, next: &Recent, rows: &[NewEntry], nodes: &[Node]) -> Result<String, StoreError> {
     let size = next.size();
-    let root = subtrees::hash_of(next, store, 0, size).await?;
-    let note = signer.sign(
+    let root = subtrees::hash_of(next, &sequencer.store, 0, size).await?;
+    let note = sequencer.signer.sign(
         &Checkpoint {
-            origin: origin.to_owned(),
+            origin: sequencer.origin.clone(),
             size,
             root,
         }
         .body(),
     );
-    store.append(rows, nodes, (size, &note)).await?;
+    sequencer
+        .store
+        .append_fenced(rows, nodes, (size, &note), sequencer.epoch)
+        .await?;
     Ok(note)
 }
 

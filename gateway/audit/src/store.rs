@@ -35,6 +35,13 @@ pub enum StoreError {
     /// The system's random source failed.
     #[error("audit store: no randomness for sealing")]
     Random,
+    /// This sequencer's lease is not held (any more): another replica sequences the log, or
+    /// may. Nothing was appended.
+    #[error("audit store: this gateway no longer holds the sequencer's lease (epoch {0}); nothing was appended")]
+    LeaseLost(i64),
+    /// Leases are for a PostgreSQL log that several replicas share; SQLite has one process.
+    #[error("audit store: a sequencer lease needs PostgreSQL")]
+    NoLease,
 }
 
 /// An entry to append: canonical bytes, their leaf hash, and the time that picks its period.
@@ -203,6 +210,19 @@ impl Store {
     /// `nodes` are the perfect subtrees the batch completes at the stored levels (see
     /// [`crate::subtrees`]), written in the same transaction.
     pub async fn append(&self, rows: &[NewEntry], nodes: &[Node], checkpoint: (u64, &str)) -> Result<(), StoreError> {
+        self.append_fenced(rows, nodes, checkpoint, None).await
+    }
+
+    /// [`Store::append`], on PostgreSQL refused with [`StoreError::LeaseLost`] unless the
+    /// sequencer's lease of `epoch` is held while the batch commits (see
+    /// [`crate::lease`]). SQLite has no lease (one process).
+    pub async fn append_fenced(
+        &self,
+        rows: &[NewEntry],
+        nodes: &[Node],
+        checkpoint: (u64, &str),
+        epoch: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut keys = std::collections::BTreeMap::new();
         for row in rows {
             keys.entry(body::period_of(row.time_micros)).or_insert(None);
@@ -223,7 +243,16 @@ impl Store {
                     *key = Some(postgres_period_key(pool, period).await?);
                 }
                 let sealed = seal_all(rows, &keys)?;
-                postgres_append(pool, &sealed, nodes, checkpoint).await?;
+                postgres_append(pool, &sealed, nodes, checkpoint, epoch)
+                    .await
+                    .map_err(|e| match (e, epoch) {
+                        (StoreError::Db(sqlx::Error::Database(db)), Some(epoch))
+                            if db.code().as_deref() == Some(crate::lease::FENCE_SQLSTATE) =>
+                        {
+                            StoreError::LeaseLost(epoch)
+                        }
+                        (e, _) => e,
+                    })?;
             }
         }
         Ok(())
@@ -728,6 +757,7 @@ async fn postgres_append(
     rows: &[SealedEntry],
     nodes: &[Node],
     checkpoint: (u64, &str),
+    epoch: Option<i64>,
 ) -> Result<(), StoreError> {
     let idx: Vec<i64> = rows.iter().map(|r| to_i64(r.index)).collect();
     let leaves: Vec<&[u8]> = rows.iter().map(|r| &r.leaf_hash[..]).collect();
@@ -739,24 +769,37 @@ async fn postgres_append(
         .collect();
     let node_idx: Vec<i64> = nodes.iter().map(|n| to_i64(n.index)).collect();
     let hashes: Vec<&[u8]> = nodes.iter().map(|n| &n.hash[..]).collect();
-    sqlx::query(
-        "WITH entries AS (INSERT INTO audit_entry (idx, leaf_hash, entry, period) \
+    // With a lease, every insert reads the fence (computed once, before any of them: the
+    // inserts depend on it), which raises unless the lease is held and keeps its row locked
+    // until this statement commits.
+    const UNFENCED: &str = "WITH entries AS (INSERT INTO audit_entry (idx, leaf_hash, entry, period) \
              SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::text[])), \
          nodes AS (INSERT INTO audit_node (level, idx, hash) \
              SELECT * FROM UNNEST($5::int[], $6::bigint[], $7::bytea[])) \
-         INSERT INTO audit_checkpoint (tree_size, note) VALUES ($8, $9)",
-    )
-    .bind(&idx)
-    .bind(&leaves)
-    .bind(&bodies)
-    .bind(&periods)
-    .bind(&levels)
-    .bind(&node_idx)
-    .bind(&hashes)
-    .bind(to_i64(checkpoint.0))
-    .bind(checkpoint.1)
-    .execute(pool)
-    .await?;
+         INSERT INTO audit_checkpoint (tree_size, note) VALUES ($8, $9)";
+    const FENCED: &str = "WITH fence AS MATERIALIZED (SELECT audit_fence($10) AS epoch), \
+         entries AS (INSERT INTO audit_entry (idx, leaf_hash, entry, period) \
+             SELECT u.* FROM fence, UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::text[]) AS u), \
+         nodes AS (INSERT INTO audit_node (level, idx, hash) \
+             SELECT u.* FROM fence, UNNEST($5::int[], $6::bigint[], $7::bytea[]) AS u) \
+         INSERT INTO audit_checkpoint (tree_size, note) SELECT $8, $9 FROM fence";
+    let query = if epoch.is_some() { FENCED } else { UNFENCED };
+    let query = sqlx::query(query);
+    let query = query
+        .bind(&idx)
+        .bind(&leaves)
+        .bind(&bodies)
+        .bind(&periods)
+        .bind(&levels)
+        .bind(&node_idx)
+        .bind(&hashes)
+        .bind(to_i64(checkpoint.0))
+        .bind(checkpoint.1);
+    let query = match epoch {
+        Some(epoch) => query.bind(epoch),
+        None => query,
+    };
+    query.execute(pool).await?;
     Ok(())
 }
 
