@@ -129,6 +129,24 @@ pub struct Network {
     pub gateway_store: String,
 }
 
+/// A second gateway process on a network's configuration (see
+/// [`Network::start_second_gateway`]).
+#[derive(Debug)]
+pub struct SecondGateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SecondGateway {
+    /// Stops it and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+    }
+}
+
 /// Options of a test network.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -580,12 +598,41 @@ impl Network {
 
     /// A channel to the gateway presenting `party`'s certificate.
     pub fn gateway_channel_as(&self, party: &PeerIdentity) -> Channel {
+        self.gateway_channel_at(self.gateway, party, tls::CALL_DEADLINE)
+    }
+
+    /// A channel to a gateway at `addr` (this network's, or a second one on its stores)
+    /// presenting `party`'s certificate, every call bounded by `deadline`.
+    pub fn gateway_channel_at(&self, addr: SocketAddr, party: &PeerIdentity, deadline: std::time::Duration) -> Channel {
         let config = tls::client_config(
             &self.identity(party),
             PeerPolicy::only(PeerIdentity::Gateway, |_| false),
         )
         .expect("client config");
-        tls::channel(&format!("https://127.0.0.1:{}", self.gateway.port()), config).expect("channel")
+        tls::channel_with_deadline(&format!("https://127.0.0.1:{}", addr.port()), config, deadline).expect("channel")
+    }
+
+    /// Starts a second gateway process on this network's configuration (the same stores,
+    /// keys and registry) on a port of its own.
+    pub async fn start_second_gateway(&self) -> SecondGateway {
+        let listener = bind().await;
+        let addr = listener.local_addr().expect("addr");
+        let listeners = cii_gateway::Listeners {
+            grpc: listener,
+            metrics: None,
+        };
+        let (stop, task) = spawn_gateway(&self.gateway_config, listeners, self.gateway_clock.clone());
+        SecondGateway { addr, stop, task }
+    }
+
+    /// Stops the gateway (cleanly: it drains and hands its lease over) and waits for it.
+    pub async fn stop_gateway(&mut self) {
+        if let Some(stop) = self.gateway_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.gateway_task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
     }
 
     /// A channel to the consent registry presenting `party`'s certificate.

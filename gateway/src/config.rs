@@ -62,10 +62,19 @@ pub struct AuditFile {
     /// take, since a node asks while the gateway waits for its answer).
     #[serde(default = "default_witness_wait")]
     pub witness_wait_seconds: u32,
+    /// With a PostgreSQL log: how long the sequencer's lease lasts between renewals, in
+    /// seconds (2–300, default 10; renewed every third of it). A gateway whose lease lapses
+    /// stops; a standby on the same log takes over within this time of the holder's death.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u32,
 }
 
 fn default_witness_wait() -> u32 {
     5
+}
+
+fn default_lease() -> u32 {
+    10
 }
 
 /// The shortest retention: logs are kept at least one year (nLPD ordinance art. 4 al. 5).
@@ -325,6 +334,13 @@ fn check_audit(path: &Path, audit: &AuditFile) -> Result<(), ConfigError> {
             path,
             "audit.witness_wait_seconds",
             "must be 1 to 8 (below a delivery attempt's 10 s)",
+        ));
+    }
+    if !(2..=300).contains(&audit.lease_seconds) {
+        return Err(ConfigError::invalid(
+            path,
+            "audit.lease_seconds",
+            "must be 2 to 300 (renewed every third of it)",
         ));
     }
     Ok(())

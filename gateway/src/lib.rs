@@ -29,6 +29,7 @@ mod cosigning;
 mod dead_letters;
 mod delivery;
 mod error;
+mod lease;
 mod policy_service;
 pub mod replay;
 mod service;
@@ -86,6 +87,10 @@ pub enum RunError {
     /// The audit store could not be opened.
     #[error(transparent)]
     AuditStore(#[from] cii_audit::store::StoreError),
+    /// The audit sequencer's lease was lost while serving (another gateway may sequence the
+    /// log now): this one stopped.
+    #[error("the audit log's sequencer lease was lost; this gateway stopped (start it again to stand by)")]
+    LeaseLost,
     /// The operational store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -144,14 +149,12 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let (metrics, (consent_registry, tls_config)) = (Metrics::new("gateway"), tls_configs(&config)?);
+    let mut shutdown = std::pin::pin!(shutdown);
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = open_audit_store(&config).await?;
-    let (audit, sequencer) = cii_audit::Log::open(
-        audit_store.clone(),
-        config.audit_signer.clone(),
-        config.file.audit.origin.clone(),
-    )
-    .await?;
+    let Some((lease, audit, sequencer)) = open_log(&config, &audit_store, &mut shutdown).await? else {
+        return Ok(());
+    };
     activate_rulebook(&config, &audit, clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -180,9 +183,12 @@ pub async fn run_with_clock(
         stop_rx.clone(),
     ));
     let deliveries = spawn_background(nodes, &store, &completion, &clock, &stop_rx);
+    let lost = lease::keep_while_serving(lease.as_ref(), stop_rx.clone());
     serve_metrics(listeners.metrics, &metrics, stop_rx);
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.current().institutions().count(), "gateway serving");
-    let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, shutdown).await;
+    let lease_lost = std::sync::atomic::AtomicBool::new(false);
+    let stopping = lease::until_stopped_or_lost(&mut shutdown, lost, &lease_lost);
+    let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, stopping).await;
     let _ = stop_tx.send(true);
     for task in deliveries.into_iter().chain([cosigning]) {
         let _ = task.await;
@@ -192,9 +198,58 @@ pub async fn run_with_clock(
     // (it stops when the last handle to the log is gone).
     drop((audit, completion));
     let _ = sequencer.await;
-    audit_store.close().await;
+    stop_sequencing(lease, lease_lost.into_inner(), &audit_store).await?;
     tracing::info!("gateway stopped");
     Ok(result?)
+}
+
+/// The audit log, opened on PostgreSQL by the holder of the sequencer's lease only (waited
+/// for: a second gateway on the same log stands by here); `None` if `shutdown` came first.
+async fn open_log(
+    config: &GatewayConfig,
+    audit_store: &cii_audit::Store,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<
+    Option<(
+        Option<cii_audit::lease::Lease>,
+        cii_audit::Log,
+        tokio::task::JoinHandle<cii_audit::sequencer::Stats>,
+    )>,
+    RunError,
+> {
+    let lease = tokio::select! {
+        lease = lease::wait_for(audit_store, lease::ttl(config.file.audit.lease_seconds)) => lease?,
+        () = shutdown => return Ok(None),
+    };
+    let (signer, origin) = (config.audit_signer.clone(), config.file.audit.origin.clone());
+    let (audit, sequencer) = match &lease {
+        Some(lease) => cii_audit::Log::open_leased(audit_store.clone(), signer, origin, lease).await?,
+        None => cii_audit::Log::open(audit_store.clone(), signer, origin).await?,
+    };
+    Ok(Some((lease, audit, sequencer)))
+}
+
+/// After the sequencer drained: the lease handed over at once (a standby need not wait for
+/// its expiry), or the loss that stopped this gateway reported.
+async fn stop_sequencing(
+    lease: Option<cii_audit::lease::Lease>,
+    lost: bool,
+    audit_store: &cii_audit::Store,
+) -> Result<(), RunError> {
+    match lease {
+        Some(_) if lost => {
+            audit_store.close().await;
+            return Err(RunError::LeaseLost);
+        }
+        Some(lease) => {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(error = %e, "the sequencer's lease was not released; it expires by itself");
+            }
+        }
+        None => {}
+    }
+    audit_store.close().await;
+    Ok(())
 }
 
 /// The outbox worker, the consent-notice task and the completion of held consent changes,

@@ -49,6 +49,75 @@ fn code(status: &tonic::Status) -> String {
 }
 
 /// Enrols PERSON at each of the first three institutions under `<ID>-1`.
+/// Two gateways on one PostgreSQL log: the second stands by while the first holds the
+/// sequencer's lease (it serves nothing and the lease stays the first's), and takes over when
+/// the first stops cleanly: it serves, appends under a higher epoch, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_gateway_on_the_same_log_stands_by_and_takes_over_when_the_first_stops() {
+    let mut net = Network::start_with(&members(), on_postgres().await).await;
+    enrol_everywhere(&net).await;
+    let audit = cii_audit::Store::open_read_only(&net.audit_store)
+        .await
+        .expect("audit store");
+    let first = cii_audit::lease::state(&audit).await.expect("lease");
+    assert!(first.live && !first.holder.is_empty(), "{first:?}");
+    let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
+    let size_before = net.audit_size(&orp).await;
+
+    let second = net.start_second_gateway().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        cii_audit::lease::state(&audit).await.expect("lease"),
+        first,
+        "the second stands by"
+    );
+    let standby = net.gateway_channel_at(second.addr, &orp, Duration::from_millis(500));
+    let checkpoint = |channel: tonic::transport::Channel| async move {
+        cii_proto::audit::audit_client::AuditClient::new(channel)
+            .get_checkpoint(cii_proto::audit::GetCheckpointRequest {})
+            .await
+            .map(|answer| answer.into_inner().tree_size)
+    };
+    assert!(checkpoint(standby.clone()).await.is_err(), "a standby serves nothing");
+
+    net.stop_gateway().await;
+    let mut taken = first.clone();
+    for _ in 0..100 {
+        taken = cii_audit::lease::state(&audit).await.expect("lease");
+        if taken.epoch > first.epoch {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(taken.epoch, first.epoch + 1, "{taken:?}");
+    assert!(taken.live && taken.holder != first.holder, "{taken:?}");
+    let mut size = None;
+    for _ in 0..50 {
+        if let Ok(s) = checkpoint(net.gateway_channel_at(second.addr, &orp, Duration::from_secs(5))).await {
+            size = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let size = size.expect("the second gateway serves once it holds the lease");
+    assert!(
+        size > size_before,
+        "it appended its activations under its lease: {size_before} → {size}"
+    );
+    let verifier = cii_audit::note::Verifier::from_vkey(
+        std::fs::read_to_string(net.dir.path().join("pki/gateway/audit.vkey"))
+            .expect("vkey")
+            .trim(),
+    )
+    .expect("verifier");
+    let report = cii_audit::verify::verify(&audit, &verifier, "cii.test/audit", |_, _| {})
+        .await
+        .expect("one log, both gateways' entries, verified");
+    assert_eq!(report.entries, size);
+    second.stop().await;
+    audit.close().await;
+}
+
 /// The gateway's operational store as configured (SQLite in the network folder `dir`, or
 /// PostgreSQL), for a test to look into or edit.
 async fn gateway_store(dir: &std::path::Path, configured: &str) -> sqlx::AnyPool {

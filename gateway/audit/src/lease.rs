@@ -14,9 +14,6 @@ use std::time::Duration;
 
 use crate::store::{Store, StoreError};
 
-/// The SQLSTATE `audit_fence` raises when the lease is not held.
-pub(crate) const FENCE_SQLSTATE: &str = "CIIL1";
-
 /// A lease held: by whom, at which epoch, for how long each renewal lasts.
 #[derive(Debug, Clone)]
 pub struct Lease {

@@ -136,6 +136,9 @@ pub enum Store {
     Postgres(PgPool),
 }
 
+/// The SQLSTATE `audit_fence` raises when the sequencer's lease is not held (migration 0007).
+const FENCE_SQLSTATE: &str = "CIIL1";
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -247,7 +250,7 @@ impl Store {
                     .await
                     .map_err(|e| match (e, epoch) {
                         (StoreError::Db(sqlx::Error::Database(db)), Some(epoch))
-                            if db.code().as_deref() == Some(crate::lease::FENCE_SQLSTATE) =>
+                            if db.code().as_deref() == Some(FENCE_SQLSTATE) =>
                         {
                             StoreError::LeaseLost(epoch)
                         }

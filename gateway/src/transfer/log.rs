@@ -72,12 +72,7 @@ impl Transfers {
                 log_size_before: self.audit.checkpoint().0,
             })
             .await
-            .map_err(|e| match e {
-                // Decided by another call meanwhile (another replica: this one's in-flight
-                // claim cannot see it). Nothing was logged here; the retry gets its outcome.
-                crate::store::StoreError::Duplicate => TransferError::InProgress,
-                e => e.into(),
-            })?;
+            .map_err(not_recorded)?;
         let receipt = self.audit.append(entry).await.inspect_err(|e| {
             tracing::error!(code = e.code(), error = %e, "transfer not logged");
         })?;
@@ -145,4 +140,14 @@ fn consents_relied_on(decided: &Decided<'_>) -> Vec<String> {
         .iter()
         .filter_map(|c| c.consent.as_ref().map(|r| r.consent_id.clone()))
         .collect()
+}
+
+/// Why a decided transfer was not recorded. A duplicate was decided by another call meanwhile
+/// (on another replica: this one's in-flight claim cannot see it); nothing was logged here,
+/// and the sender's retry gets the recorded outcome.
+fn not_recorded(e: crate::store::StoreError) -> TransferError {
+    match e {
+        crate::store::StoreError::Duplicate => TransferError::InProgress,
+        e => e.into(),
+    }
 }

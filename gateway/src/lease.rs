@@ -1,0 +1,108 @@
+//! The gateway's side of the audit sequencer's lease (`cii_audit::lease`), when its log is on
+//! PostgreSQL: a gateway waits for the lease before it serves anything (a second gateway
+//! started on the same log stands by), renews it every third of its time, and stops as soon as
+//! it is lost — its appends would be refused from then on, and a supervisor restarting it puts
+//! it back in the queue for the lease. A clean stop hands the lease over at once.
+//!
+//! Until replicas that do not sequence can accept transfers (issue 23), one gateway serves at a
+//! time; the others wait here.
+
+use std::time::Duration;
+
+use cii_audit::lease::{self, Lease};
+use tokio::sync::oneshot;
+
+/// This process's name as a lease holder: host, process id and a random suffix, so that a
+/// restarted process is a new holder and never mistakes its predecessor's lease for its own.
+pub fn holder_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned());
+    let mut suffix = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix);
+    format!("{host}-{}-{:08x}", std::process::id(), u32::from_be_bytes(suffix))
+}
+
+/// Waits until this gateway holds the lease of `store`'s log (`None` on SQLite: one process).
+pub async fn wait_for(store: &cii_audit::Store, ttl: Duration) -> Result<Option<Lease>, cii_audit::store::StoreError> {
+    if matches!(store, cii_audit::Store::Sqlite(_)) {
+        return Ok(None);
+    }
+    let holder = holder_name();
+    let mut told = false;
+    loop {
+        if let Some(lease) = Lease::acquire(store, &holder, ttl).await? {
+            tracing::info!(holder, epoch = lease.epoch(), "this gateway sequences the audit log");
+            return Ok(Some(lease));
+        }
+        if !told {
+            let now = lease::state(store).await?;
+            tracing::info!(
+                holder = now.holder,
+                epoch = now.epoch,
+                "standing by: another gateway sequences the audit log"
+            );
+            told = true;
+        }
+        tokio::time::sleep(ttl / 4).await;
+    }
+}
+
+/// Renews `lease` every third of its time until it is lost or `stop` fires; reports a loss on
+/// `lost`. A renewal that fails for a database error is tried again; the lease counts as lost
+/// once its time since the last renewal has run out.
+async fn keep(lease: Lease, lost: oneshot::Sender<()>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let ttl = lease.ttl();
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = stop.changed() => return,
+        }
+        match lease.renew().await {
+            Ok(true) => renewed = tokio::time::Instant::now(),
+            Ok(false) => break,
+            Err(e) if renewed.elapsed() < ttl => {
+                tracing::warn!(error = %e, "the sequencer's lease could not be renewed; trying again");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the sequencer's lease could not be renewed in time");
+                break;
+            }
+        }
+    }
+    tracing::error!(
+        epoch = lease.epoch(),
+        "the sequencer's lease is lost: this gateway stops (another may sequence the log now)"
+    );
+    let _ = lost.send(());
+}
+
+/// Keeps `lease` (if any) in a task of its own while the gateway serves; the receiver hears of
+/// its loss (never, without a lease).
+pub fn keep_while_serving(lease: Option<&Lease>, stop: tokio::sync::watch::Receiver<bool>) -> oneshot::Receiver<()> {
+    let (lost_tx, lost) = oneshot::channel();
+    if let Some(lease) = lease {
+        tokio::spawn(keep(lease.clone(), lost_tx, stop));
+    }
+    lost
+}
+
+/// Resolves when `shutdown` does, or when the lease is lost (then `lost_flag` is set).
+pub async fn until_stopped_or_lost(
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    lost: oneshot::Receiver<()>,
+    lost_flag: &std::sync::atomic::AtomicBool,
+) {
+    tokio::select! {
+        () = shutdown => {}
+        Ok(()) = lost => lost_flag.store(true, std::sync::atomic::Ordering::SeqCst),
+    }
+}
+
+/// How long the lease lasts, from `[audit] lease_seconds`.
+pub fn ttl(seconds: u32) -> Duration {
+    Duration::from_secs(u64::from(seconds))
+}
