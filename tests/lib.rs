@@ -625,6 +625,30 @@ impl Network {
         SecondGateway { addr, stop, task }
     }
 
+    /// How the gateway's run ended, if it ended within `within`: its panic message (the run's
+    /// error), or empty for a clean end; `None` if it still runs.
+    pub async fn gateway_exit(&mut self, within: std::time::Duration) -> Option<String> {
+        let mut task = self.gateway_task.take()?;
+        match tokio::time::timeout(within, &mut task).await {
+            Ok(Ok(())) => Some(String::new()),
+            Ok(Err(e)) if e.is_panic() => {
+                let payload = e.into_panic();
+                Some(
+                    payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default(),
+                )
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => {
+                self.gateway_task = Some(task);
+                None
+            }
+        }
+    }
+
     /// Stops the gateway (cleanly: it drains and hands its lease over) and waits for it.
     pub async fn stop_gateway(&mut self) {
         if let Some(stop) = self.gateway_stop.take() {

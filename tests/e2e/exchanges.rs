@@ -118,6 +118,59 @@ async fn a_second_gateway_on_the_same_log_stands_by_and_takes_over_when_the_firs
     audit.close().await;
 }
 
+/// A gateway that loses the sequencer's lease while it serves (paused past its expiry and
+/// another holder took over, here an intruder the test lets in) appends nothing more: the
+/// transfer it was deciding stays held, unlogged, and the gateway stops. Started again once
+/// the lease is free, it completes the held transfer with exactly one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_that_lost_the_lease_appends_nothing_and_stops() {
+    let mut net = Network::start_with(&members(), on_postgres().await).await;
+    enrol_everywhere(&net).await;
+    let facts = ["person_informed_before", "incapacity_for_work_or_threatened"];
+    send(&net, ORP, report("lease-1", &facts))
+        .await
+        .expect("sent under the lease");
+    let audit = cii_audit::Store::open(&net.audit_store).await.expect("audit store");
+    let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
+    let size = net.audit_size(&orp).await;
+
+    // The lease's time runs out (the test moves its expiry rather than pause the process
+    // for it) and another holder takes it.
+    let owner = sqlx::PgPool::connect(&net.audit_store).await.expect("connect");
+    sqlx::query("UPDATE audit_lease SET expires_at = clock_timestamp() WHERE id = 1")
+        .execute(&owner)
+        .await
+        .expect("expire");
+    owner.close().await;
+    let intruder = cii_audit::lease::Lease::acquire(&audit, "intruder", Duration::from_secs(60))
+        .await
+        .expect("acquire")
+        .expect("lapsed");
+    let refused = send(&net, ORP, report("lease-2", &facts))
+        .await
+        .expect_err("not logged");
+    assert_eq!(code(&refused), "AUDIT_UNAVAILABLE", "{refused:?}");
+    let exit = net
+        .gateway_exit(Duration::from_secs(15))
+        .await
+        .expect("the gateway stopped");
+    assert!(exit.contains("LeaseLost"), "{exit}");
+    let logged = cii_tests::audit_entries_at(&net.audit_store).await;
+    assert_eq!(logged.len() as u64, size, "nothing appended after the lease was lost");
+    assert!(logged.iter().all(|e| e.transfer_id != "lease-2"));
+
+    // The lease free again, the gateway back: the held transfer completed once.
+    intruder.release().await.expect("release");
+    net.restart_gateway(|_| {}).await;
+    let again = send(&net, ORP, report("lease-2", &facts))
+        .await
+        .expect("the retry's answer");
+    assert_eq!(outcome(&again), Outcome::Permit);
+    let logged = cii_tests::audit_entries_at(&net.audit_store).await;
+    assert_eq!(logged.iter().filter(|e| e.transfer_id == "lease-2").count(), 1);
+    audit.close().await;
+}
+
 /// The gateway's operational store as configured (SQLite in the network folder `dir`, or
 /// PostgreSQL), for a test to look into or edit.
 async fn gateway_store(dir: &std::path::Path, configured: &str) -> sqlx::AnyPool {
