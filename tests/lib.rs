@@ -174,6 +174,9 @@ pub struct Options {
     /// The gateway's operational store (default: SQLite in the network's folder); with
     /// `gateway_store`, the section's other settings are kept.
     pub gateway_database: Option<String>,
+    /// Further gateway replicas the nodes may reach (`https://…` each; see
+    /// [`Network::start_second_gateway_on`]).
+    pub gateway_replicas: Vec<String>,
     /// A canton's rulebook file (extending the federal one) for the gateway.
     pub rulebook: Option<String>,
     /// No witnesses in the registry: receipts rest on the log's signature alone (the
@@ -479,7 +482,7 @@ impl Network {
             std::fs::write(
                 &toml,
                 format!(
-                    "institution = \"{id}\"\ngateway_url = \"https://127.0.0.1:{gp}\"\n\
+                    "institution = \"{id}\"\ngateway_url = \"https://127.0.0.1:{gp}\"\ngateway_replicas = {replicas:?}\n\
                      api_listen = \"{api_addr}\"\ninbound_listen = \"{inbound_addr}\"\nmetrics_listen = \"{metrics_addr}\"\n\n{registry}\
                      [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/institutions/{id}/cert.pem\"\nkey = \"pki/institutions/{id}/key.pem\"\n\n\
                      [pseudonym]\nglobal_public = \"keys/global-public.json\"\nsession_keys = \"keys/institutions/{id}/session-keys.json\"\n\n\
@@ -488,6 +491,7 @@ impl Network {
                      cosigning_key_file = \"pki/institutions/{id}/cosigning.key\"\n\n{limits}",
                     id = m.id,
                     gp = gateway.port(),
+                    replicas = options.gateway_replicas,
                     registry = registry_section(""),
                 ),
             )
@@ -615,7 +619,12 @@ impl Network {
     /// Starts a second gateway process on this network's configuration (the same stores,
     /// keys and registry) on a port of its own.
     pub async fn start_second_gateway(&self) -> SecondGateway {
-        let listener = bind().await;
+        self.start_second_gateway_on(bind().await)
+    }
+
+    /// [`Network::start_second_gateway`] on `listener` (bound before the network started, so
+    /// that the nodes' configurations could name it in `gateway_replicas`).
+    pub fn start_second_gateway_on(&self, listener: TcpListener) -> SecondGateway {
         let addr = listener.local_addr().expect("addr");
         let listeners = cii_gateway::Listeners {
             grpc: listener,

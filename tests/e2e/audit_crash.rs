@@ -44,17 +44,20 @@ async fn crash_and_check(url: &str) {
             .spawn()
             .expect("spawn load");
         let stdout = child.stdout.take().expect("stdout");
+        let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
         });
-        // Let it start and write for a random while, then kill it without warning.
-        tokio::time::sleep(Duration::from_millis(150 + next(&mut seed) % 400)).await;
+        // Once it writes (its first acknowledgement: a loaded machine may take a while to
+        // start it), let it write for a random while, then kill it without warning.
+        let first = tokio::task::block_in_place(|| line_rx.recv_timeout(Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_millis(next(&mut seed) % 400)).await;
         child.kill().expect("SIGKILL");
         let _ = child.wait();
-        let lines = reader.join().expect("reader");
+        reader.join().expect("reader");
+        let lines: Vec<String> = first.into_iter().chain(line_rx.try_iter()).collect();
         assert!(
             !lines.is_empty() || round > 0,
             "the load process acknowledged nothing in round {round}"

@@ -171,6 +171,55 @@ async fn a_gateway_that_lost_the_lease_appends_nothing_and_stops() {
     audit.close().await;
 }
 
+/// Nodes that know a standby gateway (`gateway_replicas`) carry on through it once the first
+/// gateway stops: the standby takes the lease over, the nodes' next connection reaches it, and
+/// their transfers are decided, logged in the same log and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_carry_on_through_the_standby_gateway_when_the_first_stops() {
+    let standby = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let options = Options {
+        gateway_replicas: vec![format!(
+            "https://127.0.0.1:{}",
+            standby.local_addr().expect("addr").port()
+        )],
+        ..on_postgres().await
+    };
+    let mut net = Network::start_with(&members(), options).await;
+    enrol_everywhere(&net).await;
+    let facts = ["person_informed_before", "incapacity_for_work_or_threatened"];
+    let first = send(&net, ORP, report("fo-1", &facts))
+        .await
+        .expect("through the first gateway");
+    assert_eq!(outcome(&first), Outcome::Permit);
+    let second = net.start_second_gateway_on(standby);
+    net.stop_gateway().await;
+    let mut answer = None;
+    for _ in 0..100 {
+        match send(&net, ORP, report("fo-2", &facts)).await {
+            Ok(a) => {
+                answer = Some(a);
+                break;
+            }
+            // While the standby takes over: unreachable, or the same id still being decided.
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    let answer = answer.expect("the node reached the standby");
+    assert_eq!(outcome(&answer), Outcome::Permit);
+    let items = inbox_of_size(&net, AI, 2).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.transfer_id.as_str()).collect();
+    assert_eq!(ids, ["fo-1", "fo-2"]);
+    let logged = cii_tests::audit_entries_at(&net.audit_store).await;
+    for id in ["fo-1", "fo-2"] {
+        assert_eq!(
+            logged.iter().filter(|e| e.transfer_id == id).count(),
+            1,
+            "{id} logged once"
+        );
+    }
+    second.stop().await;
+}
+
 /// The gateway's operational store as configured (SQLite in the network folder `dir`, or
 /// PostgreSQL), for a test to look into or edit.
 async fn gateway_store(dir: &std::path::Path, configured: &str) -> sqlx::AnyPool {

@@ -615,6 +615,22 @@ pub fn channel_with_deadline(
     config: Arc<rustls::ClientConfig>,
     deadline: Duration,
 ) -> Result<Channel, TlsError> {
+    channel_to_any(&[url.to_owned()], config, deadline)
+}
+
+/// How long a connection to one of several servers may take (TCP and TLS) before the next is
+/// tried: a standby that accepts TCP but never answers TLS (it serves nothing) is passed over.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One server a channel may connect to.
+#[derive(Debug, Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+}
+
+fn target(url: &str) -> Result<Target, TlsError> {
     let uri: Uri = url.parse().map_err(|_| TlsError::Endpoint(url.to_owned()))?;
     if uri.scheme_str() != Some("https") {
         return Err(TlsError::Endpoint(url.to_owned()));
@@ -624,22 +640,66 @@ pub fn channel_with_deadline(
         .ok_or_else(|| TlsError::Endpoint(url.to_owned()))?
         .trim_matches(['[', ']'])
         .to_owned();
-    let port = uri.port_u16().unwrap_or(443);
     let server_name = ServerName::try_from(host.clone()).map_err(|_| TlsError::Endpoint(url.to_owned()))?;
+    Ok(Target {
+        host,
+        port: uri.port_u16().unwrap_or(443),
+        server_name,
+    })
+}
+
+/// A lazily connecting gRPC channel to the first of `urls` that answers: replicas of one
+/// service (`https://host:port` each). Each (re)connection tries them in turn from the one
+/// that answered last; a connection lost (the replica stopped) is made again to the next that
+/// answers, and the calls in flight on the lost one fail (`UNAVAILABLE`; the caller retries).
+pub fn channel_to_any(
+    urls: &[String],
+    config: Arc<rustls::ClientConfig>,
+    deadline: Duration,
+) -> Result<Channel, TlsError> {
+    let targets: Arc<Vec<Target>> = Arc::new(urls.iter().map(|url| target(url)).collect::<Result<_, _>>()?);
+    let first = targets.first().ok_or_else(|| TlsError::Endpoint(String::new()))?;
     // tonic would try its own TLS on an https URI; we hand it http:// and do TLS in the connector.
-    let endpoint = Endpoint::from_shared(format!("http://{}:{port}", uri.host().unwrap_or_default()))
-        .map_err(|_| TlsError::Endpoint(url.to_owned()))?
-        .connect_timeout(Duration::from_secs(5))
+    let authority = if first.host.contains(':') {
+        format!("http://[{}]:{}", first.host, first.port)
+    } else {
+        format!("http://{}:{}", first.host, first.port)
+    };
+    let endpoint = Endpoint::from_shared(authority)
+        .map_err(|_| TlsError::Endpoint(urls.join(", ")))?
+        .connect_timeout(CONNECT_TIMEOUT * u32::try_from(targets.len()).unwrap_or(u32::MAX))
         .timeout(deadline)
         .tcp_nodelay(true);
     let connector = TlsConnector::from(config);
+    let current = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let connect = tower::service_fn(move |_: Uri| {
-        let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());
+        let (connector, targets, current) = (connector.clone(), targets.clone(), current.clone());
         async move {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
+            let start = current.load(std::sync::atomic::Ordering::Relaxed);
+            let mut last = io::Error::new(io::ErrorKind::NotConnected, "no server to connect to");
+            for k in 0..targets.len() {
+                let i = (start + k) % targets.len();
+                let Some(t) = targets.get(i) else { continue };
+                let attempt = async {
+                    let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+                    tcp.set_nodelay(true)?;
+                    connector.connect(t.server_name.clone(), tcp).await
+                };
+                match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+                    Ok(Ok(tls)) => {
+                        current.store(i, std::sync::atomic::Ordering::Relaxed);
+                        return Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls));
+                    }
+                    Ok(Err(e)) => last = e,
+                    Err(_) => {
+                        last = io::Error::new(io::ErrorKind::TimedOut, format!("{}:{} did not answer", t.host, t.port))
+                    }
+                }
+                if targets.len() > 1 {
+                    tracing::info!(host = %t.host, port = t.port, error = %last, "trying the next replica");
+                }
+            }
+            Err(last)
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connect))

@@ -21,6 +21,10 @@ pub struct NodeFile {
     pub registry: RegistryFiles,
     /// The gateway's URL, `https://host:port`.
     pub gateway_url: String,
+    /// Further replicas of the gateway (`https://host:port` each): when the one this node is
+    /// connected to cannot be reached, the next that answers is used (default none).
+    #[serde(default)]
+    pub gateway_replicas: Vec<String>,
     /// Address of the API for the institution's own IT systems (TLS, JWT).
     pub api_listen: SocketAddr,
     /// Address of the inbound API for the gateway (mutual TLS, gateway only).
@@ -135,6 +139,13 @@ impl NodeConfig {
             .ok_or_else(|| ConfigError::invalid(path, "institution", format!("{id} is not in the registry")))?;
         if !file.gateway_url.starts_with("https://") {
             return Err(ConfigError::invalid(path, "gateway_url", "must be an https:// URL"));
+        }
+        if let Some(bad) = file.gateway_replicas.iter().find(|url| !url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                path,
+                "gateway_replicas",
+                format!("{bad:?} must be an https:// URL"),
+            ));
         }
         let tls = TlsIdentity::load(&file.tls.resolved(path))
             .map_err(|e| ConfigError::invalid(path, "tls", e.to_string()))?;

@@ -100,7 +100,11 @@ pub async fn run_with_clock(
     };
     // Outbound: we only talk to a server whose certificate names the gateway.
     let gateway_tls = tls::client_config(&config.tls, PeerPolicy::only(PeerIdentity::Gateway, revoked.clone()))?;
-    let gateway = tls::channel(&config.file.gateway_url, gateway_tls)?;
+    let gateways: Vec<String> = std::iter::once(&config.file.gateway_url)
+        .chain(&config.file.gateway_replicas)
+        .cloned()
+        .collect();
+    let gateway = tls::channel_to_any(&gateways, gateway_tls, tls::CALL_DEADLINE)?;
 
     // IT-facing API: server-authenticated TLS; users authenticate by JWT of this institution.
     let api_tls = tls::server_config(&config.tls, ClientAuth::None)?;
