@@ -29,6 +29,7 @@ pub mod bench;
 pub mod body;
 pub mod cosignature;
 pub mod entry;
+#[cfg(feature = "store")]
 pub mod lease;
 pub mod merkle;
 pub mod note;
