@@ -611,12 +611,28 @@ async fn insert_held(
     Ok(())
 }
 
+/// The change feed's lock on PostgreSQL (`pg_advisory_xact_lock`): "ciifeed".
+///
+/// A feed row's number is taken when it is inserted and the row becomes visible when its
+/// transaction commits; two writers (two connections of one registry, or two replicas) could
+/// commit out of order, and a reader (the gateway, `after` its last position) that saw the
+/// later number first would never read the earlier one — a revocation notice lost. Each writer
+/// takes this lock before its number and keeps it until its commit, so numbers become visible
+/// in order. SQLite has one writer at a time.
+pub const FEED_LOCK: i64 = 0x0063_6969_6665_6564;
+
 async fn insert_change(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     consent: &Consent,
     kind: &str,
     at: Micros,
 ) -> Result<(), StoreError> {
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock($1)) AS feed_lock")
+            .bind(FEED_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
     let institutions: Vec<&String> = consent.institutions.iter().collect();
     sqlx::query(
         "INSERT INTO consent_change (consent_id, version, kind, at_micros, institutions) VALUES ($1, $2, $3, $4, $5)",

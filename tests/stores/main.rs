@@ -3,6 +3,7 @@
 //! `cii_tests::pg`). A statement one database accepts and the other refuses, or reads
 //! differently, fails here.
 
+mod consent_feed;
 mod lease;
 
 use cii_gateway::store::{
