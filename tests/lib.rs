@@ -123,23 +123,24 @@ pub struct Network {
     gateway_task: Option<tokio::task::JoinHandle<()>>,
     gateway_config: PathBuf,
     gateway_clock: Arc<dyn Clock>,
+    consent_config: PathBuf,
     /// The gateway's audit store URL (as configured; SQLite paths relative to `dir`).
     pub audit_store: String,
     /// The gateway's operational store URL (as configured; SQLite paths relative to `dir`).
     pub gateway_store: String,
 }
 
-/// A second gateway process on a network's configuration (see
-/// [`Network::start_second_gateway`]).
+/// A second gateway or consent registry process on a network's configuration (see
+/// [`Network::start_second_gateway`], [`Network::start_second_consent_on`]).
 #[derive(Debug)]
-pub struct SecondGateway {
+pub struct SecondProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl SecondGateway {
+impl SecondProcess {
     /// Stops it and waits until it has.
     pub async fn stop(self) {
         let _ = self.stop.send(());
@@ -174,6 +175,9 @@ pub struct Options {
     /// The gateway's operational store (default: SQLite in the network's folder); with
     /// `gateway_store`, the section's other settings are kept.
     pub gateway_database: Option<String>,
+    /// Further consent registry replicas the gateway may reach (`https://…` each; see
+    /// [`Network::start_second_consent_on`]).
+    pub consent_replicas: Vec<String>,
     /// Further gateway replicas the nodes may reach (`https://…` each; see
     /// [`Network::start_second_gateway_on`]).
     pub gateway_replicas: Vec<String>,
@@ -399,7 +403,7 @@ impl Network {
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
                  [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\nwitness_wait_seconds = 3\n\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
-                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}{store}\
+                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\nreplicas = {consent_replicas:?}\n\n{limits}{store}\
                  [log]\nlevel = \"debug\"\n",
                 store = store_section(&options),
                 rulebook = match &options.rulebook {
@@ -412,6 +416,7 @@ impl Network {
                     None => "",
                 },
                 consent_port = consent.port(),
+                consent_replicas = options.consent_replicas,
                 registry = registry_section(""),
                 audit_store = options
                     .audit_store
@@ -526,6 +531,7 @@ impl Network {
             gateway_task: Some(gateway_task),
             gateway_config: gateway_toml,
             gateway_clock,
+            consent_config: consent_toml,
             audit_store: options
                 .audit_store
                 .clone()
@@ -618,20 +624,20 @@ impl Network {
 
     /// Starts a second gateway process on this network's configuration (the same stores,
     /// keys and registry) on a port of its own.
-    pub async fn start_second_gateway(&self) -> SecondGateway {
+    pub async fn start_second_gateway(&self) -> SecondProcess {
         self.start_second_gateway_on(bind().await)
     }
 
     /// [`Network::start_second_gateway`] on `listener` (bound before the network started, so
     /// that the nodes' configurations could name it in `gateway_replicas`).
-    pub fn start_second_gateway_on(&self, listener: TcpListener) -> SecondGateway {
+    pub fn start_second_gateway_on(&self, listener: TcpListener) -> SecondProcess {
         let addr = listener.local_addr().expect("addr");
         let listeners = cii_gateway::Listeners {
             grpc: listener,
             metrics: None,
         };
         let (stop, task) = spawn_gateway(&self.gateway_config, listeners, self.gateway_clock.clone());
-        SecondGateway { addr, stop, task }
+        SecondProcess { addr, stop, task }
     }
 
     /// How the gateway's run ended, if it ended within `within`: its panic message (the run's
@@ -655,6 +661,40 @@ impl Network {
                 self.gateway_task = Some(task);
                 None
             }
+        }
+    }
+
+    /// Starts a second consent registry on this network's configuration (the same database)
+    /// on `listener`.
+    pub fn start_second_consent_on(&self, listener: TcpListener) -> SecondProcess {
+        let addr = listener.local_addr().expect("addr");
+        let config = cii_consent::ConsentConfig::load(&self.consent_config).expect("consent config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            cii_consent::run_with_clock(
+                config,
+                cii_consent::Listeners {
+                    grpc: listener,
+                    metrics: None,
+                },
+                Arc::new(SystemClock),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .expect("second consent registry run");
+        });
+        SecondProcess { addr, stop, task }
+    }
+
+    /// Stops the consent registry and waits for it.
+    pub async fn stop_consent(&mut self) {
+        if let Some(stop) = self.consent_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.consent_task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
     }
 

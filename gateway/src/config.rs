@@ -180,6 +180,10 @@ fn default_payload_max() -> u32 {
 pub struct ConsentFile {
     /// The consent registry's URL, `https://host:port` (its certificate must name `urn:cii:consent`).
     pub url: String,
+    /// Further replicas of the registry on the same database (`https://host:port` each): when
+    /// the one the gateway is connected to cannot be reached, the next that answers is used.
+    #[serde(default)]
+    pub replicas: Vec<String>,
 }
 
 /// The `[pseudonym]` section.
@@ -259,6 +263,13 @@ impl GatewayConfig {
         let pseudonyms = Arc::new(file.pseudonym.transcryptor(path)?);
         if !file.consent.url.starts_with("https://") {
             return Err(ConfigError::invalid(path, "consent.url", "must be an https:// URL"));
+        }
+        if let Some(bad) = file.consent.replicas.iter().find(|url| !url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                path,
+                "consent.replicas",
+                format!("{bad:?} must be an https:// URL"),
+            ));
         }
         let store = config::database_url(path, &file.store.database);
         Ok(GatewayConfig {

@@ -309,7 +309,12 @@ fn tls_configs(
             registry.current().is_revoked(serial)
         }),
     )?;
-    let consent_registry = ConsentRegistryClient::new(tls::channel(&config.file.consent.url, registry_tls)?);
+    let registries: Vec<String> = std::iter::once(&config.file.consent.url)
+        .chain(&config.file.consent.replicas)
+        .cloned()
+        .collect();
+    let consent_registry =
+        ConsentRegistryClient::new(tls::channel_to_any(&registries, registry_tls, tls::CALL_DEADLINE)?);
     let server = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
     Ok((consent_registry, server))
 }

@@ -1174,6 +1174,58 @@ async fn a_consent_based_transfer_passes_until_the_revocation_and_the_recipient_
     no_avs_number_in(&dir.path().join("consent"));
 }
 
+/// Two consent registries on one PostgreSQL database: when the first stops, the gateway carries
+/// on through the second (`[consent] replicas`) — the consent recorded through the first covers
+/// a transfer, a revocation goes through, and its notice comes from the shared change feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_carries_on_through_a_second_consent_registry_on_the_same_database() {
+    let spare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let options = Options {
+        consent_database: Some(cii_tests::pg::fresh_database().await),
+        consent_replicas: vec![format!(
+            "https://127.0.0.1:{}",
+            spare.local_addr().expect("addr").port()
+        )],
+        ..Options::default()
+    };
+    let mut net = Network::start_with(&members(), options).await;
+    enrol_everywhere(&net).await;
+    let consent = record_orp_consent(&net, handover_consent()).await;
+    let second = net.start_second_consent_on(spare);
+    net.stop_consent().await;
+
+    let mut permitted = None;
+    for _ in 0..50 {
+        match send(&net, ORP, handover("r-1")).await {
+            Ok(answer) => {
+                permitted = Some(answer);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let permitted = permitted.expect("decided through the second registry");
+    assert_eq!(outcome(&permitted), Outcome::Permit, "{:?}", permitted.decision);
+    inbox_of_size(&net, AS, 1).await;
+    node(&net, ORP)
+        .revoke_consent(with_token(
+            node_pb::RevokeConsentRequest {
+                consent_id: consent.consent_id.clone(),
+                local_record_id: "ORP-VS-1".into(),
+                channel: "letter".into(),
+            },
+            &token(&net, ORP),
+        ))
+        .await
+        .expect("revoked through the second registry");
+    let after = send(&net, ORP, handover("r-2")).await.expect("send");
+    assert_eq!(outcome(&after), Outcome::Deny);
+    let items = inbox_of_size(&net, AS, 2).await;
+    let notice = items.iter().find_map(|i| i.notice.clone()).expect("a consent notice");
+    assert_eq!(notice.consent_id, consent.consent_id);
+    second.stop().await;
+}
+
 /// No AVS number, with or without dots, in any file under `dir`.
 fn no_avs_number_in(dir: &std::path::Path) {
     let mut files = 0;
