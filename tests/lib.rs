@@ -434,7 +434,7 @@ impl Network {
         let (gateway_stop, gateway_task) = spawn_gateway(
             &gateway_toml,
             cii_gateway::Listeners {
-                grpc: gateway_listener,
+                grpc: gateway_listener.into(),
                 metrics: Some(gateway_metrics_listener),
             },
             gateway_clock.clone(),
@@ -554,7 +554,7 @@ impl Network {
         }
         meddle(self.dir.path());
         let listeners = cii_gateway::Listeners {
-            grpc: rebind(self.gateway).await,
+            grpc: rebind(self.gateway).await.into(),
             metrics: Some(rebind(self.gateway_metrics).await),
         };
         let (stop, task) = spawn_gateway(&self.gateway_config, listeners, self.gateway_clock.clone());
@@ -633,7 +633,7 @@ impl Network {
     pub fn start_second_gateway_on(&self, listener: TcpListener) -> SecondProcess {
         let addr = listener.local_addr().expect("addr");
         let listeners = cii_gateway::Listeners {
-            grpc: listener,
+            grpc: listener.into(),
             metrics: None,
         };
         let (stop, task) = spawn_gateway(&self.gateway_config, listeners, self.gateway_clock.clone());

@@ -63,9 +63,38 @@ pub use transfer::{Checked, TransferError, check_request};
 #[derive(Debug)]
 pub struct Listeners {
     /// The gRPC API for nodes.
-    pub grpc: TcpListener,
+    pub grpc: GrpcListener,
     /// The `/metrics` endpoint, if any.
     pub metrics: Option<TcpListener>,
+}
+
+/// Where the gateway serves its gRPC API.
+#[derive(Debug)]
+pub enum GrpcListener {
+    /// A socket bound already (tests, which need the port before the gateway starts).
+    Bound(TcpListener),
+    /// An address bound once this gateway may serve: on a PostgreSQL log shared with other
+    /// gateways, after it holds the sequencer's lease — a standby refuses connections, so a
+    /// client moves on to the next replica at once and a TCP readiness probe fails.
+    Address(std::net::SocketAddr),
+}
+
+impl From<TcpListener> for GrpcListener {
+    fn from(listener: TcpListener) -> GrpcListener {
+        GrpcListener::Bound(listener)
+    }
+}
+
+impl GrpcListener {
+    async fn bind(self, config: &GatewayConfig) -> Result<TcpListener, RunError> {
+        let listener = match self {
+            GrpcListener::Bound(listener) => listener,
+            GrpcListener::Address(addr) => TcpListener::bind(addr).await.map_err(RunError::Bind)?,
+        };
+        let institutions = config.registry.current().institutions().count();
+        tracing::info!(addr = ?listener.local_addr().ok(), institutions, "gateway serving");
+        Ok(listener)
+    }
 }
 
 /// Why the gateway stopped abnormally.
@@ -81,6 +110,9 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The gRPC address could not be bound.
+    #[error("listen: {0}")]
+    Bind(std::io::Error),
     /// The audit log could not be opened or written.
     #[error(transparent)]
     Audit(#[from] cii_audit::LogError),
@@ -185,10 +217,10 @@ pub async fn run_with_clock(
     let deliveries = spawn_background(nodes, &store, &completion, &clock, &stop_rx);
     let lost = lease::keep_while_serving(lease.as_ref(), stop_rx.clone());
     serve_metrics(listeners.metrics, &metrics, stop_rx);
-    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), institutions = config.registry.current().institutions().count(), "gateway serving");
+    let grpc = listeners.grpc.bind(&config).await?;
     let lease_lost = std::sync::atomic::AtomicBool::new(false);
     let stopping = lease::until_stopped_or_lost(&mut shutdown, lost, &lease_lost);
-    let result = cii_kit::grpc::serve_tls(router, listeners.grpc, tls_config, &metrics, stopping).await;
+    let result = cii_kit::grpc::serve_tls(router, grpc, tls_config, &metrics, stopping).await;
     let _ = stop_tx.send(true);
     for task in deliveries.into_iter().chain([cosigning]) {
         let _ = task.await;

@@ -125,7 +125,8 @@ pub fn run() -> ExitCode {
             };
             cii_kit::telemetry::init(&config.file.log);
             serve(async move {
-                let grpc = tokio::net::TcpListener::bind(config.file.listen).await?;
+                // Bound once this gateway may serve (a standby on a shared log refuses connections).
+                let grpc = cii_gateway::GrpcListener::Address(config.file.listen);
                 let metrics = bind_optional(config.file.metrics_listen).await?;
                 let listeners = cii_gateway::Listeners { grpc, metrics };
                 cii_gateway::run(config, listeners, cii_kit::shutdown::signal()).await?;
