@@ -128,6 +128,8 @@ pub struct Network {
     pub audit_store: String,
     /// The gateway's operational store URL (as configured; SQLite paths relative to `dir`).
     pub gateway_store: String,
+    /// With `Options::external_gateways`: each gateway's config file and gRPC address.
+    pub external_gateways: Vec<(PathBuf, SocketAddr)>,
 }
 
 /// A second gateway or consent registry process on a network's configuration (see
@@ -175,6 +177,11 @@ pub struct Options {
     /// The gateway's operational store (default: SQLite in the network's folder); with
     /// `gateway_store`, the section's other settings are kept.
     pub gateway_database: Option<String>,
+    /// Gateways run as processes of their own by the test (`gateway_configs`, the first on
+    /// `gateway`), instead of one in this process; the nodes know them all.
+    pub external_gateways: usize,
+    /// `[audit] lease_seconds` of the gateways (their default if absent).
+    pub lease_seconds: Option<u32>,
     /// Further consent registry replicas the gateway may reach (`https://…` each; see
     /// [`Network::start_second_consent_on`]).
     pub consent_replicas: Vec<String>,
@@ -401,11 +408,15 @@ impl Network {
             format!(
                 "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\n{rulebook}\n{registry}[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
-                 [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\nwitness_wait_seconds = 3\n\n\
+                 [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\nwitness_wait_seconds = 3\n{lease}\n\
                  [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\nreplicas = {consent_replicas:?}\n\n{limits}{store}\
                  [log]\nlevel = \"debug\"\n",
                 store = store_section(&options),
+                lease = options
+                    .lease_seconds
+                    .map(|s| format!("lease_seconds = {s}\n"))
+                    .unwrap_or_default(),
                 rulebook = match &options.rulebook {
                     Some(text) => {
                         let dir = dir.path().join("gateway/rulebook");
@@ -431,14 +442,33 @@ impl Network {
         .expect("write gateway.toml");
 
         let gateway_clock = options.gateway_clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let (gateway_stop, gateway_task) = spawn_gateway(
-            &gateway_toml,
-            cii_gateway::Listeners {
-                grpc: gateway_listener.into(),
-                metrics: Some(gateway_metrics_listener),
-            },
-            gateway_clock.clone(),
-        );
+        let (gateway_stop, gateway_task, external_gateways) = if options.external_gateways == 0 {
+            let (stop, task) = spawn_gateway(
+                &gateway_toml,
+                cii_gateway::Listeners {
+                    grpc: gateway_listener.into(),
+                    metrics: Some(gateway_metrics_listener),
+                },
+                gateway_clock.clone(),
+            );
+            (Some(stop), Some(task), Vec::new())
+        } else {
+            drop((gateway_listener, gateway_metrics_listener));
+            let external =
+                external_gateway_configs(&gateway_toml, (gateway, gateway_metrics), options.external_gateways).await;
+            (None, None, external)
+        };
+        let gateway_replicas: Vec<String> = options
+            .gateway_replicas
+            .iter()
+            .cloned()
+            .chain(
+                external_gateways
+                    .iter()
+                    .skip(1)
+                    .map(|(_, addr)| format!("https://{addr}")),
+            )
+            .collect();
 
         // The consent registry, admitting the gateway only.
         let consent_toml = dir.path().join("consent.toml");
@@ -496,7 +526,7 @@ impl Network {
                      cosigning_key_file = \"pki/institutions/{id}/cosigning.key\"\n\n{limits}",
                     id = m.id,
                     gp = gateway.port(),
-                    replicas = options.gateway_replicas,
+                    replicas = gateway_replicas,
                     registry = registry_section(""),
                 ),
             )
@@ -527,8 +557,9 @@ impl Network {
             consent,
             consent_stop: Some(consent_stop),
             consent_task: Some(consent_task),
-            gateway_stop: Some(gateway_stop),
-            gateway_task: Some(gateway_task),
+            gateway_stop,
+            gateway_task,
+            external_gateways,
             gateway_config: gateway_toml,
             gateway_clock,
             consent_config: consent_toml,
@@ -1033,6 +1064,36 @@ pub async fn fetch_metrics(addr: SocketAddr) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.expect("read");
     text
+}
+
+/// `n` gateway configs beside `template` (`gateway-I.toml`), alike but for their addresses:
+/// the first on `first` (gRPC, metrics), the others on free ports.
+async fn external_gateway_configs(
+    template: &Path,
+    first: (SocketAddr, SocketAddr),
+    n: usize,
+) -> Vec<(PathBuf, SocketAddr)> {
+    let text = std::fs::read_to_string(template).expect("gateway.toml");
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (grpc, metrics) = if i == 0 {
+            first
+        } else {
+            let (a, b) = (bind().await, bind().await);
+            (a.local_addr().expect("addr"), b.local_addr().expect("addr"))
+        };
+        let own = text
+            .replacen(&format!("listen = \"{}\"", first.0), &format!("listen = \"{grpc}\""), 1)
+            .replacen(
+                &format!("metrics_listen = \"{}\"", first.1),
+                &format!("metrics_listen = \"{metrics}\""),
+                1,
+            );
+        let path = template.with_file_name(format!("gateway-{i}.toml"));
+        std::fs::write(&path, own).expect("gateway-I.toml");
+        out.push((path, grpc));
+    }
+    out
 }
 
 /// The gateway's `[store]` section of `options`.

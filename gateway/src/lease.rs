@@ -25,17 +25,30 @@ pub fn holder_name() -> String {
     format!("{host}-{}-{:08x}", std::process::id(), u32::from_be_bytes(suffix))
 }
 
-/// Waits until this gateway holds the lease of `store`'s log (`None` on SQLite: one process).
-pub async fn wait_for(store: &cii_audit::Store, ttl: Duration) -> Result<Option<Lease>, cii_audit::store::StoreError> {
+/// A gateway's turn to serve.
+pub enum Turn {
+    /// It may sequence the log: under this lease (`None` on SQLite: one process).
+    Sequence(Option<Lease>),
+    /// It was stopped while standing by.
+    Stopped,
+}
+
+/// Waits until this gateway holds the lease of `store`'s log, or `shutdown` while it stands by
+/// (a gateway that gets the lease at once starts as before: a stop comes after its start).
+pub async fn wait_for(
+    store: &cii_audit::Store,
+    ttl: Duration,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<Turn, cii_audit::store::StoreError> {
     if matches!(store, cii_audit::Store::Sqlite(_)) {
-        return Ok(None);
+        return Ok(Turn::Sequence(None));
     }
     let holder = holder_name();
     let mut told = false;
     loop {
         if let Some(lease) = Lease::acquire(store, &holder, ttl).await? {
             tracing::info!(holder, epoch = lease.epoch(), "this gateway sequences the audit log");
-            return Ok(Some(lease));
+            return Ok(Turn::Sequence(Some(lease)));
         }
         if !told {
             let now = lease::state(store).await?;
@@ -46,7 +59,10 @@ pub async fn wait_for(store: &cii_audit::Store, ttl: Duration) -> Result<Option<
             );
             told = true;
         }
-        tokio::time::sleep(ttl / 4).await;
+        tokio::select! {
+            () = tokio::time::sleep(ttl / 4) => {}
+            () = &mut *shutdown => return Ok(Turn::Stopped),
+        }
     }
 }
 

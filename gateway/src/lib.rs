@@ -249,9 +249,9 @@ async fn open_log(
     )>,
     RunError,
 > {
-    let lease = tokio::select! {
-        lease = lease::wait_for(audit_store, lease::ttl(config.file.audit.lease_seconds)) => lease?,
-        () = shutdown => return Ok(None),
+    let lease = match lease::wait_for(audit_store, lease::ttl(config.file.audit.lease_seconds), shutdown).await? {
+        lease::Turn::Sequence(lease) => lease,
+        lease::Turn::Stopped => return Ok(None),
     };
     let (signer, origin) = (config.audit_signer.clone(), config.file.audit.origin.clone());
     let (audit, sequencer) = match &lease {
