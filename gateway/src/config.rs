@@ -130,6 +130,10 @@ pub struct StoreFile {
     /// at least 1). Past it the pull is denied (REVIEW_TIMEOUT) and logged.
     #[serde(default = "default_review_timeout")]
     pub review_timeout_seconds: u32,
+    /// How often transfers held without anyone deciding them (an append that failed; one a
+    /// gateway that lost its lease recorded) are completed, in seconds (default 30, at least 1).
+    #[serde(default = "default_held_sweep")]
+    pub held_sweep_seconds: u32,
 }
 
 /// The largest payload cap a config may set: a sealed delivery adds the seal, the
@@ -146,6 +150,7 @@ impl Default for StoreFile {
             payload_max_bytes: default_payload_max(),
             pull_answer_keep_seconds: default_pull_answer_keep(),
             review_timeout_seconds: default_review_timeout(),
+            held_sweep_seconds: default_held_sweep(),
         }
     }
 }
@@ -168,6 +173,10 @@ fn default_pull_answer_keep() -> u32 {
 
 fn default_review_timeout() -> u32 {
     5 * 86_400
+}
+
+fn default_held_sweep() -> u32 {
+    30
 }
 
 fn default_payload_max() -> u32 {
@@ -365,6 +374,13 @@ fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             path,
             "store.delivery_retry_max_seconds",
+            "must be at least 1",
+        ));
+    }
+    if file.store.held_sweep_seconds == 0 {
+        return Err(ConfigError::invalid(
+            path,
+            "store.held_sweep_seconds",
             "must be at least 1",
         ));
     }

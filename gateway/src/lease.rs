@@ -66,29 +66,34 @@ pub async fn wait_for(
     }
 }
 
-/// Renews `lease` every third of its time until it is lost or `stop` fires; reports a loss on
-/// `lost`. A renewal that fails for a database error is tried again; the lease counts as lost
-/// once its time since the last renewal has run out.
-async fn keep(lease: Lease, lost: oneshot::Sender<()>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Renews `lease` every third of its time until it is lost or `stop` fires. A renewal that
+/// fails (a database error, or no answer within a third of the lease) is tried again; the lease
+/// counts as lost once its time since the last renewal has run out. On a loss the gateway's
+/// background work (outbox, consent notices, completions) is stopped at once through `stop` —
+/// another gateway may run it now — and the loss is reported on `lost`.
+async fn keep(lease: Lease, lost: oneshot::Sender<()>, stop: tokio::sync::watch::Sender<bool>) {
     let ttl = lease.ttl();
+    let mut stopped = stop.subscribe();
     let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ttl / 3) => {}
-            _ = stop.changed() => return,
+            _ = stopped.changed() => return,
         }
-        match lease.renew().await {
-            Ok(true) => renewed = tokio::time::Instant::now(),
-            Ok(false) => break,
-            Err(e) if renewed.elapsed() < ttl => {
-                tracing::warn!(error = %e, "the sequencer's lease could not be renewed; trying again");
+        match tokio::time::timeout(ttl / 3, lease.renew()).await {
+            Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+            Ok(Ok(false)) => break,
+            failed if renewed.elapsed() + ttl / 3 < ttl => {
+                let error = failed.map_or_else(|_| "no answer in time".to_owned(), |r| format!("{r:?}"));
+                tracing::warn!(error, "the sequencer's lease could not be renewed; trying again");
             }
-            Err(e) => {
-                tracing::error!(error = %e, "the sequencer's lease could not be renewed in time");
+            _ => {
+                tracing::error!("the sequencer's lease could not be renewed in time");
                 break;
             }
         }
     }
+    let _ = stop.send(true);
     tracing::error!(
         epoch = lease.epoch(),
         "the sequencer's lease is lost: this gateway stops (another may sequence the log now)"
@@ -96,9 +101,9 @@ async fn keep(lease: Lease, lost: oneshot::Sender<()>, mut stop: tokio::sync::wa
     let _ = lost.send(());
 }
 
-/// Keeps `lease` (if any) in a task of its own while the gateway serves; the receiver hears of
-/// its loss (never, without a lease).
-pub fn keep_while_serving(lease: Option<&Lease>, stop: tokio::sync::watch::Receiver<bool>) -> oneshot::Receiver<()> {
+/// Keeps `lease` (if any) in a task of its own until `stop`; the receiver hears of its loss
+/// (never, without a lease).
+pub fn keep_while_serving(lease: Option<&Lease>, stop: tokio::sync::watch::Sender<bool>) -> oneshot::Receiver<()> {
     let (lost_tx, lost) = oneshot::channel();
     if let Some(lease) = lease {
         tokio::spawn(keep(lease.clone(), lost_tx, stop));

@@ -184,12 +184,18 @@ pub async fn run_with_clock(
     let mut shutdown = std::pin::pin!(shutdown);
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = open_audit_store(&config).await?;
-    let Some((lease, audit, sequencer)) = open_log(&config, &audit_store, &mut shutdown).await? else {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let Some(OpenedLog {
+        lease,
+        lost,
+        audit,
+        sequencer,
+    }) = open_log(&config, &audit_store, &mut shutdown, &stop_tx).await?
+    else {
         return Ok(());
     };
     activate_rulebook(&config, &audit, clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (witnessed, cosigning) = cosigning::start(audit.clone(), &config, metrics.clone(), stop_rx.clone());
     let completion = consent_service::Completion::new(&consent_registry, &audit, &audit_store);
     let parts = Parts {
@@ -202,20 +208,13 @@ pub async fn run_with_clock(
         consent_registry: &consent_registry,
         witnessed: &witnessed,
         completion: &completion,
+        stop: &stop_rx,
     };
     let (overstepping, overstepped) = tokio::sync::mpsc::channel(64);
     let (router, nodes) = services(parts, overstepping).await?;
     tokio::spawn(log_overstepping(audit.clone(), clock.clone(), overstepped));
-    tokio::spawn(watch_registry(
-        &config,
-        &audit,
-        &clock,
-        &nodes,
-        &metrics,
-        stop_rx.clone(),
-    ));
+    tokio::spawn(watch_registry(parts, &nodes));
     let deliveries = spawn_background(nodes, &store, &completion, &clock, &stop_rx);
-    let lost = lease::keep_while_serving(lease.as_ref(), stop_rx.clone());
     serve_metrics(listeners.metrics, &metrics, stop_rx);
     let grpc = listeners.grpc.bind(&config).await?;
     let lease_lost = std::sync::atomic::AtomicBool::new(false);
@@ -235,30 +234,42 @@ pub async fn run_with_clock(
     Ok(result?)
 }
 
+/// The audit log as this gateway sequences it.
+struct OpenedLog {
+    /// On PostgreSQL, the lease it sequences under.
+    lease: Option<cii_audit::lease::Lease>,
+    /// Hears of the lease's loss.
+    lost: tokio::sync::oneshot::Receiver<()>,
+    audit: cii_audit::Log,
+    sequencer: tokio::task::JoinHandle<cii_audit::sequencer::Stats>,
+}
+
 /// The audit log, opened on PostgreSQL by the holder of the sequencer's lease only (waited
 /// for: a second gateway on the same log stands by here); `None` if `shutdown` came first.
+/// The lease is renewed from the moment it is acquired (opening the log and completing held
+/// transfers may take longer than the lease); its loss stops the background work (`stop`).
 async fn open_log(
     config: &GatewayConfig,
     audit_store: &cii_audit::Store,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Result<
-    Option<(
-        Option<cii_audit::lease::Lease>,
-        cii_audit::Log,
-        tokio::task::JoinHandle<cii_audit::sequencer::Stats>,
-    )>,
-    RunError,
-> {
+    stop: &tokio::sync::watch::Sender<bool>,
+) -> Result<Option<OpenedLog>, RunError> {
     let lease = match lease::wait_for(audit_store, lease::ttl(config.file.audit.lease_seconds), shutdown).await? {
         lease::Turn::Sequence(lease) => lease,
         lease::Turn::Stopped => return Ok(None),
     };
+    let lost = lease::keep_while_serving(lease.as_ref(), stop.clone());
     let (signer, origin) = (config.audit_signer.clone(), config.file.audit.origin.clone());
     let (audit, sequencer) = match &lease {
         Some(lease) => cii_audit::Log::open_leased(audit_store.clone(), signer, origin, lease).await?,
         None => cii_audit::Log::open(audit_store.clone(), signer, origin).await?,
     };
-    Ok(Some((lease, audit, sequencer)))
+    Ok(Some(OpenedLog {
+        lease,
+        lost,
+        audit,
+        sequencer,
+    }))
 }
 
 /// After the sequencer drained: the lease handed over at once (a standby need not wait for
@@ -374,14 +385,8 @@ async fn activate_rulebook(
 /// Reloads the registry when its file changes; each activation is logged, and the
 /// channels to nodes are dropped (an endpoint may have moved, a certificate been revoked).
 /// The gateway's own TLS certificate is renewed on the same beat.
-fn watch_registry(
-    config: &GatewayConfig,
-    audit: &cii_audit::Log,
-    clock: &Arc<dyn Clock>,
-    nodes: &delivery::Nodes,
-    metrics: &Metrics,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> impl Future<Output = ()> + use<> {
+fn watch_registry(p: Parts<'_>, nodes: &delivery::Nodes) -> impl Future<Output = ()> + use<> {
+    let (config, audit, clock, metrics, stop) = (p.config, p.audit, p.clock, p.metrics, p.stop.clone());
     // The gateway's own certificate, renewed on the same beat.
     let renewal = config.tls.clone();
     tokio::spawn(renewal.watch_renewal(config.file.registry.poll(), metrics.clone(), stop.clone()));
@@ -521,6 +526,7 @@ fn authenticate(
 }
 
 /// What the services are built from.
+#[derive(Clone, Copy)]
 struct Parts<'a> {
     config: &'a GatewayConfig,
     clock: &'a Arc<dyn Clock>,
@@ -531,6 +537,12 @@ struct Parts<'a> {
     consent_registry: &'a ConsentRegistryClient<tonic::transport::Channel>,
     witnessed: &'a cosigning::Witnessed,
     completion: &'a consent_service::Completion,
+    stop: &'a tokio::sync::watch::Receiver<bool>,
+}
+
+/// How often held transfers nobody is deciding are completed.
+fn held_sweep(config: &GatewayConfig) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(config.file.store.held_sweep_seconds))
 }
 
 /// The router with every service, and the nodes' channels (for the background tasks).
@@ -552,8 +564,9 @@ async fn services(
         (p.audit.clone(), p.audit_store.clone(), p.witnessed.clone()),
     );
     let transfers = transfers(&p, nodes.clone())?;
-    // Transfers decided but not known to be logged when the gateway last stopped.
+    // Held transfers: those of a crash now, later any that nobody is deciding.
     transfers.complete_all_held().await;
+    transfer::sweep_held(&transfers, held_sweep(config), p.stop);
     let rate_limit = cii_kit::rate_limit::RateLimit::new(
         config.file.pseudonym.enrolments_per_minute,
         config.file.pseudonym.enrolment_burst,

@@ -4,8 +4,10 @@
 //!
 //! Architecture Invariant (no-plaintext-at-gateway): nothing here is personal
 //! in clear. Outbox rows hold `node.v1.Delivery` messages whose content is
-//! sealed to the recipient and whose person is a ciphertext for the recipient;
-//! `secure_delete` overwrites a row's bytes when it is deleted.
+//! sealed to the recipient and whose person is a ciphertext for the recipient.
+//! On SQLite `secure_delete` overwrites a row's bytes when it is deleted; on
+//! PostgreSQL a deleted row stays in the table until VACUUM, and in the WAL and
+//! backups — sealed all the same.
 
 mod dead_letters;
 mod group;
@@ -259,6 +261,13 @@ impl Store {
                 .after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
+                        if !sqlite {
+                            // A gateway that froze mid-transaction (paused, cut off) must not hold
+                            // its row locks for ever against the gateway that took over.
+                            sqlx::query("SET idle_in_transaction_session_timeout = '30s'")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                         if sqlite {
                             // Durable commits, concurrent readers, deleted outbox rows
                             // overwritten (not left in free pages), waiting on a busy file.
@@ -408,15 +417,14 @@ impl Store {
             ));
         }
         statements.extend(obligations_and_consents(d));
-        // Every unique key a record writes derives from (sender, transfer id): the transfer's,
-        // its outbox row's, its obligations' ids.
-        self.group.write(statements).await.map_err(|e| {
-            if e.is_unique_violation() {
-                StoreError::Duplicate
-            } else {
-                e
+        match self.group.write(statements).await {
+            // A duplicate only if this sender's transfer id is recorded (another key, e.g. an
+            // obligation id outliving its forgotten transfer, is the database's error).
+            Err(e) if e.is_unique_violation() && self.transfer(d.caller, d.transfer_id).await?.is_some() => {
+                Err(StoreError::Duplicate)
             }
-        })
+            other => other,
+        }
     }
 
     /// For each recipient, its due deliveries in order, at most `limit`. Order is kept per
@@ -694,7 +702,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE consent_feed SET after = $1 WHERE id = 1")
+        // Never backwards (a gateway that lost its lease may still finish a round).
+        sqlx::query("UPDATE consent_feed SET after = CASE WHEN after < $1 THEN $1 ELSE after END WHERE id = 1")
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;

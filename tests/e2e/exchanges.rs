@@ -220,6 +220,62 @@ async fn nodes_carry_on_through_the_standby_gateway_when_the_first_stops() {
     second.stop().await;
 }
 
+/// A transfer left held while the gateway runs (its append failed, or a gateway that lost its
+/// lease recorded it) is completed by the gateway's own sweep, without its sender's retry:
+/// one entry, released, delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_transfer_nobody_retries_is_completed_by_the_sweep() {
+    let net = Network::start_with(
+        &members(),
+        Options {
+            gateway_store: Some("[store]\nheld_sweep_seconds = 1\n".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    enrol_everywhere(&net).await;
+    let facts = ["person_informed_before", "incapacity_for_work_or_threatened"];
+    send(&net, ORP, report("sweep-1", &facts)).await.expect("send");
+    let root = net.dir.path().to_path_buf();
+    let audit = cii_tests::store_url(&root, &net.audit_store);
+    let mut entry = cii_tests::audit_entries_at(&audit)
+        .await
+        .into_iter()
+        .find(|e| e.transfer_id == "sweep-1")
+        .expect("entry");
+    // Held again with an entry the log does not hold (its time changed): as if its append failed.
+    entry.index = 0;
+    entry.time_micros += 1;
+    let pool = gateway_store(&root, &net.gateway_store).await;
+    sqlx::query("UPDATE transfer SET held = 1, entry = $1, log_size_before = 0 WHERE transfer_id = 'sweep-1'")
+        .bind(cii_audit::entry::encode(&entry))
+        .execute(&pool)
+        .await
+        .expect("hold");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let held: i64 = sqlx::query_scalar("SELECT held FROM transfer WHERE transfer_id = 'sweep-1'")
+            .fetch_one(&pool)
+            .await
+            .expect("read");
+        if held == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held transfer was never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pool.close().await;
+    let logged = cii_tests::audit_entries_at(&audit).await;
+    assert_eq!(
+        logged.iter().filter(|e| e.transfer_id == "sweep-1").count(),
+        2,
+        "the recorded entry appended once by the sweep (the test changed its time)"
+    );
+}
+
 /// The gateway's operational store as configured (SQLite in the network folder `dir`, or
 /// PostgreSQL), for a test to look into or edit.
 async fn gateway_store(dir: &std::path::Path, configured: &str) -> sqlx::AnyPool {

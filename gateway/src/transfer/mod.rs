@@ -33,6 +33,7 @@ mod error;
 mod log;
 mod pull;
 mod recovery;
+pub use recovery::sweep_held;
 mod review;
 mod seal;
 mod undisclosed;
@@ -253,7 +254,12 @@ impl Transfers {
     }
 
     fn claim(&self, caller: &Caller, id: &TransferId) -> Result<Slot<'_>, TransferError> {
-        let key = (caller.institution.id.to_string(), id.clone());
+        self.claim_key(caller.institution.id.to_string(), id.clone())
+    }
+
+    /// The in-flight slot of (caller institution, transfer id); `InProgress` if taken.
+    fn claim_key(&self, caller: String, id: TransferId) -> Result<Slot<'_>, TransferError> {
+        let key = (caller, id);
         let mut set = self.in_flight.lock().map_err(|_| TransferError::Poisoned)?;
         if !set.insert(key.clone()) {
             return Err(TransferError::InProgress);

@@ -19,7 +19,7 @@ use prost::Message;
 use super::log::receipt_to_wire;
 use super::{Checked, TransferError, Transfers};
 use crate::store::{Held, TransferRow};
-use cii_types::TransferState;
+use cii_types::{TransferId, TransferState};
 
 impl Transfers {
     /// The same id again: the recorded outcome (and for a permitted pull, the
@@ -114,7 +114,11 @@ impl Transfers {
         Ok(response)
     }
 
-    /// Completes every held transfer (at start, after a crash).
+    /// Completes every held transfer nobody is deciding now: at start (after a crash), then
+    /// periodically ([`sweep_held`]: an append that failed, or a transfer a gateway that lost its
+    /// lease recorded, is completed without waiting for its sender's retry, and no longer holds
+    /// back its pair's deliveries). A transfer being decided holds its in-flight slot and is
+    /// skipped, so no entry is appended twice.
     pub async fn complete_all_held(&self) {
         let held = match self.store.held().await {
             Ok(held) => held,
@@ -125,6 +129,13 @@ impl Transfers {
         };
         for transfer in held {
             let id = transfer.transfer_id.clone();
+            let Ok(transfer_id) = TransferId::parse(&id) else {
+                tracing::error!("a held transfer's id does not parse");
+                continue;
+            };
+            let Ok(_slot) = self.claim_key(transfer.caller.clone(), transfer_id) else {
+                continue;
+            };
             if let Err(e) = self.complete(transfer).await {
                 tracing::error!(transfer_id = %id, code = e.code(), "held transfer not completed");
             }
@@ -217,4 +228,25 @@ struct Kept {
     created: i64,
     /// Whether the holder answered once.
     answered: bool,
+}
+
+/// Completes held transfers nobody is deciding every `interval`, until `stop` (a task of its own).
+pub fn sweep_held(
+    transfers: &std::sync::Arc<Transfers>,
+    interval: std::time::Duration,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    let (transfers, mut stop) = (transfers.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            transfers.complete_all_held().await;
+        }
+    });
 }

@@ -622,6 +622,11 @@ pub fn channel_with_deadline(
 /// tried: a standby that accepts TCP but never answers TLS (it serves nothing) is passed over.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often an outbound connection is pinged, and how long an answer may take before the
+/// connection counts as dead.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One server a channel may connect to.
 #[derive(Debug, Clone)]
 struct Target {
@@ -669,7 +674,12 @@ pub fn channel_to_any(
         .map_err(|_| TlsError::Endpoint(urls.join(", ")))?
         .connect_timeout(CONNECT_TIMEOUT * u32::try_from(targets.len()).unwrap_or(u32::MAX))
         .timeout(deadline)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A server that froze (a paused or cut-off replica) keeps its TCP connection open:
+        // HTTP/2 pings find it out, and the next call connects to the next that answers.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     let connector = TlsConnector::from(config);
     let current = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let connect = tower::service_fn(move |_: Uri| {
