@@ -111,15 +111,29 @@ pub fn keep_while_serving(lease: Option<&Lease>, stop: tokio::sync::watch::Sende
     lost
 }
 
-/// Resolves when `shutdown` does, or when the lease is lost (then `lost_flag` is set).
-pub async fn until_stopped_or_lost(
+/// Why a serving gateway stops.
+pub const STOPPED: u8 = 0;
+/// Its lease was lost.
+pub const LEASE_LOST: u8 = 1;
+/// Its sequencer stopped (the store moved past what it wrote).
+pub const SEQUENCER_STOPPED: u8 = 2;
+
+/// Resolves when `shutdown` does, when the lease is lost, or when the sequencer stops;
+/// `why` says which ([`STOPPED`], [`LEASE_LOST`], [`SEQUENCER_STOPPED`]).
+pub async fn until_stopped(
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
     lost: oneshot::Receiver<()>,
-    lost_flag: &std::sync::atomic::AtomicBool,
+    audit: &cii_audit::Log,
+    why: &std::sync::atomic::AtomicU8,
 ) {
+    use std::sync::atomic::Ordering::SeqCst;
     tokio::select! {
         () = shutdown => {}
-        Ok(()) = lost => lost_flag.store(true, std::sync::atomic::Ordering::SeqCst),
+        Ok(()) = lost => why.store(LEASE_LOST, SeqCst),
+        () = audit.closed() => {
+            tracing::error!("the audit log's sequencer stopped: this gateway stops (start it again)");
+            why.store(SEQUENCER_STOPPED, SeqCst);
+        }
     }
 }
 

@@ -119,6 +119,10 @@ pub enum RunError {
     /// The audit store could not be opened.
     #[error(transparent)]
     AuditStore(#[from] cii_audit::store::StoreError),
+    /// The audit log's sequencer stopped while serving (its store holds entries it did not
+    /// write: a commit whose answer was lost, or another writer).
+    #[error("the audit log's sequencer stopped (its store moved past what it wrote); start the gateway again")]
+    SequencerStopped,
     /// The audit sequencer's lease was lost while serving (another gateway may sequence the
     /// log now): this one stopped.
     #[error("the audit log's sequencer lease was lost; this gateway stopped (start it again to stand by)")]
@@ -217,8 +221,8 @@ pub async fn run_with_clock(
     let deliveries = spawn_background(nodes, &store, &completion, &clock, &stop_rx);
     serve_metrics(listeners.metrics, &metrics, stop_rx);
     let grpc = listeners.grpc.bind(&config).await?;
-    let lease_lost = std::sync::atomic::AtomicBool::new(false);
-    let stopping = lease::until_stopped_or_lost(&mut shutdown, lost, &lease_lost);
+    let why = std::sync::atomic::AtomicU8::new(lease::STOPPED);
+    let stopping = lease::until_stopped(&mut shutdown, lost, &audit, &why);
     let result = cii_kit::grpc::serve_tls(router, grpc, tls_config, &metrics, stopping).await;
     let _ = stop_tx.send(true);
     for task in deliveries.into_iter().chain([cosigning]) {
@@ -229,7 +233,7 @@ pub async fn run_with_clock(
     // (it stops when the last handle to the log is gone).
     drop((audit, completion));
     let _ = sequencer.await;
-    stop_sequencing(lease, lease_lost.into_inner(), &audit_store).await?;
+    stop_sequencing(lease, why.into_inner(), &audit_store).await?;
     tracing::info!("gateway stopped");
     Ok(result?)
 }
@@ -273,26 +277,24 @@ async fn open_log(
 }
 
 /// After the sequencer drained: the lease handed over at once (a standby need not wait for
-/// its expiry), or the loss that stopped this gateway reported.
+/// its expiry), or why this gateway stopped on its own reported.
 async fn stop_sequencing(
     lease: Option<cii_audit::lease::Lease>,
-    lost: bool,
+    why: u8,
     audit_store: &cii_audit::Store,
 ) -> Result<(), RunError> {
-    match lease {
-        Some(_) if lost => {
-            audit_store.close().await;
-            return Err(RunError::LeaseLost);
-        }
-        Some(lease) => {
-            if let Err(e) = lease.release().await {
-                tracing::warn!(error = %e, "the sequencer's lease was not released; it expires by itself");
-            }
-        }
-        None => {}
+    let result = match why {
+        lease::LEASE_LOST if lease.is_some() => Err(RunError::LeaseLost),
+        lease::SEQUENCER_STOPPED => Err(RunError::SequencerStopped),
+        _ => Ok(()),
+    };
+    if let Some(lease) = lease.filter(|_| why != lease::LEASE_LOST)
+        && let Err(e) = lease.release().await
+    {
+        tracing::warn!(error = %e, "the sequencer's lease was not released; it expires by itself");
     }
     audit_store.close().await;
-    Ok(())
+    result
 }
 
 /// The outbox worker, the consent-notice task and the completion of held consent changes,

@@ -213,6 +213,12 @@ impl Log {
         self.sizes.clone()
     }
 
+    /// Resolves when the sequencer has stopped (nothing more can be appended through this log).
+    pub async fn closed(&self) {
+        let mut sizes = self.sizes.clone();
+        while sizes.changed().await.is_ok() {}
+    }
+
     /// The newest signed checkpoint (empty before the first append) and its size.
     pub fn checkpoint(&self) -> (u64, String) {
         let c = self.committed.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -340,12 +346,26 @@ async fn run(
         let note = match committing {
             Ok(note) => note,
             Err(e) => {
-                // Nothing was appended: forget the batch and tell every caller.
+                // Nothing was appended, as far as this sequencer knows: forget the batch and tell
+                // every caller (their transfers stay held, completed later exactly once).
                 tracing::error!(error = %e, entries = rows.len(), "audit append failed");
                 for request in batch {
                     let _ = request.reply.send(Err(e.to_string()));
                 }
-                continue;
+                // Unless the store moved past what this sequencer wrote: a commit whose answer
+                // was lost, or another writer. Every later batch would collide with it, so the
+                // sequencer stops (its log's `closed` resolves) and a restart reads the store.
+                match sequencer.store.size().await {
+                    Ok(stored) if stored != start => {
+                        tracing::error!(
+                            stored,
+                            expected = start,
+                            "the audit store holds entries this sequencer did not write: it stops"
+                        );
+                        return stats;
+                    }
+                    _ => continue,
+                }
             }
         };
         stats.batches += 1;
@@ -467,5 +487,37 @@ mod tests {
         let mut tree = crate::merkle::Tree::new();
         leaves.into_iter().for_each(|l| tree.push(l));
         tree.root()
+    }
+
+    /// A store that moved past what the sequencer wrote (a commit whose answer was lost, or
+    /// another writer) stops the sequencer instead of failing every later batch: its `closed`
+    /// resolves, and appends are refused as closed.
+    #[tokio::test]
+    async fn a_store_moved_behind_the_sequencers_back_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("log.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let pem = crate::note::generate_key_pem().unwrap();
+        let signer = Arc::new(crate::note::Signer::from_pem("test/moved", &pem).unwrap());
+        let entry = |id: &str| Entry {
+            time_micros: 1_700_000_000_000_000,
+            kind: crate::EntryKind::TransferPermitted as i32,
+            transfer_id: id.into(),
+            ..Entry::default()
+        };
+        let (a, _task_a) = Log::open(store.clone(), signer.clone(), "test/moved".into())
+            .await
+            .unwrap();
+        a.append(entry("a-0")).await.unwrap();
+        let (b, _task_b) = Log::open(store.clone(), signer.clone(), "test/moved".into())
+            .await
+            .unwrap();
+        b.append(entry("b-1")).await.unwrap();
+        assert!(a.append(entry("a-1")).await.is_err(), "index 1 is taken");
+        tokio::time::timeout(std::time::Duration::from_secs(5), a.closed())
+            .await
+            .expect("the sequencer stopped");
+        assert!(matches!(a.append(entry("a-2")).await, Err(LogError::Closed)));
+        assert_eq!(store.size().await.unwrap(), 2);
     }
 }
