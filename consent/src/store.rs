@@ -152,13 +152,7 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
-        let url = if sqlite {
-            cii_kit::config::prepare_sqlite_file(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-            format!("sqlite:{}?mode=rwc", path.split('?').next().unwrap_or(""))
-        } else {
-            url.to_owned()
-        };
+        let url = cii_kit::config::any_store_url(url).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 8 })

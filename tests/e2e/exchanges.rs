@@ -193,18 +193,8 @@ async fn nodes_carry_on_through_the_standby_gateway_when_the_first_stops() {
     assert_eq!(outcome(&first), Outcome::Permit);
     let second = net.start_second_gateway_on(standby);
     net.stop_gateway().await;
-    let mut answer = None;
-    for _ in 0..100 {
-        match send(&net, ORP, report("fo-2", &facts)).await {
-            Ok(a) => {
-                answer = Some(a);
-                break;
-            }
-            // While the standby takes over: unreachable, or the same id still being decided.
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
-    let answer = answer.expect("the node reached the standby");
+    // While the standby takes over: unreachable, or the same id still being decided.
+    let answer = send_once_reachable(&net, report("fo-2", &facts)).await;
     assert_eq!(outcome(&answer), Outcome::Permit);
     let items = inbox_of_size(&net, AI, 2).await;
     let ids: Vec<&str> = items.iter().map(|i| i.transfer_id.as_str()).collect();
@@ -357,6 +347,18 @@ async fn send(
         .send(with_token(request, &token(net, from)))
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// Sends `request` from the ORP node until the network answers it (a replica taking over:
+/// unreachable meanwhile); retries reuse the transfer id, so at most one decision.
+async fn send_once_reachable(net: &Network, request: node_pb::SendRequest) -> gw::TransferResponse {
+    for _ in 0..100 {
+        if let Ok(answer) = send(net, ORP, request.clone()).await {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{} never answered", request.transfer_id);
 }
 
 async fn pull(
@@ -1250,17 +1252,7 @@ async fn the_gateway_carries_on_through_a_second_consent_registry_on_the_same_da
     let second = net.start_second_consent_on(spare);
     net.stop_consent().await;
 
-    let mut permitted = None;
-    for _ in 0..50 {
-        match send(&net, ORP, handover("r-1")).await {
-            Ok(answer) => {
-                permitted = Some(answer);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    let permitted = permitted.expect("decided through the second registry");
+    let permitted = send_once_reachable(&net, handover("r-1")).await;
     assert_eq!(outcome(&permitted), Outcome::Permit, "{:?}", permitted.decision);
     inbox_of_size(&net, AS, 1).await;
     node(&net, ORP)

@@ -87,11 +87,6 @@ impl Lease {
         self.epoch
     }
 
-    /// The holder's name.
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     /// How long a renewal lasts.
     pub fn ttl(&self) -> Duration {
         self.ttl

@@ -200,6 +200,17 @@ pub fn prepare_sqlite_file(url: &str) -> std::io::Result<()> {
     private_file(path)
 }
 
+/// The URL a store opens through sqlx's `Any` driver: a SQLite file made private and created
+/// if missing ([`prepare_sqlite_file`], `mode=rwc`), any other URL unchanged.
+pub fn any_store_url(url: &str) -> std::io::Result<String> {
+    if !url.starts_with("sqlite:") {
+        return Ok(url.to_owned());
+    }
+    prepare_sqlite_file(url)?;
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    Ok(format!("sqlite:{}?mode=rwc", path.split('?').next().unwrap_or("")))
+}
+
 #[cfg(unix)]
 fn private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
