@@ -28,3 +28,7 @@ GRANT EXECUTE ON FUNCTION audit_lease_renew(TEXT, BIGINT, DOUBLE PRECISION) TO c
 GRANT EXECUTE ON FUNCTION audit_lease_release(TEXT, BIGINT) TO cii_gateway;
 GRANT EXECUTE ON FUNCTION audit_fence(BIGINT) TO cii_gateway;
 GRANT SELECT ON audit_lease TO cii_gateway;
+-- The append queue every replica writes and the sequencer integrates (migration 0008).
+GRANT SELECT, INSERT, UPDATE, DELETE ON audit_queue TO cii_gateway;
+GRANT USAGE ON SEQUENCE audit_queue_id_seq TO cii_gateway;
+GRANT EXECUTE ON FUNCTION audit_dequeued(BIGINT, BIGINT) TO cii_gateway;

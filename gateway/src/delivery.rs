@@ -50,6 +50,8 @@ pub struct Nodes {
     pub wake: Arc<Notify>,
     /// Senders' calls waiting for their delivery's round (`deliver_now`).
     waiting: Arc<Mutex<Waiting>>,
+    /// Whether this gateway's outbox worker runs (on the replica that sequences the log only).
+    outbox_runs: Arc<std::sync::atomic::AtomicBool>,
     policy: RetryPolicy,
     metrics: cii_kit::metrics::Metrics,
     /// Dead letters are logged before they leave the outbox.
@@ -164,6 +166,7 @@ impl Nodes {
             channels: Arc::new(Mutex::new(HashMap::new())),
             wake: Arc::new(Notify::new()),
             waiting: Arc::new(Mutex::new(Waiting::default())),
+            outbox_runs: Arc::default(),
             policy,
             metrics,
             log,
@@ -288,6 +291,10 @@ impl Nodes {
     /// deliveries of its pair, failed, or the round took longer than `DELIVER_NOW_WAIT`
     /// (it stays queued).
     pub async fn deliver_now(&self, sender: &str, transfer_id: &str, recipient: &str) -> bool {
+        if !self.outbox_runs.load(std::sync::atomic::Ordering::SeqCst) {
+            // Another replica's outbox delivers it (the one that sequences the log).
+            return false;
+        }
         let (tell, told) = tokio::sync::oneshot::channel();
         if let Ok(mut waiting) = self.waiting.lock() {
             let call = Call {
@@ -529,6 +536,7 @@ impl Nodes {
     /// own, and a recipient whose run is still out is left out of the next rounds: a slow or
     /// unreachable node holds up only its own deliveries, never the others'.
     pub async fn run_outbox(self, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+        self.outbox_runs.store(true, std::sync::atomic::Ordering::SeqCst);
         // A new cosigned checkpoint makes the deliveries it covers ready.
         let mut cosigned = self.witnessed.subscribe();
         let mut swept = tokio::time::Instant::now();
@@ -574,6 +582,7 @@ impl Nodes {
                 _ = stop.wait_for(|s| *s) => true,
             };
             if stopping {
+                self.outbox_runs.store(false, std::sync::atomic::Ordering::SeqCst);
                 // Runs out now finish (each is bounded by its calls' deadlines).
                 while runs.join_next().await.is_some() {}
                 return;

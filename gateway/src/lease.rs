@@ -1,16 +1,16 @@
 //! The gateway's side of the audit sequencer's lease (`cii_audit::lease`), when its log is on
-//! PostgreSQL: a gateway waits for the lease before it serves anything (a second gateway
-//! started on the same log stands by), renews it every third of its time, and stops as soon as
-//! it is lost — its appends would be refused from then on, and a supervisor restarting it puts
-//! it back in the queue for the lease. A clean stop hands the lease over at once.
-//!
-//! Until replicas that do not sequence can accept transfers (issue 23), one gateway serves at a
-//! time; the others wait here.
+//! PostgreSQL and several gateway replicas share it. Every replica serves from its start: its
+//! appends wait in the log's queue (`cii_audit::queue`). Exactly one replica at a time, the
+//! holder of the lease, integrates the queue and runs the work that must run once (the
+//! outbox, consent notices, completions, the held sweep: gated on [`Replica::sequencing`]).
+//! The holder renews the lease every third of its time and stops as soon as it is lost — its
+//! batches would be refused from then on, and a supervisor restarting it makes it a replica
+//! queueing for the lease again. A clean stop hands the lease over at once.
 
 use std::time::Duration;
 
 use cii_audit::lease::{self, Lease};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// This process's name as a lease holder: host, process id and a random suffix, so that a
 /// restarted process is a new holder and never mistakes its predecessor's lease for its own.
@@ -25,45 +25,120 @@ pub fn holder_name() -> String {
     format!("{host}-{}-{:08x}", std::process::id(), u32::from_be_bytes(suffix))
 }
 
-/// A gateway's turn to serve.
-pub enum Turn {
-    /// It may sequence the log: under this lease (`None` on SQLite: one process).
-    Sequence(Option<Lease>),
-    /// It was stopped while standing by.
-    Stopped,
+/// Why a serving gateway stops.
+pub const STOPPED: u8 = 0;
+/// Its lease was lost.
+pub const LEASE_LOST: u8 = 1;
+/// Its sequencer stopped (the store moved past what it wrote).
+pub const SEQUENCER_STOPPED: u8 = 2;
+
+/// What a replica sequences with.
+pub struct Sequencing {
+    /// The shared log's store.
+    pub store: cii_audit::Store,
+    /// The checkpoint-signing key (every replica that may sequence holds it).
+    pub signer: std::sync::Arc<cii_audit::note::Signer>,
+    /// The log's origin line.
+    pub origin: String,
+    /// How long the lease lasts between renewals.
+    pub ttl: Duration,
 }
 
-/// Waits until this gateway holds the lease of `store`'s log, or `shutdown` while it stands by
-/// (a gateway that gets the lease at once starts as before: a stop comes after its start).
-pub async fn wait_for(
-    store: &cii_audit::Store,
-    ttl: Duration,
-    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
-) -> Result<Turn, cii_audit::store::StoreError> {
-    if matches!(store, cii_audit::Store::Sqlite(_)) {
-        return Ok(Turn::Sequence(None));
+/// A replica of a shared log.
+pub struct Replica {
+    /// True from the moment this replica sequences the log.
+    pub sequencing: watch::Receiver<bool>,
+    /// Why it stopped sequencing on its own ([`LEASE_LOST`], [`SEQUENCER_STOPPED`]): the
+    /// gateway then stops.
+    pub ended: oneshot::Receiver<u8>,
+    /// The task: done once `stop` flipped and the lease (if held and not lost) is handed over.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts queueing for the lease; once it is held, the queue is integrated and
+/// [`Replica::sequencing`] turns true, until `stop` flips or the lease is lost (which flips
+/// `stop`: the background work stops at once, another replica may run it now).
+pub fn replicate(parts: Sequencing, stop: watch::Sender<bool>) -> Replica {
+    let (sequencing_tx, sequencing) = watch::channel(false);
+    let (ended_tx, ended) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let Some(lease) = acquire(&parts, &stop).await else {
+            return;
+        };
+        let mut lost = keep(&lease, stop.clone());
+        let integrating =
+            cii_audit::queue::integrate(parts.store, parts.signer, parts.origin, &lease, stop.subscribe()).await;
+        let why = match integrating {
+            Err(e) => {
+                tracing::error!(code = e.code(), error = %e, "the audit log could not be sequenced");
+                SEQUENCER_STOPPED
+            }
+            Ok(mut integrator) => {
+                sequencing_tx.send_replace(true);
+                tokio::select! {
+                    Ok(()) = &mut lost => {
+                        let _ = integrator.await;
+                        LEASE_LOST
+                    }
+                    _ = &mut integrator => if *stop.borrow() { STOPPED } else { SEQUENCER_STOPPED },
+                }
+            }
+        };
+        if why == SEQUENCER_STOPPED {
+            tracing::error!("the audit log's sequencer stopped: this gateway stops (start it again)");
+        }
+        if why != STOPPED {
+            let _ = ended_tx.send(why);
+        }
+        if why != LEASE_LOST
+            && let Err(e) = lease.release().await
+        {
+            tracing::warn!(error = %e, "the sequencer's lease was not released; it expires by itself");
+        }
+    });
+    Replica {
+        sequencing,
+        ended,
+        task,
     }
+}
+
+/// Waits until this replica holds the lease; `None` if `stop` flipped first.
+async fn acquire(parts: &Sequencing, stop: &watch::Sender<bool>) -> Option<Lease> {
     let holder = holder_name();
+    let mut stopped = stop.subscribe();
     let mut told = false;
     loop {
-        if let Some(lease) = Lease::acquire(store, &holder, ttl).await? {
-            tracing::info!(holder, epoch = lease.epoch(), "this gateway sequences the audit log");
-            return Ok(Turn::Sequence(Some(lease)));
-        }
-        if !told {
-            let now = lease::state(store).await?;
-            tracing::info!(
-                holder = now.holder,
-                epoch = now.epoch,
-                "standing by: another gateway sequences the audit log"
-            );
-            told = true;
+        match Lease::acquire(&parts.store, &holder, parts.ttl).await {
+            Ok(Some(lease)) => {
+                tracing::info!(holder, epoch = lease.epoch(), "this gateway sequences the audit log");
+                return Some(lease);
+            }
+            Ok(None) if !told => {
+                if let Ok(now) = lease::state(&parts.store).await {
+                    tracing::info!(
+                        holder = now.holder,
+                        epoch = now.epoch,
+                        "serving; another gateway sequences the audit log"
+                    );
+                }
+                told = true;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the sequencer's lease could not be asked for; trying again"),
         }
         tokio::select! {
-            () = tokio::time::sleep(ttl / 4) => {}
-            () = &mut *shutdown => return Ok(Turn::Stopped),
+            () = tokio::time::sleep(parts.ttl / 4) => {}
+            _ = stopped.wait_for(|s| *s) => return None,
         }
     }
+}
+
+/// Keeps `lease` in a task of its own until `stop` flips; the receiver hears of its loss.
+fn keep(lease: &Lease, stop: watch::Sender<bool>) -> oneshot::Receiver<()> {
+    let (lost_tx, lost) = oneshot::channel();
+    tokio::spawn(renew(lease.clone(), lost_tx, stop));
+    lost
 }
 
 /// Renews `lease` every third of its time until it is lost or `stop` fires. A renewal that
@@ -71,7 +146,7 @@ pub async fn wait_for(
 /// counts as lost once its time since the last renewal has run out. On a loss the gateway's
 /// background work (outbox, consent notices, completions) is stopped at once through `stop` —
 /// another gateway may run it now — and the loss is reported on `lost`.
-async fn keep(lease: Lease, lost: oneshot::Sender<()>, stop: tokio::sync::watch::Sender<bool>) {
+async fn renew(lease: Lease, lost: oneshot::Sender<()>, stop: watch::Sender<bool>) {
     let ttl = lease.ttl();
     let mut stopped = stop.subscribe();
     let mut renewed = tokio::time::Instant::now();
@@ -101,35 +176,22 @@ async fn keep(lease: Lease, lost: oneshot::Sender<()>, stop: tokio::sync::watch:
     let _ = lost.send(());
 }
 
-/// Keeps `lease` (if any) in a task of its own until `stop`; the receiver hears of its loss
-/// (never, without a lease).
-pub fn keep_while_serving(lease: Option<&Lease>, stop: tokio::sync::watch::Sender<bool>) -> oneshot::Receiver<()> {
-    let (lost_tx, lost) = oneshot::channel();
-    if let Some(lease) = lease {
-        tokio::spawn(keep(lease.clone(), lost_tx, stop));
-    }
-    lost
-}
-
-/// Why a serving gateway stops.
-pub const STOPPED: u8 = 0;
-/// Its lease was lost.
-pub const LEASE_LOST: u8 = 1;
-/// Its sequencer stopped (the store moved past what it wrote).
-pub const SEQUENCER_STOPPED: u8 = 2;
-
-/// Resolves when `shutdown` does, when the lease is lost, or when the sequencer stops;
-/// `why` says which ([`STOPPED`], [`LEASE_LOST`], [`SEQUENCER_STOPPED`]).
+/// Resolves when `shutdown` does, when the replica stopped sequencing on its own, or when the
+/// log's sequencer stops; `why` says which ([`STOPPED`], [`LEASE_LOST`], [`SEQUENCER_STOPPED`]).
 pub async fn until_stopped(
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
-    lost: oneshot::Receiver<()>,
+    ended: oneshot::Receiver<u8>,
     audit: &cii_audit::Log,
     why: &std::sync::atomic::AtomicU8,
 ) {
     use std::sync::atomic::Ordering::SeqCst;
     tokio::select! {
         () = shutdown => {}
-        Ok(()) = lost => why.store(LEASE_LOST, SeqCst),
+        Ok(ended) = ended => {
+            // Its callers waiting for a sequencer are answered now (their entries stay queued).
+            audit.abandon_waits();
+            why.store(ended, SeqCst);
+        }
         () = audit.closed() => {
             tracing::error!("the audit log's sequencer stopped: this gateway stops (start it again)");
             why.store(SEQUENCER_STOPPED, SeqCst);
@@ -140,4 +202,24 @@ pub async fn until_stopped(
 /// How long the lease lasts, from `[audit] lease_seconds`.
 pub fn ttl(seconds: u32) -> Duration {
     Duration::from_secs(u64::from(seconds))
+}
+
+/// Runs `work` once this replica sequences (at once on SQLite), unless `stop` flips first.
+pub fn when_sequencing<F>(
+    mut sequencing: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let begun = tokio::select! {
+            begun = sequencing.wait_for(|s| *s) => begun.is_ok(),
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        if begun {
+            work.await;
+        }
+    })
 }

@@ -189,15 +189,12 @@ pub async fn run_with_clock(
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = open_audit_store(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let Some(OpenedLog {
-        lease,
-        lost,
+    let OpenedLog {
         audit,
+        sequencing,
+        ended,
         sequencer,
-    }) = open_log(&config, &audit_store, &mut shutdown, &stop_tx).await?
-    else {
-        return Ok(());
-    };
+    } = open_log(&config, &audit_store, &stop_tx).await?;
     activate_rulebook(&config, &audit, clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
     let (witnessed, cosigning) = cosigning::start(audit.clone(), &config, metrics.clone(), stop_rx.clone());
@@ -213,16 +210,17 @@ pub async fn run_with_clock(
         witnessed: &witnessed,
         completion: &completion,
         stop: &stop_rx,
+        sequencing: &sequencing,
     };
     let (overstepping, overstepped) = tokio::sync::mpsc::channel(64);
     let (router, nodes) = services(parts, overstepping).await?;
     tokio::spawn(log_overstepping(audit.clone(), clock.clone(), overstepped));
     tokio::spawn(watch_registry(parts, &nodes));
-    let deliveries = spawn_background(nodes, &store, &completion, &clock, &stop_rx);
+    let deliveries = spawn_background(nodes, &parts);
     serve_metrics(listeners.metrics, &metrics, stop_rx);
     let grpc = listeners.grpc.bind(&config).await?;
     let why = std::sync::atomic::AtomicU8::new(lease::STOPPED);
-    let stopping = lease::until_stopped(&mut shutdown, lost, &audit, &why);
+    let stopping = lease::until_stopped(&mut shutdown, ended, &audit, &why);
     let result = cii_kit::grpc::serve_tls(router, grpc, tls_config, &metrics, stopping).await;
     let _ = stop_tx.send(true);
     for task in deliveries.into_iter().chain([cosigning]) {
@@ -230,92 +228,86 @@ pub async fn run_with_clock(
     }
     store.close().await;
     // Every append was checkpointed when its batch committed; wait for the sequencer to drain
-    // (it stops when the last handle to the log is gone).
+    // (it stops when the last handle to the log is gone, or when `stop` flipped) and the lease,
+    // if held and not lost, to be handed over.
     drop((audit, completion));
     let _ = sequencer.await;
-    stop_sequencing(lease, why.into_inner(), &audit_store).await?;
+    audit_store.close().await;
     tracing::info!("gateway stopped");
-    Ok(result?)
+    match why.into_inner() {
+        lease::LEASE_LOST => Err(RunError::LeaseLost),
+        lease::SEQUENCER_STOPPED => Err(RunError::SequencerStopped),
+        _ => Ok(result?),
+    }
 }
 
-/// The audit log as this gateway sequences it.
+/// The audit log as this gateway appends to it.
 struct OpenedLog {
-    /// On PostgreSQL, the lease it sequences under.
-    lease: Option<cii_audit::lease::Lease>,
-    /// Hears of the lease's loss.
-    lost: tokio::sync::oneshot::Receiver<()>,
     audit: cii_audit::Log,
-    sequencer: tokio::task::JoinHandle<cii_audit::sequencer::Stats>,
+    /// True while this gateway sequences the log (always, alone on SQLite).
+    sequencing: tokio::sync::watch::Receiver<bool>,
+    /// Hears why a replica stopped sequencing on its own.
+    ended: tokio::sync::oneshot::Receiver<u8>,
+    /// Done once the log's sequencer (alone) or this replica's part (shared) has stopped.
+    sequencer: tokio::task::JoinHandle<()>,
 }
 
-/// The audit log, opened on PostgreSQL by the holder of the sequencer's lease only (waited
-/// for: a second gateway on the same log stands by here); `None` if `shutdown` came first.
-/// The lease is renewed from the moment it is acquired (opening the log and completing held
-/// transfers may take longer than the lease); its loss stops the background work (`stop`).
+/// The audit log: on SQLite sequenced by this process alone; on PostgreSQL shared by replicas,
+/// followed, and sequenced by this one while it holds the lease (`lease::replicate`: every
+/// replica serves, whichever sequences).
 async fn open_log(
     config: &GatewayConfig,
     audit_store: &cii_audit::Store,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
     stop: &tokio::sync::watch::Sender<bool>,
-) -> Result<Option<OpenedLog>, RunError> {
-    let lease = match lease::wait_for(audit_store, lease::ttl(config.file.audit.lease_seconds), shutdown).await? {
-        lease::Turn::Sequence(lease) => lease,
-        lease::Turn::Stopped => return Ok(None),
-    };
-    let lost = lease::keep_while_serving(lease.as_ref(), stop.clone());
+) -> Result<OpenedLog, RunError> {
     let (signer, origin) = (config.audit_signer.clone(), config.file.audit.origin.clone());
-    let (audit, sequencer) = match &lease {
-        Some(lease) => cii_audit::Log::open_leased(audit_store.clone(), signer, origin, lease).await?,
-        None => cii_audit::Log::open(audit_store.clone(), signer, origin).await?,
-    };
-    Ok(Some(OpenedLog {
-        lease,
-        lost,
-        audit,
-        sequencer,
-    }))
-}
-
-/// After the sequencer drained: the lease handed over at once (a standby need not wait for
-/// its expiry), or why this gateway stopped on its own reported.
-async fn stop_sequencing(
-    lease: Option<cii_audit::lease::Lease>,
-    why: u8,
-    audit_store: &cii_audit::Store,
-) -> Result<(), RunError> {
-    let result = match why {
-        lease::LEASE_LOST if lease.is_some() => Err(RunError::LeaseLost),
-        lease::SEQUENCER_STOPPED => Err(RunError::SequencerStopped),
-        _ => Ok(()),
-    };
-    if let Some(lease) = lease.filter(|_| why != lease::LEASE_LOST)
-        && let Err(e) = lease.release().await
-    {
-        tracing::warn!(error = %e, "the sequencer's lease was not released; it expires by itself");
+    if matches!(audit_store, cii_audit::Store::Sqlite(_)) {
+        let (audit, sequencer) = cii_audit::Log::open(audit_store.clone(), signer, origin).await?;
+        return Ok(OpenedLog {
+            audit,
+            sequencing: tokio::sync::watch::channel(true).1,
+            ended: tokio::sync::oneshot::channel().1,
+            sequencer: tokio::spawn(async move {
+                let _ = sequencer.await;
+            }),
+        });
     }
-    audit_store.close().await;
-    result
+    let (audit, _follower) = cii_audit::Log::follow(audit_store.clone(), signer.verifier(), origin.clone()).await?;
+    let replica = lease::replicate(
+        lease::Sequencing {
+            store: audit_store.clone(),
+            signer,
+            origin,
+            ttl: lease::ttl(config.file.audit.lease_seconds),
+        },
+        stop.clone(),
+    );
+    Ok(OpenedLog {
+        audit,
+        sequencing: replica.sequencing,
+        ended: replica.ended,
+        sequencer: replica.task,
+    })
 }
 
 /// The outbox worker, the consent-notice task and the completion of held consent changes,
-/// until `stop` flips.
-fn spawn_background(
-    nodes: delivery::Nodes,
-    store: &store::Store,
-    completion: &consent_service::Completion,
-    clock: &Arc<dyn Clock>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> [tokio::task::JoinHandle<()>; 3] {
-    let outbox = tokio::spawn(nodes.clone().run_outbox(store.clone(), stop.clone()));
-    let notices = tokio::spawn(delivery::run_consent_notices(
-        completion.registry.clone(),
+/// until `stop` flips: on the replica that sequences the log only (they run once per network).
+fn spawn_background(nodes: delivery::Nodes, p: &Parts<'_>) -> [tokio::task::JoinHandle<()>; 3] {
+    let (store, stop, sequencing) = (p.store.clone(), p.stop.clone(), p.sequencing.clone());
+    let notices = delivery::run_consent_notices(
+        p.completion.registry.clone(),
         store.clone(),
-        nodes,
-        clock.clone(),
+        nodes.clone(),
+        p.clock.clone(),
         stop.clone(),
-    ));
-    let held = tokio::spawn(consent_service::run_completion(completion.clone(), stop.clone()));
-    [outbox, notices, held]
+    );
+    let held = consent_service::run_completion(p.completion.clone(), stop.clone());
+    let outbox = nodes.run_outbox(store, stop.clone());
+    [
+        lease::when_sequencing(sequencing.clone(), stop.clone(), outbox),
+        lease::when_sequencing(sequencing.clone(), stop.clone(), notices),
+        lease::when_sequencing(sequencing, stop, held),
+    ]
 }
 
 /// Serves `/metrics` on `listener`, if there is one, until `stop` flips.
@@ -540,6 +532,8 @@ struct Parts<'a> {
     witnessed: &'a cosigning::Witnessed,
     completion: &'a consent_service::Completion,
     stop: &'a tokio::sync::watch::Receiver<bool>,
+    /// True while this gateway sequences the log (the work that runs once waits for it).
+    sequencing: &'a tokio::sync::watch::Receiver<bool>,
 }
 
 /// How often held transfers nobody is deciding are completed.
@@ -566,9 +560,12 @@ async fn services(
         (p.audit.clone(), p.audit_store.clone(), p.witnessed.clone()),
     );
     let transfers = transfers(&p, nodes.clone())?;
-    // Held transfers: those of a crash now, later any that nobody is deciding.
-    transfers.complete_all_held().await;
-    transfer::sweep_held(&transfers, held_sweep(config), p.stop);
+    // Held transfers: those of a crash before anything is served (alone) or once this replica
+    // sequences, later any that nobody is deciding.
+    if *p.sequencing.borrow() {
+        transfers.complete_all_held().await;
+    }
+    transfer::sweep_held(&transfers, held_sweep(config), (p.stop, p.sequencing));
     let rate_limit = cii_kit::rate_limit::RateLimit::new(
         config.file.pseudonym.enrolments_per_minute,
         config.file.pseudonym.enrolment_burst,

@@ -49,11 +49,12 @@ fn code(status: &tonic::Status) -> String {
 }
 
 /// Enrols PERSON at each of the first three institutions under `<ID>-1`.
-/// Two gateways on one PostgreSQL log: the second stands by while the first holds the
-/// sequencer's lease (it serves nothing and the lease stays the first's), and takes over when
-/// the first stops cleanly: it serves, appends under a higher epoch, and the log verifies.
+/// Two gateways on one PostgreSQL log: the second serves from its start while the first holds
+/// the sequencer's lease (the lease stays the first's; what the second appends waits in the
+/// log's queue and the first integrates it), and takes over when the first stops cleanly: it
+/// appends under a higher epoch, and the log verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_second_gateway_on_the_same_log_stands_by_and_takes_over_when_the_first_stops() {
+async fn a_second_gateway_on_the_same_log_serves_at_once_and_takes_over_when_the_first_stops() {
     let mut net = Network::start_with(&members(), on_postgres().await).await;
     enrol_everywhere(&net).await;
     let audit = cii_audit::Store::open_read_only(&net.audit_store)
@@ -62,23 +63,44 @@ async fn a_second_gateway_on_the_same_log_stands_by_and_takes_over_when_the_firs
     let first = cii_audit::lease::state(&audit).await.expect("lease");
     assert!(first.live && !first.holder.is_empty(), "{first:?}");
     let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
-    let size_before = net.audit_size(&orp).await;
 
     let second = net.start_second_gateway().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        cii_audit::lease::state(&audit).await.expect("lease"),
-        first,
-        "the second stands by"
-    );
-    let standby = net.gateway_channel_at(second.addr, &orp, Duration::from_millis(500));
     let checkpoint = |channel: tonic::transport::Channel| async move {
         cii_proto::audit::audit_client::AuditClient::new(channel)
             .get_checkpoint(cii_proto::audit::GetCheckpointRequest {})
             .await
             .map(|answer| answer.into_inner().tree_size)
     };
-    assert!(checkpoint(standby.clone()).await.is_err(), "a standby serves nothing");
+    let second_channel = net.gateway_channel_at(second.addr, &orp, Duration::from_secs(10));
+    let at_second = || second_channel.clone();
+    let mut served = None;
+    for _ in 0..50 {
+        if let Ok(size) = checkpoint(at_second()).await {
+            served = Some(size);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    served.expect("the second gateway serves while the first sequences");
+    assert_eq!(
+        cii_audit::lease::state(&audit).await.expect("lease"),
+        first,
+        "the lease stays the first's"
+    );
+    // A transfer decided by the second, logged by the first's sequencer, delivered.
+    let mut gateway = GatewayClient::new(at_second());
+    let answer = gateway
+        .submit_transfer(with_token(direct_report(&net, "two-1"), &token(&net, ORP)))
+        .await
+        .expect("decided by the second gateway")
+        .into_inner();
+    assert_eq!(outcome(&answer), Outcome::Permit);
+    let receipt = answer.receipt.expect("receipt");
+    let logged = cii_tests::audit_entries_at(&net.audit_store).await;
+    let entry = logged.iter().find(|e| e.transfer_id == "two-1").expect("logged");
+    assert_eq!(entry.index, receipt.leaf_index, "the receipt names the entry's index");
+    let items = inbox_of_size(&net, AI, 1).await;
+    assert_eq!(items.first().map(|i| i.transfer_id.as_str()), Some("two-1"));
 
     net.stop_gateway().await;
     let mut taken = first.clone();
@@ -91,18 +113,17 @@ async fn a_second_gateway_on_the_same_log_stands_by_and_takes_over_when_the_firs
     }
     assert_eq!(taken.epoch, first.epoch + 1, "{taken:?}");
     assert!(taken.live && taken.holder != first.holder, "{taken:?}");
-    let mut size = None;
-    for _ in 0..50 {
-        if let Ok(s) = checkpoint(net.gateway_channel_at(second.addr, &orp, Duration::from_secs(5))).await {
-            size = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let size = size.expect("the second gateway serves once it holds the lease");
+    let size_before = checkpoint(at_second()).await.expect("served");
+    let again = GatewayClient::new(at_second())
+        .submit_transfer(with_token(direct_report(&net, "two-2"), &token(&net, ORP)))
+        .await
+        .expect("decided and logged by the second alone")
+        .into_inner();
+    assert_eq!(outcome(&again), Outcome::Permit);
+    let size = checkpoint(at_second()).await.expect("served");
     assert!(
         size > size_before,
-        "it appended its activations under its lease: {size_before} → {size}"
+        "appended under its own lease: {size_before} → {size}"
     );
     let verifier = cii_audit::note::Verifier::from_vkey(
         std::fs::read_to_string(net.dir.path().join("pki/gateway/audit.vkey"))
@@ -113,9 +134,90 @@ async fn a_second_gateway_on_the_same_log_stands_by_and_takes_over_when_the_firs
     let report = cii_audit::verify::verify(&audit, &verifier, "cii.test/audit", |_, _| {})
         .await
         .expect("one log, both gateways' entries, verified");
-    assert_eq!(report.entries, size);
+    assert!(report.entries >= size);
     second.stop().await;
     audit.close().await;
+}
+
+/// The same (sender, transfer id) sent to two replicas at the same moment: one decision and
+/// one entry. One call records it; the other is told it is in progress or answers the
+/// recorded outcome; a retry on either answers the same receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_transfer_sent_to_two_replicas_at_once_is_decided_and_logged_once() {
+    let net = Network::start_with(&members(), on_postgres().await).await;
+    enrol_everywhere(&net).await;
+    let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
+    let second = net.start_second_gateway().await;
+    let at_second = net.gateway_channel_at(second.addr, &orp, Duration::from_secs(10));
+    let at_first = net.gateway_channel_as(&orp);
+    for round in 0..5 {
+        let id = format!("twice-{round}");
+        // One request, byte for byte (its person's ciphertext is randomised per encryption).
+        let request = direct_report(&net, &id);
+        let (mut one, mut other) = (
+            GatewayClient::new(at_first.clone()),
+            GatewayClient::new(at_second.clone()),
+        );
+        let (a, b) = tokio::join!(
+            one.submit_transfer(with_token(request.clone(), &token(&net, ORP))),
+            other.submit_transfer(with_token(request.clone(), &token(&net, ORP))),
+        );
+        for answer in [&a, &b] {
+            match answer {
+                Ok(answer) => assert_eq!(outcome(answer.get_ref()), Outcome::Permit),
+                Err(status) => assert!(
+                    matches!(code(status).as_str(), "TRANSFER_IN_PROGRESS" | "UNAVAILABLE"),
+                    "{status:?}"
+                ),
+            }
+        }
+        assert!(a.is_ok() || b.is_ok(), "one of the two decided it");
+        let retried = GatewayClient::new(at_second.clone())
+            .submit_transfer(with_token(request, &token(&net, ORP)))
+            .await
+            .expect("the recorded outcome")
+            .into_inner();
+        let first_receipt = [a, b]
+            .into_iter()
+            .find_map(|answer| answer.ok().and_then(|a| a.into_inner().receipt))
+            .expect("a receipt");
+        assert_eq!(retried.receipt.map(|r| r.leaf_index), Some(first_receipt.leaf_index));
+        let logged = cii_tests::audit_entries_at(&net.audit_store).await;
+        assert_eq!(
+            logged.iter().filter(|e| e.transfer_id == id).count(),
+            1,
+            "{id}: one entry"
+        );
+    }
+    let items = inbox_of_size(&net, AI, 5).await;
+    assert_eq!(items.len(), 5, "each delivered and stored once");
+    second.stop().await;
+}
+
+/// A spontaneous early-detection report from the ORP to the AI office, as its node would
+/// send it to the gateway (for the tests that call a chosen gateway replica directly).
+fn direct_report(net: &Network, transfer_id: &str) -> gw::TransferRequest {
+    gw::TransferRequest {
+        list_persons: Vec::new(),
+        case_reference: "case-1".into(),
+        transfer_id: transfer_id.into(),
+        counterparty: "AI-VS".into(),
+        direction: gw::transfer_request::Direction::Push as i32,
+        trigger: gw::Trigger::SpontaneousReport as i32,
+        purpose: "early_detection".into(),
+        categories: Vec::new(),
+        person: Some(net.ciphertext_for(
+            PERSON,
+            &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
+        )),
+        identity: None,
+        payload: Some(any("EarlyDetectionReport", &early_detection())),
+        written_request: String::new(),
+        attested_facts: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
+    }
 }
 
 /// A gateway that loses the sequencer's lease while it serves (paused past its expiry and
@@ -171,11 +273,11 @@ async fn a_gateway_that_lost_the_lease_appends_nothing_and_stops() {
     audit.close().await;
 }
 
-/// Nodes that know a standby gateway (`gateway_replicas`) carry on through it once the first
-/// gateway stops: the standby takes the lease over, the nodes' next connection reaches it, and
+/// Nodes that know a second gateway (`gateway_replicas`) carry on through it once the first
+/// gateway stops: the second takes the lease over, the nodes' next connection reaches it, and
 /// their transfers are decided, logged in the same log and delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nodes_carry_on_through_the_standby_gateway_when_the_first_stops() {
+async fn nodes_carry_on_through_the_second_gateway_when_the_first_stops() {
     let standby = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let options = Options {
         gateway_replicas: vec![format!(
@@ -1693,28 +1795,7 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
     let token = token(&net, ORP);
     let mut gateway = GatewayClient::new(net.gateway_channel_as(&orp));
     let before = net.audit_size(&orp).await;
-    let person = Some(net.ciphertext_for(
-        PERSON,
-        &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
-    ));
-    let valid = gw::TransferRequest {
-        list_persons: Vec::new(),
-        case_reference: "case-1".into(),
-        transfer_id: "bad-1".into(),
-        counterparty: "AI-VS".into(),
-        direction: gw::transfer_request::Direction::Push as i32,
-        trigger: gw::Trigger::SpontaneousReport as i32,
-        purpose: "early_detection".into(),
-        categories: Vec::new(),
-        person,
-        identity: None,
-        payload: Some(any("EarlyDetectionReport", &early_detection())),
-        written_request: String::new(),
-        attested_facts: vec![
-            "person_informed_before".into(),
-            "incapacity_for_work_or_threatened".into(),
-        ],
-    };
+    let valid = direct_report(&net, "bad-1");
     // An unknown field (number 99, a string) inside the payload.
     let mut unknown = early_detection().encode_to_vec();
     unknown.extend_from_slice(&[0x9a, 0x06, 0x01, b'x']);

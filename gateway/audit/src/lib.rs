@@ -11,6 +11,7 @@
 //! - [`body`]: entry bodies sealed per retention period (crypto-shredding).
 //! - [`store`]: SQLite and PostgreSQL storage (sqlx; the only I/O besides the sequencer).
 //! - [`sequencer`]: the single writer: group commit, checkpoint, receipts.
+//! - [`queue`]: several replicas on one PostgreSQL log: appends queued, integrated by the lease holder.
 //! - [`verify`]: whole-log verification from the store (read-only).
 //!
 //! `store`, `sequencer`, `verify` and `bench` are the crate's I/O, behind the `store` feature
@@ -33,6 +34,8 @@ pub mod entry;
 pub mod lease;
 pub mod merkle;
 pub mod note;
+#[cfg(feature = "store")]
+pub mod queue;
 #[cfg(feature = "store")]
 pub mod sequencer;
 #[cfg(feature = "store")]

@@ -7,9 +7,9 @@
 //! is not durable (log before deliver). Batching is what makes it fast: while
 //! one commit waits for the disk, the next batch fills up.
 //!
-//! Scale-out (several gateway replicas on one PostgreSQL log) keeps this shape:
-//! one replica holds a PostgreSQL advisory lock and runs the sequencer; the
-//! others forward appends to it or wait for the lock. Not built yet.
+//! Several gateway replicas on one PostgreSQL log keep this shape: the holder of the
+//! sequencer's lease ([`crate::lease`]) runs it, fed from the append queue every replica
+//! writes ([`crate::queue`]); every replica's [`Log`] then follows the store.
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -74,20 +74,22 @@ pub struct Receipt {
     pub entry: Vec<u8>,
 }
 
-struct Request {
-    entry: Entry,
-    reply: oneshot::Sender<Result<Receipt, String>>,
+pub(crate) struct Request {
+    pub(crate) entry: Entry,
+    /// Its row in the append queue, when it came from there (marked in the batch's statement).
+    pub(crate) queue_id: Option<i64>,
+    pub(crate) reply: oneshot::Sender<Result<Receipt, String>>,
 }
 
 /// What readers may see: the tree up to the newest committed checkpoint.
 #[derive(Debug, Default)]
-struct Committed {
+pub(crate) struct Committed {
     /// The recent part of the committed tree (the rest is in the store).
-    recent: Arc<Recent>,
+    pub(crate) recent: Arc<Recent>,
     /// Size of the newest durable, signed checkpoint; leaves beyond it are in flight.
-    size: u64,
+    pub(crate) size: u64,
     /// That checkpoint's signed note.
-    note: String,
+    pub(crate) note: String,
 }
 
 /// A proof could not be read.
@@ -105,11 +107,20 @@ pub enum ReadError {
 /// A handle to the log's sequencer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Log {
-    tx: mpsc::Sender<Request>,
-    committed: Arc<std::sync::RwLock<Committed>>,
-    store: Store,
+    pub(crate) appends: Appends,
+    pub(crate) committed: Arc<std::sync::RwLock<Committed>>,
+    pub(crate) store: Store,
     /// The committed size, for those who act on every new checkpoint (the witnesses' cosigning).
-    sizes: watch::Receiver<u64>,
+    pub(crate) sizes: watch::Receiver<u64>,
+}
+
+/// Where a [`Log`]'s appends go.
+#[derive(Debug, Clone)]
+pub(crate) enum Appends {
+    /// To this process's sequencer task.
+    Sequencer(mpsc::Sender<Request>),
+    /// Into the append queue of a log several replicas share, whichever sequences it.
+    Queue(Arc<crate::queue::Waiters>),
 }
 
 /// Statistics of the sequencer (for benchmarks).
@@ -153,41 +164,10 @@ impl Log {
         origin: String,
         epoch: Option<i64>,
     ) -> Result<(Log, tokio::task::JoinHandle<Stats>), LogError> {
-        let size = store.size().await?;
-        let filled = subtrees::backfill(&store, size).await?;
-        if filled > 0 {
-            tracing::info!(
-                nodes = filled,
-                "audit log: subtree hashes of an earlier release's entries stored"
-            );
-        }
-        let recent = Recent::load(&store, size).await?;
-        let verifier = signer.verifier();
-        let note = match store.latest_checkpoint().await? {
-            Some((checkpointed, note)) => {
-                let cp = verifier
-                    .open_checkpoint(&note, &origin)
-                    .map_err(|e| LogError::Inconsistent(format!("newest checkpoint: {e}")))?;
-                let root = if size == 0 {
-                    crate::merkle::empty_root()
-                } else {
-                    subtrees::hash_of(&recent, &store, 0, size).await?
-                };
-                if cp.size != checkpointed || checkpointed != size || root != cp.root {
-                    return Err(LogError::Inconsistent(format!(
-                        "the store holds {size} entries but its newest checkpoint covers {checkpointed}: run `cii audit verify`"
-                    )));
-                }
-                note
-            }
-            None if size != 0 => return Err(LogError::Inconsistent("entries without any checkpoint".to_owned())),
-            None => String::new(),
-        };
-        let committed = Arc::new(std::sync::RwLock::new(Committed {
-            recent: Arc::new(recent),
-            size,
-            note,
-        }));
+        let committed = Arc::new(std::sync::RwLock::new(
+            load_checked(&store, &signer.verifier(), &origin, false).await?,
+        ));
+        let size = committed.read().unwrap_or_else(std::sync::PoisonError::into_inner).size;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let (size_tx, sizes) = watch::channel(size);
         let sequencer = Sequencer {
@@ -199,7 +179,7 @@ impl Log {
         let task = tokio::spawn(run(sequencer, committed.clone(), rx, size_tx));
         Ok((
             Log {
-                tx,
+                appends: Appends::Sequencer(tx),
                 committed,
                 store,
                 sizes,
@@ -272,11 +252,11 @@ impl Log {
     /// An entry that [`crate::entry::check`] refuses is not appended.
     pub async fn append(&self, entry: Entry) -> Result<Receipt, LogError> {
         crate::entry::check(&entry)?;
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Request { entry, reply })
-            .await
-            .map_err(|_| LogError::Closed)?;
+        let tx = match &self.appends {
+            Appends::Sequencer(tx) => tx,
+            Appends::Queue(waiters) => return crate::queue::append(self, waiters, entry).await,
+        };
+        let answer = submit(tx, entry, None).await?;
         match answer.await {
             Ok(Ok(receipt)) => Ok(receipt),
             Ok(Err(message)) => Err(LogError::Store(StoreError::Db(sqlx::Error::Protocol(message)))),
@@ -285,13 +265,80 @@ impl Log {
     }
 }
 
+/// The committed tree as the store holds it: the recent part read (storing the subtree hashes
+/// a log of an earlier release lacks), its root checked against the newest signed checkpoint.
+/// The sequencer checks that the checkpoint covers every stored entry; a replica following a
+/// log another one sequences reads the tree the newest checkpoint covers (more may be
+/// committed meanwhile) and stores nothing.
+pub(crate) async fn load_checked(
+    store: &Store,
+    verifier: &crate::note::Verifier,
+    origin: &str,
+    following: bool,
+) -> Result<Committed, LogError> {
+    let newest = store.latest_checkpoint().await?;
+    let size = match (&newest, following) {
+        (Some((checkpointed, _)), true) => *checkpointed,
+        (None, true) => 0,
+        (_, false) => store.size().await?,
+    };
+    if !following {
+        let filled = subtrees::backfill(store, size).await?;
+        if filled > 0 {
+            tracing::info!(
+                nodes = filled,
+                "audit log: subtree hashes of an earlier release's entries stored"
+            );
+        }
+    }
+    let recent = Recent::load(store, size).await?;
+    let note = match newest {
+        Some((checkpointed, note)) => {
+            let cp = verifier
+                .open_checkpoint(&note, origin)
+                .map_err(|e| LogError::Inconsistent(format!("newest checkpoint: {e}")))?;
+            let root = if size == 0 {
+                crate::merkle::empty_root()
+            } else {
+                subtrees::hash_of(&recent, store, 0, size).await?
+            };
+            if cp.size != checkpointed || checkpointed != size || root != cp.root {
+                return Err(LogError::Inconsistent(format!(
+                    "the store holds {size} entries but its newest checkpoint covers {checkpointed}: run `cii audit verify`"
+                )));
+            }
+            note
+        }
+        None if size != 0 => return Err(LogError::Inconsistent("entries without any checkpoint".to_owned())),
+        None => String::new(),
+    };
+    Ok(Committed {
+        recent: Arc::new(recent),
+        size,
+        note,
+    })
+}
+
 /// The MTH of each range, in order.
-async fn hashes_of(recent: &Recent, store: &Store, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, StoreError> {
+pub(crate) async fn hashes_of(recent: &Recent, store: &Store, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, StoreError> {
     let mut out = Vec::with_capacity(ranges.len());
     for (start, end) in ranges {
         out.push(subtrees::hash_of(recent, store, *start, *end).await?);
     }
     Ok(out)
+}
+
+/// Hands `entry` to the sequencer task; its answer comes on the receiver.
+pub(crate) async fn submit(
+    tx: &mpsc::Sender<Request>,
+    entry: Entry,
+    queue_id: Option<i64>,
+) -> Result<oneshot::Receiver<Result<Receipt, String>>, LogError> {
+    let (reply, answer) = oneshot::channel();
+    tx.send(Request { entry, queue_id, reply })
+        .await
+        .map_err(|_| LogError::Closed)?;
+    Ok(answer)
 }
 
 /// What the sequencer task writes with: the store, the checkpoint key, the log's origin, and
@@ -342,7 +389,11 @@ async fn run(
             });
         }
         let size = next.size();
-        let committing = commit(&sequencer, &next, &rows, &nodes).await;
+        let queued: Vec<(i64, u64)> = batch
+            .iter()
+            .filter_map(|r| r.queue_id.map(|id| (id, r.entry.index)))
+            .collect();
+        let committing = commit(&sequencer, &next, &rows, &nodes, &queued).await;
         let note = match committing {
             Ok(note) => note,
             Err(e) => {
@@ -387,8 +438,14 @@ async fn run(
 }
 
 /// Signs the checkpoint of `next` and writes the batch, its completed subtrees and the
-/// checkpoint in one transaction; the signed note.
-async fn commit(sequencer: &Sequencer, next: &Recent, rows: &[NewEntry], nodes: &[Node]) -> Result<String, StoreError> {
+/// checkpoint (and the marks of the queued rows it integrates) in one transaction; the signed note.
+async fn commit(
+    sequencer: &Sequencer,
+    next: &Recent,
+    rows: &[NewEntry],
+    nodes: &[Node],
+    queued: &[(i64, u64)],
+) -> Result<String, StoreError> {
     let size = next.size();
     let root = subtrees::hash_of(next, &sequencer.store, 0, size).await?;
     let note = sequencer.signer.sign(
@@ -401,7 +458,7 @@ async fn commit(sequencer: &Sequencer, next: &Recent, rows: &[NewEntry], nodes: 
     );
     sequencer
         .store
-        .append_fenced(rows, nodes, (size, &note), sequencer.epoch)
+        .append_fenced(rows, nodes, (size, &note), sequencer.epoch, queued)
         .await?;
     Ok(note)
 }

@@ -213,24 +213,28 @@ impl Store {
     /// `nodes` are the perfect subtrees the batch completes at the stored levels (see
     /// [`crate::subtrees`]), written in the same transaction.
     pub async fn append(&self, rows: &[NewEntry], nodes: &[Node], checkpoint: (u64, &str)) -> Result<(), StoreError> {
-        self.append_fenced(rows, nodes, checkpoint, None).await
+        self.append_fenced(rows, nodes, checkpoint, None, &[]).await
     }
 
     /// [`Store::append`], on PostgreSQL refused with [`StoreError::LeaseLost`] unless the
     /// sequencer's lease of `epoch` is held while the batch commits (see
-    /// [`crate::lease`]). SQLite has no lease (one process).
+    /// [`crate::lease`]). SQLite has no lease (one process). `queued` pairs the rows of the
+    /// append queue the batch integrates with their indices ([`crate::queue`]; with a lease
+    /// only): they are marked in the same statement, which fails unless each was waiting.
     pub async fn append_fenced(
         &self,
         rows: &[NewEntry],
         nodes: &[Node],
         checkpoint: (u64, &str),
         epoch: Option<i64>,
+        queued: &[(i64, u64)],
     ) -> Result<(), StoreError> {
         let mut keys = std::collections::BTreeMap::new();
         for row in rows {
             keys.entry(body::period_of(row.time_micros)).or_insert(None);
         }
         match self {
+            Store::Sqlite(_) if !queued.is_empty() => return Err(StoreError::NoLease),
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 for (period, key) in &mut keys {
@@ -246,7 +250,7 @@ impl Store {
                     *key = Some(postgres_period_key(pool, period).await?);
                 }
                 let sealed = seal_all(rows, &keys)?;
-                postgres_append(pool, &sealed, nodes, checkpoint, epoch)
+                postgres_append(pool, &sealed, nodes, checkpoint, (epoch, queued))
                     .await
                     .map_err(|e| match (e, epoch) {
                         (StoreError::Db(sqlx::Error::Database(db)), Some(epoch))
@@ -760,7 +764,7 @@ async fn postgres_append(
     rows: &[SealedEntry],
     nodes: &[Node],
     checkpoint: (u64, &str),
-    epoch: Option<i64>,
+    (epoch, queued): (Option<i64>, &[(i64, u64)]),
 ) -> Result<(), StoreError> {
     let idx: Vec<i64> = rows.iter().map(|r| to_i64(r.index)).collect();
     let leaves: Vec<&[u8]> = rows.iter().map(|r| &r.leaf_hash[..]).collect();
@@ -786,7 +790,27 @@ async fn postgres_append(
          nodes AS (INSERT INTO audit_node (level, idx, hash) \
              SELECT u.* FROM fence, UNNEST($5::int[], $6::bigint[], $7::bytea[]) AS u) \
          INSERT INTO audit_checkpoint (tree_size, note) SELECT $8, $9 FROM fence";
-    let query = if epoch.is_some() { FENCED } else { UNFENCED };
+    // A batch integrated from the append queue also marks each queued row with its index
+    // (failing unless every one was waiting) and tells the replicas following the log of
+    // the new size (`NOTIFY`, sent at commit).
+    const QUEUED: &str = "WITH fence AS MATERIALIZED (SELECT audit_fence($10) AS epoch), \
+         entries AS (INSERT INTO audit_entry (idx, leaf_hash, entry, period) \
+             SELECT u.* FROM fence, UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::text[]) AS u), \
+         nodes AS (INSERT INTO audit_node (level, idx, hash) \
+             SELECT u.* FROM fence, UNNEST($5::int[], $6::bigint[], $7::bytea[]) AS u), \
+         marked AS (UPDATE audit_queue q SET idx = u.idx, entry = ''::bytea \
+             FROM fence, UNNEST($11::bigint[], $12::bigint[]) AS u(id, idx) \
+             WHERE q.id = u.id AND q.idx IS NULL RETURNING 1), \
+         checked AS MATERIALIZED (SELECT audit_dequeued((SELECT COUNT(*) FROM marked), $13) AS ok), \
+         told AS MATERIALIZED (SELECT pg_notify('cii_audit_size', ($8::bigint)::text) FROM checked) \
+         INSERT INTO audit_checkpoint (tree_size, note) SELECT $8, $9 FROM fence, checked, (SELECT COUNT(*) FROM told) t";
+
+    let query = match (epoch, queued.is_empty()) {
+        (None, true) => UNFENCED,
+        (Some(_), true) => FENCED,
+        (Some(_), false) => QUEUED,
+        (None, false) => return Err(StoreError::NoLease),
+    };
     let query = sqlx::query(query);
     let query = query
         .bind(&idx)
@@ -801,6 +825,16 @@ async fn postgres_append(
     let query = match epoch {
         Some(epoch) => query.bind(epoch),
         None => query,
+    };
+    let ids: Vec<i64> = queued.iter().map(|(id, _)| *id).collect();
+    let marks: Vec<i64> = queued.iter().map(|(_, index)| to_i64(*index)).collect();
+    let query = if queued.is_empty() {
+        query
+    } else {
+        query
+            .bind(ids)
+            .bind(marks)
+            .bind(i64::try_from(queued.len()).unwrap_or(i64::MAX))
     };
     query.execute(pool).await?;
     Ok(())

@@ -230,14 +230,21 @@ struct Kept {
     answered: bool,
 }
 
-/// Completes held transfers nobody is deciding every `interval`, until `stop` (a task of its own).
+/// Completes held transfers nobody is deciding every `interval`, until `stop` (a task of its own),
+/// while this gateway sequences the log (`sequencing`); a replica that begins to sequence
+/// completes them at once (those of the replica it took over from).
 pub fn sweep_held(
     transfers: &std::sync::Arc<Transfers>,
     interval: std::time::Duration,
-    stop: &tokio::sync::watch::Receiver<bool>,
+    (stop, sequencing): (&tokio::sync::watch::Receiver<bool>, &tokio::sync::watch::Receiver<bool>),
 ) {
-    let (transfers, mut stop) = (transfers.clone(), stop.clone());
-    tokio::spawn(async move {
+    let (transfers, gate, sequencing) = (transfers.clone(), stop.clone(), sequencing.clone());
+    let mut stop = stop.clone();
+    let at_once = !*sequencing.borrow();
+    let sweeping = async move {
+        if at_once {
+            transfers.complete_all_held().await;
+        }
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
@@ -248,5 +255,6 @@ pub fn sweep_held(
             }
             transfers.complete_all_held().await;
         }
-    });
+    };
+    drop(crate::lease::when_sequencing(sequencing, gate, sweeping));
 }

@@ -1,0 +1,457 @@
+//! One log, several gateway replicas (a PostgreSQL log): every replica accepts transfers and
+//! appends through the append queue (`audit_queue`, migration 0008); the holder of the
+//! sequencer's lease ([`crate::lease`]) integrates what waits there, in queue order, and every
+//! replica follows the log's checkpoints to answer its callers.
+//!
+//! - [`Log::follow`]: a replica's log. An append queues the entry's bytes (`NOTIFY
+//!   cii_audit_queue`) and waits until a sequencer has marked its row with an index; the
+//!   follower task reads each new checkpoint (`NOTIFY cii_audit_size`, or a poll), checks its
+//!   signature and that the entries' tree has its root, and only then answers: a receipt is
+//!   never handed out before its checkpoint is durable and verified (log before deliver).
+//! - [`integrate`]: the lease holder's task, the sequencer fed from the queue. A batch's
+//!   entries, its checkpoint and the marks of its queued rows are one fenced statement: a row
+//!   is integrated once, with its batch, or not at all.
+//!
+//! Exactly one entry per entry: the same bytes queued twice are one row (`entry_sha256` is
+//! unique). Held transfers carry their encoded entry, so the sender's retry on one replica
+//! and the sweep on another, completing the same transfer at once, wait for the same row.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::{Notify, watch};
+
+use crate::entry::{Entry, decode, encode};
+use crate::merkle::{inclusion_ranges, leaf_hash};
+use crate::note::{Signer, Verifier};
+use crate::sequencer::{Appends, Committed, Log, LogError, MAX_BATCH, Receipt, Stats, hashes_of, submit};
+use crate::store::{Store, StoreError};
+use crate::subtrees;
+
+/// Notified (at commit) with the new size whenever a batch is appended.
+const SIZES: &str = "cii_audit_size";
+/// Notified whenever an entry is queued.
+const QUEUED: &str = "cii_audit_queue";
+/// How often the store is read without a notification (one lost while reconnecting).
+const POLL: Duration = Duration::from_millis(500);
+/// How often a caller waiting for its row looks at the store itself.
+const RECHECK: Duration = Duration::from_secs(2);
+/// How long an append waits for a sequencer (a takeover lasts at most a lease); then it fails
+/// as unavailable, its transfer stays held and is completed once, later.
+const WAIT: Duration = Duration::from_secs(60);
+/// How often integrated rows older than a day are deleted.
+const FORGET_EVERY: Duration = Duration::from_secs(600);
+
+/// The callers of this process waiting for their queued rows, by row id.
+#[derive(Debug)]
+pub(crate) struct Waiters {
+    waiting: Mutex<HashMap<i64, Vec<tokio::sync::oneshot::Sender<u64>>>>,
+    /// Flipped when this replica gives up waiting ([`Log::abandon_waits`]).
+    abandoned: watch::Sender<bool>,
+}
+
+impl Default for Waiters {
+    fn default() -> Waiters {
+        Waiters {
+            waiting: Mutex::default(),
+            abandoned: watch::channel(false).0,
+        }
+    }
+}
+
+impl Waiters {
+    fn resolve(&self, marked: Vec<(i64, u64)>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, index) in marked {
+            for waiter in waiting.remove(&id).unwrap_or_default() {
+                let _ = waiter.send(index);
+            }
+        }
+    }
+
+    /// The index row `id` gets, once a sequencer integrated it.
+    async fn wait(&self, store: &Store, id: i64) -> Result<u64, LogError> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .push(tx);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut abandoned = self.abandoned.subscribe();
+        let result = loop {
+            // Integrated before this caller was listed, or its notification lost: the store says.
+            match store.queued_index(id).await {
+                Ok(Some(index)) => break Ok(index),
+                Ok(None) => {}
+                Err(e) => break Err(e.into()),
+            }
+            let until = deadline.min(tokio::time::Instant::now() + RECHECK);
+            tokio::select! {
+                answer = &mut rx => match answer {
+                    Ok(index) => break Ok(index),
+                    Err(_) => break Err(LogError::Closed),
+                },
+                () = tokio::time::sleep_until(until) => {}
+                _ = abandoned.wait_for(|a| *a) => break Err(LogError::Closed),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break Err(LogError::Closed);
+            }
+        };
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = waiting.get_mut(&id) {
+            list.retain(|w| !w.is_closed());
+            if list.is_empty() {
+                waiting.remove(&id);
+            }
+        }
+        result
+    }
+}
+
+impl Log {
+    /// The log of a replica sharing a PostgreSQL log with others: appends are queued for
+    /// whichever replica holds the sequencer's lease ([`integrate`]), reads follow the newest
+    /// checkpoint (`verifier` checks each). The task runs while a handle to the log is alive.
+    pub async fn follow(
+        store: Store,
+        verifier: Verifier,
+        origin: String,
+    ) -> Result<(Log, tokio::task::JoinHandle<()>), LogError> {
+        let pool = postgres(&store)?.clone();
+        let committed = crate::sequencer::load_checked(&store, &verifier, &origin, true).await?;
+        let size = committed.size;
+        let committed = Arc::new(std::sync::RwLock::new(committed));
+        let waiters = Arc::new(Waiters::default());
+        let (sizes_tx, sizes) = watch::channel(size);
+        let follower = Follower {
+            store: store.clone(),
+            verifier,
+            origin,
+            committed: committed.clone(),
+            waiters: waiters.clone(),
+            sizes: sizes_tx,
+        };
+        let heard = listen(pool, SIZES);
+        let task = tokio::spawn(follower.run(heard));
+        Ok((
+            Log {
+                appends: Appends::Queue(waiters),
+                committed,
+                store,
+                sizes,
+            },
+            task,
+        ))
+    }
+}
+
+impl Log {
+    /// Every append of this replica still waiting for a sequencer fails now as unavailable
+    /// (and every later one): its gateway stops. What it queued stays queued, integrated
+    /// later by whichever replica sequences; a retry of the same entry finds it there.
+    pub fn abandon_waits(&self) {
+        if let Appends::Queue(waiters) = &self.appends {
+            waiters.abandoned.send_replace(true);
+        }
+    }
+}
+
+/// Queues `entry` and waits for its receipt (see the module's documentation).
+pub(crate) async fn append(log: &Log, waiters: &Waiters, entry: Entry) -> Result<Receipt, LogError> {
+    if *waiters.abandoned.borrow() {
+        return Err(LogError::Closed);
+    }
+    let queued = Entry { index: 0, ..entry };
+    let (id, marked) = log.store.enqueue(&encode(&queued)).await?;
+    let index = match marked {
+        Some(index) => index,
+        None => waiters.wait(&log.store, id).await?,
+    };
+    let mut sizes = log.sizes.clone();
+    match tokio::time::timeout(WAIT, sizes.wait_for(|size| *size > index)).await {
+        Ok(Ok(_)) => {}
+        _ => return Err(LogError::Closed),
+    }
+    let (recent, size, note) = {
+        let c = log.committed.read().unwrap_or_else(PoisonError::into_inner);
+        (c.recent.clone(), c.size, c.note.clone())
+    };
+    let bytes = encode(&Entry { index, ..queued });
+    let leaf = leaf_hash(&bytes);
+    if subtrees::node(&recent, &log.store, 0, index).await? != leaf {
+        return Err(LogError::Inconsistent(format!(
+            "the entry at index {index} is not the one queued as row {id}"
+        )));
+    }
+    let ranges = inclusion_ranges(index, size).unwrap_or_default();
+    Ok(Receipt {
+        index,
+        leaf_hash: leaf,
+        checkpoint: note,
+        tree_size: size,
+        inclusion_proof: hashes_of(&recent, &log.store, &ranges).await?,
+        entry: bytes,
+    })
+}
+
+/// A replica's view of the log, moved forward checkpoint by checkpoint.
+struct Follower {
+    store: Store,
+    verifier: Verifier,
+    origin: String,
+    committed: Arc<std::sync::RwLock<Committed>>,
+    waiters: Arc<Waiters>,
+    sizes: watch::Sender<u64>,
+}
+
+impl Follower {
+    async fn run(self, heard: Arc<Notify>) {
+        loop {
+            if let Err(e) = self.advance().await {
+                tracing::error!(code = e.code(), error = %e, "the audit log could not be followed");
+            }
+            tokio::select! {
+                () = self.sizes.closed() => return,
+                () = heard.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Moves to the newest checkpoint if it is newer: its signature, then the root of the
+    /// entries it covers, checked before anyone is answered.
+    async fn advance(&self) -> Result<(), LogError> {
+        let Some((size, note)) = self.store.latest_checkpoint().await? else {
+            return Ok(());
+        };
+        let (mut next, old) = {
+            let c = self.committed.read().unwrap_or_else(PoisonError::into_inner);
+            ((*c.recent).clone(), c.size)
+        };
+        if size <= old {
+            return Ok(());
+        }
+        let checkpoint = self
+            .verifier
+            .open_checkpoint(&note, &self.origin)
+            .map_err(|e| LogError::Inconsistent(format!("newest checkpoint: {e}")))?;
+        let leaves = self.store.hashes(0, old, size).await?;
+        if checkpoint.size != size || leaves.len() as u64 != size - old {
+            return Err(LogError::Inconsistent(format!(
+                "the checkpoint of size {size} does not match the stored entries"
+            )));
+        }
+        let mut completed = Vec::new();
+        for leaf in leaves {
+            next.push(leaf, &mut completed);
+        }
+        if subtrees::hash_of(&next, &self.store, 0, size).await? != checkpoint.root {
+            return Err(LogError::Inconsistent(format!(
+                "the entries do not have the root the checkpoint of size {size} signs"
+            )));
+        }
+        {
+            let mut c = self.committed.write().unwrap_or_else(PoisonError::into_inner);
+            *c = Committed {
+                recent: Arc::new(next),
+                size,
+                note,
+            };
+        }
+        self.sizes.send_replace(size);
+        self.waiters.resolve(self.store.integrated(old, size).await?);
+        Ok(())
+    }
+}
+
+/// The sequencer of a shared log, run by the holder of `lease`: integrates the queued entries
+/// in queue order until `stop` flips, the lease is lost (its batches are refused) or the
+/// sequencer stops; then the statistics. Opens the log after the lease was acquired, so it
+/// reads the store after the last batch of any earlier holder.
+pub async fn integrate(
+    store: Store,
+    signer: Arc<Signer>,
+    origin: String,
+    lease: &crate::lease::Lease,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Stats>, LogError> {
+    let pool = postgres(&store)?.clone();
+    let (log, sequencer) = Log::open_leased(store.clone(), signer, origin, lease).await?;
+    let heard = listen(pool, QUEUED);
+    Ok(tokio::spawn(async move {
+        let mut forgotten = tokio::time::Instant::now();
+        loop {
+            match integrate_waiting(&log, &store).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(LogError::Closed) => break,
+                Err(e) => tracing::error!(code = e.code(), error = %e, "queued audit entries not integrated"),
+            }
+            if forgotten.elapsed() >= FORGET_EVERY {
+                forgotten = tokio::time::Instant::now();
+                if let Err(e) = store.forget_integrated().await {
+                    tracing::warn!(error = %e, "integrated queue rows not deleted");
+                }
+            }
+            tokio::select! {
+                () = heard.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                () = log.closed() => break,
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        drop(log);
+        sequencer.await.unwrap_or_default()
+    }))
+}
+
+/// One batch from the queue through the sequencer; whether it was full (more may wait).
+async fn integrate_waiting(log: &Log, store: &Store) -> Result<bool, LogError> {
+    let Appends::Sequencer(tx) = &log.appends else {
+        return Err(LogError::Closed);
+    };
+    let waiting = store.waiting(MAX_BATCH).await?;
+    let full = waiting.len() == MAX_BATCH;
+    let mut answers = Vec::with_capacity(waiting.len());
+    for (id, bytes) in waiting {
+        let entry = decode(&bytes).ok().filter(|entry| crate::entry::check(entry).is_ok());
+        let Some(entry) = entry else {
+            // Queued by no replica of this release (each checks before queueing): dropped,
+            // its caller, if any, times out.
+            tracing::error!(row = id, "a queued audit entry is malformed: dropped");
+            store.drop_queued(id).await?;
+            continue;
+        };
+        answers.push(submit(tx, entry, Some(id)).await?);
+    }
+    let mut failed = None;
+    for answer in answers {
+        match answer.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => failed = Some(LogError::Store(StoreError::Db(sqlx::Error::Protocol(message)))),
+            Err(_) => failed = Some(LogError::Closed),
+        }
+    }
+    failed.map_or(Ok(full), Err)
+}
+
+/// Wakes (through the returned `Notify`) on every notification of `channel`; a task of its
+/// own, so that no notification is lost to a cancelled wait, ended when the pool closes.
+fn listen(pool: PgPool, channel: &'static str) -> Arc<Notify> {
+    let heard = Arc::new(Notify::new());
+    let notify = heard.clone();
+    tokio::spawn(async move {
+        let mut listener = loop {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut listener) => match listener.listen(channel).await {
+                    Ok(()) => break listener,
+                    Err(e) => tracing::warn!(error = %e, channel, "not listening (polling meanwhile)"),
+                },
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => tracing::warn!(error = %e, channel, "not listening (polling meanwhile)"),
+            }
+            if pool.is_closed() {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        loop {
+            match listener.recv().await {
+                Ok(_) => notify.notify_one(),
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel, "listening interrupted (polling meanwhile)");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    });
+    heard
+}
+
+fn postgres(store: &Store) -> Result<&PgPool, StoreError> {
+    match store {
+        Store::Postgres(pool) => Ok(pool),
+        Store::Sqlite(_) => Err(StoreError::NoLease),
+    }
+}
+
+fn to_index(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The append queue's statements (PostgreSQL only).
+impl Store {
+    /// Queues an entry's bytes: the row's id, and its index if the same bytes were queued and
+    /// integrated before.
+    async fn enqueue(&self, bytes: &[u8]) -> Result<(i64, Option<u64>), StoreError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        // DO UPDATE (of nothing) returns the row another caller queued, even one committed
+        // while this statement waited for it; DO NOTHING would return no row then.
+        let (id, index): (i64, Option<i64>) = sqlx::query_as(
+            "WITH queued AS (INSERT INTO audit_queue (entry_sha256, entry) VALUES ($1, $2) \
+                 ON CONFLICT (entry_sha256) DO UPDATE SET entry_sha256 = EXCLUDED.entry_sha256 \
+                 RETURNING id, idx), \
+             told AS MATERIALIZED (SELECT pg_notify('cii_audit_queue', '')) \
+             SELECT id, idx FROM queued, (SELECT COUNT(*) FROM told) t",
+        )
+        .bind(digest.as_ref())
+        .bind(bytes)
+        .fetch_one(postgres(self)?)
+        .await?;
+        Ok((id, index.map(to_index)))
+    }
+
+    /// The index row `id` got, once integrated.
+    async fn queued_index(&self, id: i64) -> Result<Option<u64>, StoreError> {
+        let index: Option<Option<i64>> = sqlx::query_scalar("SELECT idx FROM audit_queue WHERE id = $1")
+            .bind(id)
+            .fetch_optional(postgres(self)?)
+            .await?;
+        Ok(index.flatten().map(to_index))
+    }
+
+    /// The rows waiting, oldest first, at most `limit`.
+    async fn waiting(&self, limit: usize) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT id, entry FROM audit_queue WHERE idx IS NULL ORDER BY id LIMIT $1")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(postgres(self)?)
+                .await?,
+        )
+    }
+
+    /// The rows integrated at indices `from..to`, with their indices.
+    async fn integrated(&self, from: u64, to: u64) -> Result<Vec<(i64, u64)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, idx FROM audit_queue WHERE idx >= $1 AND idx < $2")
+            .bind(i64::try_from(from).unwrap_or(i64::MAX))
+            .bind(i64::try_from(to).unwrap_or(i64::MAX))
+            .fetch_all(postgres(self)?)
+            .await?;
+        Ok(rows.into_iter().map(|(id, index)| (id, to_index(index))).collect())
+    }
+
+    /// Deletes a waiting row the sequencer cannot append.
+    async fn drop_queued(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM audit_queue WHERE id = $1 AND idx IS NULL")
+            .bind(id)
+            .execute(postgres(self)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes rows integrated more than a day ago (their entries are found in the log).
+    async fn forget_integrated(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM audit_queue WHERE idx IS NOT NULL AND queued_at < clock_timestamp() - interval '1 day'",
+        )
+        .execute(postgres(self)?)
+        .await?;
+        Ok(())
+    }
+}
