@@ -5,6 +5,7 @@
 
 mod consent_feed;
 mod lease;
+mod queue;
 
 use cii_gateway::store::{
     ObligationRecord, PendingReview, ReviewAnswer, SenderNotice, Store, StoreError, TransferRecord,
