@@ -653,6 +653,21 @@ impl Network {
         tls::channel_with_deadline(&format!("https://127.0.0.1:{}", addr.port()), config, deadline).expect("channel")
     }
 
+    /// A channel to any of the gateways at `addrs` presenting `party`'s certificate, as a node
+    /// with `gateway_replicas` has (`cii_kit::tls::channel_to_any`).
+    pub fn gateway_channel_to_any(&self, addrs: &[SocketAddr], party: &PeerIdentity) -> Channel {
+        let config = tls::client_config(
+            &self.identity(party),
+            PeerPolicy::only(PeerIdentity::Gateway, |_| false),
+        )
+        .expect("client config");
+        let urls: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("https://127.0.0.1:{}", a.port()))
+            .collect();
+        tls::channel_to_any(&urls, config, tls::CALL_DEADLINE).expect("channel")
+    }
+
     /// Starts a second gateway process on this network's configuration (the same stores,
     /// keys and registry) on a port of its own.
     pub async fn start_second_gateway(&self) -> SecondProcess {

@@ -160,6 +160,24 @@ async fn open_audit_store(config: &GatewayConfig) -> Result<cii_audit::Store, Ru
     }
 }
 
+/// The health check's name for the sequencer's role: `SERVING` on the replica that sequences
+/// the log (always, alone on SQLite), `NOT_SERVING` on the others (they serve all the same).
+pub const SEQUENCER_HEALTH: &str = "cii.audit.v1.Sequencer";
+
+/// Keeps [`SEQUENCER_HEALTH`] up to date with this replica's role.
+async fn report_sequencing(
+    reporter: cii_kit::grpc::HealthReporter,
+    mut sequencing: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let serving = *sequencing.borrow_and_update();
+        cii_kit::grpc::set_serving(&reporter, SEQUENCER_HEALTH, serving).await;
+        if sequencing.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Services the gateway serves (listed by reflection, reported by health).
 pub const SERVICES: &[&str] = &[
     "cii.gateway.v1.Gateway",
@@ -549,8 +567,9 @@ async fn services(
 ) -> Result<(tonic::transport::server::Router<cii_kit::grpc::Layers>, delivery::Nodes), RunError> {
     let (config, clock) = (p.config, p.clock);
     let registry = config.registry.clone();
-    let (_health_reporter, health, reflection_v1, reflection_v1alpha) =
+    let (health_reporter, health, reflection_v1, reflection_v1alpha) =
         cii_kit::grpc::health_and_reflection(SERVICES).await?;
+    tokio::spawn(report_sequencing(health_reporter, p.sequencing.clone()));
     let authenticate = authenticate(config, clock, overstepped);
     let nodes = delivery::Nodes::new(
         registry.clone(),

@@ -82,6 +82,11 @@ async fn a_second_gateway_on_the_same_log_serves_at_once_and_takes_over_when_the
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     served.expect("the second gateway serves while the first sequences");
+    assert!(
+        sequences(net.gateway_channel_as(&orp)).await,
+        "health: the first sequences"
+    );
+    assert!(!sequences(at_second()).await, "health: the second does not");
     assert_eq!(
         cii_audit::lease::state(&audit).await.expect("lease"),
         first,
@@ -113,6 +118,15 @@ async fn a_second_gateway_on_the_same_log_serves_at_once_and_takes_over_when_the
     }
     assert_eq!(taken.epoch, first.epoch + 1, "{taken:?}");
     assert!(taken.live && taken.holder != first.holder, "{taken:?}");
+    let mut now_sequences = false;
+    for _ in 0..50 {
+        now_sequences = sequences(at_second()).await;
+        if now_sequences {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(now_sequences, "health: the second sequences now");
     let size_before = checkpoint(at_second()).await.expect("served");
     let again = GatewayClient::new(at_second())
         .submit_transfer(with_token(direct_report(&net, "two-2"), &token(&net, ORP)))
@@ -191,6 +205,52 @@ async fn the_same_transfer_sent_to_two_replicas_at_once_is_decided_and_logged_on
     }
     let items = inbox_of_size(&net, AI, 5).await;
     assert_eq!(items.len(), 5, "each delivered and stored once");
+    second.stop().await;
+}
+
+/// Whether the gateway behind `channel` says it sequences the log (its health check).
+async fn sequences(channel: tonic::transport::Channel) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: cii_gateway::SEQUENCER_HEALTH.into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    answer.status == ServingStatus::Serving as i32
+}
+
+/// Clients that know several gateways spread over them: each channel connects first to one
+/// picked at random (told apart here by their health: only one sequences).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_knowing_two_gateways_spread_over_both() {
+    let net = Network::start_with(&members(), on_postgres().await).await;
+    let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
+    let second = net.start_second_gateway().await;
+    let addrs = [net.gateway, second.addr];
+    let mut sequencing = 0;
+    for _ in 0..16 {
+        let channel = net.gateway_channel_to_any(&addrs, &orp);
+        for _ in 0..50 {
+            // The second's port answers once its log is open.
+            if tonic_health::pb::health_client::HealthClient::new(channel.clone())
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if sequences(channel).await {
+            sequencing += 1;
+        }
+    }
+    assert!(
+        (1..16).contains(&sequencing),
+        "{sequencing} of 16 clients reached the sequencing replica"
+    );
     second.stop().await;
 }
 
@@ -273,9 +333,10 @@ async fn a_gateway_that_lost_the_lease_appends_nothing_and_stops() {
     audit.close().await;
 }
 
-/// Nodes that know a second gateway (`gateway_replicas`) carry on through it once the first
-/// gateway stops: the second takes the lease over, the nodes' next connection reaches it, and
-/// their transfers are decided, logged in the same log and delivered.
+/// Nodes that know two gateways (`gateway_replicas`) use either (each node picks one at
+/// random) and carry on through the second once the first stops: the second takes the lease
+/// over, the nodes' next connection reaches it, and their transfers are decided, logged in
+/// the same log and delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_carry_on_through_the_second_gateway_when_the_first_stops() {
     let standby = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -287,13 +348,13 @@ async fn nodes_carry_on_through_the_second_gateway_when_the_first_stops() {
         ..on_postgres().await
     };
     let mut net = Network::start_with(&members(), options).await;
+    let second = net.start_second_gateway_on(standby);
     enrol_everywhere(&net).await;
     let facts = ["person_informed_before", "incapacity_for_work_or_threatened"];
     let first = send(&net, ORP, report("fo-1", &facts))
         .await
-        .expect("through the first gateway");
+        .expect("through either gateway");
     assert_eq!(outcome(&first), Outcome::Permit);
-    let second = net.start_second_gateway_on(standby);
     net.stop_gateway().await;
     // While the standby takes over: unreachable, or the same id still being decided.
     let answer = send_once_reachable(&net, report("fo-2", &facts)).await;
@@ -1349,9 +1410,10 @@ async fn the_gateway_carries_on_through_a_second_consent_registry_on_the_same_da
         ..Options::default()
     };
     let mut net = Network::start_with(&members(), options).await;
+    // Both serve from the start (the gateway picks either); then the first stops.
+    let second = net.start_second_consent_on(spare);
     enrol_everywhere(&net).await;
     let consent = record_orp_consent(&net, handover_consent()).await;
-    let second = net.start_second_consent_on(spare);
     net.stop_consent().await;
 
     let permitted = send_once_reachable(&net, handover("r-1")).await;

@@ -1,6 +1,7 @@
 //! Several gateways, one log (issue 23): three gateway processes on one real PostgreSQL
 //! cluster (the audit log and the operational store) and four nodes that know all three,
-//! under a mixed load of permitted and refused transfers. The sequencing gateway is SIGKILLed
+//! under a mixed load of permitted and refused transfers, each node using whichever gateway it
+//! picked (all three serve; one sequences). The sequencing gateway is SIGKILLed
 //! `CII_FAULT_KILLS` times (default 3) and restarted; then the sequencing gateway is paused
 //! (SIGSTOP) past its lease, another takes over, and the paused one is resumed. Afterwards:
 //! every answered transfer has exactly one entry, every permitted one was stored once by its
@@ -205,7 +206,8 @@ async fn three_gateways_on_one_log_survive_kills_and_a_pause() {
         })
         .collect();
 
-    // The sequencing gateway killed without warning, `kills` times; restarted, it stands by.
+    // The sequencing gateway killed without warning, `kills` times; restarted, it serves again
+    // as a replica while another sequences.
     let mut epoch = first.epoch;
     let mut holder = first.holder;
     for round in 0..kills {

@@ -11,6 +11,19 @@ pub use tonic_reflection::server::Error as ReflectionError;
 
 pub use crate::status::{CODE_TRAILER, ERROR_DOMAIN, FIELD_TRAILER, error_code, error_field};
 
+/// Reports a service (or a role, such as the gateway's sequencer) as serving or not.
+pub type HealthReporter = tonic_health::server::HealthReporter;
+
+/// Sets `name`'s status on the health service.
+pub async fn set_serving(reporter: &HealthReporter, name: &str, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status(name, status).await;
+}
+
 /// gRPC health (reporting SERVING for `services` and the server as a whole)
 /// and reflection v1 and v1alpha listing exactly `services`.
 pub async fn health_and_reflection(

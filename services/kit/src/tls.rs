@@ -653,9 +653,10 @@ fn target(url: &str) -> Result<Target, TlsError> {
     })
 }
 
-/// A lazily connecting gRPC channel to the first of `urls` that answers: replicas of one
-/// service (`https://host:port` each). Each (re)connection tries them in turn from the one
-/// that answered last; a connection lost (the replica stopped) is made again to the next that
+/// A lazily connecting gRPC channel to one of `urls` that answers: replicas of one service
+/// (`https://host:port` each). The first connection tries them in turn from one picked at
+/// random (so that many clients spread over the replicas), each reconnection from the one that
+/// answered last; a connection lost (the replica stopped) is made again to the next that
 /// answers, and the calls in flight on the lost one fail (`UNAVAILABLE`; the caller retries).
 pub fn channel_to_any(
     urls: &[String],
@@ -681,7 +682,10 @@ pub fn channel_to_any(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
     let connector = TlsConnector::from(config);
-    let current = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut pick = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut pick);
+    let start = usize::try_from(u32::from_be_bytes(pick)).unwrap_or(0) % targets.len();
+    let current = Arc::new(std::sync::atomic::AtomicUsize::new(start));
     let connect = tower::service_fn(move |_: Uri| {
         let (connector, targets, current) = (connector.clone(), targets.clone(), current.clone());
         async move {
