@@ -734,6 +734,36 @@ impl Network {
         SecondProcess { addr, stop, task }
     }
 
+    /// Node `i`'s inbox (up to 100 items), read by a caseworker.
+    pub async fn inbox(&self, i: usize) -> Vec<cii_proto::node::InboxItem> {
+        let token = self.token(i, "caseworker.1", &[cii_types::Role::Caseworker]);
+        cii_proto::node::node_client::NodeClient::new(self.node_api_channel(i))
+            .list_inbox(with_token(cii_proto::node::ListInboxRequest { limit: 100 }, &token))
+            .await
+            .expect("inbox")
+            .into_inner()
+            .items
+    }
+
+    /// Waits until node `i`'s inbox holds `n` items (deliveries are asynchronous when queued).
+    pub async fn inbox_of_size(&self, i: usize, n: usize) -> Vec<cii_proto::node::InboxItem> {
+        for _ in 0..200 {
+            let items = self.inbox(i).await;
+            if items.len() >= n {
+                return items;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("inbox of node {i} never reached {n} items");
+    }
+
+    /// Starts the consent registry again on its former address (after [`Network::stop_consent`]).
+    pub async fn restart_consent(&mut self) {
+        let second = self.start_second_consent_on(rebind(self.consent).await);
+        self.consent_stop = Some(second.stop);
+        self.consent_task = Some(second.task);
+    }
+
     /// Stops the consent registry and waits for it.
     pub async fn stop_consent(&mut self) {
         if let Some(stop) = self.consent_stop.take() {

@@ -58,63 +58,159 @@ fn start_cluster() -> Cluster {
             _dir: None,
         };
     }
-    let bin = bin_dir()
-        .expect("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb) and TEST_DATABASE_URL is not set");
-    let dir = tempfile::Builder::new().prefix("cii-pg-").tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    if is_root() {
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-    }
-    let out = run_as_postgres(
-        &bin.join("initdb"),
-        &[
-            "-D",
-            &data.to_string_lossy(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-    );
-    assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let options = format!(
-        "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=200 -c fsync=on",
-        dir.path().display()
-    );
-    let log = dir.path().join("pg.log");
-    let out = run_as_postgres(
-        &bin.join("pg_ctl"),
-        &[
-            "-D",
-            &data.to_string_lossy(),
-            "-o",
-            &options,
-            "-l",
-            &log.to_string_lossy(),
-            "-w",
-            "start",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "pg_ctl start: {} {}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    stop_when_process_exits(&bin.join("pg_ctl"), &data);
+    let server = Server::start(None);
     Cluster {
-        base_url: format!("postgres://postgres@127.0.0.1:{port}"),
-        _dir: Some(dir),
+        base_url: server.base_url.clone(),
+        _dir: Some(server.dir),
+    }
+}
+
+/// A server made with `initdb` and started with `pg_ctl` in a folder of its own.
+struct Server {
+    base_url: String,
+    port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// On `port` (a free one if `None`).
+    fn start(port: Option<u16>) -> Server {
+        let bin = bin_dir().expect(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb) and TEST_DATABASE_URL is not set",
+        );
+        let dir = tempfile::Builder::new().prefix("cii-pg-").tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status();
+        }
+        let out = run_as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .expect("port")
+                .local_addr()
+                .expect("addr")
+                .port()
+        });
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c max_connections=200 -c fsync=on",
+            dir.path().display()
+        );
+        let log = dir.path().join("pg.log");
+        let out = run_as_postgres(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-o",
+                &options,
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        stop_when_process_exits(&bin.join("pg_ctl"), &data);
+        Server {
+            base_url: format!("postgres://postgres@127.0.0.1:{port}"),
+            port,
+            bin,
+            data,
+            dir,
+        }
+    }
+}
+
+/// A cluster of one test's own, which it may destroy (the restore test: back up, destroy,
+/// restore into a fresh cluster).
+pub struct OwnCluster {
+    server: Server,
+}
+
+impl OwnCluster {
+    /// A new cluster on `port` (a free one if `None`: pass a destroyed cluster's port to put
+    /// a fresh one in its place).
+    pub fn start(port: Option<u16>) -> OwnCluster {
+        OwnCluster {
+            server: Server::start(port),
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// Creates database `name`; its URL.
+    pub async fn database(&self, name: &str) -> String {
+        create_database(&self.server.base_url, name).await
+    }
+
+    /// `pg_dump --format=custom` of database `name` into `file` (the operator guide's backup).
+    pub fn dump(&self, name: &str, file: &std::path::Path) {
+        self.client("pg_dump", &["--format=custom", "--file", &file.to_string_lossy(), name]);
+    }
+
+    /// `pg_restore` of `file` into database `name` (created before, empty).
+    pub fn restore(&self, name: &str, file: &std::path::Path) {
+        self.client(
+            "pg_restore",
+            &["--exit-on-error", "--dbname", name, &file.to_string_lossy()],
+        );
+    }
+
+    fn client(&self, tool: &str, args: &[&str]) {
+        let port = self.server.port.to_string();
+        let out = Command::new(self.server.bin.join(tool))
+            .args(["--host", "127.0.0.1", "--port", &port, "--username", "postgres"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+        assert!(out.status.success(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the cluster at once and deletes its files: nothing of it remains.
+    pub fn destroy(self) {
+        let out = run_as_postgres(
+            &self.server.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &self.server.data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        drop(self.server.dir);
     }
 }
 
@@ -152,8 +248,12 @@ pub async fn fresh_database() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     );
-    let admin_url = format!("{base}/postgres");
-    let pool = sqlx::PgPool::connect(&admin_url)
+    create_database(&base, &name).await
+}
+
+/// Creates database `name` on the server at `base`; its URL.
+async fn create_database(base: &str, name: &str) -> String {
+    let pool = sqlx::PgPool::connect(&format!("{base}/postgres"))
         .await
         .expect("connect to the test server");
     sqlx::query(&format!("CREATE DATABASE {name}"))

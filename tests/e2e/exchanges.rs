@@ -536,24 +536,11 @@ async fn pull(
 }
 
 async fn inbox(net: &Network, i: usize) -> Vec<node_pb::InboxItem> {
-    node(net, i)
-        .list_inbox(with_token(node_pb::ListInboxRequest { limit: 100 }, &token(net, i)))
-        .await
-        .expect("inbox")
-        .into_inner()
-        .items
+    net.inbox(i).await
 }
 
-/// Waits until node `i`'s inbox holds `n` items (deliveries are asynchronous when queued).
 async fn inbox_of_size(net: &Network, i: usize, n: usize) -> Vec<node_pb::InboxItem> {
-    for _ in 0..200 {
-        let items = inbox(net, i).await;
-        if items.len() >= n {
-            return items;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("inbox of node {i} never reached {n} items");
+    net.inbox_of_size(i, n).await
 }
 
 fn outcome(response: &gw::TransferResponse) -> Outcome {

@@ -27,6 +27,8 @@ use cii_tests::{Network, Options, member, with_token};
 use cii_types::{InstitutionType, Role};
 use prost::Message;
 
+mod restore;
+
 const PERSON: &str = "756.1234.5678.97";
 const ORP: usize = 0;
 const AI: usize = 1;
