@@ -178,6 +178,18 @@ async fn report_sequencing(
     }
 }
 
+/// Migrates the audit store and the operational store to this release's schema and returns
+/// (`cii gateway --migrate`, run with the owner's URLs before the replicas start with the
+/// service role's: a Job in deploy/kubernetes/gateway.yaml).
+pub async fn migrate(config: &GatewayConfig) -> Result<(), RunError> {
+    let audit = open_audit_store(config).await?;
+    audit.close().await;
+    let store = store::Store::open(&config.store).await?;
+    store.close().await;
+    tracing::info!("the gateway's stores are migrated");
+    Ok(())
+}
+
 /// Services the gateway serves (listed by reflection, reported by health).
 pub const SERVICES: &[&str] = &[
     "cii.gateway.v1.Gateway",

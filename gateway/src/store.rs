@@ -283,7 +283,12 @@ impl Store {
         if sqlite {
             sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         } else {
-            sqlx::migrate!("migrations/postgres").run(&writer).await?;
+            let migrator = sqlx::migrate!("migrations/postgres");
+            // A service role that may not create tables opens a store its owner migrated
+            // (`cii gateway --migrate` in a Job, deploy/kubernetes/gateway.yaml).
+            if !postgres_migrated(&writer, &migrator).await? {
+                migrator.run(&writer).await?;
+            }
         }
         let pool = pool_of(if sqlite { 4 } else { 8 }).await?;
         let group = group::Committer::start(writer.clone());
@@ -727,4 +732,19 @@ fn obligation_row(r: sqlx::any::AnyRow) -> ObligationRow {
         due_micros: r.get(4),
         fulfilled_micros: r.get(5),
     }
+}
+
+/// Whether every migration of this release is applied to a PostgreSQL store (then nothing
+/// needs DDL rights).
+async fn postgres_migrated(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> Result<bool, StoreError> {
+    let table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !table {
+        return Ok(false);
+    }
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await?;
+    Ok(migrator.iter().all(|m| applied.contains(&m.version)))
 }

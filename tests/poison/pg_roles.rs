@@ -14,6 +14,25 @@ async fn execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     result
 }
 
+/// Runs `deploy/postgres/<script>` as the owner, its role `named` renamed `role` (roles are
+/// per cluster: each test's database gets its own).
+async fn apply_roles(owner_url: &str, script: &str, named: &str, role: &str) {
+    let path = format!("{}/../deploy/postgres/{script}", env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(path)
+        .expect("roles script")
+        .replace(named, role);
+    let statements: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for statement in statements.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        execute(owner_url, statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() {
     let owner_url = cii_tests::pg::fresh_database().await;
@@ -21,22 +40,7 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
     // Roles are per cluster: a name of this database's own.
     let database = owner_url.rsplit('/').next().expect("database name");
     let role = format!("svc_{database}");
-    let script = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/postgres/audit-roles.sql"
-    ))
-    .expect("roles script")
-    .replace("cii_gateway", &role);
-    let statements: String = script
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    for statement in statements.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        execute(&owner_url, statement)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+    apply_roles(&owner_url, "audit-roles.sql", "cii_gateway", &role).await;
     let service_url = owner_url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
 
     // Its ordinary work: open (no DDL), append into an old month and this one, read.
@@ -51,9 +55,15 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
         .await
         .expect("the service role acquires the lease")
         .expect("free");
-    let (log, task) = Log::open_leased(store.clone(), std::sync::Arc::new(signer), origin.into(), &lease)
+    // Appends queued as every replica's are, integrated by the lease holder.
+    let signer = std::sync::Arc::new(signer);
+    let (log, _follower) = Log::follow(store.clone(), signer.verifier(), origin.into())
         .await
-        .expect("log");
+        .expect("the service role follows the log");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = cii_audit::queue::integrate(store.clone(), signer, origin.into(), &lease, stopped)
+        .await
+        .expect("the service role integrates the queue");
     for time_micros in [
         1_704_100_000_000_000,
         cii_types::time::micros(time::OffsetDateTime::now_utc()),
@@ -68,6 +78,7 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
         .expect("append");
     }
     drop(log);
+    stop.send_replace(true);
     task.await.expect("sequencer");
     // Retention through the owner's function: January 2024 is due.
     store
@@ -106,6 +117,68 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
         assert!(
             error.contains("permission denied") || error.contains("must be owner"),
             "{attempt}: {error}"
+        );
+    }
+}
+
+/// The operational store under its service role (`deploy/postgres/operations-roles.sql`): the
+/// owner migrates (`cii gateway --migrate` does the same), the service role opens the store
+/// without DDL, records and releases a transfer, and cannot drop or empty a table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operational_store_works_under_its_service_role_and_no_more() {
+    use cii_gateway::store::{ObligationRecord, Store as Operations, TransferRecord};
+    let owner_url = cii_tests::pg::fresh_database().await;
+    Operations::open(&owner_url)
+        .await
+        .expect("the owner migrates")
+        .close()
+        .await;
+    let database = owner_url.rsplit('/').next().expect("database name");
+    let role = format!("ops_{database}");
+    apply_roles(&owner_url, "operations-roles.sql", "cii_gateway_ops", &role).await;
+    let service_url = owner_url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let store = Operations::open(&service_url)
+        .await
+        .expect("the service role opens the migrated store");
+    let obligations = [ObligationRecord {
+        id: "ORP-VS:t-1:0".into(),
+        owner: "AI-VS".into(),
+        due_micros: 5,
+        wire: b"obligation".to_vec(),
+    }];
+    store
+        .record(&TransferRecord {
+            caller: "ORP-VS",
+            transfer_id: "t-1",
+            acting_user: "anna@ORP-VS",
+            request_sha256: &[0; 32],
+            counterparty: "AI-VS",
+            pull: false,
+            response: b"answer",
+            state: cii_types::TransferState::Queued,
+            delivery: Some(b"sealed"),
+            obligations: &obligations,
+            consents: &[],
+            now_micros: 0,
+            entry: b"entry",
+            log_size_before: 0,
+        })
+        .await
+        .expect("recorded by the service role");
+    store
+        .release("ORP-VS", "t-1", b"answer", Some(b"sealed"))
+        .await
+        .expect("released by the service role");
+    store.close().await;
+    for attack in [
+        "DROP TABLE transfer",
+        "TRUNCATE outbox",
+        "ALTER TABLE transfer ADD COLUMN x INT",
+        "CREATE TABLE mine (x INT)",
+    ] {
+        assert!(
+            execute(&service_url, attack).await.is_err(),
+            "the service role may not: {attack}"
         );
     }
 }

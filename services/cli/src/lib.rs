@@ -60,12 +60,18 @@ enum Command {
     #[command(
         after_help = "The config file names the listen address, the registry file and the gateway's TLS files; \
 see deploy/config/gateway.toml. Relative paths resolve from the config file's folder.\n\
-Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusable (nothing started)."
+Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusable (nothing started).\n\
+On PostgreSQL, several gateways may run on the same databases: all serve, one at a time \
+sequences the audit log (its health names it: cii.audit.v1.Sequencer). `--migrate` migrates the \
+stores and exits: run it with the owner's URLs before starting the replicas with the service role's."
     )]
     Gateway {
         /// The gateway's config file (TOML).
         #[arg(long, env = "CII_GATEWAY_CONFIG")]
         config: PathBuf,
+        /// Migrate the audit store and the operational store to this release, then exit.
+        #[arg(long)]
+        migrate: bool,
     },
     /// Run an institution's node (its IT systems talk to it; it talks to the gateway).
     #[command(
@@ -118,14 +124,17 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Gateway { config } => {
+        Command::Gateway { config, migrate } => {
             let config = match cii_gateway::GatewayConfig::load(&config) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
             cii_kit::telemetry::init(&config.file.log);
             serve(async move {
-                // Bound once this gateway may serve (a standby on a shared log refuses connections).
+                if migrate {
+                    cii_gateway::migrate(&config).await?;
+                    return Ok(());
+                }
                 let grpc = cii_gateway::GrpcListener::Address(config.file.listen);
                 let metrics = bind_optional(config.file.metrics_listen).await?;
                 let listeners = cii_gateway::Listeners { grpc, metrics };
