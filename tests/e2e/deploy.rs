@@ -337,23 +337,52 @@ fn the_kubernetes_manifests_agree_with_the_gateway_config() {
         kinds,
         [
             "Cluster",
+            "Cluster",
+            "ConfigMap",
             "ConfigMap",
             "Deployment",
+            "Job",
             "NetworkPolicy",
-            "PersistentVolumeClaim",
             "PodDisruptionBudget",
             "Service"
         ]
     );
     let find = |kind: &str| docs.iter().find(|d| kind_of(d) == kind).expect(kind);
-    let (deployment, config_map, cluster) = (find("Deployment"), find("ConfigMap"), find("Cluster"));
-    assert_eq!(cluster["apiVersion"].as_str(), Some("postgresql.cnpg.io/v1"));
-    assert_eq!(
-        deployment["spec"]["replicas"].as_i64(),
-        Some(1),
-        "one replica until scale-out"
+    let named = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| kind_of(d) == kind && d["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+    };
+    let (deployment, config_map, cluster) = (
+        find("Deployment"),
+        named("ConfigMap", "cii-gateway-config"),
+        named("Cluster", "cii-audit"),
     );
-    assert_eq!(deployment["spec"]["strategy"]["type"].as_str(), Some("Recreate"));
+    let operations = named("Cluster", "cii-operations");
+    for c in [cluster, operations] {
+        assert_eq!(c["apiVersion"].as_str(), Some("postgresql.cnpg.io/v1"));
+        assert_eq!(c["spec"]["instances"].as_i64(), Some(3), "three instances");
+        assert_eq!(
+            c["spec"]["minSyncReplicas"].as_i64(),
+            Some(1),
+            "synchronous replication"
+        );
+    }
+    // Three replicas, one replaced at a time; a drain leaves two serving.
+    let replicas = deployment["spec"]["replicas"].as_i64().expect("replicas");
+    assert_eq!(replicas, 3);
+    assert_eq!(deployment["spec"]["strategy"]["type"].as_str(), Some("RollingUpdate"));
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as_i64(),
+        Some(1)
+    );
+    let budget = find("PodDisruptionBudget")["spec"]["minAvailable"]
+        .as_i64()
+        .expect("minAvailable");
+    assert!(
+        (1..replicas).contains(&budget),
+        "a drain can proceed and leaves {budget} serving"
+    );
 
     // The config: the gateway's own schema (unknown keys refused), with a lawful retention.
     let toml_text = config_map["data"]["gateway.toml"].as_str().expect("gateway.toml");
@@ -435,10 +464,7 @@ fn the_kubernetes_manifests_agree_with_the_gateway_config() {
                 "secret {secret} is not in docs/production-checklist.md"
             );
             if secret.starts_with(cluster_name) {
-                assert!(
-                    [format!("{cluster_name}-app"), format!("{cluster_name}-ca")].contains(&secret.to_owned()),
-                    "{secret}"
-                );
+                assert_eq!(secret, format!("{cluster_name}-ca"), "replicas use the service role");
             }
         }
         if let Some(cm) = v["configMap"]["name"].as_str() {
@@ -448,16 +474,57 @@ fn the_kubernetes_manifests_agree_with_the_gateway_config() {
             );
         }
     }
-    // The audit store is the Cluster's read-write service, database and owner; its password file is mounted.
-    let store = &file.audit.store;
-    let owner = cluster["spec"]["bootstrap"]["initdb"]["owner"].as_str().expect("owner");
-    let database = cluster["spec"]["bootstrap"]["initdb"]["database"]
-        .as_str()
-        .expect("database");
-    assert!(
-        store.starts_with(&format!("postgres://{owner}@{cluster_name}-rw:5432/{database}?")),
-        "{store}"
-    );
+    // Each store is its Cluster's read-write service and database, reached by the replicas with
+    // the service role the roles script makes and by the migration Job with the owner; the
+    // password file is mounted, each server's CA too.
+    let role_of = |script: &str| {
+        let text = std::fs::read_to_string(deploy().join("postgres").join(script)).expect("roles script");
+        text.split("CREATE ROLE ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("CREATE ROLE")
+            .to_owned()
+    };
+    let job = find("Job");
+    let job_config = &named("ConfigMap", "cii-gateway-migrate-config")["data"]["gateway.toml"];
+    let owners: cii_gateway::config::GatewayFile =
+        toml::from_str(job_config.as_str().expect("the Job's gateway.toml")).expect("the Job's config schema");
+    let job_args: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_vec()
+        .expect("args")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(job_args.last(), Some(&"--migrate"));
+    for (c, script, served, migrated) in [
+        (cluster, "audit-roles.sql", &file.audit.store, &owners.audit.store),
+        (
+            operations,
+            "operations-roles.sql",
+            &file.store.database,
+            &owners.store.database,
+        ),
+    ] {
+        let name = c["metadata"]["name"].as_str().expect("cluster name");
+        let owner = c["spec"]["bootstrap"]["initdb"]["owner"].as_str().expect("owner");
+        let database = c["spec"]["bootstrap"]["initdb"]["database"].as_str().expect("database");
+        let at = format!("@{name}-rw:5432/{database}?");
+        let service = role_of(script);
+        assert!(served.starts_with(&format!("postgres://{service}{at}")), "{served}");
+        assert!(migrated.starts_with(&format!("postgres://{owner}{at}")), "{migrated}");
+        let root_cert = served
+            .split("sslrootcert=")
+            .nth(1)
+            .expect("sslrootcert")
+            .split('&')
+            .next()
+            .unwrap_or_default();
+        let (ca, _) = under_mount(root_cert).expect("the server's CA is mounted");
+        assert_eq!(
+            volume(ca)["secret"]["secretName"].as_str(),
+            Some(format!("{name}-ca").as_str())
+        );
+    }
     let env = container["env"].as_vec().expect("env");
     let pgpass = env
         .iter()
@@ -465,18 +532,7 @@ fn the_kubernetes_manifests_agree_with_the_gateway_config() {
         .and_then(|e| e["value"].as_str())
         .expect("PGPASSFILE");
     let (name, _) = under_mount(pgpass).expect("PGPASSFILE is mounted");
-    assert_eq!(
-        volume(name)["secret"]["secretName"].as_str(),
-        Some(format!("{cluster_name}-app").as_str())
-    );
-    let root_cert = store
-        .split("sslrootcert=")
-        .nth(1)
-        .expect("sslrootcert")
-        .split('&')
-        .next()
-        .unwrap_or_default();
-    assert!(under_mount(root_cert).is_some(), "{root_cert} is mounted");
+    assert_eq!(volume(name)["secret"]["secretName"].as_str(), Some("cii-gateway-db"));
 
     // Ports: the config's listen ports are the container's, the Service's and the policy's.
     let port_of = |addr: &std::net::SocketAddr| i64::from(addr.port());
@@ -524,12 +580,24 @@ fn the_kubernetes_manifests_agree_with_the_gateway_config() {
     assert!(selects(&find("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]));
     assert!(selects(&policy["spec"]["podSelector"]["matchLabels"]));
     assert!(selects(&deployment["spec"]["selector"]["matchLabels"]));
-    let egress_db = policy["spec"]["egress"]
+    let reachable: Vec<String> = policy["spec"]["egress"]
         .as_vec()
         .expect("egress")
         .iter()
-        .any(|r| r["to"][0]["podSelector"]["matchLabels"]["cnpg.io/cluster"].as_str() == Some(cluster_name));
-    assert!(egress_db, "the policy lets the gateway reach its database");
+        .flat_map(|r| r["to"].as_vec().cloned().unwrap_or_default())
+        .filter_map(|to| {
+            to["podSelector"]["matchLabels"]["cnpg.io/cluster"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    for c in [cluster, operations] {
+        let name = c["metadata"]["name"].as_str().expect("name");
+        assert!(
+            reachable.iter().any(|r| r == name),
+            "the policy lets the gateway reach {name}"
+        );
+    }
 }
 
 #[test]
