@@ -264,10 +264,15 @@ pub async fn run_with_clock(
     let _ = sequencer.await;
     audit_store.close().await;
     tracing::info!("gateway stopped");
-    match why.into_inner() {
+    stopped_because(why.into_inner(), result)
+}
+
+/// How a run ended: its own reason to stop (`why`, see [`lease`]) before the server's result.
+fn stopped_because(why: u8, served: Result<(), tonic::transport::Error>) -> Result<(), RunError> {
+    match why {
         lease::LEASE_LOST => Err(RunError::LeaseLost),
         lease::SEQUENCER_STOPPED => Err(RunError::SequencerStopped),
-        _ => Ok(result?),
+        _ => Ok(served?),
     }
 }
 
@@ -571,6 +576,15 @@ fn held_sweep(config: &GatewayConfig) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(config.file.store.held_sweep_seconds))
 }
 
+/// Held transfers: those of a crash before anything is served (alone) or once this replica
+/// sequences, later any that nobody is deciding.
+async fn complete_held(transfers: &Arc<transfer::Transfers>, p: &Parts<'_>) {
+    if *p.sequencing.borrow() {
+        transfers.complete_all_held().await;
+    }
+    transfer::sweep_held(transfers, held_sweep(p.config), (p.stop, p.sequencing));
+}
+
 /// The router with every service, and the nodes' channels (for the background tasks).
 /// Transfers held by a crash are completed before anything is served.
 async fn services(
@@ -591,12 +605,7 @@ async fn services(
         (p.audit.clone(), p.audit_store.clone(), p.witnessed.clone()),
     );
     let transfers = transfers(&p, nodes.clone())?;
-    // Held transfers: those of a crash before anything is served (alone) or once this replica
-    // sequences, later any that nobody is deciding.
-    if *p.sequencing.borrow() {
-        transfers.complete_all_held().await;
-    }
-    transfer::sweep_held(&transfers, held_sweep(config), (p.stop, p.sequencing));
+    complete_held(&transfers, &p).await;
     let rate_limit = cii_kit::rate_limit::RateLimit::new(
         config.file.pseudonym.enrolments_per_minute,
         config.file.pseudonym.enrolment_burst,

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch};
 use crate::entry::{Entry, decode, encode};
 use crate::merkle::{inclusion_ranges, leaf_hash};
 use crate::note::{Signer, Verifier};
-use crate::sequencer::{Appends, Committed, Log, LogError, MAX_BATCH, Receipt, Stats, hashes_of, submit};
+use crate::sequencer::{Appender, Appends, Committed, Log, LogError, MAX_BATCH, Receipt, Stats, hashes_of, submit};
 use crate::store::{Store, StoreError};
 use crate::subtrees;
 
@@ -140,7 +140,7 @@ impl Log {
         let task = tokio::spawn(follower.run(heard));
         Ok((
             Log {
-                appends: Appends::Queue(waiters),
+                appends: Appends::Elsewhere(waiters),
                 committed,
                 store,
                 sizes,
@@ -150,19 +150,22 @@ impl Log {
     }
 }
 
-impl Log {
-    /// Every append of this replica still waiting for a sequencer fails now as unavailable
-    /// (and every later one): its gateway stops. What it queued stays queued, integrated
-    /// later by whichever replica sequences; a retry of the same entry finds it there.
-    pub fn abandon_waits(&self) {
-        if let Appends::Queue(waiters) = &self.appends {
-            waiters.abandoned.send_replace(true);
-        }
+impl Appender for Waiters {
+    fn append<'a>(
+        &'a self,
+        log: &'a Log,
+        entry: Entry,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Receipt, LogError>> + Send + 'a>> {
+        Box::pin(append(log, self, entry))
+    }
+
+    fn abandon(&self) {
+        self.abandoned.send_replace(true);
     }
 }
 
 /// Queues `entry` and waits for its receipt (see the module's documentation).
-pub(crate) async fn append(log: &Log, waiters: &Waiters, entry: Entry) -> Result<Receipt, LogError> {
+async fn append(log: &Log, waiters: &Waiters, entry: Entry) -> Result<Receipt, LogError> {
     if *waiters.abandoned.borrow() {
         return Err(LogError::Closed);
     }

@@ -119,8 +119,23 @@ pub struct Log {
 pub(crate) enum Appends {
     /// To this process's sequencer task.
     Sequencer(mpsc::Sender<Request>),
-    /// Into the append queue of a log several replicas share, whichever sequences it.
-    Queue(Arc<crate::queue::Waiters>),
+    /// Elsewhere: into the append queue of a log several replicas share ([`crate::queue`]),
+    /// whichever of them sequences it.
+    Elsewhere(Arc<dyn Appender>),
+}
+
+/// An append made by another part of the crate (the queue of a shared log: this module does
+/// not know it, it knows this module).
+pub(crate) trait Appender: Send + Sync + std::fmt::Debug {
+    /// Appends `entry` to `log`; its receipt once durable.
+    fn append<'a>(
+        &'a self,
+        log: &'a Log,
+        entry: Entry,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Receipt, LogError>> + Send + 'a>>;
+
+    /// Every append still waiting fails now as unavailable, and every later one.
+    fn abandon(&self);
 }
 
 /// Statistics of the sequencer (for benchmarks).
@@ -248,13 +263,23 @@ impl Log {
         self.snapshot().0.hashes_held()
     }
 
+    /// Every append of this replica still waiting for another replica's sequencer fails now as
+    /// unavailable (and every later one): its gateway stops. What it queued stays queued,
+    /// integrated later by whichever replica sequences; a retry of the same entry finds it
+    /// there. (Nothing to abandon where this process sequences.)
+    pub fn abandon_waits(&self) {
+        if let Appends::Elsewhere(appender) = &self.appends {
+            appender.abandon();
+        }
+    }
+
     /// Appends `entry` (its `index` is assigned here) and returns once it is durable.
     /// An entry that [`crate::entry::check`] refuses is not appended.
     pub async fn append(&self, entry: Entry) -> Result<Receipt, LogError> {
         crate::entry::check(&entry)?;
         let tx = match &self.appends {
             Appends::Sequencer(tx) => tx,
-            Appends::Queue(waiters) => return crate::queue::append(self, waiters, entry).await,
+            Appends::Elsewhere(appender) => return appender.append(self, entry).await,
         };
         let answer = submit(tx, entry, None).await?;
         match answer.await {

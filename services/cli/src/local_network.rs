@@ -39,6 +39,27 @@ pub struct Spec<'a> {
     /// A `[limits]` section for the gateway and the nodes (the defaults if absent):
     /// the bench lifts them, since it measures the pipeline, not the limits.
     pub limits: Option<&'a str>,
+    /// How many gateway processes, on which stores.
+    pub gateways: Gateways<'a>,
+}
+
+/// The gateway processes of a local network and their stores.
+#[derive(Debug, Clone, Copy)]
+pub struct Gateways<'a> {
+    /// Processes; more than one share the stores, which must then be on PostgreSQL. Each
+    /// node knows them all (`gateway_replicas`).
+    pub count: usize,
+    /// (the audit log's URL, the operational store's URL) on PostgreSQL; SQLite files in the
+    /// network's folder if absent.
+    pub postgres: Option<(&'a str, &'a str)>,
+}
+
+impl Gateways<'_> {
+    /// One gateway, its stores SQLite files.
+    pub const ONE: Gateways<'static> = Gateways {
+        count: 1,
+        postgres: None,
+    };
 }
 
 /// One node's addresses.
@@ -54,7 +75,7 @@ pub struct Network {
     pub dir: PathBuf,
     pub gateway_port: u16,
     pub nodes: Vec<(InstitutionId, NodePorts)>,
-    /// (log file, process), in start order: consent, gateway, witness, nodes.
+    /// (log file, process), in start order: consent, the gateways, witness, nodes.
     children: Vec<(String, Child)>,
 }
 
@@ -108,9 +129,10 @@ pub fn node_dir(dir: &Path, id: &str) -> PathBuf {
 fn write_files(
     dir: &Path,
     spec: &Spec<'_>,
-    (gateway_port, consent_port, witness_port): (u16, u16, u16),
+    (gateway_ports, consent_port, witness_port): (&[u16], u16, u16),
     nodes: &[(InstitutionId, NodePorts)],
 ) -> anyhow::Result<()> {
+    let gateway_port = gateway_ports.first().copied().context("a gateway")?;
     let ids: Vec<InstitutionId> = nodes.iter().map(|(id, _)| id.clone()).collect();
     // The development PKI, issued in a staging folder, then each party's files moved to its folder.
     let staging = dir.join(".pki");
@@ -209,21 +231,46 @@ fn write_files(
         &dir.join("registry.toml"),
         &std::fs::read(dir.join("offline/registry.key"))?,
     )?;
-    write(
-        &dir.join("gateway.toml"),
-        &format!(
-            "# The demo's gateway. `cii audit verify --config gateway.toml` checks its log.\n\
-             listen = \"127.0.0.1:{gateway_port}\"\n{rulebook}\n\
-             [registry]\nfile = \"registry.toml\"\nverification_key = \"registry.pub\"\n{DEMO_TOKENS}\n\
-             [tls]\nca = \"ca.pem\"\ncert = \"gateway/cert.pem\"\nkey = \"gateway/key.pem\"\n\n\
-             [store]\ndatabase = \"sqlite:gateway/gateway.db\"\n\n\
-             [audit]\nstore = \"sqlite:gateway/audit.db\"\norigin = \"{ORIGIN}\"\nsigning_key = \"gateway/audit.key\"\n\
-             retention_days = 365\n\n\
-             [pseudonym]\ntranscryptor = \"gateway/transcryptor.json\"\nglobal_public = \"global-public.json\"\n\n\
-             [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}[log]\nlevel = \"{level}\"\n"
+    let (audit_store, operations) = match spec.gateways.postgres {
+        Some((audit, operations)) => (audit.to_owned(), operations.to_owned()),
+        None => (
+            "sqlite:gateway/audit.db".to_owned(),
+            "sqlite:gateway/gateway.db".to_owned(),
         ),
-        false,
-    )?;
+    };
+    for (k, port) in gateway_ports.iter().enumerate() {
+        // The first is `gateway.toml`; the replicas sharing its stores `gateway-2.toml`, …
+        let file = if k == 0 {
+            "gateway.toml".to_owned()
+        } else {
+            format!("gateway-{}.toml", k + 1)
+        };
+        write(
+            &dir.join(file),
+            &format!(
+                "# The demo's gateway. `cii audit verify --config gateway.toml` checks its log.\n\
+                 listen = \"127.0.0.1:{port}\"\n{rulebook}\n\
+                 [registry]\nfile = \"registry.toml\"\nverification_key = \"registry.pub\"\n{DEMO_TOKENS}\n\
+                 [tls]\nca = \"ca.pem\"\ncert = \"gateway/cert.pem\"\nkey = \"gateway/key.pem\"\n\n\
+                 [store]\ndatabase = \"{operations}\"\n\n\
+                 [audit]\nstore = \"{audit_store}\"\norigin = \"{ORIGIN}\"\nsigning_key = \"gateway/audit.key\"\n\
+                 retention_days = 365\n\n\
+                 [pseudonym]\ntranscryptor = \"gateway/transcryptor.json\"\nglobal_public = \"global-public.json\"\n\n\
+                 [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}[log]\nlevel = \"{level}\"\n"
+            ),
+            false,
+        )?;
+    }
+    let replicas: Vec<String> = gateway_ports
+        .iter()
+        .skip(1)
+        .map(|port| format!("\"https://127.0.0.1:{port}\""))
+        .collect();
+    let replicas = if replicas.is_empty() {
+        String::new()
+    } else {
+        format!("gateway_replicas = [{}]\n", replicas.join(", "))
+    };
     write(
         &dir.join("consent/consent.toml"),
         &format!(
@@ -256,7 +303,7 @@ fn write_files(
             &node_dir(dir, id.as_str()).join("node.toml"),
             &format!(
                 "institution = \"{id}\"\n\
-                 gateway_url = \"https://127.0.0.1:{gateway_port}\"\n\
+                 gateway_url = \"https://127.0.0.1:{gateway_port}\"\n{replicas}\
                  api_listen = \"127.0.0.1:{}\"\ninbound_listen = \"127.0.0.1:{}\"\n\n\
                  [registry]\nfile = \"../../registry.toml\"\nverification_key = \"../../registry.pub\"\n{DEMO_TOKENS}\n\
                  [tls]\nca = \"../../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
@@ -288,7 +335,17 @@ impl Network {
         }
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
-        let (gateway_port, consent_port, witness_port) = (free_port()?, free_port()?, free_port()?);
+        if spec.gateways.count > 1 && spec.gateways.postgres.is_none() {
+            bail!("several gateways share their stores: they need PostgreSQL");
+        }
+        let gateway_ports = (0..spec.gateways.count.max(1))
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<u16>>>()?;
+        let (gateway_port, consent_port, witness_port) = (
+            gateway_ports.first().copied().context("a gateway")?,
+            free_port()?,
+            free_port()?,
+        );
         let mut nodes = Vec::new();
         for (id, _, _) in spec.institutions {
             nodes.push((
@@ -299,7 +356,7 @@ impl Network {
                 },
             ));
         }
-        write_files(&dir, spec, (gateway_port, consent_port, witness_port), &nodes)?;
+        write_files(&dir, spec, (&gateway_ports, consent_port, witness_port), &nodes)?;
         let mut network = Network {
             dir: dir.clone(),
             gateway_port,
@@ -314,6 +371,13 @@ impl Network {
         network.wait_for(consent_port, "consent")?;
         network.spawn("gateway", &dir.join("gateway.toml"), &dir.join("gateway/gateway.log"))?;
         network.wait_for(gateway_port, "gateway")?;
+        for (k, port) in gateway_ports.iter().enumerate().skip(1) {
+            let name = format!("gateway-{}", k + 1);
+            let log = dir.join(&name).join("gateway.log");
+            std::fs::create_dir_all(dir.join(&name))?;
+            network.spawn("gateway", &dir.join(format!("{name}.toml")), &log)?;
+            network.wait_for(*port, &name)?;
+        }
         network.spawn_witness(&dir)?;
         network.wait_for(witness_port, "witness")?;
         for (id, ports) in network.nodes.clone() {
@@ -400,7 +464,7 @@ impl Network {
         Ok(format!("https://127.0.0.1:{}", ports.api))
     }
 
-    /// Every process: (its folder's name — consent, gateway or the institution —, pid).
+    /// Every process: (its folder's name — consent, gateway, gateway-2, … or the institution —, pid).
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.children
             .iter()

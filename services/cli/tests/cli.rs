@@ -1083,6 +1083,51 @@ fn bench_prints_its_headline_and_a_json_last_line() {
     assert!(last["gateway"]["entries"].as_u64().expect("entries") > 0, "{text}");
 }
 
+/// `cii bench pipeline --gateways 2 --postgres URL`, briefly: one gateway, then two sharing
+/// their stores on a real PostgreSQL, each node knowing both; the ratio between them reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_bench_runs_several_gateways_on_postgres() {
+    let url = cii_tests::pg::fresh_database().await;
+    let refused = cii(&["bench", "pipeline", "--gateways", "2"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--postgres"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let run = tokio::task::spawn_blocking(move || {
+        cii(&[
+            "bench",
+            "pipeline",
+            "--seconds",
+            "1",
+            "--concurrency",
+            "4",
+            "--gateways",
+            "2",
+            "--postgres",
+            &url,
+            "--json",
+        ])
+    })
+    .await
+    .expect("bench");
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{text}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        text.contains("gateway-2"),
+        "the second gateway's CPU is in the table: {text}"
+    );
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
+    let pipeline = &last["pipeline"];
+    assert_eq!(pipeline["gateways"].as_u64(), Some(2), "{text}");
+    for key in ["throughput_per_s", "one_gateway_per_s", "ratio_to_one_gateway"] {
+        assert!(pipeline[key].as_f64().expect(key) > 0.0, "{key}: {text}");
+    }
+    assert!(pipeline["errors"].as_object().expect("errors").is_empty(), "{text}");
+    assert_eq!(pipeline["backlog"].as_u64(), Some(0), "{text}");
+}
+
 /// `cii soak`, briefly: the mixed load answered as each kind must be, the books balanced (every
 /// permit delivered once, every decision logged once), the log verified, RSS sampled.
 #[test]

@@ -17,7 +17,7 @@ async fn audit_store(
     Ok((appends, raw, batch))
 }
 
-async fn postgres_database(base: &str, tag: &str) -> anyhow::Result<String> {
+pub(super) async fn postgres_database(base: &str, tag: &str) -> anyhow::Result<String> {
     let base = base.trim_end_matches('/').rsplit_once('/').map_or(base, |(b, _)| b);
     let name = format!("cii_bench_{}_{tag}", std::process::id());
     let admin = sqlx::PgPool::connect(&format!("{base}/postgres")).await?;

@@ -61,6 +61,55 @@ pub struct BenchArgs {
     /// is created per phase. Without it only SQLite is measured.
     #[arg(long, env = "TEST_DATABASE_URL")]
     postgres: Option<String>,
+    /// Gateway processes for the pipeline (more than one needs --postgres): the pipeline is
+    /// measured with one gateway and then with this many, both with the audit log and the
+    /// operational store on fresh PostgreSQL databases, and `pipeline.ratio_to_one_gateway`
+    /// compares them (what replication costs or gains on this machine).
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
+}
+
+/// The pipeline with `--gateways N` on PostgreSQL: one gateway, then N, each on databases of
+/// their own; the N-gateway figures with `gateways`, `one_gateway_per_s` and
+/// `ratio_to_one_gateway`.
+#[expect(clippy::print_stdout, reason = "the section's table")]
+fn replicated(args: &BenchArgs, load: Duration, phase: Duration) -> anyhow::Result<serde_json::Value> {
+    let Some(server) = args.postgres.as_deref() else {
+        anyhow::bail!(
+            "--gateways {} shares the gateways' stores: give --postgres URL",
+            args.gateways
+        );
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut figures = Vec::new();
+    for count in [1, args.gateways] {
+        let (audit, operations) = runtime.block_on(async {
+            let audit = audit::postgres_database(server, &format!("g{count}_audit")).await?;
+            let operations = audit::postgres_database(server, &format!("g{count}_ops")).await?;
+            anyhow::Ok((audit, operations))
+        })?;
+        let gateways = crate::local_network::Gateways {
+            count,
+            postgres: Some((&audit, &operations)),
+        };
+        println!("\n{count} gateway process(es), the audit log and the operational store on PostgreSQL");
+        figures.push(pipeline::run(load, phase, args.concurrency.max(1), gateways)?);
+    }
+    let one = figures
+        .first()
+        .map_or(0.0, |f| f["throughput_per_s"].as_f64().unwrap_or(0.0));
+    let mut many = figures.pop().unwrap_or_default();
+    let ratio = many["throughput_per_s"].as_f64().unwrap_or(0.0) / one.max(f64::MIN_POSITIVE);
+    println!(
+        "pipeline.ratio_to_one_gateway {ratio:.2} ({} gateways against one, same PostgreSQL, same run)",
+        args.gateways
+    );
+    if let Some(object) = many.as_object_mut() {
+        object.insert("gateways".into(), args.gateways.into());
+        object.insert("one_gateway_per_s".into(), one.into());
+        object.insert("ratio_to_one_gateway".into(), ratio.into());
+    }
+    Ok(many)
 }
 
 /// Runs `work` (which handles `per_call` items) repeatedly for `phase`; items per second.
@@ -88,7 +137,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut report = serde_json::Map::new();
     if run(Section::Pipeline) {
         let load = args.soak.map_or(phase, |s| Duration::from_secs(s.max(1)));
-        let mut r = pipeline::run(load, phase, args.concurrency.max(1))?;
+        let mut r = if args.gateways > 1 {
+            replicated(&args, load, phase)?
+        } else {
+            pipeline::run(
+                load,
+                phase,
+                args.concurrency.max(1),
+                crate::local_network::Gateways::ONE,
+            )?
+        };
         let peak = r
             .as_object_mut()
             .and_then(|o| o.remove("gateway_peak_rss_mb"))

@@ -165,18 +165,30 @@ pub(super) fn synthetic_avs(i: u64) -> String {
 const UNLIMITED: &str = "[limits]\ntransfers = { per_minute = 100000000, burst = 1000000 }\n\
 consent_changes = { per_minute = 100000000, burst = 1000000 }\nqueries = { per_minute = 100000000, burst = 1000000 }\n\n";
 
-/// The ORP's and the AI office's nodes, the gateway and the consent registry as processes, in a
-/// temporary folder named `prefix…` (removed when the folder handle is dropped).
-pub(super) fn two_node_network(prefix: &str) -> anyhow::Result<(tempfile::TempDir, Network)> {
+/// The ORP's and the AI office's nodes, the gateways and the consent registry as processes, in
+/// a temporary folder named `prefix…` (removed when the folder handle is dropped).
+pub(super) fn two_node_network(
+    prefix: &str,
+    gateways: crate::local_network::Gateways<'_>,
+) -> anyhow::Result<(tempfile::TempDir, Network)> {
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let spec = Spec {
         institutions: &MEMBERS,
         rulebook: None,
         log_level: "warn",
         limits: Some(UNLIMITED),
+        gateways,
     };
     let network = Network::start(&dir.path().join("net"), &spec)?;
     Ok((dir, network))
+}
+
+/// Where the gateways' outbox is: their SQLite file, or the operational store on PostgreSQL.
+pub(super) fn outbox_of(net_dir: &Path, gateways: crate::local_network::Gateways<'_>) -> String {
+    match gateways.postgres {
+        Some((_, operations)) => operations.to_owned(),
+        None => format!("sqlite:{}", net_dir.join("gateway/gateway.db").display()),
+    }
 }
 
 /// A node's API client and a caseworker's token for it.
@@ -487,10 +499,16 @@ fn crypto_floor(dir: &Path, phase: Duration) -> anyhow::Result<f64> {
 
 /// Runs the section; its JSON object.
 #[expect(clippy::print_stdout, reason = "the section's table")]
-pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow::Result<serde_json::Value> {
+pub fn run(
+    load_phase: Duration,
+    phase: Duration,
+    concurrency: usize,
+    gateways: crate::local_network::Gateways<'_>,
+) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (_dir, network) = two_node_network("cii-bench-")?;
+    let (_dir, network) = two_node_network("cii-bench-", gateways)?;
     let net_dir = network.dir.clone();
+    let outbox = outbox_of(&net_dir, gateways);
     let load = runtime.block_on(async {
         let persons = concurrency.max(16) as u64;
         let ((orp, token), _) = connect_and_enrol(&network, persons).await?;
@@ -564,7 +582,7 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
         })
         .await;
         // A transfer is done when the recipient's node stored it: wait for the outbox to drain.
-        let (drained, backlog) = outbox_drained(&net_dir.join("gateway/gateway.db")).await?;
+        let (drained, backlog) = outbox_drained(&outbox).await?;
         sampler_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let rss = sampler.await.unwrap_or_default();
         let cpu: Vec<(String, f64)> = pids
@@ -586,7 +604,7 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
             send_open(client.clone(), bearer.clone(), format!("o-{n}"), n % persons).1
         })
         .await;
-        outbox_drained(&net_dir.join("gateway/gateway.db")).await?;
+        outbox_drained(&outbox).await?;
         let relay = relay_load(&net_dir, concurrency, phase, size).await?;
         anyhow::Ok((pipeline, drained, backlog, relay, cpu, rss, peak_rss, (offered, open)))
     })?;
@@ -598,9 +616,11 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
     let floor = crypto_floor(&net_dir, phase)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
 
-    println!(
-        "\npipeline (consent registry, gateway and two nodes as processes; SQLite audit log; {concurrency} in flight)"
-    );
+    let stores = match gateways.postgres {
+        Some(_) => format!("{} gateway(s) on PostgreSQL stores", gateways.count),
+        None => "one gateway, SQLite stores".to_owned(),
+    };
+    println!("\npipeline (consent registry, {stores} and two nodes as processes; {concurrency} in flight)");
     if backlog == 0 {
         println!(
             "  transfers delivered  {:>12.0} /s   ({delivered} in {:.1} s, the outbox drained {drained:.1} s after the last answer)",
@@ -657,6 +677,7 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
     let errors: serde_json::Map<String, serde_json::Value> =
         pipeline.errors.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
     Ok(serde_json::json!({
+        "gateways": gateways.count,
         "throughput_per_s": pipeline.per_s,
         "p50_ms": pipeline.p50_ms,
         "p99_ms": pipeline.p99_ms,
@@ -682,12 +703,17 @@ pub fn run(load_phase: Duration, phase: Duration, concurrency: usize) -> anyhow:
     }))
 }
 
-/// Seconds until the gateway's outbox is empty (read-only look at its SQLite file), and how many
-/// deliveries were still queued when the wait ended (after 5 minutes at most).
-pub(super) async fn outbox_drained(db: &Path) -> anyhow::Result<(f64, u64)> {
+/// Seconds until the gateways' outbox is empty (a read-only look at its store: `sqlite:PATH` or
+/// a PostgreSQL URL), and how many deliveries were still queued when the wait ended (after 5
+/// minutes at most).
+pub(super) async fn outbox_drained(store: &str) -> anyhow::Result<(f64, u64)> {
     let start = Instant::now();
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await?;
+    sqlx::any::install_default_drivers();
+    let url = match store.strip_prefix("sqlite:") {
+        Some(path) => format!("sqlite:{path}?mode=ro"),
+        None => store.to_owned(),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await?;
     loop {
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
             .fetch_one(&pool)

@@ -22,7 +22,9 @@ use cii_proto::node::{self as node_pb, node_client::NodeClient};
 use clap::Args;
 use tonic::transport::Channel;
 
-use super::pipeline::{code_of, connect_and_enrol, memory_mb, outbox_drained, report_payload, two_node_network};
+use super::pipeline::{
+    code_of, connect_and_enrol, memory_mb, outbox_drained, outbox_of, report_payload, two_node_network,
+};
 use crate::local_network::node_dir;
 use crate::node_api::authorized;
 
@@ -223,7 +225,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<std::process::ExitCode> {
     let duration = Duration::from_secs_f64((args.minutes * 60.0).max(1.0));
     let concurrency = args.concurrency.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (_dir, network) = two_node_network("cii-soak-")?;
+    let (_dir, network) = two_node_network("cii-soak-", crate::local_network::Gateways::ONE)?;
     let net = network.dir.clone();
     let gateway_pid = network.gateway_pid().context("the gateway's pid")?;
     println!(
@@ -268,7 +270,8 @@ pub fn run(args: SoakArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         anyhow::Ok((tally, samples, start.elapsed().as_secs_f64()))
     })?;
-    let (drained, backlog) = runtime.block_on(outbox_drained(&net.join("gateway/gateway.db")))?;
+    let outbox = outbox_of(&net, crate::local_network::Gateways::ONE);
+    let (drained, backlog) = runtime.block_on(outbox_drained(&outbox))?;
     let delivered = runtime.block_on(inbox(&node_dir(&net, "AI-VS").join("node.db")))?;
     let logged = runtime.block_on(logged(&net.join("gateway/audit.db")))?;
     let verify = std::process::Command::new(std::env::current_exe()?)

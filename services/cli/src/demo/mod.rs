@@ -226,6 +226,7 @@ async fn play(args: DemoArgs, mut stop: tokio::sync::watch::Receiver<bool>) -> a
         rulebook: Some(VALAIS_RULEBOOK),
         log_level: "info",
         limits: None,
+        gateways: crate::local_network::Gateways::ONE,
     };
     let network = tokio::task::block_in_place(|| Network::start(&dir, &spec))?;
     let dir = network.dir.clone();
