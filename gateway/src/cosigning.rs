@@ -66,12 +66,34 @@ impl Witnessed {
     }
 }
 
+/// Whether this gateway asks the witnesses itself.
+#[derive(Clone)]
+pub struct Role {
+    /// True while this gateway sequences the log (always, alone on SQLite).
+    pub sequencing: watch::Receiver<bool>,
+    /// A log on PostgreSQL that other replicas share: the sequencing one publishes each
+    /// cosigned checkpoint there, the others take it from there (checking its quorum) until they
+    /// sequence — witnesses asked by several replicas would see each one's slightly older tree
+    /// as a log behind theirs.
+    pub shared: Option<cii_audit::Store>,
+}
+
+impl Role {
+    /// The role of a gateway on `store` (shared if on PostgreSQL).
+    pub fn of(store: &cii_audit::Store, sequencing: &watch::Receiver<bool>) -> Role {
+        Role {
+            sequencing: sequencing.clone(),
+            shared: matches!(store, cii_audit::Store::Postgres(_)).then(|| store.clone()),
+        }
+    }
+}
+
 /// Starts the cosigning task (the witnesses the gateway's registry lists, reached with its TLS
 /// identity); it runs until `stop` flips.
 pub fn start(
     log: cii_audit::Log,
     config: &crate::GatewayConfig,
-    metrics: Metrics,
+    (metrics, role): (Metrics, Role),
     stop: watch::Receiver<bool>,
 ) -> (Witnessed, tokio::task::JoinHandle<()>) {
     let (tx, latest) = watch::channel(None);
@@ -83,8 +105,16 @@ pub fn start(
         channels: HashMap::new(),
         sizes: HashMap::new(),
         registry_version: 0,
+        shared: role.shared,
     };
-    (Witnessed { latest }, tokio::spawn(task.run(tx, stop)))
+    let run = async move {
+        let mut stop = stop;
+        if !task.follow_until_sequencing(&tx, role.sequencing, &mut stop).await {
+            return;
+        }
+        task.run(tx, stop).await;
+    };
+    (Witnessed { latest }, tokio::spawn(run))
 }
 
 struct Cosigning {
@@ -97,9 +127,75 @@ struct Cosigning {
     /// The size of each witness's newest checkpoint, as far as the gateway knows (by vkey).
     sizes: HashMap<String, u64>,
     registry_version: u64,
+    /// Where the sequencing replica publishes what it got cosigned (a shared log).
+    shared: Option<cii_audit::Store>,
 }
 
+/// How often a replica that does not sequence looks for a newer cosigned checkpoint.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
 impl Cosigning {
+    /// Until this replica sequences: the newest cosigned checkpoint the sequencing one published,
+    /// taken only if a quorum of the registry's witnesses cosigned it and this replica's log
+    /// holds its tree. False if `stop` flipped first.
+    async fn follow_until_sequencing(
+        &self,
+        tx: &watch::Sender<Option<Arc<Cosigned>>>,
+        mut sequencing: watch::Receiver<bool>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let Some(store) = &self.shared else {
+            return true;
+        };
+        loop {
+            if *sequencing.borrow_and_update() {
+                return self.caught_up(store, stop).await;
+            }
+            match store.latest_cosigned().await {
+                Ok(Some((size, note))) if size <= self.log.checkpoint().0 => {
+                    let newer = tx.borrow().as_ref().is_none_or(|c| c.size < size);
+                    if newer && self.has_quorum(&note) {
+                        tx.send_replace(Some(Arc::new(Cosigned { size, note })));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the published cosigned checkpoint is not readable"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = sequencing.changed() => {}
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+
+    /// Once this replica sequences: waits until its view of the log holds the tree the last
+    /// holder got cosigned (a round on an older one would find the witnesses ahead of it, the
+    /// alarm of a log gone back). False if `stop` flipped first.
+    async fn caught_up(&self, store: &cii_audit::Store, stop: &mut watch::Receiver<bool>) -> bool {
+        let published = match store.latest_cosigned().await {
+            Ok(published) => published.map_or(0, |(size, _)| size),
+            Err(e) => {
+                tracing::warn!(error = %e, "the published cosigned checkpoint is not readable");
+                0
+            }
+        };
+        let mut sizes = self.log.subscribe();
+        tokio::select! {
+            _ = sizes.wait_for(|size| *size >= published) => true,
+            _ = stop.wait_for(|s| *s) => false,
+        }
+    }
+
+    /// Whether the witnesses the registry lists cosigned `note` in a quorum (none listed: the
+    /// log's signature alone, as [`Cosigning::round`] answers then).
+    fn has_quorum(&self, note: &str) -> bool {
+        let registry = self.registry.current();
+        let witnesses = registry.witnesses();
+        let (quorum, _) = Quorum::from_vkeys(witnesses.iter().map(|w| (w.vkey.as_str(), w.is_independent())));
+        witnesses.is_empty() || quorum.check(note).is_ok()
+    }
+
     async fn run(mut self, tx: watch::Sender<Option<Arc<Cosigned>>>, mut stop: watch::Receiver<bool>) {
         let mut sizes = self.log.subscribe();
         let mut done = 0u64;
@@ -117,6 +213,7 @@ impl Cosigning {
                         done = size;
                         Metrics::count(&self.metrics.cosigning, "QUORUM");
                         self.metrics.cosigned_size.set(i64::try_from(size).unwrap_or(i64::MAX));
+                        self.publish(&cosigned).await;
                         tx.send_replace(Some(Arc::new(cosigned)));
                     }
                     Err(problem) => {
@@ -137,6 +234,15 @@ impl Cosigning {
                 () = wait_retry => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+        }
+    }
+
+    /// For the replicas that do not sequence (a shared log).
+    async fn publish(&self, cosigned: &Cosigned) {
+        if let Some(store) = &self.shared
+            && let Err(e) = store.publish_cosigned(cosigned.size, &cosigned.note).await
+        {
+            tracing::warn!(error = %e, "the cosigned checkpoint was not published to the other replicas");
         }
     }
 

@@ -227,7 +227,8 @@ pub async fn run_with_clock(
     } = open_log(&config, &audit_store, &stop_tx).await?;
     activate_rulebook(&config, &audit, clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
-    let (witnessed, cosigning) = cosigning::start(audit.clone(), &config, metrics.clone(), stop_rx.clone());
+    let role = cosigning::Role::of(&audit_store, &sequencing);
+    let (witnessed, cosigning) = cosigning::start(audit.clone(), &config, (metrics.clone(), role), stop_rx.clone());
     let completion = consent_service::Completion::new(&consent_registry, &audit, &audit_store);
     let parts = Parts {
         config: &config,

@@ -18,6 +18,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Its log to stderr, as `cii gateway` writes it (the fault test reads it).
+    cii_kit::telemetry::init(&config.file.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -104,6 +104,20 @@ async fn a_second_gateway_on_the_same_log_serves_at_once_and_takes_over_when_the
     let logged = cii_tests::audit_entries_at(&net.audit_store).await;
     let entry = logged.iter().find(|e| e.transfer_id == "two-1").expect("logged");
     assert_eq!(entry.index, receipt.leaf_index, "the receipt names the entry's index");
+    // The witnesses are asked by the sequencing gateway alone; the second hands out what the
+    // first got cosigned (published in the log's database, its quorum checked).
+    let witnessed = cii_proto::audit::audit_client::AuditClient::new(at_second())
+        .get_witnessed_inclusion(cii_proto::audit::WitnessedInclusionRequest {
+            index: receipt.leaf_index,
+        })
+        .await
+        .expect("witnessed through the second gateway")
+        .into_inner();
+    let note = witnessed.checkpoint.expect("checkpoint").note;
+    assert!(
+        note.lines().filter(|l| l.starts_with('\u{2014}')).count() > 1,
+        "the log's signature and cosignatures: {note}"
+    );
     let items = inbox_of_size(&net, AI, 1).await;
     assert_eq!(items.first().map(|i| i.transfer_id.as_str()), Some("two-1"));
 

@@ -12,6 +12,10 @@
 //!   entries, its checkpoint and the marks of its queued rows are one fenced statement: a row
 //!   is integrated once, with its batch, or not at all.
 //!
+//! - [`Store::publish_cosigned`], [`Store::latest_cosigned`]: only the sequencing replica asks
+//!   the witnesses; it publishes each checkpoint a quorum cosigned, and the others take it from
+//!   there once they checked its quorum.
+//!
 //! Exactly one entry per entry: the same bytes queued twice are one row (`entry_sha256` is
 //! unique). Held transfers carry their encoded entry, so the sender's retry on one replica
 //! and the sweep on another, completing the same transfer at once, wait for the same row.
@@ -446,6 +450,30 @@ impl Store {
             .execute(postgres(self)?)
             .await?;
         Ok(())
+    }
+
+    /// Publishes the newest checkpoint a quorum of witnesses cosigned, for the replicas that do
+    /// not ask the witnesses (a larger tree only replaces a smaller one).
+    pub async fn publish_cosigned(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_cosigned (id, tree_size, note) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET tree_size = EXCLUDED.tree_size, note = EXCLUDED.note \
+             WHERE audit_cosigned.tree_size < EXCLUDED.tree_size",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(note)
+        .execute(postgres(self)?)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest published cosigned checkpoint: its size and note (whose quorum the reader
+    /// checks: anyone who can write the table could put a note there).
+    pub async fn latest_cosigned(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT tree_size, note FROM audit_cosigned WHERE id = 1")
+            .fetch_optional(postgres(self)?)
+            .await?;
+        Ok(row.map(|(size, note)| (to_index(size), note)))
     }
 
     /// Deletes rows integrated more than a day ago (their entries are found in the log).

@@ -25,3 +25,12 @@ BEGIN
     RETURN TRUE;
 END;
 $$;
+
+-- The newest checkpoint a quorum of witnesses cosigned, published by the sequencing replica for
+-- the others (which check its quorum before they hand out receipts on it): one row, only ever
+-- replaced by a larger tree. Witnesses are asked by the sequencing replica alone.
+CREATE TABLE audit_cosigned (
+    id         SMALLINT PRIMARY KEY CHECK (id = 1),
+    tree_size  BIGINT   NOT NULL,
+    note       TEXT     NOT NULL
+);
