@@ -257,3 +257,41 @@ async fn a_replica_that_gives_up_answers_its_waiting_callers_at_once() {
         "AUDIT_UNAVAILABLE"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_a_month_retention_destroyed_is_dropped_and_holds_back_nothing() {
+    let url = cii_tests::pg::fresh_database().await;
+    let signer = signer();
+    let (a, store_a) = replica(&url, &signer).await;
+    let (_stop, _lease) = integrator(&store_a, &signer, "replica-a").await;
+    let january_2024 = 1_704_100_000_000_000;
+    let old = move |detail: &str| Entry {
+        time_micros: january_2024,
+        ..entry(detail)
+    };
+    a.append(old("old")).await.expect("January 2024 still open");
+    store_a.set_retention_days(365).await.expect("limit");
+    store_a
+        .destroy_keys(
+            &["2024-01".to_owned()],
+            cii_types::time::micros(time::OffsetDateTime::now_utc()),
+        )
+        .await
+        .expect("retention");
+    // A held transfer of that month completed now: it can never be written.
+    let late = {
+        let a = a.clone();
+        tokio::spawn(async move { a.append(old("late")).await })
+    };
+    let now = tokio::time::timeout(Duration::from_secs(20), a.append(entry("now")))
+        .await
+        .expect("not held back")
+        .expect("this month's entry appended");
+    assert_eq!(now.index, 1);
+    let refused = tokio::time::timeout(Duration::from_secs(10), late)
+        .await
+        .expect("answered once its row was dropped")
+        .expect("task");
+    assert_eq!(refused.expect_err("unwritable").code(), "AUDIT_UNAVAILABLE");
+    assert_eq!(store_a.size().await.expect("size"), 2, "the old entry and this month's");
+}

@@ -88,9 +88,11 @@ impl Waiters {
         let mut abandoned = self.abandoned.subscribe();
         let result = loop {
             // Integrated before this caller was listed, or its notification lost: the store says.
-            match store.queued_index(id).await {
-                Ok(Some(index)) => break Ok(index),
-                Ok(None) => {}
+            match store.queued(id).await {
+                Ok(Some(Some(index))) => break Ok(index),
+                Ok(Some(None)) => {}
+                // Dropped by the sequencer: it can never be appended.
+                Ok(None) => break Err(LogError::Closed),
                 Err(e) => break Err(e.into()),
             }
             let until = deadline.min(tokio::time::Instant::now() + RECHECK);
@@ -325,6 +327,7 @@ async fn integrate_waiting(log: &Log, store: &Store) -> Result<bool, LogError> {
     let waiting = store.waiting(MAX_BATCH).await?;
     let full = waiting.len() == MAX_BATCH;
     let mut answers = Vec::with_capacity(waiting.len());
+    let mut periods = Vec::with_capacity(waiting.len());
     for (id, bytes) in waiting {
         let entry = decode(&bytes).ok().filter(|entry| crate::entry::check(entry).is_ok());
         let Some(entry) = entry else {
@@ -334,6 +337,7 @@ async fn integrate_waiting(log: &Log, store: &Store) -> Result<bool, LogError> {
             store.drop_queued(id).await?;
             continue;
         };
+        periods.push((id, crate::body::period_of(entry.time_micros)));
         answers.push(submit(tx, entry, Some(id)).await?);
     }
     let mut failed = None;
@@ -344,7 +348,30 @@ async fn integrate_waiting(log: &Log, store: &Store) -> Result<bool, LogError> {
             Err(_) => failed = Some(LogError::Closed),
         }
     }
-    failed.map_or(Ok(full), Err)
+    match failed {
+        None => Ok(full),
+        Some(e) => {
+            drop_unwritable(store, &periods).await?;
+            Err(e)
+        }
+    }
+}
+
+/// After a batch failed: drops the rows no batch could ever write — entries of a month whose
+/// key retention destroyed (a held transfer completed more than the retention limit after it
+/// was decided) — so that one of them does not hold back every append behind it. Their callers,
+/// if any, time out; any other failure is the store's, and the batch is tried again.
+async fn drop_unwritable(store: &Store, periods: &[(i64, String)]) -> Result<(), StoreError> {
+    let destroyed = store.destroyed_periods().await?;
+    for (id, period) in periods.iter().filter(|(_, p)| destroyed.contains(p)) {
+        tracing::error!(
+            row = id,
+            period,
+            "a queued audit entry falls in a month retention destroyed: dropped"
+        );
+        store.drop_queued(*id).await?;
+    }
+    Ok(())
 }
 
 /// Wakes (through the returned `Notify`) on every notification of `channel`; a task of its
@@ -414,13 +441,13 @@ impl Store {
         Ok((id, index.map(to_index)))
     }
 
-    /// The index row `id` got, once integrated.
-    async fn queued_index(&self, id: i64) -> Result<Option<u64>, StoreError> {
+    /// Row `id`: `None` if it is gone (dropped), else the index it got once integrated.
+    async fn queued(&self, id: i64) -> Result<Option<Option<u64>>, StoreError> {
         let index: Option<Option<i64>> = sqlx::query_scalar("SELECT idx FROM audit_queue WHERE id = $1")
             .bind(id)
             .fetch_optional(postgres(self)?)
             .await?;
-        Ok(index.flatten().map(to_index))
+        Ok(index.map(|i| i.map(to_index)))
     }
 
     /// The rows waiting, oldest first, at most `limit`.
@@ -441,6 +468,15 @@ impl Store {
             .fetch_all(postgres(self)?)
             .await?;
         Ok(rows.into_iter().map(|(id, index)| (id, to_index(index))).collect())
+    }
+
+    /// The months whose entry-body key retention destroyed (nothing can be written into them).
+    async fn destroyed_periods(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT period FROM audit_body_key WHERE destroyed_micros IS NOT NULL")
+                .fetch_all(postgres(self)?)
+                .await?,
+        )
     }
 
     /// Deletes a waiting row the sequencer cannot append.
