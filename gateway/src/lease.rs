@@ -199,6 +199,30 @@ pub async fn until_stopped(
     }
 }
 
+/// Whether a replica of a shared log (PostgreSQL) serves now. One whose operational store is
+/// its own (SQLite) would decide transfers no other replica sees and that its outbox would
+/// deliver only while it sequences: it stands by until it sequences (it binds no port and
+/// answers nothing meanwhile, so nodes move on to the one that serves). False if `shutdown`
+/// came first.
+pub async fn serves_unless_sequencing(
+    config: &crate::GatewayConfig,
+    mut sequencing: watch::Receiver<bool>,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> bool {
+    if !config.store.starts_with("sqlite:") {
+        return true;
+    }
+    if !*sequencing.borrow() {
+        tracing::info!(
+            "standing by: this gateway's operational store is SQLite, so it serves only while it sequences the shared log"
+        );
+    }
+    tokio::select! {
+        begun = sequencing.wait_for(|s| *s) => begun.is_ok(),
+        () = shutdown => false,
+    }
+}
+
 /// How long the lease lasts, from `[audit] lease_seconds`.
 pub fn ttl(seconds: u32) -> Duration {
     Duration::from_secs(u64::from(seconds))

@@ -219,12 +219,15 @@ pub async fn run_with_clock(
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = open_audit_store(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let OpenedLog {
+    let Some(OpenedLog {
         audit,
         sequencing,
         ended,
         sequencer,
-    } = open_log(&config, &audit_store, &stop_tx).await?;
+    }) = open_log(&config, &audit_store, &stop_tx, &mut shutdown).await?
+    else {
+        return Ok(());
+    };
     activate_rulebook(&config, &audit, clock.now()).await?;
     let store = store::Store::open(&config.store).await?;
     let role = cosigning::Role::of(&audit_store, &sequencing);
@@ -258,9 +261,7 @@ pub async fn run_with_clock(
         let _ = task.await;
     }
     store.close().await;
-    // Every append was checkpointed when its batch committed; wait for the sequencer to drain
-    // (it stops when the last handle to the log is gone, or when `stop` flipped) and the lease,
-    // if held and not lost, to be handed over.
+    // The sequencer drains (the last handle to the log gone, or `stop`); a lease held is handed over.
     drop((audit, completion));
     let _ = sequencer.await;
     audit_store.close().await;
@@ -290,23 +291,25 @@ struct OpenedLog {
 
 /// The audit log: on SQLite sequenced by this process alone; on PostgreSQL shared by replicas,
 /// followed, and sequenced by this one while it holds the lease (`lease::replicate`: every
-/// replica serves, whichever sequences).
+/// replica serves, whichever sequences — except one with an operational store of its own, which
+/// stands by until it sequences). `None` if `shutdown` came while it stood by.
 async fn open_log(
     config: &GatewayConfig,
     audit_store: &cii_audit::Store,
     stop: &tokio::sync::watch::Sender<bool>,
-) -> Result<OpenedLog, RunError> {
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<OpenedLog>, RunError> {
     let (signer, origin) = (config.audit_signer.clone(), config.file.audit.origin.clone());
     if matches!(audit_store, cii_audit::Store::Sqlite(_)) {
         let (audit, sequencer) = cii_audit::Log::open(audit_store.clone(), signer, origin).await?;
-        return Ok(OpenedLog {
+        return Ok(Some(OpenedLog {
             audit,
             sequencing: tokio::sync::watch::channel(true).1,
             ended: tokio::sync::oneshot::channel().1,
             sequencer: tokio::spawn(async move {
                 let _ = sequencer.await;
             }),
-        });
+        }));
     }
     let (audit, _follower) = cii_audit::Log::follow(audit_store.clone(), signer.verifier(), origin.clone()).await?;
     let replica = lease::replicate(
@@ -318,12 +321,17 @@ async fn open_log(
         },
         stop.clone(),
     );
-    Ok(OpenedLog {
+    if !lease::serves_unless_sequencing(config, replica.sequencing.clone(), shutdown).await {
+        let _ = stop.send(true);
+        let _ = replica.task.await;
+        return Ok(None);
+    }
+    Ok(Some(OpenedLog {
         audit,
         sequencing: replica.sequencing,
         ended: replica.ended,
         sequencer: replica.task,
-    })
+    }))
 }
 
 /// The outbox worker, the consent-notice task and the completion of held consent changes,

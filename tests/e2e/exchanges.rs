@@ -167,6 +167,43 @@ async fn a_second_gateway_on_the_same_log_serves_at_once_and_takes_over_when_the
     audit.close().await;
 }
 
+/// A gateway whose operational store is its own (SQLite) on a shared PostgreSQL log stands by:
+/// it would decide transfers no other replica sees. It serves nothing while the first holds the
+/// lease, and takes over when the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_with_its_own_operational_store_on_a_shared_log_stands_by() {
+    let options = Options {
+        audit_store: Some(cii_tests::pg::fresh_database().await),
+        ..Options::default()
+    };
+    let mut net = Network::start_with(&members(), options).await;
+    let orp = PeerIdentity::Institution(net.node(ORP).member.id.clone());
+    let second = net.start_second_gateway().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let checkpoint = |channel: tonic::transport::Channel| async move {
+        cii_proto::audit::audit_client::AuditClient::new(channel)
+            .get_checkpoint(cii_proto::audit::GetCheckpointRequest {})
+            .await
+            .map(|answer| answer.into_inner().tree_size)
+    };
+    let quick = net.gateway_channel_at(second.addr, &orp, Duration::from_millis(500));
+    assert!(
+        checkpoint(quick).await.is_err(),
+        "it serves nothing while another sequences"
+    );
+    net.stop_gateway().await;
+    let mut served = None;
+    for _ in 0..100 {
+        if let Ok(size) = checkpoint(net.gateway_channel_at(second.addr, &orp, Duration::from_secs(2))).await {
+            served = Some(size);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served.is_some(), "it serves once it sequences");
+    second.stop().await;
+}
+
 /// The same (sender, transfer id) sent to two replicas at the same moment: one decision and
 /// one entry. One call records it; the other is told it is in progress or answers the
 /// recorded outcome; a retry on either answers the same receipt.
