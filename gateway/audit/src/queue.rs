@@ -45,6 +45,9 @@ const RECHECK: Duration = Duration::from_secs(2);
 /// How long an append waits for a sequencer (a takeover lasts at most a lease); then it fails
 /// as unavailable, its transfer stays held and is completed once, later.
 const WAIT: Duration = Duration::from_secs(60);
+/// A follower behind by more entries than this reads the tree's recent part afresh instead of
+/// every leaf in between.
+const CATCH_UP_BY_LEAVES: u64 = 65_536;
 /// How often integrated rows older than a day are deleted.
 const FORGET_EVERY: Duration = Duration::from_secs(600);
 
@@ -66,6 +69,16 @@ impl Default for Waiters {
 }
 
 impl Waiters {
+    /// The rows this process's callers wait for.
+    fn ids(&self) -> Vec<i64> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
     fn resolve(&self, marked: Vec<(i64, u64)>) {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         for (id, index) in marked {
@@ -249,15 +262,27 @@ impl Follower {
             .verifier
             .open_checkpoint(&note, &self.origin)
             .map_err(|e| LogError::Inconsistent(format!("newest checkpoint: {e}")))?;
-        let leaves = self.store.hashes(0, old, size).await?;
-        if checkpoint.size != size || leaves.len() as u64 != size - old {
+        if checkpoint.size != size {
             return Err(LogError::Inconsistent(format!(
-                "the checkpoint of size {size} does not match the stored entries"
+                "the checkpoint of size {size} says it is of size {}",
+                checkpoint.size
             )));
         }
-        let mut completed = Vec::new();
-        for leaf in leaves {
-            next.push(leaf, &mut completed);
+        if size - old > CATCH_UP_BY_LEAVES {
+            // Far behind (paused, or cut off): the recent part of the tree read afresh, memory
+            // bounded whatever the gap.
+            next = subtrees::Recent::load(&self.store, size).await?;
+        } else {
+            let leaves = self.store.hashes(0, old, size).await?;
+            if leaves.len() as u64 != size - old {
+                return Err(LogError::Inconsistent(format!(
+                    "the checkpoint of size {size} covers entries the store does not hold"
+                )));
+            }
+            let mut completed = Vec::new();
+            for leaf in leaves {
+                next.push(leaf, &mut completed);
+            }
         }
         if subtrees::hash_of(&next, &self.store, 0, size).await? != checkpoint.root {
             return Err(LogError::Inconsistent(format!(
@@ -273,7 +298,10 @@ impl Follower {
             };
         }
         self.sizes.send_replace(size);
-        self.waiters.resolve(self.store.integrated(old, size).await?);
+        let waiting = self.waiters.ids();
+        if !waiting.is_empty() {
+            self.waiters.resolve(self.store.integrated(&waiting).await?);
+        }
         Ok(())
     }
 }
@@ -460,13 +488,13 @@ impl Store {
         )
     }
 
-    /// The rows integrated at indices `from..to`, with their indices.
-    async fn integrated(&self, from: u64, to: u64) -> Result<Vec<(i64, u64)>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, idx FROM audit_queue WHERE idx >= $1 AND idx < $2")
-            .bind(i64::try_from(from).unwrap_or(i64::MAX))
-            .bind(i64::try_from(to).unwrap_or(i64::MAX))
-            .fetch_all(postgres(self)?)
-            .await?;
+    /// Those of rows `ids` already integrated, with their indices.
+    async fn integrated(&self, ids: &[i64]) -> Result<Vec<(i64, u64)>, StoreError> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, idx FROM audit_queue WHERE id = ANY($1) AND idx IS NOT NULL")
+                .bind(ids)
+                .fetch_all(postgres(self)?)
+                .await?;
         Ok(rows.into_iter().map(|(id, index)| (id, to_index(index))).collect())
     }
 
