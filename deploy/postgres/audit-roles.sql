@@ -32,4 +32,5 @@ GRANT SELECT ON audit_lease TO cii_gateway;
 GRANT SELECT, INSERT, UPDATE, DELETE ON audit_queue TO cii_gateway;
 GRANT USAGE ON SEQUENCE audit_queue_id_seq TO cii_gateway;
 GRANT EXECUTE ON FUNCTION audit_dequeued(BIGINT, BIGINT) TO cii_gateway;
+GRANT EXECUTE ON FUNCTION audit_extends(BIGINT, BIGINT) TO cii_gateway;
 GRANT SELECT, INSERT, UPDATE ON audit_cosigned TO cii_gateway;

@@ -311,7 +311,7 @@ async fn open_log(
             }),
         }));
     }
-    let (audit, _follower) = cii_audit::Log::follow(audit_store.clone(), signer.verifier(), origin.clone()).await?;
+    let (audit, _follower) = cii_audit::Log::follow(audit_store.clone(), signer.clone(), origin.clone()).await?;
     let replica = lease::replicate(
         lease::Sequencing {
             store: audit_store.clone(),

@@ -57,7 +57,7 @@ async fn the_service_role_cannot_truncate_or_drop_triggers_on_a_real_postgres() 
         .expect("free");
     // Appends queued as every replica's are, integrated by the lease holder.
     let signer = std::sync::Arc::new(signer);
-    let (log, _follower) = Log::follow(store.clone(), signer.verifier(), origin.into())
+    let (log, _follower) = Log::follow(store.clone(), signer.clone(), origin.into())
         .await
         .expect("the service role follows the log");
     let (stop, stopped) = tokio::sync::watch::channel(false);

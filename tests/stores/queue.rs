@@ -27,9 +27,9 @@ fn signer() -> Arc<Signer> {
 }
 
 /// A replica's log on `url` (a store of its own, as a process has).
-async fn replica(url: &str, signer: &Signer) -> (Log, Store) {
+async fn replica(url: &str, signer: &Arc<Signer>) -> (Log, Store) {
     let store = Store::open(url).await.expect("open");
-    let (log, _follower) = Log::follow(store.clone(), signer.verifier(), ORIGIN.into())
+    let (log, _follower) = Log::follow(store.clone(), signer.clone(), ORIGIN.into())
         .await
         .expect("follow");
     (log, store)
@@ -216,23 +216,44 @@ async fn a_follower_answers_only_on_a_checkpoint_it_verified() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_row_no_replica_wrote_is_dropped_and_blocks_nothing() {
+async fn a_queued_row_no_replica_signed_is_dropped_and_blocks_nothing() {
     let url = cii_tests::pg::fresh_database().await;
     let signer = signer();
     let (a, store_a) = replica(&url, &signer).await;
     let owner = sqlx::PgPool::connect(&url).await.expect("connect");
-    sqlx::query("INSERT INTO audit_queue (entry_sha256, entry) VALUES ('\\x00', '\\xdeadbeef')")
-        .execute(&owner)
-        .await
-        .expect("garbage queued");
+    // A database writer without the log's key: garbage, then a well-formed entry with its
+    // digest but no replica's signature (a shredding approval it would like signed into the
+    // log), then the same with a note signed by another key.
+    let forged = cii_audit::entry::encode(&Entry {
+        kind: EntryKind::ShreddingApproved as i32,
+        ..entry("forged approval")
+    });
+    let digest = ring::digest::digest(&ring::digest::SHA256, &forged);
+    let intruder = Signer::from_pem(ORIGIN, &generate_key_pem().expect("key")).expect("signer");
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let other_key = intruder.sign(&format!("cii-audit-queue/v1\n{hex}\n"));
+    for (digest, bytes, signed) in [
+        (vec![0u8], vec![0xde, 0xad], String::new()),
+        (digest.as_ref().to_vec(), forged.clone(), String::new()),
+        (vec![1u8], forged.clone(), other_key),
+    ] {
+        sqlx::query("INSERT INTO audit_queue (entry_sha256, entry, signed) VALUES ($1, $2, $3)")
+            .bind(digest)
+            .bind(bytes)
+            .bind(signed)
+            .execute(&owner)
+            .await
+            .expect("queued by the intruder");
+    }
     let (_stop, _lease) = integrator(&store_a, &signer, "replica-a").await;
-    let receipt = a.append(entry("after")).await.expect("appended after the garbage");
-    assert_eq!(receipt.index, 0);
+    let receipt = a.append(entry("after")).await.expect("appended after the forged rows");
+    assert_eq!(receipt.index, 0, "nothing of the intruder's was appended");
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_queue WHERE idx IS NULL")
         .fetch_one(&owner)
         .await
         .expect("count");
-    assert_eq!(left, 0, "the malformed row was dropped");
+    assert_eq!(left, 0, "the forged rows were dropped");
+    assert_eq!(store_a.size().await.expect("size"), 1);
     owner.close().await;
 }
 
@@ -294,4 +315,60 @@ async fn an_entry_of_a_month_retention_destroyed_is_dropped_and_holds_back_nothi
         .expect("task");
     assert_eq!(refused.expect_err("unwritable").code(), "AUDIT_UNAVAILABLE");
     assert_eq!(store_a.size().await.expect("size"), 2, "the old entry and this month's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_does_not_start_where_the_log_ends_is_refused() {
+    // A database rolled back under a live sequencer (an asynchronous failover): its next batch
+    // would leave a gap under a signed checkpoint. The statement refuses it, and marks nothing.
+    let url = cii_tests::pg::fresh_database().await;
+    let signer = signer();
+    let store = Store::open(&url).await.expect("open");
+    let lease = Lease::acquire(&store, "replica-a", Duration::from_secs(60))
+        .await
+        .expect("acquire")
+        .expect("free");
+    let owner = sqlx::PgPool::connect(&url).await.expect("connect");
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_queue (entry_sha256, entry, signed) VALUES ('\\x01', '\\x02', '') RETURNING id",
+    )
+    .fetch_one(&owner)
+    .await
+    .expect("a waiting row");
+    let bytes = cii_audit::entry::encode(&Entry {
+        index: 3,
+        ..entry("after a gap")
+    });
+    let row = cii_audit::store::NewEntry {
+        index: 3,
+        leaf_hash: cii_audit::merkle::leaf_hash(&bytes),
+        bytes,
+        time_micros: cii_types::time::micros(time::OffsetDateTime::now_utc()),
+    };
+    let note = signer.sign(
+        &cii_audit::note::Checkpoint {
+            origin: ORIGIN.into(),
+            size: 4,
+            root: [9u8; 32],
+        }
+        .body(),
+    );
+    let refused = store
+        .append_fenced(
+            std::slice::from_ref(&row),
+            &[],
+            (4, &note),
+            Some(lease.epoch()),
+            &[(id, 3)],
+        )
+        .await;
+    assert!(refused.is_err(), "a batch at 3 on a log of 0 is refused");
+    assert_eq!(store.size().await.expect("size"), 0);
+    let waiting: Option<i64> = sqlx::query_scalar("SELECT idx FROM audit_queue WHERE id = $1")
+        .bind(id)
+        .fetch_one(&owner)
+        .await
+        .expect("row");
+    assert_eq!(waiting, None, "the row still waits");
+    owner.close().await;
 }

@@ -51,32 +51,25 @@ const CATCH_UP_BY_LEAVES: u64 = 65_536;
 /// How often integrated rows older than a day are deleted.
 const FORGET_EVERY: Duration = Duration::from_secs(600);
 
-/// The callers of this process waiting for their queued rows, by row id.
+/// The callers of this process waiting for their queued rows, by row id, and the key this
+/// replica signs its rows with (the log's).
 #[derive(Debug)]
 pub(crate) struct Waiters {
     waiting: Mutex<HashMap<i64, Vec<tokio::sync::oneshot::Sender<u64>>>>,
     /// Flipped when this replica gives up waiting ([`Log::abandon_waits`]).
     abandoned: watch::Sender<bool>,
-}
-
-impl Default for Waiters {
-    fn default() -> Waiters {
-        Waiters {
-            waiting: Mutex::default(),
-            abandoned: watch::channel(false).0,
-        }
-    }
+    signer: Arc<Signer>,
 }
 
 impl Waiters {
-    /// The rows this process's callers wait for.
+    /// The rows this process's callers wait for (callers that went away forgotten).
     fn ids(&self) -> Vec<i64> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .copied()
-            .collect()
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.retain(|_, list| {
+            list.retain(|w| !w.is_closed());
+            !list.is_empty()
+        });
+        waiting.keys().copied().collect()
     }
 
     fn resolve(&self, marked: Vec<(i64, u64)>) {
@@ -134,18 +127,24 @@ impl Waiters {
 
 impl Log {
     /// The log of a replica sharing a PostgreSQL log with others: appends are queued for
-    /// whichever replica holds the sequencer's lease ([`integrate`]), reads follow the newest
-    /// checkpoint (`verifier` checks each). The task runs while a handle to the log is alive.
+    /// whichever replica holds the sequencer's lease ([`integrate`]), each row signed with
+    /// `signer` (the log's key), and reads follow the newest checkpoint (its signature checked
+    /// with the same key). The task runs while a handle to the log is alive.
     pub async fn follow(
         store: Store,
-        verifier: Verifier,
+        signer: Arc<Signer>,
         origin: String,
     ) -> Result<(Log, tokio::task::JoinHandle<()>), LogError> {
         let pool = postgres(&store)?.clone();
+        let verifier = signer.verifier();
         let committed = crate::sequencer::load_checked(&store, &verifier, &origin, true).await?;
         let size = committed.size;
         let committed = Arc::new(std::sync::RwLock::new(committed));
-        let waiters = Arc::new(Waiters::default());
+        let waiters = Arc::new(Waiters {
+            waiting: Mutex::default(),
+            abandoned: watch::channel(false).0,
+            signer,
+        });
         let (sizes_tx, sizes) = watch::channel(size);
         let follower = Follower {
             store: store.clone(),
@@ -189,7 +188,10 @@ async fn append(log: &Log, waiters: &Waiters, entry: Entry) -> Result<Receipt, L
         return Err(LogError::Closed);
     }
     let queued = Entry { index: 0, ..entry };
-    let (id, marked) = log.store.enqueue(&encode(&queued)).await?;
+    let bytes = encode(&queued);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let signed = waiters.signer.sign(&row_body(digest.as_ref()));
+    let (id, marked) = log.store.enqueue(&bytes, digest.as_ref(), &signed).await?;
     let index = match marked {
         Some(index) => index,
         None => waiters.wait(&log.store, id).await?,
@@ -219,6 +221,31 @@ async fn append(log: &Log, waiters: &Waiters, entry: Entry) -> Result<Receipt, L
         inclusion_proof: hashes_of(&recent, &log.store, &ranges).await?,
         entry: bytes,
     })
+}
+
+/// What a replica signs for a row it queues: the entry's digest, under a first line no
+/// checkpoint body has (a checkpoint's second line is its size, a number).
+fn row_body(digest: &[u8]) -> String {
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cii-audit-queue/v1\n{hex}\n")
+}
+
+/// Whether a queued row is what a replica holding the log's key queued: its digest is its
+/// entry's, and it is signed.
+fn signed_by_a_replica(verifier: &Verifier, row: &QueuedRow) -> bool {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &row.entry);
+    digest.as_ref() == row.digest.as_slice()
+        && verifier
+            .open(&row.signed)
+            .is_ok_and(|body| body == row_body(&row.digest))
+}
+
+/// A row waiting in the queue.
+struct QueuedRow {
+    id: i64,
+    digest: Vec<u8>,
+    entry: Vec<u8>,
+    signed: String,
 }
 
 /// A replica's view of the log, moved forward checkpoint by checkpoint.
@@ -318,12 +345,13 @@ pub async fn integrate(
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Stats>, LogError> {
     let pool = postgres(&store)?.clone();
+    let verifier = signer.verifier();
     let (log, sequencer) = Log::open_leased(store.clone(), signer, origin, lease).await?;
     let heard = listen(pool, QUEUED);
     Ok(tokio::spawn(async move {
         let mut forgotten = tokio::time::Instant::now();
         loop {
-            match integrate_waiting(&log, &store).await {
+            match integrate_waiting(&log, &store, &verifier).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(LogError::Closed) => break,
@@ -348,7 +376,7 @@ pub async fn integrate(
 }
 
 /// One batch from the queue through the sequencer; whether it was full (more may wait).
-async fn integrate_waiting(log: &Log, store: &Store) -> Result<bool, LogError> {
+async fn integrate_waiting(log: &Log, store: &Store, verifier: &Verifier) -> Result<bool, LogError> {
     let Appends::Sequencer(tx) = &log.appends else {
         return Err(LogError::Closed);
     };
@@ -356,8 +384,18 @@ async fn integrate_waiting(log: &Log, store: &Store) -> Result<bool, LogError> {
     let full = waiting.len() == MAX_BATCH;
     let mut answers = Vec::with_capacity(waiting.len());
     let mut periods = Vec::with_capacity(waiting.len());
-    for (id, bytes) in waiting {
-        let entry = decode(&bytes).ok().filter(|entry| crate::entry::check(entry).is_ok());
+    for row in waiting {
+        let id = row.id;
+        if !signed_by_a_replica(verifier, &row) {
+            // Written into the database by someone without the log's key: never signed into
+            // the log (the queue is no signing oracle for the database's service role).
+            tracing::error!(row = id, "ALARM: a queued audit entry no replica signed: dropped");
+            store.drop_queued(id).await?;
+            continue;
+        }
+        let entry = decode(&row.entry)
+            .ok()
+            .filter(|entry| crate::entry::check(entry).is_ok());
         let Some(entry) = entry else {
             // Queued by no replica of this release (each checks before queueing): dropped,
             // its caller, if any, times out.
@@ -449,21 +487,21 @@ fn to_index(v: i64) -> u64 {
 
 /// The append queue's statements (PostgreSQL only).
 impl Store {
-    /// Queues an entry's bytes: the row's id, and its index if the same bytes were queued and
-    /// integrated before.
-    async fn enqueue(&self, bytes: &[u8]) -> Result<(i64, Option<u64>), StoreError> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    /// Queues an entry's bytes (their `digest`, and the replica's note over it): the row's id,
+    /// and its index if the same bytes were queued and integrated before.
+    async fn enqueue(&self, bytes: &[u8], digest: &[u8], signed: &str) -> Result<(i64, Option<u64>), StoreError> {
         // DO UPDATE (of nothing) returns the row another caller queued, even one committed
         // while this statement waited for it; DO NOTHING would return no row then.
         let (id, index): (i64, Option<i64>) = sqlx::query_as(
-            "WITH queued AS (INSERT INTO audit_queue (entry_sha256, entry) VALUES ($1, $2) \
+            "WITH queued AS (INSERT INTO audit_queue (entry_sha256, entry, signed) VALUES ($1, $2, $3) \
                  ON CONFLICT (entry_sha256) DO UPDATE SET entry_sha256 = EXCLUDED.entry_sha256 \
                  RETURNING id, idx), \
              told AS MATERIALIZED (SELECT pg_notify('cii_audit_queue', '')) \
              SELECT id, idx FROM queued, (SELECT COUNT(*) FROM told) t",
         )
-        .bind(digest.as_ref())
+        .bind(digest)
         .bind(bytes)
+        .bind(signed)
         .fetch_one(postgres(self)?)
         .await?;
         Ok((id, index.map(to_index)))
@@ -479,13 +517,22 @@ impl Store {
     }
 
     /// The rows waiting, oldest first, at most `limit`.
-    async fn waiting(&self, limit: usize) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT id, entry FROM audit_queue WHERE idx IS NULL ORDER BY id LIMIT $1")
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(postgres(self)?)
-                .await?,
+    async fn waiting(&self, limit: usize) -> Result<Vec<QueuedRow>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>, Vec<u8>, String)> = sqlx::query_as(
+            "SELECT id, entry_sha256, entry, signed FROM audit_queue WHERE idx IS NULL ORDER BY id LIMIT $1",
         )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(postgres(self)?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, digest, entry, signed)| QueuedRow {
+                id,
+                digest,
+                entry,
+                signed,
+            })
+            .collect())
     }
 
     /// Those of rows `ids` already integrated, with their indices.

@@ -798,10 +798,11 @@ async fn postgres_append(
              SELECT u.* FROM fence, UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::text[]) AS u), \
          nodes AS (INSERT INTO audit_node (level, idx, hash) \
              SELECT u.* FROM fence, UNNEST($5::int[], $6::bigint[], $7::bytea[]) AS u), \
-         marked AS (UPDATE audit_queue q SET idx = u.idx, entry = ''::bytea \
+         marked AS (UPDATE audit_queue q SET idx = u.idx, entry = ''::bytea, integrated_at = clock_timestamp() \
              FROM fence, UNNEST($11::bigint[], $12::bigint[]) AS u(id, idx) \
              WHERE q.id = u.id AND q.idx IS NULL RETURNING 1), \
-         checked AS MATERIALIZED (SELECT audit_dequeued((SELECT COUNT(*) FROM marked), $13) AS ok), \
+         checked AS MATERIALIZED (SELECT audit_dequeued((SELECT COUNT(*) FROM marked), $13) \
+             AND audit_extends((SELECT COALESCE(MAX(tree_size), 0) FROM audit_checkpoint), $14) AS ok), \
          told AS MATERIALIZED (SELECT pg_notify('cii_audit_size', ($8::bigint)::text) FROM checked) \
          INSERT INTO audit_checkpoint (tree_size, note) SELECT $8, $9 FROM fence, checked, (SELECT COUNT(*) FROM told) t";
 
@@ -831,10 +832,12 @@ async fn postgres_append(
     let query = if queued.is_empty() {
         query
     } else {
+        let start = rows.first().map_or(0, |r| to_i64(r.index));
         query
             .bind(ids)
             .bind(marks)
             .bind(i64::try_from(queued.len()).unwrap_or(i64::MAX))
+            .bind(start)
     };
     query.execute(pool).await?;
     Ok(())
