@@ -547,7 +547,7 @@ impl Network {
                 task: Some(task),
             });
         }
-        Network {
+        let network = Network {
             registered,
             witness,
             dir,
@@ -571,7 +571,38 @@ impl Network {
                 .gateway_database
                 .clone()
                 .unwrap_or_else(|| "sqlite:gateway/gateway.db".to_owned()),
+        };
+        if options.external_gateways == 0 {
+            network.wait_until_serving(&options.revoke_member_certs).await;
         }
+        network
+    }
+
+    /// Waits until the gateway answers (its log opened, its rulebook activation logged): a
+    /// test that stops the network at once still finds what a started gateway wrote.
+    async fn wait_until_serving(&self, revoked: &[usize]) {
+        // A member whose certificate is good (a refusal would count in the test's metrics).
+        let Some(node) = self
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(i, _)| !revoked.contains(i))
+            .map(|(_, n)| n)
+        else {
+            return;
+        };
+        let party = PeerIdentity::Institution(node.member.id.clone());
+        for _ in 0..300 {
+            let channel = self.gateway_channel_at(self.gateway, &party, std::time::Duration::from_secs(2));
+            let asked = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await;
+            if asked.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the gateway did not serve within 30 s");
     }
 
     /// Stops the gateway, lets `meddle` change its files (the network's folder is

@@ -63,7 +63,8 @@ pub struct AuditFile {
     #[serde(default = "default_witness_wait")]
     pub witness_wait_seconds: u32,
     /// With a PostgreSQL log: how long the sequencer's lease lasts between renewals, in
-    /// seconds (2–300, default 10; renewed every third of it). A gateway whose lease lapses
+    /// seconds (2–30, default 10; renewed every third of it: a takeover must come well within the
+    /// minute an append waits for a sequencer). A gateway whose lease lapses
     /// stops; a standby on the same log takes over within this time of the holder's death.
     #[serde(default = "default_lease")]
     pub lease_seconds: u32,
@@ -356,11 +357,11 @@ fn check_audit(path: &Path, audit: &AuditFile) -> Result<(), ConfigError> {
             "must be 1 to 8 (below a delivery attempt's 10 s)",
         ));
     }
-    if !(2..=300).contains(&audit.lease_seconds) {
+    if !(2..=30).contains(&audit.lease_seconds) {
         return Err(ConfigError::invalid(
             path,
             "audit.lease_seconds",
-            "must be 2 to 300 (renewed every third of it)",
+            "must be 2 to 30 (renewed every third of it; a takeover must come within the minute an append waits)",
         ));
     }
     Ok(())

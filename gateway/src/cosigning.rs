@@ -106,6 +106,7 @@ pub fn start(
         sizes: HashMap::new(),
         registry_version: 0,
         shared: role.shared,
+        log_key: (config.audit_signer.verifier(), config.file.audit.origin.clone()),
     };
     let run = async move {
         let mut stop = stop;
@@ -129,6 +130,8 @@ struct Cosigning {
     registry_version: u64,
     /// Where the sequencing replica publishes what it got cosigned (a shared log).
     shared: Option<cii_audit::Store>,
+    /// The log's verifier key and origin (a published checkpoint must be the log's own).
+    log_key: (cii_audit::note::Verifier, String),
 }
 
 /// How often a replica that does not sequence looks for a newer cosigned checkpoint.
@@ -154,7 +157,7 @@ impl Cosigning {
             match store.latest_cosigned().await {
                 Ok(Some((size, note))) if size <= self.log.checkpoint().0 => {
                     let newer = tx.borrow().as_ref().is_none_or(|c| c.size < size);
-                    if newer && self.has_quorum(&note) {
+                    if newer && self.is_published_cosigned(size, &note) {
                         tx.send_replace(Some(Arc::new(Cosigned { size, note })));
                     }
                 }
@@ -174,7 +177,11 @@ impl Cosigning {
     /// alarm of a log gone back). False if `stop` flipped first.
     async fn caught_up(&self, store: &cii_audit::Store, stop: &mut watch::Receiver<bool>) -> bool {
         let published = match store.latest_cosigned().await {
-            Ok(published) => published.map_or(0, |(size, _)| size),
+            // Only a checkpoint that is the log's and cosigned counts: a size a database writer
+            // put there must not hold this replica's cosigning back.
+            Ok(published) => published
+                .filter(|(size, note)| self.is_published_cosigned(*size, note))
+                .map_or(0, |(size, _)| size),
             Err(e) => {
                 tracing::warn!(error = %e, "the published cosigned checkpoint is not readable");
                 0
@@ -187,9 +194,14 @@ impl Cosigning {
         }
     }
 
-    /// Whether the witnesses the registry lists cosigned `note` in a quorum (none listed: the
+    /// Whether a published `note` is a checkpoint of this log, of tree `size`, signed with the
+    /// log's key and cosigned by a quorum of the witnesses the registry lists (none listed: the
     /// log's signature alone, as [`Cosigning::round`] answers then).
-    fn has_quorum(&self, note: &str) -> bool {
+    fn is_published_cosigned(&self, size: u64, note: &str) -> bool {
+        let (verifier, origin) = &self.log_key;
+        if !verifier.open_checkpoint(note, origin).is_ok_and(|c| c.size == size) {
+            return false;
+        }
         let registry = self.registry.current();
         let witnesses = registry.witnesses();
         let (quorum, _) = Quorum::from_vkeys(witnesses.iter().map(|w| (w.vkey.as_str(), w.is_independent())));

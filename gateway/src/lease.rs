@@ -51,23 +51,49 @@ pub struct Replica {
     /// Why it stopped sequencing on its own ([`LEASE_LOST`], [`SEQUENCER_STOPPED`]): the
     /// gateway then stops.
     pub ended: oneshot::Receiver<u8>,
-    /// The task: done once `stop` flipped and the lease (if held and not lost) is handed over.
-    pub task: tokio::task::JoinHandle<()>,
+    /// Its sequencing part, finished once the background work is joined.
+    pub running: Running,
 }
 
-/// Starts queueing for the lease; once it is held, the queue is integrated and
-/// [`Replica::sequencing`] turns true, until `stop` flips or the lease is lost (which flips
-/// `stop`: the background work stops at once, another replica may run it now).
+/// A sequencer running in this process (its task), finished in order: after the work that
+/// appends (the outbox, completions) has stopped, so that what it queued is still integrated
+/// and no other replica's outbox starts while this one's last round is out.
+pub struct Running {
+    task: tokio::task::JoinHandle<()>,
+    finish: watch::Sender<bool>,
+}
+
+impl Running {
+    /// A sequencer task that ends by itself (on SQLite: once the last handle to the log is gone).
+    pub fn alone(task: tokio::task::JoinHandle<()>) -> Running {
+        Running {
+            task,
+            finish: watch::channel(true).0,
+        }
+    }
+
+    /// Stops integrating, then hands the lease over (unless it was lost); returns when done.
+    pub async fn finish(self) {
+        self.finish.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts queueing for the lease (until `stop` flips); once it is held, the queue is integrated
+/// and [`Replica::sequencing`] turns true, until [`Running::finish`] or the lease is lost (which
+/// flips `stop`: the background work stops at once, another replica may run it now).
 pub fn replicate(parts: Sequencing, stop: watch::Sender<bool>) -> Replica {
     let (sequencing_tx, sequencing) = watch::channel(false);
     let (ended_tx, ended) = oneshot::channel();
+    let (finish, finishing) = watch::channel(false);
+    let stop_renewing = finish.clone();
     let task = tokio::spawn(async move {
         let Some(lease) = acquire(&parts, &stop).await else {
             return;
         };
-        let mut lost = keep(&lease, stop.clone());
+        let mut lost = keep(&lease, stop.clone(), finishing.clone());
         let integrating =
-            cii_audit::queue::integrate(parts.store, parts.signer, parts.origin, &lease, stop.subscribe()).await;
+            cii_audit::queue::integrate(parts.store, parts.signer, parts.origin, &lease, finishing.clone()).await;
         let why = match integrating {
             Err(e) => {
                 tracing::error!(code = e.code(), error = %e, "the audit log could not be sequenced");
@@ -77,10 +103,12 @@ pub fn replicate(parts: Sequencing, stop: watch::Sender<bool>) -> Replica {
                 sequencing_tx.send_replace(true);
                 tokio::select! {
                     Ok(()) = &mut lost => {
+                        // Its batches are refused from now on: it stops at once.
+                        stop_renewing.send_replace(true);
                         let _ = integrator.await;
                         LEASE_LOST
                     }
-                    _ = &mut integrator => if *stop.borrow() { STOPPED } else { SEQUENCER_STOPPED },
+                    _ = &mut integrator => if *finishing.borrow() { STOPPED } else { SEQUENCER_STOPPED },
                 }
             }
         };
@@ -90,6 +118,8 @@ pub fn replicate(parts: Sequencing, stop: watch::Sender<bool>) -> Replica {
         if why != STOPPED {
             let _ = ended_tx.send(why);
         }
+        // The keeper stops renewing what is handed over (or lost) now.
+        stop_renewing.send_replace(true);
         if why != LEASE_LOST
             && let Err(e) = lease.release().await
         {
@@ -99,7 +129,7 @@ pub fn replicate(parts: Sequencing, stop: watch::Sender<bool>) -> Replica {
     Replica {
         sequencing,
         ended,
-        task,
+        running: Running { task, finish },
     }
 }
 
@@ -134,29 +164,35 @@ async fn acquire(parts: &Sequencing, stop: &watch::Sender<bool>) -> Option<Lease
     }
 }
 
-/// Keeps `lease` in a task of its own until `stop` flips; the receiver hears of its loss.
-fn keep(lease: &Lease, stop: watch::Sender<bool>) -> oneshot::Receiver<()> {
+/// Keeps `lease` in a task of its own until `finishing` flips; the receiver hears of its loss.
+fn keep(lease: &Lease, stop: watch::Sender<bool>, finishing: watch::Receiver<bool>) -> oneshot::Receiver<()> {
     let (lost_tx, lost) = oneshot::channel();
-    tokio::spawn(renew(lease.clone(), lost_tx, stop));
+    tokio::spawn(renew(lease.clone(), lost_tx, stop, finishing));
     lost
 }
 
-/// Renews `lease` every third of its time until it is lost or `stop` fires. A renewal that
-/// fails (a database error, or no answer within a third of the lease) is tried again; the lease
-/// counts as lost once its time since the last renewal has run out. On a loss the gateway's
-/// background work (outbox, consent notices, completions) is stopped at once through `stop` —
-/// another gateway may run it now — and the loss is reported on `lost`.
-async fn renew(lease: Lease, lost: oneshot::Sender<()>, stop: watch::Sender<bool>) {
+/// Renews `lease` every third of its time until it is lost or `finishing` flips (the gateway
+/// stopping keeps its lease while its last appends are integrated). A renewal that fails (a
+/// database error, or no answer within a third of the lease) is tried again; the lease counts
+/// as lost once its time since the last renewal was asked for has run out. On a loss the
+/// gateway's background work (outbox, consent notices, completions) is stopped at once through
+/// `stop` — another gateway may run it now — and the loss is reported on `lost`.
+async fn renew(
+    lease: Lease,
+    lost: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
+    mut finishing: watch::Receiver<bool>,
+) {
     let ttl = lease.ttl();
-    let mut stopped = stop.subscribe();
     let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ttl / 3) => {}
-            _ = stopped.changed() => return,
+            _ = finishing.wait_for(|f| *f) => return,
         }
+        let asked = tokio::time::Instant::now();
         match tokio::time::timeout(ttl / 3, lease.renew()).await {
-            Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+            Ok(Ok(true)) => renewed = asked,
             Ok(Ok(false)) => break,
             failed if renewed.elapsed() + ttl / 3 < ttl => {
                 let error = failed.map_or_else(|_| "no answer in time".to_owned(), |r| format!("{r:?}"));

@@ -261,9 +261,9 @@ pub async fn run_with_clock(
         let _ = task.await;
     }
     store.close().await;
-    // The sequencer drains (the last handle to the log gone, or `stop`); a lease held is handed over.
+    // The sequencer drains (the last handle to the log gone, or finished); a lease held is handed over.
     drop((audit, completion));
-    let _ = sequencer.await;
+    sequencer.finish().await;
     audit_store.close().await;
     tracing::info!("gateway stopped");
     stopped_because(why.into_inner(), result)
@@ -285,8 +285,8 @@ struct OpenedLog {
     sequencing: tokio::sync::watch::Receiver<bool>,
     /// Hears why a replica stopped sequencing on its own.
     ended: tokio::sync::oneshot::Receiver<u8>,
-    /// Done once the log's sequencer (alone) or this replica's part (shared) has stopped.
-    sequencer: tokio::task::JoinHandle<()>,
+    /// The log's sequencer (alone) or this replica's part in sequencing (shared).
+    sequencer: lease::Running,
 }
 
 /// The audit log: on SQLite sequenced by this process alone; on PostgreSQL shared by replicas,
@@ -306,15 +306,17 @@ async fn open_log(
             audit,
             sequencing: tokio::sync::watch::channel(true).1,
             ended: tokio::sync::oneshot::channel().1,
-            sequencer: tokio::spawn(async move {
+            sequencer: lease::Running::alone(tokio::spawn(async move {
                 let _ = sequencer.await;
-            }),
+            })),
         }));
     }
     let (audit, _follower) = cii_audit::Log::follow(audit_store.clone(), signer.clone(), origin.clone()).await?;
     let replica = lease::replicate(
         lease::Sequencing {
-            store: audit_store.clone(),
+            // A pool of its own: the lease's renewals and the sequencer's batches never wait
+            // behind the requests' connections.
+            store: cii_audit::Store::open(&config.audit_store).await?,
             signer,
             origin,
             ttl: lease::ttl(config.file.audit.lease_seconds),
@@ -323,14 +325,14 @@ async fn open_log(
     );
     if !lease::serves_unless_sequencing(config, replica.sequencing.clone(), shutdown).await {
         let _ = stop.send(true);
-        let _ = replica.task.await;
+        replica.running.finish().await;
         return Ok(None);
     }
     Ok(Some(OpenedLog {
         audit,
         sequencing: replica.sequencing,
         ended: replica.ended,
-        sequencer: replica.task,
+        sequencer: replica.running,
     }))
 }
 

@@ -642,3 +642,26 @@ fn a_gateway_without_a_lawful_retention_limit_does_not_start() {
         assert!(err.contains("gateway.toml"), "{err}");
     }
 }
+
+/// The sequencer's lease must be short enough that a takeover comes within the minute an append
+/// of another replica waits for a sequencer.
+#[test]
+fn a_lease_longer_than_an_append_can_wait_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_configs(&deploy().join("dev"), dir.path());
+    load_all(dir.path(), &["ORP-VS", "AI-VS"]);
+    let path = dir.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    for (seconds, accepted) in [(2, true), (30, true), (31, false), (1, false)] {
+        let changed = text.replacen("[audit]\n", &format!("[audit]\nlease_seconds = {seconds}\n"), 1);
+        assert_ne!(changed, text, "the dev config has an [audit] section");
+        std::fs::write(&path, changed).expect("write");
+        match cii_gateway::GatewayConfig::load(&path) {
+            Ok(_) => assert!(accepted, "{seconds} s accepted"),
+            Err(e) => {
+                assert!(!accepted, "{seconds} s refused: {e}");
+                assert!(e.to_string().contains("audit.lease_seconds"), "{e}");
+            }
+        }
+    }
+}

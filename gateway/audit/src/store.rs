@@ -190,7 +190,19 @@ impl Store {
             }
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                // A session cut off in the middle of a transaction (a frozen or half-open
+                // replica) would keep its locks — among them the fence's hold on the lease row,
+                // blocking every takeover —: the server ends it.
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::Executor::execute(&mut *conn, "SET idle_in_transaction_session_timeout = '30s'").await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await?;
             if read_only {
                 sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
                     .execute(&pool)

@@ -162,8 +162,17 @@ impl Transfers {
             .await
     }
 
-    /// The receipt of `entry`, found at `index`, against the newest checkpoint.
+    /// The receipt of `entry`, found at `index`, against the newest checkpoint (on a replica
+    /// whose view of a shared log lags, once that view covers the entry).
     async fn receipt_of(&self, index: u64, entry: &cii_audit::Entry) -> Result<common_pb::Receipt, TransferError> {
+        let mut sizes = self.audit.subscribe();
+        let covered = tokio::time::timeout(COVERED_WAIT, async {
+            sizes.wait_for(|size| *size > index).await.is_ok()
+        })
+        .await;
+        if covered != Ok(true) {
+            return Err(cii_audit::LogError::Closed.into());
+        }
         let (size, note) = self.audit.checkpoint();
         let (_, leaf, proof) = self
             .audit
@@ -184,6 +193,9 @@ impl Transfers {
         Ok(find_logged(&self.audit_store, entry, from).await?)
     }
 }
+
+/// How long a replica waits for its view of a shared log to cover an entry found in the store.
+const COVERED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The index of `entry` (whatever its index) in the log at or after `from`, if it was appended.
 pub(crate) async fn find_logged(
