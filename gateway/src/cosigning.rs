@@ -172,24 +172,24 @@ impl Cosigning {
         }
     }
 
-    /// Once this replica sequences: waits until its view of the log holds the tree the last
-    /// holder got cosigned (a round on an older one would find the witnesses ahead of it, the
-    /// alarm of a log gone back). False if `stop` flipped first.
+    /// Once this replica sequences: waits until its view of the log holds every checkpoint
+    /// stored when it took over — the witnesses may have cosigned any of them for the last
+    /// holder (even one it died before publishing), and a round on an older tree would find
+    /// them ahead of it, the alarm of a log gone back. False if `stop` flipped first.
     async fn caught_up(&self, store: &cii_audit::Store, stop: &mut watch::Receiver<bool>) -> bool {
-        let published = match store.latest_cosigned().await {
-            // Only a checkpoint that is the log's and cosigned counts: a size a database writer
-            // put there must not hold this replica's cosigning back.
-            Ok(published) => published
-                .filter(|(size, note)| self.is_published_cosigned(*size, note))
-                .map_or(0, |(size, _)| size),
-            Err(e) => {
-                tracing::warn!(error = %e, "the published cosigned checkpoint is not readable");
-                0
+        let stored = loop {
+            match store.latest_checkpoint().await {
+                Ok(newest) => break newest.map_or(0, |(size, _)| size),
+                Err(e) => tracing::warn!(error = %e, "the log's newest checkpoint is not readable; trying again"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return false,
             }
         };
         let mut sizes = self.log.subscribe();
         tokio::select! {
-            _ = sizes.wait_for(|size| *size >= published) => true,
+            _ = sizes.wait_for(|size| *size >= stored) => true,
             _ = stop.wait_for(|s| *s) => false,
         }
     }
