@@ -52,6 +52,8 @@ pub struct Nodes {
     waiting: Arc<Mutex<Waiting>>,
     /// Whether this gateway's outbox worker runs (on the replica that sequences the log only).
     outbox_runs: Arc<std::sync::atomic::AtomicBool>,
+    /// Until when this gateway surely holds the sequencer's lease (unlimited alone).
+    held: crate::lease::HeldUntil,
     policy: RetryPolicy,
     metrics: cii_kit::metrics::Metrics,
     /// Dead letters are logged before they leave the outbox.
@@ -167,6 +169,7 @@ impl Nodes {
             wake: Arc::new(Notify::new()),
             waiting: Arc::new(Mutex::new(Waiting::default())),
             outbox_runs: Arc::default(),
+            held: crate::lease::HeldUntil::default(),
             policy,
             metrics,
             log,
@@ -554,7 +557,7 @@ impl Nodes {
             // Begun before the read (and its time taken after): a call that waits for this
             // round has its row in it.
             let round = self.begin_round();
-            for run in self.due(&store, &busy).await {
+            for run in self.due_while_held(&store, &busy).await {
                 let Some(recipient) = run.first().map(|d| d.recipient.clone()) else {
                     continue;
                 };
@@ -609,6 +612,22 @@ impl Nodes {
     }
 
     /// A round of the outbox begins: the calls waiting now have their rows in it.
+    /// The outbox's worker under `held`: it starts no round past the lease's time.
+    pub fn with_lease(mut self, held: crate::lease::HeldUntil) -> Nodes {
+        self.held = held;
+        self
+    }
+
+    /// The runs due now, unless this gateway's lease ran out by its own clock (paused, cut
+    /// off): then none — another replica's outbox may run now, and two never overlap.
+    async fn due_while_held(&self, store: &Store, busy: &Busy) -> Vec<Vec<Due>> {
+        if self.held.holds() {
+            self.due(store, busy).await
+        } else {
+            Vec::new()
+        }
+    }
+
     fn begin_round(&self) -> u64 {
         self.waiting.lock().map_or(0, |mut waiting| {
             waiting.started += 1;

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use cii_audit::lease::{self, Lease};
 use tokio::sync::{oneshot, watch};
 
@@ -44,6 +46,25 @@ pub struct Sequencing {
     pub ttl: Duration,
 }
 
+/// Until when this gateway surely holds the sequencer's lease, by its own clock: the time its
+/// last renewal was asked for, plus the lease's time (unlimited alone on SQLite). The outbox
+/// starts no round past it — a holder paused past its lease and resumed starts no delivery
+/// before its keeper has even noticed the loss, so two replicas' outboxes do not overlap.
+#[derive(Debug, Clone, Default)]
+pub struct HeldUntil(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+impl HeldUntil {
+    /// Whether the lease is surely held now.
+    pub fn holds(&self) -> bool {
+        let until = *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        until.is_none_or(|until| tokio::time::Instant::now() < until)
+    }
+
+    fn set(&self, until: tokio::time::Instant) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
+    }
+}
+
 /// A replica of a shared log.
 pub struct Replica {
     /// True from the moment this replica sequences the log.
@@ -53,6 +74,8 @@ pub struct Replica {
     pub ended: oneshot::Receiver<u8>,
     /// Its sequencing part, finished once the background work is joined.
     pub running: Running,
+    /// Until when it surely holds the lease.
+    pub held: HeldUntil,
 }
 
 /// A sequencer running in this process (its task), finished in order: after the work that
@@ -87,11 +110,16 @@ pub fn replicate(parts: Sequencing, stop: watch::Sender<bool>) -> Replica {
     let (ended_tx, ended) = oneshot::channel();
     let (finish, finishing) = watch::channel(false);
     let stop_renewing = finish.clone();
+    // Nothing is held before the lease is.
+    let held = HeldUntil::default();
+    held.set(tokio::time::Instant::now());
+    let holding = held.clone();
     let task = tokio::spawn(async move {
-        let Some(lease) = acquire(&parts, &stop).await else {
+        let Some((lease, asked)) = acquire(&parts, &stop).await else {
             return;
         };
-        let mut lost = keep(&lease, stop.clone(), finishing.clone());
+        holding.set(asked + parts.ttl);
+        let mut lost = keep(&lease, (stop.clone(), holding.clone()), finishing.clone());
         let integrating =
             cii_audit::queue::integrate(parts.store, parts.signer, parts.origin, &lease, finishing.clone()).await;
         let why = match integrating {
@@ -130,19 +158,22 @@ pub fn replicate(parts: Sequencing, stop: watch::Sender<bool>) -> Replica {
         sequencing,
         ended,
         running: Running { task, finish },
+        held,
     }
 }
 
-/// Waits until this replica holds the lease; `None` if `stop` flipped first.
-async fn acquire(parts: &Sequencing, stop: &watch::Sender<bool>) -> Option<Lease> {
+/// Waits until this replica holds the lease (and when the acquisition that got it was asked
+/// for); `None` if `stop` flipped first.
+async fn acquire(parts: &Sequencing, stop: &watch::Sender<bool>) -> Option<(Lease, tokio::time::Instant)> {
     let holder = holder_name();
     let mut stopped = stop.subscribe();
     let mut told = false;
     loop {
+        let asked = tokio::time::Instant::now();
         match Lease::acquire(&parts.store, &holder, parts.ttl).await {
             Ok(Some(lease)) => {
                 tracing::info!(holder, epoch = lease.epoch(), "this gateway sequences the audit log");
-                return Some(lease);
+                return Some((lease, asked));
             }
             Ok(None) if !told => {
                 if let Ok(now) = lease::state(&parts.store).await {
@@ -165,7 +196,11 @@ async fn acquire(parts: &Sequencing, stop: &watch::Sender<bool>) -> Option<Lease
 }
 
 /// Keeps `lease` in a task of its own until `finishing` flips; the receiver hears of its loss.
-fn keep(lease: &Lease, stop: watch::Sender<bool>, finishing: watch::Receiver<bool>) -> oneshot::Receiver<()> {
+fn keep(
+    lease: &Lease,
+    stop: (watch::Sender<bool>, HeldUntil),
+    finishing: watch::Receiver<bool>,
+) -> oneshot::Receiver<()> {
     let (lost_tx, lost) = oneshot::channel();
     tokio::spawn(renew(lease.clone(), lost_tx, stop, finishing));
     lost
@@ -180,7 +215,7 @@ fn keep(lease: &Lease, stop: watch::Sender<bool>, finishing: watch::Receiver<boo
 async fn renew(
     lease: Lease,
     lost: oneshot::Sender<()>,
-    stop: watch::Sender<bool>,
+    (stop, held): (watch::Sender<bool>, HeldUntil),
     mut finishing: watch::Receiver<bool>,
 ) {
     let ttl = lease.ttl();
@@ -192,7 +227,10 @@ async fn renew(
         }
         let asked = tokio::time::Instant::now();
         match tokio::time::timeout(ttl / 3, lease.renew()).await {
-            Ok(Ok(true)) => renewed = asked,
+            Ok(Ok(true)) => {
+                renewed = asked;
+                held.set(asked + ttl);
+            }
             Ok(Ok(false)) => break,
             failed if renewed.elapsed() + ttl / 3 < ttl => {
                 let error = failed.map_or_else(|_| "no answer in time".to_owned(), |r| format!("{r:?}"));
@@ -204,6 +242,7 @@ async fn renew(
             }
         }
     }
+    held.set(tokio::time::Instant::now());
     let _ = stop.send(true);
     tracing::error!(
         epoch = lease.epoch(),
@@ -282,4 +321,23 @@ where
             work.await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Alone (no lease) the outbox is never held back; with a lease, only until the time the
+    /// last renewal was asked for plus the lease's time.
+    #[tokio::test]
+    async fn the_lease_is_held_until_its_time_by_this_clock() {
+        assert!(HeldUntil::default().holds(), "no lease: unlimited");
+        let held = HeldUntil::default();
+        held.set(tokio::time::Instant::now() + Duration::from_millis(100));
+        assert!(held.holds());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!held.holds(), "past its time");
+        held.set(tokio::time::Instant::now() + Duration::from_secs(10));
+        assert!(held.holds(), "renewed");
+    }
 }

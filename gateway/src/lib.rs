@@ -224,6 +224,7 @@ pub async fn run_with_clock(
         sequencing,
         ended,
         sequencer,
+        held,
     }) = open_log(&config, &audit_store, &stop_tx, &mut shutdown).await?
     else {
         return Ok(());
@@ -250,7 +251,7 @@ pub async fn run_with_clock(
     let (router, nodes) = services(parts, overstepping).await?;
     tokio::spawn(log_overstepping(audit.clone(), clock.clone(), overstepped));
     tokio::spawn(watch_registry(parts, &nodes));
-    let deliveries = spawn_background(nodes, &parts);
+    let deliveries = spawn_background(nodes, &parts, held);
     serve_metrics(listeners.metrics, &metrics, stop_rx);
     let grpc = listeners.grpc.bind(&config).await?;
     let why = std::sync::atomic::AtomicU8::new(lease::STOPPED);
@@ -261,7 +262,6 @@ pub async fn run_with_clock(
         let _ = task.await;
     }
     store.close().await;
-    // The sequencer drains (the last handle to the log gone, or finished); a lease held is handed over.
     drop((audit, completion));
     sequencer.finish().await;
     audit_store.close().await;
@@ -287,6 +287,8 @@ struct OpenedLog {
     ended: tokio::sync::oneshot::Receiver<u8>,
     /// The log's sequencer (alone) or this replica's part in sequencing (shared).
     sequencer: lease::Running,
+    /// Until when this gateway surely holds the lease (its outbox starts no round past it).
+    held: lease::HeldUntil,
 }
 
 /// The audit log: on SQLite sequenced by this process alone; on PostgreSQL shared by replicas,
@@ -309,6 +311,7 @@ async fn open_log(
             sequencer: lease::Running::alone(tokio::spawn(async move {
                 let _ = sequencer.await;
             })),
+            held: lease::HeldUntil::default(),
         }));
     }
     let (audit, _follower) = cii_audit::Log::follow(audit_store.clone(), signer.clone(), origin.clone()).await?;
@@ -333,12 +336,13 @@ async fn open_log(
         sequencing: replica.sequencing,
         ended: replica.ended,
         sequencer: replica.running,
+        held: replica.held,
     }))
 }
 
 /// The outbox worker, the consent-notice task and the completion of held consent changes,
 /// until `stop` flips: on the replica that sequences the log only (they run once per network).
-fn spawn_background(nodes: delivery::Nodes, p: &Parts<'_>) -> [tokio::task::JoinHandle<()>; 3] {
+fn spawn_background(nodes: delivery::Nodes, p: &Parts<'_>, held: lease::HeldUntil) -> [tokio::task::JoinHandle<()>; 3] {
     let (store, stop, sequencing) = (p.store.clone(), p.stop.clone(), p.sequencing.clone());
     let notices = delivery::run_consent_notices(
         p.completion.registry.clone(),
@@ -347,12 +351,12 @@ fn spawn_background(nodes: delivery::Nodes, p: &Parts<'_>) -> [tokio::task::Join
         p.clock.clone(),
         stop.clone(),
     );
-    let held = consent_service::run_completion(p.completion.clone(), stop.clone());
-    let outbox = nodes.run_outbox(store, stop.clone());
+    let completions = consent_service::run_completion(p.completion.clone(), stop.clone());
+    let outbox = nodes.with_lease(held).run_outbox(store, stop.clone());
     [
         lease::when_sequencing(sequencing.clone(), stop.clone(), outbox),
         lease::when_sequencing(sequencing.clone(), stop.clone(), notices),
-        lease::when_sequencing(sequencing, stop, held),
+        lease::when_sequencing(sequencing, stop, completions),
     ]
 }
 
