@@ -9,9 +9,10 @@ use cii_audit::lease::{self, Lease};
 use cii_audit::note::{Signer, generate_key_pem};
 use cii_audit::{Entry, EntryKind, Log, Store};
 
-const ORIGIN: &str = "cii.test/audit";
+pub(crate) const ORIGIN: &str = "cii.test/audit";
 
-fn entry(detail: &str) -> Entry {
+/// An administrative entry of now (the log's tests in this binary share it).
+pub(crate) fn entry(detail: &str) -> Entry {
     Entry {
         kind: EntryKind::AdminAction as i32,
         time_micros: cii_types::time::micros(time::OffsetDateTime::now_utc()),

@@ -11,16 +11,7 @@ use cii_audit::lease::Lease;
 use cii_audit::note::{Signer, generate_key_pem};
 use cii_audit::{Entry, EntryKind, Log, Store};
 
-const ORIGIN: &str = "cii.test/audit";
-
-fn entry(detail: &str) -> Entry {
-    Entry {
-        kind: EntryKind::AdminAction as i32,
-        time_micros: cii_types::time::micros(time::OffsetDateTime::now_utc()),
-        detail: detail.into(),
-        ..Entry::default()
-    }
-}
+use super::lease::{ORIGIN, entry};
 
 fn signer() -> Arc<Signer> {
     Arc::new(Signer::from_pem(ORIGIN, &generate_key_pem().expect("key")).expect("signer"))

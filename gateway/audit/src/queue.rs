@@ -51,77 +51,72 @@ const CATCH_UP_BY_LEAVES: u64 = 65_536;
 /// How often integrated rows older than a day are deleted.
 const FORGET_EVERY: Duration = Duration::from_secs(600);
 
-/// The callers of this process waiting for their queued rows, by row id, and the key this
+/// The callers of this process waiting for their queued rows, by entry digest, and the key this
 /// replica signs its rows with (the log's).
 #[derive(Debug)]
 pub(crate) struct Waiters {
-    waiting: Mutex<HashMap<i64, Vec<tokio::sync::oneshot::Sender<u64>>>>,
+    waiting: Mutex<HashMap<Vec<u8>, Vec<tokio::sync::oneshot::Sender<u64>>>>,
     /// Flipped when this replica gives up waiting ([`Log::abandon_waits`]).
     abandoned: watch::Sender<bool>,
     signer: Arc<Signer>,
 }
 
 impl Waiters {
-    /// The rows this process's callers wait for (callers that went away forgotten).
-    fn ids(&self) -> Vec<i64> {
+    /// The entries (by digest) this process's callers wait for (callers that went away
+    /// forgotten).
+    fn digests(&self) -> Vec<Vec<u8>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         waiting.retain(|_, list| {
             list.retain(|w| !w.is_closed());
             !list.is_empty()
         });
-        waiting.keys().copied().collect()
+        waiting.keys().cloned().collect()
     }
 
-    fn resolve(&self, marked: Vec<(i64, u64)>) {
+    fn resolve(&self, marked: Vec<(Vec<u8>, u64)>) {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        for (id, index) in marked {
-            for waiter in waiting.remove(&id).unwrap_or_default() {
+        for (digest, index) in marked {
+            for waiter in waiting.remove(&digest).unwrap_or_default() {
                 let _ = waiter.send(index);
             }
         }
     }
 
-    /// The index row `id` gets, once a sequencer integrated it.
-    async fn wait(&self, store: &Store, id: i64) -> Result<u64, LogError> {
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
+    /// Listens for the index of the entry with `digest`, before it is queued: its integration
+    /// cannot pass unheard, so nobody asks the store right after queueing.
+    fn listen(&self, digest: &[u8]) -> tokio::sync::oneshot::Receiver<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(id)
+            .entry(digest.to_vec())
             .or_default()
             .push(tx);
+        rx
+    }
+
+    /// The index row `id` gets, once a sequencer integrated it: heard on `rx`, or read from the
+    /// store every [`RECHECK`] (a notification lost while the listener reconnected).
+    async fn wait(&self, store: &Store, id: i64, mut rx: tokio::sync::oneshot::Receiver<u64>) -> Result<u64, LogError> {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut abandoned = self.abandoned.subscribe();
-        let result = loop {
-            // Integrated before this caller was listed, or its notification lost: the store says.
-            match store.queued(id).await {
-                Ok(Some(Some(index))) => break Ok(index),
-                Ok(Some(None)) => {}
-                // Dropped by the sequencer: it can never be appended.
-                Ok(None) => break Err(LogError::Closed),
-                Err(e) => break Err(e.into()),
-            }
+        loop {
             let until = deadline.min(tokio::time::Instant::now() + RECHECK);
             tokio::select! {
-                answer = &mut rx => match answer {
-                    Ok(index) => break Ok(index),
-                    Err(_) => break Err(LogError::Closed),
-                },
+                answer = &mut rx => return answer.map_err(|_| LogError::Closed),
                 () = tokio::time::sleep_until(until) => {}
-                _ = abandoned.wait_for(|a| *a) => break Err(LogError::Closed),
+                _ = abandoned.wait_for(|a| *a) => return Err(LogError::Closed),
             }
             if tokio::time::Instant::now() >= deadline {
-                break Err(LogError::Closed);
+                return Err(LogError::Closed);
             }
-        };
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = waiting.get_mut(&id) {
-            list.retain(|w| !w.is_closed());
-            if list.is_empty() {
-                waiting.remove(&id);
+            match store.queued(id).await? {
+                Some(Some(index)) => return Ok(index),
+                Some(None) => {}
+                // Dropped by the sequencer: it can never be appended.
+                None => return Err(LogError::Closed),
             }
         }
-        result
     }
 }
 
@@ -191,10 +186,11 @@ async fn append(log: &Log, waiters: &Waiters, entry: Entry) -> Result<Receipt, L
     let bytes = encode(&queued);
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
     let signed = waiters.signer.sign(&row_body(digest.as_ref()));
+    let heard = waiters.listen(digest.as_ref());
     let (id, marked) = log.store.enqueue(&bytes, digest.as_ref(), &signed).await?;
     let index = match marked {
         Some(index) => index,
-        None => waiters.wait(&log.store, id).await?,
+        None => waiters.wait(&log.store, id, heard).await?,
     };
     let mut sizes = log.sizes.clone();
     match tokio::time::timeout(WAIT, sizes.wait_for(|size| *size > index)).await {
@@ -325,7 +321,7 @@ impl Follower {
             };
         }
         self.sizes.send_replace(size);
-        let waiting = self.waiters.ids();
+        let waiting = self.waiters.digests();
         if !waiting.is_empty() {
             self.waiters.resolve(self.store.integrated(&waiting).await?);
         }
@@ -535,13 +531,14 @@ impl Store {
             .collect())
     }
 
-    /// Those of rows `ids` already integrated, with their indices.
-    async fn integrated(&self, ids: &[i64]) -> Result<Vec<(i64, u64)>, StoreError> {
-        let rows: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, idx FROM audit_queue WHERE id = ANY($1) AND idx IS NOT NULL")
-                .bind(ids)
-                .fetch_all(postgres(self)?)
-                .await?;
+    /// Those of the entries with `digests` already integrated, with their indices.
+    async fn integrated(&self, digests: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT entry_sha256, idx FROM audit_queue WHERE entry_sha256 = ANY($1) AND idx IS NOT NULL",
+        )
+        .bind(digests)
+        .fetch_all(postgres(self)?)
+        .await?;
         Ok(rows.into_iter().map(|(id, index)| (id, to_index(index))).collect())
     }
 
