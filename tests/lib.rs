@@ -858,16 +858,40 @@ impl Network {
         }
     }
 
-    /// The pseudonym keys of the first member's node.
-    fn first_node_keys(&self) -> cii_pseudonym::node::NodeKeys {
+    /// What `origin`'s node would seal for a transfer's counterparty (`cii_node::sealed`): the
+    /// payload one part per category, the written request; and the written request's SHA-256.
+    pub fn sealed_as(
+        &self,
+        origin: &str,
+        transfer_id: &str,
+        payload: Option<&prost_types::Any>,
+        written_request: &str,
+    ) -> (cii_proto::common::SealedParts, Vec<u8>) {
+        let outgoing = cii_node::sealed::Outgoing {
+            origin,
+            transfer_id,
+            payload,
+            only: None,
+            written_request,
+        };
+        cii_node::sealed::seal(&self.first_node_keys(), &outgoing).expect("sealed")
+    }
+
+    /// The pseudonym keys of member `i`'s node (what only that institution holds).
+    pub fn node_keys(&self, i: usize) -> cii_pseudonym::node::NodeKeys {
         let keys = self.dir.path().join("keys");
         let read = |f: &str| std::fs::read_to_string(keys.join(f)).expect("key file");
-        let first = &self.nodes[0].member.id;
+        let id = &self.nodes[i].member.id;
         cii_pseudonym::node::NodeKeys::from_json(
             &read("global-public.json"),
-            &read(&format!("institutions/{first}/session-keys.json")),
+            &read(&format!("institutions/{id}/session-keys.json")),
         )
         .expect("node keys")
+    }
+
+    /// The pseudonym keys of the first member's node.
+    fn first_node_keys(&self) -> cii_pseudonym::node::NodeKeys {
+        self.node_keys(0)
     }
 
     /// A channel to node `i`'s IT-facing API, as the institution's IT system.

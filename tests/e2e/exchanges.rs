@@ -14,13 +14,13 @@ use cii_types::{InstitutionType, PeerIdentity, Role};
 use prost::Message;
 use tonic::Code;
 
-const PERSON: &str = "756.1234.5678.97";
+pub(crate) const PERSON: &str = "756.1234.5678.97";
 const PERSON_DIGITS: &str = "7561234567897";
-const ORP: usize = 0;
-const AI: usize = 1;
+pub(crate) const ORP: usize = 0;
+pub(crate) const AI: usize = 1;
 const AS: usize = 2;
 
-fn members() -> Vec<cii_tests::Member> {
+pub(crate) fn members() -> Vec<cii_tests::Member> {
     vec![
         member("ORP-VS", InstitutionType::AcOrp),
         member("AI-VS", InstitutionType::Ai),
@@ -29,22 +29,22 @@ fn members() -> Vec<cii_tests::Member> {
     ]
 }
 
-fn node(net: &Network, i: usize) -> NodeClient<tonic::transport::Channel> {
+pub(crate) fn node(net: &Network, i: usize) -> NodeClient<tonic::transport::Channel> {
     NodeClient::new(net.node_api_channel(i))
 }
 
-fn token(net: &Network, i: usize) -> String {
+pub(crate) fn token(net: &Network, i: usize) -> String {
     net.token(i, "caseworker.1", &[Role::Caseworker])
 }
 
-fn any<M: Message>(name: &str, message: &M) -> prost_types::Any {
+pub(crate) fn any<M: Message>(name: &str, message: &M) -> prost_types::Any {
     prost_types::Any {
         type_url: format!("type.googleapis.com/cii.exchange.v1.{name}"),
         value: message.encode_to_vec(),
     }
 }
 
-fn code(status: &tonic::Status) -> String {
+pub(crate) fn code(status: &tonic::Status) -> String {
     cii_kit::grpc::error_code(status).unwrap_or_default()
 }
 
@@ -322,12 +322,22 @@ fn direct_report(net: &Network, transfer_id: &str) -> gw::TransferRequest {
             &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
         )),
         identity: None,
-        payload: Some(any("EarlyDetectionReport", &early_detection())),
+        payload: None,
         written_request: String::new(),
         attested_facts: vec![
             "person_informed_before".into(),
             "incapacity_for_work_or_threatened".into(),
         ],
+        sealed: Some(
+            net.sealed_as(
+                "ORP-VS",
+                transfer_id,
+                Some(&any("EarlyDetectionReport", &early_detection())),
+                "",
+            )
+            .0,
+        ),
+        written_request_sha256: Vec::new(),
     }
 }
 
@@ -500,7 +510,7 @@ async fn on_postgres() -> Options {
     }
 }
 
-async fn enrol_everywhere(net: &Network) {
+pub(crate) async fn enrol_everywhere(net: &Network) {
     for i in [ORP, AI, AS] {
         node(net, i)
             .enrol(with_token(
@@ -515,7 +525,7 @@ async fn enrol_everywhere(net: &Network) {
     }
 }
 
-fn early_detection() -> xt::EarlyDetectionReport {
+pub(crate) fn early_detection() -> xt::EarlyDetectionReport {
     xt::EarlyDetectionReport {
         person: Some(xt::PersonDetails {
             family_name: "Muster".into(),
@@ -536,7 +546,7 @@ fn early_detection() -> xt::EarlyDetectionReport {
     }
 }
 
-fn report(transfer_id: &str, facts: &[&str]) -> node_pb::SendRequest {
+pub(crate) fn report(transfer_id: &str, facts: &[&str]) -> node_pb::SendRequest {
     node_pb::SendRequest {
         list_record_ids: Vec::new(),
         case_reference: "case-1".into(),
@@ -590,11 +600,11 @@ async fn inbox(net: &Network, i: usize) -> Vec<node_pb::InboxItem> {
     net.inbox(i).await
 }
 
-async fn inbox_of_size(net: &Network, i: usize, n: usize) -> Vec<node_pb::InboxItem> {
+pub(crate) async fn inbox_of_size(net: &Network, i: usize, n: usize) -> Vec<node_pb::InboxItem> {
     net.inbox_of_size(i, n).await
 }
 
-fn outcome(response: &gw::TransferResponse) -> Outcome {
+pub(crate) fn outcome(response: &gw::TransferResponse) -> Outcome {
     Outcome::try_from(response.decision.as_ref().expect("decision").outcome).expect("outcome")
 }
 
@@ -1801,7 +1811,7 @@ async fn a_one_off_consent_survives_a_store_failure_between_its_use_and_the_reco
 }
 
 /// Every file under `dir`, searched for `needle`.
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -1863,7 +1873,15 @@ async fn undecodable_requests_get_message_malformed_and_unknown_envelope_fields_
             PERSON,
             &cii_pseudonym::names::Party::Institution(net.node(ORP).member.id.clone()),
         )),
-        payload: Some(any("EarlyDetectionReport", &early_detection())),
+        sealed: Some(
+            net.sealed_as(
+                "ORP-VS",
+                "unknown-envelope-1",
+                Some(&any("EarlyDetectionReport", &early_detection())),
+                "",
+            )
+            .0,
+        ),
         attested_facts: vec![
             "person_informed_before".into(),
             "incapacity_for_work_or_threatened".into(),
@@ -1896,9 +1914,25 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
     let mut gateway = GatewayClient::new(net.gateway_channel_as(&orp));
     let before = net.audit_size(&orp).await;
     let valid = direct_report(&net, "bad-1");
-    // An unknown field (number 99, a string) inside the payload.
-    let mut unknown = early_detection().encode_to_vec();
-    unknown.extend_from_slice(&[0x9a, 0x06, 0x01, b'x']);
+    let sealed = valid.sealed.clone().expect("sealed");
+    let with_sealed = |sealed: cii_proto::common::SealedParts| gw::TransferRequest {
+        sealed: Some(sealed),
+        ..valid.clone()
+    };
+    let mut reversed = sealed.clone();
+    reversed.parts.reverse();
+    let mut twice = sealed.clone();
+    twice.parts.push(sealed.parts.last().expect("a part").clone());
+    let mut foreign = sealed.clone();
+    foreign.parts.last_mut().expect("a part").category = "zz_not_carried".into();
+    let mut short_nonce = sealed.clone();
+    short_nonce.parts[0].nonce.truncate(8);
+    let (with_request, request_sha256) = net.sealed_as(
+        "ORP-VS",
+        "bad-1",
+        Some(&any("EarlyDetectionReport", &early_detection())),
+        "Please send the report.",
+    );
     let cases: Vec<(&str, &str, gw::TransferRequest)> = vec![
         (
             "TRANSFER_ID_INVALID",
@@ -2003,24 +2037,61 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
             },
         ),
         (
-            "EXCHANGE_TYPE_UNKNOWN",
+            // The gateway reads no payload: a readable one is refused, not looked at.
+            "FIELD_NOT_ALLOWED",
             "payload",
             gw::TransferRequest {
-                payload: Some(prost_types::Any {
-                    type_url: "type.googleapis.com/cii.exchange.v1.Nope".into(),
-                    value: Vec::new(),
-                }),
+                payload: Some(any("EarlyDetectionReport", &early_detection())),
                 ..valid.clone()
             },
         ),
         (
-            "PAYLOAD_UNKNOWN_FIELD",
-            "payload",
+            "FIELD_NOT_ALLOWED",
+            "written_request",
             gw::TransferRequest {
-                payload: Some(prost_types::Any {
-                    type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
-                    value: unknown,
-                }),
+                written_request: "Please send the report.".into(),
+                ..valid.clone()
+            },
+        ),
+        (
+            "FIELD_REQUIRED",
+            "sealed",
+            gw::TransferRequest {
+                sealed: None,
+                ..valid.clone()
+            },
+        ),
+        (
+            "EXCHANGE_TYPE_UNKNOWN",
+            "sealed",
+            with_sealed(cii_proto::common::SealedParts {
+                type_url: "type.googleapis.com/cii.exchange.v1.Nope".into(),
+                ..sealed.clone()
+            }),
+        ),
+        ("SEALED_PARTS_INVALID", "sealed", with_sealed(reversed)),
+        ("SEALED_PARTS_INVALID", "sealed", with_sealed(twice)),
+        ("SEALED_PARTS_INVALID", "sealed", with_sealed(foreign)),
+        ("SEALED_PARTS_INVALID", "sealed", with_sealed(short_nonce)),
+        (
+            "CIPHERTEXT_INVALID",
+            "sealed.key.ciphertext",
+            with_sealed(cii_proto::common::SealedParts {
+                key: vec![0xff; 64],
+                ..sealed.clone()
+            }),
+        ),
+        (
+            // A sealed written request comes with its hash, which is logged.
+            "FIELD_REQUIRED",
+            "written_request_sha256",
+            with_sealed(with_request.clone()),
+        ),
+        (
+            "FIELD_NOT_ALLOWED",
+            "written_request_sha256",
+            gw::TransferRequest {
+                written_request_sha256: request_sha256,
                 ..valid.clone()
             },
         ),
@@ -2411,8 +2482,12 @@ async fn a_recipient_list_is_refused_under_the_federal_rulebook() {
     let mut short = recipient_list("list-2", &["AS-VS-1", "AS-VS-2"]);
     short.list_record_ids.pop();
     let mismatch = send(&net, AS, short).await.expect_err("one entry without its person");
+    // The gateway cannot read the list: the sender's node counts its entries before sealing it.
     assert_eq!(code(&mismatch), "FIELD_NOT_ALLOWED");
-    assert_eq!(cii_kit::grpc::error_field(&mismatch).as_deref(), Some("list_persons"));
+    assert_eq!(
+        cii_kit::grpc::error_field(&mismatch).as_deref(),
+        Some("list_record_ids")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(inbox(&net, ORP).await.is_empty(), "nothing delivered");
     net.stop().await;

@@ -13,5 +13,6 @@ mod foundation;
 mod hostile;
 mod policy;
 mod python_client;
+mod sealed;
 mod unavailable;
 mod upgrade;

@@ -80,6 +80,11 @@ impl NodeKeys {
         Ok(encrypt_global(&a, &self.global, &mut rand::rng()))
     }
 
+    /// Encrypts any attribute under the global attribute key (a seal key's element).
+    pub(crate) fn encrypt_global_attribute(&self, attribute: &Attribute) -> EncryptedAttribute {
+        encrypt_global(attribute, &self.global, &mut rand::rng())
+    }
+
     /// Decrypts any attribute addressed to this node (for opening sealed payloads).
     pub(crate) fn decrypt_attribute(&self, ciphertext: &EncryptedAttribute) -> Attribute {
         decrypt(ciphertext, &self.session)

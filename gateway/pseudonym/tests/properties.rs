@@ -280,6 +280,50 @@ fn a_sealed_payload_opens_only_for_its_recipient_with_the_same_associated_data()
     assert_ne!(again.ciphertext, sealed.ciphertext, "a fresh key every time");
 }
 
+/// Sealed at the originating node: the gateway only rekeys the key element, and the parts open
+/// for the addressee alone, each only under its own associated data. The element under the
+/// global key opens for no session key, and the key rekeyed to one party for no other.
+#[test]
+fn content_sealed_at_the_sender_opens_only_at_the_party_the_gateway_rekeyed_it_to() {
+    let w = world();
+    let sealer = w.orp.sealer().unwrap();
+    let (nonce, ciphertext) = sealer.seal(b"ORP-VS/t-1\ncontact", b"contact bytes").unwrap();
+    let (other_nonce, other) = sealer.seal(b"ORP-VS/t-1\nidentity", b"identity bytes").unwrap();
+    assert_ne!(nonce, other_nonce, "a nonce per part");
+    let for_ai = w.gateway.rekey_seal_key(&sealer.key, &w.ai_party);
+    let opener = w.ai.opener(&for_ai).unwrap();
+    assert_eq!(
+        opener.open(nonce, b"ORP-VS/t-1\ncontact", &ciphertext).unwrap(),
+        b"contact bytes"
+    );
+    assert_eq!(
+        opener.open(other_nonce, b"ORP-VS/t-1\nidentity", &other).unwrap(),
+        b"identity bytes"
+    );
+    assert_eq!(
+        opener.open(nonce, b"ORP-VS/t-1\nidentity", &ciphertext).unwrap_err(),
+        PseudonymError::Unsealed,
+        "a part relabelled does not open"
+    );
+    for (keys, key, why) in [
+        (&w.orp, &for_ai, "the sender, with the key rekeyed to the recipient"),
+        (&w.ai, &sealer.key, "the recipient, with the key not rekeyed"),
+        (
+            &w.orp,
+            &sealer.key,
+            "the sender's session key, with the key under the global key",
+        ),
+    ] {
+        let opener = keys.opener(key).unwrap();
+        assert_eq!(
+            opener.open(nonce, b"ORP-VS/t-1\ncontact", &ciphertext).unwrap_err(),
+            PseudonymError::Unsealed,
+            "{why}"
+        );
+    }
+    assert!(!ciphertext.windows(7).any(|x| x == b"contact"), "plaintext not visible");
+}
+
 /// An institution's DPO reads the log's persons rekeyed from the audit context into its own:
 /// one stable pseudonym per person under its key, another under another institution's key.
 #[test]

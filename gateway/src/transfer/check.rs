@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use cii_kit::registry::{Institution, Registry};
 use cii_policy::vocab::Trigger;
+use cii_proto::common as common_pb;
 use cii_proto::gateway::{self as pb, transfer_request::Direction as WireDirection};
 use cii_pseudonym::{EncryptedAttribute, EncryptedPseudonym};
 use cii_types::exchange::Catalogue;
@@ -38,12 +39,8 @@ const RECIPIENT_LIST: &str = "type.googleapis.com/cii.exchange.v1.RecipientList"
     reason = "one value per transfer in flight, never stored in a collection"
 )]
 pub enum Direction {
-    /// The caller discloses: its payload goes to the counterparty.
+    /// The caller discloses: its sealed parts go to the counterparty.
     Push {
-        /// The payload's type URL.
-        type_url: String,
-        /// The payload as sent (checked against the contract).
-        payload: Vec<u8>,
         /// The AVS number as a libpep attribute, if the caller sends it.
         identity: Option<EncryptedAttribute>,
     },
@@ -64,10 +61,12 @@ pub struct PayloadCaps {
 impl PayloadCaps {
     /// Refuses a payload over its type's cap (before anything else is looked at).
     pub fn check(&self, r: &pb::TransferRequest) -> Result<(), TransferError> {
-        let Some(payload) = &r.payload else { return Ok(()) };
-        let name = payload.type_url.rsplit('/').next().unwrap_or_default();
+        let Some(sealed) = &r.sealed else { return Ok(()) };
+        let name = sealed.type_url.rsplit('/').next().unwrap_or_default();
         let max = self.by_type.get(name).copied().unwrap_or(self.default);
-        if payload.value.len() > max as usize {
+        // What the recipient will decode: the parts' plaintexts (each ciphertext less its tag).
+        let size: usize = sealed.parts.iter().map(|p| p.ciphertext.len().saturating_sub(16)).sum();
+        if size > max as usize {
             return Err(TransferError::PayloadTooLarge { max });
         }
         Ok(())
@@ -84,7 +83,10 @@ pub struct Checked<'r> {
     pub(super) direction: Direction,
     pub(super) trigger: Trigger,
     pub(super) purpose: String,
-    pub(super) written_request: String,
+    /// What the caller's node sealed for the counterparty (a push's parts, a written request).
+    pub(super) sealed: Option<SealedContent>,
+    /// SHA-256 of the written request's text, if the caller sealed one (empty otherwise).
+    pub(super) written_request_sha256: Vec<u8>,
     /// The categories asked for (pull) or present in the payload (push).
     pub(super) categories: Vec<String>,
     /// Absent only for anonymised statistics (no person concerned).
@@ -97,6 +99,21 @@ pub struct Checked<'r> {
     pub(super) list: Vec<EncryptedPseudonym>,
     /// For a pull: its holder's review, once given.
     pub(super) review: Option<super::review::Review>,
+}
+
+/// Content the caller's node sealed for the counterparty, checked in form only (the gateway
+/// cannot open it): the key a valid ciphertext, parts one per category in order, each a
+/// category the exchange type carries, nonces of 12 bytes.
+#[derive(Debug, Clone)]
+pub struct SealedContent {
+    /// The key element, under the global key.
+    pub(super) key: EncryptedAttribute,
+    /// The exchange type (empty: only a written request).
+    pub(super) type_url: String,
+    /// The parts, by category.
+    pub(super) parts: Vec<common_pb::SealedPart>,
+    /// The written request's part.
+    pub(super) written_request: Option<common_pb::SealedPart>,
 }
 
 impl Checked<'_> {
@@ -133,20 +150,20 @@ pub fn check_request<'a>(
             "purpose is an id of the rulebook's vocabulary: at most 64 characters of a–z, 0–9, '_', '-', '.'",
         ));
     }
-    if r.written_request.chars().count() > MAX_WRITTEN_REQUEST {
-        return Err(TransferError::WrittenRequestTooLong(MAX_WRITTEN_REQUEST));
-    }
-    let list = list_persons(r, pull)?;
+    refuse_readable(r)?;
+    let sealed = r.sealed.as_ref().map(|s| sealed_content(catalogue, s)).transpose()?;
+    let written_request_sha256 = written_request_sha256(r, sealed.as_ref())?;
+    let list = list_persons(r, pull, sealed.as_ref())?;
     let person = match &r.person {
-        None if !pull && r.payload.is_some() => None,
+        None if !pull && sealed.is_some() => None,
         person => Some(ciphertext("person", person.as_ref())?),
     };
     let attested = attested_facts(&r.attested_facts)?;
     let case_reference = case_reference(&r.case_reference)?;
     let (direction, categories) = if pull {
-        pulled(r)?
+        pulled(r, sealed.as_ref())?
     } else {
-        pushed(catalogue, r, person.is_some() || !list.is_empty())?
+        pushed(r, sealed.as_ref(), person.is_some() || !list.is_empty())?
     };
     Ok(Checked {
         id,
@@ -155,7 +172,8 @@ pub fn check_request<'a>(
         direction,
         trigger,
         purpose: r.purpose.clone(),
-        written_request: r.written_request.clone(),
+        sealed,
+        written_request_sha256,
         categories,
         person,
         attested,
@@ -163,6 +181,23 @@ pub fn check_request<'a>(
         list,
         review: None,
     })
+}
+
+/// The forms of earlier releases, which the gateway read, are refused: it reads nothing.
+fn refuse_readable(r: &pb::TransferRequest) -> Result<(), TransferError> {
+    if !r.written_request.is_empty() {
+        return Err(not_allowed(
+            "written_request",
+            "the gateway reads no written request: it travels sealed in sealed.written_request",
+        ));
+    }
+    if r.payload.is_some() {
+        return Err(not_allowed(
+            "payload",
+            "the gateway reads no payload: a push carries its exchange message sealed per category in sealed",
+        ));
+    }
+    Ok(())
 }
 
 fn required(field: &'static str, what: &str) -> TransferError {
@@ -235,8 +270,12 @@ fn attested_facts(ids: &[String]) -> Result<Vec<String>, TransferError> {
 
 /// A list exchange's persons: a push of a `RecipientList` only, naming no single `person`, at
 /// most 100, as many as the list's entries.
-fn list_persons(r: &pb::TransferRequest, pull: bool) -> Result<Vec<EncryptedPseudonym>, TransferError> {
-    let is_list = r.payload.as_ref().is_some_and(|p| p.type_url == RECIPIENT_LIST);
+fn list_persons(
+    r: &pb::TransferRequest,
+    pull: bool,
+    sealed: Option<&SealedContent>,
+) -> Result<Vec<EncryptedPseudonym>, TransferError> {
+    let is_list = sealed.is_some_and(|s| s.type_url == RECIPIENT_LIST);
     if r.list_persons.is_empty() {
         if is_list {
             return Err(required(
@@ -261,17 +300,7 @@ fn list_persons(r: &pb::TransferRequest, pull: bool) -> Result<Vec<EncryptedPseu
     if r.list_persons.len() > MAX_LIST_PERSONS {
         return Err(not_allowed("list_persons", "a list names at most 100 persons"));
     }
-    let entries = r
-        .payload
-        .as_ref()
-        .and_then(|p| cii_proto::exchange::RecipientList::decode(p.value.as_slice()).ok())
-        .map_or(0, |l| l.entries.len());
-    if entries != r.list_persons.len() {
-        return Err(not_allowed(
-            "list_persons",
-            "a list names as many persons as it has entries, in the same order",
-        ));
-    }
+    // That the list has as many entries as persons, the nodes check: the gateway cannot read it.
     r.list_persons
         .iter()
         .map(|p| ciphertext("list_persons", Some(p)))
@@ -300,12 +329,15 @@ fn case_reference(value: &str) -> Result<Option<String>, TransferError> {
     Ok(Some(value.to_owned()))
 }
 
-fn pulled(r: &pb::TransferRequest) -> Result<(Direction, Vec<String>), TransferError> {
+fn pulled(r: &pb::TransferRequest, sealed: Option<&SealedContent>) -> Result<(Direction, Vec<String>), TransferError> {
     if r.identity.is_some() {
         return Err(not_allowed("identity", "a pull carries no identity"));
     }
-    if r.payload.is_some() {
-        return Err(not_allowed("payload", "a pull carries no payload"));
+    if sealed.is_some_and(|s| !s.type_url.is_empty() || !s.parts.is_empty()) {
+        return Err(not_allowed(
+            "sealed",
+            "a pull carries no payload, only its written request",
+        ));
     }
     if r.categories.is_empty() {
         return Err(required("categories", "a pull names the categories asked for"));
@@ -315,8 +347,8 @@ fn pulled(r: &pb::TransferRequest) -> Result<(Direction, Vec<String>), TransferE
 }
 
 fn pushed(
-    catalogue: &Catalogue,
     r: &pb::TransferRequest,
+    sealed: Option<&SealedContent>,
     names_person: bool,
 ) -> Result<(Direction, Vec<String>), TransferError> {
     let identity = match &r.identity {
@@ -328,18 +360,15 @@ fn pushed(
     if !r.categories.is_empty() {
         return Err(not_allowed(
             "categories",
-            "a push's categories are read from its payload; leave categories empty",
+            "a push's categories are read from its sealed parts; leave categories empty",
         ));
     }
-    let any = r
-        .payload
-        .as_ref()
-        .ok_or_else(|| required("payload", "a push carries a payload"))?;
-    // Everything present, to learn the categories sent (and refuse unknown fields).
-    let present = catalogue
-        .filter(&any.type_url, &any.value, |_| true)
-        .map_err(TransferError::Payload)?;
-    let mut categories: Vec<String> = present.released.into_iter().collect();
+    let sealed = sealed
+        .filter(|s| !s.type_url.is_empty())
+        .ok_or_else(|| required("sealed", "a push carries its exchange message sealed per category"))?;
+    // The parts' labels are the categories sent; that each part holds only its label's
+    // fields, the recipient's node checks when it opens them.
+    let mut categories: Vec<String> = sealed.parts.iter().map(|p| p.category.clone()).collect();
     if identity.is_some() {
         categories.push(IDENTITY_AVS.to_owned());
     }
@@ -356,10 +385,68 @@ fn pushed(
     if names_person && anonymous {
         return Err(not_allowed("person", "anonymised statistics name no person"));
     }
-    let direction = Direction::Push {
-        type_url: any.type_url.clone(),
-        payload: any.value.clone(),
-        identity,
+    Ok((Direction::Push { identity }, categories))
+}
+
+/// The sealed content's form: what the gateway can check of what it cannot read.
+pub(super) fn sealed_content(
+    catalogue: &Catalogue,
+    s: &common_pb::SealedParts,
+) -> Result<SealedContent, TransferError> {
+    let invalid = |what: &'static str| TransferError::SealedPartsInvalid(what);
+    let key = cii_pseudonym::wire::attribute(&s.key).map_err(|e| TransferError::ciphertext("sealed.key", e))?;
+    let carried: BTreeSet<String> = if s.type_url.is_empty() {
+        BTreeSet::new()
+    } else {
+        let message = catalogue.exchange_type(&s.type_url).map_err(TransferError::Payload)?;
+        message.fields().filter_map(|f| catalogue.category_of(&f)).collect()
     };
-    Ok((direction, categories))
+    let mut previous: Option<&str> = None;
+    for part in &s.parts {
+        if previous.is_some_and(|p| p >= part.category.as_str()) {
+            return Err(invalid("the parts are not one per category, in order"));
+        }
+        if !carried.contains(&part.category) {
+            return Err(invalid("a part names a category its exchange type does not carry"));
+        }
+        previous = Some(&part.category);
+    }
+    let well_formed = |p: &common_pb::SealedPart| p.nonce.len() == 12 && p.ciphertext.len() >= 16;
+    if !s.parts.iter().all(well_formed)
+        || s.written_request
+            .as_ref()
+            .is_some_and(|p| !well_formed(p) || !p.category.is_empty())
+    {
+        return Err(invalid(
+            "a part's nonce is not 12 bytes, its ciphertext shorter than its tag, or the written request has a category",
+        ));
+    }
+    if s.written_request
+        .as_ref()
+        .is_some_and(|p| p.ciphertext.len() > MAX_WRITTEN_REQUEST * 4 + 16)
+    {
+        return Err(TransferError::WrittenRequestTooLong(MAX_WRITTEN_REQUEST));
+    }
+    Ok(SealedContent {
+        key,
+        type_url: s.type_url.clone(),
+        parts: s.parts.clone(),
+        written_request: s.written_request.clone(),
+    })
+}
+
+/// The written request's SHA-256: 32 bytes exactly when a written request is sealed.
+fn written_request_sha256(r: &pb::TransferRequest, sealed: Option<&SealedContent>) -> Result<Vec<u8>, TransferError> {
+    let has_text = sealed.is_some_and(|s| s.written_request.is_some());
+    match (has_text, r.written_request_sha256.len()) {
+        (true, 32) | (false, 0) => Ok(r.written_request_sha256.clone()),
+        (true, _) => Err(required(
+            "written_request_sha256",
+            "a sealed written request comes with the SHA-256 (32 bytes) of its text",
+        )),
+        (false, _) => Err(not_allowed(
+            "written_request_sha256",
+            "a written request's hash comes only with a sealed written request",
+        )),
+    }
 }

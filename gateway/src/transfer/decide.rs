@@ -169,7 +169,9 @@ impl Transfers {
             }
             facts.set(index, true);
         }
-        if !checked.written_request.trim().is_empty()
+        // The text is sealed for the counterparty, whose node checks it against this hash
+        // and refuses a blank one; the gateway sees only that one was sealed.
+        if !checked.written_request_sha256.is_empty()
             && let Some(i) = rb.fact_index("written_request")
         {
             facts.set(i, true);

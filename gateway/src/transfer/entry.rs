@@ -6,7 +6,6 @@
 use cii_kit::auth::Caller;
 use cii_proto::common as common_pb;
 
-use super::check::sha256;
 use super::{Decided, Sealed};
 
 /// The exchange type a pull's entry names: the holder answers with this message.
@@ -53,11 +52,7 @@ pub(super) fn transfer_entry(caller: &Caller, decided: &Decided<'_>, sealed: &Se
             .map(cii_pseudonym::wire::to_bytes)
             .unwrap_or_default(),
         sealed_sha256: sealed.sealed_sha256.clone(),
-        written_request_sha256: if checked.written_request.is_empty() {
-            Vec::new()
-        } else {
-            sha256(checked.written_request.as_bytes())
-        },
+        written_request_sha256: checked.written_request_sha256.clone(),
         rulebook_hash: decided.decision.rulebook_hash().to_owned(),
         ..replay_part(decided)
     }
@@ -113,7 +108,10 @@ pub(super) fn request_part(caller: &Caller, checked: &super::Checked<'_>) -> cii
 /// The message type sent (push) or answered (pull): a DPO selects entries by it.
 fn exchange_type(checked: &super::Checked<'_>) -> String {
     match &checked.direction {
-        super::check::Direction::Push { type_url, .. } => type_url.rsplit('/').next().unwrap_or(type_url).to_owned(),
+        super::check::Direction::Push { .. } => {
+            let type_url = checked.sealed.as_ref().map_or("", |s| s.type_url.as_str());
+            type_url.rsplit('/').next().unwrap_or(type_url).to_owned()
+        }
         super::check::Direction::Pull => PULL_ANSWER_TYPE.to_owned(),
     }
 }

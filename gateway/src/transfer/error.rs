@@ -77,6 +77,9 @@ pub enum TransferError {
     /// The payload does not fit the contract.
     #[error("{0}")]
     Payload(cii_types::exchange::ExchangeError),
+    /// The sealed parts are malformed (the gateway checks their form, not their content).
+    #[error("{0}")]
+    SealedPartsInvalid(&'static str),
     /// The payload carries no field.
     #[error("the payload carries no field")]
     PayloadEmpty,
@@ -138,9 +141,9 @@ pub enum TransferError {
     /// The holder answered without data.
     #[error("the holder answered without data")]
     HolderAnswerEmpty,
-    /// The holder's answer does not fit the contract.
-    #[error("{0}")]
-    HolderAnswerInvalid(cii_types::exchange::ExchangeError),
+    /// The holder's answer is not sealed parts of a `DataResponse`.
+    #[error("the holder's answer is not sealed parts of a cii.exchange.v1.DataResponse")]
+    HolderAnswerInvalid,
     /// The sender pushes faster than its limit of pushes whose decision turns on the
     /// recipient's relationship with the person (each could probe for it).
     #[error("the relationship_pushes rate limit of the institution is reached; retry in {wait_ms} ms")]
@@ -175,6 +178,7 @@ impl TransferError {
             E::RefusalReasonInvalid(_) => "REFUSAL_REASON_INVALID",
             E::Payload(e) => e.code(),
             E::PayloadEmpty => "PAYLOAD_EMPTY",
+            E::SealedPartsInvalid(_) => "SEALED_PARTS_INVALID",
             E::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             E::PullAnswerGone => "PULL_ANSWER_GONE",
             E::Undecidable(e) => e.code(),
@@ -189,7 +193,7 @@ impl TransferError {
             E::HolderHasNoData { .. } => "HOLDER_HAS_NO_DATA",
             E::HolderUnavailable { .. } => "HOLDER_UNAVAILABLE",
             E::HolderAnswerEmpty => "HOLDER_ANSWER_EMPTY",
-            E::HolderAnswerInvalid(_) => "HOLDER_ANSWER_INVALID",
+            E::HolderAnswerInvalid => "HOLDER_ANSWER_INVALID",
             E::RelationshipPushesLimited { .. } => "RATE_LIMITED",
             E::Poisoned => "INTERNAL",
         }
@@ -209,7 +213,7 @@ impl TransferError {
             E::FactUnknown(_) | E::FactNotAssertable { .. } => "attested_facts",
             E::ReviewNotFound(_) | E::ReviewQueueFull(_) => "transfer_id",
             E::RefusalReasonInvalid(_) => "refusal_reason",
-            E::Payload(_) | E::PayloadEmpty | E::PayloadTooLarge { .. } => "payload",
+            E::Payload(_) | E::PayloadEmpty | E::PayloadTooLarge { .. } | E::SealedPartsInvalid(_) => "sealed",
             E::Undecidable(cii_policy::decide::InputError::UnknownPurpose(_)) => "purpose",
             E::Undecidable(_) => "categories",
             _ => return None,

@@ -1,6 +1,7 @@
-//! A permitted pull answered: the holder answers from its store; the gateway
-//! filters its answer to the released categories and returns it with the
-//! person in the caller's domain. The permit is in the log already.
+//! A permitted pull answered: the holder answers from its store, sealed by its
+//! node for the requester one part per category; the gateway drops the parts of
+//! categories not released, rekeys the seal key to the requester, and returns it
+//! with the person in the caller's domain. The permit is in the log already.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +14,9 @@ use cii_types::TransferState;
 use prost::Message;
 
 use super::{Checked, TransferError, Transfers};
+
+/// The type a holder answers a pull with.
+const DATA_RESPONSE: &str = "type.googleapis.com/cii.exchange.v1.DataResponse";
 
 impl Transfers {
     /// Asks the holder for the released categories and fills the response.
@@ -39,9 +43,10 @@ impl Transfers {
                 ciphertext: cii_pseudonym::wire::to_bytes(&person),
             }),
             categories: released.iter().cloned().collect(),
-            written_request: checked.written_request.clone(),
+            written_request: String::new(),
             decision: response.decision.clone(),
             receipt: response.receipt.clone(),
+            sealed_written_request: self.forward_sealed(checked, &holder),
         };
         let answer = self.nodes.provide(holder_id, ask).await.map_err(|e| {
             let (holder, code) = (holder_id.clone(), e.code());
@@ -52,16 +57,8 @@ impl Transfers {
                 TransferError::HolderUnavailable { holder, code }
             }
         })?;
-        let payload = answer.payload.ok_or(TransferError::HolderAnswerEmpty)?;
-        let filtered = self
-            .catalogue
-            .filter(&payload.type_url, &payload.value, |c| released.contains(c))
-            .map_err(|e| {
-                tracing::warn!(code = e.code(), "holder answered with an invalid payload");
-                TransferError::HolderAnswerInvalid(e)
-            })?;
+        response.provided_parts = Some(self.forward_answer(&answer, released, &caller_party)?);
         let back = self.pseudonyms.translate(&person, &holder, &caller_party);
-        response.provided_sealed = Some(self.seal_answer(&caller_party, checked, payload.type_url, filtered.bytes)?);
         response.provided_person = Some(common_pb::EncryptedPseudonym {
             ciphertext: cii_pseudonym::wire::to_bytes(&back),
         });
@@ -76,34 +73,28 @@ impl Transfers {
         Ok(())
     }
 
-    /// The filtered answer sealed to the requester: what leaves the gateway, and what a
-    /// retry of the same request gets while it is kept.
-    ///
-    /// INVARIANT (a-replay-adds-nothing): the answer leaves sealed to the requester, and
-    /// these very bytes are what a retry of the same request gets while they are kept.
-    fn seal_answer(
+    /// The holder sealed its answer for the requester: checked in form, the parts of
+    /// categories not released dropped (the requester's node refuses any left, and any part
+    /// that carries another category than its label), the key rekeyed to the requester.
+    fn forward_answer(
         &self,
+        answer: &node_pb::ProvideResponse,
+        released: &BTreeSet<String>,
         requester: &Party,
-        checked: &Checked<'_>,
-        type_url: String,
-        filtered: Vec<u8>,
-    ) -> Result<pb::SealedAnswer, TransferError> {
-        let content = node_pb::DeliveryContent {
-            payload: Some(prost_types::Any {
-                type_url,
-                value: filtered,
-            }),
-            written_request: String::new(),
-        };
-        let aad = cii_types::transfer::seal_associated_data(checked.counterparty.id.as_str(), checked.id.as_str());
-        let sealed = self
-            .pseudonyms
-            .seal(requester, &aad, &content.encode_to_vec())
-            .map_err(TransferError::Seal)?;
-        Ok(pb::SealedAnswer {
-            key: cii_pseudonym::wire::to_bytes(&sealed.key),
-            nonce: sealed.nonce.to_vec(),
-            ciphertext: sealed.ciphertext,
-        })
+    ) -> Result<common_pb::SealedParts, TransferError> {
+        let sealed = answer.sealed.as_ref().ok_or(TransferError::HolderAnswerEmpty)?;
+        let answer = super::check::sealed_content(&self.catalogue, sealed)
+            .ok()
+            .filter(|s| s.type_url == DATA_RESPONSE && s.written_request.is_none())
+            .ok_or_else(|| {
+                tracing::warn!("holder answered with malformed sealed parts");
+                TransferError::HolderAnswerInvalid
+            })?;
+        Ok(super::seal::forward(
+            &self.pseudonyms,
+            &answer,
+            |c| released.contains(c),
+            requester,
+        ))
     }
 }

@@ -23,7 +23,6 @@ use cii_proto::node as node_pb;
 use cii_pseudonym::names::Party;
 use cii_types::TransferId;
 
-use super::check::sha256;
 use super::{Checked, TransferError, Transfers};
 use crate::store::{PendingReview, ReviewAnswer};
 
@@ -199,11 +198,7 @@ impl Transfers {
             case_reference: checked.case_reference.clone().unwrap_or_default(),
             audit_pseudonym: audit_person,
             key_epoch: self.pseudonyms.epoch(),
-            written_request_sha256: if checked.written_request.is_empty() {
-                Vec::new()
-            } else {
-                sha256(checked.written_request.as_bytes())
-            },
+            written_request_sha256: checked.written_request_sha256.clone(),
             rulebook_hash: self.rulebook.hash.clone(),
             detail: format!("deadline={}", pending.deadline_micros),
             ..cii_audit::Entry::default()
@@ -238,11 +233,13 @@ impl Transfers {
             purpose: checked.purpose.clone(),
             categories: checked.categories.clone(),
             trigger: checked.trigger.to_string(),
-            written_request: checked.written_request.clone(),
+            written_request: String::new(),
             case_reference: checked.case_reference.clone().unwrap_or_default(),
             requester_facts: checked.attested.clone(),
             discloser_facts,
             deadline: Some(cii_types::time::timestamp_of_micros(pending.deadline_micros)),
+            sealed_written_request: self.forward_sealed(checked, &Party::Institution(holder.clone())),
+            written_request_sha256: checked.written_request_sha256.clone(),
         };
         match self.nodes.offer_review(holder, offer).await {
             Ok(()) => {

@@ -113,6 +113,10 @@ registry! {
     ORIGIN_TARGET_REFUSED: InvalidArgument, false, "nothing is transcrypted into the reserved origin domain";
     IDENTITY_UNREADABLE: Internal, false, "an identity attribute does not decrypt to an AVS number";
     SEALED_PAYLOAD_UNREADABLE: InvalidArgument, false, "a sealed payload does not open with the recipient's key";
+    SEALED_PARTS_INVALID: InvalidArgument, false, "sealed parts are not one per category in order, name a category the exchange type does not carry, or are malformed";
+    SEALED_PART_MISLABELLED: InvalidArgument, false, "an opened sealed part carries fields of another category than its label";
+    SEALED_PART_EMPTY: InvalidArgument, false, "an opened sealed part carries no field";
+    WRITTEN_REQUEST_MISMATCH: InvalidArgument, false, "the opened written request is blank or has not the SHA-256 its author declared";
     KEY_MATERIAL: Internal, false, "key material could not be used";
     // Transfers.
     TRANSFER_ID_INVALID: InvalidArgument, false, "transfer_id is not 1–64 characters of A–Z a–z 0–9 . _ : -";

@@ -156,6 +156,85 @@ impl Catalogue {
     }
 }
 
+impl Catalogue {
+    /// The payload cut into one message per category present, ordered by category: each
+    /// holds only that category's fields (categories are declared on the exchange message's
+    /// own fields, so the parts are disjoint and their encodings, concatenated, decode to the
+    /// payload). The checks of [`Catalogue::filter`] apply.
+    pub fn split(&self, type_url: &str, payload: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ExchangeError> {
+        let present = self.filter(type_url, payload, |_| true)?;
+        present
+            .released
+            .into_iter()
+            .map(|category| {
+                let part = self.filter(type_url, payload, |c| c == category)?;
+                Ok((category, part.bytes))
+            })
+            .collect()
+    }
+
+    /// The parts of one payload joined back into it, encoded as a message of its type is
+    /// (fields in number order), whatever order the parts came in.
+    pub fn join(&self, type_url: &str, parts: &[Vec<u8>]) -> Result<Vec<u8>, ExchangeError> {
+        let descriptor = self.exchange_type(type_url)?;
+        let name = descriptor.full_name().to_owned();
+        // Disjoint fields of one message: their encodings concatenated decode to the whole.
+        let message =
+            DynamicMessage::decode(descriptor, parts.concat().as_slice()).map_err(|_| ExchangeError::Invalid(name))?;
+        Ok(message.encode_to_vec())
+    }
+
+    /// Checks one opened part: a valid message of the exchange type, no unknown field, and
+    /// every field present of the category `label` (at least one). A part carrying another
+    /// category's field was mislabelled by its sender.
+    pub fn check_part(&self, type_url: &str, label: &str, part: &[u8]) -> Result<(), PartError> {
+        let filtered = self
+            .filter(type_url, part, |c| c == label)
+            .map_err(PartError::Exchange)?;
+        if !filtered.withheld.is_empty() {
+            return Err(PartError::Mislabelled {
+                label: label.to_owned(),
+                carries: filtered.withheld.into_iter().collect(),
+            });
+        }
+        if filtered.released.is_empty() {
+            return Err(PartError::Empty(label.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// An opened part that is not what its label says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartError {
+    /// Not a valid message of its type, or unknown fields.
+    #[error(transparent)]
+    Exchange(ExchangeError),
+    /// It carries fields of other categories than its label.
+    #[error("the part labelled {label} carries fields of other categories: {}", carries.join(", "))]
+    Mislabelled {
+        /// Its label.
+        label: String,
+        /// The other categories it carries.
+        carries: Vec<String>,
+    },
+    /// It carries no field.
+    #[error("the part labelled {0} carries no field")]
+    Empty(String),
+}
+
+impl PartError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PartError::Exchange(e) => e.code(),
+            PartError::Mislabelled { .. } => "SEALED_PART_MISLABELLED",
+            PartError::Empty(_) => "SEALED_PART_EMPTY",
+        }
+    }
+}
+
 fn has_unknown_fields(message: &DynamicMessage) -> bool {
     fn value_has(value: &Value) -> bool {
         match value {
@@ -273,6 +352,47 @@ mod tests {
         // Nothing released: nothing left.
         let none = catalogue.filter(REPORT, &bytes, |_| false).unwrap();
         assert!(none.bytes.is_empty());
+    }
+
+    #[test]
+    fn a_payload_split_by_category_joins_back_and_each_part_is_checked_against_its_label() {
+        let catalogue = Catalogue::load().unwrap();
+        let report = report();
+        let bytes = report.encode_to_vec();
+        let parts = catalogue.split(REPORT, &bytes).unwrap();
+        let labels: Vec<&str> = parts.iter().map(|(c, _)| c.as_str()).collect();
+        let mut sorted = labels.clone();
+        sorted.sort_unstable();
+        assert_eq!(labels, sorted, "ordered by category");
+        assert!(labels.len() > 1, "{labels:?}");
+        for (label, part) in &parts {
+            catalogue.check_part(REPORT, label, part).unwrap();
+        }
+        let mut shuffled: Vec<Vec<u8>> = parts.iter().map(|(_, p)| p.clone()).collect();
+        shuffled.reverse();
+        assert_eq!(
+            catalogue.join(REPORT, &shuffled).unwrap(),
+            bytes,
+            "the payload's own bytes"
+        );
+        let (first, second) = (&parts[0], &parts[1]);
+        let err = catalogue.check_part(REPORT, &first.0, &second.1).unwrap_err();
+        assert_eq!(err.code(), "SEALED_PART_MISLABELLED", "{err}");
+        let both: Vec<u8> = [first.1.clone(), second.1.clone()].concat();
+        let err = catalogue.check_part(REPORT, &first.0, &both).unwrap_err();
+        assert_eq!(err.code(), "SEALED_PART_MISLABELLED");
+        assert!(!err.to_string().contains("Muster"), "no value in the error: {err}");
+        assert_eq!(
+            catalogue.check_part(REPORT, &first.0, &[]).unwrap_err().code(),
+            "SEALED_PART_EMPTY"
+        );
+        assert_eq!(
+            catalogue
+                .check_part(REPORT, &first.0, &[0xff, 0xff])
+                .unwrap_err()
+                .code(),
+            "PAYLOAD_INVALID"
+        );
     }
 
     #[test]

@@ -81,6 +81,22 @@ pub fn seal_associated_data(sender: &str, transfer_id: &str) -> Vec<u8> {
     format!("{sender}/{transfer_id}").into_bytes()
 }
 
+/// The label of a sealed written request (`cii.common.v1.SealedParts.written_request`).
+pub const WRITTEN_REQUEST_LABEL: &str = "written_request";
+
+/// The associated data of one part of content sealed where it originates
+/// (`cii.common.v1.SealedParts`): its origin (the institution that sealed it), the
+/// transfer id, the exchange type and the part's label (its category, or
+/// [`WRITTEN_REQUEST_LABEL`]). A part opens only as the part it was sealed as: the
+/// gateway can drop parts, but not relabel one, move it into another transfer or
+/// present it as another type.
+///
+/// INVARIANT (seal-binds-part): the originating node seals and the addressee opens with
+/// this one function.
+pub fn part_associated_data(origin: &str, transfer_id: &str, type_url: &str, label: &str) -> Vec<u8> {
+    format!("cii/part/v1\n{origin}/{transfer_id}\n{type_url}\n{label}").into_bytes()
+}
+
 /// Where a transfer stands (the values of `gateway.v1.TransferResponse.State`,
 /// which the gateway's store keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -38,6 +38,25 @@ pub const MAX_RECORD_ID: usize = 64;
 /// Most persons a list exchange names (the gateway's limit too).
 const MAX_LIST_RECORDS: usize = 100;
 
+/// A list exchange names as many persons as its `RecipientList` has entries (the gateway,
+/// which cannot read the list, relies on the sender's node and the recipient's for this).
+fn check_list(payload: Option<&prost_types::Any>, persons: usize) -> Result<(), NodeError> {
+    let is_list = payload.is_some_and(|p| p.type_url == RECIPIENT_LIST);
+    if !is_list {
+        return Ok(());
+    }
+    let entries = payload
+        .and_then(|p| cii_proto::exchange::RecipientList::decode(p.value.as_slice()).ok())
+        .map_or(0, |l| l.entries.len());
+    if entries != persons {
+        return Err(NodeError::FieldNotAllowed {
+            field: "list_record_ids",
+            what: "a list names as many persons as it has entries, in the same order",
+        });
+    }
+    Ok(())
+}
+
 /// Checks a local record id: 1–64 characters of `A–Z a–z 0–9 . _ : / -`, and
 /// not an AVS number (the record id travels in logs and answers; the AVS
 /// number must not).
@@ -153,6 +172,8 @@ impl NodeApi {
 
 /// The type a node publishes and provides for pulls.
 pub const DATA_RESPONSE: &str = "type.googleapis.com/cii.exchange.v1.DataResponse";
+/// The list exchange's message.
+const RECIPIENT_LIST: &str = "type.googleapis.com/cii.exchange.v1.RecipientList";
 
 impl NodeApi {
     /// The enrolled person under `record`, or NOT_ENROLLED.
@@ -408,6 +429,20 @@ impl Node for NodeApi {
             } else {
                 None
             };
+            let list_persons = self.list_persons(&send.list_record_ids).await?;
+            check_list(send.payload.as_ref(), list_persons.len())?;
+            // Sealed here for the recipient: the gateway forwards it unread.
+            let outgoing = crate::sealed::Outgoing {
+                origin: self.institution.as_str(),
+                transfer_id: &send.transfer_id,
+                payload: Some(send.payload.as_ref().ok_or(NodeError::FieldRequired {
+                    field: "payload",
+                    what: "a push carries a payload",
+                })?),
+                only: None,
+                written_request: &send.written_request,
+            };
+            let (sealed, written_request_sha256) = crate::sealed::seal(&self.keys, &outgoing)?;
             Ok(gw::TransferRequest {
                 transfer_id: send.transfer_id.clone(),
                 counterparty: send.recipient.clone(),
@@ -422,11 +457,13 @@ impl Node for NodeApi {
                     Some(self.person(&send.local_record_id).await?)
                 },
                 identity,
-                payload: send.payload.clone(),
-                written_request: send.written_request.clone(),
+                payload: None,
+                written_request: String::new(),
                 attested_facts: send.attested_facts.clone(),
                 case_reference: send.case_reference.clone(),
-                list_persons: self.list_persons(&send.list_record_ids).await?,
+                list_persons,
+                sealed: Some(sealed),
+                written_request_sha256,
             })
         };
         let answer = self
@@ -451,6 +488,20 @@ impl Node for NodeApi {
             } else {
                 ask.trigger
             };
+            // The written request, sealed here for the holder.
+            let (sealed, written_request_sha256) = if ask.written_request.is_empty() {
+                (None, Vec::new())
+            } else {
+                let outgoing = crate::sealed::Outgoing {
+                    origin: self.institution.as_str(),
+                    transfer_id: &ask.transfer_id,
+                    payload: None,
+                    only: None,
+                    written_request: &ask.written_request,
+                };
+                let (sealed, sha256) = crate::sealed::seal(&self.keys, &outgoing)?;
+                (Some(sealed), sha256)
+            };
             Ok(gw::TransferRequest {
                 transfer_id: ask.transfer_id.clone(),
                 counterparty: ask.holder.clone(),
@@ -461,10 +512,12 @@ impl Node for NodeApi {
                 person: Some(self.person(&ask.local_record_id).await?),
                 identity: None,
                 payload: None,
-                written_request: ask.written_request.clone(),
+                written_request: String::new(),
                 attested_facts: ask.attested_facts.clone(),
                 case_reference: ask.case_reference.clone(),
                 list_persons: Vec::new(),
+                sealed,
+                written_request_sha256,
             })
         };
         let mut answer = self
@@ -477,7 +530,22 @@ impl Node for NodeApi {
         }
         // The receipt's entry is this pull's: the holder discloses to this institution.
         self.check_bound(response, &ask.transfer_id, &ask.holder, self.institution.as_str())?;
-        // The holder's answer comes sealed to this institution: opened here, for the IT.
+        // The holder's answer comes sealed by the holder to this institution: opened here, for the IT.
+        if let Some(sealed) = response.provided_parts.take() {
+            let released = response
+                .decision
+                .as_ref()
+                .map(|d| d.released_categories.clone())
+                .unwrap_or_default();
+            let expect = crate::sealed::Incoming {
+                origin: &ask.holder,
+                transfer_id: &ask.transfer_id,
+                released: &released,
+                written_request_sha256: &[],
+            };
+            response.provided = crate::sealed::open_parts(&self.keys, &sealed, &expect)?.payload;
+        }
+        // Kept by the gateway of an earlier release, sealed by it.
         if let Some(sealed) = response.provided_sealed.take() {
             let aad = cii_types::transfer::seal_associated_data(&ask.holder, &ask.transfer_id);
             let parts = (

@@ -35,6 +35,14 @@ pub enum NodeError {
         /// What is required.
         what: &'static str,
     },
+    /// A field this request must not carry, or not so.
+    #[error("{what}")]
+    FieldNotAllowed {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        what: &'static str,
+    },
     /// Published data must be a `DataResponse`.
     #[error("data must be a {0}")]
     NotDataResponse(&'static str),
@@ -64,6 +72,18 @@ pub enum NodeError {
     /// The sealed content does not decode.
     #[error("the sealed content does not decode")]
     ContentInvalid,
+    /// The payload to send is not a valid exchange message (checked before it is sealed).
+    #[error(transparent)]
+    Payload(cii_types::exchange::ExchangeError),
+    /// A sealed part received is not what its label says.
+    #[error(transparent)]
+    Part(cii_types::exchange::PartError),
+    /// Sealed parts received are malformed.
+    #[error("{0}")]
+    SealedPartsInvalid(&'static str),
+    /// The written request received is blank or does not match its declared hash.
+    #[error("the written request received is blank or has not the SHA-256 its author declared")]
+    WrittenRequestMismatch,
     /// Nothing to provide about the person of a pull: not enrolled here, or nothing
     /// published (one answer, so that it reveals no relationship).
     #[error("the holder has no data to provide about this person")]
@@ -95,6 +115,7 @@ impl NodeError {
             E::Avs(e) => e.code(),
             E::TransferId(e) => e.code(),
             E::FieldRequired { .. } => "FIELD_REQUIRED",
+            E::FieldNotAllowed { .. } => "FIELD_NOT_ALLOWED",
             E::NotDataResponse(_) => "EXCHANGE_TYPE_UNKNOWN",
             E::InboxIdInvalid => "INBOX_ID_INVALID",
             E::AuditLogAlarm => "AUDIT_LOG_ALARM",
@@ -104,6 +125,10 @@ impl NodeError {
             E::ReceiptMismatch(_) => "RECEIPT_MISMATCH",
             E::ContentInvalid => "PAYLOAD_INVALID",
             E::NoDataPublished => "NO_DATA_PUBLISHED",
+            E::Payload(e) => e.code(),
+            E::Part(e) => e.code(),
+            E::SealedPartsInvalid(_) => "SEALED_PARTS_INVALID",
+            E::WrittenRequestMismatch => "WRITTEN_REQUEST_MISMATCH",
             E::GatewayAnswerInvalid(_) => "GATEWAY_ANSWER_INVALID",
             E::Store(_) | E::StoreCorrupt(_) => "NODE_STORE",
         }
@@ -116,7 +141,7 @@ impl NodeError {
             E::RecordIdInvalid(_) | E::RecordIdIsAvs | E::NotEnrolled | E::RecordTaken => "local_record_id",
             E::PersonAlreadyEnrolled(_) | E::Avs(_) => "avs_number",
             E::TransferId(_) => "transfer_id",
-            E::FieldRequired { field, .. } => field,
+            E::FieldRequired { field, .. } | E::FieldNotAllowed { field, .. } => field,
             E::NotDataResponse(_) => "data",
             E::InboxIdInvalid => "ids",
             E::Crypto { field, .. } => field,
@@ -124,6 +149,9 @@ impl NodeError {
             E::ReceiptMismatch(_) => "receipt",
             E::ContentInvalid => "payload",
             E::NoDataPublished => "person",
+            E::Payload(_) => "payload",
+            E::Part(_) | E::SealedPartsInvalid(_) => "parts",
+            E::WrittenRequestMismatch => "written_request",
             _ => return None,
         })
     }

@@ -60,11 +60,13 @@ impl NodeInboundService {
             .as_ref()
             .map(|d| d.released_categories.as_slice())
             .unwrap_or_default();
-        let sealed = delivery
-            .payload
-            .as_ref()
-            .map(prost::Message::encode_to_vec)
-            .unwrap_or_default();
+        // The entry commits to the sealed bytes as delivered: the parts, or (queued by an
+        // earlier release) the gateway's sealed payload.
+        let sealed = match (&delivery.parts, &delivery.payload) {
+            (Some(parts), _) => parts.encode_to_vec(),
+            (None, Some(payload)) => payload.encode_to_vec(),
+            (None, None) => Vec::new(),
+        };
         let own = self.institution.to_string();
         let expected = crate::binding::Expected {
             transfer_id: &delivery.transfer_id,
@@ -77,7 +79,23 @@ impl NodeInboundService {
         crate::binding::check(receipt, &expected)
     }
 
-    fn open(&self, delivery: &pb::Delivery) -> Result<pb::DeliveryContent, NodeError> {
+    fn open(&self, delivery: &pb::Delivery, entry: &cii_audit::Entry) -> Result<pb::DeliveryContent, NodeError> {
+        if let Some(parts) = &delivery.parts {
+            let released = delivery
+                .decision
+                .as_ref()
+                .map(|d| d.released_categories.as_slice())
+                .unwrap_or_default();
+            let expect = crate::sealed::Incoming {
+                origin: &delivery.sender,
+                transfer_id: &delivery.transfer_id,
+                released,
+                written_request_sha256: &entry.written_request_sha256,
+            };
+            let content = crate::sealed::open_parts(&self.keys, parts, &expect)?;
+            check_list(content.payload.as_ref(), delivery.list_persons.len())?;
+            return Ok(content);
+        }
         let sealed = delivery.payload.as_ref().ok_or(NodeError::FieldRequired {
             field: "payload",
             what: "payload is required",
@@ -129,7 +147,7 @@ impl NodeInboundService {
             });
         }
         let entry = self.bound_entry(&delivery)?;
-        let content = self.open(&delivery)?;
+        let content = self.open(&delivery, &entry)?;
         crate::binding::check_content(&entry, content.payload.as_ref())?;
         let (local_record_id, pseudonym) = self.recognise(delivery.person.as_ref()).await?;
         // A list is matched pseudonymously: each person to this institution's record, or ''.
@@ -267,6 +285,20 @@ impl NodeInbound for NodeInboundService {
             what: "transfer_id is a transfer id",
         })?;
         let (record, _) = self.recognise(offer.person.as_ref()).await?;
+        // The written request, sealed by the requester for this institution: opened and
+        // checked against the hash the requester declared, kept for the reviewer.
+        let mut offer = offer;
+        if let Some(sealed) = offer.sealed_written_request.take() {
+            let expect = crate::sealed::Incoming {
+                origin: &offer.requester,
+                transfer_id: &offer.transfer_id,
+                released: &[],
+                written_request_sha256: &offer.written_request_sha256,
+            };
+            offer.written_request = crate::sealed::open_parts(&self.keys, &sealed, &expect)?.written_request;
+        } else if !offer.written_request_sha256.is_empty() {
+            return Err(NodeError::WrittenRequestMismatch.into());
+        }
         let deadline = offer.deadline.as_ref().map_or(0, cii_types::time::micros_of_timestamp);
         let review = crate::store::OfferedReview {
             requester: requester.to_string(),
@@ -306,7 +338,22 @@ impl NodeInbound for NodeInboundService {
             sealed: None,
             permitted: true,
         };
-        crate::binding::check(receipt, &expected)?;
+        let entry = crate::binding::check(receipt, &expected)?;
+        // The written request the permit logged must be the one the requester sealed here:
+        // the gateway cannot read it, so the discloser checks it before disclosing.
+        match &ask.sealed_written_request {
+            Some(sealed) => {
+                let expect = crate::sealed::Incoming {
+                    origin: &ask.requester,
+                    transfer_id: &ask.transfer_id,
+                    released: &[],
+                    written_request_sha256: &entry.written_request_sha256,
+                };
+                crate::sealed::open_parts(&self.keys, sealed, &expect)?;
+            }
+            None if entry.written_request_sha256.is_empty() => {}
+            None => return Err(NodeError::WrittenRequestMismatch.into()),
+        }
         let (record, _) = self.recognise(ask.person.as_ref()).await?;
         // Unknown here and known without published data are one answer: the requester
         // must not learn from a refusal whether this institution serves the person.
@@ -323,8 +370,35 @@ impl NodeInbound for NodeInboundService {
             .ok()
             .filter(|a| a.type_url == DATA_RESPONSE)
             .ok_or(NodeError::StoreCorrupt("published data does not decode"))?;
+        // Sealed here for the requester, only the categories the permit released.
+        let outgoing = crate::sealed::Outgoing {
+            origin: &own,
+            transfer_id: &ask.transfer_id,
+            payload: Some(&payload),
+            only: Some(&ask.categories),
+            written_request: "",
+        };
+        let (sealed, _) = crate::sealed::seal(&self.keys, &outgoing)?;
         tracing::info!(requester = %ask.requester, transfer_id = %ask.transfer_id, "data provided");
-        Ok(Response::new(pb::ProvideResponse { payload: Some(payload) }))
+        Ok(Response::new(pb::ProvideResponse {
+            payload: None,
+            sealed: Some(sealed),
+        }))
+    }
+}
+
+/// A list received names as many persons as it has entries (the gateway cannot count them).
+fn check_list(payload: Option<&prost_types::Any>, persons: usize) -> Result<(), NodeError> {
+    let entries = payload
+        .filter(|p| p.type_url.ends_with("/cii.exchange.v1.RecipientList"))
+        .map(|p| {
+            cii_proto::exchange::RecipientList::decode(p.value.as_slice()).map_or(usize::MAX, |l| l.entries.len())
+        });
+    match entries {
+        Some(n) if n != persons => Err(NodeError::SealedPartsInvalid(
+            "a list names as many persons as it has entries",
+        )),
+        _ => Ok(()),
     }
 }
 

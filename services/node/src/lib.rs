@@ -21,10 +21,11 @@
 mod api;
 mod binding;
 pub mod config;
+pub use error::NodeError;
 mod error;
 mod inbound;
 pub mod independent;
-mod sealed;
+pub mod sealed;
 mod status;
 pub mod store;
 pub mod witness;
