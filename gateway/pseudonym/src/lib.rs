@@ -12,6 +12,7 @@
 //! - [`node`]: what a node does (enrol, decrypt, encrypt its own pseudonym, the identity attribute).
 //! - [`gateway`]: what the gateway does (transcrypt, rekey identities), with its two refusals.
 //! - [`wire`]: ciphertexts to and from bytes.
+//! - [`shares`]: two transcryptors: the ceremony in shares (no dealer) and one transcryptor's hop.
 //!
 //! Architecture Invariant: the gateway half holds only the pseudonymisation
 //! and rekeying secrets (and public keys); it has no way to decrypt, and it
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod names;
 pub mod node;
 pub mod seal;
+pub mod shares;
 pub mod wire;
 
 /// The ciphertext types callers hold, so they need not depend on libpep themselves.
