@@ -173,7 +173,7 @@ impl Ceremony {
 
 struct GlobalSecretJson(GlobalSecretKeys);
 
-mod erased {
+pub(crate) mod erased {
     /// Serialises key material to JSON.
     pub trait Json {
         fn json(&self) -> Result<String, serde_json::Error>;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use libpep::factors::{Factor, TranscryptionInfo};
-use libpep::keys::{AttributeSessionPublicKey, PseudonymSessionPublicKey};
+use libpep::keys::{AttributeSessionPublicKey, PseudonymSessionPublicKey, PublicKey};
 use libpep::prelude::*;
 
 use crate::PseudonymError;
@@ -26,6 +26,10 @@ pub struct Gateway {
     /// what the log's persons are encrypted under, needed to rerandomise them.
     audit_pseudonym_key: PseudonymSessionPublicKey,
     epoch: u32,
+    /// With two transcryptors, this is the first of them, and the audit context's public key
+    /// of each epoch (which it cannot compute alone: both rekey factors are in it) comes
+    /// from the ceremony.
+    second: Option<std::collections::BTreeMap<u32, [u8; 32]>>,
     /// Transcryption info per (source, target): deriving it costs several hash-to-scalar
     /// and scalar operations, the same for every call between the same two parties.
     /// `None` as the source is the origin domain (enrolment).
@@ -59,8 +63,22 @@ impl Gateway {
             global_pseudonym_key: PseudonymSessionPublicKey::from_point(*global.pseudonym.value()),
             global_attribute_key: AttributeSessionPublicKey::from_point(*global.attribute.value()),
             epoch,
+            second: None,
             infos: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The first of two transcryptors (see [`crate::shares`]): every operation is only its
+    /// hop, to be completed by the second; `audit_keys` are the audit context's public keys
+    /// by epoch, as the ceremony chained them.
+    pub fn first_of_two(mut self, audit_keys: std::collections::BTreeMap<u32, [u8; 32]>) -> Gateway {
+        self.second = Some(audit_keys);
+        self
+    }
+
+    /// How many transcryptors each operation passes through (1 or 2).
+    pub fn transcryptors(&self) -> u32 {
+        if self.second.is_some() { 2 } else { 1 }
     }
 
     /// Builds the transcryptor from its key files: `transcryptor.json` (written
@@ -72,6 +90,17 @@ impl Gateway {
             epoch: u32,
             pseudonymisation_secret: String,
             rekeying_secret: String,
+            /// Two transcryptors: this one's blinding factor (for issuing shares at a later
+            /// ceremony; unused at run time).
+            #[serde(default)]
+            #[allow(dead_code)]
+            blinding_factor: Option<String>,
+            /// 1 (absent) or 2.
+            #[serde(default)]
+            transcryptors: Option<u32>,
+            /// Two transcryptors: the audit context's public key by epoch, in hex.
+            #[serde(default)]
+            audit_public_keys: std::collections::BTreeMap<u32, String>,
         }
         let file: TranscryptorFile = serde_json::from_str(transcryptor)
             .map_err(|_| PseudonymError::Key("transcryptor file is not the ceremony's JSON"))?;
@@ -84,12 +113,73 @@ impl Gateway {
         };
         let global: GlobalPublicKeys = serde_json::from_str(global_public)
             .map_err(|_| PseudonymError::Key("global public key file is not the ceremony's JSON"))?;
-        Ok(Gateway::new(
+        let gateway = Gateway::new(
             secret(&file.pseudonymisation_secret)?,
             secret(&file.rekeying_secret)?,
             &global,
             file.epoch,
-        ))
+        );
+        match file.transcryptors.unwrap_or(1) {
+            1 => Ok(gateway),
+            2 => {
+                let mut keys = std::collections::BTreeMap::new();
+                for (epoch, hex) in &file.audit_public_keys {
+                    let key = crate::hex_decode(hex)
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or(PseudonymError::Key("an audit public key is not 32 bytes of hex"))?;
+                    keys.insert(*epoch, key);
+                }
+                if !keys.contains_key(&file.epoch) {
+                    return Err(PseudonymError::Key(
+                        "the audit public key of the current epoch is missing",
+                    ));
+                }
+                Ok(gateway.first_of_two(keys))
+            }
+            _ => Err(PseudonymError::Key("transcryptors is 1 or 2")),
+        }
+    }
+
+    /// Applies this gateway's transcryption to `op` (the whole operation with one
+    /// transcryptor; the first hop with two): the ciphertext after it and the public key it is
+    /// under now (for the second transcryptor).
+    pub fn apply(
+        &self,
+        op: &crate::shares::Operation,
+    ) -> Result<(crate::shares::Ciphertext, [u8; 32]), PseudonymError> {
+        use crate::shares::Ciphertext;
+        let key = match (&op.from.context, &op.ciphertext) {
+            (None, Ciphertext::Pseudonym(_)) => self.global_pseudonym_key.to_bytes(),
+            (None, Ciphertext::Attribute(_)) => self.global_attribute_key.to_bytes(),
+            (Some((Party::Audit, written_in)), Ciphertext::Pseudonym(_)) => self.audit_key(*written_in)?.to_bytes(),
+            _ => return Err(PseudonymError::Key("no operation starts from this context")),
+        };
+        let info = match (&op.from.context, &op.from.domain) {
+            (None, Some(from)) => self.info(Some(from), &op.to),
+            (None, None) => self.info(None, &op.to),
+            _ => crate::shares::Hop::new(&self.transcryptor, self.epoch).info(&op.from, &op.to),
+        };
+        crate::shares::apply_with(&self.transcryptor, &info, op, &key)
+    }
+
+    /// The audit context's public key of epoch `epoch`.
+    fn audit_key(&self, epoch: u32) -> Result<PseudonymSessionPublicKey, PseudonymError> {
+        match &self.second {
+            Some(keys) => keys
+                .get(&epoch)
+                .and_then(PseudonymSessionPublicKey::from_bytes)
+                .ok_or(PseudonymError::Key("no audit public key for this epoch")),
+            None if epoch == self.epoch => Ok(self.audit_pseudonym_key),
+            None => {
+                let factor = libpep::factors::make_pseudonym_rekey_factor(
+                    self.transcryptor.rekeying_secret(),
+                    &Party::Audit.context(epoch),
+                );
+                Ok(PseudonymSessionPublicKey::from_point(
+                    factor.scalar() * *self.global_pseudonym_key.value(),
+                ))
+            }
+        }
     }
 
     /// The key epoch of the encryption contexts this transcryptor targets.

@@ -24,12 +24,26 @@ pub enum Party {
 }
 
 impl Party {
-    fn label(&self) -> String {
+    /// The party's name in domains and contexts (`institution/ORP-VS`, `registry`, `audit`,
+    /// `dpo/ORP-VS`), as the second transcryptor's requests name it.
+    pub fn label(&self) -> String {
         match self {
             Party::Institution(id) => format!("institution/{id}"),
             Party::Registry => "registry".to_owned(),
             Party::Audit => "audit".to_owned(),
             Party::Dpo(id) => format!("dpo/{id}"),
+        }
+    }
+
+    /// The party a [`Party::label`] names (`None` for anything else: the origin is no party).
+    pub fn parse(label: &str) -> Option<Party> {
+        let id = |s: &str| InstitutionId::parse("party", s).ok();
+        match label.split_once('/') {
+            None if label == "registry" => Some(Party::Registry),
+            None if label == "audit" => Some(Party::Audit),
+            Some(("institution", s)) => id(s).map(Party::Institution),
+            Some(("dpo", s)) => id(s).map(Party::Dpo),
+            _ => None,
         }
     }
 

@@ -126,11 +126,134 @@ impl TranscryptorSecrets {
 
     /// This transcryptor's hop of every operation.
     pub fn hop(&self) -> Hop<'_> {
-        Hop {
-            transcryptor: &self.transcryptor,
-            epoch: self.epoch,
-        }
+        Hop::new(&self.transcryptor, self.epoch)
     }
+
+    /// The key epoch of the contexts this transcryptor targets.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// `key` (a party's context public key as the previous transcryptors made it) times this
+    /// transcryptor's rekey factor for `party`'s context of `epoch`: chained by every
+    /// transcryptor at the ceremony, the context's public key, which anyone may know (the
+    /// gateway needs the audit context's to rerandomise what it reads from the log).
+    pub fn context_key(&self, party: &Party, epoch: u32, key: &[u8; 32]) -> Result<[u8; 32], PseudonymError> {
+        use libpep::factors::Factor;
+        let key: PseudonymSessionPublicKey =
+            PseudonymSessionPublicKey::from_bytes(key).ok_or(PseudonymError::NotAPoint)?;
+        let factor =
+            libpep::factors::make_pseudonym_rekey_factor(self.transcryptor.rekeying_secret(), &party.context(epoch));
+        Ok(<PseudonymSessionPublicKey>::from_point(factor.scalar() * *key.value()).to_bytes())
+    }
+
+    /// The secrets as the party's key file (JSON).
+    pub fn to_json(&self) -> String {
+        use libpep::elgamal::arithmetic::scalars::ScalarTraits;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        format!(
+            "{{\"epoch\":{},\"pseudonymisation_secret\":\"{}\",\"rekeying_secret\":\"{}\",\"blinding_factor\":\"{}\"}}",
+            self.epoch,
+            hex(self.transcryptor.pseudonymization_secret().as_bytes()),
+            hex(self.transcryptor.rekeying_secret().as_bytes()),
+            self.transcryptor.blinding_factor().value().to_hex(),
+        )
+    }
+
+    /// The secrets from the party's key file.
+    pub fn from_json(json: &str) -> Result<TranscryptorSecrets, PseudonymError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            epoch: u32,
+            pseudonymisation_secret: String,
+            rekeying_secret: String,
+            blinding_factor: String,
+        }
+        let file: File = serde_json::from_str(json)
+            .map_err(|_| PseudonymError::Key("transcryptor secrets file is not the ceremony's JSON"))?;
+        let secret = |hex: &str| {
+            crate::hex_decode(hex)
+                .filter(|b| b.len() >= 32)
+                .ok_or(PseudonymError::Key(
+                    "transcryptor secret must be at least 32 bytes of hex",
+                ))
+        };
+        let blinding = BlindingFactor::from_hex(&file.blinding_factor)
+            .ok_or(PseudonymError::Key("blinding factor is not a scalar in hex"))?;
+        Ok(TranscryptorSecrets {
+            transcryptor: DistributedTranscryptor::new(
+                PseudonymizationSecret::from(secret(&file.pseudonymisation_secret)?),
+                RekeyingSecret::from(secret(&file.rekeying_secret)?),
+                blinding,
+            ),
+            epoch: file.epoch,
+        })
+    }
+}
+
+/// The whole ceremony in shares for a network run on one machine (development, tests,
+/// `cii demo --transcryptors 2`): both transcryptor parties' steps run here in turn, and every
+/// party's session keys are assembled from both shares. The files are those of
+/// [`crate::ceremony::Ceremony::key_files`], with the gateway's `transcryptor.json` marked
+/// `"transcryptors":2` (and the audit context's public key), plus `transcryptor/secrets.json`
+/// for the second party. A network whose parties are truly apart runs each step on its own
+/// machine and passes only the public values and the shares (docs/security.md).
+pub fn key_files(
+    institutions: &[cii_types::InstitutionId],
+    epoch: u32,
+) -> Result<crate::ceremony::KeyFiles, PseudonymError> {
+    let (gateway, second) = (
+        TranscryptorSecrets::generate(epoch),
+        TranscryptorSecrets::generate(epoch),
+    );
+    let setup = second.contribute(&gateway.contribute(&Setup::start()));
+    let keys_of = |party: &Party| {
+        let shares = [
+            gateway.session_key_shares(party, epoch),
+            second.session_key_shares(party, epoch),
+        ];
+        session_keys(&setup, &shares)
+    };
+    let json = |v: &dyn crate::ceremony::erased::Json| {
+        v.json()
+            .map_err(|_| PseudonymError::Key("cannot serialise key material"))
+    };
+    let global_key = <PseudonymSessionPublicKey>::from_point(*setup.global.pseudonym.value()).to_bytes();
+    let audit_key = second.context_key(
+        &Party::Audit,
+        epoch,
+        &gateway.context_key(&Party::Audit, epoch, &global_key)?,
+    )?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let gateway_file = gateway.to_json();
+    let gateway_file = format!(
+        "{},\"transcryptors\":2,\"audit_public_keys\":{{\"{epoch}\":\"{}\"}}}}",
+        gateway_file.trim_end_matches('}'),
+        hex(&audit_key)
+    );
+    let mut files: crate::ceremony::KeyFiles = vec![
+        ("global-public.json".to_owned(), json(&setup.global)?, false),
+        ("gateway/transcryptor.json".to_owned(), gateway_file, true),
+        ("transcryptor/secrets.json".to_owned(), second.to_json(), true),
+        (
+            "consent/session-keys.json".to_owned(),
+            json(&keys_of(&Party::Registry)?)?,
+            true,
+        ),
+        (
+            "dpo/audit-session-keys.json".to_owned(),
+            json(&keys_of(&Party::Audit)?)?,
+            true,
+        ),
+    ];
+    for id in institutions {
+        let keys = keys_of(&Party::Institution(id.clone()))?;
+        files.push((format!("institutions/{id}/session-keys.json"), json(&keys)?, true));
+        let dpo = keys_of(&Party::Dpo(id.clone()))?;
+        files.push((format!("dpo/{id}/session-keys.json"), json(&dpo)?, true));
+    }
+    Ok(files)
 }
 
 /// A party's session keys, assembled from the public blinded keys and one share per
@@ -147,7 +270,7 @@ pub fn session_keys(setup: &Setup, shares: &[SessionKeyShares]) -> Result<Sessio
 
 /// Where a ciphertext is: its pseudonymisation domain (`None`: the origin domain of
 /// enrolment) and the encryption context it is under (`None`: the global key).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Source {
     /// The domain, `None` for the origin domain.
     pub domain: Option<Party>,
@@ -160,6 +283,34 @@ impl Source {
     pub fn node(domain: Option<Party>) -> Source {
         Source { domain, context: None }
     }
+
+    /// A person as the audit log stores it: the audit domain, the audit context of `epoch`.
+    pub fn audit(epoch: u32) -> Source {
+        Source {
+            domain: Some(Party::Audit),
+            context: Some((Party::Audit, epoch)),
+        }
+    }
+}
+
+/// A ciphertext a transcryptor works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ciphertext {
+    /// A pseudonym: reshuffled into the target's domain and rekeyed.
+    Pseudonym(EncryptedPseudonym),
+    /// An attribute (an identity, a seal key): rekeyed only.
+    Attribute(EncryptedAttribute),
+}
+
+/// One libpep operation: a ciphertext from where it is to a party.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// The ciphertext.
+    pub ciphertext: Ciphertext,
+    /// Where it is.
+    pub from: Source,
+    /// The party it goes to (never the origin: [`Party`] has no origin variant).
+    pub to: Party,
 }
 
 /// One transcryptor's share of the work: its reshuffle and rekey ratios, applied to a
@@ -178,8 +329,14 @@ impl std::fmt::Debug for Hop<'_> {
     }
 }
 
-impl Hop<'_> {
-    fn info(&self, from: &Source, to: &Party) -> libpep::factors::TranscryptionInfo {
+impl<'a> Hop<'a> {
+    /// The hop of `transcryptor`, targeting contexts of key epoch `epoch`.
+    pub fn new(transcryptor: &'a Transcryptor, epoch: u32) -> Hop<'a> {
+        Hop { transcryptor, epoch }
+    }
+
+    /// The transcryption info from `from` into `to`'s domain and current context.
+    pub fn info(&self, from: &Source, to: &Party) -> libpep::factors::TranscryptionInfo {
         let from_domain = from.domain.as_ref().map_or_else(origin, Party::domain);
         let from_context = from
             .context
@@ -189,34 +346,42 @@ impl Hop<'_> {
             .transcryption_info(&from_domain, &to.domain(), &from_context, &to.context(self.epoch))
     }
 
-    /// A pseudonym from `from` into `to`'s domain and context (never the origin: [`Party`]
-    /// has no origin variant).
-    pub fn pseudonym(
-        &self,
-        ciphertext: &EncryptedPseudonym,
-        from: &Source,
-        to: &Party,
-        key: &PseudonymSessionPublicKey,
-    ) -> (EncryptedPseudonym, PseudonymSessionPublicKey) {
-        use libpep::factors::RekeyPublicKey;
-        let info = self.info(from, to);
-        let out = self.transcryptor.transcrypt(ciphertext, &info, key, &mut rand::rng());
-        (out, info.pseudonym.rekey_public_key(key))
+    /// Applies this hop to `op`, whose ciphertext is under the public key `key` (32 bytes):
+    /// the ciphertext after it, and the key it is under now.
+    pub fn apply(&self, op: &Operation, key: &[u8]) -> Result<(Ciphertext, [u8; 32]), PseudonymError> {
+        apply_with(self.transcryptor, &self.info(&op.from, &op.to), op, key)
     }
+}
 
-    /// An attribute (an identity, a seal key) rekeyed from `from`'s context into `to`'s.
-    pub fn attribute(
-        &self,
-        ciphertext: &EncryptedAttribute,
-        from: &Source,
-        to: &Party,
-        key: &AttributeSessionPublicKey,
-    ) -> (EncryptedAttribute, AttributeSessionPublicKey) {
-        use libpep::factors::RekeyPublicKey;
-        let info = self.info(from, to).attribute;
-        let out = self.transcryptor.rekey(ciphertext, &info, key, &mut rand::rng());
-        (out, info.rekey_public_key(key))
-    }
+/// `op` transcrypted with `info` by `transcryptor`, from under `key`; the key after it.
+pub(crate) fn apply_with(
+    transcryptor: &Transcryptor,
+    info: &libpep::factors::TranscryptionInfo,
+    op: &Operation,
+    key: &[u8],
+) -> Result<(Ciphertext, [u8; 32]), PseudonymError> {
+    use libpep::factors::RekeyPublicKey;
+    let mut rng = rand::rng();
+    Ok(match &op.ciphertext {
+        Ciphertext::Pseudonym(c) => {
+            let key: PseudonymSessionPublicKey =
+                PseudonymSessionPublicKey::from_slice(key).ok_or(PseudonymError::NotAPoint)?;
+            let out = transcryptor.transcrypt(c, info, &key, &mut rng);
+            (
+                Ciphertext::Pseudonym(out),
+                info.pseudonym.rekey_public_key(&key).to_bytes(),
+            )
+        }
+        Ciphertext::Attribute(c) => {
+            let key: AttributeSessionPublicKey =
+                AttributeSessionPublicKey::from_slice(key).ok_or(PseudonymError::NotAPoint)?;
+            let out = transcryptor.rekey(c, &info.attribute, &key, &mut rng);
+            (
+                Ciphertext::Attribute(out),
+                info.attribute.rekey_public_key(&key).to_bytes(),
+            )
+        }
+    })
 }
 
 /// The global keys as the key a node's ciphertext is under, for the first hop.
@@ -264,7 +429,26 @@ mod tests {
             NodeKeys::new(self.setup.global, session_keys(&self.setup, &shares).unwrap())
         }
 
-        /// A pseudonym through both hops (or the gateway's alone).
+        /// An operation through both hops (or the gateway's alone).
+        fn run(&self, ciphertext: Ciphertext, from: &Source, to: &Party, both: bool) -> Ciphertext {
+            let (pseudonym_key, attribute_key) = global_session_keys(&self.setup.global);
+            let key = match ciphertext {
+                Ciphertext::Pseudonym(_) => pseudonym_key.to_bytes(),
+                Ciphertext::Attribute(_) => attribute_key.to_bytes(),
+            };
+            let op = Operation {
+                ciphertext,
+                from: from.clone(),
+                to: to.clone(),
+            };
+            let (once, key) = self.gateway.hop().apply(&op, &key).unwrap();
+            if !both {
+                return once;
+            }
+            let op = Operation { ciphertext: once, ..op };
+            self.second.hop().apply(&op, &key).unwrap().0
+        }
+
         fn pseudonym(
             &self,
             ciphertext: &EncryptedPseudonym,
@@ -272,22 +456,17 @@ mod tests {
             to: &Party,
             both: bool,
         ) -> EncryptedPseudonym {
-            let (key, _) = global_session_keys(&self.setup.global);
-            let (once, key) = self.gateway.hop().pseudonym(ciphertext, from, to, &key);
-            if !both {
-                return once;
+            match self.run(Ciphertext::Pseudonym(*ciphertext), from, to, both) {
+                Ciphertext::Pseudonym(c) => c,
+                Ciphertext::Attribute(_) => unreachable!(),
             }
-            self.second.hop().pseudonym(&once, from, to, &key).0
         }
 
         fn attribute(&self, ciphertext: &EncryptedAttribute, to: &Party, both: bool) -> EncryptedAttribute {
-            let (_, key) = global_session_keys(&self.setup.global);
-            let from = Source::node(None);
-            let (once, key) = self.gateway.hop().attribute(ciphertext, &from, to, &key);
-            if !both {
-                return once;
+            match self.run(Ciphertext::Attribute(*ciphertext), &Source::node(None), to, both) {
+                Ciphertext::Attribute(c) => c,
+                Ciphertext::Pseudonym(_) => unreachable!(),
             }
-            self.second.hop().attribute(&once, &from, to, &key).0
         }
     }
 
@@ -336,6 +515,73 @@ mod tests {
         assert!(ai_keys.opener(&half).unwrap().open(nonce, b"aad", &ciphertext).is_err());
         // Shares of one transcryptor only do not make a session key.
         assert!(session_keys(&net.setup, &[net.gateway.session_key_shares(&ai, 1)]).is_err());
+    }
+
+    /// The files of the ceremony in shares, loaded as each party loads its own: the gateway's
+    /// hop and the second transcryptor's complete every operation, the audit context's public
+    /// key included (a DPO's look-up from the log).
+    #[test]
+    fn the_key_files_of_a_ceremony_in_shares_work_as_loaded_by_each_party() {
+        let (orp_id, ai_id) = (
+            InstitutionId::parse("id", "ORP-VS").unwrap(),
+            InstitutionId::parse("id", "AI-VS").unwrap(),
+        );
+        let files = key_files(&[orp_id.clone(), ai_id.clone()], 1).unwrap();
+        let file = |name: &str| files.iter().find(|(n, _, _)| n == name).unwrap().1.clone();
+        let gateway = Gateway::from_json(&file("gateway/transcryptor.json"), &file("global-public.json")).unwrap();
+        assert_eq!(gateway.transcryptors(), 2);
+        let second = TranscryptorSecrets::from_json(&file("transcryptor/secrets.json")).unwrap();
+        let node = |path: &str| NodeKeys::from_json(&file("global-public.json"), &file(path)).unwrap();
+        let (orp_keys, ai_keys) = (
+            node("institutions/ORP-VS/session-keys.json"),
+            node("institutions/AI-VS/session-keys.json"),
+        );
+        let dpo = node("dpo/ORP-VS/session-keys.json");
+        let run = |ciphertext: Ciphertext, from: Source, to: Party| {
+            let op = Operation { ciphertext, from, to };
+            let (once, key) = gateway.apply(&op).unwrap();
+            second
+                .hop()
+                .apply(&Operation { ciphertext: once, ..op }, &key)
+                .unwrap()
+                .0
+        };
+        let pseudonym = |c: Ciphertext| match c {
+            Ciphertext::Pseudonym(p) => p,
+            Ciphertext::Attribute(_) => unreachable!(),
+        };
+        let (orp, ai) = (Party::Institution(orp_id.clone()), Party::Institution(ai_id));
+        let person = avs(7);
+        let enrolment = Ciphertext::Pseudonym(orp_keys.enrolment_ciphertext(&person));
+        let p_orp = orp_keys.decrypt(&pseudonym(run(enrolment, Source::node(None), orp.clone())));
+        let p_ai = ai_keys.decrypt(&pseudonym(run(enrolment, Source::node(None), ai.clone())));
+        let sent = Ciphertext::Pseudonym(orp_keys.encrypt_own(&p_orp).unwrap());
+        assert_eq!(
+            ai_keys.decrypt(&pseudonym(run(sent, Source::node(Some(orp.clone())), ai))),
+            p_ai
+        );
+        // The log's person, then the DPO's look-up of it from the audit context.
+        let logged = pseudonym(run(sent, Source::node(Some(orp.clone())), Party::Audit));
+        let for_dpo = pseudonym(run(
+            Ciphertext::Pseudonym(logged),
+            Source::audit(1),
+            Party::Dpo(orp_id.clone()),
+        ));
+        let direct = pseudonym(run(enrolment, Source::node(None), Party::Dpo(orp_id)));
+        assert_eq!(
+            dpo.decrypt(&for_dpo),
+            dpo.decrypt(&direct),
+            "the DPO's pseudonym of the person"
+        );
+        // The gateway's hop alone is not enough.
+        let (once, _) = gateway
+            .apply(&Operation {
+                ciphertext: enrolment,
+                from: Source::node(None),
+                to: orp,
+            })
+            .unwrap();
+        assert_ne!(orp_keys.decrypt(&pseudonym(once)), p_orp);
     }
 
     /// The enrolment value of the person numbered `secret` (from a small space of 200),
