@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "cii/policy/v1/policy.proto",
     "cii/exchange/v1/catalogue.proto",
     "cii/witness/v1/witness.proto",
+    "cii/transcryptor/v1/transcryptor.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -100,6 +100,38 @@ impl RunningWitness {
     }
 }
 
+/// A running second transcryptor.
+#[derive(Debug)]
+pub struct RunningTranscryptor {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningTranscryptor {
+    fn spawn(config_file: &Path, listener: TcpListener) -> RunningTranscryptor {
+        let config = cii_transcryptor::TranscryptorConfig::load(config_file).expect("transcryptor config");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            cii_transcryptor::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("transcryptor run");
+        });
+        RunningTranscryptor {
+            addr,
+            config: config_file.to_owned(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
 /// A running network: gateway and nodes.
 #[derive(Debug)]
 pub struct Network {
@@ -107,6 +139,8 @@ pub struct Network {
     pub registered: Vec<(Member, u16)>,
     /// The independent witness (none when the network runs without witnesses).
     pub witness: Option<RunningWitness>,
+    /// The second transcryptor (with `Options::two_transcryptors`).
+    pub transcryptor: Option<RunningTranscryptor>,
     /// The temporary folder holding PKI and configs.
     pub dir: tempfile::TempDir,
     /// The gateway's gRPC address.
@@ -193,6 +227,9 @@ pub struct Options {
     /// No witnesses in the registry: receipts rest on the log's signature alone (the
     /// behaviour of a registry written before witnesses existed).
     pub no_witnesses: bool,
+    /// Two transcryptors (issue 24): the keys from a ceremony in shares, and the second
+    /// transcryptor run by the independent witness (`Network::transcryptor`).
+    pub two_transcryptors: bool,
 }
 
 /// What a registry version says, beyond the members.
@@ -342,7 +379,11 @@ impl Network {
             &["localhost".into(), "127.0.0.1".into()],
         )
         .expect("pki init");
-        write_keys(&dir.path().join("keys"), &ids);
+        if options.two_transcryptors {
+            write_keys_in_shares(&dir.path().join("keys"), &ids);
+        } else {
+            write_keys(&dir.path().join("keys"), &ids);
+        }
         write_vkey(&pki, "cii.test/audit");
 
         // Bind every socket first: the registry needs the nodes' addresses.
@@ -401,6 +442,33 @@ impl Network {
                 task: Some(task),
             }
         });
+        let transcryptor = if options.two_transcryptors {
+            let listener = bind().await;
+            let config = dir.path().join("transcryptor.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "name = \"{WITNESS}\"\nlisten = \"{addr}\"\nsecrets_file = \"keys/transcryptor/secrets.json\"\n\n{registry}\
+                     [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/witnesses/{WITNESS}/cert.pem\"\n\
+                     key = \"pki/witnesses/{WITNESS}/key.pem\"\n",
+                    addr = listener.local_addr().expect("addr"),
+                    registry = registry_section(""),
+                ),
+            )
+            .expect("write transcryptor.toml");
+            Some(RunningTranscryptor::spawn(&config, listener))
+        } else {
+            None
+        };
+        let second_transcryptor = transcryptor
+            .as_ref()
+            .map(|t| {
+                format!(
+                    "second_transcryptor = {{ name = \"{WITNESS}\", url = \"https://127.0.0.1:{}\" }}\n",
+                    t.addr.port()
+                )
+            })
+            .unwrap_or_default();
         let limits = options.limits.clone().unwrap_or_default();
         let gateway_toml = dir.path().join("gateway.toml");
         std::fs::write(
@@ -409,7 +477,7 @@ impl Network {
                 "listen = \"{gateway}\"\nmetrics_listen = \"{gateway_metrics}\"\n{rulebook}\n{registry}[tls]\n\
                  ca = \"pki/ca.pem\"\ncert = \"pki/gateway/cert.pem\"\nkey = \"pki/gateway/key.pem\"\n\n\
                  [audit]\nstore = \"{audit_store}\"\norigin = \"cii.test/audit\"\nsigning_key = \"pki/gateway/audit.key\"\nretention_days = 365\nwitness_wait_seconds = 3\n{lease}\n\
-                 [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}\n\
+                 [pseudonym]\ntranscryptor = \"keys/gateway/transcryptor.json\"\nglobal_public = \"keys/global-public.json\"\n{limit}{second_transcryptor}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\nreplicas = {consent_replicas:?}\n\n{limits}{store}\
                  [log]\nlevel = \"debug\"\n",
                 store = store_section(&options),
@@ -550,6 +618,7 @@ impl Network {
         let network = Network {
             registered,
             witness,
+            transcryptor,
             dir,
             gateway,
             gateway_metrics,
@@ -844,7 +913,24 @@ impl Network {
             cii_pseudonym::gateway::Gateway::from_json(&read("gateway/transcryptor.json"), &read("global-public.json"))
                 .expect("transcryptor");
         let avs = cii_types::AvsNumber::parse(avs).expect("avs");
-        let ciphertext = gateway.enrol(&self.first_node_keys().enrolment_ciphertext(&avs), party);
+        use cii_pseudonym::shares::{Ciphertext, Operation, Source, TranscryptorSecrets};
+        let op = Operation {
+            ciphertext: Ciphertext::Pseudonym(self.first_node_keys().enrolment_ciphertext(&avs)),
+            from: Source::node(None),
+            to: party.clone(),
+        };
+        let (mut ciphertext, key) = gateway.apply(&op).expect("first hop");
+        if gateway.transcryptors() == 2 {
+            let second = TranscryptorSecrets::from_json(&read("transcryptor/secrets.json")).expect("secrets");
+            ciphertext = second
+                .hop()
+                .apply(&Operation { ciphertext, ..op }, &key)
+                .expect("second hop")
+                .0;
+        }
+        let Ciphertext::Pseudonym(ciphertext) = ciphertext else {
+            panic!("a pseudonym")
+        };
         cii_proto::common::EncryptedPseudonym {
             ciphertext: cii_pseudonym::wire::to_bytes(&ciphertext),
         }
@@ -962,7 +1048,29 @@ impl Network {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
         self.stop_witness().await;
+        self.stop_transcryptor().await;
         self.dir
+    }
+
+    /// Stops the second transcryptor (with `Options::two_transcryptors`) and waits until it has.
+    pub async fn stop_transcryptor(&mut self) {
+        if let Some(transcryptor) = &mut self.transcryptor {
+            if let Some(stop) = transcryptor.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(task) = transcryptor.task.take() {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Starts the second transcryptor again on its address.
+    pub async fn restart_transcryptor(&mut self) {
+        self.stop_transcryptor().await;
+        if let Some(old) = self.transcryptor.take() {
+            let listener = rebind(old.addr).await;
+            self.transcryptor = Some(RunningTranscryptor::spawn(&old.config, listener));
+        }
     }
 
     /// Stops the independent witness and waits until it has closed its store.
@@ -1063,6 +1171,27 @@ pub fn write_vkey(pki: &Path, origin: &str) {
     std::fs::write(pki.join("gateway/audit.vkey"), format!("{vkey}\n")).expect("write vkey");
 }
 
+/// The key files of a ceremony in shares (two transcryptors), plus a store key per institution.
+pub fn write_keys_in_shares(dir: &Path, institutions: &[InstitutionId]) {
+    for (name, contents, secret) in cii_pseudonym::shares::key_files(institutions, 1).expect("key files") {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        write_file(&path, &contents, secret);
+    }
+    write_store_keys(dir, institutions);
+}
+
+/// A store key per institution (as `cii keys store-key` does on each node).
+fn write_store_keys(dir: &Path, institutions: &[InstitutionId]) {
+    for id in institutions {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut bytes).expect("random");
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_file(&dir.join(format!("institutions/{id}/store.key")), &key, true);
+    }
+}
+
 /// The key ceremony's files under `dir` (as `cii keys init` writes them), plus a
 /// store key per institution (as `cii keys store-key` does on each node).
 pub fn write_keys(dir: &Path, institutions: &[InstitutionId]) {
@@ -1075,13 +1204,7 @@ pub fn write_keys(dir: &Path, institutions: &[InstitutionId]) {
             write_file(&path, &contents, secret);
         }
     }
-    for id in institutions {
-        use ring::rand::SecureRandom;
-        let mut bytes = [0u8; 32];
-        ring::rand::SystemRandom::new().fill(&mut bytes).expect("random");
-        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        write_file(&dir.join(format!("institutions/{id}/store.key")), &key, true);
-    }
+    write_store_keys(dir, institutions);
 }
 
 fn spawn_gateway(

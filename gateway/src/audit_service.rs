@@ -27,7 +27,7 @@ const SCAN_BATCH: u32 = 2_000;
 #[derive(Debug)]
 pub struct AuditService {
     log: Log,
-    pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    pseudonyms: crate::pseudonyms::Pseudonyms,
     store: cii_audit::Store,
     /// The operational store (retention forgets old idempotency records there too).
     operations: crate::store::Store,
@@ -43,7 +43,7 @@ pub struct AuditService {
 #[derive(Debug)]
 pub struct AuditParts {
     pub log: Log,
-    pub pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    pub pseudonyms: crate::pseudonyms::Pseudonyms,
     pub store: cii_audit::Store,
     pub operations: crate::store::Store,
     pub retention_days: u32,
@@ -357,14 +357,16 @@ impl Audit for AuditService {
         let caller = caller(&request)?.clone();
         let person =
             crate::transfer::ciphertext("person", request.get_ref().person.as_ref()).map_err(GatewayError::from)?;
-        let party = Party::Institution(caller.institution.id.clone());
-        let audit_person = self.pseudonyms.translate(&person, &party, &Party::Audit);
-        let bytes = cii_pseudonym::wire::to_bytes(&audit_person);
+        let from = cii_pseudonym::shares::Source::node(Some(Party::Institution(caller.institution.id.clone())));
         // A network DPO reads the audit context; an institution's DPO its own.
-        let answered = match dpo_context(&caller) {
-            Some(dpo) => cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(&person, &party, &dpo)),
-            None => bytes.clone(),
-        };
+        let mut wanted = vec![(person, from.clone(), Party::Audit)];
+        wanted.extend(dpo_context(&caller).map(|dpo| (person, from, dpo)));
+        let translated = self.pseudonyms.pseudonyms(wanted).await.map_err(GatewayError::from)?;
+        let bytes = translated
+            .first()
+            .map(cii_pseudonym::wire::to_bytes)
+            .unwrap_or_default();
+        let answered = translated.last().map(cii_pseudonym::wire::to_bytes).unwrap_or_default();
         let entry = cii_audit::Entry {
             kind: pb::EntryKind::DpoLookup as i32,
             time_micros: cii_types::time::micros(self.clock.now()),
@@ -502,7 +504,7 @@ struct Scan {
     store: cii_audit::Store,
     log: Log,
     /// For an institution's DPO: the transcryptor and the DPO context to rekey persons into.
-    rekey: Option<(Arc<cii_pseudonym::gateway::Gateway>, Party)>,
+    rekey: Option<(crate::pseudonyms::Pseudonyms, Party)>,
     filter: Filter,
     /// One past the query's own entry.
     end: u64,
@@ -569,17 +571,25 @@ impl Scan {
             body,
             ..pb::Entry::default()
         };
-        if let Some((pseudonyms, dpo)) = &self.rekey
-            && let Ok(person) = cii_pseudonym::wire::pseudonym(audit_person)
-        {
-            answer.dpo_person = cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&person, written_in, dpo));
-        }
         if let Some((pseudonyms, dpo)) = &self.rekey {
-            answer.dpo_list_persons = audit_list
+            // The entry's person first, then its list's, in one round.
+            let person = cii_pseudonym::wire::pseudonym(audit_person).ok();
+            let from = cii_pseudonym::shares::Source::audit(written_in);
+            let wanted: Vec<_> = person
                 .iter()
-                .filter_map(|p| cii_pseudonym::wire::pseudonym(p).ok())
-                .map(|p| cii_pseudonym::wire::to_bytes(&pseudonyms.from_audit_context(&p, written_in, dpo)))
+                .copied()
+                .chain(audit_list.iter().filter_map(|p| cii_pseudonym::wire::pseudonym(p).ok()))
+                .map(|p| (p, from.clone(), dpo.clone()))
                 .collect();
+            let mut rekeyed = pseudonyms.pseudonyms(wanted).await?.into_iter();
+            if person.is_some() {
+                answer.dpo_person = rekeyed
+                    .next()
+                    .as_ref()
+                    .map(cii_pseudonym::wire::to_bytes)
+                    .unwrap_or_default();
+            }
+            answer.dpo_list_persons = rekeyed.map(|p| cii_pseudonym::wire::to_bytes(&p)).collect();
         }
         if let Some((size, note)) = &self.proofs {
             let (_, _, proof) = self

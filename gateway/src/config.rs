@@ -211,6 +211,20 @@ pub struct PseudonymFile {
     /// Enrolments an institution may make at once before the rate applies (default 600).
     #[serde(default = "default_enrolments_per_minute")]
     pub enrolment_burst: u32,
+    /// The second transcryptor, required exactly when the key file says the network has two
+    /// (`cii keys init --transcryptors 2`): every libpep operation passes through it.
+    #[serde(default)]
+    pub second_transcryptor: Option<SecondTranscryptorFile>,
+}
+
+/// `[pseudonym.second_transcryptor]`: where the second transcryptor is and who runs it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondTranscryptorFile {
+    /// The independent witness that runs it: its certificate must name `urn:cii:witness:<name>`.
+    pub name: String,
+    /// Its address, `https://host:port`.
+    pub url: String,
 }
 
 fn default_enrolments_per_minute() -> u32 {
@@ -218,12 +232,32 @@ fn default_enrolments_per_minute() -> u32 {
 }
 
 impl PseudonymFile {
-    /// Loads the transcryptor from the two key files.
+    /// Loads the transcryptor from the two key files, and checks that a second transcryptor
+    /// is configured exactly when the key file is the first of two.
     pub fn transcryptor(&self, config_file: &Path) -> Result<cii_pseudonym::gateway::Gateway, ConfigError> {
         let transcryptor = config::read_secret(config_file, "pseudonym.transcryptor", &self.transcryptor)?;
         let global_public = config::read_file(config_file, "pseudonym.global_public", &self.global_public)?;
-        cii_pseudonym::gateway::Gateway::from_json(&transcryptor, &global_public)
-            .map_err(|e| ConfigError::invalid(config_file, "pseudonym", e.to_string()))
+        let gateway = cii_pseudonym::gateway::Gateway::from_json(&transcryptor, &global_public)
+            .map_err(|e| ConfigError::invalid(config_file, "pseudonym", e.to_string()))?;
+        match (gateway.transcryptors(), &self.second_transcryptor) {
+            (1, Some(_)) => Err(ConfigError::invalid(
+                config_file,
+                "pseudonym.second_transcryptor",
+                "the key file is of a network with one transcryptor; a network moves to two only \
+                 with a new ceremony (`cii keys init --transcryptors 2`): its pseudonyms all change",
+            )),
+            (2, None) => Err(ConfigError::invalid(
+                config_file,
+                "pseudonym.second_transcryptor",
+                "the key file is the first of two transcryptors: name the second (name, url)",
+            )),
+            (_, Some(second)) if !second.url.starts_with("https://") => Err(ConfigError::invalid(
+                config_file,
+                "pseudonym.second_transcryptor.url",
+                "must be an https:// URL",
+            )),
+            _ => Ok(gateway),
+        }
     }
 }
 
@@ -244,6 +278,8 @@ pub struct GatewayConfig {
     pub audit_signer: Arc<cii_audit::note::Signer>,
     /// The transcryptor.
     pub pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    /// The second transcryptor's identity, when the network has two.
+    pub second_transcryptor: Option<cii_types::PeerIdentity>,
     /// The operational store URL (resolved).
     pub store: String,
 }
@@ -271,6 +307,10 @@ impl GatewayConfig {
         let audit_signer = Arc::new(file.audit.signer(path)?);
         let audit_store = file.audit.store_url(path);
         let pseudonyms = Arc::new(file.pseudonym.transcryptor(path)?);
+        let second_transcryptor = match &file.pseudonym.second_transcryptor {
+            Some(second) => Some(second_transcryptor_identity(path, second, &registry.current())?),
+            None => None,
+        };
         if !file.consent.url.starts_with("https://") {
             return Err(ConfigError::invalid(path, "consent.url", "must be an https:// URL"));
         }
@@ -285,6 +325,7 @@ impl GatewayConfig {
         Ok(GatewayConfig {
             store,
             pseudonyms,
+            second_transcryptor,
             file,
             registry,
             tls,
@@ -417,4 +458,24 @@ fn check_stores(path: &Path, file: &GatewayFile) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// The second transcryptor's identity: an independent witness of the registry.
+fn second_transcryptor_identity(
+    path: &Path,
+    second: &SecondTranscryptorFile,
+    registry: &Registry,
+) -> Result<cii_types::PeerIdentity, ConfigError> {
+    let key = "pseudonym.second_transcryptor.name";
+    let name = cii_types::WitnessName::parse("name", &second.name)
+        .map_err(|e| ConfigError::invalid(path, key, e.to_string()))?;
+    let identity = cii_types::PeerIdentity::Witness(name);
+    if !registry.witnesses().iter().any(|w| w.identity == identity) {
+        return Err(ConfigError::invalid(
+            path,
+            key,
+            "the registry lists no [[witness]] of this name: the second transcryptor is run by an independent witness",
+        ));
+    }
+    Ok(identity)
 }

@@ -32,7 +32,7 @@ use crate::transfer::ciphertext;
 #[derive(Debug)]
 pub struct ConsentsService {
     registry: ConsentRegistryClient<Channel>,
-    pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    pseudonyms: crate::pseudonyms::Pseudonyms,
     audit: Log,
     clock: Arc<dyn Clock>,
     completion: Completion,
@@ -78,7 +78,7 @@ fn registry_error(status: Status) -> Status {
 
 impl ConsentsService {
     pub fn new(
-        pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+        pseudonyms: crate::pseudonyms::Pseudonyms,
         clock: Arc<dyn Clock>,
         completion: Completion,
     ) -> ConsentsService {
@@ -136,15 +136,27 @@ impl ConsentsService {
         })
     }
 
-    fn person(
+    async fn person(
         &self,
         caller: &Caller,
         person: Option<&cii_proto::common::EncryptedPseudonym>,
     ) -> Result<Person, Status> {
-        let from = Party::Institution(caller.institution.id.clone());
+        let from = cii_pseudonym::shares::Source::node(Some(Party::Institution(caller.institution.id.clone())));
         let ciphertext = ciphertext("person", person).map_err(GatewayError::from)?;
-        let to_registry = self.pseudonyms.translate(&ciphertext, &from, &Party::Registry);
-        let to_audit = self.pseudonyms.translate(&ciphertext, &from, &Party::Audit);
+        let mut both = self
+            .pseudonyms
+            .pseudonyms(vec![
+                (ciphertext, from.clone(), Party::Registry),
+                (ciphertext, from, Party::Audit),
+            ])
+            .await
+            .map_err(GatewayError::from)?;
+        let (Some(to_audit), Some(to_registry)) = (both.pop(), both.pop()) else {
+            return Err(GatewayError::from(crate::pseudonyms::PseudonymsError::Invalid(
+                "too few results".to_owned(),
+            ))
+            .into());
+        };
         Ok(Person {
             registry: cii_proto::common::EncryptedPseudonym {
                 ciphertext: cii_pseudonym::wire::to_bytes(&to_registry),
@@ -319,7 +331,7 @@ impl Consents for ConsentsService {
     ) -> Result<Response<registry::ConsentRecord>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let person = self.person(caller, request.person.as_ref())?;
+        let person = self.person(caller, request.person.as_ref()).await?;
         let institutions: std::collections::BTreeSet<&str> = request
             .consent
             .iter()
@@ -360,7 +372,7 @@ impl Consents for ConsentsService {
     ) -> Result<Response<registry::ConsentRecord>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let person = self.person(caller, request.person.as_ref())?;
+        let person = self.person(caller, request.person.as_ref()).await?;
         let detail = format!("channel={}", request.channel);
         let draft = self.draft(caller, cii_audit::EntryKind::ConsentRevoked, person.audit, detail);
         let forward = registry::RevokeConsentRequest {
@@ -410,7 +422,7 @@ impl Consents for ConsentsService {
         request: Request<pb::ListConsentsRequest>,
     ) -> Result<Response<registry::ListConsentsResponse>, Status> {
         let caller = caller(&request)?;
-        let person = self.person(caller, request.get_ref().person.as_ref())?;
+        let person = self.person(caller, request.get_ref().person.as_ref()).await?;
         self.registry
             .clone()
             .list_consents(registry::ListConsentsRequest {
@@ -459,7 +471,7 @@ impl ConsentsService {
     ) -> Result<Response<registry::RelationshipResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let person = self.person(caller, request.person.as_ref())?;
+        let person = self.person(caller, request.person.as_ref()).await?;
         let forward = registry::RelationshipRequest {
             person: Some(person.registry),
             actor: actor(caller),

@@ -13,6 +13,9 @@ pub enum GatewayError {
     /// A request field shared with transfers (a ciphertext, a required field).
     #[error(transparent)]
     Request(#[from] TransferError),
+    /// A transcryption could not be completed (the second transcryptor did not answer).
+    #[error(transparent)]
+    Pseudonyms(#[from] crate::pseudonyms::PseudonymsError),
     /// The caller's institution enrols faster than its limit.
     #[error("enrolment rate limit of {institution} reached; retry in {wait_ms} ms")]
     EnrolmentRateLimited {
@@ -109,6 +112,7 @@ impl GatewayError {
         use GatewayError as E;
         match self {
             E::Request(e) => e.code(),
+            E::Pseudonyms(e) => e.code(),
             E::EnrolmentRateLimited { .. } => "ENROLMENT_RATE_LIMITED",
             E::TransferNotFound => "TRANSFER_NOT_FOUND",
             E::NoteInvalid => "NOTE_INVALID",

@@ -31,6 +31,7 @@ mod delivery;
 mod error;
 mod lease;
 mod policy_service;
+pub mod pseudonyms;
 pub mod replay;
 mod service;
 mod shredding;
@@ -214,7 +215,7 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let (metrics, (consent_registry, tls_config)) = (Metrics::new("gateway"), tls_configs(&config)?);
+    let (metrics, (clients, tls_config)) = (Metrics::new("gateway"), tls_configs(&config)?);
     let mut shutdown = std::pin::pin!(shutdown);
     // The audit log is opened before anything is served: nothing happens unlogged.
     let audit_store = open_audit_store(&config).await?;
@@ -233,7 +234,7 @@ pub async fn run_with_clock(
     let store = store::Store::open(&config.store).await?;
     let role = cosigning::Role::of(&audit_store, &sequencing);
     let (witnessed, cosigning) = cosigning::start(audit.clone(), &config, (metrics.clone(), role), stop_rx.clone());
-    let completion = consent_service::Completion::new(&consent_registry, &audit, &audit_store);
+    let completion = consent_service::Completion::new(&clients.consent_registry, &audit, &audit_store);
     let parts = Parts {
         config: &config,
         clock: &clock,
@@ -241,7 +242,7 @@ pub async fn run_with_clock(
         audit: &audit,
         audit_store: &audit_store,
         store: &store,
-        consent_registry: &consent_registry,
+        clients: &clients,
         witnessed: &witnessed,
         completion: &completion,
         stop: &stop_rx,
@@ -369,18 +370,19 @@ fn serve_metrics(listener: Option<TcpListener>, metrics: &Metrics, mut stop: tok
     }
 }
 
-/// The client to the consent registry (which must present the registry's certificate) and
-/// the server's TLS: only registry members (and the consent registry) complete the
-/// handshake; revoked serials are refused there too.
-fn tls_configs(
-    config: &GatewayConfig,
-) -> Result<
-    (
-        ConsentRegistryClient<tonic::transport::Channel>,
-        Arc<rustls::ServerConfig>,
-    ),
-    RunError,
-> {
+/// The gateway's clients of other parties.
+struct Clients {
+    /// The consent registry.
+    consent_registry: ConsentRegistryClient<tonic::transport::Channel>,
+    /// Every libpep operation: this gateway's transcryptor and the second, if any.
+    pseudonyms: pseudonyms::Pseudonyms,
+}
+
+/// The clients of the consent registry (which must present the registry's certificate) and
+/// of the second transcryptor (its witness certificate), and the server's TLS: only registry
+/// members (and the consent registry) complete the handshake; revoked serials are refused
+/// there too.
+fn tls_configs(config: &GatewayConfig) -> Result<(Clients, Arc<rustls::ServerConfig>), RunError> {
     let registry = config.registry.clone();
     let admit = {
         let registry = registry.clone();
@@ -402,8 +404,28 @@ fn tls_configs(
         .collect();
     let consent_registry =
         ConsentRegistryClient::new(tls::channel_to_any(&registries, registry_tls, tls::CALL_DEADLINE)?);
+    let second = match (&config.file.pseudonym.second_transcryptor, &config.second_transcryptor) {
+        (Some(second), Some(identity)) => {
+            let registry = config.registry.clone();
+            let client = tls::client_config(
+                &config.tls,
+                PeerPolicy::only(identity.clone(), move |serial: &[u8]| {
+                    registry.current().is_revoked(serial)
+                }),
+            )?;
+            Some(tls::channel_with_deadline(&second.url, client, tls::CALL_DEADLINE)?)
+        }
+        _ => None,
+    };
     let server = tls::server_config(&config.tls, ClientAuth::Required(PeerPolicy::new(admit, revoked)))?;
-    Ok((consent_registry, server))
+    let pseudonyms = pseudonyms::Pseudonyms::new(config.pseudonyms.clone(), second);
+    Ok((
+        Clients {
+            consent_registry,
+            pseudonyms,
+        },
+        server,
+    ))
 }
 
 /// Every decision can be traced to the exact rules by this entry's hash.
@@ -513,10 +535,10 @@ fn transfers(p: &Parts<'_>, nodes: delivery::Nodes) -> Result<Arc<transfer::Tran
         review_timeout: std::time::Duration::from_secs(u64::from(p.config.file.store.review_timeout_seconds)),
         rulebook: p.config.rulebook.clone(),
         catalogue: Arc::new(cii_types::exchange::Catalogue::load()?),
-        pseudonyms: p.config.pseudonyms.clone(),
+        pseudonyms: p.clients.pseudonyms.clone(),
         audit: p.audit.clone(),
         audit_store: p.audit_store.clone(),
-        consent: p.consent_registry.clone(),
+        consent: p.clients.consent_registry.clone(),
         store: p.store.clone(),
         nodes,
         clock: p.clock.clone(),
@@ -539,7 +561,7 @@ fn audit(
         audit_service::AuditService::new(
             audit_service::AuditParts {
                 log: p.audit.clone(),
-                pseudonyms: p.config.pseudonyms.clone(),
+                pseudonyms: p.clients.pseudonyms.clone(),
                 store: p.audit_store.clone(),
                 operations: p.store.clone(),
                 retention_days: p.config.file.audit.retention_days,
@@ -578,7 +600,7 @@ struct Parts<'a> {
     audit: &'a cii_audit::Log,
     audit_store: &'a cii_audit::Store,
     store: &'a store::Store,
-    consent_registry: &'a ConsentRegistryClient<tonic::transport::Channel>,
+    clients: &'a Clients,
     witnessed: &'a cosigning::Witnessed,
     completion: &'a consent_service::Completion,
     stop: &'a tokio::sync::watch::Receiver<bool>,
@@ -630,14 +652,14 @@ async fn services(
             transfers,
             p.store.clone(),
             clock.clone(),
-            config.pseudonyms.clone(),
+            p.clients.pseudonyms.clone(),
             p.audit.clone(),
             rate_limit,
         ),
         authenticate.clone(),
     );
     let consents = ConsentsServer::with_interceptor(
-        consent_service::ConsentsService::new(config.pseudonyms.clone(), clock.clone(), p.completion.clone()),
+        consent_service::ConsentsService::new(p.clients.pseudonyms.clone(), clock.clone(), p.completion.clone()),
         authenticate.clone(),
     );
     let policy = PolicyServer::with_interceptor(

@@ -22,7 +22,7 @@ pub struct GatewayService {
     transfers: Arc<Transfers>,
     store: Store,
     clock: Arc<dyn Clock>,
-    pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    pseudonyms: crate::pseudonyms::Pseudonyms,
     audit: Log,
     enrolment_limit: RateLimit,
 }
@@ -32,7 +32,7 @@ impl GatewayService {
         transfers: Arc<Transfers>,
         store: Store,
         clock: Arc<dyn Clock>,
-        pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+        pseudonyms: crate::pseudonyms::Pseudonyms,
         audit: Log,
         enrolment_limit: RateLimit,
     ) -> GatewayService {
@@ -77,8 +77,18 @@ impl Gateway for GatewayService {
             .into());
         }
         let caller_party = Party::Institution(institution.clone());
-        let pseudonym = self.pseudonyms.enrol(&origin, &caller_party);
-        let audit_pseudonym = self.pseudonyms.enrol(&origin, &Party::Audit);
+        let from = cii_pseudonym::shares::Source::node(None);
+        let mut both = self
+            .pseudonyms
+            .pseudonyms(vec![(origin, from.clone(), caller_party), (origin, from, Party::Audit)])
+            .await
+            .map_err(GatewayError::from)?;
+        let (Some(audit_pseudonym), Some(pseudonym)) = (both.pop(), both.pop()) else {
+            return Err(GatewayError::from(crate::pseudonyms::PseudonymsError::Invalid(
+                "too few results".to_owned(),
+            ))
+            .into());
+        };
         let entry = cii_audit::Entry {
             kind: cii_audit::EntryKind::Enrolment as i32,
             time_micros: cii_types::time::micros(self.clock.now()),

@@ -14,7 +14,7 @@ impl From<TransferError> for Status {
             TransferError::Store(cause) => tracing::error!(error = %cause, "gateway store failed"),
             TransferError::StoreCorrupt(what) => tracing::error!(what, "gateway store holds an unreadable record"),
             TransferError::AuditInconsistent(what) => tracing::error!(what, "audit log inconsistent"),
-            TransferError::Seal(cause) => tracing::error!(error = %cause, "payload not sealed"),
+            TransferError::Pseudonyms(cause) => tracing::warn!(error = %cause, "transcryption not completed"),
             _ => {}
         }
         let mut status = cii_kit::status::refusal(e.code(), e.to_string(), e.field());
@@ -36,6 +36,7 @@ impl From<GatewayError> for Status {
             GatewayError::Store(cause) => tracing::error!(error = %cause, "gateway store failed"),
             GatewayError::StoreCorrupt(what) => tracing::error!(what, "gateway store holds an unreadable record"),
             GatewayError::ConsentRegistryUnavailable => tracing::warn!("consent registry unreachable"),
+            GatewayError::Pseudonyms(cause) => tracing::warn!(error = %cause, "transcryption not completed"),
             _ => {}
         }
         cii_kit::status::refusal(e.code(), e.to_string(), e.field())

@@ -54,8 +54,14 @@ pub mod cii {
             package!("cii.witness.v1.rs");
         }
     }
+    pub mod transcryptor {
+        pub mod v1 {
+            package!("cii.transcryptor.v1.rs");
+        }
+    }
 }
 
+pub use cii::transcryptor::v1 as transcryptor;
 pub use cii::witness::v1 as witness;
 pub use cii::{audit::v1 as audit, common::v1 as common, consent::v1 as consent};
 pub use cii::{exchange::v1 as exchange, gateway::v1 as gateway, node::v1 as node, policy::v1 as policy};

@@ -31,9 +31,17 @@ async fn networks() -> Vec<(&'static str, Network)> {
         consent_database: Some(cii_tests::pg::fresh_database().await),
         ..Options::default()
     };
+    let two_transcryptors = Options {
+        two_transcryptors: true,
+        ..Options::default()
+    };
     vec![
         ("sqlite", Network::start(&members()).await),
         ("postgres", Network::start_with(&members(), postgres).await),
+        (
+            "two transcryptors",
+            Network::start_with(&members(), two_transcryptors).await,
+        ),
     ]
 }
 

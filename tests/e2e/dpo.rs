@@ -79,6 +79,17 @@ async fn a_dpo_sees_their_institution_a_network_dpo_all_and_every_query_is_logge
     .await;
 }
 
+/// The same with two transcryptors: every person of the log rekeyed into a DPO's context
+/// passes through both (the audit context's public key from the ceremony in shares).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpo_sees_their_institution_through_two_transcryptors() {
+    dpo_queries(Options {
+        two_transcryptors: true,
+        ..Options::default()
+    })
+    .await;
+}
+
 async fn dpo_queries(options: Options) {
     let net = Network::start_with(
         &[

@@ -639,6 +639,19 @@ async fn a_permitted_push_arrives_with_exactly_the_released_fields_and_a_refused
     permitted_push_and_refused_one(on_postgres().await).await;
 }
 
+/// The same with two transcryptors (issue 24): the second run by the independent witness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permitted_push_arrives_with_exactly_the_released_fields_through_two_transcryptors() {
+    permitted_push_and_refused_one(two_transcryptors()).await;
+}
+
+pub(crate) fn two_transcryptors() -> Options {
+    Options {
+        two_transcryptors: true,
+        ..Options::default()
+    }
+}
+
 async fn permitted_push_and_refused_one(options: Options) {
     let net = Network::start_with(&members(), options).await;
     enrol_everywhere(&net).await;
@@ -1063,7 +1076,18 @@ async fn a_pull_its_holder_does_not_review_in_time_is_a_logged_denial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulls_are_answered_by_the_holder_filtered_and_create_obligations() {
-    let net = Network::start(&members()).await;
+    pulls_answered(Options::default()).await;
+}
+
+/// The same with two transcryptors: the person to the holder and back, the seal keys of the
+/// written request and of the answer, each through both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulls_are_answered_through_two_transcryptors() {
+    pulls_answered(two_transcryptors()).await;
+}
+
+async fn pulls_answered(options: Options) {
+    let net = Network::start_with(&members(), options).await;
     enrol_everywhere(&net).await;
     publish(&net, AI).await;
     publish(&net, AS).await;

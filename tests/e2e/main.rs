@@ -14,5 +14,6 @@ mod hostile;
 mod policy;
 mod python_client;
 mod sealed;
+mod transcryptors;
 mod unavailable;
 mod upgrade;

@@ -75,6 +75,7 @@ fn emitted() -> BTreeMap<String, BTreeSet<String>> {
         "consent/src",
         "services/kit/src",
         "services/node/src",
+        "services/transcryptor/src",
     ] {
         for file in rust_files(&root().join(dir)) {
             // The registry itself lists codes; it does not emit them.

@@ -20,7 +20,7 @@ const IMPURE: &[&str] = &[
     "tracing-subscriber",
 ];
 /// Crates that run a process; only the cli (and the tests) may depend on them.
-const SERVICES: &[&str] = &["cii-gateway", "cii-node", "cii-consent"];
+const SERVICES: &[&str] = &["cii-gateway", "cii-node", "cii-consent", "cii-transcryptor"];
 /// Crypto stacks we never link: one provider, ring.
 const BANNED: &[&str] = &[
     "aws-lc-rs",

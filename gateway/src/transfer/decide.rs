@@ -83,19 +83,21 @@ impl Transfers {
         let now = self.clock.now();
         // Refused before anything is asked of the registry: a fact the caller may not attest.
         let facts = self.attested_facts(&checked)?;
-        let caller_party = Party::Institution(caller.institution.id.clone());
-        let translate = |to: &Party| {
-            checked
-                .person
-                .as_ref()
-                .map(|p| self.pseudonyms.translate(p, &caller_party, to))
+        let from = cii_pseudonym::shares::Source::node(Some(Party::Institution(caller.institution.id.clone())));
+        // One round: the person into the audit context and the registry's domain, then the list's.
+        let mut wanted = Vec::with_capacity(2 + checked.list.len());
+        if let Some(p) = &checked.person {
+            wanted.push((*p, from.clone(), Party::Audit));
+            wanted.push((*p, from.clone(), Party::Registry));
+        }
+        wanted.extend(checked.list.iter().map(|p| (*p, from.clone(), Party::Audit)));
+        let mut translated = self.pseudonyms.pseudonyms(wanted).await?.into_iter();
+        let (audit_person, registry_person) = if checked.person.is_some() {
+            (translated.next(), translated.next())
+        } else {
+            (None, None)
         };
-        let (audit_person, registry_person) = (translate(&Party::Audit), translate(&Party::Registry));
-        let audit_list = checked
-            .list
-            .iter()
-            .map(|p| self.pseudonyms.translate(p, &caller_party, &Party::Audit))
-            .collect();
+        let audit_list = translated.collect();
         // Who discloses and who receives: a pull discloses from the holder to the caller.
         let (from, to) = if checked.is_pull() {
             (checked.counterparty, &caller.institution)

@@ -119,9 +119,9 @@ pub enum TransferError {
     /// The log disagrees with itself (a proof for a found entry failed).
     #[error("{0}")]
     AuditInconsistent(String),
-    /// The payload could not be sealed.
-    #[error("{0}")]
-    Seal(cii_pseudonym::PseudonymError),
+    /// A transcryption could not be completed (the second transcryptor did not answer).
+    #[error(transparent)]
+    Pseudonyms(#[from] crate::pseudonyms::PseudonymsError),
     /// The holder of a pull has no data about the person.
     #[error("{holder} holds no data about the person ({code})")]
     HolderHasNoData {
@@ -170,7 +170,8 @@ impl TransferError {
             E::FieldRequired { .. } => "FIELD_REQUIRED",
             E::FieldNotAllowed { .. } => "FIELD_NOT_ALLOWED",
             E::WrittenRequestTooLong(_) => "WRITTEN_REQUEST_TOO_LONG",
-            E::Ciphertext { source, .. } | E::Seal(source) => source.code(),
+            E::Ciphertext { source, .. } => source.code(),
+            E::Pseudonyms(e) => e.code(),
             E::FactUnknown(_) => "FACT_UNKNOWN",
             E::FactNotAssertable { .. } => "FACT_NOT_ASSERTABLE",
             E::ReviewNotFound(_) => "REVIEW_NOT_FOUND",

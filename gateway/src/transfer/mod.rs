@@ -80,7 +80,7 @@ pub struct Parts {
     /// The exchange catalogue (field categories).
     pub catalogue: Arc<Catalogue>,
     /// The transcryptor.
-    pub pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    pub pseudonyms: crate::pseudonyms::Pseudonyms,
     /// The audit log's writer.
     pub audit: cii_audit::Log,
     /// The audit store, read to complete held transfers.
@@ -107,7 +107,7 @@ pub struct Transfers {
     review_timeout: std::time::Duration,
     rulebook: Arc<Rulebook>,
     catalogue: Arc<Catalogue>,
-    pseudonyms: Arc<cii_pseudonym::gateway::Gateway>,
+    pseudonyms: crate::pseudonyms::Pseudonyms,
     audit: cii_audit::Log,
     audit_store: cii_audit::Store,
     consent: ConsentRegistryClient<Channel>,
@@ -194,7 +194,7 @@ impl Transfers {
         if decided.awaits_review {
             return self.hold_for_review(caller, decided.checked()).await;
         }
-        let sealed = self.seal(caller, &decided)?;
+        let sealed = self.seal(caller, &decided).await?;
         let mut entry = entry::transfer_entry(caller, &decided, &sealed);
         // The audit context the entry's persons are encrypted for (a rotation changes it).
         entry.key_epoch = self.pseudonyms.epoch();

@@ -35,18 +35,28 @@ impl Transfers {
             field: "person",
             what: "person is required".to_owned(),
         })?;
-        let person = self.pseudonyms.translate(asked, &caller_party, &holder);
+        // One round: the person for the holder, and back in the caller's own domain and key.
+        let from = cii_pseudonym::shares::Source::node(Some(caller_party.clone()));
+        let mut both = self
+            .pseudonyms
+            .pseudonyms(vec![
+                (*asked, from.clone(), holder.clone()),
+                (*asked, from, caller_party.clone()),
+            ])
+            .await?
+            .into_iter();
+        let (Some(person), Some(back)) = (both.next(), both.next()) else {
+            return Err(crate::pseudonyms::PseudonymsError::Invalid("too few results".to_owned()).into());
+        };
         let ask = node_pb::ProvideRequest {
             transfer_id: checked.id.to_string(),
             requester: caller.institution.id.to_string(),
-            person: Some(common_pb::EncryptedPseudonym {
-                ciphertext: cii_pseudonym::wire::to_bytes(&person),
-            }),
+            person: Some(wire_pseudonym(&person)),
             categories: released.iter().cloned().collect(),
             written_request: String::new(),
             decision: response.decision.clone(),
             receipt: response.receipt.clone(),
-            sealed_written_request: self.forward_sealed(checked, &holder),
+            sealed_written_request: self.forward_sealed(checked, &holder).await?,
         };
         let answer = self.nodes.provide(holder_id, ask).await.map_err(|e| {
             let (holder, code) = (holder_id.clone(), e.code());
@@ -57,11 +67,8 @@ impl Transfers {
                 TransferError::HolderUnavailable { holder, code }
             }
         })?;
-        response.provided_parts = Some(self.forward_answer(&answer, released, &caller_party)?);
-        let back = self.pseudonyms.translate(&person, &holder, &caller_party);
-        response.provided_person = Some(common_pb::EncryptedPseudonym {
-            ciphertext: cii_pseudonym::wire::to_bytes(&back),
-        });
+        response.provided_parts = Some(self.forward_answer(&answer, released, &caller_party).await?);
+        response.provided_person = Some(wire_pseudonym(&back));
         response.state = TransferState::Delivered.code();
         let keep = i64::try_from(self.pull_answer_keep.as_micros()).unwrap_or(i64::MAX);
         let until = cii_types::time::micros(self.clock.now()).saturating_add(keep);
@@ -76,7 +83,7 @@ impl Transfers {
     /// The holder sealed its answer for the requester: checked in form, the parts of
     /// categories not released dropped (the requester's node refuses any left, and any part
     /// that carries another category than its label), the key rekeyed to the requester.
-    fn forward_answer(
+    async fn forward_answer(
         &self,
         answer: &node_pb::ProvideResponse,
         released: &BTreeSet<String>,
@@ -90,11 +97,12 @@ impl Transfers {
                 tracing::warn!("holder answered with malformed sealed parts");
                 TransferError::HolderAnswerInvalid
             })?;
-        Ok(super::seal::forward(
-            &self.pseudonyms,
-            &answer,
-            |c| released.contains(c),
-            requester,
-        ))
+        super::seal::forward(&self.pseudonyms, &answer, |c| released.contains(c), requester).await
+    }
+}
+
+fn wire_pseudonym(p: &cii_pseudonym::EncryptedPseudonym) -> common_pb::EncryptedPseudonym {
+    common_pb::EncryptedPseudonym {
+        ciphertext: cii_pseudonym::wire::to_bytes(p),
     }
 }

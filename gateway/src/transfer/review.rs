@@ -158,7 +158,7 @@ impl Transfers {
         pending: &PendingReview,
     ) -> Result<(), TransferError> {
         if pending.held_entry.is_none() {
-            let entry = self.held_entry(caller, checked, pending);
+            let entry = self.held_entry(caller, checked, pending).await?;
             let receipt = self.audit.append(entry).await?;
             self.store
                 .review_held(&pending.requester, &pending.transfer_id, receipt.index)
@@ -171,16 +171,20 @@ impl Transfers {
     }
 
     /// PULL_HELD_FOR_REVIEW: what reached the holder, before it does.
-    fn held_entry(&self, caller: &Caller, checked: &Checked<'_>, pending: &PendingReview) -> cii_audit::Entry {
-        let audit_person = checked
-            .person
-            .as_ref()
-            .map(|p| {
+    async fn held_entry(
+        &self,
+        caller: &Caller,
+        checked: &Checked<'_>,
+        pending: &PendingReview,
+    ) -> Result<cii_audit::Entry, TransferError> {
+        let audit_person = match &checked.person {
+            Some(p) => {
                 let from = Party::Institution(caller.institution.id.clone());
-                cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(p, &from, &Party::Audit))
-            })
-            .unwrap_or_default();
-        cii_audit::Entry {
+                cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(p, &from, &Party::Audit).await?)
+            }
+            None => Vec::new(),
+        };
+        Ok(cii_audit::Entry {
             kind: cii_audit::EntryKind::PullHeldForReview as i32,
             time_micros: pending.created_micros,
             transfer_id: pending.transfer_id.clone(),
@@ -202,23 +206,39 @@ impl Transfers {
             rulebook_hash: self.rulebook.hash.clone(),
             detail: format!("deadline={}", pending.deadline_micros),
             ..cii_audit::Entry::default()
-        }
+        })
     }
 
     /// The holder's node gets the review (best effort: the requester's next call offers it
     /// again until the node has it).
     async fn offer(&self, caller: &Caller, checked: &Checked<'_>, pending: &PendingReview) {
         let holder = &checked.counterparty.id;
-        let person = checked.person.as_ref().map(|p| {
-            let back = self.pseudonyms.translate(
-                p,
-                &Party::Institution(caller.institution.id.clone()),
-                &Party::Institution(holder.clone()),
-            );
-            common_pb::EncryptedPseudonym {
-                ciphertext: cii_pseudonym::wire::to_bytes(&back),
+        match self.offer_request(caller, checked, pending).await {
+            Ok(offer) => self.send_offer(holder, pending, offer).await,
+            Err(e) => {
+                tracing::warn!(%holder, code = %e.code(), "review not offered yet; offered again on the next call")
             }
-        });
+        }
+    }
+
+    /// What the holder's node is offered: the person and the written request for it.
+    async fn offer_request(
+        &self,
+        caller: &Caller,
+        checked: &Checked<'_>,
+        pending: &PendingReview,
+    ) -> Result<node_pb::OfferReviewRequest, TransferError> {
+        let holder = Party::Institution(checked.counterparty.id.clone());
+        let person = match &checked.person {
+            Some(p) => {
+                let caller = Party::Institution(caller.institution.id.clone());
+                let back = self.pseudonyms.translate(p, &caller, &holder).await?;
+                Some(common_pb::EncryptedPseudonym {
+                    ciphertext: cii_pseudonym::wire::to_bytes(&back),
+                })
+            }
+            None => None,
+        };
         let discloser_facts = self
             .rulebook
             .facts
@@ -226,7 +246,7 @@ impl Transfers {
             .filter(|f| f.attested_by == Attester::Discloser)
             .map(|f| f.id.clone())
             .collect();
-        let offer = node_pb::OfferReviewRequest {
+        Ok(node_pb::OfferReviewRequest {
             requester: pending.requester.clone(),
             transfer_id: pending.transfer_id.clone(),
             person,
@@ -238,9 +258,17 @@ impl Transfers {
             requester_facts: checked.attested.clone(),
             discloser_facts,
             deadline: Some(cii_types::time::timestamp_of_micros(pending.deadline_micros)),
-            sealed_written_request: self.forward_sealed(checked, &Party::Institution(holder.clone())),
+            sealed_written_request: self.forward_sealed(checked, &holder).await?,
             written_request_sha256: checked.written_request_sha256.clone(),
-        };
+        })
+    }
+
+    async fn send_offer(
+        &self,
+        holder: &cii_types::InstitutionId,
+        pending: &PendingReview,
+        offer: node_pb::OfferReviewRequest,
+    ) {
         match self.nodes.offer_review(holder, offer).await {
             Ok(()) => {
                 if let Err(e) = self

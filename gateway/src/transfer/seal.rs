@@ -11,9 +11,12 @@
 use cii_kit::auth::Caller;
 use cii_proto::common as common_pb;
 use cii_proto::node as node_pb;
-use cii_pseudonym::gateway::Identity;
 use cii_pseudonym::names::Party;
+use cii_pseudonym::shares::{Ciphertext, Operation, Source};
+use cii_pseudonym::{EncryptedAttribute, EncryptedPseudonym};
 use prost::Message;
+
+use crate::pseudonyms::PseudonymsError;
 
 use super::check::{Direction, IDENTITY_AVS, SealedContent, sha256};
 use super::{Checked, Decided, TransferError, Transfers};
@@ -28,15 +31,24 @@ pub struct Sealed {
 }
 
 /// Sealed content forwarded to `to`: only the parts whose category `released` accepts,
-/// the written request if any, the key rekeyed from the global key to `to`.
-pub(super) fn forward(
-    pseudonyms: &cii_pseudonym::gateway::Gateway,
+/// the written request if any, the key rekeyed (by both transcryptors) to `to`.
+pub(super) async fn forward(
+    pseudonyms: &crate::pseudonyms::Pseudonyms,
     sealed: &SealedContent,
     released: impl Fn(&str) -> bool,
     to: &Party,
+) -> Result<common_pb::SealedParts, TransferError> {
+    Ok(forwarded(sealed, released, pseudonyms.rekey(&sealed.key, to).await?))
+}
+
+/// The parts `released` accepts, under `key` (the seal key rekeyed to the addressee).
+fn forwarded(
+    sealed: &SealedContent,
+    released: impl Fn(&str) -> bool,
+    key: EncryptedAttribute,
 ) -> common_pb::SealedParts {
     common_pb::SealedParts {
-        key: cii_pseudonym::wire::to_bytes(&pseudonyms.rekey_seal_key(&sealed.key, to)),
+        key: cii_pseudonym::wire::to_bytes(&key),
         type_url: sealed.type_url.clone(),
         parts: sealed.parts.iter().filter(|p| released(&p.category)).cloned().collect(),
         written_request: sealed.written_request.clone(),
@@ -45,7 +57,7 @@ pub(super) fn forward(
 
 impl Transfers {
     /// Stage 4: forward a permitted push's parts and transcrypt its persons; nothing otherwise.
-    pub(super) fn seal(&self, caller: &Caller, decided: &Decided<'_>) -> Result<Sealed, TransferError> {
+    pub(super) async fn seal(&self, caller: &Caller, decided: &Decided<'_>) -> Result<Sealed, TransferError> {
         let checked = decided.checked();
         let (Direction::Push { identity }, Some(content), true) =
             (&checked.direction, &checked.sealed, decided.decision.is_permit())
@@ -53,35 +65,43 @@ impl Transfers {
             return Ok(Sealed::default());
         };
         let recipient = Party::Institution(decided.consulted.to.id.clone());
-        // INVARIANT (filter-before-seal): only released categories' parts reach the recipient.
-        let parts = forward(&self.pseudonyms, content, |c| decided.released.contains(c), &recipient);
-        let caller_party = Party::Institution(caller.institution.id.clone());
-        let person = checked
-            .person
-            .as_ref()
-            .map(|p| self.pseudonyms.translate(p, &caller_party, &recipient));
         // The AVS number travels only when `identity.avs` is released, rekeyed (never reshuffled).
         let identity = identity.filter(|_| decided.released.contains(IDENTITY_AVS));
-        let identity = identity.map(|i| self.pseudonyms.rekey_identity(&Identity(i), &recipient).0);
+        let mut done = self
+            .pseudonyms
+            .run(recipient_operations(caller, checked, content, identity, &recipient))
+            .await?
+            .into_iter();
+        let mut attribute = || match done.next() {
+            Some(Ciphertext::Attribute(a)) => Ok(a),
+            _ => Err(TransferError::from(PseudonymsError::Invalid(
+                "not an attribute".to_owned(),
+            ))),
+        };
+        // INVARIANT (filter-before-seal): only released categories' parts reach the recipient.
+        let parts = forwarded(content, |c| decided.released.contains(c), attribute()?);
+        let identity = identity.map(|_| attribute()).transpose()?;
+        let mut pseudonyms = done.map(|c| match c {
+            Ciphertext::Pseudonym(p) => Ok(common_pb::EncryptedPseudonym {
+                ciphertext: cii_pseudonym::wire::to_bytes(&p),
+            }),
+            Ciphertext::Attribute(_) => Err(TransferError::from(PseudonymsError::Invalid(
+                "not a pseudonym".to_owned(),
+            ))),
+        });
+        let person = checked.person.as_ref().and_then(|_| pseudonyms.next()).transpose()?;
+        let list_persons = pseudonyms.collect::<Result<Vec<_>, _>>()?;
         // The entry commits to the bytes the recipient receives, which it can check.
         let sealed_sha256 = sha256(&parts.encode_to_vec());
         let delivery = node_pb::Delivery {
             transfer_id: checked.id.to_string(),
             sender: caller.institution.id.to_string(),
-            person: person.map(|p| common_pb::EncryptedPseudonym {
-                ciphertext: cii_pseudonym::wire::to_bytes(&p),
-            }),
+            person,
             identity: identity.map(|i| common_pb::EncryptedIdentity {
                 ciphertext: cii_pseudonym::wire::to_bytes(&i),
             }),
             payload: None,
-            list_persons: checked
-                .list
-                .iter()
-                .map(|p| common_pb::EncryptedPseudonym {
-                    ciphertext: cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(p, &caller_party, &recipient)),
-                })
-                .collect(),
+            list_persons,
             decision: Some(decided.wire.clone()),
             receipt: None,
             notice: None,
@@ -96,8 +116,42 @@ impl Transfers {
 
     /// A pull's written request, as the requester's node sealed it, forwarded to the holder
     /// `to` (for its review, or with the ask to provide).
-    pub(super) fn forward_sealed(&self, checked: &Checked<'_>, to: &Party) -> Option<common_pb::SealedParts> {
-        let sealed = checked.sealed.as_ref()?;
-        Some(forward(&self.pseudonyms, sealed, |_| false, to))
+    pub(super) async fn forward_sealed(
+        &self,
+        checked: &Checked<'_>,
+        to: &Party,
+    ) -> Result<Option<common_pb::SealedParts>, TransferError> {
+        match &checked.sealed {
+            Some(sealed) => Ok(Some(forward(&self.pseudonyms, sealed, |_| false, to).await?)),
+            None => Ok(None),
+        }
     }
+}
+
+/// What the recipient of a push gets, in one round of both transcryptors, in this order: the
+/// seal key, the identity (if it travels), the person (if any), the list's persons.
+fn recipient_operations(
+    caller: &Caller,
+    checked: &Checked<'_>,
+    content: &SealedContent,
+    identity: Option<EncryptedAttribute>,
+    recipient: &Party,
+) -> Vec<Operation> {
+    let from_node = Source::node(None);
+    let from_caller = Source::node(Some(Party::Institution(caller.institution.id.clone())));
+    let attribute = |a: EncryptedAttribute| Operation {
+        ciphertext: Ciphertext::Attribute(a),
+        from: from_node.clone(),
+        to: recipient.clone(),
+    };
+    let pseudonym = |p: &EncryptedPseudonym| Operation {
+        ciphertext: Ciphertext::Pseudonym(*p),
+        from: from_caller.clone(),
+        to: recipient.clone(),
+    };
+    std::iter::once(attribute(content.key))
+        .chain(identity.map(attribute))
+        .chain(checked.person.iter().map(pseudonym))
+        .chain(checked.list.iter().map(pseudonym))
+        .collect()
 }

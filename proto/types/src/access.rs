@@ -190,6 +190,8 @@ pub const RPCS: &[Row] = &[
     row("/cii.node.v1.NodeInbound/OfferReview", Access::Peer),
     // A witness of the audit log (a node's inbound API, or an independent witness): the gateway only.
     row("/cii.witness.v1.Witness/AddCheckpoint", Access::Peer),
+    // The second transcryptor (an independent witness's): the gateway only.
+    row("/cii.transcryptor.v1.Transcryptor/Transcrypt", Access::Peer),
     // The consent registry: the gateway only (it names the acting user in each request).
     row("/cii.consent.v1.ConsentRegistry/RecordConsent", Access::Peer),
     row("/cii.consent.v1.ConsentRegistry/RevokeConsent", Access::Peer),

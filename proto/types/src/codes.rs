@@ -116,6 +116,8 @@ registry! {
     SEALED_PARTS_INVALID: InvalidArgument, false, "sealed parts are not one per category in order, name a category the exchange type does not carry, or are malformed";
     SEALED_PART_MISLABELLED: InvalidArgument, false, "an opened sealed part carries fields of another category than its label";
     SEALED_PART_EMPTY: InvalidArgument, false, "an opened sealed part carries no field";
+    OPERATION_INVALID: InvalidArgument, false, "the second transcryptor refused a malformed operation (kind, ciphertext, key, party) or too many";
+    TRANSCRYPTOR_UNAVAILABLE: Unavailable, true, "the second transcryptor did not answer; nothing was done, retry";
     WRITTEN_REQUEST_MISMATCH: InvalidArgument, false, "the opened written request is blank or has not the SHA-256 its author declared";
     KEY_MATERIAL: Internal, false, "key material could not be used";
     // Transfers.
