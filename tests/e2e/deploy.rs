@@ -62,6 +62,13 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
     )
     .expect("pki");
     cii_tests::write_keys(&dir.join("keys"), &ids);
+    // The second transcryptor's half of a ceremony in shares (its example config reads it).
+    std::fs::create_dir_all(dir.join("keys/transcryptor")).expect("mkdir");
+    cii_tests::write_file(
+        &dir.join("keys/transcryptor/secrets.json"),
+        &cii_pseudonym::shares::TranscryptorSecrets::generate(1).to_json(),
+        true,
+    );
     cii_tests::write_vkey(&dir.join("pki"), "cii.example/audit");
     use_real_witness_keys(dir, &witness);
     // The registry as the network's offline key signs it; its verification key where
@@ -90,6 +97,8 @@ fn load_all(dir: &Path, institutions: &[&str]) -> usize {
             cii_node::NodeConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else if name.starts_with("witness") {
             cii_node::independent::WitnessConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
+        } else if name.starts_with("transcryptor") {
+            cii_transcryptor::TranscryptorConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else if name == "registry.toml" {
             cii_kit::registry::Registry::load(file).unwrap_or_else(|e| panic!("{e}"));
         } else {
@@ -215,6 +224,7 @@ fn the_systemd_units_are_hardened_and_match_their_configs() {
             "cii-consent.service",
             "cii-gateway.service",
             "cii-node.service",
+            "cii-transcryptor.service",
             "cii-witness.service"
         ]
     );
@@ -615,7 +625,7 @@ fn the_production_examples_load() {
         dir.path(),
         &["ORP-VS", "AS-VS", "FP-VS", "AI-VS", "ADDICTION-VS", "SUVA"],
     );
-    assert_eq!(loaded, 5);
+    assert_eq!(loaded, 6);
 }
 
 /// The retention limit is required and at least a year (nLPD ordinance art. 4 al. 5).
@@ -664,4 +674,67 @@ fn a_lease_longer_than_an_append_can_wait_is_refused() {
             }
         }
     }
+}
+
+/// A network has one transcryptor or two from its first ceremony: the gateway refuses a second
+/// transcryptor with a key file of one (moving changes every pseudonym: a new network), requires
+/// it with a key file of a ceremony in shares, and requires it to be a registry witness.
+#[test]
+fn a_gateway_has_a_second_transcryptor_exactly_when_its_ceremony_was_in_shares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_configs(&deploy().join("config"), dir.path());
+    load_all(
+        dir.path(),
+        &["ORP-VS", "AS-VS", "FP-VS", "AI-VS", "ADDICTION-VS", "SUVA"],
+    );
+    let path = dir.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let with_second = |name: &str| {
+        text.replacen(
+            "[pseudonym]\n",
+            &format!("[pseudonym]\nsecond_transcryptor = {{ name = \"{name}\", url = \"https://t.example:7460\" }}\n"),
+            1,
+        )
+    };
+    let refused = |config: String, key: &str, says: &str| {
+        std::fs::write(&path, config).expect("write");
+        let err = cii_gateway::GatewayConfig::load(&path)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains(key) && err.contains(says), "{err}");
+    };
+    refused(
+        with_second(EXAMPLE_WITNESS),
+        "pseudonym.second_transcryptor",
+        "new ceremony",
+    );
+    // The files of a ceremony in shares where the example reads the gateway's.
+    let ids: Vec<InstitutionId> = ["ORP-VS", "AI-VS"]
+        .iter()
+        .map(|i| InstitutionId::parse("id", i).expect("id"))
+        .collect();
+    for (name, contents, _) in cii_pseudonym::shares::key_files(&ids, 1).expect("files") {
+        match name.as_str() {
+            "gateway/transcryptor.json" => {
+                cii_tests::write_file(
+                    &dir.path().join("credentials/cii-gateway.service/transcryptor"),
+                    &contents,
+                    true,
+                );
+            }
+            "global-public.json" => {
+                cii_tests::write_file(&dir.path().join("keys/global-public.json"), &contents, false)
+            }
+            _ => {}
+        }
+    }
+    refused(text.clone(), "pseudonym.second_transcryptor", "first of two");
+    refused(
+        with_second("nobody.example"),
+        "pseudonym.second_transcryptor.name",
+        "[[witness]]",
+    );
+    std::fs::write(&path, with_second(EXAMPLE_WITNESS)).expect("write");
+    let config = cii_gateway::GatewayConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.second_transcryptor.is_some());
 }

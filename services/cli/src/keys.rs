@@ -33,6 +33,11 @@ Example:\n  cii keys init --dir /secure/ceremony-2026 --registry /etc/cii/regist
         /// Keep the global secret key in this file (offline storage), instead of discarding it.
         #[arg(long, value_name = "FILE")]
         keep_global_secret: Option<PathBuf>,
+        /// 2: the ceremony in shares of a network of two transcryptors (the gateway's and an
+        /// independent witness's `cii transcryptor`); no global secret key ever exists. A network
+        /// chooses at its first ceremony: moving from one to two changes every pseudonym.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+        transcryptors: u32,
     },
     /// Issue every party's keys for a new key epoch (a rotation), from what the first ceremony kept.
     #[command(
@@ -128,6 +133,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             registry,
             epoch,
             keep_global_secret,
+            transcryptors,
         } => {
             if dir.join("global-public.json").exists() {
                 bail!(
@@ -137,8 +143,14 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             }
             let registry = cii_kit::registry::Registry::load(&registry)?;
             let ids: Vec<_> = registry.institutions().map(|i| i.id.clone()).collect();
-            let ceremony = cii_pseudonym::ceremony::Ceremony::new();
-            let files = ceremony.key_files(&ids, epoch, keep_global_secret.is_some())?;
+            let files = if transcryptors == 2 {
+                if keep_global_secret.is_some() {
+                    bail!("--keep-global-secret: a ceremony in shares has no global secret key to keep");
+                }
+                cii_pseudonym::shares::key_files(&ids, epoch)?
+            } else {
+                cii_pseudonym::ceremony::Ceremony::new().key_files(&ids, epoch, keep_global_secret.is_some())?
+            };
             for (name, contents, secret) in files {
                 let path = if name == "global-secret.json" {
                     keep_global_secret
@@ -150,7 +162,12 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                 write(&path, &contents, secret)?;
                 eprintln!("created {}{}", path.display(), if secret { " (0600)" } else { "" });
             }
-            if keep_global_secret.is_none() {
+            if transcryptors == 2 {
+                eprintln!(
+                    "ceremony in shares: give transcryptor/secrets.json to the second transcryptor's party only; \
+                     no global secret key was made"
+                );
+            } else if keep_global_secret.is_none() {
                 eprintln!("the global secret key was discarded: the set of session keys is final");
             }
             Ok(())
@@ -164,6 +181,13 @@ fn rotate(from: &Path, global_secret: &Path, registry: &Path, epoch: u32, dir: &
     let transcryptor = read(&from.join("gateway/transcryptor.json"))?;
     let current: serde_json::Value = serde_json::from_str(&transcryptor).context("the transcryptor file")?;
     let in_use = current.get("epoch").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    if current.get("transcryptors").and_then(serde_json::Value::as_u64) == Some(2) {
+        bail!(
+            "{} is a ceremony in shares (two transcryptors): its keys are rotated by each transcryptor \
+             issuing its shares for the new epoch, which this tool does not do yet",
+            from.display()
+        );
+    }
     if u64::from(epoch) <= in_use {
         bail!("--epoch {epoch} is not after the epoch in use ({in_use}): a rotation moves forward");
     }

@@ -94,6 +94,25 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
         #[arg(long, env = "CII_CONSENT_CONFIG")]
         config: PathBuf,
     },
+    /// Run the second transcryptor (a network of two: run by an independent witness, not the gateway's operator).
+    #[command(
+        after_help = "On a network whose key ceremony was made in shares (`cii keys init --transcryptors 2`), \
+every pseudonym operation of the gateway — enrolment, a transfer's persons, the identity and the seal key \
+of a payload, a DPO's look-up — passes through this process after the gateway's own hop: it applies its \
+half of the secrets. Neither half alone links persons, opens a sealed payload or recovers the global key. \
+The gateway names it in [pseudonym.second_transcryptor]; when it does not answer, exchanges stop with \
+TRANSCRYPTOR_UNAVAILABLE (retryable) and nothing is written.\n\n\
+The config names the party's witness name (the registry's [[witness]] entry and its certificate \
+urn:cii:witness:<name>), the listen address, the registry, TLS files and its secrets file \
+(transcryptor/secrets.json of the ceremony); see deploy/config/transcryptor.toml. Stops gracefully on \
+SIGTERM or Ctrl-C. Exit code 2: the configuration is unusable (nothing started).\n\n\
+Example:\n  cii transcryptor --config /etc/cii/transcryptor.toml"
+    )]
+    Transcryptor {
+        /// The transcryptor's config file (TOML).
+        #[arg(long, env = "CII_TRANSCRYPTOR_CONFIG")]
+        config: PathBuf,
+    },
     /// Enrol an institution's caseload from a CSV file through its node, with a progress bar.
     Enrol(enrol::EnrolArgs),
     /// The key ceremony of the pseudonym scheme (offline).
@@ -168,6 +187,18 @@ pub fn run() -> ExitCode {
                 let metrics = bind_optional(config.file.metrics_listen).await?;
                 let listeners = cii_consent::Listeners { grpc, metrics };
                 cii_consent::run(config, listeners, cii_kit::shutdown::signal()).await?;
+                Ok(())
+            })
+        }
+        Command::Transcryptor { config } => {
+            let config = match cii_transcryptor::TranscryptorConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            cii_kit::telemetry::init(&config.file.log);
+            serve(async move {
+                let listener = tokio::net::TcpListener::bind(config.file.listen).await?;
+                cii_transcryptor::run(config, listener, cii_kit::shutdown::signal()).await?;
                 Ok(())
             })
         }

@@ -139,3 +139,53 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `--transcryptors 2`: a ceremony in shares — the gateway's file is the first of two, the
+/// second transcryptor's secrets are a file of their own (0600), no global secret can be kept,
+/// and `keys rotate` refuses it rather than misreading it.
+#[test]
+fn a_ceremony_in_shares_gives_the_second_transcryptor_its_own_half() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let registry = registry(dir.path());
+    let init = |extra: &[&str]| {
+        let mut args = vec!["keys", "init", "--dir", keys.to_str().unwrap(), "--registry", &registry];
+        args.extend_from_slice(extra);
+        cii(&args)
+    };
+    let kept = init(&["--transcryptors", "2", "--keep-global-secret", "/tmp/nowhere.json"]);
+    assert!(!kept.status.success());
+    assert!(String::from_utf8_lossy(&kept.stderr).contains("no global secret key"));
+    let out = init(&["--transcryptors", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&keys.join("transcryptor/secrets.json")), 0o600);
+    let gateway: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(keys.join("gateway/transcryptor.json")).unwrap()).unwrap();
+    assert_eq!(gateway["transcryptors"], 2);
+    let read = |p: &str| std::fs::read_to_string(keys.join(p)).unwrap();
+    let first =
+        cii_pseudonym::gateway::Gateway::from_json(&read("gateway/transcryptor.json"), &read("global-public.json"))
+            .expect("the gateway's half");
+    assert_eq!(first.transcryptors(), 2);
+    cii_pseudonym::shares::TranscryptorSecrets::from_json(&read("transcryptor/secrets.json")).expect("the second half");
+    let rotate = cii(&[
+        "keys",
+        "rotate",
+        "--from",
+        keys.to_str().unwrap(),
+        "--global-secret",
+        "/tmp/nowhere.json",
+        "--registry",
+        &registry,
+        "--epoch",
+        "2",
+        "--dir",
+        dir.path().join("next").to_str().unwrap(),
+    ]);
+    assert!(!rotate.status.success());
+    assert!(
+        String::from_utf8_lossy(&rotate.stderr).contains("ceremony in shares"),
+        "{}",
+        String::from_utf8_lossy(&rotate.stderr)
+    );
+}
