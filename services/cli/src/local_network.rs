@@ -41,6 +41,9 @@ pub struct Spec<'a> {
     pub limits: Option<&'a str>,
     /// How many gateway processes, on which stores.
     pub gateways: Gateways<'a>,
+    /// 1, or 2: the key ceremony in shares, and the second transcryptor run by the independent
+    /// witness's party (`witness/transcryptor.toml`).
+    pub transcryptors: u32,
 }
 
 /// The gateway processes of a local network and their stores.
@@ -129,7 +132,7 @@ pub fn node_dir(dir: &Path, id: &str) -> PathBuf {
 fn write_files(
     dir: &Path,
     spec: &Spec<'_>,
-    (gateway_ports, consent_port, witness_port): (&[u16], u16, u16),
+    (gateway_ports, consent_port, witness_port, transcryptor_port): (&[u16], u16, u16, u16),
     nodes: &[(InstitutionId, NodePorts)],
 ) -> anyhow::Result<()> {
     let gateway_port = gateway_ports.first().copied().context("a gateway")?;
@@ -172,11 +175,17 @@ fn write_files(
     // The CA's private key is not needed once everything is issued.
     std::fs::remove_dir_all(&staging)?;
 
-    // The key ceremony: each file to its party.
-    let ceremony = cii_pseudonym::ceremony::Ceremony::new();
-    for (name, contents, secret) in ceremony.key_files(&ids, 1, false)? {
+    // The key ceremony: each file to its party (the second transcryptor's to the witness's).
+    let files = if spec.transcryptors == 2 {
+        cii_pseudonym::shares::key_files(&ids, 1)?
+    } else {
+        cii_pseudonym::ceremony::Ceremony::new().key_files(&ids, 1, false)?
+    };
+    for (name, contents, secret) in files {
         let target = if let Some(rest) = name.strip_prefix("institutions/") {
             dir.join("nodes").join(rest)
+        } else if name == "transcryptor/secrets.json" {
+            dir.join("witness/transcryptor-secrets.json")
         } else {
             dir.join(&name)
         };
@@ -238,6 +247,22 @@ fn write_files(
             "sqlite:gateway/gateway.db".to_owned(),
         ),
     };
+    let second = if spec.transcryptors == 2 {
+        write(
+            &dir.join("witness/transcryptor.toml"),
+            &format!(
+                "# The demo's second transcryptor, run by the independent witness's party.
+name = \"{WITNESS}\"\n\
+                 listen = \"127.0.0.1:{transcryptor_port}\"\nsecrets_file = \"transcryptor-secrets.json\"\n\n\
+                 [registry]\nfile = \"../registry.toml\"\nverification_key = \"../registry.pub\"\n\n\
+                 [tls]\nca = \"../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[log]\nlevel = \"{level}\"\n"
+            ),
+            false,
+        )?;
+        format!("second_transcryptor = {{ name = \"{WITNESS}\", url = \"https://127.0.0.1:{transcryptor_port}\" }}\n")
+    } else {
+        String::new()
+    };
     for (k, port) in gateway_ports.iter().enumerate() {
         // The first is `gateway.toml`; the replicas sharing its stores `gateway-2.toml`, …
         let file = if k == 0 {
@@ -255,7 +280,7 @@ fn write_files(
                  [store]\ndatabase = \"{operations}\"\n\n\
                  [audit]\nstore = \"{audit_store}\"\norigin = \"{ORIGIN}\"\nsigning_key = \"gateway/audit.key\"\n\
                  retention_days = 365\n\n\
-                 [pseudonym]\ntranscryptor = \"gateway/transcryptor.json\"\nglobal_public = \"global-public.json\"\n\n\
+                 [pseudonym]\ntranscryptor = \"gateway/transcryptor.json\"\nglobal_public = \"global-public.json\"\n{second}\n\
                  [consent]\nurl = \"https://127.0.0.1:{consent_port}\"\n\n{limits}[log]\nlevel = \"{level}\"\n"
             ),
             false,
@@ -341,8 +366,9 @@ impl Network {
         let gateway_ports = (0..spec.gateways.count.max(1))
             .map(|_| free_port())
             .collect::<anyhow::Result<Vec<u16>>>()?;
-        let (gateway_port, consent_port, witness_port) = (
+        let (gateway_port, consent_port, witness_port, transcryptor_port) = (
             gateway_ports.first().copied().context("a gateway")?,
+            free_port()?,
             free_port()?,
             free_port()?,
         );
@@ -356,7 +382,12 @@ impl Network {
                 },
             ));
         }
-        write_files(&dir, spec, (&gateway_ports, consent_port, witness_port), &nodes)?;
+        write_files(
+            &dir,
+            spec,
+            (&gateway_ports, consent_port, witness_port, transcryptor_port),
+            &nodes,
+        )?;
         let mut network = Network {
             dir: dir.clone(),
             gateway_port,
@@ -369,6 +400,14 @@ impl Network {
             &dir.join("consent/consent.log"),
         )?;
         network.wait_for(consent_port, "consent")?;
+        if spec.transcryptors == 2 {
+            network.spawn(
+                "transcryptor",
+                &dir.join("witness/transcryptor.toml"),
+                &dir.join("witness/transcryptor.log"),
+            )?;
+            network.wait_for(transcryptor_port, "transcryptor")?;
+        }
         network.spawn("gateway", &dir.join("gateway.toml"), &dir.join("gateway/gateway.log"))?;
         network.wait_for(gateway_port, "gateway")?;
         for (k, port) in gateway_ports.iter().enumerate().skip(1) {

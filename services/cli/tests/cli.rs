@@ -1128,6 +1128,49 @@ async fn the_pipeline_bench_runs_several_gateways_on_postgres() {
     assert_eq!(pipeline["backlog"].as_u64(), Some(0), "{text}");
 }
 
+/// `cii bench pipeline --transcryptors 2` and `cii bench pseudonyms`, briefly: the pipeline with
+/// one transcryptor and then two (the second a process, its CPU in the table), and the second
+/// hop's cryptography, each as a ratio to one transcryptor measured in the same run.
+#[test]
+fn the_benches_report_the_cost_of_the_second_transcryptor() {
+    let run = cii(&[
+        "bench",
+        "pipeline",
+        "--seconds",
+        "1",
+        "--concurrency",
+        "4",
+        "--transcryptors",
+        "2",
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{text}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        text.contains("transcryptor"),
+        "the second transcryptor's CPU is in the table: {text}"
+    );
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
+    let pipeline = &last["pipeline"];
+    assert_eq!(pipeline["transcryptors"].as_u64(), Some(2), "{text}");
+    for key in [
+        "throughput_per_s",
+        "one_transcryptor_per_s",
+        "ratio_to_one_transcryptor",
+    ] {
+        assert!(pipeline[key].as_f64().expect(key) > 0.0, "{key}: {text}");
+    }
+    assert!(pipeline["errors"].as_object().expect("errors").is_empty(), "{text}");
+    let run = cii(&["bench", "pseudonyms", "--seconds", "1", "--json"]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{text}{}", String::from_utf8_lossy(&run.stderr));
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().expect("a last line")).expect("json");
+    let ratio = last["pseudonyms"]["ratio_two_to_one_transcryptor"]
+        .as_f64()
+        .expect("ratio");
+    assert!(ratio > 0.0 && ratio < 1.0, "a second hop costs something: {text}");
+}
+
 /// `cii soak`, briefly: the mixed load answered as each kind must be, the books balanced (every
 /// permit delivered once, every decision logged once), the log verified, RSS sampled.
 #[test]
@@ -1332,6 +1375,26 @@ async fn the_demo_plays_its_story_and_its_table_agrees_with_the_audit_log() {
     let again = cii(&["demo", "--dir", &demo_dir.to_string_lossy()]);
     assert!(!again.status.success(), "a non-empty folder is refused");
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+}
+
+/// `cii demo --transcryptors 2`: the same story with the key ceremony in shares and the second
+/// transcryptor a process of the independent witness's; every step behaves as with one, the
+/// DPO's subject-access report included (persons rekeyed from the log through both).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_plays_its_story_through_two_transcryptors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo_dir = dir.path().join("vs");
+    let out = cii(&["demo", "--transcryptors", "2", "--dir", &demo_dir.to_string_lossy()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("every step behaved as the story says"), "{text}");
+    let gateway = std::fs::read_to_string(demo_dir.join("gateway.toml")).expect("gateway.toml");
+    assert!(gateway.contains("second_transcryptor"), "{gateway}");
+    let log = std::fs::read_to_string(demo_dir.join("witness/transcryptor.log")).expect("its log");
+    assert!(log.contains("transcryptor serving"), "{log}");
+    let report = std::fs::read_to_string(demo_dir.join("dpo/subject-report-orp-2026-0417-fr.txt")).expect("report");
+    assert!(report.contains("demo-01"), "{report}");
+    assert!(!demo_dir.join("global-secret.json").exists());
 }
 
 /// The Valais rulebook's scenarios (the jurist guide's example) pass.

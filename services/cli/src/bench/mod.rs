@@ -67,6 +67,42 @@ pub struct BenchArgs {
     /// compares them (what replication costs or gains on this machine).
     #[arg(long, default_value_t = 1)]
     gateways: usize,
+    /// 2: the pipeline is measured with one transcryptor and then with two (the second a
+    /// process of its own, every pseudonym operation through both), and
+    /// `pipeline.ratio_to_one_transcryptor` compares them: the cost of the second hop.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+    transcryptors: u32,
+}
+
+/// The pipeline with one transcryptor, then two, in the same run: the two-transcryptor figures
+/// with `transcryptors`, `one_transcryptor_per_s` and `ratio_to_one_transcryptor`.
+#[expect(clippy::print_stdout, reason = "the section's table")]
+fn second_hop(args: &BenchArgs, load: Duration, phase: Duration) -> anyhow::Result<serde_json::Value> {
+    let mut figures = Vec::new();
+    for transcryptors in [1, 2] {
+        println!(
+            "
+{transcryptors} transcryptor(s)"
+        );
+        figures.push(pipeline::run(
+            load,
+            phase,
+            args.concurrency.max(1),
+            (crate::local_network::Gateways::ONE, transcryptors),
+        )?);
+    }
+    let one = figures
+        .first()
+        .map_or(0.0, |f| f["throughput_per_s"].as_f64().unwrap_or(0.0));
+    let mut two = figures.pop().unwrap_or_default();
+    let ratio = two["throughput_per_s"].as_f64().unwrap_or(0.0) / one.max(f64::MIN_POSITIVE);
+    println!("pipeline.ratio_to_one_transcryptor {ratio:.2} (two transcryptors against one, same run)");
+    if let Some(object) = two.as_object_mut() {
+        object.insert("transcryptors".into(), 2.into());
+        object.insert("one_transcryptor_per_s".into(), one.into());
+        object.insert("ratio_to_one_transcryptor".into(), ratio.into());
+    }
+    Ok(two)
 }
 
 /// The pipeline with `--gateways N` on PostgreSQL: one gateway, then N, each on databases of
@@ -93,7 +129,7 @@ fn replicated(args: &BenchArgs, load: Duration, phase: Duration) -> anyhow::Resu
             postgres: Some((&audit, &operations)),
         };
         println!("\n{count} gateway process(es), the audit log and the operational store on PostgreSQL");
-        figures.push(pipeline::run(load, phase, args.concurrency.max(1), gateways)?);
+        figures.push(pipeline::run(load, phase, args.concurrency.max(1), (gateways, 1))?);
     }
     let one = figures
         .first()
@@ -139,12 +175,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let load = args.soak.map_or(phase, |s| Duration::from_secs(s.max(1)));
         let mut r = if args.gateways > 1 {
             replicated(&args, load, phase)?
+        } else if args.transcryptors == 2 {
+            second_hop(&args, load, phase)?
         } else {
             pipeline::run(
                 load,
                 phase,
                 args.concurrency.max(1),
-                crate::local_network::Gateways::ONE,
+                (crate::local_network::Gateways::ONE, 1),
             )?
         };
         let peak = r
@@ -184,6 +222,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             r["raw_per_s"].as_f64().unwrap_or(0.0)
         );
         println!("pseudonyms.ratio {:.2}", r["ratio"].as_f64().unwrap_or(0.0));
+        println!(
+            "  one transcryptor     {:>12.0} /s   (one core, a transfer's person)",
+            r["one_transcryptor_per_s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  two transcryptors    {:>12.0} /s   (both hops' cryptography, no network call)",
+            r["two_transcryptors_per_s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "pseudonyms.ratio_two_to_one_transcryptor {:.2}",
+            r["ratio_two_to_one_transcryptor"].as_f64().unwrap_or(0.0)
+        );
         report.insert("pseudonyms".into(), r);
     }
     if run(Section::Audit) {

@@ -171,6 +171,7 @@ consent_changes = { per_minute = 100000000, burst = 1000000 }\nqueries = { per_m
 pub(super) fn two_node_network(
     prefix: &str,
     gateways: crate::local_network::Gateways<'_>,
+    transcryptors: u32,
 ) -> anyhow::Result<(tempfile::TempDir, Network)> {
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let spec = Spec {
@@ -179,6 +180,7 @@ pub(super) fn two_node_network(
         log_level: "warn",
         limits: Some(UNLIMITED),
         gateways,
+        transcryptors,
     };
     let network = Network::start(&dir.path().join("net"), &spec)?;
     Ok((dir, network))
@@ -516,10 +518,10 @@ pub fn run(
     load_phase: Duration,
     phase: Duration,
     concurrency: usize,
-    gateways: crate::local_network::Gateways<'_>,
+    (gateways, transcryptors): (crate::local_network::Gateways<'_>, u32),
 ) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (_dir, network) = two_node_network("cii-bench-", gateways)?;
+    let (_dir, network) = two_node_network("cii-bench-", gateways, transcryptors)?;
     let net_dir = network.dir.clone();
     let outbox = outbox_of(&net_dir, gateways);
     let load = runtime.block_on(async {

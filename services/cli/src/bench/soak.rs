@@ -225,7 +225,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<std::process::ExitCode> {
     let duration = Duration::from_secs_f64((args.minutes * 60.0).max(1.0));
     let concurrency = args.concurrency.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (_dir, network) = two_node_network("cii-soak-", crate::local_network::Gateways::ONE)?;
+    let (_dir, network) = two_node_network("cii-soak-", crate::local_network::Gateways::ONE, 1)?;
     let net = network.dir.clone();
     let gateway_pid = network.gateway_pid().context("the gateway's pid")?;
     println!(

@@ -57,6 +57,11 @@ pub struct DemoArgs {
     /// Leave the network running after the story and print commands to try (Ctrl-C stops it).
     #[arg(long)]
     keep_running: bool,
+    /// 2: the key ceremony in shares and a second transcryptor, run by the independent witness's
+    /// party, through which every pseudonym operation passes (so the gateway alone can recover
+    /// no key); 1: the gateway is the only transcryptor.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+    transcryptors: u32,
 }
 
 fn cell_list(items: &[String]) -> String {
@@ -218,7 +223,12 @@ async fn play(args: DemoArgs, mut stop: tokio::sync::watch::Receiver<bool>) -> a
         dir.display()
     );
     println!(
-        "starting the consent registry, the gateway and {} nodes (real processes, mutual TLS on loopback)…",
+        "starting the consent registry, the gateway{} and {} nodes (real processes, mutual TLS on loopback)…",
+        if args.transcryptors == 2 {
+            ", the second transcryptor (the independent witness's)"
+        } else {
+            ""
+        },
         INSTITUTIONS.len()
     );
     let spec = Spec {
@@ -227,6 +237,7 @@ async fn play(args: DemoArgs, mut stop: tokio::sync::watch::Receiver<bool>) -> a
         log_level: "info",
         limits: None,
         gateways: crate::local_network::Gateways::ONE,
+        transcryptors: args.transcryptors,
     };
     let network = tokio::task::block_in_place(|| Network::start(&dir, &spec))?;
     let dir = network.dir.clone();
