@@ -448,7 +448,9 @@ impl Network {
             std::fs::write(
                 &config,
                 format!(
-                    "name = \"{WITNESS}\"\nlisten = \"{addr}\"\nsecrets_file = \"keys/transcryptor/secrets.json\"\n\n{registry}\
+                    "name = \"{WITNESS}\"\nlisten = \"{addr}\"\nsecrets_file = \"keys/transcryptor/secrets.json\"\n\n\
+                     [transcriptions]\nstore = \"sqlite:witness/transcriptions.db\"\n\
+                     signing_key = \"pki/witnesses/{WITNESS}/transcriptions.key\"\norigin = \"cii.test/transcriptions\"\n\n{registry}\
                      [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/witnesses/{WITNESS}/cert.pem\"\n\
                      key = \"pki/witnesses/{WITNESS}/key.pem\"\n",
                     addr = listener.local_addr().expect("addr"),
@@ -456,6 +458,7 @@ impl Network {
                 ),
             )
             .expect("write transcryptor.toml");
+            std::fs::create_dir_all(dir.path().join("witness")).expect("witness dir");
             Some(RunningTranscryptor::spawn(&config, listener))
         } else {
             None

@@ -215,14 +215,17 @@ impl OwnCluster {
 }
 
 /// The test harness ends the process without running destructors, so a small
-/// watchdog stops the server once this process is gone.
+/// watchdog stops the server once this process is gone, and removes its folder (a machine
+/// that runs the tests often would otherwise fill its disk with clusters).
 fn stop_when_process_exits(pg_ctl: &std::path::Path, data: &std::path::Path) {
     let pid = std::process::id();
     let sudo = if is_root() { "runuser -u postgres -- " } else { "" };
+    let folder = data.parent().unwrap_or(data);
     let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {sudo}{} -D {} -m immediate stop >/dev/null 2>&1",
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {sudo}{} -D {} -m immediate stop >/dev/null 2>&1; rm -rf {}",
         pg_ctl.display(),
-        data.display()
+        data.display(),
+        folder.display()
     );
     let _ = Command::new("sh")
         .arg("-c")

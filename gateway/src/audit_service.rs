@@ -361,7 +361,12 @@ impl Audit for AuditService {
         // A network DPO reads the audit context; an institution's DPO its own.
         let mut wanted = vec![(person, from.clone(), Party::Audit)];
         wanted.extend(dpo_context(&caller).map(|dpo| (person, from, dpo)));
-        let translated = self.pseudonyms.pseudonyms(wanted).await.map_err(GatewayError::from)?;
+        let purpose = crate::pseudonyms::of("dpo_lookup", caller.institution.id.as_str(), "");
+        let translated = self
+            .pseudonyms
+            .pseudonyms(wanted, &purpose)
+            .await
+            .map_err(GatewayError::from)?;
         let bytes = translated
             .first()
             .map(cii_pseudonym::wire::to_bytes)
@@ -481,7 +486,11 @@ impl Audit for AuditService {
         let scan = Scan {
             store: self.store.clone(),
             log: self.log.clone(),
-            rekey: dpo_context(&caller).map(|dpo| (self.pseudonyms.clone(), dpo)),
+            rekey: dpo_context(&caller).map(|dpo| {
+                let purpose =
+                    crate::pseudonyms::of("dpo_query", caller.institution.id.as_str(), &receipt.index.to_string());
+                (self.pseudonyms.clone(), dpo, purpose)
+            }),
             filter,
             end,
             limit,
@@ -504,7 +513,7 @@ struct Scan {
     store: cii_audit::Store,
     log: Log,
     /// For an institution's DPO: the transcryptor and the DPO context to rekey persons into.
-    rekey: Option<(crate::pseudonyms::Pseudonyms, Party)>,
+    rekey: Option<(crate::pseudonyms::Pseudonyms, Party, crate::pseudonyms::Purpose)>,
     filter: Filter,
     /// One past the query's own entry.
     end: u64,
@@ -571,7 +580,7 @@ impl Scan {
             body,
             ..pb::Entry::default()
         };
-        if let Some((pseudonyms, dpo)) = &self.rekey {
+        if let Some((pseudonyms, dpo, purpose)) = &self.rekey {
             // The entry's person first, then its list's, in one round.
             let person = cii_pseudonym::wire::pseudonym(audit_person).ok();
             let from = cii_pseudonym::shares::Source::audit(written_in);
@@ -581,7 +590,7 @@ impl Scan {
                 .chain(audit_list.iter().filter_map(|p| cii_pseudonym::wire::pseudonym(p).ok()))
                 .map(|p| (p, from.clone(), dpo.clone()))
                 .collect();
-            let mut rekeyed = pseudonyms.pseudonyms(wanted).await?.into_iter();
+            let mut rekeyed = pseudonyms.pseudonyms(wanted, purpose).await?.into_iter();
             if person.is_some() {
                 answer.dpo_person = rekeyed
                     .next()

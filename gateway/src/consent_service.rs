@@ -145,10 +145,13 @@ impl ConsentsService {
         let ciphertext = ciphertext("person", person).map_err(GatewayError::from)?;
         let mut both = self
             .pseudonyms
-            .pseudonyms(vec![
-                (ciphertext, from.clone(), Party::Registry),
-                (ciphertext, from, Party::Audit),
-            ])
+            .pseudonyms(
+                vec![
+                    (ciphertext, from.clone(), Party::Registry),
+                    (ciphertext, from, Party::Audit),
+                ],
+                &crate::pseudonyms::of("consent", caller.institution.id.as_str(), ""),
+            )
             .await
             .map_err(GatewayError::from)?;
         let (Some(to_audit), Some(to_registry)) = (both.pop(), both.pop()) else {

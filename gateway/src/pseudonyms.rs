@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+pub use cii_proto::transcryptor::Purpose;
 use cii_proto::transcryptor::{self as pb, transcryptor_client::TranscryptorClient};
 use cii_pseudonym::gateway::Gateway;
 use cii_pseudonym::names::Party;
@@ -76,13 +77,14 @@ impl Pseudonyms {
         &self.local
     }
 
-    /// Runs `operations` through both hops; one result per operation, in order.
-    pub async fn run(&self, operations: Vec<Operation>) -> Result<Vec<Ciphertext>, PseudonymsError> {
+    /// Runs `operations` (for `purpose`) through both hops; one result per operation, in order.
+    pub async fn run(&self, operations: Vec<Operation>, purpose: &Purpose) -> Result<Vec<Ciphertext>, PseudonymsError> {
         let mut first = Vec::with_capacity(operations.len());
         for op in &operations {
             first.push(self.local.apply(op)?);
         }
-        let Some(second) = &self.second else {
+        // Nothing to transcrypt (anonymised statistics name no person): nothing to ask or log.
+        let Some(second) = self.second.as_ref().filter(|_| !operations.is_empty()) else {
             return Ok(first.into_iter().map(|(ciphertext, _)| ciphertext).collect());
         };
         let wire = operations
@@ -98,7 +100,10 @@ impl Pseudonyms {
             .collect();
         let answer = second
             .clone()
-            .transcrypt(pb::TranscryptRequest { operations: wire })
+            .transcrypt(pb::TranscryptRequest {
+                operations: wire,
+                purpose: Some(purpose.clone()),
+            })
             .await
             .map_err(|status| match status.code() {
                 tonic::Code::InvalidArgument | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
@@ -126,6 +131,7 @@ impl Pseudonyms {
     pub async fn pseudonyms(
         &self,
         items: Vec<(EncryptedPseudonym, Source, Party)>,
+        purpose: &Purpose,
     ) -> Result<Vec<EncryptedPseudonym>, PseudonymsError> {
         let ops = items
             .into_iter()
@@ -135,7 +141,7 @@ impl Pseudonyms {
                 to,
             })
             .collect();
-        self.run(ops)
+        self.run(ops, purpose)
             .await?
             .into_iter()
             .map(|c| match c {
@@ -145,46 +151,21 @@ impl Pseudonyms {
             .collect()
     }
 
-    /// One pseudonym operation.
-    async fn pseudonym(
-        &self,
-        ciphertext: &EncryptedPseudonym,
-        from: Source,
-        to: &Party,
-    ) -> Result<EncryptedPseudonym, PseudonymsError> {
-        self.pseudonyms(vec![(*ciphertext, from, to.clone())])
-            .await?
-            .pop()
-            .ok_or_else(|| PseudonymsError::Invalid("no result".to_owned()))
-    }
-
-    /// Enrolment: from the origin domain into `to`'s domain and context.
-    pub async fn enrol(
-        &self,
-        ciphertext: &EncryptedPseudonym,
-        to: &Party,
-    ) -> Result<EncryptedPseudonym, PseudonymsError> {
-        self.pseudonym(ciphertext, Source::node(None), to).await
-    }
-
     /// A person from `caller`'s domain (its certificate identity) into `to`'s.
     pub async fn translate(
         &self,
         ciphertext: &EncryptedPseudonym,
         caller: &Party,
         to: &Party,
+        purpose: &Purpose,
     ) -> Result<EncryptedPseudonym, PseudonymsError> {
-        self.pseudonym(ciphertext, Source::node(Some(caller.clone())), to).await
-    }
-
-    /// A person as the log stores it (audit context of `written_in`) into `to`'s.
-    pub async fn from_audit_context(
-        &self,
-        ciphertext: &EncryptedPseudonym,
-        written_in: u32,
-        to: &Party,
-    ) -> Result<EncryptedPseudonym, PseudonymsError> {
-        self.pseudonym(ciphertext, Source::audit(written_in), to).await
+        self.pseudonyms(
+            vec![(*ciphertext, Source::node(Some(caller.clone())), to.clone())],
+            purpose,
+        )
+        .await?
+        .pop()
+        .ok_or_else(|| PseudonymsError::Invalid("no result".to_owned()))
     }
 
     /// An attribute a node encrypted under the global key (an identity, a seal key),
@@ -193,15 +174,37 @@ impl Pseudonyms {
         &self,
         ciphertext: &EncryptedAttribute,
         to: &Party,
+        purpose: &Purpose,
     ) -> Result<EncryptedAttribute, PseudonymsError> {
         let op = Operation {
             ciphertext: Ciphertext::Attribute(*ciphertext),
             from: Source::node(None),
             to: to.clone(),
         };
-        match self.run(vec![op]).await?.pop() {
+        match self.run(vec![op], purpose).await?.pop() {
             Some(Ciphertext::Attribute(c)) => Ok(c),
             _ => Err(PseudonymsError::Invalid("not an attribute".to_owned())),
         }
+    }
+}
+
+/// What a transfer's operations are for: `caller`'s transfer `transfer_id` with `counterparty`.
+pub fn transfer(caller: &str, counterparty: &str, transfer_id: &str) -> Purpose {
+    Purpose {
+        kind: "transfer".to_owned(),
+        institution: caller.to_owned(),
+        counterparty: counterparty.to_owned(),
+        reference: transfer_id.to_owned(),
+    }
+}
+
+/// What an institution's own operations are for (`enrolment`, `consent`, `dpo_lookup`), or a
+/// DPO's query (`dpo_query`, its entry's index as the reference).
+pub fn of(kind: &str, institution: &str, reference: &str) -> Purpose {
+    Purpose {
+        kind: kind.to_owned(),
+        institution: institution.to_owned(),
+        counterparty: String::new(),
+        reference: reference.to_owned(),
     }
 }

@@ -80,7 +80,10 @@ impl Gateway for GatewayService {
         let from = cii_pseudonym::shares::Source::node(None);
         let mut both = self
             .pseudonyms
-            .pseudonyms(vec![(origin, from.clone(), caller_party), (origin, from, Party::Audit)])
+            .pseudonyms(
+                vec![(origin, from.clone(), caller_party), (origin, from, Party::Audit)],
+                &crate::pseudonyms::of("enrolment", institution.as_str(), ""),
+            )
             .await
             .map_err(GatewayError::from)?;
         let (Some(audit_pseudonym), Some(pseudonym)) = (both.pop(), both.pop()) else {

@@ -117,6 +117,15 @@ pub struct SealedContent {
 }
 
 impl Checked<'_> {
+    /// What the transcryptions of this transfer are for (the second transcryptor logs it).
+    pub(super) fn purpose(&self, caller: &cii_kit::auth::Caller) -> crate::pseudonyms::Purpose {
+        crate::pseudonyms::transfer(
+            caller.institution.id.as_str(),
+            self.counterparty.id.as_str(),
+            self.id.as_str(),
+        )
+    }
+
     /// A pull.
     pub(super) fn is_pull(&self) -> bool {
         matches!(self.direction, Direction::Pull)

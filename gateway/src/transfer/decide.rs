@@ -91,7 +91,11 @@ impl Transfers {
             wanted.push((*p, from.clone(), Party::Registry));
         }
         wanted.extend(checked.list.iter().map(|p| (*p, from.clone(), Party::Audit)));
-        let mut translated = self.pseudonyms.pseudonyms(wanted).await?.into_iter();
+        let mut translated = self
+            .pseudonyms
+            .pseudonyms(wanted, &checked.purpose(caller))
+            .await?
+            .into_iter();
         let (audit_person, registry_person) = if checked.person.is_some() {
             (translated.next(), translated.next())
         } else {

@@ -30,24 +30,7 @@ impl Transfers {
         let caller_party = Party::Institution(caller.institution.id.clone());
         let holder_id = &checked.counterparty.id;
         let holder = Party::Institution(holder_id.clone());
-        // `check` requires a person for every pull.
-        let asked = checked.person.as_ref().ok_or_else(|| TransferError::FieldRequired {
-            field: "person",
-            what: "person is required".to_owned(),
-        })?;
-        // One round: the person for the holder, and back in the caller's own domain and key.
-        let from = cii_pseudonym::shares::Source::node(Some(caller_party.clone()));
-        let mut both = self
-            .pseudonyms
-            .pseudonyms(vec![
-                (*asked, from.clone(), holder.clone()),
-                (*asked, from, caller_party.clone()),
-            ])
-            .await?
-            .into_iter();
-        let (Some(person), Some(back)) = (both.next(), both.next()) else {
-            return Err(crate::pseudonyms::PseudonymsError::Invalid("too few results".to_owned()).into());
-        };
+        let (person, back) = self.person_for_holder(caller, checked, &holder).await?;
         let ask = node_pb::ProvideRequest {
             transfer_id: checked.id.to_string(),
             requester: caller.institution.id.to_string(),
@@ -56,7 +39,7 @@ impl Transfers {
             written_request: String::new(),
             decision: response.decision.clone(),
             receipt: response.receipt.clone(),
-            sealed_written_request: self.forward_sealed(checked, &holder).await?,
+            sealed_written_request: self.forward_sealed(caller, checked, &holder).await?,
         };
         let answer = self.nodes.provide(holder_id, ask).await.map_err(|e| {
             let (holder, code) = (holder_id.clone(), e.code());
@@ -67,7 +50,11 @@ impl Transfers {
                 TransferError::HolderUnavailable { holder, code }
             }
         })?;
-        response.provided_parts = Some(self.forward_answer(&answer, released, &caller_party).await?);
+        let purpose = checked.purpose(caller);
+        response.provided_parts = Some(
+            self.forward_answer(&answer, released, (&caller_party, &purpose))
+                .await?,
+        );
         response.provided_person = Some(wire_pseudonym(&back));
         response.state = TransferState::Delivered.code();
         let keep = i64::try_from(self.pull_answer_keep.as_micros()).unwrap_or(i64::MAX);
@@ -80,6 +67,32 @@ impl Transfers {
         Ok(())
     }
 
+    /// One round: the person for the holder, and back in the caller's own domain and key.
+    async fn person_for_holder(
+        &self,
+        caller: &Caller,
+        checked: &Checked<'_>,
+        holder: &Party,
+    ) -> Result<(cii_pseudonym::EncryptedPseudonym, cii_pseudonym::EncryptedPseudonym), TransferError> {
+        // `check` requires a person for every pull.
+        let asked = checked.person.as_ref().ok_or_else(|| TransferError::FieldRequired {
+            field: "person",
+            what: "person is required".to_owned(),
+        })?;
+        let caller_party = Party::Institution(caller.institution.id.clone());
+        let from = cii_pseudonym::shares::Source::node(Some(caller_party.clone()));
+        let wanted = vec![(*asked, from.clone(), holder.clone()), (*asked, from, caller_party)];
+        let mut both = self
+            .pseudonyms
+            .pseudonyms(wanted, &checked.purpose(caller))
+            .await?
+            .into_iter();
+        match (both.next(), both.next()) {
+            (Some(person), Some(back)) => Ok((person, back)),
+            _ => Err(crate::pseudonyms::PseudonymsError::Invalid("too few results".to_owned()).into()),
+        }
+    }
+
     /// The holder sealed its answer for the requester: checked in form, the parts of
     /// categories not released dropped (the requester's node refuses any left, and any part
     /// that carries another category than its label), the key rekeyed to the requester.
@@ -87,7 +100,7 @@ impl Transfers {
         &self,
         answer: &node_pb::ProvideResponse,
         released: &BTreeSet<String>,
-        requester: &Party,
+        (requester, purpose): (&Party, &crate::pseudonyms::Purpose),
     ) -> Result<common_pb::SealedParts, TransferError> {
         let sealed = answer.sealed.as_ref().ok_or(TransferError::HolderAnswerEmpty)?;
         let answer = super::check::sealed_content(&self.catalogue, sealed)
@@ -97,7 +110,13 @@ impl Transfers {
                 tracing::warn!("holder answered with malformed sealed parts");
                 TransferError::HolderAnswerInvalid
             })?;
-        super::seal::forward(&self.pseudonyms, &answer, |c| released.contains(c), requester).await
+        super::seal::forward(
+            &self.pseudonyms,
+            &answer,
+            |c| released.contains(c),
+            (requester, purpose),
+        )
+        .await
     }
 }
 

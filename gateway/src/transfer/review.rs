@@ -180,7 +180,8 @@ impl Transfers {
         let audit_person = match &checked.person {
             Some(p) => {
                 let from = Party::Institution(caller.institution.id.clone());
-                cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(p, &from, &Party::Audit).await?)
+                let purpose = checked.purpose(caller);
+                cii_pseudonym::wire::to_bytes(&self.pseudonyms.translate(p, &from, &Party::Audit, &purpose).await?)
             }
             None => Vec::new(),
         };
@@ -229,10 +230,11 @@ impl Transfers {
         pending: &PendingReview,
     ) -> Result<node_pb::OfferReviewRequest, TransferError> {
         let holder = Party::Institution(checked.counterparty.id.clone());
+        let purpose = checked.purpose(caller);
         let person = match &checked.person {
             Some(p) => {
                 let caller = Party::Institution(caller.institution.id.clone());
-                let back = self.pseudonyms.translate(p, &caller, &holder).await?;
+                let back = self.pseudonyms.translate(p, &caller, &holder, &purpose).await?;
                 Some(common_pb::EncryptedPseudonym {
                     ciphertext: cii_pseudonym::wire::to_bytes(&back),
                 })
@@ -258,7 +260,7 @@ impl Transfers {
             requester_facts: checked.attested.clone(),
             discloser_facts,
             deadline: Some(cii_types::time::timestamp_of_micros(pending.deadline_micros)),
-            sealed_written_request: self.forward_sealed(checked, &holder).await?,
+            sealed_written_request: self.forward_sealed(caller, checked, &holder).await?,
             written_request_sha256: checked.written_request_sha256.clone(),
         })
     }

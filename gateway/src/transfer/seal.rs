@@ -36,9 +36,13 @@ pub(super) async fn forward(
     pseudonyms: &crate::pseudonyms::Pseudonyms,
     sealed: &SealedContent,
     released: impl Fn(&str) -> bool,
-    to: &Party,
+    (to, purpose): (&Party, &crate::pseudonyms::Purpose),
 ) -> Result<common_pb::SealedParts, TransferError> {
-    Ok(forwarded(sealed, released, pseudonyms.rekey(&sealed.key, to).await?))
+    Ok(forwarded(
+        sealed,
+        released,
+        pseudonyms.rekey(&sealed.key, to, purpose).await?,
+    ))
 }
 
 /// The parts `released` accepts, under `key` (the seal key rekeyed to the addressee).
@@ -67,9 +71,10 @@ impl Transfers {
         let recipient = Party::Institution(decided.consulted.to.id.clone());
         // The AVS number travels only when `identity.avs` is released, rekeyed (never reshuffled).
         let identity = identity.filter(|_| decided.released.contains(IDENTITY_AVS));
+        let operations = recipient_operations(caller, checked, content, identity, &recipient);
         let mut done = self
             .pseudonyms
-            .run(recipient_operations(caller, checked, content, identity, &recipient))
+            .run(operations, &checked.purpose(caller))
             .await?
             .into_iter();
         let mut attribute = || match done.next() {
@@ -118,11 +123,14 @@ impl Transfers {
     /// `to` (for its review, or with the ask to provide).
     pub(super) async fn forward_sealed(
         &self,
+        caller: &Caller,
         checked: &Checked<'_>,
         to: &Party,
     ) -> Result<Option<common_pb::SealedParts>, TransferError> {
         match &checked.sealed {
-            Some(sealed) => Ok(Some(forward(&self.pseudonyms, sealed, |_| false, to).await?)),
+            Some(sealed) => Ok(Some(
+                forward(&self.pseudonyms, sealed, |_| false, (to, &checked.purpose(caller))).await?,
+            )),
             None => Ok(None),
         }
     }

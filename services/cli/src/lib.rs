@@ -24,6 +24,7 @@ mod outbox;
 mod pki;
 mod policy;
 mod policy_replay;
+mod transcryptor;
 mod witness;
 
 use std::path::PathBuf;
@@ -94,25 +95,9 @@ Stops gracefully on SIGTERM or Ctrl-C. Exit code 2: the configuration is unusabl
         #[arg(long, env = "CII_CONSENT_CONFIG")]
         config: PathBuf,
     },
-    /// Run the second transcryptor (a network of two: run by an independent witness, not the gateway's operator).
-    #[command(
-        after_help = "On a network whose key ceremony was made in shares (`cii keys init --transcryptors 2`), \
-every pseudonym operation of the gateway — enrolment, a transfer's persons, the identity and the seal key \
-of a payload, a DPO's look-up — passes through this process after the gateway's own hop: it applies its \
-half of the secrets. Neither half alone links persons, opens a sealed payload or recovers the global key. \
-The gateway names it in [pseudonym.second_transcryptor]; when it does not answer, exchanges stop with \
-TRANSCRYPTOR_UNAVAILABLE (retryable) and nothing is written.\n\n\
-The config names the party's witness name (the registry's [[witness]] entry and its certificate \
-urn:cii:witness:<name>), the listen address, the registry, TLS files and its secrets file \
-(transcryptor/secrets.json of the ceremony); see deploy/config/transcryptor.toml. Stops gracefully on \
-SIGTERM or Ctrl-C. Exit code 2: the configuration is unusable (nothing started).\n\n\
-Example:\n  cii transcryptor --config /etc/cii/transcryptor.toml"
-    )]
-    Transcryptor {
-        /// The transcryptor's config file (TOML).
-        #[arg(long, env = "CII_TRANSCRYPTOR_CONFIG")]
-        config: PathBuf,
-    },
+    /// The second transcryptor of a network of two: run it, its log's vkey, compare its log with the gateway's.
+    #[command(subcommand)]
+    Transcryptor(transcryptor::TranscryptorCommand),
     /// Enrol an institution's caseload from a CSV file through its node, with a progress bar.
     Enrol(enrol::EnrolArgs),
     /// The key ceremony of the pseudonym scheme (offline).
@@ -190,7 +175,7 @@ pub fn run() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Transcryptor { config } => {
+        Command::Transcryptor(transcryptor::TranscryptorCommand::Serve { config }) => {
             let config = match cii_transcryptor::TranscryptorConfig::load(&config) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
@@ -202,6 +187,7 @@ pub fn run() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Transcryptor(command) => run_tool(transcryptor::run(command)),
         Command::Demo(args) => run_tool(demo::run(args)),
         Command::Enrol(args) => run_tool(enrol::run(args)),
         Command::Audit(command) => run_tool(audit::run(command)),

@@ -154,7 +154,7 @@ fn write_files(
         }
     }
     move_file(&staging.join("gateway/audit.key"), &dir.join("gateway/audit.key"))?;
-    for file in ["cert.pem", "key.pem", "cosigning.key"] {
+    for file in ["cert.pem", "key.pem", "cosigning.key", "transcriptions.key"] {
         move_file(
             &staging.join("witnesses").join(WITNESS).join(file),
             &dir.join("witness").join(file),
@@ -254,6 +254,8 @@ fn write_files(
                 "# The demo's second transcryptor, run by the independent witness's party.
 name = \"{WITNESS}\"\n\
                  listen = \"127.0.0.1:{transcryptor_port}\"\nsecrets_file = \"transcryptor-secrets.json\"\n\n\
+                 [transcriptions]\nstore = \"sqlite:transcriptions.db\"\nsigning_key = \"transcriptions.key\"\n\
+                 origin = \"cii.demo/transcriptions\"\n\n\
                  [registry]\nfile = \"../registry.toml\"\nverification_key = \"../registry.pub\"\n\n\
                  [tls]\nca = \"../ca.pem\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[log]\nlevel = \"{level}\"\n"
             ),
@@ -402,7 +404,7 @@ impl Network {
         network.wait_for(consent_port, "consent")?;
         if spec.transcryptors == 2 {
             network.spawn(
-                "transcryptor",
+                "transcryptor serve",
                 &dir.join("witness/transcryptor.toml"),
                 &dir.join("witness/transcryptor.log"),
             )?;

@@ -1556,3 +1556,117 @@ fn keys_rotate_issues_the_next_epoch_from_the_kept_global_secret() {
         "the global secret stays offline"
     );
 }
+
+/// `cii transcryptor compare`: the second transcryptor's own log against the gateway's audit
+/// log, both verified first. After enrolments and a transfer through two transcryptors: no
+/// difference. A transcription planted in its log (one the gateway never logged) is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_transcryptors_log_matches_the_gateways_and_a_planted_difference_is_reported() {
+    use cii_proto::gateway as gw;
+    use cii_proto::node as node_pb;
+    let members = [
+        cii_tests::member("ORP-VS", cii_types::InstitutionType::AcOrp),
+        cii_tests::member("AI-VS", cii_types::InstitutionType::Ai),
+    ];
+    let options = cii_tests::Options {
+        two_transcryptors: true,
+        ..cii_tests::Options::default()
+    };
+    let mut net = cii_tests::Network::start_with(&members, options).await;
+    let token = |i: usize| net.token(i, "caseworker.1", &[cii_types::Role::Caseworker]);
+    for i in [0, 1] {
+        let enrol = node_pb::EnrolRequest {
+            avs_number: "756.1234.5678.97".into(),
+            local_record_id: format!("R-{i}"),
+        };
+        NodeClient::new(net.node_api_channel(i))
+            .enrol(cii_tests::with_token(enrol, &token(i)))
+            .await
+            .expect("enrol");
+    }
+    let report = cii_proto::exchange::EarlyDetectionReport {
+        health_limitations: "no heavy loads".into(),
+        ..Default::default()
+    };
+    let send = node_pb::SendRequest {
+        transfer_id: "t-1".into(),
+        recipient: "AI-VS".into(),
+        local_record_id: "R-0".into(),
+        trigger: gw::Trigger::SpontaneousReport as i32,
+        purpose: "early_detection".into(),
+        case_reference: "case-1".into(),
+        payload: Some(prost_types::Any {
+            type_url: "type.googleapis.com/cii.exchange.v1.EarlyDetectionReport".into(),
+            value: prost::Message::encode_to_vec(&report),
+        }),
+        attested_facts: vec![
+            "person_informed_before".into(),
+            "incapacity_for_work_or_threatened".into(),
+        ],
+        ..node_pb::SendRequest::default()
+    };
+    NodeClient::new(net.node_api_channel(0))
+        .send(cii_tests::with_token(send, &token(0)))
+        .await
+        .expect("sent");
+    net.stop_transcryptor().await;
+    let dir = net.dir.path().to_owned();
+    let vkey = std::fs::read_to_string(dir.join("pki/gateway/audit.vkey")).expect("vkey");
+    let compare = || {
+        cii(&[
+            "transcryptor",
+            "compare",
+            "--config",
+            dir.join("transcryptor.toml").to_str().expect("path"),
+            "--audit-store",
+            &format!("sqlite:{}", dir.join("gateway/audit.db").display()),
+            "--audit-vkey",
+            vkey.trim(),
+        ])
+    };
+    let out = compare();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(": 0 difference(s)"), "{text}");
+    // Two enrolments, and the push's two stages (consult, then the recipient's keys).
+    assert!(text.starts_with("4 transcriptions,"), "{text}");
+
+    // Planted: a transcription its log records that the gateway never logged.
+    {
+        let config = cii_transcryptor::TranscryptorConfig::load(&dir.join("transcryptor.toml")).expect("config");
+        let (url, signer) = config.transcriptions.clone();
+        let store = cii_audit::Store::open(&url).await.expect("store");
+        let (log, sequencer) = cii_audit::Log::open(store.clone(), signer, config.file.transcriptions.origin.clone())
+            .await
+            .expect("log");
+        log.append(cii_audit::Entry {
+            kind: cii_audit::EntryKind::Transcribed as i32,
+            time_micros: 1,
+            sender: "ORP-VS".into(),
+            recipient: "AI-VS".into(),
+            transfer_id: "never-logged".into(),
+            detail: "purpose=transfer operations=1".into(),
+            ..cii_audit::Entry::default()
+        })
+        .await
+        .expect("planted");
+        drop(log);
+        let _ = sequencer.await;
+        store.close().await;
+    }
+    let out = compare();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<&str> = text.lines().filter(|l| l.starts_with("DIFFERENCE: ")).collect();
+    assert_eq!(
+        listed,
+        ["DIFFERENCE: transcribed, not in the gateway's log: transfer AI-VS ↔ ORP-VS never-logged (1×)"],
+        "{text}"
+    );
+    net.stop().await;
+}

@@ -120,6 +120,12 @@ pub fn jwt_public_key(dir: &Path, id: &InstitutionId) -> PathBuf {
     party_dir(dir, &PeerIdentity::Institution(id.clone())).join("jwt.pub")
 }
 
+/// The signing key (Ed25519, PKCS#8 PEM) of the log a witness's party keeps when it runs the
+/// second transcryptor (`cii transcryptor serve`).
+pub fn transcriptions_signing_key(dir: &Path, party: &PeerIdentity) -> PathBuf {
+    party_dir(dir, party).join("transcriptions.key")
+}
+
 /// The cosigning key (Ed25519, PKCS#8 PEM) of a witness of the audit log: an institution's node
 /// or an independent witness.
 pub fn cosigning_key(dir: &Path, party: &PeerIdentity) -> PathBuf {
@@ -189,6 +195,15 @@ pub fn init(
         }
         if party == PeerIdentity::Gateway {
             let path = audit_signing_key(dir);
+            if !path.exists() {
+                let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+                write_file(&path, key.serialize_pem().as_bytes(), true)?;
+                report.created.push(path);
+            }
+        }
+        if matches!(party, PeerIdentity::Witness(_)) {
+            // Should the witness's party run a second transcryptor: the key of its own log.
+            let path = transcriptions_signing_key(dir, &party);
             if !path.exists() {
                 let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
                 write_file(&path, key.serialize_pem().as_bytes(), true)?;

@@ -4,7 +4,12 @@
 //! operation of the gateway passes through it after the gateway's own hop: it applies its
 //! reshuffle and rekey ratios and rerandomises. Neither half alone links persons, opens a
 //! seal or recovers the global key. It serves `cii.transcryptor.v1.Transcryptor` to the
-//! gateway only, over mutual TLS, and holds no data: no store, nothing personal in its log.
+//! gateway only, over mutual TLS. It keeps a tamper-evident log of its own (the audit log's
+//! format and checkpoints, its own key): one `TRANSCRIBED` entry per request — institutions,
+//! reference, time, the purpose, no pseudonym — durable before it answers, which `compare`
+//! matches against the gateway's audit log.
+
+pub mod compare;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,9 +46,24 @@ pub struct TranscryptorFile {
     pub tls: TlsFiles,
     /// This party's secrets from the ceremony in shares (`transcryptor/secrets.json`).
     pub secrets_file: PathBuf,
+    /// Its own log of what it transcrypted.
+    pub transcriptions: TranscriptionsFile,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[transcriptions]`: the transcryptor's own log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptionsFile {
+    /// `sqlite:PATH` (relative paths from the config's folder).
+    pub store: String,
+    /// Its checkpoint-signing key (Ed25519, PKCS#8 PEM; `cii pki init` makes
+    /// `witnesses/<name>/transcriptions.key`).
+    pub signing_key: PathBuf,
+    /// The log's origin line in its checkpoints, e.g. `edoeb.example/transcriptions`.
+    pub origin: String,
 }
 
 /// A checked transcryptor configuration.
@@ -58,6 +78,8 @@ pub struct TranscryptorConfig {
     pub tls: TlsIdentity,
     /// The secrets.
     pub secrets: Arc<TranscryptorSecrets>,
+    /// Its log's store URL (resolved) and signer.
+    pub transcriptions: (String, Arc<cii_audit::note::Signer>),
 }
 
 impl std::fmt::Debug for TranscryptorConfig {
@@ -100,7 +122,19 @@ impl TranscryptorConfig {
         }
         let secrets = TranscryptorSecrets::from_json(&config::read_secret(path, "secrets_file", &file.secrets_file)?)
             .map_err(|e| ConfigError::invalid(path, "secrets_file", e.to_string()))?;
+        let log = &file.transcriptions;
+        if !log.store.starts_with("sqlite:") {
+            return Err(ConfigError::invalid(
+                path,
+                "transcriptions.store",
+                "must be sqlite:PATH",
+            ));
+        }
+        let pem = config::read_secret(path, "transcriptions.signing_key", &log.signing_key)?;
+        let signer = cii_audit::note::Signer::from_pem(&log.origin, &pem)
+            .map_err(|e| ConfigError::invalid(path, "transcriptions.signing_key", e.to_string()))?;
         Ok(TranscryptorConfig {
+            transcriptions: (config::database_url(path, &log.store), Arc::new(signer)),
             file,
             name,
             registry,
@@ -122,11 +156,45 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Its log could not be opened.
+    #[error(transparent)]
+    Log(#[from] cii_audit::LogError),
+    /// Its log's store could not be opened.
+    #[error(transparent)]
+    Store(#[from] cii_audit::store::StoreError),
 }
 
 /// The rpc handler.
 struct Service {
     secrets: Arc<TranscryptorSecrets>,
+    log: cii_audit::Log,
+}
+
+impl Service {
+    /// The request's entry in this transcryptor's log, durable before anything is transcrypted.
+    async fn record(&self, purpose: Option<&pb::Purpose>, operations: usize) -> Result<(), Status> {
+        let purpose = purpose.cloned().unwrap_or_default();
+        let entry = cii_audit::Entry {
+            kind: cii_audit::EntryKind::Transcribed as i32,
+            time_micros: cii_types::time::micros(time::OffsetDateTime::now_utc()),
+            sender: purpose.institution,
+            recipient: purpose.counterparty,
+            transfer_id: purpose.reference,
+            detail: format!("purpose={} operations={operations}", purpose.kind),
+            ..cii_audit::Entry::default()
+        };
+        if let Err(e) = cii_audit::entry::check(&entry) {
+            return Err(cii_kit::status::refusal(
+                "OPERATION_INVALID",
+                e.to_string(),
+                Some("purpose"),
+            ));
+        }
+        self.log.append(entry).await.map(|_| ()).map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "transcription not logged");
+            cii_kit::status::refusal("TRANSCRYPTOR_UNAVAILABLE", "its log is not writable", None)
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -135,7 +203,8 @@ impl pb::transcryptor_server::Transcryptor for Service {
         &self,
         request: Request<pb::TranscryptRequest>,
     ) -> Result<Response<pb::TranscryptResponse>, Status> {
-        let operations = request.into_inner().operations;
+        let request = request.into_inner();
+        let operations = request.operations;
         if operations.len() > MAX_OPERATIONS {
             return Err(cii_kit::status::refusal(
                 "OPERATION_INVALID",
@@ -155,6 +224,7 @@ impl pb::transcryptor_server::Transcryptor for Service {
             })?;
             checked.push(op);
         }
+        self.record(request.purpose.as_ref(), checked.len()).await?;
         let secrets = self.secrets.clone();
         // Scalar multiplications: off the async workers.
         let results = tokio::task::spawn_blocking(move || {
@@ -181,6 +251,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new("transcryptor");
+    let (url, signer) = config.transcriptions.clone();
+    let store = cii_audit::Store::open(&url).await?;
+    let origin = config.file.transcriptions.origin.clone();
+    let (log, sequencer) = cii_audit::Log::open(store.clone(), signer, origin).await?;
     let revoked = {
         let registry = config.registry.clone();
         move |serial: &[u8]| registry.current().is_revoked(serial)
@@ -194,6 +268,7 @@ pub async fn run(
     let service = TranscryptorServer::with_interceptor(
         Service {
             secrets: config.secrets.clone(),
+            log,
         },
         Authenticate::new(
             IssuerSource::PeerCertificate,
@@ -230,6 +305,9 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let (_, result) = tokio::join!(stopper, served);
+    // The service (and its log handle) is gone with the server: the sequencer drains and stops.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sequencer).await;
+    store.close().await;
     tracing::info!(transcryptor = %config.name, "transcryptor stopped");
     Ok(result?)
 }
