@@ -79,7 +79,13 @@ impl Setup {
 pub struct TranscryptorSecrets {
     transcryptor: DistributedTranscryptor,
     epoch: u32,
+    /// Transcryption info per (source, target): the same for every call between the same two
+    /// parties, and several hash-to-scalar derivations to make.
+    infos: Infos,
 }
+
+/// A cache of transcryption infos (a poisoned lock only costs the cache, never the answer).
+type Infos = std::sync::RwLock<std::collections::HashMap<(Source, Party), libpep::factors::TranscryptionInfo>>;
 
 impl std::fmt::Debug for TranscryptorSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,6 +107,7 @@ impl TranscryptorSecrets {
                 BlindingFactor::random(&mut rng),
             ),
             epoch,
+            infos: Infos::default(),
         }
     }
 
@@ -126,7 +133,11 @@ impl TranscryptorSecrets {
 
     /// This transcryptor's hop of every operation.
     pub fn hop(&self) -> Hop<'_> {
-        Hop::new(&self.transcryptor, self.epoch)
+        Hop {
+            transcryptor: &self.transcryptor,
+            epoch: self.epoch,
+            infos: Some(&self.infos),
+        }
     }
 
     /// The key epoch of the contexts this transcryptor targets.
@@ -188,6 +199,7 @@ impl TranscryptorSecrets {
                 blinding,
             ),
             epoch: file.epoch,
+            infos: Infos::default(),
         })
     }
 }
@@ -319,6 +331,7 @@ pub struct Operation {
 pub struct Hop<'a> {
     transcryptor: &'a Transcryptor,
     epoch: u32,
+    infos: Option<&'a Infos>,
 }
 
 impl std::fmt::Debug for Hop<'_> {
@@ -332,11 +345,27 @@ impl std::fmt::Debug for Hop<'_> {
 impl<'a> Hop<'a> {
     /// The hop of `transcryptor`, targeting contexts of key epoch `epoch`.
     pub fn new(transcryptor: &'a Transcryptor, epoch: u32) -> Hop<'a> {
-        Hop { transcryptor, epoch }
+        Hop {
+            transcryptor,
+            epoch,
+            infos: None,
+        }
     }
 
     /// The transcryption info from `from` into `to`'s domain and current context.
     pub fn info(&self, from: &Source, to: &Party) -> libpep::factors::TranscryptionInfo {
+        let key = (from.clone(), to.clone());
+        if let Some(info) = self.infos.and_then(|i| i.read().ok()?.get(&key).copied()) {
+            return info;
+        }
+        let info = self.derive(from, to);
+        if let Some(mut infos) = self.infos.and_then(|i| i.write().ok()) {
+            infos.insert(key, info);
+        }
+        info
+    }
+
+    fn derive(&self, from: &Source, to: &Party) -> libpep::factors::TranscryptionInfo {
         let from_domain = from.domain.as_ref().map_or_else(origin, Party::domain);
         let from_context = from
             .context

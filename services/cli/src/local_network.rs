@@ -346,6 +346,22 @@ name = \"{WITNESS}\"\n\
     Ok(())
 }
 
+/// A process's name from its log file: the folder it runs in (`gateway`, `ORP-VS`, …), or the
+/// log's own name when its party runs two processes there (the witness's `transcryptor`).
+fn process_name(log: &str) -> String {
+    let log = Path::new(log);
+    let stem = log
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if stem == "transcryptor" {
+        return stem;
+    }
+    log.parent()
+        .and_then(Path::file_name)
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
 /// The C2SP vkey of the cosigning key in `key`, named `name`.
 fn vkey(key: &Path, name: &str) -> anyhow::Result<String> {
     let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
@@ -509,19 +525,16 @@ impl Network {
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.children
             .iter()
-            .map(|(log, child)| {
-                let name = Path::new(log)
-                    .parent()
-                    .and_then(Path::file_name)
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                (name, child.id())
-            })
+            .map(|(log, child)| (process_name(log), child.id()))
             .collect()
     }
 
-    /// The gateway's process id.
+    /// The (first) gateway's process id.
     pub fn gateway_pid(&self) -> Option<u32> {
-        self.children.get(1).map(|(_, child)| child.id())
+        self.children
+            .iter()
+            .find(|(log, _)| process_name(log) == "gateway")
+            .map(|(_, child)| child.id())
     }
 
     /// Stops every process (SIGTERM, so they finish cleanly; SIGKILL after 10 s).
