@@ -140,6 +140,7 @@ impl ConsentsService {
         &self,
         caller: &Caller,
         person: Option<&cii_proto::common::EncryptedPseudonym>,
+        purpose: &str,
     ) -> Result<Person, Status> {
         let from = cii_pseudonym::shares::Source::node(Some(Party::Institution(caller.institution.id.clone())));
         let ciphertext = ciphertext("person", person).map_err(GatewayError::from)?;
@@ -150,7 +151,7 @@ impl ConsentsService {
                     (ciphertext, from.clone(), Party::Registry),
                     (ciphertext, from, Party::Audit),
                 ],
-                &crate::pseudonyms::of("consent", caller.institution.id.as_str(), ""),
+                &crate::pseudonyms::of(purpose, caller.institution.id.as_str(), ""),
             )
             .await
             .map_err(GatewayError::from)?;
@@ -334,7 +335,7 @@ impl Consents for ConsentsService {
     ) -> Result<Response<registry::ConsentRecord>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let person = self.person(caller, request.person.as_ref()).await?;
+        let person = self.person(caller, request.person.as_ref(), "consent").await?;
         let institutions: std::collections::BTreeSet<&str> = request
             .consent
             .iter()
@@ -375,7 +376,7 @@ impl Consents for ConsentsService {
     ) -> Result<Response<registry::ConsentRecord>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let person = self.person(caller, request.person.as_ref()).await?;
+        let person = self.person(caller, request.person.as_ref(), "consent").await?;
         let detail = format!("channel={}", request.channel);
         let draft = self.draft(caller, cii_audit::EntryKind::ConsentRevoked, person.audit, detail);
         let forward = registry::RevokeConsentRequest {
@@ -425,7 +426,10 @@ impl Consents for ConsentsService {
         request: Request<pb::ListConsentsRequest>,
     ) -> Result<Response<registry::ListConsentsResponse>, Status> {
         let caller = caller(&request)?;
-        let person = self.person(caller, request.get_ref().person.as_ref()).await?;
+        // A read: the log keeps changes, not reads (the second transcryptor logs it as one).
+        let person = self
+            .person(caller, request.get_ref().person.as_ref(), "consent_read")
+            .await?;
         self.registry
             .clone()
             .list_consents(registry::ListConsentsRequest {
@@ -474,7 +478,7 @@ impl ConsentsService {
     ) -> Result<Response<registry::RelationshipResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.get_ref();
-        let person = self.person(caller, request.person.as_ref()).await?;
+        let person = self.person(caller, request.person.as_ref(), "consent").await?;
         let forward = registry::RelationshipRequest {
             person: Some(person.registry),
             actor: actor(caller),

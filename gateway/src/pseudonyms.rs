@@ -83,7 +83,7 @@ impl Pseudonyms {
         for op in &operations {
             first.push(self.local.apply(op)?);
         }
-        // Nothing to transcrypt (anonymised statistics name no person): nothing to ask or log.
+        // Nothing to transcrypt (a denied transfer of anonymised statistics): nothing to ask or log.
         let Some(second) = self.second.as_ref().filter(|_| !operations.is_empty()) else {
             return Ok(first.into_iter().map(|(ciphertext, _)| ciphertext).collect());
         };
@@ -198,7 +198,8 @@ pub fn transfer(caller: &str, counterparty: &str, transfer_id: &str) -> Purpose 
     }
 }
 
-/// What an institution's own operations are for (`enrolment`, `consent`, `dpo_lookup`), or a
+/// What an institution's own operations are for (`enrolment`, `consent`, `consent_read`,
+/// `dpo_lookup`), or a
 /// DPO's query (`dpo_query`, its entry's index as the reference).
 pub fn of(kind: &str, institution: &str, reference: &str) -> Purpose {
     Purpose {

@@ -2094,6 +2094,15 @@ async fn bad_transfer_requests_get_a_stable_code_and_the_field_and_change_nothin
             }),
         ),
         ("SEALED_PARTS_INVALID", "sealed", with_sealed(reversed)),
+        (
+            // One spelling of each type URL (the list checks compare full URLs).
+            "SEALED_PARTS_INVALID",
+            "sealed",
+            with_sealed(cii_proto::common::SealedParts {
+                type_url: "cii.exchange.v1.EarlyDetectionReport".into(),
+                ..sealed.clone()
+            }),
+        ),
         ("SEALED_PARTS_INVALID", "sealed", with_sealed(twice)),
         ("SEALED_PARTS_INVALID", "sealed", with_sealed(foreign)),
         ("SEALED_PARTS_INVALID", "sealed", with_sealed(short_nonce)),

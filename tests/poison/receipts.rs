@@ -87,6 +87,16 @@ async fn a_receipt_of_another_delivery_is_refused_by_the_node() {
         receipt: Some(receipt.clone()),
         ..node_pb::Delivery::default()
     };
+    // An AVS number the decision did not release is refused, whatever came with it.
+    let with_identity = node_pb::Delivery {
+        identity: Some(cii_proto::common::EncryptedIdentity {
+            ciphertext: vec![1; 64],
+        }),
+        ..genuine.clone()
+    };
+    let status = inbound.deliver(with_identity).await.expect_err("identity not released");
+    assert_eq!(error_code(&status).as_deref(), Some("FIELD_NOT_ALLOWED"), "{status:?}");
+    assert_eq!(cii_kit::grpc::error_field(&status).as_deref(), Some("identity"));
     let status = inbound.deliver(forged_notice).await.expect_err("a notice never logged");
     assert_eq!(error_code(&status).as_deref(), Some("RECEIPT_MISMATCH"), "{status:?}");
     // The holder's side: asked to provide under a receipt that is not this pull's permit.

@@ -406,6 +406,9 @@ pub(super) fn sealed_content(
     let key = cii_pseudonym::wire::attribute(&s.key).map_err(|e| TransferError::ciphertext("sealed.key", e))?;
     let carried: BTreeSet<String> = if s.type_url.is_empty() {
         BTreeSet::new()
+    } else if !s.type_url.starts_with("type.googleapis.com/") {
+        // One spelling of each type: the list checks and the nodes compare full URLs.
+        return Err(invalid("the type URL is not type.googleapis.com/<exchange type>"));
     } else {
         let message = catalogue.exchange_type(&s.type_url).map_err(TransferError::Payload)?;
         message.fields().filter_map(|f| catalogue.category_of(&f)).collect()

@@ -120,18 +120,24 @@ impl NodeApi {
     fn check_bound(
         &self,
         answer: &gw::TransferResponse,
-        transfer_id: &str,
-        sender: &str,
-        recipient: &str,
+        (transfer_id, sender, recipient): (&str, &str, &str),
+        written_request: &str,
     ) -> Result<(), NodeError> {
-        let Some(receipt) = &answer.receipt else { return Ok(()) };
+        // Data in the answer (either form of a pull's answer) needs a logged permit behind it.
+        let has_data = answer.provided_sealed.is_some() || answer.provided_parts.is_some();
+        let Some(receipt) = &answer.receipt else {
+            if has_data {
+                return Err(NodeError::ReceiptMismatch("data came without a receipt"));
+            }
+            return Ok(());
+        };
         if answer.entry_withheld {
             // The entry would tell whether the recipient serves the person (the gateway's
             // `undisclosed`): only a push's answer without data, not a permit told, may go
             // without it. The leaf hash and proof, witnessed, still show an entry.
             use gw::transfer_response::State;
             let told = answer.state == State::Undisclosed as i32 || answer.state == State::Denied as i32;
-            if !told || answer.provided_sealed.is_some() || !receipt.entry.is_empty() {
+            if !told || has_data || !receipt.entry.is_empty() {
                 return Err(NodeError::ReceiptMismatch(
                     "an entry is withheld only from an undisclosed or denied answer without data",
                 ));
@@ -149,10 +155,22 @@ impl NodeApi {
             recipient,
             released,
             sealed: None,
-            // Data in the answer needs a permit behind it.
-            permitted: answer.provided_sealed.is_some(),
+            permitted: has_data,
         };
-        crate::binding::check(receipt, &expected).map(|_| ())
+        let entry = crate::binding::check(receipt, &expected)?;
+        // The written request the gateway logged is the one this node sealed (the gateway
+        // cannot read it, but could swap it for one of its own).
+        let declared = if written_request.is_empty() {
+            Vec::new()
+        } else {
+            ring::digest::digest(&ring::digest::SHA256, written_request.as_bytes())
+                .as_ref()
+                .to_vec()
+        };
+        if entry.written_request_sha256 != declared {
+            return Err(NodeError::ReceiptMismatch("the entry logged another written request"));
+        }
+        Ok(())
     }
 
     async fn witness(&self, receipt: Option<&mut cii_proto::common::Receipt>) -> Result<(), NodeError> {
@@ -472,9 +490,8 @@ impl Node for NodeApi {
         // The receipt's entry is this push's: this institution discloses to the recipient.
         self.check_bound(
             answer.get_ref(),
-            &send.transfer_id,
-            self.institution.as_str(),
-            &send.recipient,
+            (&send.transfer_id, self.institution.as_str(), &send.recipient),
+            &send.written_request,
         )?;
         Ok(answer)
     }
@@ -529,7 +546,11 @@ impl Node for NodeApi {
             return Ok(answer);
         }
         // The receipt's entry is this pull's: the holder discloses to this institution.
-        self.check_bound(response, &ask.transfer_id, &ask.holder, self.institution.as_str())?;
+        self.check_bound(
+            response,
+            (&ask.transfer_id, &ask.holder, self.institution.as_str()),
+            &ask.written_request,
+        )?;
         // The holder's answer comes sealed by the holder to this institution: opened here, for the IT.
         if let Some(sealed) = response.provided_parts.take() {
             let released = response

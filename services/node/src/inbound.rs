@@ -146,6 +146,16 @@ impl NodeInboundService {
                 identity: None,
             });
         }
+        // The AVS number only where the decision released it (the receipt's entry is then
+        // checked to release exactly the decision's categories).
+        let released = delivery.decision.as_ref().map(|d| d.released_categories.as_slice());
+        if delivery.identity.is_some() && !released.unwrap_or_default().iter().any(|c| c == "identity.avs") {
+            return Err(NodeError::FieldNotAllowed {
+                field: "identity",
+                what: "an identity the decision did not release",
+            }
+            .into());
+        }
         let entry = self.bound_entry(&delivery)?;
         let content = self.open(&delivery, &entry)?;
         crate::binding::check_content(&entry, content.payload.as_ref())?;

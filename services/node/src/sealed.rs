@@ -25,6 +25,9 @@ fn catalogue() -> Result<&'static Catalogue, NodeError> {
     CATALOGUE.as_ref().map_err(|e| NodeError::Payload(e.clone()))
 }
 
+/// Longest written request, in characters (the gateway's limit before it read none).
+const MAX_WRITTEN_REQUEST: usize = 20_000;
+
 /// What a transfer's origin seals: the exchange message and the written request.
 pub struct Outgoing<'a> {
     /// The institution that seals (the sender of a push, the requester or holder of a pull).
@@ -44,6 +47,16 @@ pub struct Outgoing<'a> {
 /// checked against the contract first, with the codes the gateway used to answer.
 pub fn seal(keys: &NodeKeys, out: &Outgoing<'_>) -> Result<(common_pb::SealedParts, Vec<u8>), NodeError> {
     let catalogue = catalogue()?;
+    // Checked here, before sealing: the gateway sees only that one was sealed, and its
+    // addressee refuses a blank one only once the transfer is decided.
+    if !out.written_request.is_empty()
+        && (out.written_request.trim().is_empty() || out.written_request.chars().count() > MAX_WRITTEN_REQUEST)
+    {
+        return Err(NodeError::FieldNotAllowed {
+            field: "written_request",
+            what: "a written request is not blank and at most 20,000 characters",
+        });
+    }
     let sealer = keys.sealer().map_err(|source| NodeError::Crypto {
         field: "sealed",
         source,
@@ -324,8 +337,22 @@ mod tests {
             code(open_parts(&w.ai, &without, &expect(&all(), &sha))),
             "WRITTEN_REQUEST_MISMATCH"
         );
-        // A blank written request, even with its own hash.
-        let (blank, blank_sha) = super::tests::sealed(&w, "   ");
+        // A blank written request (a sender's node refuses to seal one; crafted here), even with
+        // its own hash.
+        let sealer = w.orp.sealer().unwrap();
+        let aad = part_associated_data("ORP-VS", "t-1", "", WRITTEN_REQUEST_LABEL);
+        let (nonce, ciphertext) = sealer.seal(&aad, b"   ").unwrap();
+        let blank = common_pb::SealedParts {
+            key: cii_pseudonym::wire::to_bytes(&w.gateway.rekey_seal_key(&sealer.key, &w.ai_party)),
+            type_url: String::new(),
+            parts: Vec::new(),
+            written_request: Some(common_pb::SealedPart {
+                category: String::new(),
+                nonce: nonce.to_vec(),
+                ciphertext,
+            }),
+        };
+        let blank_sha = ring::digest::digest(&ring::digest::SHA256, b"   ").as_ref().to_vec();
         assert_eq!(
             code(open_parts(&w.ai, &blank, &expect(&all(), &blank_sha))),
             "WRITTEN_REQUEST_MISMATCH"
@@ -338,6 +365,18 @@ mod tests {
             code(open_parts(&w.ai, &relabelled, &expect(&released, &sha))),
             "SEALED_PAYLOAD_UNREADABLE"
         );
+        // A blank or too long written request is refused before anything is sealed.
+        let payload = report();
+        for text in ["   ".to_owned(), "x".repeat(MAX_WRITTEN_REQUEST + 1)] {
+            let out = Outgoing {
+                origin: "ORP-VS",
+                transfer_id: "t-2",
+                payload: Some(&payload),
+                only: None,
+                written_request: &text,
+            };
+            assert_eq!(seal(&w.orp, &out).unwrap_err().code(), "FIELD_NOT_ALLOWED");
+        }
         // Opened by another institution than the one the key was rekeyed to: nothing opens.
         assert_eq!(
             code(open_parts(&w.orp, &sealed, &expect(&all(), &sha))),
