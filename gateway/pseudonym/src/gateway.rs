@@ -225,23 +225,17 @@ impl Gateway {
         ciphertext: &EncryptedPseudonym,
         written_in: u32,
         to: &Party,
-    ) -> EncryptedPseudonym {
-        let info = self.transcryptor.transcryption_info(
-            &Party::Audit.domain(),
-            &to.domain(),
-            &Party::Audit.context(written_in),
-            &to.context(self.epoch),
-        );
-        let key = if written_in == self.epoch {
-            self.audit_pseudonym_key
-        } else {
-            let factor = libpep::factors::make_pseudonym_rekey_factor(
-                self.transcryptor.rekeying_secret(),
-                &Party::Audit.context(written_in),
-            );
-            PseudonymSessionPublicKey::from_point(factor.scalar() * *self.global_pseudonym_key.value())
+    ) -> Result<EncryptedPseudonym, PseudonymError> {
+        // The same path as the gateway's hop (`apply`), which knows the audit context's keys.
+        let op = crate::shares::Operation {
+            ciphertext: crate::shares::Ciphertext::Pseudonym(*ciphertext),
+            from: crate::shares::Source::audit(written_in),
+            to: to.clone(),
         };
-        self.transcryptor.transcrypt(ciphertext, &info, &key, &mut rand::rng())
+        match self.apply(&op)?.0 {
+            crate::shares::Ciphertext::Pseudonym(p) => Ok(p),
+            crate::shares::Ciphertext::Attribute(_) => Err(PseudonymError::Key("not a pseudonym")),
+        }
     }
 
     /// A transfer: from `caller`'s domain (its certificate identity) into `to`'s.

@@ -413,14 +413,6 @@ pub(crate) fn apply_with(
     })
 }
 
-/// The global keys as the key a node's ciphertext is under, for the first hop.
-pub fn global_session_keys(global: &GlobalPublicKeys) -> (PseudonymSessionPublicKey, AttributeSessionPublicKey) {
-    (
-        PseudonymSessionPublicKey::from_point(*global.pseudonym.value()),
-        AttributeSessionPublicKey::from_point(*global.attribute.value()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use cii_types::{AvsNumber, InstitutionId};
@@ -431,6 +423,14 @@ mod tests {
     use crate::ceremony::Ceremony;
     use crate::gateway::Gateway;
     use crate::node::NodeKeys;
+
+    /// The global keys as the key a node's ciphertext is under, for the first hop.
+    fn global_session_keys(global: &GlobalPublicKeys) -> (PseudonymSessionPublicKey, AttributeSessionPublicKey) {
+        (
+            PseudonymSessionPublicKey::from_point(*global.pseudonym.value()),
+            AttributeSessionPublicKey::from_point(*global.attribute.value()),
+        )
+    }
 
     /// Two parties' ceremony in shares: each draws its secrets and contributes in turn.
     struct Network {

@@ -347,14 +347,14 @@ fn persons_rekeyed_from_the_audit_context_open_for_that_institutions_dpo_only() 
     // Two log entries about Anna, as the pipeline writes them.
     let logged = || gateway.translate(&orp_node.encrypt_own(&local).unwrap(), &orp, &Party::Audit);
     let (first, second) = (logged(), logged());
-    let seen = |e| orp_dpo.decrypt(&gateway.from_audit_context(e, 1, &orp_dpo_party));
+    let seen = |e| orp_dpo.decrypt(&gateway.from_audit_context(e, 1, &orp_dpo_party).unwrap());
     assert_eq!(seen(&first), seen(&second), "one pseudonym per person for ORP's DPO");
     // ORP's own lookup (from its record) reaches the same value.
     let lookup = gateway.translate(&orp_node.encrypt_own(&local).unwrap(), &orp, &orp_dpo_party);
     assert_eq!(orp_dpo.decrypt(&lookup), seen(&first));
     // AI's DPO key does not open what was rekeyed for ORP's.
     assert_ne!(
-        ai_dpo.decrypt(&gateway.from_audit_context(&first, 1, &orp_dpo_party)),
+        ai_dpo.decrypt(&gateway.from_audit_context(&first, 1, &orp_dpo_party).unwrap()),
         seen(&first)
     );
 }
@@ -384,17 +384,17 @@ fn a_rotated_dpo_key_opens_entries_of_both_epochs_and_the_old_key_stops() {
     let local = node(1).decrypt(&before.enrol(&node(1).enrolment_ciphertext(&anna), &orp));
     let old_entry = before.translate(&node(1).encrypt_own(&local).unwrap(), &orp, &Party::Audit);
     let new_entry = after.translate(&node(2).encrypt_own(&local).unwrap(), &orp, &Party::Audit);
-    let before_rotation = dpo_key(1).decrypt(&before.from_audit_context(&old_entry, 1, &dpo));
-    let old_now = dpo_key(2).decrypt(&after.from_audit_context(&old_entry, 1, &dpo));
-    let new_now = dpo_key(2).decrypt(&after.from_audit_context(&new_entry, 2, &dpo));
+    let before_rotation = dpo_key(1).decrypt(&before.from_audit_context(&old_entry, 1, &dpo).unwrap());
+    let old_now = dpo_key(2).decrypt(&after.from_audit_context(&old_entry, 1, &dpo).unwrap());
+    let new_now = dpo_key(2).decrypt(&after.from_audit_context(&new_entry, 2, &dpo).unwrap());
     assert_eq!(old_now, new_now, "one pseudonym across the rotation");
     assert_eq!(old_now, before_rotation, "the same as before it");
     assert_ne!(
-        dpo_key(1).decrypt(&after.from_audit_context(&new_entry, 2, &dpo)),
+        dpo_key(1).decrypt(&after.from_audit_context(&new_entry, 2, &dpo).unwrap()),
         new_now
     );
     assert_ne!(
-        dpo_key(2).decrypt(&after.from_audit_context(&old_entry, 2, &dpo)),
+        dpo_key(2).decrypt(&after.from_audit_context(&old_entry, 2, &dpo).unwrap()),
         new_now
     );
 }
